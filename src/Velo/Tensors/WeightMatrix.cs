@@ -1,0 +1,28 @@
+namespace Velo.Tensors;
+
+/// <summary>
+/// A 2-D weight tensor as stored in a model file: <see cref="Rows"/> rows of <see cref="Cols"/> elements of
+/// <see cref="Type"/>, each row <see cref="RowBytes"/> bytes, rows contiguous. The data is usually memory-mapped
+/// and never copied. In GGUF terms Cols is ne[0] and Rows is ne[1].
+/// </summary>
+public readonly unsafe struct WeightMatrix
+{
+    public WeightMatrix(byte* data, GgmlType type, int rows, int cols)
+    {
+        Data = data;
+        Type = type;
+        Rows = rows;
+        Cols = cols;
+        RowBytes = GgmlTypeInfo.RowBytes(type, cols);
+    }
+
+    public byte* Data { get; }
+    public GgmlType Type { get; }
+    public int Rows { get; }
+    public int Cols { get; }
+    public long RowBytes { get; }
+
+    public byte* Row(int row) => Data + row * RowBytes;
+
+    public ReadOnlySpan<byte> RowSpan(int row) => new(Row(row), checked((int)RowBytes));
+}
