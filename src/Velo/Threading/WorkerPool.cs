@@ -1,0 +1,203 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.ExceptionServices;
+using Velo.Tensors;
+
+namespace Velo.Threading;
+
+/// <summary>A unit of parallel work: every thread of the pool calls <see cref="Execute"/> once per dispatch.</summary>
+public interface IParallelJob
+{
+    /// <param name="threadIndex">0 for the calling thread, 1..threadCount-1 for the workers.</param>
+    void Execute(int threadIndex, int threadCount);
+}
+
+/// <summary>
+/// Long-lived worker threads that run one job at a time together with the calling thread (worker 0), which
+/// returns only when every thread has finished: each <see cref="Run{TJob}"/> is also a barrier. Workers spin for a
+/// short while after a job, because the forward pass dispatches thousands of small jobs per second and waking a
+/// blocked thread costs tens of microseconds; after that they block, so an idle server burns no CPU.
+/// Dispatching allocates nothing and creates no threads. One dispatch at a time: a pool is not for concurrent
+/// callers.
+/// </summary>
+public sealed unsafe class WorkerPool : IDisposable
+{
+    /// <summary>How long an idle worker keeps polling for the next job before it blocks.</summary>
+    private static readonly long SpinTicks = Stopwatch.Frequency / 5000; // 200 µs
+
+    private readonly Thread[] _workers;
+    private readonly object _gate = new();
+    private readonly NativeBuffer?[] _threadScratch;
+    private NativeBuffer? _sharedScratch;
+
+    private void* _job;
+    private delegate*<void*, int, int, void> _invoke;
+    private long _generation;
+    private int _pending;
+    private int _sleepers;
+    private int _busy;
+    private volatile bool _disposed;
+    private Exception? _failure;
+
+    public WorkerPool(int threads)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
+        ThreadCount = threads;
+        _threadScratch = new NativeBuffer?[threads];
+        _workers = new Thread[threads - 1];
+        for (int i = 0; i < _workers.Length; i++)
+        {
+            int index = i + 1;
+            _workers[i] = new Thread(() => WorkerLoop(index)) { IsBackground = true, Name = $"Velo worker {index}" };
+            _workers[i].Start();
+        }
+    }
+
+    public int ThreadCount { get; }
+
+    /// <summary>
+    /// Runs <paramref name="job"/> on every thread and returns when all have finished. The job is shared by
+    /// reference, so its fields are the place for shared counters, and changes made by the threads are visible
+    /// in <paramref name="job"/> afterwards. An exception thrown by any thread is rethrown here once all threads
+    /// are done.
+    /// </summary>
+    public void Run<TJob>(ref TJob job) where TJob : struct, IParallelJob
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (Interlocked.Exchange(ref _busy, 1) != 0)
+            throw new InvalidOperationException("WorkerPool.Run was called while another dispatch was running.");
+        try
+        {
+            if (_workers.Length == 0)
+            {
+                job.Execute(0, 1);
+                return;
+            }
+
+            // The workers reach the job through a pointer, so it must sit still: a stack copy does, whereas the
+            // caller's ref may point into a movable heap object.
+            TJob shared = job;
+            _job = Unsafe.AsPointer(ref shared);
+            _invoke = &Invoke<TJob>;
+            _failure = null;
+            Volatile.Write(ref _pending, _workers.Length);
+            Interlocked.Increment(ref _generation);
+            if (Volatile.Read(ref _sleepers) > 0)
+                lock (_gate) Monitor.PulseAll(_gate);
+
+            try
+            {
+                shared.Execute(0, ThreadCount);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref _failure, e, null);
+            }
+            WaitForWorkers();
+            _job = null;
+            job = shared;
+            if (_failure is { } failure)
+            {
+                _failure = null;
+                ExceptionDispatchInfo.Throw(failure);
+            }
+        }
+        finally
+        {
+            Volatile.Write(ref _busy, 0);
+        }
+    }
+
+    /// <summary>
+    /// A 64-byte aligned buffer of at least <paramref name="bytes"/> bytes owned by the pool, for data the caller
+    /// prepares for a dispatch. Grown (contents lost) only when too small; valid until the next call.
+    /// </summary>
+    public byte* SharedScratch(long bytes) => Grow(ref _sharedScratch, bytes);
+
+    /// <summary>A private buffer of thread <paramref name="threadIndex"/>, to be called only by that thread during a job.</summary>
+    public byte* ThreadScratch(int threadIndex, long bytes) => Grow(ref _threadScratch[threadIndex], bytes);
+
+    private static byte* Grow(ref NativeBuffer? buffer, long bytes)
+    {
+        if (buffer == null || buffer.Length < bytes)
+        {
+            buffer?.Dispose();
+            buffer = null;
+            buffer = new NativeBuffer(Math.Max(bytes, 4096));
+        }
+        return (byte*)buffer.Pointer;
+    }
+
+    private static void Invoke<TJob>(void* job, int threadIndex, int threadCount) where TJob : struct, IParallelJob =>
+        Unsafe.AsRef<TJob>(job).Execute(threadIndex, threadCount);
+
+    private void WaitForWorkers()
+    {
+        long deadline = Stopwatch.GetTimestamp() + SpinTicks;
+        while (Volatile.Read(ref _pending) != 0)
+        {
+            // Past the spin budget the other threads are probably descheduled (cores shared with other
+            // processes): yield the core to them instead of competing for it.
+            if (Stopwatch.GetTimestamp() < deadline) Thread.SpinWait(8);
+            else Thread.Yield();
+        }
+    }
+
+    private void WorkerLoop(int index)
+    {
+        long seen = 0;
+        while (true)
+        {
+            long generation = AwaitNextGeneration(seen);
+            if (_disposed) return;
+            seen = generation;
+            try
+            {
+                _invoke(_job, index, ThreadCount);
+            }
+            catch (Exception e)
+            {
+                Interlocked.CompareExchange(ref _failure, e, null);
+            }
+            Interlocked.Decrement(ref _pending);
+        }
+    }
+
+    private long AwaitNextGeneration(long seen)
+    {
+        long deadline = Stopwatch.GetTimestamp() + SpinTicks;
+        while (true)
+        {
+            for (int i = 0; i < 64; i++)
+            {
+                long generation = Volatile.Read(ref _generation);
+                if (generation != seen) return generation;
+                Thread.SpinWait(8);
+            }
+            if (Stopwatch.GetTimestamp() > deadline) break;
+        }
+
+        lock (_gate)
+        {
+            // Announcing the sleep before the last check pairs with Run, which bumps the generation before it
+            // looks for sleepers: one of the two always sees the other, so no wake-up is lost.
+            Interlocked.Increment(ref _sleepers);
+            long generation;
+            while ((generation = Volatile.Read(ref _generation)) == seen)
+                Monitor.Wait(_gate);
+            Interlocked.Decrement(ref _sleepers);
+            return generation;
+        }
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        Interlocked.Increment(ref _generation);
+        lock (_gate) Monitor.PulseAll(_gate);
+        foreach (var worker in _workers) worker.Join();
+        _sharedScratch?.Dispose();
+        foreach (var buffer in _threadScratch) buffer?.Dispose();
+    }
+}
