@@ -39,7 +39,8 @@ public static class GgufTokenizerReader
             {
                 Kind = TokenizerKind.ByteLevelBpe, Tokens = tokens, PreTokenizer = pre ?? "default",
                 Merges = ReadMerges(metadata),
-                BosId = 11, EosId = 11,
+                // glm4 has no BOS; the others default to llama.cpp's placeholder id 11 until metadata says otherwise.
+                BosId = pre is "glm4" or "chatglm-bpe" ? -1 : 11, EosId = 11,
                 AddBos = pre != null && (Llama3Family.Contains(pre) || pre is "tekken" or "chameleon"),
                 IgnoreMerges = pre != null && (Llama3Family.Contains(pre) || pre == "tekken"),
             },

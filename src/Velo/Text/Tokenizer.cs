@@ -13,9 +13,13 @@ public static class Tokenizer
         return FromGguf(file.Metadata);
     }
 
+    /// <param name="fileOrFolder">A tokenizer.json file, or a folder holding tokenizer.json and tokenizer_config.json.</param>
+    public static ITokenizer FromHuggingFace(string fileOrFolder) => FromData(HuggingFaceTokenizerReader.Read(fileOrFolder));
+
     public static TokenizerBase FromData(TokenizerData data) => data.Kind switch
     {
         TokenizerKind.SentencePiece => new SentencePieceTokenizer(data),
+        TokenizerKind.ByteLevelBpe => new ByteLevelBpeTokenizer(data),
         _ => throw new NotSupportedException($"{data.Kind} tokenizers are not supported yet"),
     };
 }
