@@ -20,6 +20,7 @@ public static class Tokenizer
     {
         TokenizerKind.SentencePiece => new SentencePieceTokenizer(data),
         TokenizerKind.ByteLevelBpe => new ByteLevelBpeTokenizer(data),
-        _ => throw new NotSupportedException($"{data.Kind} tokenizers are not supported yet"),
+        TokenizerKind.WordPiece => new WordPieceTokenizer(data),
+        _ => throw new ArgumentOutOfRangeException(nameof(data), data.Kind, "unknown tokenizer kind"),
     };
 }
