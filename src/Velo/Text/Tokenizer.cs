@@ -5,7 +5,7 @@ namespace Velo.Text;
 /// <summary>Creates tokenizers from GGUF metadata, Hugging Face files or plain vocabulary data.</summary>
 public static class Tokenizer
 {
-    public static ITokenizer FromGguf(GgufMetadata metadata) => FromData(GgufTokenizerReader.Read(metadata));
+    public static ITokenizer FromGguf(GgufMetadata metadata) => FromData(GgufTokenizerMetadata.Read(metadata));
 
     public static ITokenizer FromGguf(string path)
     {
