@@ -20,7 +20,7 @@ public abstract class PreTokenizer
     public const string Qwen2Pattern =
         @"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-    private const string CjkRuns = "[一-龥ࠀ-一가-퟿]+";
+    private const string CjkRuns = @"[\u4E00-\u9FA5\u0800-\u4E00\uAC00-\uD7FF]+";
 
     private const string Gpt4oPattern =
         @"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -31,7 +31,7 @@ public abstract class PreTokenizer
     private const string DeepSeek3Pattern =
         @"[!""#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-    private const string FinnishPattern = @" ?[^(\s|.,!?…。，、।۔،)]+";
+    private const string FinnishPattern = @" ?[^(\s|.,!?\u2026\u3002\uFF0C\u3001\u0964\u06D4\u060C)]+";
 
     /// <summary>
     /// The patterns llama.cpp applies for each <c>tokenizer.ggml.pre</c> name, one after another: each pattern cuts
@@ -56,13 +56,12 @@ public abstract class PreTokenizer
             "granite-docling");
         Add([@"\p{N}", Gpt2Pattern], "starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b");
         Add([@"[\p{P}\$\+<=>\^~\|`]+", Gpt2Pattern, "[0-9][0-9][0-9]"], "falcon");
-        // The pattern's supplementary-plane letter ranges (Deseret, Osage, Adlam, ...) are covered by the stand-in
-        // characters RegexPreTokenizer gives every supplementary upper- and lower-case letter.
-        Add([@"[\r\n]",
-             @"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ]+",
-             @"\s?[!-/:-~！-／：-～‘-‟　-。]+", @"\s+\z", CjkRuns, @"\p{N}+"], "deepseek-llm");
+        // The original letter class lists, range by range, the cased letters (Lu, Ll, Lt) of the BMP plus five
+        // cased scripts beyond it; the categories say the same more briefly.
+        Add([@"[\r\n]", @"\s?[\p{Lu}\p{Ll}\p{Lt}]+", @"\s?[!-/:-~\uFF01-\uFF0F\uFF1A-\uFF5E\u2018-\u201F\u3000-\u3002]+", @"\s+\z",
+             CjkRuns, @"\p{N}+"], "deepseek-llm");
         Add([@"[\r\n]", @"\s?\p{L}+", @"\s?\p{P}+", CjkRuns, @"\p{N}"], "deepseek-coder");
-        Add([@"\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+", DeepSeek3Pattern], "deepseek-v3", "hunyuan-dense");
+        Add([@"\p{N}{1,3}", @"[\u4E00-\u9FA5\u3040-\u309F\u30A0-\u30FF]+", DeepSeek3Pattern], "deepseek-v3", "hunyuan-dense");
         Add([FinnishPattern], "poro-chat", "bloom", "gpt3-finnish");
         Add([FinnishPattern, @"\p{N}"], "viking");
         Add([TekkenPattern], "tekken");
