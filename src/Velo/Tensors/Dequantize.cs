@@ -130,6 +130,6 @@ public static partial class Dequantize
     }
 
     /// <summary>The little-endian 32-bit word of fifth bits of a Q5_0/Q5_1 block.</summary>
-    internal static unsafe uint FifthBits(byte* qh) =>
+    private static unsafe uint FifthBits(byte* qh) =>
         qh[0] | (uint)qh[1] << 8 | (uint)qh[2] << 16 | (uint)qh[3] << 24;
 }

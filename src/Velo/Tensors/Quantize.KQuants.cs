@@ -84,6 +84,7 @@ public static partial class Quantize
                 float iscale = -32f / maxScale;
                 for (int g = 0; g < QK_K / 16; g++)
                 {
+                    // Narrowed to a signed byte before the clamp, as ggml does.
                     int code = Math.Clamp((int)(sbyte)KQuantSolver.NearestInt(iscale * scales[g]), -32, 31) + 32;
                     if (g < 8) block.Scales[g] = (byte)(code & 0xF);
                     else block.Scales[g - 8] |= (byte)((code & 0xF) << 4);

@@ -17,7 +17,7 @@ public static partial class Quantize
     /// <exception cref="ArgumentException">The lengths are not a whole number of blocks or do not agree.</exception>
     public static void Row(GgmlType type, ReadOnlySpan<float> src, Span<byte> dst)
     {
-        if (!IsSupported(type))
+        if (!GgmlTypeInfo.IsSupported(type))
             throw new NotSupportedException($"Quantizing to {type} is not supported.");
         RowLength.Check(type, src.Length, dst.Length, nameof(src), nameof(dst));
 
@@ -39,9 +39,6 @@ public static partial class Quantize
             default: throw new NotSupportedException($"Quantizing to {type} is not supported.");
         }
     }
-
-    /// <summary>Whether <see cref="Row"/> can produce this type.</summary>
-    public static bool IsSupported(GgmlType type) => GgmlTypeInfo.IsSupported(type);
 
     private static void F16(ReadOnlySpan<float> src, Span<Half> dst)
     {
