@@ -1,0 +1,101 @@
+using Velo.Formats;
+
+namespace Velo.Text;
+
+/// <summary>
+/// Reads <c>tokenizer.ggml.*</c> metadata into <see cref="TokenizerData"/>, with llama.cpp's defaults for keys a
+/// file leaves out. The only place the tokenizers touch GGUF.
+/// </summary>
+public static class GgufTokenizerReader
+{
+    // Pre-tokenizer names for which llama.cpp adds BOS by default and skips merging words that are whole tokens.
+    private static readonly HashSet<string> Llama3Family =
+        ["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"];
+
+    public static TokenizerData Read(GgufMetadata metadata)
+    {
+        string model = metadata.GetString("tokenizer.ggml.model")
+            ?? throw new InvalidDataException("the GGUF file has no tokenizer (tokenizer.ggml.model is missing)");
+        string? pre = metadata.GetString("tokenizer.ggml.pre");
+        string[] tokens = metadata.GetStringArray("tokenizer.ggml.tokens")
+            ?? throw new InvalidDataException("the GGUF file has no token list (tokenizer.ggml.tokens is missing)");
+        int[]? rawTypes = metadata.GetInt32Array("tokenizer.ggml.token_type");
+        TokenType[]? types = rawTypes?.Select(t => t is >= 0 and <= 6 ? (TokenType)t : TokenType.Undefined).ToArray();
+
+        var data = model switch
+        {
+            "llama" => new TokenizerData
+            {
+                Kind = TokenizerKind.SentencePiece, Tokens = tokens,
+                BosId = 1, EosId = 2, UnknownId = 0, AddBos = true, AddSpacePrefix = true,
+            },
+            "bert" => new TokenizerData
+            {
+                Kind = TokenizerKind.WordPiece, Tokens = tokens,
+                BosId = 101, UnknownId = 100, SepId = 102, PadId = 0, MaskId = 103, ClsId = 101,
+                AddBos = true, AddSep = true, Lowercase = true,
+            },
+            "gpt2" => new TokenizerData
+            {
+                Kind = TokenizerKind.ByteLevelBpe, Tokens = tokens, PreTokenizer = pre ?? "default",
+                Merges = ReadMerges(metadata),
+                BosId = 11, EosId = 11,
+                AddBos = pre != null && (Llama3Family.Contains(pre) || pre is "tekken" or "chameleon"),
+                IgnoreMerges = pre != null && (Llama3Family.Contains(pre) || pre == "tekken"),
+            },
+            _ => throw new NotSupportedException($"tokenizer model '{model}' is not supported (only llama, gpt2 and bert)"),
+        };
+        data = data with
+        {
+            Scores = metadata.GetFloat32Array("tokenizer.ggml.scores"),
+            TokenTypes = types,
+            BosId = SpecialId(metadata, "bos_token_id", tokens.Length, data.BosId),
+            EosId = SpecialId(metadata, "eos_token_id", tokens.Length, data.EosId),
+            EotId = SpecialId(metadata, "eot_token_id", tokens.Length, data.EotId),
+            EomId = SpecialId(metadata, "eom_token_id", tokens.Length, data.EomId),
+            UnknownId = SpecialId(metadata, "unknown_token_id", tokens.Length, data.UnknownId),
+            SepId = SpecialId(metadata, "seperator_token_id", tokens.Length, SpecialId(metadata, "separator_token_id", tokens.Length, data.SepId)),
+            PadId = SpecialId(metadata, "padding_token_id", tokens.Length, data.PadId),
+            ClsId = SpecialId(metadata, "cls_token_id", tokens.Length, data.ClsId),
+            MaskId = SpecialId(metadata, "mask_token_id", tokens.Length, data.MaskId),
+            AddBos = metadata.TryGetBool("tokenizer.ggml.add_bos_token", out bool addBos) ? addBos : data.AddBos,
+            AddEos = metadata.TryGetBool("tokenizer.ggml.add_eos_token", out bool addEos) ? addEos : data.AddEos,
+            AddSep = metadata.TryGetBool("tokenizer.ggml.add_sep_token", out bool addSep) ? addSep : data.AddSep,
+            AddSpacePrefix = metadata.TryGetBool("tokenizer.ggml.add_space_prefix", out bool prefix) ? prefix : data.AddSpacePrefix,
+        };
+        return WithModelSpecificStripping(data, metadata.GetString("general.name"));
+    }
+
+    private static List<(string, string)> ReadMerges(GgufMetadata metadata)
+    {
+        string[] merges = metadata.GetStringArray("tokenizer.ggml.merges")
+            ?? throw new InvalidDataException("the byte-level BPE tokenizer has no merges (tokenizer.ggml.merges is missing)");
+        var pairs = new List<(string, string)>(merges.Length);
+        foreach (string merge in merges)
+        {
+            // The first piece may itself be a space in non-byte-level vocabularies, so the split starts at 1.
+            int space = merge.Length > 1 ? merge.IndexOf(' ', 1) : -1;
+            if (space < 0) throw new InvalidDataException($"merge '{merge}' is not two pieces separated by a space");
+            pairs.Add((merge[..space], merge[(space + 1)..]));
+        }
+        return pairs;
+    }
+
+    /// <summary>An id from metadata, or the default; llama.cpp ignores ids outside the vocabulary the same way.</summary>
+    private static int SpecialId(GgufMetadata metadata, string key, int vocabSize, int defaultId) =>
+        metadata.TryGetUInt32("tokenizer.ggml." + key, out uint id) && id < vocabSize ? (int)id : defaultId;
+
+    /// <summary>Phi-3's chat markers eat the whitespace after them; GGUF does not record that, llama.cpp knows it by name.</summary>
+    private static TokenizerData WithModelSpecificStripping(TokenizerData data, string? modelName)
+    {
+        string name = (modelName ?? "").ToLowerInvariant();
+        if (!name.Contains("phi-3") && !name.Contains("phi3")) return data;
+        var strip = new HashSet<int>();
+        for (int id = 0; id < data.Tokens.Length; id++)
+            if (data.TokenTypes?[id] is TokenType.Control or TokenType.UserDefined or TokenType.Unknown || data.Tokens[id] == "</s>")
+                strip.Add(id);
+        foreach (string keep in (string[])["<unk>", "<s>", "<|endoftext|>"])
+            strip.Remove(Array.IndexOf(data.Tokens, keep));
+        return data with { RightStripTokens = strip };
+    }
+}

@@ -1,0 +1,34 @@
+namespace Velo.Text;
+
+/// <summary>Turns text into token ids and back, matching the reference tokenizer of a model family.</summary>
+public interface ITokenizer
+{
+    int VocabSize { get; }
+
+    /// <summary>Special token ids; -1 when the vocabulary has none.</summary>
+    int BosId { get; }
+    int EosId { get; }
+    int EotId { get; }
+    int PadId { get; }
+    int ClsId { get; }
+    int SepId { get; }
+    int UnknownId { get; }
+
+    /// <summary>Whether <see cref="Encode"/> with <c>addSpecial</c> puts BOS first / EOS last.</summary>
+    bool AddBos { get; }
+    bool AddEos { get; }
+
+    /// <param name="addSpecial">Add the BOS/EOS (CLS/SEP) tokens the model expects around a sequence.</param>
+    /// <param name="parseSpecial">Recognise control tokens such as <c>&lt;|im_start|&gt;</c> written in the text;
+    /// when false they are tokenized as ordinary text. User-defined added tokens are always recognised.</param>
+    int[] Encode(string text, bool addSpecial = true, bool parseSpecial = false);
+
+    /// <param name="skipSpecial">Leave out control tokens (BOS, EOS, chat markers) instead of writing their text.</param>
+    string Decode(ReadOnlySpan<int> ids, bool skipSpecial = false);
+
+    /// <summary>The token's piece exactly as stored in the vocabulary (e.g. <c>▁the</c>, <c>Ġthe</c>, <c>&lt;0x0A&gt;</c>).</summary>
+    string TokenText(int id);
+
+    /// <summary>True for tokens that end generation: EOS, EOT, EOM and end-of-turn markers such as <c>&lt;|im_end|&gt;</c>.</summary>
+    bool IsEndOfGeneration(int id);
+}
