@@ -1,1 +1,9 @@
-return 0;
+using System.CommandLine;
+using Velo.Cli.Commands;
+
+var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from GGUF files, in pure .NET.")
+{
+    RunCommand.Create(),
+    InfoCommand.Create(),
+};
+return root.Parse(args).Invoke();
