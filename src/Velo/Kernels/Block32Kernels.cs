@@ -113,29 +113,31 @@ internal static unsafe class Block32Kernels
 
     private static float Dot1<TBlock>(byte* row, int blocks, sbyte* xq, float* xd, float* xs) where TBlock : IBlock32
     {
+        // No calls inside the loops: every vector register is caller-saved on x64, so a call would make the JIT
+        // keep the accumulators in memory.
         float* combined = stackalloc float[Batch];
         Vector256<float> acc0 = default, acc1 = default, offsetAcc = default;
-        float offsetSum = 0;
-        for (int b0 = 0; b0 < blocks; b0 += Batch)
+        int whole = blocks - blocks % Batch;
+        for (int b0 = 0; b0 < whole; b0 += Batch)
         {
-            int n = Math.Min(Batch, blocks - b0);
             byte* batch = row + b0 * TBlock.BlockBytes;
-            if (n == Batch)
-                offsetAcc = ScaleBatch<TBlock>(batch, xd + b0, xs + b0, combined, offsetAcc);
-            else
-                offsetSum += ScaleTail<TBlock>(batch, n, xd + b0, xs + b0, combined);
-
+            offsetAcc = ScaleBatch<TBlock>(batch, xd + b0, xs + b0, combined, offsetAcc);
             // Two accumulators: one chain of dependent FMAs would wait on the FMA latency every block.
-            int j = 0;
-            for (; j + 2 <= n; j += 2)
+            for (int j = 0; j < Batch; j += 2)
             {
                 acc0 = Fma.MultiplyAdd(BlockDot<TBlock>(batch + j * TBlock.BlockBytes, xq + (b0 + j) * 32), Vector256.Create(combined[j]), acc0);
                 acc1 = Fma.MultiplyAdd(BlockDot<TBlock>(batch + (j + 1) * TBlock.BlockBytes, xq + (b0 + j + 1) * 32), Vector256.Create(combined[j + 1]), acc1);
             }
-            if (j < n)
-                acc0 = Fma.MultiplyAdd(BlockDot<TBlock>(batch + j * TBlock.BlockBytes, xq + (b0 + j) * 32), Vector256.Create(combined[j]), acc0);
         }
-        return Vector256.Sum(acc0 + acc1) + Vector256.Sum(offsetAcc) + offsetSum;
+        float offsetTail = 0;
+        for (int b = whole; b < blocks; b++)
+        {
+            byte* block = row + b * TBlock.BlockBytes;
+            float d = F16Row.ToSingle(*(ushort*)block);
+            acc0 = Fma.MultiplyAdd(BlockDot<TBlock>(block, xq + b * 32), Vector256.Create(d * xd[b]), acc0);
+            offsetTail += OffsetTerm<TBlock>(block, d, xs[b]);
+        }
+        return Vector256.Sum(acc0 + acc1) + Vector256.Sum(offsetAcc) + offsetTail;
     }
 
     /// <summary>One row against four tokens: each block is unpacked once for all four.</summary>
@@ -146,26 +148,15 @@ internal static unsafe class Block32Kernels
         float* combined = stackalloc float[Batch * TokenTile];
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         Vector256<float> off0 = default, off1 = default, off2 = default, off3 = default;
-        float tail0 = 0, tail1 = 0, tail2 = 0, tail3 = 0;
-        for (int b0 = 0; b0 < blocks; b0 += Batch)
+        int whole = blocks - blocks % Batch;
+        for (int b0 = 0; b0 < whole; b0 += Batch)
         {
-            int n = Math.Min(Batch, blocks - b0);
             byte* batch = row + b0 * TBlock.BlockBytes;
-            if (n == Batch)
-            {
-                off0 = ScaleBatch<TBlock>(batch, xd + b0, xs + b0, combined, off0);
-                off1 = ScaleBatch<TBlock>(batch, xd + blocks + b0, xs + blocks + b0, combined + Batch, off1);
-                off2 = ScaleBatch<TBlock>(batch, xd + 2 * blocks + b0, xs + 2 * blocks + b0, combined + 2 * Batch, off2);
-                off3 = ScaleBatch<TBlock>(batch, xd + 3 * blocks + b0, xs + 3 * blocks + b0, combined + 3 * Batch, off3);
-            }
-            else
-            {
-                tail0 += ScaleTail<TBlock>(batch, n, xd + b0, xs + b0, combined);
-                tail1 += ScaleTail<TBlock>(batch, n, xd + blocks + b0, xs + blocks + b0, combined + Batch);
-                tail2 += ScaleTail<TBlock>(batch, n, xd + 2 * blocks + b0, xs + 2 * blocks + b0, combined + 2 * Batch);
-                tail3 += ScaleTail<TBlock>(batch, n, xd + 3 * blocks + b0, xs + 3 * blocks + b0, combined + 3 * Batch);
-            }
-            for (int j = 0; j < n; j++)
+            off0 = ScaleBatch<TBlock>(batch, xd + b0, xs + b0, combined, off0);
+            off1 = ScaleBatch<TBlock>(batch, xd + blocks + b0, xs + blocks + b0, combined + Batch, off1);
+            off2 = ScaleBatch<TBlock>(batch, xd + 2 * blocks + b0, xs + 2 * blocks + b0, combined + 2 * Batch, off2);
+            off3 = ScaleBatch<TBlock>(batch, xd + 3 * blocks + b0, xs + 3 * blocks + b0, combined + 3 * Batch, off3);
+            for (int j = 0; j < Batch; j++)
             {
                 var q = TBlock.Quants(batch + j * TBlock.BlockBytes);
                 sbyte* x = xq + (b0 + j) * 32;
@@ -175,10 +166,34 @@ internal static unsafe class Block32Kernels
                 acc3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(combined[3 * Batch + j]), acc3);
             }
         }
+        float tail0 = 0, tail1 = 0, tail2 = 0, tail3 = 0;
+        for (int b = whole; b < blocks; b++)
+        {
+            byte* block = row + b * TBlock.BlockBytes;
+            float d = F16Row.ToSingle(*(ushort*)block);
+            var q = TBlock.Quants(block);
+            sbyte* x = xq + b * 32;
+            acc0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(d * xd[b]), acc0);
+            acc1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(d * xd[blocks + b]), acc1);
+            acc2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(d * xd[2 * blocks + b]), acc2);
+            acc3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(d * xd[3 * blocks + b]), acc3);
+            tail0 += OffsetTerm<TBlock>(block, d, xs[b]);
+            tail1 += OffsetTerm<TBlock>(block, d, xs[blocks + b]);
+            tail2 += OffsetTerm<TBlock>(block, d, xs[2 * blocks + b]);
+            tail3 += OffsetTerm<TBlock>(block, d, xs[3 * blocks + b]);
+        }
         y[0] = Vector256.Sum(acc0) + Vector256.Sum(off0) + tail0;
         y[yStride] = Vector256.Sum(acc1) + Vector256.Sum(off1) + tail1;
         y[2L * yStride] = Vector256.Sum(acc2) + Vector256.Sum(off2) + tail2;
         y[3L * yStride] = Vector256.Sum(acc3) + Vector256.Sum(off3) + tail3;
+    }
+
+    /// <summary>The offset or min term <c>c·(dx·Σxq)</c> of one block, c being the stored min or <c>-Offset·d</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float OffsetTerm<TBlock>(byte* block, float d, float activationSum) where TBlock : IBlock32
+    {
+        if (TBlock.SignedQuants) return 0;
+        return (TBlock.HasMin ? F16Row.ToSingle(*(ushort*)(block + 2)) : -TBlock.Offset * d) * activationSum;
     }
 
     /// <summary>
@@ -196,21 +211,6 @@ internal static unsafe class Block32Kernels
         if (TBlock.SignedQuants) return offsetAcc;
         var c = TBlock.HasMin ? F16Row.HighHalvesToSingle(raw) : d * Vector256.Create(-TBlock.Offset);
         return Fma.MultiplyAdd(c, Avx.LoadVector256(xs), offsetAcc);
-    }
-
-    /// <summary>The scalar form of <see cref="ScaleBatch{TBlock}"/> for the last, partial batch; returns its offset terms.</summary>
-    private static float ScaleTail<TBlock>(byte* batch, int n, float* xd, float* xs, float* combined) where TBlock : IBlock32
-    {
-        float offsetSum = 0;
-        for (int j = 0; j < n; j++)
-        {
-            byte* block = batch + j * TBlock.BlockBytes;
-            float d = F16Row.ToSingle(*(ushort*)block);
-            combined[j] = d * xd[j];
-            if (!TBlock.SignedQuants)
-                offsetSum += (TBlock.HasMin ? F16Row.ToSingle(*(ushort*)(block + 2)) : -TBlock.Offset * d) * xs[j];
-        }
-        return offsetSum;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

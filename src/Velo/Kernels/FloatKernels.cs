@@ -20,44 +20,63 @@ internal unsafe struct F32Row : IFloatRow
 }
 
 /// <summary>
-/// .NET exposes no F16C instructions, so halves are widened with integer operations: sign-extending the 16 bits
-/// and shifting left by 13 puts the sign at bit 31 (with copies of it at 30..28, masked off) and exponent and
-/// mantissa at bits 27..13, a float whose value is the half's times 2^-112 — exact for normals and subnormals
-/// alike. Infinities and NaNs come out finite; no model stores them as weights.
+/// .NET exposes no F16C instructions, so halves are widened with integer operations (Fabian Giesen's method):
+/// exponent and mantissa move to their float positions and the exponent is rebiased by an integer add, exact for
+/// normals; subnormal halves take the exponent of 2^-14 and then subtract 2^-14, still exactly. The usual shortcut
+/// of multiplying by 2^112 is avoided because it feeds subnormal floats to the multiplier, which costs a
+/// microcode assist per instruction on AMD cores — and small K-quant scales are often subnormal halves.
+/// Infinities and NaNs come out finite; no model stores them as weights or scales.
 /// </summary>
 internal unsafe struct F16Row : IFloatRow
 {
-    private const float TwoPow112 = 5.192296858534828e33f;
+    private const int SignBit = unchecked((int)0x80000000);
+    private const int MagnitudeBits = 0x0FFFE000;
+    private const int ExponentBits = 0x0F800000;
+    private const int NormalRebias = 112 << 23;
+    private const int SubnormalRebias = 113 << 23;
+    private const float TwoPowMinus14 = 6.103515625e-05f;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(byte* row, int index)
     {
-        var widened = Avx2.ConvertToVector256Int32((short*)row + index);
-        var bits = Avx2.ShiftLeftLogical(widened, 13) & Vector256.Create(unchecked((int)0x8FFFE000));
-        return bits.AsSingle() * Vector256.Create(TwoPow112);
+        // Sign-extending puts copies of the sign at bits 28..30 after the shift; the mask clears them, leaving
+        // the sign at 31 and exponent and mantissa at 27..13. Weights are rarely zero or subnormal, so the
+        // exact general conversion runs only for the vectors that have one.
+        var bits = Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((short*)row + index), 13) & Vector256.Create(unchecked((int)0x8FFFE000));
+        if (Vector256.EqualsAny(bits & Vector256.Create(ExponentBits), Vector256<int>.Zero))
+            return HighHalvesToSingle(Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + index), 16));
+        return (bits + Vector256.Create(NormalRebias)).AsSingle();
     }
 
     public static float Load1(byte* row, int index) => (float)((Half*)row)[index];
 
-    /// <summary>The scalar form of <see cref="Load8"/>, for the fp16 block scales of quantized types.</summary>
+    /// <summary>The scalar form, for the fp16 block scales of quantized types.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float ToSingle(ushort half) =>
-        BitConverter.Int32BitsToSingle(((short)half << 13) & unchecked((int)0x8FFFE000)) * TwoPow112;
+    public static float ToSingle(ushort half) => HighHalvesToSingle(Vector128.CreateScalar(half << 16)).ToScalar();
 
     /// <summary>Widens 8 halves held in the low 16 bits of each int32 lane (upper bits ignored).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> LowHalvesToSingle(Vector256<int> packed)
-    {
-        var bits = Avx2.ShiftRightArithmetic(Avx2.ShiftLeftLogical(packed, 16), 3) & Vector256.Create(unchecked((int)0x8FFFE000));
-        return bits.AsSingle() * Vector256.Create(TwoPow112);
-    }
+    public static Vector256<float> LowHalvesToSingle(Vector256<int> packed) => HighHalvesToSingle(Avx2.ShiftLeftLogical(packed, 16));
 
-    /// <summary>Widens 8 halves held in the high 16 bits of each int32 lane.</summary>
+    /// <summary>Widens 8 halves held in the high 16 bits of each int32 lane (low bits ignored).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> HighHalvesToSingle(Vector256<int> packed)
     {
-        var bits = Avx2.ShiftRightArithmetic(packed, 3) & Vector256.Create(unchecked((int)0x8FFFE000));
-        return bits.AsSingle() * Vector256.Create(TwoPow112);
+        var magnitude = Avx2.ShiftRightLogical(packed, 3) & Vector256.Create(MagnitudeBits);
+        var normal = (magnitude + Vector256.Create(NormalRebias)).AsSingle();
+        var subnormal = (magnitude + Vector256.Create(SubnormalRebias)).AsSingle() - Vector256.Create(TwoPowMinus14);
+        var isSubnormal = Vector256.Equals(magnitude & Vector256.Create(ExponentBits), Vector256<int>.Zero).AsSingle();
+        return Avx.BlendVariable(normal, subnormal, isSubnormal) | (packed & Vector256.Create(SignBit)).AsSingle();
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<float> HighHalvesToSingle(Vector128<int> packed)
+    {
+        var magnitude = Sse2.ShiftRightLogical(packed, 3) & Vector128.Create(MagnitudeBits);
+        var normal = (magnitude + Vector128.Create(NormalRebias)).AsSingle();
+        var subnormal = (magnitude + Vector128.Create(SubnormalRebias)).AsSingle() - Vector128.Create(TwoPowMinus14);
+        var isSubnormal = Vector128.Equals(magnitude & Vector128.Create(ExponentBits), Vector128<int>.Zero).AsSingle();
+        return Sse41.BlendVariable(normal, subnormal, isSubnormal) | (packed & Vector128.Create(SignBit)).AsSingle();
     }
 }
 
