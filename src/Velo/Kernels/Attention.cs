@@ -27,7 +27,7 @@ public static unsafe class Attention
 
     public static void Compute(in Arguments args, WorkerPool pool)
     {
-        var job = new Job { Args = args, Pool = pool };
+        var job = new Job { Args = args, Scores = (float*)pool.SharedScratch((long)pool.ThreadCount * args.ContextLength * sizeof(float)) };
         pool.Run(ref job);
     }
 
@@ -66,7 +66,7 @@ public static unsafe class Attention
     private struct Job : IParallelJob
     {
         public Arguments Args;
-        public WorkerPool Pool;
+        public float* Scores; // ContextLength floats per thread
 
         public void Execute(int threadIndex, int threadCount)
         {
@@ -74,7 +74,7 @@ public static unsafe class Attention
             int kvDim = a.KvHeads * a.HeadDim;
             int group = a.Heads / a.KvHeads;
             float scale = 1f / MathF.Sqrt(a.HeadDim);
-            var scores = new Span<float>(Pool.ThreadScratch(threadIndex, (long)a.ContextLength * sizeof(float)), a.ContextLength);
+            var scores = new Span<float>(Scores + (long)threadIndex * a.ContextLength, a.ContextLength);
             int items = a.Rows * a.Heads;
             for (int item = threadIndex; item < items; item += threadCount)
             {

@@ -1,23 +1,10 @@
 using System.Numerics.Tensors;
-using Velo.Tensors;
-using Velo.Threading;
 
 namespace Velo.Kernels;
 
 // INTERIM: plain versions of the kernels the kern branch provides; deleted at merge.
 public static unsafe class InterimKernels
 {
-    public static void MatMul(in WeightMatrix w, float* x, int tokens, float* y, WorkerPool pool)
-    {
-        var row = new float[w.Cols];
-        for (int r = 0; r < w.Rows; r++)
-        {
-            Dequantize.Row(w.Type, w.RowSpan(r), row);
-            for (int t = 0; t < tokens; t++)
-                y[(long)t * w.Rows + r] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(x + (long)t * w.Cols, w.Cols));
-        }
-    }
-
     public static void RmsNorm(float* x, float* weight, float* y, int n, float eps)
     {
         var xs = new ReadOnlySpan<float>(x, n);

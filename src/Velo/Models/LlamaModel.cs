@@ -68,9 +68,9 @@ public sealed unsafe class LlamaModel : IDisposable
             ref readonly var w = ref Weights.Layers[l];
 
             for (int i = 0; i < n; i++) InterimKernels.RmsNorm(x + (long)i * c.Dim, w.AttentionNorm, xb + (long)i * c.Dim, c.Dim, c.NormEpsilon);
-            InterimKernels.MatMul(w.Query, xb, n, q, s.Pool);
-            InterimKernels.MatMul(w.Key, xb, n, k, s.Pool);
-            InterimKernels.MatMul(w.Value, xb, n, v, s.Pool);
+            MatMul.Multiply(w.Query, xb, n, q, s.Pool);
+            MatMul.Multiply(w.Key, xb, n, k, s.Pool);
+            MatMul.Multiply(w.Value, xb, n, v, s.Pool);
             for (int i = 0; i < n; i++)
             {
                 float* qi = q + (long)i * c.QueryDim, ki = k + (long)i * c.KvDim, vi = v + (long)i * c.KvDim;
@@ -101,14 +101,14 @@ public sealed unsafe class LlamaModel : IDisposable
                 };
                 Attention.Compute(args, s.Pool);
             }
-            InterimKernels.MatMul(w.Output, att, n, xb, s.Pool);
+            MatMul.Multiply(w.Output, att, n, xb, s.Pool);
             AddInPlace(x, xb, (long)n * c.Dim);
 
             for (int i = 0; i < n; i++) InterimKernels.RmsNorm(x + (long)i * c.Dim, w.FfnNorm, xb + (long)i * c.Dim, c.Dim, c.NormEpsilon);
-            InterimKernels.MatMul(w.Gate, xb, n, gate, s.Pool);
-            InterimKernels.MatMul(w.Up, xb, n, up, s.Pool);
+            MatMul.Multiply(w.Gate, xb, n, gate, s.Pool);
+            MatMul.Multiply(w.Up, xb, n, up, s.Pool);
             InterimKernels.SwiGlu(gate, up, gate, n * c.FfnDim);
-            InterimKernels.MatMul(w.Down, gate, n, xb, s.Pool);
+            MatMul.Multiply(w.Down, gate, n, xb, s.Pool);
             AddInPlace(x, xb, (long)n * c.Dim);
         }
 
@@ -116,7 +116,7 @@ public sealed unsafe class LlamaModel : IDisposable
         for (int i = 0; i < n; i++)
             if (batch.WantLogits[i])
                 InterimKernels.RmsNorm(x + (long)i * c.Dim, Weights.OutputNorm, xb + (long)rows++ * c.Dim, c.Dim, c.NormEpsilon);
-        if (rows > 0) InterimKernels.MatMul(Weights.Output, xb, rows, s.LogitsPointer, s.Pool);
+        if (rows > 0) MatMul.Multiply(Weights.Output, xb, rows, s.LogitsPointer, s.Pool);
     }
 
     private void Validate(LlamaState s, ForwardBatch batch)

@@ -83,11 +83,14 @@ public class ReferenceForwardTests
             if (type != GgmlType.F32)
             {
                 // Against the weights as stored (dequantized by the bit-exact reference dequantizer), only the
-                // kernels' own rounding remains: float accumulation, and 8-bit activations where a kernel uses them.
+                // kernels' own rounding remains. Quantized kernels round activations to 8 bits per 32-block, as
+                // llama.cpp does: a relative RMS error of about (2.5σ/127)/√12 ≈ 0.6 % per product, √15 × that
+                // ≈ 2.3 % over the path. Float kernels stay near 1e-6.
                 using var file = GgufFile.Open(path);
                 var stored = new ReferenceLlama(spec, name => StoredWeights(file, name)).Logits(tokens);
-                double errorStored = RelativeError(velo, stored);
-                Assert.True(errorStored <= 2e-2, $"{variant} {type}: relative logit error {errorStored:E3} against the stored weights exceeds 2e-2");
+                double errorStored = RelativeRmsError(velo, stored);
+                double bound = type == GgmlType.F16 ? 1e-4 : 5e-2;
+                Assert.True(errorStored <= bound, $"{variant} {type}: relative RMS logit error {errorStored:E3} against the stored weights exceeds {bound:E0}");
             }
         }
         finally
