@@ -55,6 +55,6 @@ public sealed class ChatTemplate
         if (extra != null)
             foreach (var (name, value) in extra)
                 variables.Set(name, Py.FromClr(value));
-        return new Renderer(limits, clock).Render(_body, variables);
+        return new Renderer(limits).Render(_body, variables);
     }
 }

@@ -6,7 +6,7 @@ internal static class Globals
     public static Scope Create(TimeProvider clock)
     {
         var scope = new Scope(null);
-        void Add(string name, Func<CallArguments, Renderer, object?> body) => scope.Set(name, new BuiltinFunction(name, body));
+        void Add(string name, Func<CallArguments, Renderer, object?> body) => scope.Set(name, new BuiltinFunction(body));
 
         Add("raise_exception", (args, _) => throw new TemplateRaisedException(Py.ToStr(args.Get(0, "message"))));
         Add("strftime_now", (args, _) => Strftime.Format(clock.GetLocalNow(), Members.RequireString(args.Get(0, "format"), "strftime_now")));

@@ -26,16 +26,16 @@ internal sealed class Parser
 
     private Token Next() => _tokens[_index++];
 
-    private Token Peek(int ahead = 1) => _tokens[Math.Min(_index + ahead, _tokens.Count - 1)];
+    private Token Peek() => _tokens[Math.Min(_index + 1, _tokens.Count - 1)];
 
     private static ChatTemplateException Error(string message, SourcePosition at) =>
         new(ChatTemplateErrorKind.Syntax, message, at.Line, at.Column);
 
-    private Token Expect(TokenKind kind, string what)
+    private void Expect(TokenKind kind, string what)
     {
         if (Current.Kind != kind)
             throw Error($"expected {what}, found {Current}", Current.Position);
-        return Next();
+        _index++;
     }
 
     private void ExpectOperator(string op)

@@ -33,7 +33,7 @@ internal sealed class Scope(Scope? parent)
 }
 
 /// <summary>Walks the AST of one template for one set of variables, with Jinja's semantics.</summary>
-internal sealed class Renderer(RenderLimits limits, TimeProvider clock)
+internal sealed class Renderer(RenderLimits limits)
 {
     private enum Flow { Normal, Break, Continue }
 
@@ -42,8 +42,6 @@ internal sealed class Renderer(RenderLimits limits, TimeProvider clock)
     private int _callDepth;
 
     public RenderLimits Limits => limits;
-
-    public TimeProvider Clock => clock;
 
     public string Render(IReadOnlyList<Node> body, Scope scope)
     {

@@ -41,7 +41,7 @@ internal static class Tests
         ["ge"] = (v, a) => Py.Compare(v, a.Get(0, "other")) >= 0,
         [">="] = (v, a) => Py.Compare(v, a.Get(0, "other")) >= 0,
         ["in"] = (v, a) => Operators.Contains(a.Get(0, "seq"), v),
-        ["sameas"] = (v, a) => a.Get(0, "other") is var other && (v is null or bool ? Equals(v, other) : ReferenceEquals(v, other)),
+        ["sameas"] = (v, a) => a.Get(0, "other") is var other && (v is null or bool or long ? Equals(v, other) : ReferenceEquals(v, other)),
         ["lower"] = (v, _) => v is string s && s.Any(char.IsLetter) && s == s.ToLowerInvariant(),
         ["upper"] = (v, _) => v is string s && s.Any(char.IsLetter) && s == s.ToUpperInvariant(),
     };

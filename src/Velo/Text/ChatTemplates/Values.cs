@@ -41,7 +41,7 @@ internal sealed class LoopContext(IReadOnlyList<object?> items)
         "depth0" => 0L,
         "previtem" => Index0 > 0 ? items[Index0 - 1] : new Undefined("there is no previous item"),
         "nextitem" => Index0 < items.Count - 1 ? items[Index0 + 1] : new Undefined("there is no next item"),
-        "cycle" => new BuiltinFunction("loop.cycle", (args, _) =>
+        "cycle" => new BuiltinFunction((args, _) =>
             args.Positional.Count == 0 ? throw new TemplateRuntimeException("loop.cycle needs at least one value") : args.Positional[Index0 % args.Positional.Count]),
         _ => new Undefined($"'loop' has no attribute '{name}'"),
     };
@@ -63,10 +63,8 @@ internal sealed record CallArguments(IReadOnlyList<object?> Positional, IReadOnl
     public bool Has(int position, string name) => position < Positional.Count || Named.ContainsKey(name);
 }
 
-internal sealed class BuiltinFunction(string name, Func<CallArguments, Renderer, object?> invoke)
+internal sealed class BuiltinFunction(Func<CallArguments, Renderer, object?> invoke)
 {
-    public string Name { get; } = name;
-
     public object? Invoke(CallArguments args, Renderer renderer) => invoke(args, renderer);
 }
 
@@ -218,7 +216,7 @@ internal static class Py
             case OrderedDictionary<object, object?> dict:
                 return "{" + string.Join(", ", dict.Select(kv => Repr(kv.Key) + ": " + Repr(kv.Value))) + "}";
             case Namespace ns:
-                return "<Namespace " + string.Join(", ", ns.Attributes.Select(kv => kv.Key + "=" + Repr(kv.Value))) + ">";
+                return "<Namespace {" + string.Join(", ", ns.Attributes.Select(kv => ReprString(kv.Key) + ": " + Repr(kv.Value))) + "}>";
             default: return "<" + TypeName(value) + ">";
         }
     }
@@ -271,13 +269,11 @@ internal static class Py
         var dot = body.IndexOf('.');
         var intPart = dot >= 0 ? body[..dot] : body;
         var fracPart = dot >= 0 ? body[(dot + 1)..] : "";
-        var digits = (intPart + fracPart).TrimStart('0');
-        var leadingZeros = (intPart + fracPart).Length - (intPart + fracPart).TrimStart('0').Length;
+        var allDigits = intPart + fracPart;
+        var significant = allDigits.TrimStart('0');
         // Decimal exponent of the first significant digit.
-        var pointExp = intPart.Length - leadingZeros - 1 + exponent;
-        digits = digits.TrimEnd('0');
-        if (digits.Length == 0)
-            digits = "0";
+        var pointExp = intPart.Length - (allDigits.Length - significant.Length) - 1 + exponent;
+        var digits = significant.TrimEnd('0');
         string text;
         if (pointExp is >= -4 and < 16)
         {

@@ -27,6 +27,18 @@ public class JinjaEngineTests
     public void Expressions(string source, string expected) => Assert.Equal(expected, Render(source));
 
     [Theory]
+    [InlineData(1e16, "1e+16")]
+    [InlineData(1e15, "1000000000000000.0")]
+    [InlineData(0.1, "0.1")]
+    [InlineData(1.0 / 3, "0.3333333333333333")]
+    [InlineData(2.5e-5, "2.5e-05")]
+    [InlineData(-1.5, "-1.5")]
+    [InlineData(1.7976931348623157e308, "1.7976931348623157e+308")]
+    [InlineData(5e-324, "5e-324")]
+    [InlineData(double.PositiveInfinity, "inf")]
+    public void FloatsPrintAsPythonRepr(double value, string expected) => Assert.Equal(expected, Render("{{ x }}", ("x", value)));
+
+    [Theory]
     [InlineData("{{ ' a  b '.split() }} {{ 'a,b,,c'.split(',') }} {{ 'a,b,c'.split(',', 1) }}", "['a', 'b'] ['a', 'b', '', 'c'] ['a', 'b,c']")]
     [InlineData("{{ 'xxhixx'.strip('x') }}|{{ '\\n\\nhi\\n'.lstrip('\\n') }}|{{ 'hi  '.rstrip() }}", "hi|hi\n|hi")]
     [InlineData("{{ 'hello'.startswith('he') }} {{ 'hello'.endswith(('x', 'lo')) }}", "True True")]
