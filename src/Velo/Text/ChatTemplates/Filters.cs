@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.ExceptionServices;
 using System.Text;
 using System.Text.RegularExpressions;
 
@@ -118,7 +119,16 @@ internal static partial class Filters
         var sorted = descending
             ? items.OrderByDescending(Key, Comparer<object?>.Create(Py.Compare))
             : items.OrderBy(Key, Comparer<object?>.Create(Py.Compare));
-        return sorted.ToList();
+        try
+        {
+            return sorted.ToList();
+        }
+        catch (InvalidOperationException e) when (e.InnerException is TemplateRuntimeException incomparable)
+        {
+            // The sort wraps what the comparer throws; the template author needs the comparison error itself.
+            ExceptionDispatchInfo.Throw(incomparable);
+            throw;
+        }
     }
 
     private static object? Indent(object? value, CallArguments args, Renderer renderer)

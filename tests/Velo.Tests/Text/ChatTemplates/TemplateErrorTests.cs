@@ -52,6 +52,7 @@ public class TemplateErrorTests
     [InlineData("{% set x = 5 %}{% set x.attr = 1 %}", 1, 23, "only a namespace() takes attribute assignments")]
     [InlineData("{% for a, b in [1] %}{% endfor %}", 1, 4, "cannot unpack int into 2 names")]
     [InlineData("{{ 'a' < 1 }}", 1, 4, "cannot compare str with int")]
+    [InlineData("{{ [1, 'a']|sort }}", 1, 12, "cannot compare")]
     public void RuntimeErrorsCarryThePositionOfTheFailingExpression(string source, int line, int column, string message)
     {
         var error = RenderError(source);
