@@ -24,20 +24,13 @@ internal static class Operators
             return renderer.CheckLength(Py.ToStr(left) + Py.ToStr(right));
         Defined(left);
         Defined(right);
-        try
+        return op switch
         {
-            return op switch
-            {
-                "+" => Add(left, right, renderer),
-                "*" => Multiply(left, right, renderer),
-                "-" or "/" or "//" or "%" or "**" when Py.IsNumber(left) && Py.IsNumber(right) => Arithmetic(op, left!, right!),
-                _ => throw Unsupported(op, left, right),
-            };
-        }
-        catch (OverflowException)
-        {
-            throw new TemplateRuntimeException($"integer overflow in '{op}'");
-        }
+            "+" => Add(left, right, renderer),
+            "*" => Multiply(left, right, renderer),
+            "-" or "/" or "//" or "%" or "**" when Py.IsNumber(left) && Py.IsNumber(right) => Arithmetic(op, left!, right!),
+            _ => throw Unsupported(op, left, right),
+        };
     }
 
     private static object? Add(object? left, object? right, Renderer renderer) => (left, right) switch

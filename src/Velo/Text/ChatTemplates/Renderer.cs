@@ -215,6 +215,11 @@ internal sealed class Renderer(RenderLimits limits)
         {
             throw Located(e, expr.Position);
         }
+        catch (OverflowException)
+        {
+            // Python's integers are unbounded; ours are 64-bit, so a result beyond that is an error, not a wrap.
+            throw Located(new TemplateRuntimeException("integer overflow"), expr.Position);
+        }
     }
 
     private object? EvaluateCore(Expr expr, Scope scope)

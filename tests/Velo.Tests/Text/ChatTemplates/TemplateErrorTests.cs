@@ -47,6 +47,8 @@ public class TemplateErrorTests
     [InlineData("{{ 1 + 'a' }}", 1, 6, "unsupported operand types for +: 'int' and 'str'")]
     [InlineData("{{ 1 / 0 }}", 1, 6, "division by zero")]
     [InlineData("{{ 2 ** 100 }}", 1, 6, "integer overflow")]
+    [InlineData("{{ -(-9223372036854775807 - 1) }}", 1, 4, "integer overflow")]
+    [InlineData("{{ (-9223372036854775807 - 1)|abs }}", 1, 30, "integer overflow")]
     [InlineData("{{ messages[0].content.nosuchmethod() }}", 1, 36, "'str object' has no attribute 'nosuchmethod'")]
     [InlineData("{% set x = 5 %}{% set x.attr = 1 %}", 1, 23, "only a namespace() takes attribute assignments")]
     [InlineData("{% for a, b in [1] %}{% endfor %}", 1, 4, "cannot unpack int into 2 names")]
