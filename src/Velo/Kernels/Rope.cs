@@ -22,10 +22,11 @@ public enum RopeLayout
 public static class Rope
 {
     /// <summary>
-    /// Fills <paramref name="cos"/> and <paramref name="sin"/> (rotaryDims / 2 each) for <paramref name="position"/>.
+    /// Fills <paramref name="cos"/> and <paramref name="sin"/> (rotaryDims / 2 each) for <paramref name="position"/>
+    /// (fractional under linear rope scaling, which shrinks positions).
     /// <paramref name="freqFactors"/> is empty or has one divisor per pair (Llama 3's long-context scaling).
     /// </summary>
-    public static void Angles(int position, float theta, ReadOnlySpan<float> freqFactors, Span<float> cos, Span<float> sin)
+    public static void Angles(float position, float theta, ReadOnlySpan<float> freqFactors, Span<float> cos, Span<float> sin)
     {
         int pairs = cos.Length;
         if (pairs == 0 || sin.Length != pairs || (freqFactors.Length != 0 && freqFactors.Length != pairs))
