@@ -3,8 +3,9 @@ using System.Runtime.InteropServices;
 namespace Velo.Tensors;
 
 /// <summary>
-/// A 64-byte aligned block of native memory, zeroed at allocation. Activations and KV caches live here so the
-/// hot paths touch no managed heap.
+/// A 64-byte aligned block of native memory. Activations and KV caches live here so the hot paths touch no managed
+/// heap. Zeroed at allocation unless the caller opts out: large buffers that are always written before being read
+/// (KV caches) skip it so the pages they never reach stay out of resident memory.
 /// </summary>
 public sealed unsafe class NativeBuffer : IDisposable
 {
@@ -12,12 +13,12 @@ public sealed unsafe class NativeBuffer : IDisposable
 
     private void* _pointer;
 
-    public NativeBuffer(long bytes)
+    public NativeBuffer(long bytes, bool zero = true)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         Length = bytes;
         _pointer = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, Alignment), Alignment);
-        NativeMemory.Clear(_pointer, (nuint)Math.Max(bytes, Alignment));
+        if (zero) NativeMemory.Clear(_pointer, (nuint)Math.Max(bytes, Alignment));
     }
 
     public long Length { get; }

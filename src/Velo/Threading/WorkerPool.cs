@@ -27,7 +27,6 @@ public sealed unsafe class WorkerPool : IDisposable
 
     private readonly Thread[] _workers;
     private readonly object _gate = new();
-    private readonly NativeBuffer?[] _threadScratch;
     private NativeBuffer? _sharedScratch;
 
     private void* _job;
@@ -43,7 +42,6 @@ public sealed unsafe class WorkerPool : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         ThreadCount = threads;
-        _threadScratch = new NativeBuffer?[threads];
         _workers = new Thread[threads - 1];
         for (int i = 0; i < _workers.Length; i++)
         {
@@ -112,20 +110,15 @@ public sealed unsafe class WorkerPool : IDisposable
     /// A 64-byte aligned buffer of at least <paramref name="bytes"/> bytes owned by the pool, for data the caller
     /// prepares for a dispatch. Grown (contents lost) only when too small; valid until the next call.
     /// </summary>
-    public byte* SharedScratch(long bytes) => Grow(ref _sharedScratch, bytes);
-
-    /// <summary>A private buffer of thread <paramref name="threadIndex"/>, to be called only by that thread during a job.</summary>
-    public byte* ThreadScratch(int threadIndex, long bytes) => Grow(ref _threadScratch[threadIndex], bytes);
-
-    private static byte* Grow(ref NativeBuffer? buffer, long bytes)
+    public byte* SharedScratch(long bytes)
     {
-        if (buffer == null || buffer.Length < bytes)
+        if (_sharedScratch == null || _sharedScratch.Length < bytes)
         {
-            buffer?.Dispose();
-            buffer = null;
-            buffer = new NativeBuffer(Math.Max(bytes, 4096));
+            _sharedScratch?.Dispose();
+            _sharedScratch = null;
+            _sharedScratch = new NativeBuffer(Math.Max(bytes, 4096));
         }
-        return (byte*)buffer.Pointer;
+        return (byte*)_sharedScratch.Pointer;
     }
 
     private static void Invoke<TJob>(void* job, int threadIndex, int threadCount) where TJob : struct, IParallelJob =>
@@ -198,6 +191,5 @@ public sealed unsafe class WorkerPool : IDisposable
         lock (_gate) Monitor.PulseAll(_gate);
         foreach (var worker in _workers) worker.Join();
         _sharedScratch?.Dispose();
-        foreach (var buffer in _threadScratch) buffer?.Dispose();
     }
 }

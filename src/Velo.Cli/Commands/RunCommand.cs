@@ -1,0 +1,87 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Text;
+using Velo.Inference;
+using Velo.Threading;
+
+namespace Velo.Cli.Commands;
+
+/// <summary><c>velo run</c>: generate text from a prompt, streaming it as it comes, like llama.cpp's llama-cli.</summary>
+internal static class RunCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var prompt = new Option<string?>("--prompt", "-p") { Description = "Prompt text" };
+        var promptFile = new Option<FileInfo?>("--prompt-file", "-f") { Description = "Read the prompt from a file" };
+        var tokens = new Option<int>("--n-predict", "-n") { Description = "Tokens to generate (-1: until the context is full)", DefaultValueFactory = _ => 128 };
+        var temperature = new Option<float>("--temp") { Description = "Temperature (0: greedy)", DefaultValueFactory = _ => 0.8f };
+        var topK = new Option<int>("--top-k") { Description = "Top-k sampling (0: off)", DefaultValueFactory = _ => 40 };
+        var topP = new Option<float>("--top-p") { Description = "Top-p sampling (1: off)", DefaultValueFactory = _ => 0.95f };
+        var minP = new Option<float>("--min-p") { Description = "Min-p sampling (0: off)", DefaultValueFactory = _ => 0.05f };
+        var repeatPenalty = new Option<float>("--repeat-penalty") { Description = "Penalty for repeated tokens (1: off)", DefaultValueFactory = _ => 1.0f };
+        var seed = new Option<long>("--seed", "-s") { Description = "Random seed (-1: random)", DefaultValueFactory = _ => -1 };
+        var threads = CommonOptions.Threads();
+        var context = CommonOptions.Context();
+        var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep generating past the end-of-sequence token" };
+
+        var command = new Command("run", "Generate text from a prompt")
+        {
+            model, prompt, promptFile, tokens, temperature, topK, topP, minP, repeatPenalty, seed, threads, context, ignoreEos,
+        };
+        command.SetAction(parse => CommonOptions.Guard(() =>
+        {
+            string text = parse.GetValue(promptFile) is { } file ? File.ReadAllText(file.FullName) : parse.GetValue(prompt) ?? "";
+            var options = new GenerationOptions
+            {
+                MaxTokens = parse.GetValue(tokens),
+                IgnoreEos = parse.GetValue(ignoreEos),
+                Sampling = new SamplerOptions
+                {
+                    Temperature = parse.GetValue(temperature),
+                    TopK = parse.GetValue(topK),
+                    TopP = parse.GetValue(topP),
+                    MinP = parse.GetValue(minP),
+                    RepeatPenalty = parse.GetValue(repeatPenalty),
+                    Seed = parse.GetValue(seed) is >= 0 and var s ? (ulong)s : null,
+                },
+            };
+            return Run(parse.GetValue(model)!, text, options, parse.GetValue(threads), parse.GetValue(context));
+        }));
+        return command;
+    }
+
+    private static int Run(string modelPath, string prompt, GenerationOptions options, int threads, int context)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1, "--threads");
+        Sampler.Validate(options.Sampling);
+        using var model = LanguageModel.Load(modelPath);
+        using var pool = new WorkerPool(threads);
+        using var generator = new TextGenerator(model, CommonOptions.ContextFor(model, context), pool: pool);
+        int[] promptTokens = model.Tokenizer.Encode(prompt, addSpecial: true);
+        if (promptTokens.Length == 0) promptTokens = [model.Tokenizer.BosId >= 0 ? model.Tokenizer.BosId : 0];
+
+        var stdout = Console.OpenStandardOutput();
+        // The prompt is echoed as its tokens decode, exactly as llama.cpp prints it.
+        foreach (int id in promptTokens) stdout.Write(model.Tokenizer.TokenBytes(id, skipSpecial: true));
+        stdout.Flush();
+        var utf8 = new byte[256];
+        foreach (var piece in generator.Generate(promptTokens, options))
+        {
+            int length = Encoding.UTF8.GetBytes(piece.Text, utf8);
+            stdout.Write(utf8, 0, length);
+            stdout.Flush();
+        }
+
+        // Like llama-cli, end the text with a blank line so the statistics that follow stand apart.
+        stdout.Write("\n\n"u8);
+        stdout.Flush();
+
+        var stats = generator.LastStats;
+        Console.Error.WriteLine($"load time:  {model.LoadTime.TotalMilliseconds,9:F1} ms");
+        Console.Error.WriteLine($"prompt:     {stats.PromptTokens,6} tokens in {stats.PromptTime.TotalMilliseconds,9:F1} ms ({stats.PromptTokensPerSecond:F1} tokens/s)");
+        Console.Error.WriteLine($"generation: {stats.GeneratedTokens,6} tokens in {stats.GenerationTime.TotalMilliseconds,9:F1} ms ({stats.GenerationTokensPerSecond:F1} tokens/s)");
+        Console.Error.WriteLine($"memory:     {Process.GetCurrentProcess().WorkingSet64 / (1024.0 * 1024),9:F1} MiB resident ({model.Path})");
+        return 0;
+    }
+}

@@ -1,0 +1,37 @@
+namespace Velo.Inference;
+
+public sealed record GenerationOptions
+{
+    /// <summary>Tokens to generate at most; -1 means until the context is full.</summary>
+    public int MaxTokens { get; init; } = 128;
+
+    public SamplerOptions Sampling { get; init; } = new();
+
+    /// <summary>Keep generating past end-of-generation tokens.</summary>
+    public bool IgnoreEos { get; init; }
+
+    /// <summary>Generation ends when the text produced contains one of these (the stop string itself is not output).</summary>
+    public IReadOnlyList<string> Stop { get; init; } = [];
+}
+
+/// <summary>Why generation ended, in OpenAI's terms.</summary>
+public enum FinishReason
+{
+    Stop,
+    Length,
+}
+
+/// <summary>Counts and timings of one generation.</summary>
+public sealed class GenerationStats
+{
+    public int PromptTokens { get; internal set; }
+    public TimeSpan PromptTime { get; internal set; }
+    public int GeneratedTokens { get; internal set; }
+    public TimeSpan GenerationTime { get; internal set; }
+    public FinishReason FinishReason { get; internal set; }
+
+    public double PromptTokensPerSecond => PromptTokens / Math.Max(PromptTime.TotalSeconds, 1e-9);
+
+    /// <summary>Generated tokens per second after the first (whose time is the prompt's).</summary>
+    public double GenerationTokensPerSecond => Math.Max(GeneratedTokens - 1, 0) / Math.Max(GenerationTime.TotalSeconds, 1e-9);
+}

@@ -1,0 +1,49 @@
+using Velo.Formats;
+using Velo.Models;
+using Velo.Text;
+
+namespace Velo.Inference;
+
+/// <summary>A loaded decoder model with its tokenizer: what a user means by "the model file".</summary>
+public sealed class LanguageModel : IDisposable
+{
+    private LanguageModel(string path, LlamaModel model, TokenizerBase tokenizer, TimeSpan loadTime)
+    {
+        Path = path;
+        Model = model;
+        Tokenizer = tokenizer;
+        LoadTime = loadTime;
+    }
+
+    public string Path { get; }
+    public LlamaModel Model { get; }
+    public TokenizerBase Tokenizer { get; }
+    public TimeSpan LoadTime { get; }
+    public LlamaConfig Config => Model.Config;
+    public GgufMetadata Metadata => Model.File.Metadata;
+
+    /// <summary>The model's own Jinja chat template, if its file has one.</summary>
+    public string? ChatTemplate => Metadata.GetString("tokenizer.chat_template");
+
+    public string Name => Metadata.GetString("general.name") ?? System.IO.Path.GetFileNameWithoutExtension(Path);
+
+    public static LanguageModel Load(string path)
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var model = LlamaModel.Load(path);
+        try
+        {
+            var tokenizer = Text.Tokenizer.FromData(GgufTokenizerReader.Read(model.File.Metadata));
+            if (tokenizer.VocabSize > model.Config.VocabSize)
+                throw new GgufFormatException($"{path}: the tokenizer has {tokenizer.VocabSize} tokens but the model only {model.Config.VocabSize} embeddings");
+            return new LanguageModel(path, model, tokenizer, clock.Elapsed);
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
+
+    public void Dispose() => Model.Dispose();
+}

@@ -1,0 +1,199 @@
+using Velo.Formats;
+using Velo.Tensors;
+
+namespace Velo.Models;
+
+/// <summary>
+/// Writes random-weight Llama-family GGUF files of any shape, so speed and correctness can be measured without
+/// downloading a model. Every value is a pure function of (seed, tensor name, row), so a test can regenerate the
+/// exact floats a file was made from.
+/// </summary>
+public static class LlamaSynthesizer
+{
+    public static void Write(string path, SynthSpec spec, GgufMetadata? tokenizerSource = null)
+    {
+        var writer = new GgufWriter();
+        string a = spec.Architecture;
+        writer.Set("general.architecture", a)
+            .Set("general.name", spec.Name)
+            .Set("general.file_type", FileType(spec.WeightType))
+            .Set($"{a}.context_length", (uint)spec.ContextLength)
+            .Set($"{a}.embedding_length", (uint)spec.Dim)
+            .Set($"{a}.block_count", (uint)spec.Layers)
+            .Set($"{a}.feed_forward_length", (uint)spec.FfnDim)
+            .Set($"{a}.attention.head_count", (uint)spec.Heads)
+            .Set($"{a}.attention.head_count_kv", (uint)spec.EffectiveKvHeads)
+            .Set($"{a}.attention.layer_norm_rms_epsilon", spec.NormEpsilon)
+            .Set($"{a}.rope.freq_base", spec.RopeBase)
+            .Set($"{a}.rope.dimension_count", (uint)spec.EffectiveHeadDim)
+            .Set($"{a}.vocab_size", (uint)spec.VocabSize);
+        if (spec.EffectiveHeadDim != spec.Dim / spec.Heads)
+        {
+            writer.Set($"{a}.attention.key_length", (uint)spec.EffectiveHeadDim);
+            writer.Set($"{a}.attention.value_length", (uint)spec.EffectiveHeadDim);
+        }
+        if (spec.WeightType is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16))
+            writer.Set("general.quantization_version", 2u);
+        WriteTokenizer(writer, spec.VocabSize, tokenizerSource);
+
+        foreach (var (name, shape) in Tensors(spec))
+        {
+            var type = spec.TypeOf(name, shape.Length);
+            writer.AddTensor(name, type, shape, stream => WriteTensor(stream, spec, name, shape, type));
+        }
+        writer.Write(path);
+    }
+
+    /// <summary>Tensor names and shapes (ggml order: ne[0] first) in llama.cpp's order.</summary>
+    public static IEnumerable<(string Name, long[] Shape)> Tensors(SynthSpec s)
+    {
+        long qDim = (long)s.Heads * s.EffectiveHeadDim, kvDim = (long)s.EffectiveKvHeads * s.EffectiveHeadDim;
+        yield return ("token_embd.weight", [s.Dim, s.VocabSize]);
+        yield return ("output_norm.weight", [s.Dim]);
+        if (!s.TiedEmbeddings) yield return ("output.weight", [s.Dim, s.VocabSize]);
+        if (s.RopeFrequencyFactors) yield return ("rope_freqs.weight", [s.EffectiveHeadDim / 2]);
+        for (int l = 0; l < s.Layers; l++)
+        {
+            string p = $"blk.{l}.";
+            yield return (p + "attn_norm.weight", [s.Dim]);
+            yield return (p + "attn_q.weight", [s.Dim, qDim]);
+            yield return (p + "attn_k.weight", [s.Dim, kvDim]);
+            yield return (p + "attn_v.weight", [s.Dim, kvDim]);
+            if (s.QkvBias)
+            {
+                yield return (p + "attn_q.bias", [qDim]);
+                yield return (p + "attn_k.bias", [kvDim]);
+                yield return (p + "attn_v.bias", [kvDim]);
+            }
+            if (s.QkNorm)
+            {
+                yield return (p + "attn_q_norm.weight", [s.EffectiveHeadDim]);
+                yield return (p + "attn_k_norm.weight", [s.EffectiveHeadDim]);
+            }
+            yield return (p + "attn_output.weight", [qDim, s.Dim]);
+            yield return (p + "ffn_norm.weight", [s.Dim]);
+            yield return (p + "ffn_gate.weight", [s.Dim, s.FfnDim]);
+            yield return (p + "ffn_up.weight", [s.Dim, s.FfnDim]);
+            yield return (p + "ffn_down.weight", [s.FfnDim, s.Dim]);
+        }
+    }
+
+    /// <summary>The float values of one row of a tensor, before any quantization.</summary>
+    public static void FillRow(SynthSpec spec, string name, long row, Span<float> values)
+    {
+        var rng = new SplitMix64(spec.Seed ^ Hash(name) ^ (ulong)row * 0x9E3779B97F4A7C15);
+        if (name.EndsWith("norm.weight", StringComparison.Ordinal))
+        {
+            for (int i = 0; i < values.Length; i++) values[i] = 1 + spec.NormJitter * rng.NextNormal();
+        }
+        else if (name == "rope_freqs.weight")
+        {
+            // Llama 3's long-context factors: 1 for high frequencies rising to 8 for the lowest.
+            for (int i = 0; i < values.Length; i++) values[i] = 1 + 7f * i / Math.Max(1, values.Length - 1) * (float)rng.NextDouble();
+        }
+        else
+        {
+            for (int i = 0; i < values.Length; i++) values[i] = spec.WeightStd * rng.NextNormal();
+        }
+    }
+
+    private static void WriteTensor(Stream stream, SynthSpec spec, string name, long[] shape, GgmlType type)
+    {
+        int cols = (int)shape[0];
+        long rows = shape.Length > 1 ? shape[1] : 1;
+        int rowBytes = (int)GgmlTypeInfo.RowBytes(type, cols);
+        const int chunkRows = 64;
+        var floats = new float[chunkRows * cols];
+        var bytes = new byte[chunkRows * rowBytes];
+        for (long r0 = 0; r0 < rows; r0 += chunkRows)
+        {
+            int n = (int)Math.Min(chunkRows, rows - r0);
+            Parallel.For(0, n, i =>
+            {
+                var row = floats.AsSpan(i * cols, cols);
+                FillRow(spec, name, r0 + i, row);
+                Quantize.Row(type, row, bytes.AsSpan(i * rowBytes, rowBytes));
+            });
+            stream.Write(bytes, 0, n * rowBytes);
+        }
+    }
+
+    private static void WriteTokenizer(GgufWriter writer, int vocabSize, GgufMetadata? source)
+    {
+        if (source != null)
+        {
+            var tokens = source.GetStringArray("tokenizer.ggml.tokens") ?? throw new ArgumentException("the tokenizer source has no tokenizer.ggml.tokens");
+            if (tokens.Length > vocabSize)
+                throw new ArgumentException($"the tokenizer has {tokens.Length} tokens, more than the model's vocabulary of {vocabSize}");
+            foreach (var (key, value) in source)
+                if (key.StartsWith("tokenizer.", StringComparison.Ordinal)) writer.Set(key, value);
+            return;
+        }
+        // A SentencePiece-style vocabulary of control tokens, the 256 byte-fallback pieces and filler pieces: any
+        // text can be encoded with it, which is all a speed measurement needs.
+        if (vocabSize < 259) throw new ArgumentException("a synthetic tokenizer needs a vocabulary of at least 259 tokens");
+        var pieces = new string[vocabSize];
+        var scores = new float[vocabSize];
+        var types = new int[vocabSize];
+        (pieces[0], types[0]) = ("<unk>", 2);
+        (pieces[1], types[1]) = ("<s>", 3);
+        (pieces[2], types[2]) = ("</s>", 3);
+        for (int b = 0; b < 256; b++) (pieces[3 + b], types[3 + b]) = ($"<0x{b:X2}>", 6);
+        for (int i = 259; i < vocabSize; i++) (pieces[i], types[i], scores[i]) = ($"▁tok{i}", 1, -i);
+        writer.Set("tokenizer.ggml.model", "llama")
+            .Set("tokenizer.ggml.tokens", pieces)
+            .Set("tokenizer.ggml.scores", scores)
+            .Set("tokenizer.ggml.token_type", types)
+            .Set("tokenizer.ggml.bos_token_id", 1u)
+            .Set("tokenizer.ggml.eos_token_id", 2u)
+            .Set("tokenizer.ggml.unknown_token_id", 0u);
+    }
+
+    /// <summary>llama.cpp's <c>llama_ftype</c> for a file whose weights are mostly of one type.</summary>
+    public static uint FileType(GgmlType type) => type switch
+    {
+        GgmlType.F32 => 0,
+        GgmlType.F16 => 1,
+        GgmlType.Q4_0 => 2,
+        GgmlType.Q4_1 => 3,
+        GgmlType.Q8_0 => 7,
+        GgmlType.Q5_0 => 8,
+        GgmlType.Q5_1 => 9,
+        GgmlType.Q2_K => 10,
+        GgmlType.Q3_K => 12,
+        GgmlType.Q4_K => 15,
+        GgmlType.Q5_K => 17,
+        GgmlType.Q6_K => 18,
+        GgmlType.BF16 => 32,
+        _ => throw new NotSupportedException($"no llama.cpp file type for {type}"),
+    };
+
+    private static ulong Hash(string s)
+    {
+        ulong h = 14695981039346656037;
+        foreach (char c in s) h = (h ^ c) * 1099511628211;
+        return h;
+    }
+
+    private struct SplitMix64(ulong state)
+    {
+        private ulong _state = state;
+
+        public ulong Next()
+        {
+            ulong z = _state += 0x9E3779B97F4A7C15;
+            z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EB;
+            return z ^ (z >> 31);
+        }
+
+        public double NextDouble() => (Next() >> 11) * (1.0 / (1UL << 53));
+
+        public float NextNormal()
+        {
+            // Box–Muller; the second value is dropped to keep each element a function of its position only.
+            double u1 = 1.0 - NextDouble(), u2 = NextDouble();
+            return (float)(Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
+        }
+    }
+}

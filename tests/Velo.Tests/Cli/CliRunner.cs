@@ -1,0 +1,36 @@
+using System.Diagnostics;
+
+namespace Velo.Tests.Cli;
+
+/// <summary>Runs the built <c>velo</c> command in a child process, as a user would.</summary>
+public static class CliRunner
+{
+    public sealed record Result(int ExitCode, byte[] StdoutBytes, string Stderr)
+    {
+        public string Stdout => System.Text.Encoding.UTF8.GetString(StdoutBytes);
+    }
+
+    public static Result Run(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+            WorkingDirectory = TestPaths.RepoRoot,
+        };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Velo.Cli.dll"));
+        foreach (var a in args) start.ArgumentList.Add(a);
+        using var process = Process.Start(start)!;
+        var stdout = new MemoryStream();
+        var copy = process.StandardOutput.BaseStream.CopyToAsync(stdout);
+        var stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(3)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"velo {string.Join(' ', args)} did not finish in 3 minutes");
+        }
+        copy.Wait();
+        return new Result(process.ExitCode, stdout.ToArray(), stderr.Result);
+    }
+}

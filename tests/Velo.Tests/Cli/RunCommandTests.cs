@@ -1,0 +1,81 @@
+namespace Velo.Tests.Cli;
+
+public class RunCommandTests
+{
+    [Fact]
+    public void GreedyOnceUponATimeMatchesTheReferenceExactly()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Once upon a time", "-n", "200", "--temp", "0", "--ignore-eos");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(File.ReadAllBytes(TestPaths.SharedFile("eval", "stories260K-greedy-once-upon-a-time.txt")), r.StdoutBytes);
+        Assert.Contains("tokens/s", r.Stderr);
+        Assert.Contains("MiB resident", r.Stderr);
+    }
+
+    /// <summary>
+    /// The reference zoo text is exactly 100 generated tokens (the model's end-of-sequence logit is far below the
+    /// newline it emits next), so it is reproduced with -n 100.
+    /// </summary>
+    [Fact]
+    public void GreedyZooMatchesTheReferenceExactly()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Lily and Ben went to the zoo", "-n", "100", "--temp", "0");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(File.ReadAllBytes(TestPaths.SharedFile("eval", "stories260K-greedy-zoo.txt")), r.StdoutBytes);
+    }
+
+    [Fact]
+    public void WithoutAModelItUsesTheBundledOne()
+    {
+        var r = CliRunner.Run("run", "-p", "Once upon a time", "-n", "20", "--temp", "0");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.StartsWith(" Once upon a time, there was a little girl", r.Stdout);
+    }
+
+    [Fact]
+    public void SameSeedSameText()
+    {
+        string[] args = ["run", "-m", TestPaths.Stories260K, "-p", "Once upon a time", "-n", "40", "--temp", "1", "--seed", "7"];
+        var a = CliRunner.Run(args);
+        var b = CliRunner.Run(args);
+        Assert.Equal(0, a.ExitCode);
+        Assert.Equal(a.Stdout, b.Stdout);
+        var c = CliRunner.Run([.. args[..^1], "8"]);
+        Assert.NotEqual(a.Stdout, c.Stdout);
+    }
+
+    [Fact]
+    public void PromptFile()
+    {
+        string path = Path.GetTempFileName();
+        File.WriteAllText(path, "Once upon a time");
+        try
+        {
+            var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "--prompt-file", path, "-n", "200", "--temp", "0", "--ignore-eos");
+            Assert.Equal(File.ReadAllBytes(TestPaths.SharedFile("eval", "stories260K-greedy-once-upon-a-time.txt")), r.StdoutBytes);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    [Theory]
+    [InlineData("missing.gguf", "model file not found")]
+    [InlineData("README.md", "not a GGUF file")]
+    public void BadModelGivesAClearError(string model, string message)
+    {
+        var r = CliRunner.Run("run", "-m", model, "-p", "hi");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains(message, r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr); // no stack trace
+    }
+
+    [Fact]
+    public void PromptLongerThanTheContextIsRefused()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", string.Join(' ', Enumerable.Repeat("Once upon a time", 20)), "--ctx", "16");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("the context holds 16", r.Stderr);
+    }
+}

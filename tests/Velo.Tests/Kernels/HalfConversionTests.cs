@@ -1,0 +1,37 @@
+using System.Runtime.Intrinsics;
+using Velo.Kernels;
+
+namespace Velo.Tests.Kernels;
+
+public unsafe class HalfConversionTests
+{
+    /// <summary>Every finite half, zeros and subnormals included, must widen exactly on every path.</summary>
+    [Fact]
+    public void EveryFiniteHalfWidensExactly()
+    {
+        var halves = new ushort[65536];
+        for (int i = 0; i < halves.Length; i++) halves[i] = (ushort)i;
+        fixed (ushort* p = halves)
+        {
+            for (int i = 0; i < halves.Length; i += 8)
+            {
+                var fromRow = F16Row.Load8((byte*)p, i);
+                var fromLow = F16Row.LowHalvesToSingle(Vector256.Create(
+                    p[i] | 0x5A5A0000, p[i + 1], p[i + 2], p[i + 3], p[i + 4], p[i + 5], p[i + 6], p[i + 7] | unchecked((int)0xFFFF0000)));
+                var fromHigh = F16Row.HighHalvesToSingle(Vector256.Create(
+                    p[i] << 16 | 0x5A5A, p[i + 1] << 16, p[i + 2] << 16, p[i + 3] << 16,
+                    p[i + 4] << 16, p[i + 5] << 16, p[i + 6] << 16, p[i + 7] << 16 | 0xFFFF));
+                for (int k = 0; k < 8; k++)
+                {
+                    Half half = BitConverter.UInt16BitsToHalf(p[i + k]);
+                    if (!Half.IsFinite(half)) continue;
+                    float expected = (float)half;
+                    Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(fromRow[k]));
+                    Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(fromLow[k]));
+                    Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(fromHigh[k]));
+                    Assert.Equal(BitConverter.SingleToInt32Bits(expected), BitConverter.SingleToInt32Bits(F16Row.ToSingle(p[i + k])));
+                }
+            }
+        }
+    }
+}

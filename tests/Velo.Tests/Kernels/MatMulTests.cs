@@ -1,0 +1,175 @@
+using System.Runtime.InteropServices;
+using Velo.Kernels;
+using Velo.Tensors;
+using Velo.Threading;
+
+namespace Velo.Tests.Kernels;
+
+public unsafe class MatMulTests
+{
+    public static TheoryData<GgmlType> AllTypes => new()
+    {
+        GgmlType.F32, GgmlType.F16, GgmlType.BF16,
+        GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_1, GgmlType.Q5_0, GgmlType.Q5_1,
+        GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K,
+    };
+
+    private static bool IsKQuant(GgmlType type) => GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K;
+
+    /// <summary>Column counts: one block, a few blocks, and enough blocks for whole and partial batches of 8.</summary>
+    private static int[] ColumnCounts(GgmlType type) => GgmlTypeInfo.BlockSize(type) switch
+    {
+        1 => [1, 37, 64, 300],
+        32 => [32, 96, 256, 32 * 21],
+        _ => [256, 768],
+    };
+
+    [Theory]
+    [MemberData(nameof(AllTypes))]
+    public void FastMatchesReferenceWithinActivationQuantizationError(GgmlType type) =>
+        CompareWithReference(type, MatMulPath.Fastest);
+
+    [Theory]
+    [MemberData(nameof(AllTypes))]
+    public void PortableMatchesReference(GgmlType type) => CompareWithReference(type, MatMulPath.Portable);
+
+    private static void CompareWithReference(GgmlType type, MatMulPath path)
+    {
+        var random = new Random((int)type * 7919 + (int)path);
+        using var pool = new WorkerPool(3);
+        foreach (int cols in ColumnCounts(type))
+        foreach (int rows in new[] { 1, 7, 33, 70 })
+        {
+            using var weights = RandomWeights(type, rows, cols, random);
+            for (int tokens = 1; tokens <= 7; tokens++)
+            {
+                float[] x = RandomActivations(tokens * cols, random);
+                float[] fast = new float[tokens * rows], reference = new float[tokens * rows];
+                var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+                fixed (float* px = x, pf = fast, pr = reference)
+                {
+                    MatMul.Multiply(w, px, tokens, pf, pool, path);
+                    MatMul.Reference(w, px, tokens, pr);
+                }
+
+                bool quantizedActivations = path == MatMulPath.Fastest && GgmlTypeInfo.BlockSize(type) > 1;
+                for (int t = 0; t < tokens; t++)
+                for (int r = 0; r < rows; r++)
+                {
+                    var (magnitude, quantizationBound) = ErrorScales(type, w, r, x.AsSpan(t * cols, cols));
+                    // Float sums in a different order than the double reference: a few ulps of the magnitude.
+                    double bound = 1e-5 * magnitude + 1e-6 + (quantizedActivations ? quantizationBound : 0);
+                    double error = Math.Abs(fast[t * rows + r] - reference[t * rows + r]);
+                    Assert.True(error <= bound,
+                        $"{type} {path} rows={rows} cols={cols} tokens={tokens} t={t} r={r}: fast {fast[t * rows + r]} vs reference {reference[t * rows + r]}, error {error} > bound {bound}");
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// Σ|w·x|, the scale of the float rounding error, and the most that rounding the activations to 8 bits can move
+    /// the dot: each x is off by at most half a step, <c>max|x| / 127 / 2</c> over its activation block, so the
+    /// dot is off by at most Σ|w| times that.
+    /// </summary>
+    private static (double Magnitude, double QuantizationBound) ErrorScales(GgmlType type, in WeightMatrix w, int r, ReadOnlySpan<float> x)
+    {
+        var row = new float[w.Cols];
+        Dequantize.Row(type, w.RowSpan(r), row);
+        int block = IsKQuant(type) ? 256 : 32;
+        double magnitude = 0, bound = 0;
+        for (int b0 = 0; b0 < w.Cols; b0 += block)
+        {
+            int n = Math.Min(block, w.Cols - b0);
+            double amax = 0, absWeights = 0;
+            for (int i = b0; i < b0 + n; i++)
+            {
+                amax = Math.Max(amax, Math.Abs(x[i]));
+                absWeights += Math.Abs(row[i]);
+                magnitude += Math.Abs((double)row[i] * x[i]);
+            }
+            bound += absWeights * amax / 127 / 2;
+        }
+        return (magnitude, bound);
+    }
+
+    [Fact]
+    public void QuantizationBoundIsNotVacuous()
+    {
+        // The quantized paths must land well inside the bound on average, or the bound would hide real errors.
+        var random = new Random(5);
+        using var pool = new WorkerPool(2);
+        const int rows = 64, cols = 1024;
+        foreach (var type in new[] { GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K })
+        {
+            using var weights = RandomWeights(type, rows, cols, random);
+            var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+            float[] x = RandomActivations(cols, random);
+            float[] fast = new float[rows], reference = new float[rows];
+            fixed (float* px = x, pf = fast, pr = reference)
+            {
+                MatMul.Multiply(w, px, 1, pf, pool);
+                MatMul.Reference(w, px, 1, pr);
+            }
+            double errorSum = 0, boundSum = 0;
+            for (int r = 0; r < rows; r++)
+            {
+                errorSum += Math.Abs(fast[r] - reference[r]);
+                boundSum += ErrorScales(type, w, r, x).QuantizationBound;
+            }
+            Assert.True(errorSum < 0.2 * boundSum, $"{type}: mean error {errorSum / rows} vs mean bound {boundSum / rows}");
+            Assert.True(errorSum > 0, $"{type}: no activation rounding error at all: are activations really quantized?");
+        }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.F16, 1)]
+    [InlineData(GgmlType.Q4_0, 1)]
+    [InlineData(GgmlType.Q4_K, 5)]
+    [InlineData(GgmlType.Q6_K, 1)]
+    public void MultiplyDoesNotAllocate(GgmlType type, int tokens)
+    {
+        var random = new Random(11);
+        using var pool = new WorkerPool(2);
+        const int rows = 40, cols = 512;
+        using var weights = RandomWeights(type, rows, cols, random);
+        var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+        float[] x = RandomActivations(tokens * cols, random);
+        float[] y = new float[tokens * rows];
+        fixed (float* px = x, py = y)
+        {
+            MatMul.Multiply(w, px, tokens, py, pool);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            for (int i = 0; i < 20; i++)
+                MatMul.Multiply(w, px, tokens, py, pool);
+            Assert.Equal(before, GC.GetAllocatedBytesForCurrentThread());
+        }
+    }
+
+    /// <summary>Weights as a model file would hold them: normal floats quantized by the reference quantizer.</summary>
+    internal static NativeBuffer RandomWeights(GgmlType type, int rows, int cols, Random random)
+    {
+        long rowBytes = GgmlTypeInfo.RowBytes(type, cols);
+        var buffer = new NativeBuffer(rows * rowBytes);
+        var values = new float[cols];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int c = 0; c < cols; c++)
+                values[c] = (float)(Normal(random) * 0.02);
+            Quantize.Row(type, values, new Span<byte>((byte*)buffer.Pointer + r * rowBytes, (int)rowBytes));
+        }
+        return buffer;
+    }
+
+    /// <summary>Normal activations with occasional outliers, as hidden states have.</summary>
+    internal static float[] RandomActivations(int count, Random random)
+    {
+        var x = new float[count];
+        for (int i = 0; i < count; i++)
+            x[i] = (float)(Normal(random) * (random.Next(50) == 0 ? 20 : 1));
+        return x;
+    }
+
+    private static double Normal(Random random) =>
+        Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
+}
