@@ -1,7 +1,5 @@
 using System.Buffers;
-using System.Collections.Concurrent;
 using System.Numerics.Tensors;
-using System.Runtime.InteropServices;
 using System.Text;
 
 namespace Velo.Text;
@@ -13,15 +11,11 @@ namespace Velo.Text;
 /// </summary>
 public sealed class ByteLevelBpeTokenizer : TokenizerBase
 {
-    private const int WordCacheLimit = 1 << 16;
-
     private readonly int[] _byteTokens = new int[256];
     private readonly MergeTable _merges;
     private readonly PreTokenizer _preTokenizer;
     private readonly bool _ignoreMerges;
-    private readonly ConcurrentDictionary<string, int[]> _wordCache = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _wordCacheLookup;
-    private int _wordCacheSize;
+    private readonly WordCache _wordCache = new();
 
     [ThreadStatic] private static Scratch? t_scratch;
 
@@ -52,7 +46,6 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
             ? PreTokenizer.FromPatterns(patterns)
             : PreTokenizer.ForName(data.PreTokenizer);
         _ignoreMerges = data.IgnoreMerges;
-        _wordCacheLookup = _wordCache.GetAlternateLookup<ReadOnlySpan<char>>();
         BuildPieces();
     }
 
@@ -92,24 +85,10 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
 
     private void EncodeWord(ReadOnlySpan<char> word, List<int> output, Scratch scratch)
     {
-        if (_wordCacheLookup.TryGetValue(word, out int[]? cached))
-        {
-            output.AddRange(cached);
-            return;
-        }
+        if (_wordCache.TryAppend(word, output)) return;
         int start = output.Count;
         MergeWord(word, output, scratch);
-        // ConcurrentDictionary.Count takes every lock, so the size is counted here. A full cache starts over, so
-        // that text of a new kind is not left with only misses.
-        if (Volatile.Read(ref _wordCacheSize) >= WordCacheLimit)
-            lock (_wordCache)
-                if (_wordCacheSize >= WordCacheLimit)
-                {
-                    _wordCache.Clear();
-                    _wordCacheSize = 0;
-                }
-        if (_wordCache.TryAdd(word.ToString(), CollectionsMarshal.AsSpan(output)[start..].ToArray()))
-            Interlocked.Increment(ref _wordCacheSize);
+        _wordCache.Add(word, output, start);
     }
 
     private void MergeWord(ReadOnlySpan<char> word, List<int> output, Scratch scratch)
