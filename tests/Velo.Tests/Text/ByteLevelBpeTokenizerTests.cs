@@ -47,4 +47,13 @@ public class ByteLevelBpeTokenizerTests
             Assert.Equal(bytes, scanned.SelectMany(id => tokenizer.TokenBytes(id).ToArray()));
         }
     }
+
+    [Fact]
+    public void LoadAcceptsGgufFilesTokenizerJsonFilesAndFolders()
+    {
+        Assert.IsType<ByteLevelBpeTokenizer>(Tokenizer.Load(VocabTestVectors.VocabFile("gpt-2")));
+        Assert.IsType<WordPieceTokenizer>(Tokenizer.Load(TestPaths.SharedFile("tokenizers", "hf", "minilm-l6-v2", "tokenizer.json")));
+        Assert.IsType<WordPieceTokenizer>(Tokenizer.Load(TestPaths.SharedFile("tokenizers", "hf", "minilm-l6-v2")));
+        Assert.Throws<FileNotFoundException>(() => Tokenizer.Load(TestPaths.SharedFile("tokenizers", "no-such-tokenizer")));
+    }
 }
