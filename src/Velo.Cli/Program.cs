@@ -10,5 +10,6 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     RunCommand.Create(),
     InfoCommand.Create(),
     BenchCommand.Create(),
+    TokenizeCommand.Create(),
 };
 return root.Parse(args).Invoke();
