@@ -91,20 +91,145 @@ internal unsafe struct Q6_KBlock : IKBlock
             var q1 = (low1 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 2).AsByte() & pairMask);
             var q2 = (Avx2.ShiftRightLogical(low0.AsUInt16(), 4).AsByte() & nibbleMask) | (high.AsByte() & pairMask);
             var q3 = (Avx2.ShiftRightLogical(low1.AsUInt16(), 4).AsByte() & nibbleMask) | (Avx2.ShiftRightLogical(high, 2).AsByte() & pairMask);
-            sum += ScaledDot(q0, x, scales, 4 * half);
-            sum += ScaledDot(q1, x + 32, scales, 4 * half + 1);
-            sum += ScaledDot(q2, x + 64, scales, 4 * half + 2);
-            sum += ScaledDot(q3, x + 96, scales, 4 * half + 3);
+            sum += KQuantKernels.ScaledDot(q0, x, scales.AsByte(), 4 * half, signedScales: true);
+            sum += KQuantKernels.ScaledDot(q1, x + 32, scales.AsByte(), 4 * half + 1, signedScales: true);
+            sum += KQuantKernels.ScaledDot(q2, x + 64, scales.AsByte(), 4 * half + 2, signedScales: true);
+            sum += KQuantKernels.ScaledDot(q3, x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
+        }
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
+    }
+}
+
+/// <summary>
+/// Q5_K: as Q4_K plus 32 bytes of fifth bits: bit 2j of byte l belongs to element l of sub-block 2j (low nibbles
+/// of chunk j), bit 2j+1 to element l of sub-block 2j+1.
+/// </summary>
+internal unsafe struct Q5_KBlock : IKBlock
+{
+    public static int BlockBytes => 176;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    {
+        var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd);
+        var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
+        var sums16 = Avx.LoadVector256(groupSums);
+        var pairSums = Ssse3.HorizontalAdd(sums16.GetLower(), sums16.GetUpper());
+        var minTerm = Sse2.ConvertToVector128Single(Sse2.MultiplyAddAdjacent(scalesAndMins.GetUpper(), pairSums));
+
+        var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
+        var fifthBits = Avx.LoadVector256(block + 16).AsUInt16();
+        byte* qs = block + 48;
+        // Each chunk's fifth bits moved to bit 4: 16-bit shifts spill bits across bytes, but only into bits the
+        // 0x10 mask drops.
+        var sum = SubBlockPair(qs, xq, scales, 0, Avx2.ShiftLeftLogical(fifthBits, 4), Avx2.ShiftLeftLogical(fifthBits, 3))
+                + SubBlockPair(qs + 32, xq + 64, scales, 1, Avx2.ShiftLeftLogical(fifthBits, 2), Avx2.ShiftLeftLogical(fifthBits, 1))
+                + SubBlockPair(qs + 64, xq + 128, scales, 2, fifthBits, Avx2.ShiftRightLogical(fifthBits, 1))
+                + SubBlockPair(qs + 96, xq + 192, scales, 3, Avx2.ShiftRightLogical(fifthBits, 2), Avx2.ShiftRightLogical(fifthBits, 3));
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
+        return Fma.MultiplyAddNegated(minTerm.ToVector256(), Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SubBlockPair(byte* qs, sbyte* x, Vector256<byte> scales, int j,
+        Vector256<ushort> lowFifth, Vector256<ushort> highFifth)
+    {
+        var nibbleMask = Vector256.Create((byte)0x0F);
+        var bit4 = Vector256.Create((byte)0x10);
+        var bits = Avx.LoadVector256(qs);
+        var low = (bits & nibbleMask) | (lowFifth.AsByte() & bit4);
+        var high = (Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask) | (highFifth.AsByte() & bit4);
+        var lowDot = Avx2.MultiplyAddAdjacent(low, Avx.LoadVector256(x));
+        var highDot = Avx2.MultiplyAddAdjacent(high, Avx.LoadVector256(x + 32));
+        return Avx2.MultiplyAddAdjacent(lowDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16())
+             + Avx2.MultiplyAddAdjacent(highDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
+    }
+}
+
+/// <summary>
+/// Q2_K: 16 bytes of 4-bit scale (low nibble) and min (high nibble) per group of 16, 64 bytes of 2-bit quants,
+/// fp16 d and dmin. Each half of 128 values takes 32 bytes; bits 2s..2s+1 of byte l are element 32s + l.
+/// Value = d·scale·q − dmin·min.
+/// </summary>
+internal unsafe struct Q2_KBlock : IKBlock
+{
+    public static int BlockBytes => 84;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    {
+        var dAndMin = F16Row.PairToSingle(*(uint*)(block + 80)) * Vector128.Create(xd);
+        var packed = Sse2.LoadVector128(block);
+        var scales = packed & Vector128.Create((byte)0x0F);
+        var mins = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
+        var minTerm = Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(groupSums)));
+
+        Vector256<int> sum = default;
+        var twoBits = Vector256.Create((byte)3);
+        for (int half = 0; half < 2; half++)
+        {
+            var bits = Avx.LoadVector256(block + 16 + 32 * half).AsUInt16();
+            sbyte* x = xq + 128 * half;
+            sum += KQuantKernels.ScaledDot(bits.AsByte() & twoBits, x, scales, 4 * half, signedScales: false);
+            sum += KQuantKernels.ScaledDot(Avx2.ShiftRightLogical(bits, 2).AsByte() & twoBits, x + 32, scales, 4 * half + 1, signedScales: false);
+            sum += KQuantKernels.ScaledDot(Avx2.ShiftRightLogical(bits, 4).AsByte() & twoBits, x + 64, scales, 4 * half + 2, signedScales: false);
+            sum += KQuantKernels.ScaledDot(Avx2.ShiftRightLogical(bits, 6).AsByte() & twoBits, x + 96, scales, 4 * half + 3, signedScales: false);
+        }
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
+        return Fma.MultiplyAddNegated(minTerm, Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
+    }
+}
+
+/// <summary>
+/// Q3_K: 32 bytes of third bits (bit 4h+s of byte l for element 32s + l of half h), 64 bytes of low 2 bits packed as
+/// in Q2_K, 12 bytes of packed 6-bit group scales (biased by 32), fp16 d. Value = d·(scale − 32)·(q − 4).
+/// </summary>
+internal unsafe struct Q3_KBlock : IKBlock
+{
+    public static int BlockBytes => 110;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    {
+        float d = F16Row.ToSingle(*(ushort*)(block + 108)) * xd;
+        var scales = UnpackScales(block + 96);
+
+        // The −4 offset contributes −4 · Σ scale·Σx over the 16 groups.
+        var offsetTerm = Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(scales), Avx.LoadVector256(groupSums));
+        var sum = Vector256<int>.Zero - Avx2.ShiftLeftLogical(offsetTerm, 2);
+
+        var twoBits = Vector256.Create((byte)3);
+        var bit2 = Vector256.Create((byte)4);
+        var third = Avx.LoadVector256(block).AsUInt16();
+        for (int half = 0; half < 2; half++)
+        {
+            var bits = Avx.LoadVector256(block + 32 + 32 * half).AsUInt16();
+            sbyte* x = xq + 128 * half;
+            // Third bit 4h+s of each byte moved to bit 2; 16-bit shifts only spill into bits the mask drops.
+            var third0 = half == 0 ? Avx2.ShiftLeftLogical(third, 2) : Avx2.ShiftRightLogical(third, 2);
+            var third1 = half == 0 ? Avx2.ShiftLeftLogical(third, 1) : Avx2.ShiftRightLogical(third, 3);
+            var third2 = half == 0 ? third : Avx2.ShiftRightLogical(third, 4);
+            var third3 = half == 0 ? Avx2.ShiftRightLogical(third, 1) : Avx2.ShiftRightLogical(third, 5);
+            sum += KQuantKernels.ScaledDot((bits.AsByte() & twoBits) | (third0.AsByte() & bit2), x, scales.AsByte(), 4 * half, signedScales: true);
+            sum += KQuantKernels.ScaledDot((Avx2.ShiftRightLogical(bits, 2).AsByte() & twoBits) | (third1.AsByte() & bit2), x + 32, scales.AsByte(), 4 * half + 1, signedScales: true);
+            sum += KQuantKernels.ScaledDot((Avx2.ShiftRightLogical(bits, 4).AsByte() & twoBits) | (third2.AsByte() & bit2), x + 64, scales.AsByte(), 4 * half + 2, signedScales: true);
+            sum += KQuantKernels.ScaledDot((Avx2.ShiftRightLogical(bits, 6).AsByte() & twoBits) | (third3.AsByte() & bit2), x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
         }
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
     }
 
-    /// <summary>Σ q·x over 32 values whose first 16 use scale 2·<paramref name="pair"/> and the rest the next one.</summary>
+    /// <summary>The 16 group scales minus 32, from their 12-byte packing (llama.cpp's kmask shuffle on 32-bit words).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> ScaledDot(Vector256<byte> q, sbyte* x, Vector128<sbyte> scales, int pair)
+    private static Vector128<sbyte> UnpackScales(byte* packed)
     {
-        var scale16 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, KQuantKernels.SplitPair(pair)));
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x)), scale16);
+        const uint low4 = 0x0f0f0f0f, low2 = 0x03030303;
+        uint w0 = *(uint*)packed, w1 = *(uint*)(packed + 4), top = *(uint*)(packed + 8);
+        var unbiased = Vector128.Create(
+            (w0 & low4) | ((top & low2) << 4),
+            (w1 & low4) | (((top >> 2) & low2) << 4),
+            ((w0 >> 4) & low4) | (((top >> 4) & low2) << 4),
+            ((w1 >> 4) & low4) | (((top >> 6) & low2) << 4)).AsSByte();
+        return unbiased - Vector128.Create((sbyte)32);
     }
 }
 
@@ -145,8 +270,17 @@ internal static unsafe class KQuantKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<byte> BroadcastInt16(int k) => Avx.LoadVector256(BroadcastInt16Masks + 32 * k);
 
+    /// <summary>
+    /// Σ q·x over 32 values in two groups of 16 with their own 8-bit scales, entries 2·<paramref name="pair"/> and
+    /// 2·<paramref name="pair"/>+1 of <paramref name="scales"/>, signed or unsigned.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<sbyte> SplitPair(int p) => Sse2.LoadVector128((sbyte*)SplitPairMasks + 16 * p);
+    internal static Vector256<int> ScaledDot(Vector256<byte> q, sbyte* x, Vector128<byte> scales, int pair, bool signedScales)
+    {
+        var split = Ssse3.Shuffle(scales, Sse2.LoadVector128(SplitPairMasks + 16 * pair));
+        var scale16 = signedScales ? Avx2.ConvertToVector256Int16(split.AsSByte()) : Avx2.ConvertToVector256Int16(split).AsInt16();
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x)), scale16);
+    }
 
     /// <summary>
     /// Unpacks the 12-byte 6-bit scales and mins of Q4_K and Q5_K (llama.cpp's <c>get_scale_min_k4</c>, done on

@@ -116,6 +116,9 @@ public static unsafe class MatMul
             GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block>,
             GgmlType.Q4_K => &KQuantKernels.Rows<Q4_KBlock>,
             GgmlType.Q6_K => &KQuantKernels.Rows<Q6_KBlock>,
+            GgmlType.Q5_K => &KQuantKernels.Rows<Q5_KBlock>,
+            GgmlType.Q2_K => &KQuantKernels.Rows<Q2_KBlock>,
+            GgmlType.Q3_K => &KQuantKernels.Rows<Q3_KBlock>,
             _ => PortableKernel(type, out activations),
         };
     }
