@@ -23,7 +23,10 @@ internal unsafe struct MatMulTask
     /// <summary>The activations quantized in the layout the kernel expects, or null for float kernels.</summary>
     public byte* Activations;
 
-    /// <summary>For the portable kernel: <c>Cols</c> floats per thread, to dequantize a row into.</summary>
+    /// <summary>Rows per work item.</summary>
+    public int ChunkRows;
+
+    /// <summary>Per thread, room for the float rows of one work item (portable kernel: one row), or null.</summary>
     public float* RowScratch;
 }
 
@@ -46,10 +49,13 @@ public static unsafe class MatMul
             ? FastKernel(w.Type, out activations)
             : PortableKernel(w.Type, out activations);
 
-        var task = new MatMulTask { W = w, X = x, Tokens = tokens, Y = y };
+        var task = new MatMulTask { W = w, X = x, Tokens = tokens, Y = y, ChunkRows = ChunkRows(w.Rows, tokens, pool.ThreadCount) };
         if (activations == ActivationFormat.Float)
         {
-            task.RowScratch = (float*)pool.SharedScratch((long)pool.ThreadCount * w.Cols * sizeof(float));
+            int scratchRows = kernel == (delegate*<MatMulTask*, int, int, int, void>)&DequantizedRows ? 1
+                : FloatKernels.WidensRows(w.Type, tokens) ? task.ChunkRows : 0;
+            if (scratchRows > 0)
+                task.RowScratch = (float*)pool.SharedScratch((long)pool.ThreadCount * scratchRows * w.Cols * sizeof(float));
         }
         else
         {
@@ -62,7 +68,7 @@ public static unsafe class MatMul
             else pool.Run(ref quantize);
         }
 
-        var job = new RowsJob { Task = &task, Kernel = kernel, ChunkRows = ChunkRows(w.Rows, tokens, pool.ThreadCount) };
+        var job = new RowsJob { Task = &task, Kernel = kernel, ChunkRows = task.ChunkRows };
         pool.Run(ref job);
     }
 
