@@ -26,7 +26,10 @@ internal unsafe struct MatMulTask
     /// <summary>Rows per work item.</summary>
     public int ChunkRows;
 
-    /// <summary>Per thread, room for the float rows of one work item (portable kernel: one row), or null.</summary>
+    /// <summary>
+    /// Per thread, room for the rows of one work item in the form the kernel works on (floats for F16 prefill,
+    /// unpacked super-blocks for K-quant prefill, one float row for the portable kernel), or null.
+    /// </summary>
     public float* RowScratch;
 }
 
@@ -62,7 +65,13 @@ public static unsafe class MatMul
             long bytes = activations != ActivationFormat.Blocks256
                 ? ActivationQuantizer.Bytes32(w.Cols, tokens)
                 : ActivationQuantizer.Bytes256(w.Cols, tokens);
-            task.Activations = pool.SharedScratch(bytes);
+            long rowScratch = activations == ActivationFormat.Blocks256
+                ? pool.ThreadCount * KQuantKernels.ScratchBytes(w.Cols, tokens, task.ChunkRows)
+                : 0;
+            long aligned = (bytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
+            task.Activations = pool.SharedScratch(aligned + rowScratch);
+            if (rowScratch > 0)
+                task.RowScratch = (float*)(task.Activations + aligned);
             var quantize = new QuantizeJob { Task = &task, Format = activations };
             if (tokens == 1) quantize.Execute(0, 1); // not worth waking the workers for one row
             else pool.Run(ref quantize);
