@@ -120,7 +120,7 @@ internal static unsafe class FloatKernels
             // Widening halves exactly takes a dozen operations per 8 (see F16Row); done once per chunk instead
             // of once per token tile, the FMAs of the tiles get the core to themselves.
             int cols = task->W.Cols;
-            float* widened = task->RowScratch + (long)threadIndex * task->ChunkRows * cols;
+            float* widened = (float*)(task->RowScratch + threadIndex * task->RowScratchBytes);
             for (int r = rowStart; r < rowEnd; r++)
                 F16Row.Widen(task->W.Row(r), widened + (long)(r - rowStart) * cols, cols);
             Tiles<F32Row>(task, (byte*)widened, cols * sizeof(float), rowStart, rowEnd);

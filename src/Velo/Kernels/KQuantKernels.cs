@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Velo.Tensors;
 
 namespace Velo.Kernels;
 
@@ -391,8 +392,10 @@ internal static unsafe class KQuantKernels
     private const int TokenTile = 4;
 
     /// <summary>Bytes of <see cref="MatMulTask.RowScratch"/> per thread that <see cref="Rows{TBlock}"/> needs.</summary>
-    public static long ScratchBytes(int cols, int tokens, int chunkRows) =>
-        tokens >= TokenTile ? (long)chunkRows * (cols / 256) * sizeof(UnpackedSuperBlock) : 0;
+    public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows) =>
+        tokens >= TokenTile && GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K
+            ? (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock)
+            : 0;
 
     public static void Rows<TBlock>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TBlock : IKBlock
     {
@@ -401,7 +404,7 @@ internal static unsafe class KQuantKernels
         int tiled = 0;
         if (tokens >= TokenTile)
         {
-            var unpacked = (UnpackedSuperBlock*)((byte*)task->RowScratch + threadIndex * ScratchBytes(cols, tokens, task->ChunkRows));
+            var unpacked = (UnpackedSuperBlock*)(task->RowScratch + threadIndex * task->RowScratchBytes);
             for (int r = rowStart; r < rowEnd; r++)
                 for (int b = 0; b < blocks; b++)
                     TBlock.Unpack(task->W.Row(r) + (long)b * TBlock.BlockBytes, unpacked + (long)(r - rowStart) * blocks + b);
