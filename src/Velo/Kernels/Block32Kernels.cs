@@ -152,13 +152,13 @@ internal static unsafe class Block32Kernels
         // No calls inside the loops: every vector register is caller-saved on x64, so a call would make the JIT
         // keep the accumulators in memory.
         float* combined = stackalloc float[Batch];
-        Vector256<float> acc0 = default, acc1 = default, offsetAcc = default;
+        Vector256<float> acc0 = default, acc1 = default;
         int whole = blocks - blocks % Batch;
         for (int b0 = 0; b0 < whole; b0 += Batch)
         {
             byte* batch = row + b0 * TBlock.BlockBytes;
             WeightScales<TBlock>(batch, out var d, out var offset);
-            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref offsetAcc));
+            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc1));
             // Two accumulators: one chain of dependent FMAs would wait on the FMA latency every block.
             for (int j = 0; j < Batch; j += 2)
             {
@@ -174,7 +174,7 @@ internal static unsafe class Block32Kernels
             acc0 = Fma.MultiplyAdd(BlockDot<TBlock>(block, xq + b * 32), Vector256.Create(d * xd[b]), acc0);
             offsetTail += OffsetTerm<TBlock>(block, d, xs[b]);
         }
-        return Vector256.Sum(acc0 + acc1) + Vector256.Sum(offsetAcc) + offsetTail;
+        return Vector256.Sum(acc0 + acc1) + offsetTail;
     }
 
     /// <summary>One row against four tokens: each block is unpacked once for all four.</summary>
@@ -183,17 +183,17 @@ internal static unsafe class Block32Kernels
     {
         long cols = blocks * 32L;
         float* combined = stackalloc float[Batch * TokenTile];
+        // The offset terms go straight into the accumulators: four more live vectors would not fit the registers.
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-        Vector256<float> off0 = default, off1 = default, off2 = default, off3 = default;
         int whole = blocks - blocks % Batch;
         for (int b0 = 0; b0 < whole; b0 += Batch)
         {
             byte* batch = row + b0 * TBlock.BlockBytes;
             WeightScales<TBlock>(batch, out var d, out var offset);
-            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref off0));
-            Avx.Store(combined + Batch, TokenScales<TBlock>(d, offset, xd + blocks + b0, xs + blocks + b0, ref off1));
-            Avx.Store(combined + 2 * Batch, TokenScales<TBlock>(d, offset, xd + 2 * blocks + b0, xs + 2 * blocks + b0, ref off2));
-            Avx.Store(combined + 3 * Batch, TokenScales<TBlock>(d, offset, xd + 3 * blocks + b0, xs + 3 * blocks + b0, ref off3));
+            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc0));
+            Avx.Store(combined + Batch, TokenScales<TBlock>(d, offset, xd + blocks + b0, xs + blocks + b0, ref acc1));
+            Avx.Store(combined + 2 * Batch, TokenScales<TBlock>(d, offset, xd + 2 * blocks + b0, xs + 2 * blocks + b0, ref acc2));
+            Avx.Store(combined + 3 * Batch, TokenScales<TBlock>(d, offset, xd + 3 * blocks + b0, xs + 3 * blocks + b0, ref acc3));
             for (int j = 0; j < Batch; j++)
             {
                 var q = TBlock.Quants(batch + j * TBlock.BlockBytes);
@@ -220,10 +220,10 @@ internal static unsafe class Block32Kernels
             tail2 += OffsetTerm<TBlock>(block, d, xs[2 * blocks + b]);
             tail3 += OffsetTerm<TBlock>(block, d, xs[3 * blocks + b]);
         }
-        y[0] = Vector256.Sum(acc0) + Vector256.Sum(off0) + tail0;
-        y[yStride] = Vector256.Sum(acc1) + Vector256.Sum(off1) + tail1;
-        y[2L * yStride] = Vector256.Sum(acc2) + Vector256.Sum(off2) + tail2;
-        y[3L * yStride] = Vector256.Sum(acc3) + Vector256.Sum(off3) + tail3;
+        y[0] = Vector256.Sum(acc0) + tail0;
+        y[yStride] = Vector256.Sum(acc1) + tail1;
+        y[2L * yStride] = Vector256.Sum(acc2) + tail2;
+        y[3L * yStride] = Vector256.Sum(acc3) + tail3;
     }
 
     /// <summary>The offset or min term <c>c·(dx·Σxq)</c> of one block, c being the stored min or <c>-Offset·d</c>.</summary>
