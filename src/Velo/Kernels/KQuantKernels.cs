@@ -293,7 +293,7 @@ internal unsafe struct Q2_KBlock : IKBlock
         {
             var bits = Avx.LoadVector256(block + 16 + 32 * half).AsUInt16();
             for (int shift = 0; shift < 4; shift++)
-                unpacked->SetChunk(4 * half + shift, Avx2.ShiftRightLogical(bits, (byte)(2 * shift)).AsByte() & twoBits,
+                unpacked->SetChunk(4 * half + shift, Avx2.ShiftRightLogical(bits, Vector128.CreateScalar((ushort)(2 * shift))).AsByte() & twoBits,
                     KQuantKernels.ChunkScales(scales, 4 * half + shift, signedScales: false));
         }
     }
@@ -369,7 +369,7 @@ internal unsafe struct Q3_KBlock : IKBlock
             {
                 var thirdClear = Vector256.Equals(third & Vector256.Create((byte)(1 << (4 * half + shift))), Vector256<byte>.Zero);
                 unpacked->SetChunk(4 * half + shift,
-                    (Avx2.ShiftRightLogical(bits, (byte)(2 * shift)).AsByte() & twoBits) | Vector256.AndNot(bit2, thirdClear),
+                    (Avx2.ShiftRightLogical(bits, Vector128.CreateScalar((ushort)(2 * shift))).AsByte() & twoBits) | Vector256.AndNot(bit2, thirdClear),
                     KQuantKernels.ChunkScales(scales.AsByte(), 4 * half + shift, signedScales: true));
             }
         }

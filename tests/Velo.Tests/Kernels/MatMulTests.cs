@@ -135,6 +135,8 @@ public unsafe class MatMulTests
         int cols = GgmlTypeInfo.BlockSize(type) == 1 ? 96 : 512;
         int[] rows = [64, 9, 33];
         var weights = rows.Select(r => RandomWeights(type, r, cols, random)).ToArray();
+        var matrices = Enumerable.Range(0, 3).Select(i => new WeightMatrix((byte*)weights[i].Pointer, type, rows[i], cols)).ToArray();
+        MatMulTarget* targets = stackalloc MatMulTarget[3];
         try
         {
             foreach (int tokens in new[] { 1, 6 })
@@ -144,8 +146,9 @@ public unsafe class MatMulTests
                 var alone = rows.Select(r => new float[tokens * r]).ToArray();
                 fixed (float* px = x, y0 = together[0], y1 = together[1], y2 = together[2])
                 {
-                    var matrices = Enumerable.Range(0, 3).Select(i => new WeightMatrix((byte*)weights[i].Pointer, type, rows[i], cols)).ToArray();
-                    MatMulTarget* targets = stackalloc MatMulTarget[] { new(matrices[0], y0), new(matrices[1], y1), new(matrices[2], y2) };
+                    targets[0] = new(matrices[0], y0);
+                    targets[1] = new(matrices[1], y1);
+                    targets[2] = new(matrices[2], y2);
                     MatMul.Multiply(new ReadOnlySpan<MatMulTarget>(targets, 3), px, tokens, pool);
                     for (int i = 0; i < 3; i++)
                         fixed (float* y = alone[i])
