@@ -5,5 +5,7 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
 {
     RunCommand.Create(),
     InfoCommand.Create(),
+    PerplexityCommand.Create(),
+    QuantizeCommand.Create(),
 };
 return root.Parse(args).Invoke();

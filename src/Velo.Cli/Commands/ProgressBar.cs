@@ -1,0 +1,23 @@
+using Spectre.Console;
+
+namespace Velo.Cli.Commands;
+
+/// <summary>A byte-counting Spectre.Console progress bar on stderr, so stdout stays clean for scripts.</summary>
+internal static class ProgressBar
+{
+    /// <summary>Runs <paramref name="work"/>, which names its current step and reports bytes done.</summary>
+    public static void Run(string title, long totalBytes, Action<Action<string>, Action<long>> work)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        console.Progress()
+            .AutoClear(false)
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())
+            .Start(context =>
+            {
+                var task = context.AddTask(Markup.Escape(title), maxValue: Math.Max(1, totalBytes));
+                work(step => task.Description = Markup.Escape($"{title}: {step}"), bytes => task.Increment(bytes));
+                task.Description = Markup.Escape(title);
+                task.Value = task.MaxValue;
+            });
+    }
+}
