@@ -20,6 +20,16 @@ internal unsafe interface IBlock32
     static abstract Vector256<byte> Quants(byte* block);
 }
 
+/// <summary>A 32-block type of 4-bit nibbles (plus a fifth bit for Q5), which two blocks at a time unpack best.</summary>
+internal unsafe interface INibbleBlock32 : IBlock32
+{
+    /// <summary>
+    /// The quants of <paramref name="first"/> and the block after it: <paramref name="low"/> holds elements
+    /// 0..15 of each (first block in the low 128 bits), <paramref name="high"/> elements 16..31.
+    /// </summary>
+    static abstract void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high);
+}
+
 internal unsafe struct Q8_0Block : IBlock32
 {
     public static int BlockBytes => 34;
@@ -31,7 +41,7 @@ internal unsafe struct Q8_0Block : IBlock32
     public static Vector256<byte> Quants(byte* block) => Avx.LoadVector256(block + 2);
 }
 
-internal unsafe struct Q4_0Block : IBlock32
+internal unsafe struct Q4_0Block : INibbleBlock32
 {
     public static int BlockBytes => 18;
     public static bool SignedQuants => false;
@@ -40,9 +50,13 @@ internal unsafe struct Q4_0Block : IBlock32
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Quants(byte* block) => Block32Kernels.Nibbles(block + 2);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high) =>
+        Block32Kernels.PairNibbles(first + 2, first + BlockBytes + 2, out low, out high);
 }
 
-internal unsafe struct Q4_1Block : IBlock32
+internal unsafe struct Q4_1Block : INibbleBlock32
 {
     public static int BlockBytes => 20;
     public static bool SignedQuants => false;
@@ -51,9 +65,13 @@ internal unsafe struct Q4_1Block : IBlock32
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Quants(byte* block) => Block32Kernels.Nibbles(block + 4);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high) =>
+        Block32Kernels.PairNibbles(first + 4, first + BlockBytes + 4, out low, out high);
 }
 
-internal unsafe struct Q5_0Block : IBlock32
+internal unsafe struct Q5_0Block : INibbleBlock32
 {
     public static int BlockBytes => 22;
     public static bool SignedQuants => false;
@@ -63,9 +81,18 @@ internal unsafe struct Q5_0Block : IBlock32
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Quants(byte* block) =>
         Block32Kernels.Nibbles(block + 6) | Block32Kernels.FifthBits(*(uint*)(block + 2));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        Block32Kernels.PairNibbles(first + 6, first + BlockBytes + 6, out low, out high);
+        uint bits0 = *(uint*)(first + 2), bits1 = *(uint*)(first + BlockBytes + 2);
+        low |= Block32Kernels.FifthBits((bits0 & 0xFFFF) | (bits1 << 16));
+        high |= Block32Kernels.FifthBits((bits0 >> 16) | (bits1 & 0xFFFF0000));
+    }
 }
 
-internal unsafe struct Q5_1Block : IBlock32
+internal unsafe struct Q5_1Block : INibbleBlock32
 {
     public static int BlockBytes => 24;
     public static bool SignedQuants => false;
@@ -75,13 +102,22 @@ internal unsafe struct Q5_1Block : IBlock32
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Quants(byte* block) =>
         Block32Kernels.Nibbles(block + 8) | Block32Kernels.FifthBits(*(uint*)(block + 4));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        Block32Kernels.PairNibbles(first + 8, first + BlockBytes + 8, out low, out high);
+        uint bits0 = *(uint*)(first + 4), bits1 = *(uint*)(first + BlockBytes + 4);
+        low |= Block32Kernels.FifthBits((bits0 & 0xFFFF) | (bits1 << 16));
+        high |= Block32Kernels.FifthBits((bits0 >> 16) | (bits1 & 0xFFFF0000));
+    }
 }
 
 /// <summary>
 /// AVX2 kernels for the 32-block types against activations quantized to 32-blocks. Per block the integer dot
 /// <c>Σ q·xq</c> comes from <c>maddubs</c> + <c>madd</c>; the offset or min term needs no per-element work because
 /// <c>Σ c·x = c · (dx·Σxq)</c> and the activation quantizer stores <c>dx·Σxq</c>. Scales are widened eight blocks
-/// at a time with one gather.
+/// at a time. Q8_0 runs here; the nibble types run two blocks at a time in <see cref="PairedBlock32Kernels"/>.
 /// </summary>
 internal static unsafe class Block32Kernels
 {
@@ -121,7 +157,7 @@ internal static unsafe class Block32Kernels
         for (int b0 = 0; b0 < whole; b0 += Batch)
         {
             byte* batch = row + b0 * TBlock.BlockBytes;
-            offsetAcc = ScaleBatch<TBlock>(batch, xd + b0, xs + b0, combined, offsetAcc);
+            Avx.Store(combined, CombinedScales<TBlock>(batch, xd + b0, xs + b0, ref offsetAcc));
             // Two accumulators: one chain of dependent FMAs would wait on the FMA latency every block.
             for (int j = 0; j < Batch; j += 2)
             {
@@ -152,10 +188,10 @@ internal static unsafe class Block32Kernels
         for (int b0 = 0; b0 < whole; b0 += Batch)
         {
             byte* batch = row + b0 * TBlock.BlockBytes;
-            off0 = ScaleBatch<TBlock>(batch, xd + b0, xs + b0, combined, off0);
-            off1 = ScaleBatch<TBlock>(batch, xd + blocks + b0, xs + blocks + b0, combined + Batch, off1);
-            off2 = ScaleBatch<TBlock>(batch, xd + 2 * blocks + b0, xs + 2 * blocks + b0, combined + 2 * Batch, off2);
-            off3 = ScaleBatch<TBlock>(batch, xd + 3 * blocks + b0, xs + 3 * blocks + b0, combined + 3 * Batch, off3);
+            Avx.Store(combined, CombinedScales<TBlock>(batch, xd + b0, xs + b0, ref off0));
+            Avx.Store(combined + Batch, CombinedScales<TBlock>(batch, xd + blocks + b0, xs + blocks + b0, ref off1));
+            Avx.Store(combined + 2 * Batch, CombinedScales<TBlock>(batch, xd + 2 * blocks + b0, xs + 2 * blocks + b0, ref off2));
+            Avx.Store(combined + 3 * Batch, CombinedScales<TBlock>(batch, xd + 3 * blocks + b0, xs + 3 * blocks + b0, ref off3));
             for (int j = 0; j < Batch; j++)
             {
                 var q = TBlock.Quants(batch + j * TBlock.BlockBytes);
@@ -190,31 +226,37 @@ internal static unsafe class Block32Kernels
 
     /// <summary>The offset or min term <c>c·(dx·Σxq)</c> of one block, c being the stored min or <c>-Offset·d</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float OffsetTerm<TBlock>(byte* block, float d, float activationSum) where TBlock : IBlock32
+    internal static float OffsetTerm<TBlock>(byte* block, float d, float activationSum) where TBlock : IBlock32
     {
         if (TBlock.SignedQuants) return 0;
         return (TBlock.HasMin ? F16Row.ToSingle(*(ushort*)(block + 2)) : -TBlock.Offset * d) * activationSum;
     }
 
     /// <summary>
-    /// For 8 whole blocks: stores <c>d·dx</c> per block in <paramref name="combined"/> and adds the offset or min
-    /// terms <c>c·(dx·Σxq)</c> to <paramref name="offsetAcc"/>. The gather reads the 4 bytes at each block's start:
-    /// d in the low half and, for types with a min, the min in the high half.
+    /// For 8 whole blocks: <c>d·dx</c> per block, while the offset or min terms <c>c·(dx·Σxq)</c> are added to
+    /// <paramref name="offsetAcc"/>. The 4 bytes at each block's start hold d in the low half and, for types with
+    /// a min, the min in the high half.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> ScaleBatch<TBlock>(byte* batch, float* xd, float* xs, float* combined, Vector256<float> offsetAcc)
+    internal static Vector256<float> CombinedScales<TBlock>(byte* batch, float* xd, float* xs, ref Vector256<float> offsetAcc)
         where TBlock : IBlock32
     {
-        var raw = Avx2.GatherVector256((int*)batch, Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * TBlock.BlockBytes, 1);
+        // Eight scalar loads and inserts: a hardware gather is several times slower on AMD cores.
+        int stride = TBlock.BlockBytes;
+        var raw = Vector256.Create(
+            *(int*)batch, *(int*)(batch + stride), *(int*)(batch + 2 * stride), *(int*)(batch + 3 * stride),
+            *(int*)(batch + 4 * stride), *(int*)(batch + 5 * stride), *(int*)(batch + 6 * stride), *(int*)(batch + 7 * stride));
         var d = F16Row.LowHalvesToSingle(raw);
-        Avx.Store(combined, d * Avx.LoadVector256(xd));
-        if (TBlock.SignedQuants) return offsetAcc;
-        var c = TBlock.HasMin ? F16Row.HighHalvesToSingle(raw) : d * Vector256.Create(-TBlock.Offset);
-        return Fma.MultiplyAdd(c, Avx.LoadVector256(xs), offsetAcc);
+        if (!TBlock.SignedQuants)
+        {
+            var c = TBlock.HasMin ? F16Row.HighHalvesToSingle(raw) : d * Vector256.Create(-TBlock.Offset);
+            offsetAcc = Fma.MultiplyAdd(c, Avx.LoadVector256(xs), offsetAcc);
+        }
+        return d * Avx.LoadVector256(xd);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockDot<TBlock>(byte* block, sbyte* x) where TBlock : IBlock32 =>
+    internal static Vector256<float> BlockDot<TBlock>(byte* block, sbyte* x) where TBlock : IBlock32 =>
         QuantDot<TBlock>(TBlock.Quants(block), x);
 
     /// <summary>Σ q·x over 32 values, as 8 partial int32 sums converted to float.</summary>
@@ -235,6 +277,16 @@ internal static unsafe class Block32Kernels
     {
         var packed = Sse2.LoadVector128(qs);
         return Vector256.Create(packed, Sse2.ShiftRightLogical(packed.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
+    }
+
+    /// <summary>The nibbles of two blocks: low nibbles of both (first block's in the low 128 bits), then high ones.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void PairNibbles(byte* first, byte* second, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        var packed = Vector256.Create(Sse2.LoadVector128(first), Sse2.LoadVector128(second));
+        var mask = Vector256.Create((byte)0x0F);
+        low = packed & mask;
+        high = Avx2.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask;
     }
 
     /// <summary>Bit i of <paramref name="bits"/> as 0x10 in byte i: the fifth bit of Q5 quants.</summary>

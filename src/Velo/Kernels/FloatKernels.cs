@@ -54,6 +54,11 @@ internal unsafe struct F16Row : IFloatRow
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float ToSingle(ushort half) => HighHalvesToSingle(Vector128.CreateScalar(half << 16)).ToScalar();
 
+    /// <summary>Widens the two halves of <paramref name="pair"/> (low half first) into lanes 0 and 1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector128<float> PairToSingle(uint pair) =>
+        HighHalvesToSingle(Vector128.Create((int)(pair << 16), (int)(pair & 0xFFFF0000), 0, 0));
+
     /// <summary>Widens 8 halves held in the low 16 bits of each int32 lane (upper bits ignored).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> LowHalvesToSingle(Vector256<int> packed) => HighHalvesToSingle(Avx2.ShiftLeftLogical(packed, 16));

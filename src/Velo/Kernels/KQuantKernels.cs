@@ -28,31 +28,32 @@ internal unsafe struct Q4_KBlock : IKBlock
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
     {
-        float d = F16Row.ToSingle(*(ushort*)block) * xd;
-        float dmin = F16Row.ToSingle(*(ushort*)(block + 2)) * xd;
+        var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd); // d·dx, dmin·dx
         var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4); // int16: 8 scales, then 8 mins
 
         // Σ min·x over a sub-block is min · Σx, and Σx per 32 is the sum of two activation group sums.
         var sums16 = Avx.LoadVector256(groupSums);
         var pairSums = Ssse3.HorizontalAdd(sums16.GetLower(), sums16.GetUpper());
-        var minTerm = Sse2.MultiplyAddAdjacent(scalesAndMins.GetUpper(), pairSums);
+        var minTerm = Sse2.ConvertToVector128Single(Sse2.MultiplyAddAdjacent(scalesAndMins.GetUpper(), pairSums));
 
-        var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower());
-        var nibbleMask = Vector256.Create((byte)0x0F);
-        Vector256<int> sum = default;
+        var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
         byte* qs = block + 16;
-        for (int j = 0; j < 4; j++)
-        {
-            var bits = Avx.LoadVector256(qs + 32 * j);
-            var low = bits & nibbleMask;
-            var high = Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask;
-            var lowDot = Avx2.MultiplyAddAdjacent(low, Avx.LoadVector256(xq + 64 * j));
-            var highDot = Avx2.MultiplyAddAdjacent(high, Avx.LoadVector256(xq + 64 * j + 32));
-            sum += Avx2.MultiplyAddAdjacent(lowDot, Avx2.Shuffle(scales.AsByte(), KQuantKernels.BroadcastInt16(2 * j)).AsInt16());
-            sum += Avx2.MultiplyAddAdjacent(highDot, Avx2.Shuffle(scales.AsByte(), KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
-        }
-        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
-        return Fma.MultiplyAddNegated(Sse2.ConvertToVector128Single(minTerm).ToVector256(), Vector256.Create(dmin), acc);
+        var sum = SubBlockPair(qs, xq, scales, 0) + SubBlockPair(qs + 32, xq + 64, scales, 1)
+                + SubBlockPair(qs + 64, xq + 128, scales, 2) + SubBlockPair(qs + 96, xq + 192, scales, 3);
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
+        return Fma.MultiplyAddNegated(minTerm.ToVector256(), Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
+    }
+
+    /// <summary>Sub-blocks 2j (low nibbles of 32 bytes) and 2j+1 (high nibbles), weighted by their scales.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SubBlockPair(byte* qs, sbyte* x, Vector256<byte> scales, int j)
+    {
+        var nibbleMask = Vector256.Create((byte)0x0F);
+        var bits = Avx.LoadVector256(qs);
+        var lowDot = Avx2.MultiplyAddAdjacent(bits & nibbleMask, Avx.LoadVector256(x));
+        var highDot = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask, Avx.LoadVector256(x + 32));
+        return Avx2.MultiplyAddAdjacent(lowDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16())
+             + Avx2.MultiplyAddAdjacent(highDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
     }
 }
 
@@ -114,11 +115,11 @@ internal unsafe struct Q6_KBlock : IKBlock
 /// </summary>
 internal static unsafe class KQuantKernels
 {
-    /// <summary>Shuffle masks: 16 bytes repeating bytes 2k and 2k+1 (int16 element k), for k = 0..7.</summary>
-    private static readonly byte* BroadcastInt16Masks = CreateMasks(k => i => (byte)(2 * k + (i & 1)));
+    /// <summary>Shuffle masks: 32 bytes repeating bytes 2k and 2k+1 (int16 element k of each lane), for k = 0..7.</summary>
+    private static readonly byte* BroadcastInt16Masks = CreateMasks(32, k => i => (byte)(2 * k + (i & 1)));
 
     /// <summary>Shuffle masks: 8 copies of byte 2p then 8 of byte 2p+1, for p = 0..7.</summary>
-    private static readonly byte* SplitPairMasks = CreateMasks(p => i => (byte)(2 * p + (i >= 8 ? 1 : 0)));
+    private static readonly byte* SplitPairMasks = CreateMasks(16, p => i => (byte)(2 * p + (i >= 8 ? 1 : 0)));
 
     public static void Rows<TBlock>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TBlock : IKBlock
     {
@@ -142,11 +143,7 @@ internal static unsafe class KQuantKernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<byte> BroadcastInt16(int k)
-    {
-        var mask = Sse2.LoadVector128(BroadcastInt16Masks + 16 * k);
-        return Vector256.Create(mask, mask);
-    }
+    internal static Vector256<byte> BroadcastInt16(int k) => Avx.LoadVector256(BroadcastInt16Masks + 32 * k);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector128<sbyte> SplitPair(int p) => Sse2.LoadVector128((sbyte*)SplitPairMasks + 16 * p);
@@ -167,13 +164,13 @@ internal static unsafe class KQuantKernels
         return Avx2.ConvertToVector256Int16(Vector128.Create(scales0to3, scales4to7, mins0to3, mins4to7).AsByte()).AsInt16();
     }
 
-    private static byte* CreateMasks(Func<int, Func<int, byte>> maskByte)
+    private static byte* CreateMasks(int width, Func<int, Func<int, byte>> maskByte)
     {
         // Process-lifetime constants, in native memory so the kernels load them without bounds checks.
-        byte* masks = (byte*)NativeMemory.AlignedAlloc(8 * 16, 16);
+        byte* masks = (byte*)NativeMemory.AlignedAlloc((nuint)(8 * width), 32);
         for (int k = 0; k < 8; k++)
-            for (int i = 0; i < 16; i++)
-                masks[16 * k + i] = maskByte(k)(i);
+            for (int i = 0; i < width; i++)
+                masks[width * k + i] = maskByte(k)(i);
         return masks;
     }
 }

@@ -53,7 +53,7 @@ public static unsafe class MatMul
         }
         else
         {
-            long bytes = activations == ActivationFormat.Blocks32
+            long bytes = activations != ActivationFormat.Blocks256
                 ? ActivationQuantizer.Bytes32(w.Cols, tokens)
                 : ActivationQuantizer.Bytes256(w.Cols, tokens);
             task.Activations = pool.SharedScratch(bytes);
@@ -91,6 +91,7 @@ public static unsafe class MatMul
     {
         Float,
         Blocks32,
+        PairedBlocks32,
         Blocks256,
     }
 
@@ -99,7 +100,8 @@ public static unsafe class MatMul
         activations = type switch
         {
             GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => ActivationFormat.Float,
-            GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 => ActivationFormat.Blocks32,
+            GgmlType.Q8_0 => ActivationFormat.Blocks32,
+            GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 => ActivationFormat.PairedBlocks32,
             _ => ActivationFormat.Blocks256,
         };
         return type switch
@@ -108,10 +110,10 @@ public static unsafe class MatMul
             GgmlType.F16 => &FloatKernels.Rows<F16Row>,
             GgmlType.BF16 => &FloatKernels.Rows<BF16Row>,
             GgmlType.Q8_0 => &Block32Kernels.Rows<Q8_0Block>,
-            GgmlType.Q4_0 => &Block32Kernels.Rows<Q4_0Block>,
-            GgmlType.Q4_1 => &Block32Kernels.Rows<Q4_1Block>,
-            GgmlType.Q5_0 => &Block32Kernels.Rows<Q5_0Block>,
-            GgmlType.Q5_1 => &Block32Kernels.Rows<Q5_1Block>,
+            GgmlType.Q4_0 => &PairedBlock32Kernels.Rows<Q4_0Block>,
+            GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block>,
+            GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block>,
+            GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block>,
             GgmlType.Q4_K => &KQuantKernels.Rows<Q4_KBlock>,
             GgmlType.Q6_K => &KQuantKernels.Rows<Q6_KBlock>,
             _ => PortableKernel(type, out activations),
@@ -173,11 +175,12 @@ public static unsafe class MatMul
             for (int t = threadIndex * perThread; t < end; t++)
             {
                 float* x = Task->X + (long)t * cols;
-                if (Format == ActivationFormat.Blocks32)
+                if (Format != ActivationFormat.Blocks256)
                 {
                     ActivationQuantizer.Layout32(Task->Activations, cols, tokens, out var quants, out var scales, out var sums);
                     int blocks = cols / ActivationQuantizer.Block32;
-                    ActivationQuantizer.Quantize32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks);
+                    ActivationQuantizer.Quantize32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks,
+                        paired: Format == ActivationFormat.PairedBlocks32);
                 }
                 else
                 {

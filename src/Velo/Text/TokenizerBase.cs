@@ -181,10 +181,11 @@ public abstract class TokenizerBase : ITokenizer
             foreach (int id in ids)
             {
                 var piece = TokenBytes(id, skipSpecial);
-                if (first && _types[id] != TokenType.Control)
+                if (first && piece.Length > 0)
                 {
+                    // Only the space the encoder added before the first word goes; a rendered BOS keeps it.
                     first = false;
-                    if (piece.Length > 0 && piece[0] == (byte)' ') piece = piece[1..];
+                    if (piece[0] == (byte)' ' && _types[id] != TokenType.Control) piece = piece[1..];
                 }
                 piece.CopyTo(buffer.AsSpan(length));
                 length += piece.Length;

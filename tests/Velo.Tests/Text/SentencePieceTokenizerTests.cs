@@ -39,7 +39,7 @@ public class SentencePieceTokenizerTests
         Assert.False(tokenizer.AddEos);
         Assert.True(tokenizer.IsEndOfGeneration(2));
         Assert.False(tokenizer.IsEndOfGeneration(403));
-        Assert.Equal("<s>Once upon a time", tokenizer.Decode([1, 403, 407, 261, 378]));
+        Assert.Equal("<s> Once upon a time", tokenizer.Decode([1, 403, 407, 261, 378]));
         Assert.Equal("Once upon a time", tokenizer.Decode([1, 403, 407, 261, 378], skipSpecial: true));
     }
 

@@ -1,0 +1,188 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Text;
+
+namespace Velo.Text;
+
+/// <summary>
+/// Byte-level BPE (GGUF <c>gpt2</c>: GPT-2, Llama 3, Qwen2/3, DeepSeek, Falcon, StarCoder, ...): the pre-tokenizer
+/// cuts text into words, each word's UTF-8 bytes start as one token each, and adjacent tokens merge lowest merge
+/// rank first.
+/// </summary>
+public sealed class ByteLevelBpeTokenizer : TokenizerBase
+{
+    private const int WordCacheLimit = 1 << 16;
+
+    private readonly int[] _byteTokens = new int[256];
+    private readonly Dictionary<long, (int Rank, int Result)> _merges;
+    private readonly PreTokenizer _preTokenizer;
+    private readonly bool _ignoreMerges;
+    private readonly ConcurrentDictionary<string, int[]> _wordCache = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _wordCacheLookup;
+
+    [ThreadStatic] private static Scratch? t_scratch;
+
+    public ByteLevelBpeTokenizer(TokenizerData data) : base(data)
+    {
+        if (data.Kind != TokenizerKind.ByteLevelBpe) throw new ArgumentException($"not a byte-level BPE vocabulary: {data.Kind}");
+        for (int b = 0; b < 256; b++)
+        {
+            int id = TokenId([ByteLevel.Encode((byte)b)]);
+            if (id < 0)
+                throw new InvalidDataException($"byte-level BPE vocabulary has no token for byte 0x{b:X2} ('{ByteLevel.Encode((byte)b)}')");
+            _byteTokens[b] = id;
+        }
+
+        var merges = data.Merges;
+        if (merges == null || merges.Count == 0) throw new InvalidDataException("byte-level BPE vocabulary has no merges");
+        _merges = new Dictionary<long, (int, int)>(merges.Count);
+        for (int rank = 0; rank < merges.Count; rank++)
+        {
+            var (left, right) = merges[rank];
+            int leftId = MergePart(left, rank, left, right), rightId = MergePart(right, rank, left, right);
+            int result = MergePart(left + right, rank, left, right);
+            // A repeated pair keeps its first (best) rank, as in llama.cpp.
+            _merges.TryAdd(Key(leftId, rightId), (rank, result));
+        }
+
+        _preTokenizer = data.PreTokenizerPatterns is { Count: > 0 } patterns
+            ? PreTokenizer.FromPatterns(patterns)
+            : PreTokenizer.ForName(data.PreTokenizer);
+        _ignoreMerges = data.IgnoreMerges;
+        _wordCacheLookup = _wordCache.GetAlternateLookup<ReadOnlySpan<char>>();
+        BuildPieces();
+    }
+
+    private int MergePart(string piece, int rank, string left, string right)
+    {
+        int id = TokenId(piece);
+        if (id < 0) throw new InvalidDataException($"merge {rank} '{left} {right}' needs '{piece}', which is not in the vocabulary");
+        return id;
+    }
+
+    private static long Key(int left, int right) => ((long)left << 32) | (uint)right;
+
+    public PreTokenizer PreTokenizer => _preTokenizer;
+
+    protected override bool StripsLeadingSpace => false;
+
+    protected override byte[] DecodePiece(int id, string text)
+    {
+        var bytes = new List<byte>(text.Length);
+        Span<byte> utf8 = stackalloc byte[4];
+        foreach (var rune in text.EnumerateRunes())
+        {
+            int b = rune.IsBmp ? ByteLevel.Decode((char)rune.Value) : -1;
+            if (b >= 0) bytes.Add((byte)b);
+            else bytes.AddRange(utf8[..rune.EncodeToUtf8(utf8)]);
+        }
+        return bytes.ToArray();
+    }
+
+    protected override void EncodeText(ReadOnlySpan<char> text, bool afterSpecial, List<int> output)
+    {
+        var scratch = t_scratch ??= new Scratch();
+        var words = scratch.Words;
+        words.Clear();
+        _preTokenizer.Split(text, words);
+        foreach (var (start, length) in words)
+            EncodeWord(text.Slice(start, length), output, scratch);
+    }
+
+    private void EncodeWord(ReadOnlySpan<char> word, List<int> output, Scratch scratch)
+    {
+        if (_wordCacheLookup.TryGetValue(word, out int[]? cached))
+        {
+            output.AddRange(cached);
+            return;
+        }
+        int start = output.Count;
+        MergeWord(word, output, scratch);
+        if (_wordCache.Count < WordCacheLimit)
+            _wordCache.TryAdd(word.ToString(), output.GetRange(start, output.Count - start).ToArray());
+    }
+
+    private void MergeWord(ReadOnlySpan<char> word, List<int> output, Scratch scratch)
+    {
+        int byteCount = Encoding.UTF8.GetByteCount(word);
+        byte[] rented = ArrayPool<byte>.Shared.Rent(byteCount);
+        try
+        {
+            var bytes = rented.AsSpan(0, Encoding.UTF8.GetBytes(word, rented));
+            if (_ignoreMerges && TryWholeWord(bytes, output)) return;
+
+            scratch.Reset(bytes.Length);
+            int[] ids = scratch.Ids, prev = scratch.Prev, next = scratch.Next;
+            for (int i = 0; i < bytes.Length; i++)
+            {
+                ids[i] = _byteTokens[bytes[i]];
+                prev[i] = i - 1;
+                next[i] = i + 1 < bytes.Length ? i + 1 : -1;
+            }
+            var queue = scratch.Queue;
+            for (int i = 1; i < bytes.Length; i++) Enqueue(queue, ids, i - 1, i);
+
+            while (queue.TryDequeue(out var pair, out _))
+            {
+                // A queued pair is stale once either side has merged: merging always changes a symbol's id.
+                if (ids[pair.Left] != pair.LeftId || ids[pair.Right] != pair.RightId) continue;
+                ids[pair.Left] = pair.Result;
+                ids[pair.Right] = -1;
+                int after = next[pair.Right];
+                next[pair.Left] = after;
+                if (after >= 0) prev[after] = pair.Left;
+                Enqueue(queue, ids, prev[pair.Left], pair.Left);
+                Enqueue(queue, ids, pair.Left, after);
+            }
+            for (int i = 0; i >= 0; i = next[i]) output.Add(ids[i]);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+
+    private bool TryWholeWord(ReadOnlySpan<byte> bytes, List<int> output)
+    {
+        char[] rented = ArrayPool<char>.Shared.Rent(bytes.Length);
+        try
+        {
+            for (int i = 0; i < bytes.Length; i++) rented[i] = ByteLevel.Encode(bytes[i]);
+            if (!Lookup.TryGetValue(rented.AsSpan(0, bytes.Length), out int id)) return false;
+            output.Add(id);
+            return true;
+        }
+        finally
+        {
+            ArrayPool<char>.Shared.Return(rented);
+        }
+    }
+
+    private void Enqueue(PriorityQueue<Pair, long> queue, int[] ids, int left, int right)
+    {
+        if (left < 0 || right < 0) return;
+        if (!_merges.TryGetValue(Key(ids[left], ids[right]), out var merge)) return;
+        // Lowest rank first; among equal ranks the leftmost pair.
+        queue.Enqueue(new Pair(left, right, ids[left], ids[right], merge.Result), ((long)merge.Rank << 32) | (uint)left);
+    }
+
+    private readonly record struct Pair(int Left, int Right, int LeftId, int RightId, int Result);
+
+    /// <summary>Per-thread buffers, so that encoding allocates only for words it has not seen before.</summary>
+    private sealed class Scratch
+    {
+        public readonly List<(int Start, int Length)> Words = [];
+        public readonly PriorityQueue<Pair, long> Queue = new();
+        public int[] Ids = new int[64], Prev = new int[64], Next = new int[64];
+
+        public void Reset(int length)
+        {
+            Queue.Clear();
+            if (Ids.Length >= length) return;
+            int size = Math.Max(length, Ids.Length * 2);
+            Ids = new int[size];
+            Prev = new int[size];
+            Next = new int[size];
+        }
+    }
+}
