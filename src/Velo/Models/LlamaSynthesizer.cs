@@ -15,7 +15,7 @@ public static class LlamaSynthesizer
     /// threads (0: all cores); <paramref name="tensorStarted"/> and <paramref name="bytesWritten"/> report progress.
     /// </summary>
     public static void Write(
-        string path, SynthSpec spec, GgufMetadata? tokenizerSource = null, int threads = 0,
+        string path, SynthSpec spec, SynthTokenizer? tokenizer = null, int threads = 0,
         Action<string>? tensorStarted = null, Action<long>? bytesWritten = null)
     {
         var writer = new GgufWriter();
@@ -40,7 +40,8 @@ public static class LlamaSynthesizer
         }
         if (spec.WeightType is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16))
             writer.Set("general.quantization_version", 2u);
-        WriteTokenizer(writer, spec.VocabSize, tokenizerSource);
+        if (tokenizer != null) tokenizer.Write(writer, spec.VocabSize);
+        else WriteSyntheticTokenizer(writer, spec.VocabSize);
 
         var rows = new RowStreamer(threads > 0 ? threads : Environment.ProcessorCount);
         foreach (var (name, shape) in Tensors(spec))
@@ -112,18 +113,8 @@ public static class LlamaSynthesizer
         }
     }
 
-    private static void WriteTokenizer(GgufWriter writer, int vocabSize, GgufMetadata? source)
+    private static void WriteSyntheticTokenizer(GgufWriter writer, int vocabSize)
     {
-        if (source != null)
-        {
-            var tokens = source.GetStringArray("tokenizer.ggml.tokens") ?? throw new ArgumentException("the tokenizer source has no tokenizer.ggml.tokens");
-            if (tokens.Length > vocabSize)
-                throw new ArgumentException($"the tokenizer has {tokens.Length} tokens, more than the model's vocabulary of {vocabSize}");
-            foreach (var (key, value) in source)
-                if (key.StartsWith("tokenizer.", StringComparison.Ordinal)) writer.Set(key, value);
-            if (tokens.Length < vocabSize) PadVocabulary(writer, source, tokens, vocabSize);
-            return;
-        }
         // A SentencePiece-style vocabulary of control tokens, the 256 byte-fallback pieces and filler pieces: any
         // text can be encoded with it, which is all a speed measurement needs.
         if (vocabSize < 259) throw new ArgumentException("a synthetic tokenizer needs a vocabulary of at least 259 tokens");
@@ -142,32 +133,6 @@ public static class LlamaSynthesizer
             .Set("tokenizer.ggml.bos_token_id", 1u)
             .Set("tokenizer.ggml.eos_token_id", 2u)
             .Set("tokenizer.ggml.unknown_token_id", 0u);
-    }
-
-    /// <summary>
-    /// Fills the vocabulary up to the model's embedding rows with unused tokens: llama.cpp sizes the embedding by
-    /// the token list and rejects a file where they differ.
-    /// </summary>
-    private static void PadVocabulary(GgufWriter writer, GgufMetadata source, string[] tokens, int vocabSize)
-    {
-        const int unusedTokenType = 5;
-        var padded = new string[vocabSize];
-        tokens.CopyTo(padded, 0);
-        for (int i = tokens.Length; i < vocabSize; i++) padded[i] = $"<|velo_unused_{i}|>";
-        writer.Set("tokenizer.ggml.tokens", padded);
-        if (source.GetInt32Array("tokenizer.ggml.token_type") is { } types)
-        {
-            var paddedTypes = new int[vocabSize];
-            types.CopyTo(paddedTypes, 0);
-            paddedTypes.AsSpan(types.Length).Fill(unusedTokenType);
-            writer.Set("tokenizer.ggml.token_type", paddedTypes);
-        }
-        if (source.GetFloat32Array("tokenizer.ggml.scores") is { } scores)
-        {
-            var paddedScores = new float[vocabSize];
-            scores.CopyTo(paddedScores, 0);
-            writer.Set("tokenizer.ggml.scores", paddedScores);
-        }
     }
 
     private static ulong Hash(string s)

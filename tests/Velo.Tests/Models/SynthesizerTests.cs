@@ -88,7 +88,7 @@ public sealed class SynthesizerTests : IDisposable
         using var vocab = GgufFile.Open(TestPaths.SharedFile("tokenizers", "vocab", "ggml-vocab-llama-spm.gguf"));
         var spec = new SynthSpec { Dim = 64, Layers = 1, Heads = 2, FfnDim = 128, VocabSize = 32005 };
         string path = Path.Combine(_folder, "spm.gguf");
-        LlamaSynthesizer.Write(path, spec, vocab.Metadata);
+        LlamaSynthesizer.Write(path, spec, SynthTokenizer.FromGguf(vocab.Metadata));
         using (var file = GgufFile.Open(path))
         {
             var tokens = file.Metadata.GetStringArray("tokenizer.ggml.tokens")!;
@@ -99,6 +99,20 @@ public sealed class SynthesizerTests : IDisposable
         }
         using var model = LanguageModel.Load(path);
         Assert.Equal([1, 9038, 2501, 263, 931], model.Tokenizer.Encode("Once upon a time"));
+    }
+
+    [Fact]
+    public void ATokenizerJsonBecomesGgufMetadataThatEncodesTheSame()
+    {
+        var data = Velo.Text.HuggingFaceTokenizerReader.Read(TestPaths.SharedFile("tokenizers", "hf", "llama3", "tokenizer.json"));
+        var spec = new SynthSpec { Dim = 64, Layers = 1, Heads = 2, FfnDim = 128, VocabSize = data.Tokens.Length };
+        string path = Path.Combine(_folder, "llama3.gguf");
+        LlamaSynthesizer.Write(path, spec, SynthTokenizer.FromData(data));
+        using var model = LanguageModel.Load(path);
+        var direct = Velo.Text.Tokenizer.FromData(data);
+        const string text = "Hello world! 3.14159 — naïve café, 日本語.";
+        Assert.Equal(direct.Encode(text), model.Tokenizer.Encode(text));
+        Assert.Equal(128000, model.Tokenizer.BosId);
     }
 
     [Theory]
