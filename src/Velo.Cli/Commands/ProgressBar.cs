@@ -8,7 +8,13 @@ internal static class ProgressBar
     /// <summary>Runs <paramref name="work"/>, which names its current step and reports bytes done.</summary>
     public static void Run(string title, long totalBytes, Action<Action<string>, Action<long>> work)
     {
-        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        // Redirected to a log, the bar degrades to occasional plain lines rather than escape codes.
+        var console = AnsiConsole.Create(new AnsiConsoleSettings
+        {
+            Out = new AnsiConsoleOutput(Console.Error),
+            Ansi = Console.IsErrorRedirected ? AnsiSupport.No : AnsiSupport.Detect,
+            Interactive = Console.IsErrorRedirected ? InteractionSupport.No : InteractionSupport.Detect,
+        });
         console.Progress()
             .AutoClear(false)
             .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new TransferSpeedColumn(), new RemainingTimeColumn())

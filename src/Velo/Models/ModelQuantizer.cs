@@ -41,8 +41,7 @@ public static unsafe class ModelQuantizer
         var writer = new GgufWriter(input.Alignment);
         writer.SetAll(input.Metadata);
         writer.Set("general.file_type", (uint)fileType);
-        if (QuantizationRecipe.BaseTypeOf(fileType) is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16))
-            writer.Set("general.quantization_version", 2u);
+        writer.Set("general.quantization_version", 2u); // ggml's GGML_QNT_VERSION, which llama-quantize always writes
 
         var rows = new RowStreamer(threads);
         foreach (var conversion in plan)
