@@ -5,5 +5,6 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
 {
     RunCommand.Create(),
     InfoCommand.Create(),
+    ServeCommand.Create(),
 };
 return root.Parse(args).Invoke();
