@@ -29,7 +29,11 @@ internal static class CompletionEndpoints
         {
             throw ApiException.BadRequest($"the chat template rejected the messages: {e.Message}", "messages");
         }
-        var request = new GenerationRequest { Prompt = prompt, Options = options, TopLogprobs = logprobs ? (int)(topLogprobs ?? 0) : null };
+        var request = new GenerationRequest
+        {
+            Prompt = prompt, Options = options, TopLogprobs = logprobs ? (int)(topLogprobs ?? 0) : null,
+            LogitBias = GenerationParameters.LogitBias(body, engine.Scheduler.Model.Config.VocabSize),
+        };
         await GenerateAsync(http, engine, body, request, new ChatShape(engine.ModelId));
     }
 
@@ -48,7 +52,11 @@ internal static class CompletionEndpoints
         long? logprobs = body.Integer("logprobs", 0, 5);
         int[] tokens = engine.Scheduler.Model.Tokenizer.Encode(prompt, addSpecial: true, parseSpecial: true);
         if (tokens.Length == 0) throw ApiException.BadRequest("the prompt is empty", "prompt");
-        var request = new GenerationRequest { Prompt = tokens, Options = options, TopLogprobs = logprobs is long n ? (int)n : null };
+        var request = new GenerationRequest
+        {
+            Prompt = tokens, Options = options, TopLogprobs = logprobs is long n ? (int)n : null,
+            LogitBias = GenerationParameters.LogitBias(body, engine.Scheduler.Model.Config.VocabSize),
+        };
         await GenerateAsync(http, engine, body, request, new CompletionShape(engine.ModelId));
     }
 

@@ -39,6 +39,23 @@ internal static class GenerationParameters
         };
     }
 
+    /// <summary>OpenAI's logit_bias: an object from token ids (as strings) to biases in [-100, 100].</summary>
+    public static Dictionary<int, float>? LogitBias(RequestBody body, int vocabSize)
+    {
+        if (body.Field("logit_bias") is not { } field) return null;
+        if (field.ValueKind != JsonValueKind.Object) throw RequestBody.WrongType("logit_bias", "an object from token ids to numbers");
+        var bias = new Dictionary<int, float>();
+        foreach (var entry in field.EnumerateObject())
+        {
+            if (!int.TryParse(entry.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) || id >= vocabSize)
+                throw ApiException.BadRequest($"'logit_bias' keys must be token ids below {vocabSize}, got '{entry.Name}'", "logit_bias");
+            if (entry.Value.ValueKind != JsonValueKind.Number || entry.Value.GetDouble() is < -100 or > 100)
+                throw ApiException.BadRequest("'logit_bias' values must be numbers between -100 and 100", "logit_bias");
+            bias[id] = (float)entry.Value.GetDouble();
+        }
+        return bias;
+    }
+
     private static List<string> Stops(RequestBody body)
     {
         var stops = new List<string>();

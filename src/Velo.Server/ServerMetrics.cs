@@ -27,7 +27,7 @@ public sealed class ServerMetrics
         Interlocked.Add(ref _generatedTokens, generated);
     }
 
-    public string Render(int queueLength, int activeSequences, int slots)
+    public string Render(int queueLength, int activeSequences, int slots, long cancelledRequests)
     {
         var text = new StringBuilder();
         text.Append("# HELP velo_requests_total HTTP requests by endpoint and status code.\n# TYPE velo_requests_total counter\n");
@@ -35,6 +35,7 @@ public sealed class ServerMetrics
             text.Append(CultureInfo.InvariantCulture, $"velo_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {count}\n");
         Counter(text, "velo_prompt_tokens_total", "Prompt tokens received.", Interlocked.Read(ref _promptTokens));
         Counter(text, "velo_generated_tokens_total", "Tokens generated.", Interlocked.Read(ref _generatedTokens));
+        Counter(text, "velo_requests_cancelled_total", "Generations ended early because the client cancelled or disconnected.", cancelledRequests);
         TimeToFirstToken.Render(text, "velo_time_to_first_token_seconds", "Time from request to its first generated token, queueing included.");
         TimePerOutputToken.Render(text, "velo_time_per_output_token_seconds", "Time between consecutive generated tokens of one request.");
         Gauge(text, "velo_queue_length", "Requests waiting for a sequence slot.", queueLength);

@@ -172,7 +172,8 @@ public static class VeloEndpoints
     private static async Task MetricsAsync(HttpContext http, VeloEngine engine)
     {
         var scheduler = engine.IsReady ? engine.Scheduler : null;
-        string text = engine.Metrics.Render(scheduler?.QueueLength ?? 0, scheduler?.ActiveSequences ?? 0, scheduler?.Parallel ?? 0);
+        string text = engine.Metrics.Render(scheduler?.QueueLength ?? 0, scheduler?.ActiveSequences ?? 0, scheduler?.Parallel ?? 0,
+            scheduler?.CancelledRequests ?? 0);
         http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
         await http.Response.WriteAsync(text, http.RequestAborted);
     }

@@ -78,6 +78,11 @@ public sealed class BatchScheduler : IDisposable
 
     private int _activeCount;
 
+    /// <summary>Requests that ended because their caller cancelled them (or, for a server, disconnected).</summary>
+    public long CancelledRequests => Interlocked.Read(ref _cancelledRequests);
+
+    private long _cancelledRequests;
+
     public void Start()
     {
         if (Interlocked.Exchange(ref _started, 1) == 0) _thread.Start();
@@ -93,6 +98,8 @@ public sealed class BatchScheduler : IDisposable
         foreach (int token in request.Prompt)
             if ((uint)token >= (uint)_model.Config.VocabSize)
                 throw new ArgumentException($"token id {token} is outside the vocabulary of {_model.Config.VocabSize}");
+        if (request.LogitBias?.Keys.Any(id => (uint)id >= (uint)_model.Config.VocabSize) == true)
+            throw new ArgumentException($"logit bias names a token outside the vocabulary of {_model.Config.VocabSize}");
         if (request.TopLogprobs is < 0 or > GenerationRequest.MaxTopLogprobs)
             throw new ArgumentException($"top logprobs must be between 0 and {GenerationRequest.MaxTopLogprobs}");
         ObjectDisposedException.ThrowIf(_stopping, this);
@@ -242,7 +249,7 @@ public sealed class BatchScheduler : IDisposable
     {
         var slot = sequence.Slot!;
         var options = sequence.Request.Options;
-        int token = sequence.Sampler.Sample(logits, slot.History.AsSpan(0, slot.Length));
+        int token = sequence.Sampler.Sample(Biased(sequence, logits), slot.History.AsSpan(0, slot.Length));
         var tokenizer = _model.Tokenizer;
         if (tokenizer.IsEndOfGeneration(token) && !options.IgnoreEos) return FinishReason.Stop;
 
@@ -261,6 +268,15 @@ public sealed class BatchScheduler : IDisposable
         if (sequence.GeneratedTokens >= limit || slot.Length == ContextLength) return FinishReason.Length;
         slot.History[slot.Length] = token;
         return null;
+    }
+
+    private static ReadOnlySpan<float> Biased(Sequence sequence, ReadOnlySpan<float> logits)
+    {
+        if (sequence.Request.LogitBias is not { Count: > 0 } bias) return logits;
+        sequence.BiasedLogits ??= new float[logits.Length];
+        logits.CopyTo(sequence.BiasedLogits);
+        foreach (var (id, value) in bias) sequence.BiasedLogits[id] += value;
+        return sequence.BiasedLogits;
     }
 
     private static (TokenLogprob Chosen, TokenLogprob[] Top) Logprobs(ReadOnlySpan<float> logits, int token, int alternatives)
@@ -303,6 +319,7 @@ public sealed class BatchScheduler : IDisposable
         }
         if (cancelled)
         {
+            Interlocked.Increment(ref _cancelledRequests);
             var error = new OperationCanceledException(sequence.Cancellation);
             sequence.Output.Writer.TryComplete(error);
             sequence.Done.TrySetCanceled(sequence.Cancellation);
@@ -355,5 +372,6 @@ public sealed class BatchScheduler : IDisposable
         public int LogitsRow { get; set; } = -1;
         public int CachedPromptTokens { get; set; }
         public int GeneratedTokens { get; set; }
+        public float[]? BiasedLogits { get; set; }
     }
 }

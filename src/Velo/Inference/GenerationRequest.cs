@@ -12,6 +12,9 @@ public sealed record GenerationRequest
     /// <summary>Report each generated token's log-probability and this many most likely alternatives (0..20); null reports none.</summary>
     public int? TopLogprobs { get; init; }
 
+    /// <summary>Added to the logits of these token ids before sampling (OpenAI's logit_bias; -100 effectively bans a token).</summary>
+    public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
+
     public const int MaxTopLogprobs = 20;
 }
 
