@@ -6,5 +6,6 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     RunCommand.Create(),
     InfoCommand.Create(),
     ServeCommand.Create(),
+    ChatCommand.Create(),
 };
 return root.Parse(args).Invoke();
