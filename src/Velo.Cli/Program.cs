@@ -14,5 +14,7 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     PerplexityCommand.Create(),
     QuantizeCommand.Create(),
     SynthCommand.Create(),
+    ServeCommand.Create(),
+    ChatCommand.Create(),
 };
 return root.Parse(args).Invoke();

@@ -60,6 +60,8 @@ public static class HuggingFaceTokenizerReader
     {
         if (!UsesByteLevel(tokenizer))
             throw new NotSupportedException("only byte-level BPE tokenizer.json files are supported (no ByteLevel pre-tokenizer or decoder found)");
+        // NFC changes nothing in text that is already composed, which is nearly all text; llama.cpp skips it too.
+        RequireNormalizers(tokenizer, "NFC");
         if (!model.TryGetProperty("merges", out var mergesJson) || mergesJson.GetArrayLength() == 0)
             throw new InvalidDataException("the BPE tokenizer.json has no merges");
         var merges = new List<(string, string)>(mergesJson.GetArrayLength());
@@ -115,6 +117,7 @@ public static class HuggingFaceTokenizerReader
 
     private static TokenizerData ReadWordPiece(JsonElement tokenizer, JsonElement model, Dictionary<int, string> vocab, JsonElement? config)
     {
+        RequireNormalizers(tokenizer, "BertNormalizer");
         string prefix = model.TryGetProperty("continuing_subword_prefix", out var p) && p.ValueKind == JsonValueKind.String ? p.GetString()! : "##";
         // GGUF's convention, which the WordPiece tokenizer works in: word-initial pieces carry ▁, continuations nothing.
         var converted = vocab.ToDictionary(kv => kv.Key, kv =>
@@ -198,6 +201,17 @@ public static class HuggingFaceTokenizerReader
         var ids = new Dictionary<string, int>(tokens.Length, StringComparer.Ordinal);
         for (int id = 0; id < tokens.Length; id++) ids.TryAdd(tokens[id], id);
         return ids;
+    }
+
+    private static void RequireNormalizers(JsonElement tokenizer, params string[] supported)
+    {
+        if (!tokenizer.TryGetProperty("normalizer", out var normalizer)) return;
+        foreach (var component in Components(normalizer))
+        {
+            string type = component.GetProperty("type").GetString()!;
+            if (!supported.Contains(type))
+                throw new NotSupportedException($"normalizer '{type}' is not supported for this model type (only {string.Join(", ", supported)})");
+        }
     }
 
     private static bool UsesByteLevel(JsonElement tokenizer) =>

@@ -77,15 +77,12 @@ public abstract class PreTokenizer
 
     public static IReadOnlyCollection<string> KnownNames => PatternsByName.Keys;
 
-    /// <summary>The split patterns llama.cpp uses for a pre-tokenizer name, or null for an unknown name.</summary>
-    public static IReadOnlyList<string>? PatternsFor(string name) => PatternsByName.GetValueOrDefault(name);
-
     /// <summary>
     /// The pre-tokenizer for a GGUF name; like llama.cpp, an unknown name falls back to <c>default</c>.
     /// The commonest pattern sets get hand-written splitters that give the same words faster.
     /// </summary>
     public static PreTokenizer ForName(string? name) =>
-        FromPatterns(PatternsFor(name ?? "default") ?? PatternsByName["default"]);
+        FromPatterns(PatternsByName.GetValueOrDefault(name ?? "default") ?? PatternsByName["default"]);
 
     public static PreTokenizer FromPatterns(IReadOnlyList<string> patterns)
     {

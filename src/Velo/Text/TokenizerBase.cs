@@ -39,7 +39,6 @@ public abstract class TokenizerBase : ITokenizer
         if (data.TokenTypes != null && data.TokenTypes.Length != tokens.Length)
             throw new InvalidDataException($"the tokenizer has {tokens.Length} tokens but {data.TokenTypes.Length} token types");
 
-        Data = data;
         _tokens = new string[tokens.Length];
         _types = new TokenType[tokens.Length];
         _ids = new Dictionary<string, int>(tokens.Length, StringComparer.Ordinal);
@@ -115,7 +114,6 @@ public abstract class TokenizerBase : ITokenizer
     /// <summary>Whether decoding drops the space the encoder put in front of the first word.</summary>
     protected abstract bool StripsLeadingSpace { get; }
 
-    public TokenizerData Data { get; }
     public int VocabSize => _tokens.Length;
     public int BosId { get; }
     public int EosId { get; }

@@ -15,6 +15,7 @@ public sealed class WordPieceTokenizer : TokenizerBase
     private readonly int _maxPieceChars;
     private readonly bool _lowercase;
     private readonly int _maxWordChars;
+    private readonly WordCache _wordCache = new();
 
     public WordPieceTokenizer(TokenizerData data) : base(data)
     {
@@ -35,53 +36,89 @@ public sealed class WordPieceTokenizer : TokenizerBase
     /// <summary>The text as the tokenizer sees it: its words, normalized, separated by single spaces.</summary>
     public string Normalize(string text)
     {
-        var words = new List<string>();
-        SplitWords(text, words);
-        return string.Join(' ', words);
+        var scratch = new Scratch();
+        SplitWords(text, scratch);
+        return string.Join(' ', scratch.Words.Select(w => new string(scratch.Chars, w.Start, w.Length)));
     }
 
-    protected override void EncodeText(ReadOnlySpan<char> text, bool afterSpecial, List<int> output)
+    /// <summary>Per-thread buffers: the normalized text, its words, and the word being matched.</summary>
+    private sealed class Scratch
     {
-        var words = new List<string>();
-        SplitWords(text, words);
-        var buffer = new StringBuilder();
-        foreach (string word in words)
+        public char[] Chars = new char[256];
+        public int Length;
+        public readonly List<(int Start, int Length)> Words = [];
+        public char[] Piece = new char[64];
+
+        public void Append(Rune rune)
         {
-            if (_maxWordChars > 0 && word.EnumerateRunes().Count() > _maxWordChars)
-            {
-                output.Add(UnknownId);
-                continue;
-            }
-            string piece = WordStart + word;
-            int first = output.Count;
-            for (int i = 0; i < piece.Length;)
-            {
-                int end = Math.Min(piece.Length, i + _maxPieceChars);
-                int id = -1;
-                for (; end > i; end--)
-                    if (Lookup.TryGetValue(piece.AsSpan(i, end - i), out id)) break;
-                if (end == i)
-                {
-                    // A word with any uncovered part is one unknown token.
-                    output.RemoveRange(first, output.Count - first);
-                    break;
-                }
-                output.Add(id);
-                i = end;
-            }
-            if (output.Count == first) output.Add(UnknownId);
+            if (Length + 2 > Chars.Length) Array.Resize(ref Chars, Chars.Length * 2);
+            Length += rune.EncodeToUtf16(Chars.AsSpan(Length));
         }
     }
 
-    /// <summary>BERT's basic tokenization, as llama.cpp does it.</summary>
-    private void SplitWords(ReadOnlySpan<char> text, List<string> words)
+    [ThreadStatic] private static Scratch? t_scratch;
+
+    protected override void EncodeText(ReadOnlySpan<char> text, bool afterSpecial, List<int> output)
     {
-        var word = new StringBuilder();
+        var scratch = t_scratch ??= new Scratch();
+        SplitWords(text, scratch);
+        foreach (var (start, length) in scratch.Words)
+        {
+            var word = scratch.Chars.AsSpan(start, length);
+            if (_wordCache.TryAppend(word, output)) continue;
+            int first = output.Count;
+            EncodeWord(word, output, scratch);
+            _wordCache.Add(word, output, first);
+        }
+    }
+
+    /// <summary>Covers the word greedily with the longest pieces; any uncovered part makes the whole word [UNK].</summary>
+    private void EncodeWord(ReadOnlySpan<char> word, List<int> output, Scratch scratch)
+    {
+        if (_maxWordChars > 0 && RuneCount(word) > _maxWordChars)
+        {
+            output.Add(UnknownId);
+            return;
+        }
+        if (scratch.Piece.Length < word.Length + 1) scratch.Piece = new char[word.Length * 2 + 1];
+        var piece = scratch.Piece.AsSpan(0, word.Length + 1);
+        piece[0] = WordStart;
+        word.CopyTo(piece[1..]);
+        int first = output.Count;
+        for (int i = 0; i < piece.Length;)
+        {
+            int end = Math.Min(piece.Length, i + _maxPieceChars);
+            int id = -1;
+            for (; end > i; end--)
+                if (Lookup.TryGetValue(piece[i..end], out id)) break;
+            if (end == i)
+            {
+                output.RemoveRange(first, output.Count - first);
+                output.Add(UnknownId);
+                return;
+            }
+            output.Add(id);
+            i = end;
+        }
+    }
+
+    private static int RuneCount(ReadOnlySpan<char> text)
+    {
+        int count = 0;
+        foreach (var _ in text.EnumerateRunes()) count++;
+        return count;
+    }
+
+    /// <summary>BERT's basic tokenization, as llama.cpp does it: fills the scratch with normalized text and its words.</summary>
+    private void SplitWords(ReadOnlySpan<char> text, Scratch scratch)
+    {
+        scratch.Length = 0;
+        scratch.Words.Clear();
+        int wordStart = 0;
         void Finish()
         {
-            if (word.Length == 0) return;
-            words.Add(word.ToString());
-            word.Clear();
+            if (scratch.Length > wordStart) scratch.Words.Add((wordStart, scratch.Length - wordStart));
+            wordStart = scratch.Length;
         }
 
         foreach (var original in text.EnumerateRunes())
@@ -100,10 +137,10 @@ public sealed class WordPieceTokenizer : TokenizerBase
             if (IsPunctuation(category) || (rune.Value < 0x7F && IsSymbol(category)) || IsChinese(rune.Value))
             {
                 Finish();
-                word.Append(rune.ToString());
+                scratch.Append(rune);
                 Finish();
             }
-            else word.Append(rune.ToString());
+            else scratch.Append(rune);
         }
         Finish();
     }

@@ -101,24 +101,48 @@ public class BadTokenizerDataTests
         }
     }
 
-    [Fact]
-    public void TokenizerJsonMergeWithUnknownPieceIsRejectedAtLoad()
+    /// <summary>A byte-level BPE tokenizer.json with the given merges and normalizer, in a fresh folder.</summary>
+    private static string WriteTokenizerJson(string merges, string normalizer = "null")
     {
         string folder = Path.Combine(Path.GetTempPath(), $"velo-bad-tokenizer-{Guid.NewGuid():N}");
         Directory.CreateDirectory(folder);
+        var vocab = ByteLevelAlphabet().Select((t, i) => $"\"{(t == "\"" || t == "\\" ? "\\" + t : t)}\": {i}");
+        File.WriteAllText(Path.Combine(folder, "tokenizer.json"), $$"""
+            {
+              "added_tokens": [],
+              "normalizer": {{normalizer}},
+              "pre_tokenizer": { "type": "ByteLevel", "add_prefix_space": false, "use_regex": true },
+              "decoder": { "type": "ByteLevel" },
+              "model": { "type": "BPE", "vocab": { {{string.Join(", ", vocab)}} }, "merges": {{merges}} }
+            }
+            """);
+        return folder;
+    }
+
+    [Theory]
+    [InlineData("[\"a b\"]", "null", "merge 0 'a b' needs 'ab'")]
+    [InlineData("[]", "null", "has no merges")]
+    public void BadTokenizerJsonIsRejectedAtLoad(string merges, string normalizer, string messagePart)
+    {
+        string folder = WriteTokenizerJson(merges, normalizer);
         try
         {
-            var vocab = ByteLevelAlphabet().Select((t, i) => $"\"{(t == "\"" || t == "\\" ? "\\" + t : t)}\": {i}");
-            File.WriteAllText(Path.Combine(folder, "tokenizer.json"), $$"""
-                {
-                  "added_tokens": [],
-                  "pre_tokenizer": { "type": "ByteLevel", "add_prefix_space": false, "use_regex": true },
-                  "decoder": { "type": "ByteLevel" },
-                  "model": { "type": "BPE", "vocab": { {{string.Join(", ", vocab)}} }, "merges": ["a b"] }
-                }
-                """);
             var error = Assert.Throws<InvalidDataException>(() => Tokenizer.FromHuggingFace(folder));
-            Assert.Contains("merge 0 'a b' needs 'ab'", error.Message);
+            Assert.Contains(messagePart, error.Message);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
+    public void UnsupportedNormalizerIsNamed()
+    {
+        string folder = WriteTokenizerJson("[\"Ġ Ġ\"]", """{ "type": "Lowercase" }""");
+        try
+        {
+            Assert.Contains("'Lowercase'", Assert.Throws<NotSupportedException>(() => Tokenizer.FromHuggingFace(folder)).Message);
         }
         finally
         {

@@ -79,4 +79,21 @@ public class SentencePieceTokenizerTests
         Assert.True(tokenizer.IsEndOfGeneration(end));
         Assert.True(tokenizer.IsEndOfGeneration(tokenizer.EosId));
     }
+
+    [Fact]
+    public void PiecesSpanningWordsStillMerge()
+    {
+        // "a▁b" crosses a word start, so this vocabulary cannot be merged word by word.
+        var tokenizer = Tokenizer.FromData(new TokenizerData
+        {
+            Kind = TokenizerKind.SentencePiece,
+            Tokens = ["<unk>", "▁", "a", "b", "a▁", "a▁b"],
+            Scores = [0, -1, -1, -1, -2, -3],
+            TokenTypes = [TokenType.Unknown, TokenType.Normal, TokenType.Normal, TokenType.Normal, TokenType.Normal, TokenType.Normal],
+            UnknownId = 0,
+            AddSpacePrefix = true,
+        });
+        Assert.Equal(["▁", "a▁b"], tokenizer.Encode("a b").Select(tokenizer.TokenText));
+        Assert.Equal("a b", tokenizer.Decode(tokenizer.Encode("a b")));
+    }
 }
