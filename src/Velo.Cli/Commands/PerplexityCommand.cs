@@ -60,7 +60,7 @@ internal static class PerplexityCommand
         using var writer = klBasePath != null && !compare ? new LogProbWriter(klBasePath) : null;
         int chunkCount = perplexity.ChunkCount(tokens.Length);
         Console.Error.WriteLine(Invariant(
-            $"perplexity: {tokens.Length} tokens, {chunkCount} chunks, n_ctx={settings.ContextLength}, batch_size={Math.Min(settings.BatchSize, settings.ContextLength)}, {perplexity.ScoredPerChunk} tokens scored per chunk"));
+            $"perplexity: {tokens.Length} tokens, {chunkCount} chunks, n_ctx={settings.ContextLength}, batch_size={settings.BatchSize}, n_seq={perplexity.ChunksPerPass}, {perplexity.ScoredPerChunk} tokens scored per chunk"));
 
         var clock = Stopwatch.StartNew();
         var result = perplexity.Run(tokens, bos, writer, reader, (chunk, ppl) =>

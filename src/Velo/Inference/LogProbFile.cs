@@ -111,14 +111,15 @@ public sealed class LogProbReader : IDisposable
     /// <summary>The tokens the base was computed over, whole chunks only.</summary>
     public int[] Tokens { get; }
 
-    /// <summary>Throws unless the comparison run evaluates what the base did.</summary>
+    /// <summary>Throws unless the comparison run evaluates what the base did, or the first chunks of it.</summary>
     public void CheckMatches(ReadOnlySpan<int> tokens, int contextLength, int vocabSize)
     {
         if (vocabSize != VocabSize)
             throw new ArgumentException($"{_path}: the base model has a vocabulary of {VocabSize}, this one {vocabSize}: KL divergence needs the same vocabulary");
         if (contextLength != ContextLength)
             throw new ArgumentException($"{_path}: the base was computed with a context of {ContextLength}, this run uses {contextLength}");
-        if (!tokens.SequenceEqual(Tokens))
+        // A run may stop after fewer chunks (--chunks) than the base holds: its positions are a prefix of the base's.
+        if (tokens.Length > Tokens.Length || !tokens.SequenceEqual(Tokens.AsSpan(0, tokens.Length)))
             throw new ArgumentException($"{_path}: the base was computed over different tokens ({Tokens.Length}) than this run's ({tokens.Length})");
     }
 

@@ -9,7 +9,10 @@ public sealed record PerplexitySettings
     /// <summary>Tokens per chunk (<c>-c</c>); the second half of each chunk is scored.</summary>
     public required int ContextLength { get; init; }
 
-    /// <summary>Tokens per forward pass (<c>-b</c>); capped at the context length.</summary>
+    /// <summary>
+    /// Tokens per forward pass (<c>-b</c>). Below the context length a chunk takes several passes; at two or more
+    /// context lengths, whole chunks share a pass as separate sequences, as llama.cpp does.
+    /// </summary>
     public int BatchSize { get; init; } = 512;
 
     /// <summary>Stop after this many chunks (0: all the text holds).</summary>
@@ -54,14 +57,19 @@ public sealed class Perplexity : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(settings.BatchSize, 1, "batch size");
         _model = model;
         _settings = settings;
-        int batch = Math.Min(settings.BatchSize, settings.ContextLength);
+        int n = settings.ContextLength;
+        ChunksPerPass = Math.Max(1, settings.BatchSize / n);
+        int batch = ChunksPerPass > 1 ? ChunksPerPass * n : Math.Min(settings.BatchSize, n);
         _batch = new ForwardBatch(batch);
-        _state = model.CreateState(settings.ContextLength, batch, sequences: 1, maxLogitRows: batch, pool: pool);
+        _state = model.CreateState(n, batch, sequences: ChunksPerPass, maxLogitRows: batch, pool: pool);
         _logProbs = new float[model.Config.VocabSize];
         _baseLogProbs = new float[model.Config.VocabSize];
     }
 
     public int FirstScored => _settings.ContextLength / 2;
+
+    /// <summary>Chunks evaluated together in one forward pass, each as its own sequence.</summary>
+    public int ChunksPerPass { get; }
 
     /// <summary>Tokens scored per chunk: positions n_ctx/2 … n_ctx-2 each predict the token after them.</summary>
     public int ScoredPerChunk => _settings.ContextLength - 1 - FirstScored;
@@ -98,44 +106,52 @@ public sealed class Perplexity : IDisposable
         double nll = 0, nll2 = 0;
         int count = 0;
 
-        for (int chunk = 0; chunk < chunks; chunk++)
+        for (int firstChunk = 0; firstChunk < chunks; firstChunk += ChunksPerPass)
         {
-            cancellation.ThrowIfCancellationRequested();
-            int start = chunk * n;
-            for (int batchStart = 0; batchStart < n; batchStart += _batch.Capacity)
+            int passChunks = Math.Min(ChunksPerPass, chunks - firstChunk);
+            int passTokens = passChunks * n;
+            for (int passStart = 0; passStart < passTokens; passStart += _batch.Capacity)
             {
-                int batchEnd = Math.Min(n, batchStart + _batch.Capacity);
+                cancellation.ThrowIfCancellationRequested();
+                int passEnd = Math.Min(passTokens, passStart + _batch.Capacity);
                 _batch.Clear();
-                for (int j = batchStart; j < batchEnd; j++)
+                for (int i = passStart; i < passEnd; i++)
                 {
-                    int token = j == 0 && bos >= 0 ? bos : tokens[start + j];
-                    _batch.Add(token, j, 0, wantLogits: j >= FirstScored && j < n - 1);
+                    int sequence = i / n, j = i % n;
+                    int token = j == 0 && bos >= 0 ? bos : tokens[(firstChunk + sequence) * n + j];
+                    _batch.Add(token, j, sequence, wantLogits: j >= FirstScored && j < n - 1);
                 }
                 _model.Forward(_state, _batch);
 
                 int row = 0;
-                for (int j = batchStart; j < batchEnd; j++)
+                for (int i = passStart; i < passEnd; i++)
                 {
-                    if (!_batch.WantLogits[j - batchStart]) continue;
-                    var logits = _state.Logits(row++);
-                    int next = tokens[start + j + 1];
-                    int top = LogSoftmax(logits, _logProbs);
-                    double loss = -_logProbs[next];
-                    nll += loss;
-                    nll2 += loss * loss;
-                    count++;
-                    saveBase?.Append(_logProbs, top);
-                    if (compareBase != null)
+                    int sequence = i / n, j = i % n;
+                    if (_batch.WantLogits[i - passStart])
                     {
-                        int baseTop = compareBase.Next(_baseLogProbs);
-                        divergences!.Add(KlDivergence(_baseLogProbs, _logProbs));
-                        if (baseTop == top) sameTop++;
+                        var logits = _state.Logits(row++);
+                        int next = tokens[(firstChunk + sequence) * n + j + 1];
+                        int top = LogSoftmax(logits, _logProbs);
+                        double loss = -_logProbs[next];
+                        nll += loss;
+                        nll2 += loss * loss;
+                        count++;
+                        saveBase?.Append(_logProbs, top);
+                        if (compareBase != null)
+                        {
+                            int baseTop = compareBase.Next(_baseLogProbs);
+                            divergences!.Add(KlDivergence(_baseLogProbs, _logProbs));
+                            if (baseTop == top) sameTop++;
+                        }
+                    }
+                    if (j == n - 1)
+                    {
+                        double ppl = Math.Exp(nll / count);
+                        running.Add(ppl);
+                        chunkDone?.Invoke(firstChunk + sequence, ppl);
                     }
                 }
             }
-            double ppl = Math.Exp(nll / count);
-            running.Add(ppl);
-            chunkDone?.Invoke(chunk, ppl);
         }
 
         double mean = nll / count;

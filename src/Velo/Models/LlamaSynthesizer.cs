@@ -38,8 +38,8 @@ public static class LlamaSynthesizer
             writer.Set($"{a}.attention.key_length", (uint)spec.EffectiveHeadDim);
             writer.Set($"{a}.attention.value_length", (uint)spec.EffectiveHeadDim);
         }
-        if (spec.WeightType is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16))
-            writer.Set("general.quantization_version", 2u);
+        if (Tensors(spec).Any(t => spec.TypeOf(t.Name, t.Shape) is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)))
+            writer.Set("general.quantization_version", 2u); // ggml's GGML_QNT_VERSION
         if (tokenizer != null) tokenizer.Write(writer, spec.VocabSize);
         else WriteSyntheticTokenizer(writer, spec.VocabSize);
 

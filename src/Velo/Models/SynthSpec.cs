@@ -23,15 +23,12 @@ public sealed record SynthSpec
     public bool QkNorm { get; init; }
     public bool RopeFrequencyFactors { get; init; }
 
-    /// <summary>Type of the 2-D weights (except where <see cref="TypeOf"/> says otherwise).</summary>
+    /// <summary>Type of every matrix when <see cref="FileType"/> is null.</summary>
     public GgmlType WeightType { get; init; } = GgmlType.F32;
-
-    /// <summary>Type of the token embedding; null means the same as the weights.</summary>
-    public GgmlType? EmbeddingType { get; init; }
 
     /// <summary>
     /// A llama.cpp file type whose per-tensor mix (<see cref="QuantizationRecipe"/>) decides every tensor's type,
-    /// as in published files; null means <see cref="WeightType"/> and <see cref="EmbeddingType"/> do.
+    /// as in published files; null means every matrix is <see cref="WeightType"/>.
     /// </summary>
     public LlamaFileType? FileType { get; init; }
 
@@ -50,9 +47,7 @@ public sealed record SynthSpec
     {
         if (FileType is { } fileType)
             return new QuantizationRecipe(fileType, Layers, hasOutputTensor: !TiedEmbeddings).TargetType(tensorName, shape) ?? GgmlType.F32;
-        return shape.Count == 1 ? GgmlType.F32
-            : tensorName == "token_embd.weight" ? EmbeddingType ?? WeightType
-            : WeightType;
+        return shape.Count == 1 ? GgmlType.F32 : WeightType;
     }
 
     /// <summary>The llama.cpp file type (<c>llama_ftype</c>) the file declares in <c>general.file_type</c>.</summary>
@@ -78,14 +73,14 @@ public sealed record SynthSpec
     public static SynthSpec Tiny110M(LlamaFileType type) => new()
     {
         Name = "tiny-110M", Dim = 768, Layers = 12, Heads = 12, FfnDim = 2048, VocabSize = 32000, ContextLength = 1024,
-        FileType = type, WeightType = QuantizationRecipe.BaseTypeOf(type),
+        FileType = type,
     };
 
     /// <summary>The Llama-3.2-1B shape of PEERS.md.</summary>
     public static SynthSpec Llama1B(LlamaFileType type) => new()
     {
         Name = "llama-1B", Dim = 2048, Layers = 16, Heads = 32, KvHeads = 8, FfnDim = 8192, VocabSize = 128256,
-        ContextLength = 131072, RopeBase = 500000, FileType = type, WeightType = QuantizationRecipe.BaseTypeOf(type),
+        ContextLength = 131072, RopeBase = 500000, FileType = type,
     };
 
     /// <summary>The named shapes <c>velo synth --shape</c> offers.</summary>

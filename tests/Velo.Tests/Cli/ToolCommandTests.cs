@@ -65,6 +65,10 @@ public sealed partial class ToolCommandTests : IDisposable
         Assert.Contains("Mean KLD: 0.000000", r.Stdout);
         Assert.Contains("99.0% KLD: 0.000000", r.Stdout);
         Assert.Contains("Same top token: 100.000 % of 315 positions", r.Stdout);
+
+        var firstTwo = Succeeds("perplexity", "-m", TestPaths.Stories260K, "--kl-divergence-base", basePath, "--kl-divergence", "--chunks", "2");
+        Assert.Contains("Same top token: 100.000 % of 126 positions", firstTwo.Stdout);
+        Assert.Contains("[2]3.1691,", firstTwo.Stdout);
     }
 
     [Fact]

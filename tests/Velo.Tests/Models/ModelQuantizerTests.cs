@@ -106,6 +106,22 @@ public sealed class ModelQuantizerTests : IDisposable
     }
 
     [Fact]
+    public void TensorsStreamThroughABoundedBuffer()
+    {
+        var spec = new SynthSpec { Dim = 512, Layers = 4, Heads = 8, FfnDim = 1536, VocabSize = 8192 };
+        string f32 = Path.Combine(_folder, "f32.gguf");
+        LlamaSynthesizer.Write(f32, spec);
+        long fileSize = new FileInfo(f32).Length;
+        Assert.True(fileSize > 64 << 20);
+
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        Quantized(f32, LlamaFileType.Q8_0);
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        // Less than the embedding alone as floats (16 MiB): slabs of rows, never a whole tensor, let alone the model.
+        Assert.True(allocated < 12 << 20, $"quantizing a {fileSize >> 20} MiB model allocated {allocated >> 20} MiB");
+    }
+
+    [Fact]
     public void AQuantizedInputIsRefused()
     {
         string q8 = Quantized(TestPaths.Stories260K, LlamaFileType.Q8_0);

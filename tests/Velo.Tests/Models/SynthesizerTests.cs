@@ -14,7 +14,6 @@ public sealed class SynthesizerTests : IDisposable
     private static SynthSpec Small(LlamaFileType type) => new()
     {
         Dim = 256, Layers = 8, Heads = 4, KvHeads = 2, FfnDim = 512, VocabSize = 320, FileType = type,
-        WeightType = QuantizationRecipe.BaseTypeOf(type),
     };
 
     [Theory]
