@@ -140,13 +140,18 @@ internal static unsafe class Block32Kernels
         return Vector256.Sum(acc0 + acc1) + Vector256.Sum(offsetAcc) + offsetTail;
     }
 
-    /// <summary>One row against four tokens: each block is unpacked once for all four.</summary>
+    /// <summary>
+    /// One row against four tokens: each block is unpacked once for all four. Each token is summed exactly as
+    /// <see cref="Dot1{TBlock}"/> sums it (even blocks, odd blocks and offsets apart, the tail into the even
+    /// accumulator), so a token's result does not depend on whether it shares a tile.
+    /// </summary>
     private static void Dot4<TBlock>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
         where TBlock : IBlock32
     {
         long cols = blocks * 32L;
         float* combined = stackalloc float[Batch * TokenTile];
-        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        Vector256<float> even0 = default, even1 = default, even2 = default, even3 = default;
+        Vector256<float> odd0 = default, odd1 = default, odd2 = default, odd3 = default;
         Vector256<float> off0 = default, off1 = default, off2 = default, off3 = default;
         int whole = blocks - blocks % Batch;
         for (int b0 = 0; b0 < whole; b0 += Batch)
@@ -156,14 +161,20 @@ internal static unsafe class Block32Kernels
             off1 = ScaleBatch<TBlock>(batch, xd + blocks + b0, xs + blocks + b0, combined + Batch, off1);
             off2 = ScaleBatch<TBlock>(batch, xd + 2 * blocks + b0, xs + 2 * blocks + b0, combined + 2 * Batch, off2);
             off3 = ScaleBatch<TBlock>(batch, xd + 3 * blocks + b0, xs + 3 * blocks + b0, combined + 3 * Batch, off3);
-            for (int j = 0; j < Batch; j++)
+            for (int j = 0; j < Batch; j += 2)
             {
                 var q = TBlock.Quants(batch + j * TBlock.BlockBytes);
                 sbyte* x = xq + (b0 + j) * 32;
-                acc0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(combined[j]), acc0);
-                acc1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(combined[Batch + j]), acc1);
-                acc2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(combined[2 * Batch + j]), acc2);
-                acc3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(combined[3 * Batch + j]), acc3);
+                even0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(combined[j]), even0);
+                even1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(combined[Batch + j]), even1);
+                even2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(combined[2 * Batch + j]), even2);
+                even3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(combined[3 * Batch + j]), even3);
+                q = TBlock.Quants(batch + (j + 1) * TBlock.BlockBytes);
+                x += 32;
+                odd0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(combined[j + 1]), odd0);
+                odd1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(combined[Batch + j + 1]), odd1);
+                odd2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(combined[2 * Batch + j + 1]), odd2);
+                odd3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(combined[3 * Batch + j + 1]), odd3);
             }
         }
         float tail0 = 0, tail1 = 0, tail2 = 0, tail3 = 0;
@@ -173,19 +184,19 @@ internal static unsafe class Block32Kernels
             float d = F16Row.ToSingle(*(ushort*)block);
             var q = TBlock.Quants(block);
             sbyte* x = xq + b * 32;
-            acc0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(d * xd[b]), acc0);
-            acc1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(d * xd[blocks + b]), acc1);
-            acc2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(d * xd[2 * blocks + b]), acc2);
-            acc3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(d * xd[3 * blocks + b]), acc3);
+            even0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(d * xd[b]), even0);
+            even1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(d * xd[blocks + b]), even1);
+            even2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(d * xd[2 * blocks + b]), even2);
+            even3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(d * xd[3 * blocks + b]), even3);
             tail0 += OffsetTerm<TBlock>(block, d, xs[b]);
             tail1 += OffsetTerm<TBlock>(block, d, xs[blocks + b]);
             tail2 += OffsetTerm<TBlock>(block, d, xs[2 * blocks + b]);
             tail3 += OffsetTerm<TBlock>(block, d, xs[3 * blocks + b]);
         }
-        y[0] = Vector256.Sum(acc0) + Vector256.Sum(off0) + tail0;
-        y[yStride] = Vector256.Sum(acc1) + Vector256.Sum(off1) + tail1;
-        y[2L * yStride] = Vector256.Sum(acc2) + Vector256.Sum(off2) + tail2;
-        y[3L * yStride] = Vector256.Sum(acc3) + Vector256.Sum(off3) + tail3;
+        y[0] = Vector256.Sum(even0 + odd0) + Vector256.Sum(off0) + tail0;
+        y[yStride] = Vector256.Sum(even1 + odd1) + Vector256.Sum(off1) + tail1;
+        y[2L * yStride] = Vector256.Sum(even2 + odd2) + Vector256.Sum(off2) + tail2;
+        y[3L * yStride] = Vector256.Sum(even3 + odd3) + Vector256.Sum(off3) + tail3;
     }
 
     /// <summary>The offset or min term <c>c·(dx·Σxq)</c> of one block, c being the stored min or <c>-Offset·d</c>.</summary>

@@ -89,10 +89,15 @@ internal unsafe struct BF16Row : IFloatRow
     public static float Load1(byte* row, int index) => BitConverter.Int32BitsToSingle(((ushort*)row)[index] << 16);
 }
 
-/// <summary>AVX2+FMA kernels for F32, F16 and BF16 weights against float activations.</summary>
+/// <summary>
+/// AVX2+FMA kernels for F32, F16 and BF16 weights against float activations. A token's dot product is summed in
+/// the same order whether it runs alone (<see cref="Dot1{TRow}"/>) or in a tile (<see cref="Dot2{TRow}"/>), so its
+/// result does not depend on what else is in the batch. The tile is two tokens because each needs Dot1's four
+/// accumulators, and eight is what the sixteen vector registers hold next to the loads.
+/// </summary>
 internal static unsafe class FloatKernels
 {
-    private const int TokenTile = 4;
+    private const int TokenTile = 2;
 
     public static void Rows<TRow>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TRow : IFloatRow
     {
@@ -106,10 +111,9 @@ internal static unsafe class FloatKernels
             {
                 byte* row = task->W.Row(r);
                 if (tileTokens == TokenTile)
-                    Dot4<TRow>(row, x, cols, y + r, rows);
+                    Dot2<TRow>(row, x, cols, y + r, rows);
                 else
-                    for (int t = 0; t < tileTokens; t++)
-                        y[(long)t * rows + r] = Dot1<TRow>(row, x + (long)t * cols, cols);
+                    y[r] = Dot1<TRow>(row, x, cols);
             }
         }
     }
@@ -134,32 +138,42 @@ internal static unsafe class FloatKernels
         return sum;
     }
 
-    /// <summary>One row against four tokens: each weight is loaded and widened once for all four.</summary>
-    private static void Dot4<TRow>(byte* row, float* x, int cols, float* y, int yStride) where TRow : IFloatRow
+    /// <summary>One row against two tokens: each weight is loaded and widened once for both, each token summed as in <see cref="Dot1{TRow}"/>.</summary>
+    private static void Dot2<TRow>(byte* row, float* x, int cols, float* y, int yStride) where TRow : IFloatRow
     {
-        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-        float* x1 = x + cols, x2 = x1 + cols, x3 = x2 + cols;
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        float* x1 = x + cols;
         int i = 0;
+        for (; i + 32 <= cols; i += 32)
+        {
+            var w = TRow.Load8(row, i);
+            a0 = Fma.MultiplyAdd(w, Avx.LoadVector256(x + i), a0);
+            b0 = Fma.MultiplyAdd(w, Avx.LoadVector256(x1 + i), b0);
+            w = TRow.Load8(row, i + 8);
+            a1 = Fma.MultiplyAdd(w, Avx.LoadVector256(x + i + 8), a1);
+            b1 = Fma.MultiplyAdd(w, Avx.LoadVector256(x1 + i + 8), b1);
+            w = TRow.Load8(row, i + 16);
+            a2 = Fma.MultiplyAdd(w, Avx.LoadVector256(x + i + 16), a2);
+            b2 = Fma.MultiplyAdd(w, Avx.LoadVector256(x1 + i + 16), b2);
+            w = TRow.Load8(row, i + 24);
+            a3 = Fma.MultiplyAdd(w, Avx.LoadVector256(x + i + 24), a3);
+            b3 = Fma.MultiplyAdd(w, Avx.LoadVector256(x1 + i + 24), b3);
+        }
         for (; i + 8 <= cols; i += 8)
         {
             var w = TRow.Load8(row, i);
-            acc0 = Fma.MultiplyAdd(w, Avx.LoadVector256(x + i), acc0);
-            acc1 = Fma.MultiplyAdd(w, Avx.LoadVector256(x1 + i), acc1);
-            acc2 = Fma.MultiplyAdd(w, Avx.LoadVector256(x2 + i), acc2);
-            acc3 = Fma.MultiplyAdd(w, Avx.LoadVector256(x3 + i), acc3);
+            a0 = Fma.MultiplyAdd(w, Avx.LoadVector256(x + i), a0);
+            b0 = Fma.MultiplyAdd(w, Avx.LoadVector256(x1 + i), b0);
         }
-        float s0 = Vector256.Sum(acc0), s1 = Vector256.Sum(acc1), s2 = Vector256.Sum(acc2), s3 = Vector256.Sum(acc3);
+        float s0 = Vector256.Sum((a0 + a1) + (a2 + a3)), s1 = Vector256.Sum((b0 + b1) + (b2 + b3));
         for (; i < cols; i++)
         {
             float w = TRow.Load1(row, i);
             s0 += w * x[i];
             s1 += w * x1[i];
-            s2 += w * x2[i];
-            s3 += w * x3[i];
         }
         y[0] = s0;
         y[yStride] = s1;
-        y[2L * yStride] = s2;
-        y[3L * yStride] = s3;
     }
 }
