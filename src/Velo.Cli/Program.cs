@@ -7,5 +7,6 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     InfoCommand.Create(),
     ServeCommand.Create(),
     ChatCommand.Create(),
+    BenchServeCommand.Create(),
 };
 return root.Parse(args).Invoke();
