@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Spectre.Console;
 using Velo.Formats;
+using Velo.Kernels;
 using Velo.Models;
 using Velo.Tensors;
 using Velo.Text;

@@ -33,7 +33,7 @@ public sealed class LanguageModel : IDisposable
         var model = LlamaModel.Load(path);
         try
         {
-            var tokenizer = Text.Tokenizer.FromData(GgufTokenizerReader.Read(model.File.Metadata));
+            var tokenizer = Text.Tokenizer.FromData(GgufTokenizerMetadata.Read(model.File.Metadata));
             if (tokenizer.VocabSize > model.Config.VocabSize)
                 throw new GgufFormatException($"{path}: the tokenizer has {tokenizer.VocabSize} tokens but the model only {model.Config.VocabSize} embeddings");
             return new LanguageModel(path, model, tokenizer, clock.Elapsed);

@@ -1,6 +1,6 @@
 using System.Diagnostics;
-using System.Text;
 using Velo.Models;
+using Velo.Text;
 using Velo.Threading;
 
 namespace Velo.Inference;
@@ -57,11 +57,10 @@ public sealed class TextGenerator : IDisposable
         clock.Restart();
 
         var tokenizer = _model.Tokenizer;
-        var decoder = Encoding.UTF8.GetDecoder();
+        var decoder = new StreamingDecoder(tokenizer, skipSpecial: true);
         var stop = new StopStringMatcher(options.Stop);
         int length = prompt.Count;
         int limit = options.MaxTokens < 0 ? int.MaxValue : options.MaxTokens;
-        var charBuffer = new char[64];
         stats.FinishReason = FinishReason.Length;
         while (stats.GeneratedTokens < limit && !cancellation.IsCancellationRequested)
         {
@@ -72,10 +71,7 @@ public sealed class TextGenerator : IDisposable
                 stats.FinishReason = FinishReason.Stop;
                 break;
             }
-            var bytes = tokenizer.TokenBytes(token, skipSpecial: true);
-            if (charBuffer.Length < bytes.Length + 4) charBuffer = new char[bytes.Length + 4];
-            int chars = decoder.GetChars(bytes, charBuffer, flush: false);
-            var (text, stopped) = stop.Push(new string(charBuffer, 0, chars));
+            var (text, stopped) = stop.Push(decoder.Append(token));
             if (text.Length > 0 || !stopped) yield return new GeneratedToken(token, text);
             if (stopped)
             {

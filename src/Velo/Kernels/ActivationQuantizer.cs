@@ -44,10 +44,15 @@ internal static unsafe class ActivationQuantizer
         groupSums = (short*)(scales + (long)tokens * (cols / Block256));
     }
 
-    /// <summary>Quantizes one row of <paramref name="cols"/> floats into 32-blocks.</summary>
-    public static void Quantize32(float* x, int cols, sbyte* quants, float* scales, float* sums)
+    /// <summary>
+    /// Quantizes one row of <paramref name="cols"/> floats into 32-blocks. <paramref name="paired"/> interleaves
+    /// the quants of each pair of blocks by halves — first halves of both blocks, then second halves — the order
+    /// in which one 256-bit register of two blocks' nibbles unpacks (an odd last block stays as it is).
+    /// </summary>
+    public static void Quantize32(float* x, int cols, sbyte* quants, float* scales, float* sums, bool paired)
     {
-        for (int b = 0; b < cols / Block32; b++)
+        int blocks = cols / Block32;
+        for (int b = 0; b < blocks; b++)
         {
             float* src = x + b * Block32;
             Vector256<float> v0 = Avx.LoadVector256(src), v1 = Avx.LoadVector256(src + 8);
@@ -60,7 +65,17 @@ internal static unsafe class ActivationQuantizer
             var q1 = Avx.ConvertToVector256Int32(v1 * inverse);
             var q2 = Avx.ConvertToVector256Int32(v2 * inverse);
             var q3 = Avx.ConvertToVector256Int32(v3 * inverse);
-            Avx.Store(quants + b * Block32, PackToBytes(q0, q1, q2, q3));
+            var packed = PackToBytes(q0, q1, q2, q3);
+            if (paired && (b | 1) < blocks)
+            {
+                sbyte* pair = quants + (b & ~1) * Block32 + (b & 1) * 16;
+                Sse2.Store(pair, packed.GetLower());
+                Sse2.Store(pair + 32, packed.GetUpper());
+            }
+            else
+            {
+                Avx.Store(quants + b * Block32, packed);
+            }
             scales[b] = scale;
             sums[b] = scale * Vector256.Sum(q0 + q1 + q2 + q3);
         }

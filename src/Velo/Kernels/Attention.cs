@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using Velo.Threading;
 
 namespace Velo.Kernels;
@@ -72,27 +73,73 @@ public static unsafe class Attention
         {
             ref readonly var a = ref Args;
             int kvDim = a.KvHeads * a.HeadDim;
-            int group = a.Heads / a.KvHeads;
             float scale = 1f / MathF.Sqrt(a.HeadDim);
-            var scores = new Span<float>(Scores + (long)threadIndex * a.ContextLength, a.ContextLength);
+            float* scores = Scores + (long)threadIndex * a.ContextLength;
             int items = a.Rows * a.Heads;
             for (int item = threadIndex; item < items; item += threadCount)
             {
                 int i = item / a.Heads, h = item % a.Heads;
                 int length = a.Positions[i] + 1;
-                var q = new ReadOnlySpan<float>(a.Queries + (long)item * a.HeadDim, a.HeadDim);
-                long kvOffset = (long)a.Sequences[i] * a.ContextLength * kvDim + h / group * a.HeadDim;
+                float* q = a.Queries + (long)item * a.HeadDim;
+                long kvOffset = (long)a.Sequences[i] * a.ContextLength * kvDim + h / (a.Heads / a.KvHeads) * a.HeadDim;
                 float* keys = a.KeyCache + kvOffset;
-                for (int t = 0; t < length; t++)
-                    scores[t] = TensorPrimitives.Dot(q, new ReadOnlySpan<float>(keys + (long)t * kvDim, a.HeadDim)) * scale;
-                var s = scores[..length];
+                for (int t = 0; t < length; t++) scores[t] = Dot(q, keys + (long)t * kvDim, a.HeadDim) * scale;
+                var s = new Span<float>(scores, length);
                 TensorPrimitives.SoftMax(s, s);
-                var output = new Span<float>(a.Output + (long)item * a.HeadDim, a.HeadDim);
-                output.Clear();
-                float* values = a.ValueCache + kvOffset;
-                for (int t = 0; t < length; t++)
-                    TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(values + (long)t * kvDim, a.HeadDim), s[t], output, output);
+                WeightedSum(scores, length, a.ValueCache + kvOffset, kvDim, a.Output + (long)item * a.HeadDim, a.HeadDim);
             }
+        }
+    }
+
+    // Heads are short (64–128 floats): inline vector loops beat library calls whose setup costs as much as the work.
+    private static float Dot(float* a, float* b, int n)
+    {
+        int i = 0;
+        float sum = 0;
+        if (Vector256.IsHardwareAccelerated && n >= 16)
+        {
+            var acc0 = Vector256<float>.Zero;
+            var acc1 = Vector256<float>.Zero;
+            for (; i + 16 <= n; i += 16)
+            {
+                acc0 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i), Vector256.Load(b + i), acc0);
+                acc1 = Vector256.FusedMultiplyAdd(Vector256.Load(a + i + 8), Vector256.Load(b + i + 8), acc1);
+            }
+            sum = Vector256.Sum(acc0 + acc1);
+        }
+        for (; i < n; i++) sum += a[i] * b[i];
+        return sum;
+    }
+
+    /// <summary>output = Σ_t weights[t] · values[t], the value rows <paramref name="stride"/> floats apart; 32 output floats stay in registers across all t.</summary>
+    private static void WeightedSum(float* weights, int length, float* values, int stride, float* output, int n)
+    {
+        int d = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            for (; d + 32 <= n; d += 32)
+            {
+                Vector256<float> o0 = default, o1 = default, o2 = default, o3 = default;
+                float* v = values + d;
+                for (int t = 0; t < length; t++, v += stride)
+                {
+                    var w = Vector256.Create(weights[t]);
+                    o0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v), o0);
+                    o1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 8), o1);
+                    o2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 16), o2);
+                    o3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 24), o3);
+                }
+                o0.Store(output + d);
+                o1.Store(output + d + 8);
+                o2.Store(output + d + 16);
+                o3.Store(output + d + 24);
+            }
+        }
+        for (; d < n; d++)
+        {
+            float acc = 0;
+            for (int t = 0; t < length; t++) acc += weights[t] * values[(long)t * stride + d];
+            output[d] = acc;
         }
     }
 }

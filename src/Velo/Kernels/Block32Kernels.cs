@@ -20,6 +20,16 @@ internal unsafe interface IBlock32
     static abstract Vector256<byte> Quants(byte* block);
 }
 
+/// <summary>A 32-block type of 4-bit nibbles (plus a fifth bit for Q5), which two blocks at a time unpack best.</summary>
+internal unsafe interface INibbleBlock32 : IBlock32
+{
+    /// <summary>
+    /// The quants of <paramref name="first"/> and the block after it: <paramref name="low"/> holds elements
+    /// 0..15 of each (first block in the low 128 bits), <paramref name="high"/> elements 16..31.
+    /// </summary>
+    static abstract void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high);
+}
+
 internal unsafe struct Q8_0Block : IBlock32
 {
     public static int BlockBytes => 34;
@@ -31,7 +41,7 @@ internal unsafe struct Q8_0Block : IBlock32
     public static Vector256<byte> Quants(byte* block) => Avx.LoadVector256(block + 2);
 }
 
-internal unsafe struct Q4_0Block : IBlock32
+internal unsafe struct Q4_0Block : INibbleBlock32
 {
     public static int BlockBytes => 18;
     public static bool SignedQuants => false;
@@ -40,9 +50,13 @@ internal unsafe struct Q4_0Block : IBlock32
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Quants(byte* block) => Block32Kernels.Nibbles(block + 2);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high) =>
+        Block32Kernels.PairNibbles(first + 2, first + BlockBytes + 2, out low, out high);
 }
 
-internal unsafe struct Q4_1Block : IBlock32
+internal unsafe struct Q4_1Block : INibbleBlock32
 {
     public static int BlockBytes => 20;
     public static bool SignedQuants => false;
@@ -51,9 +65,13 @@ internal unsafe struct Q4_1Block : IBlock32
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Quants(byte* block) => Block32Kernels.Nibbles(block + 4);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high) =>
+        Block32Kernels.PairNibbles(first + 4, first + BlockBytes + 4, out low, out high);
 }
 
-internal unsafe struct Q5_0Block : IBlock32
+internal unsafe struct Q5_0Block : INibbleBlock32
 {
     public static int BlockBytes => 22;
     public static bool SignedQuants => false;
@@ -63,9 +81,18 @@ internal unsafe struct Q5_0Block : IBlock32
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Quants(byte* block) =>
         Block32Kernels.Nibbles(block + 6) | Block32Kernels.FifthBits(*(uint*)(block + 2));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        Block32Kernels.PairNibbles(first + 6, first + BlockBytes + 6, out low, out high);
+        uint bits0 = *(uint*)(first + 2), bits1 = *(uint*)(first + BlockBytes + 2);
+        low |= Block32Kernels.FifthBits((bits0 & 0xFFFF) | (bits1 << 16));
+        high |= Block32Kernels.FifthBits((bits0 >> 16) | (bits1 & 0xFFFF0000));
+    }
 }
 
-internal unsafe struct Q5_1Block : IBlock32
+internal unsafe struct Q5_1Block : INibbleBlock32
 {
     public static int BlockBytes => 24;
     public static bool SignedQuants => false;
@@ -75,13 +102,22 @@ internal unsafe struct Q5_1Block : IBlock32
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<byte> Quants(byte* block) =>
         Block32Kernels.Nibbles(block + 8) | Block32Kernels.FifthBits(*(uint*)(block + 4));
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        Block32Kernels.PairNibbles(first + 8, first + BlockBytes + 8, out low, out high);
+        uint bits0 = *(uint*)(first + 4), bits1 = *(uint*)(first + BlockBytes + 4);
+        low |= Block32Kernels.FifthBits((bits0 & 0xFFFF) | (bits1 << 16));
+        high |= Block32Kernels.FifthBits((bits0 >> 16) | (bits1 & 0xFFFF0000));
+    }
 }
 
 /// <summary>
 /// AVX2 kernels for the 32-block types against activations quantized to 32-blocks. Per block the integer dot
 /// <c>Σ q·xq</c> comes from <c>maddubs</c> + <c>madd</c>; the offset or min term needs no per-element work because
 /// <c>Σ c·x = c · (dx·Σxq)</c> and the activation quantizer stores <c>dx·Σxq</c>. Scales are widened eight blocks
-/// at a time with one gather.
+/// at a time. Q8_0 runs here; the nibble types run two blocks at a time in <see cref="PairedBlock32Kernels"/>.
 /// </summary>
 internal static unsafe class Block32Kernels
 {
@@ -116,12 +152,13 @@ internal static unsafe class Block32Kernels
         // No calls inside the loops: every vector register is caller-saved on x64, so a call would make the JIT
         // keep the accumulators in memory.
         float* combined = stackalloc float[Batch];
-        Vector256<float> acc0 = default, acc1 = default, offsetAcc = default;
+        Vector256<float> acc0 = default, acc1 = default;
         int whole = blocks - blocks % Batch;
         for (int b0 = 0; b0 < whole; b0 += Batch)
         {
             byte* batch = row + b0 * TBlock.BlockBytes;
-            offsetAcc = ScaleBatch<TBlock>(batch, xd + b0, xs + b0, combined, offsetAcc);
+            WeightScales<TBlock>(batch, out var d, out var offset);
+            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc1));
             // Two accumulators: one chain of dependent FMAs would wait on the FMA latency every block.
             for (int j = 0; j < Batch; j += 2)
             {
@@ -137,44 +174,34 @@ internal static unsafe class Block32Kernels
             acc0 = Fma.MultiplyAdd(BlockDot<TBlock>(block, xq + b * 32), Vector256.Create(d * xd[b]), acc0);
             offsetTail += OffsetTerm<TBlock>(block, d, xs[b]);
         }
-        return Vector256.Sum(acc0 + acc1) + Vector256.Sum(offsetAcc) + offsetTail;
+        return Vector256.Sum(acc0 + acc1) + offsetTail;
     }
 
-    /// <summary>
-    /// One row against four tokens: each block is unpacked once for all four. Each token is summed exactly as
-    /// <see cref="Dot1{TBlock}"/> sums it (even blocks, odd blocks and offsets apart, the tail into the even
-    /// accumulator), so a token's result does not depend on whether it shares a tile.
-    /// </summary>
+    /// <summary>One row against four tokens: each block is unpacked once for all four.</summary>
     private static void Dot4<TBlock>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
         where TBlock : IBlock32
     {
         long cols = blocks * 32L;
         float* combined = stackalloc float[Batch * TokenTile];
-        Vector256<float> even0 = default, even1 = default, even2 = default, even3 = default;
-        Vector256<float> odd0 = default, odd1 = default, odd2 = default, odd3 = default;
-        Vector256<float> off0 = default, off1 = default, off2 = default, off3 = default;
+        // The offset terms go straight into the accumulators: four more live vectors would not fit the registers.
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         int whole = blocks - blocks % Batch;
         for (int b0 = 0; b0 < whole; b0 += Batch)
         {
             byte* batch = row + b0 * TBlock.BlockBytes;
-            off0 = ScaleBatch<TBlock>(batch, xd + b0, xs + b0, combined, off0);
-            off1 = ScaleBatch<TBlock>(batch, xd + blocks + b0, xs + blocks + b0, combined + Batch, off1);
-            off2 = ScaleBatch<TBlock>(batch, xd + 2 * blocks + b0, xs + 2 * blocks + b0, combined + 2 * Batch, off2);
-            off3 = ScaleBatch<TBlock>(batch, xd + 3 * blocks + b0, xs + 3 * blocks + b0, combined + 3 * Batch, off3);
-            for (int j = 0; j < Batch; j += 2)
+            WeightScales<TBlock>(batch, out var d, out var offset);
+            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc0));
+            Avx.Store(combined + Batch, TokenScales<TBlock>(d, offset, xd + blocks + b0, xs + blocks + b0, ref acc1));
+            Avx.Store(combined + 2 * Batch, TokenScales<TBlock>(d, offset, xd + 2 * blocks + b0, xs + 2 * blocks + b0, ref acc2));
+            Avx.Store(combined + 3 * Batch, TokenScales<TBlock>(d, offset, xd + 3 * blocks + b0, xs + 3 * blocks + b0, ref acc3));
+            for (int j = 0; j < Batch; j++)
             {
                 var q = TBlock.Quants(batch + j * TBlock.BlockBytes);
                 sbyte* x = xq + (b0 + j) * 32;
-                even0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(combined[j]), even0);
-                even1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(combined[Batch + j]), even1);
-                even2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(combined[2 * Batch + j]), even2);
-                even3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(combined[3 * Batch + j]), even3);
-                q = TBlock.Quants(batch + (j + 1) * TBlock.BlockBytes);
-                x += 32;
-                odd0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(combined[j + 1]), odd0);
-                odd1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(combined[Batch + j + 1]), odd1);
-                odd2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(combined[2 * Batch + j + 1]), odd2);
-                odd3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(combined[3 * Batch + j + 1]), odd3);
+                acc0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(combined[j]), acc0);
+                acc1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(combined[Batch + j]), acc1);
+                acc2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(combined[2 * Batch + j]), acc2);
+                acc3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(combined[3 * Batch + j]), acc3);
             }
         }
         float tail0 = 0, tail1 = 0, tail2 = 0, tail3 = 0;
@@ -184,48 +211,63 @@ internal static unsafe class Block32Kernels
             float d = F16Row.ToSingle(*(ushort*)block);
             var q = TBlock.Quants(block);
             sbyte* x = xq + b * 32;
-            even0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(d * xd[b]), even0);
-            even1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(d * xd[blocks + b]), even1);
-            even2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(d * xd[2 * blocks + b]), even2);
-            even3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(d * xd[3 * blocks + b]), even3);
+            acc0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(d * xd[b]), acc0);
+            acc1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(d * xd[blocks + b]), acc1);
+            acc2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(d * xd[2 * blocks + b]), acc2);
+            acc3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(d * xd[3 * blocks + b]), acc3);
             tail0 += OffsetTerm<TBlock>(block, d, xs[b]);
             tail1 += OffsetTerm<TBlock>(block, d, xs[blocks + b]);
             tail2 += OffsetTerm<TBlock>(block, d, xs[2 * blocks + b]);
             tail3 += OffsetTerm<TBlock>(block, d, xs[3 * blocks + b]);
         }
-        y[0] = Vector256.Sum(even0 + odd0) + Vector256.Sum(off0) + tail0;
-        y[yStride] = Vector256.Sum(even1 + odd1) + Vector256.Sum(off1) + tail1;
-        y[2L * yStride] = Vector256.Sum(even2 + odd2) + Vector256.Sum(off2) + tail2;
-        y[3L * yStride] = Vector256.Sum(even3 + odd3) + Vector256.Sum(off3) + tail3;
+        y[0] = Vector256.Sum(acc0) + tail0;
+        y[yStride] = Vector256.Sum(acc1) + tail1;
+        y[2L * yStride] = Vector256.Sum(acc2) + tail2;
+        y[3L * yStride] = Vector256.Sum(acc3) + tail3;
     }
 
     /// <summary>The offset or min term <c>c·(dx·Σxq)</c> of one block, c being the stored min or <c>-Offset·d</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float OffsetTerm<TBlock>(byte* block, float d, float activationSum) where TBlock : IBlock32
+    internal static float OffsetTerm<TBlock>(byte* block, float d, float activationSum) where TBlock : IBlock32
     {
         if (TBlock.SignedQuants) return 0;
         return (TBlock.HasMin ? F16Row.ToSingle(*(ushort*)(block + 2)) : -TBlock.Offset * d) * activationSum;
     }
 
     /// <summary>
-    /// For 8 whole blocks: stores <c>d·dx</c> per block in <paramref name="combined"/> and adds the offset or min
-    /// terms <c>c·(dx·Σxq)</c> to <paramref name="offsetAcc"/>. The gather reads the 4 bytes at each block's start:
-    /// d in the low half and, for types with a min, the min in the high half.
+    /// The scales of 8 whole blocks: <paramref name="d"/> and <paramref name="offset"/>, the stored min or
+    /// <c>-Offset·d</c> (zero for signed quants). The 4 bytes at each block's start hold d in the low half and,
+    /// for types with a min, the min in the high half.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> ScaleBatch<TBlock>(byte* batch, float* xd, float* xs, float* combined, Vector256<float> offsetAcc)
+    internal static void WeightScales<TBlock>(byte* batch, out Vector256<float> d, out Vector256<float> offset) where TBlock : IBlock32
+    {
+        // Eight scalar loads and inserts: a hardware gather is several times slower on AMD cores.
+        int stride = TBlock.BlockBytes;
+        var raw = Vector256.Create(
+            *(int*)batch, *(int*)(batch + stride), *(int*)(batch + 2 * stride), *(int*)(batch + 3 * stride),
+            *(int*)(batch + 4 * stride), *(int*)(batch + 5 * stride), *(int*)(batch + 6 * stride), *(int*)(batch + 7 * stride));
+        d = F16Row.LowHalvesToSingle(raw);
+        offset = TBlock.SignedQuants ? Vector256<float>.Zero
+            : TBlock.HasMin ? F16Row.HighHalvesToSingle(raw)
+            : d * Vector256.Create(-TBlock.Offset);
+    }
+
+    /// <summary>
+    /// Per block of a batch, <c>d·dx</c> (returned), while the offset or min terms <c>c·(dx·Σxq)</c> of the token
+    /// whose activation scales and sums are <paramref name="xd"/> and <paramref name="xs"/> go into <paramref name="acc"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> TokenScales<TBlock>(Vector256<float> d, Vector256<float> offset, float* xd, float* xs, ref Vector256<float> acc)
         where TBlock : IBlock32
     {
-        var raw = Avx2.GatherVector256((int*)batch, Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7) * TBlock.BlockBytes, 1);
-        var d = F16Row.LowHalvesToSingle(raw);
-        Avx.Store(combined, d * Avx.LoadVector256(xd));
-        if (TBlock.SignedQuants) return offsetAcc;
-        var c = TBlock.HasMin ? F16Row.HighHalvesToSingle(raw) : d * Vector256.Create(-TBlock.Offset);
-        return Fma.MultiplyAdd(c, Avx.LoadVector256(xs), offsetAcc);
+        if (!TBlock.SignedQuants)
+            acc = Fma.MultiplyAdd(offset, Avx.LoadVector256(xs), acc);
+        return d * Avx.LoadVector256(xd);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> BlockDot<TBlock>(byte* block, sbyte* x) where TBlock : IBlock32 =>
+    internal static Vector256<float> BlockDot<TBlock>(byte* block, sbyte* x) where TBlock : IBlock32 =>
         QuantDot<TBlock>(TBlock.Quants(block), x);
 
     /// <summary>Σ q·x over 32 values, as 8 partial int32 sums converted to float.</summary>
@@ -246,6 +288,16 @@ internal static unsafe class Block32Kernels
     {
         var packed = Sse2.LoadVector128(qs);
         return Vector256.Create(packed, Sse2.ShiftRightLogical(packed.AsUInt16(), 4).AsByte()) & Vector256.Create((byte)0x0F);
+    }
+
+    /// <summary>The nibbles of two blocks: low nibbles of both (first block's in the low 128 bits), then high ones.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void PairNibbles(byte* first, byte* second, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        var packed = Vector256.Create(Sse2.LoadVector128(first), Sse2.LoadVector128(second));
+        var mask = Vector256.Create((byte)0x0F);
+        low = packed & mask;
+        high = Avx2.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & mask;
     }
 
     /// <summary>Bit i of <paramref name="bits"/> as 0x10 in byte i: the fifth bit of Q5 quants.</summary>

@@ -1,13 +1,7 @@
 using Velo.Formats;
+using Velo.Kernels;
 
 namespace Velo.Models;
-
-/// <summary>How rope rotates a head: pairs of adjacent dimensions (Llama, Mistral) or the two halves (NeoX, Qwen2/3).</summary>
-public enum RopeLayout
-{
-    AdjacentPairs,
-    NeoX,
-}
 
 /// <summary>Hyperparameters of a Llama-family decoder, read from the GGUF metadata under the architecture's prefix.</summary>
 public sealed record LlamaConfig
@@ -78,7 +72,7 @@ public sealed record LlamaConfig
             RopeBase = m.GetFloat32($"{arch}.rope.freq_base", 10000f),
             RopeFrequencyScale = ropeScale,
             RopeDims = (int)m.GetUInt32($"{arch}.rope.dimension_count", (uint)headDim),
-            RopeLayout = arch is "qwen2" or "qwen3" ? RopeLayout.NeoX : RopeLayout.AdjacentPairs,
+            RopeLayout = arch is "qwen2" or "qwen3" ? RopeLayout.NeoX : RopeLayout.Interleaved,
         };
         config.Validate(file.Path);
         return config;

@@ -16,20 +16,11 @@ namespace Velo.Models;
 /// </summary>
 public sealed unsafe class LlamaModel : IDisposable
 {
-    private readonly float[] _inverseFrequencies;
-
     private LlamaModel(GgufFile file, LlamaConfig config)
     {
         File = file;
         Config = config;
         Weights = new LlamaWeights(file, config);
-        _inverseFrequencies = new float[config.RopeDims / 2];
-        for (int i = 0; i < _inverseFrequencies.Length; i++)
-        {
-            float frequency = MathF.Pow(config.RopeBase, -2f * i / config.RopeDims) * config.RopeFrequencyScale;
-            if (Weights.RopeFrequencyFactors != null) frequency /= Weights.RopeFrequencyFactors[i];
-            _inverseFrequencies[i] = frequency;
-        }
     }
 
     public GgufFile File { get; }
@@ -67,27 +58,27 @@ public sealed unsafe class LlamaModel : IDisposable
         {
             ref readonly var w = ref Weights.Layers[l];
 
-            for (int i = 0; i < n; i++) InterimKernels.RmsNorm(x + (long)i * c.Dim, w.AttentionNorm, xb + (long)i * c.Dim, c.Dim, c.NormEpsilon);
+            NormalizeRows(x, w.AttentionNorm, xb, n);
             MatMul.Multiply(w.Query, xb, n, q, s.Pool);
             MatMul.Multiply(w.Key, xb, n, k, s.Pool);
             MatMul.Multiply(w.Value, xb, n, v, s.Pool);
             for (int i = 0; i < n; i++)
             {
-                float* qi = q + (long)i * c.QueryDim, ki = k + (long)i * c.KvDim, vi = v + (long)i * c.KvDim;
-                if (w.QueryBias != null) AddInPlace(qi, w.QueryBias, c.QueryDim);
-                if (w.KeyBias != null) AddInPlace(ki, w.KeyBias, c.KvDim);
-                if (w.ValueBias != null) AddInPlace(vi, w.ValueBias, c.KvDim);
-                if (w.QueryNorm != null)
-                    for (int h = 0; h < c.Heads; h++) InterimKernels.RmsNorm(qi + h * c.HeadDim, w.QueryNorm, qi + h * c.HeadDim, c.HeadDim, c.NormEpsilon);
-                if (w.KeyNorm != null)
-                    for (int h = 0; h < c.KvHeads; h++) InterimKernels.RmsNorm(ki + h * c.HeadDim, w.KeyNorm, ki + h * c.HeadDim, c.HeadDim, c.NormEpsilon);
-                float* cos = s.RopeCos + (long)i * c.RopeDims / 2, sin = s.RopeSin + (long)i * c.RopeDims / 2;
-                bool neox = c.RopeLayout == RopeLayout.NeoX;
-                InterimRope.Apply(qi, c.Heads, c.HeadDim, c.RopeDims, cos, sin, neox);
-                InterimRope.Apply(ki, c.KvHeads, c.HeadDim, c.RopeDims, cos, sin, neox);
+                var qi = Row(q, i, c.QueryDim);
+                var ki = Row(k, i, c.KvDim);
+                var vi = Row(v, i, c.KvDim);
+                if (w.QueryBias != null) Elementwise.Add(qi, Vector(w.QueryBias, c.QueryDim), qi);
+                if (w.KeyBias != null) Elementwise.Add(ki, Vector(w.KeyBias, c.KvDim), ki);
+                if (w.ValueBias != null) Elementwise.Add(vi, Vector(w.ValueBias, c.KvDim), vi);
+                if (w.QueryNorm != null) NormalizeHeads(qi, w.QueryNorm);
+                if (w.KeyNorm != null) NormalizeHeads(ki, w.KeyNorm);
+                var cos = Row(s.RopeCos, i, c.RopeDims / 2);
+                var sin = Row(s.RopeSin, i, c.RopeDims / 2);
+                Rope.Rotate(qi, c.HeadDim, cos, sin, c.RopeLayout);
+                Rope.Rotate(ki, c.HeadDim, cos, sin, c.RopeLayout);
                 int seq = batch.Sequences[i], pos = batch.Positions[i];
-                new ReadOnlySpan<float>(ki, c.KvDim).CopyTo(new Span<float>(s.Cache.KeyRow(l, seq, pos), c.KvDim));
-                new ReadOnlySpan<float>(vi, c.KvDim).CopyTo(new Span<float>(s.Cache.ValueRow(l, seq, pos), c.KvDim));
+                ki.CopyTo(new Span<float>(s.Cache.KeyRow(l, seq, pos), c.KvDim));
+                vi.CopyTo(new Span<float>(s.Cache.ValueRow(l, seq, pos), c.KvDim));
             }
 
             fixed (int* positions = batch.Positions)
@@ -104,10 +95,11 @@ public sealed unsafe class LlamaModel : IDisposable
             MatMul.Multiply(w.Output, att, n, xb, s.Pool);
             AddInPlace(x, xb, (long)n * c.Dim);
 
-            for (int i = 0; i < n; i++) InterimKernels.RmsNorm(x + (long)i * c.Dim, w.FfnNorm, xb + (long)i * c.Dim, c.Dim, c.NormEpsilon);
+            NormalizeRows(x, w.FfnNorm, xb, n);
             MatMul.Multiply(w.Gate, xb, n, gate, s.Pool);
             MatMul.Multiply(w.Up, xb, n, up, s.Pool);
-            InterimKernels.SwiGlu(gate, up, gate, n * c.FfnDim);
+            var hidden = new Span<float>(gate, n * c.FfnDim);
+            Activations.SwiGLU(hidden, new ReadOnlySpan<float>(up, n * c.FfnDim), hidden);
             MatMul.Multiply(w.Down, gate, n, xb, s.Pool);
             AddInPlace(x, xb, (long)n * c.Dim);
         }
@@ -115,7 +107,7 @@ public sealed unsafe class LlamaModel : IDisposable
         int rows = 0;
         for (int i = 0; i < n; i++)
             if (batch.WantLogits[i])
-                InterimKernels.RmsNorm(x + (long)i * c.Dim, Weights.OutputNorm, xb + (long)rows++ * c.Dim, c.Dim, c.NormEpsilon);
+                RmsNorm.Apply(Row(x, i, c.Dim), Vector(Weights.OutputNorm, c.Dim), Row(xb, rows++, c.Dim), c.NormEpsilon);
         if (rows > 0) MatMul.Multiply(Weights.Output, xb, rows, s.LogitsPointer, s.Pool);
     }
 
@@ -137,21 +129,38 @@ public sealed unsafe class LlamaModel : IDisposable
 
     private void ComputeRopeTables(LlamaState s, ForwardBatch batch)
     {
-        int half = Config.RopeDims / 2;
+        int pairs = Config.RopeDims / 2;
+        var factors = Weights.RopeFrequencyFactors != null ? Vector(Weights.RopeFrequencyFactors, pairs) : default;
         for (int i = 0; i < batch.Count; i++)
+            Rope.Angles(batch.Positions[i] * Config.RopeFrequencyScale, Config.RopeBase, factors, Row(s.RopeCos, i, pairs), Row(s.RopeSin, i, pairs));
+    }
+
+    private void NormalizeRows(float* x, float* weight, float* y, int rows)
+    {
+        var w = Vector(weight, Config.Dim);
+        for (int i = 0; i < rows; i++) RmsNorm.Apply(Row(x, i, Config.Dim), w, Row(y, i, Config.Dim), Config.NormEpsilon);
+    }
+
+    /// <summary>Qwen3's per-head RMSNorm of queries and keys, one shared weight vector for every head.</summary>
+    private void NormalizeHeads(Span<float> heads, float* weight)
+    {
+        var w = Vector(weight, Config.HeadDim);
+        for (int h = 0; h < heads.Length; h += Config.HeadDim)
         {
-            float pos = batch.Positions[i];
-            for (int j = 0; j < half; j++)
-            {
-                float angle = pos * _inverseFrequencies[j];
-                s.RopeCos[(long)i * half + j] = MathF.Cos(angle);
-                s.RopeSin[(long)i * half + j] = MathF.Sin(angle);
-            }
+            var head = heads.Slice(h, Config.HeadDim);
+            RmsNorm.Apply(head, w, head, Config.NormEpsilon);
         }
     }
 
-    private static void AddInPlace(float* x, float* y, long n) =>
-        System.Numerics.Tensors.TensorPrimitives.Add(new ReadOnlySpan<float>(x, checked((int)n)), new ReadOnlySpan<float>(y, (int)n), new Span<float>(x, (int)n));
+    private static Span<float> Row(float* matrix, int row, int length) => new(matrix + (long)row * length, length);
+
+    private static ReadOnlySpan<float> Vector(float* vector, int length) => new(vector, length);
+
+    private static void AddInPlace(float* x, float* y, long n)
+    {
+        var xs = new Span<float>(x, checked((int)n));
+        Elementwise.Add(xs, new ReadOnlySpan<float>(y, (int)n), xs);
+    }
 
     public LlamaState CreateState(int contextLength = 0, int maxBatch = 512, int sequences = 1, int maxLogitRows = 0, WorkerPool? pool = null) =>
         new(this, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences, maxLogitRows > 0 ? maxLogitRows : sequences, pool);

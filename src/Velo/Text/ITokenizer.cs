@@ -26,6 +26,10 @@ public interface ITokenizer
     /// <param name="skipSpecial">Leave out control tokens (BOS, EOS, chat markers) instead of writing their text.</param>
     string Decode(ReadOnlySpan<int> ids, bool skipSpecial = false);
 
+    /// <summary>The bytes the token decodes to; may be part of a UTF-8 character. Empty for control tokens when
+    /// <paramref name="skipSpecial"/>.</summary>
+    ReadOnlySpan<byte> TokenBytes(int id, bool skipSpecial = false);
+
     /// <summary>The token's piece exactly as stored in the vocabulary (e.g. <c>▁the</c>, <c>Ġthe</c>, <c>&lt;0x0A&gt;</c>).</summary>
     string TokenText(int id);
 

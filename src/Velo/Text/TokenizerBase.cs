@@ -39,7 +39,6 @@ public abstract class TokenizerBase : ITokenizer
         if (data.TokenTypes != null && data.TokenTypes.Length != tokens.Length)
             throw new InvalidDataException($"the tokenizer has {tokens.Length} tokens but {data.TokenTypes.Length} token types");
 
-        Data = data;
         _tokens = new string[tokens.Length];
         _types = new TokenType[tokens.Length];
         _ids = new Dictionary<string, int>(tokens.Length, StringComparer.Ordinal);
@@ -115,7 +114,6 @@ public abstract class TokenizerBase : ITokenizer
     /// <summary>Whether decoding drops the space the encoder put in front of the first word.</summary>
     protected abstract bool StripsLeadingSpace { get; }
 
-    public TokenizerData Data { get; }
     public int VocabSize => _tokens.Length;
     public int BosId { get; }
     public int EosId { get; }
@@ -181,10 +179,11 @@ public abstract class TokenizerBase : ITokenizer
             foreach (int id in ids)
             {
                 var piece = TokenBytes(id, skipSpecial);
-                if (first && _types[id] != TokenType.Control)
+                if (first && piece.Length > 0)
                 {
+                    // Only the space the encoder added before the first word goes; a rendered BOS keeps it.
                     first = false;
-                    if (piece.Length > 0 && piece[0] == (byte)' ') piece = piece[1..];
+                    if (piece[0] == (byte)' ' && _types[id] != TokenType.Control) piece = piece[1..];
                 }
                 piece.CopyTo(buffer.AsSpan(length));
                 length += piece.Length;

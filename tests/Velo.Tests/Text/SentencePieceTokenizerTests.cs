@@ -39,7 +39,7 @@ public class SentencePieceTokenizerTests
         Assert.False(tokenizer.AddEos);
         Assert.True(tokenizer.IsEndOfGeneration(2));
         Assert.False(tokenizer.IsEndOfGeneration(403));
-        Assert.Equal("<s>Once upon a time", tokenizer.Decode([1, 403, 407, 261, 378]));
+        Assert.Equal("<s> Once upon a time", tokenizer.Decode([1, 403, 407, 261, 378]));
         Assert.Equal("Once upon a time", tokenizer.Decode([1, 403, 407, 261, 378], skipSpecial: true));
     }
 
@@ -78,5 +78,22 @@ public class SentencePieceTokenizerTests
         Assert.Equal(tokenizer.Encode("Hi", addSpecial: false), ids[1..^1]);
         Assert.True(tokenizer.IsEndOfGeneration(end));
         Assert.True(tokenizer.IsEndOfGeneration(tokenizer.EosId));
+    }
+
+    [Fact]
+    public void PiecesSpanningWordsStillMerge()
+    {
+        // "a▁b" crosses a word start, so this vocabulary cannot be merged word by word.
+        var tokenizer = Tokenizer.FromData(new TokenizerData
+        {
+            Kind = TokenizerKind.SentencePiece,
+            Tokens = ["<unk>", "▁", "a", "b", "a▁", "a▁b"],
+            Scores = [0, -1, -1, -1, -2, -3],
+            TokenTypes = [TokenType.Unknown, TokenType.Normal, TokenType.Normal, TokenType.Normal, TokenType.Normal, TokenType.Normal],
+            UnknownId = 0,
+            AddSpacePrefix = true,
+        });
+        Assert.Equal(["▁", "a▁b"], tokenizer.Encode("a b").Select(tokenizer.TokenText));
+        Assert.Equal("a b", tokenizer.Decode(tokenizer.Encode("a b")));
     }
 }

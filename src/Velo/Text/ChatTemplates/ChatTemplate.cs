@@ -2,8 +2,17 @@ namespace Velo.Text.ChatTemplates;
 
 /// <summary>
 /// A model's Jinja chat template (<c>tokenizer.chat_template</c>), parsed once and rendered per conversation the way
-/// Hugging Face's <c>apply_chat_template</c> renders it.
+/// Hugging Face's <c>apply_chat_template</c> renders it. Immutable, so one instance can serve concurrent requests.
 /// </summary>
+/// <remarks>
+/// Supports the Jinja used by chat templates: <c>{{ }}</c>, <c>{% %}</c>, <c>{# #}</c> with <c>-</c>/<c>+</c>
+/// whitespace control and transformers' trim_blocks/lstrip_blocks; if/elif/else, for (loop.*, else, inline if
+/// filter, break/continue), set (tuples, blocks, namespace attributes), macros, generation blocks; Python operators,
+/// literals, slicing, str and dict methods; the common filters and tests; the globals raise_exception,
+/// strftime_now, namespace, range and dict. Not supported: raw, call, filter blocks, include/import/extends, and
+/// recursive loops. Output size, loop iterations, macro depth, nesting and time are capped, so a hostile template
+/// fails with a <see cref="ChatTemplateException"/> instead of hanging.
+/// </remarks>
 public sealed class ChatTemplate
 {
     /// <summary>transformers' ChatML template, for models that ship none.</summary>
@@ -13,13 +22,7 @@ public sealed class ChatTemplate
 
     private readonly IReadOnlyList<Node> _body;
 
-    private ChatTemplate(string source, IReadOnlyList<Node> body)
-    {
-        Source = source;
-        _body = body;
-    }
-
-    public string Source { get; }
+    private ChatTemplate(IReadOnlyList<Node> body) => _body = body;
 
     public static ChatTemplate ChatMl { get; } = Parse(ChatMlSource);
 
@@ -27,7 +30,7 @@ public sealed class ChatTemplate
     public static ChatTemplate Parse(string jinjaSource)
     {
         ArgumentNullException.ThrowIfNull(jinjaSource);
-        return new ChatTemplate(jinjaSource, Parser.Parse(jinjaSource));
+        return new ChatTemplate(Parser.Parse(jinjaSource));
     }
 
     /// <summary>

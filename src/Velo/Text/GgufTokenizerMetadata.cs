@@ -4,9 +4,9 @@ namespace Velo.Text;
 
 /// <summary>
 /// Reads <c>tokenizer.ggml.*</c> metadata into <see cref="TokenizerData"/>, with llama.cpp's defaults for keys a
-/// file leaves out. The only place the tokenizers touch GGUF.
+/// file leaves out, and writes it back. The only place the tokenizers touch GGUF.
 /// </summary>
-public static class GgufTokenizerReader
+public static class GgufTokenizerMetadata
 {
     // Pre-tokenizer names for which llama.cpp adds BOS by default and skips merging words that are whole tokens.
     private static readonly HashSet<string> Llama3Family =
@@ -39,7 +39,8 @@ public static class GgufTokenizerReader
             {
                 Kind = TokenizerKind.ByteLevelBpe, Tokens = tokens, PreTokenizer = pre ?? "default",
                 Merges = ReadMerges(metadata),
-                BosId = 11, EosId = 11,
+                // llama.cpp falls back to id 11 here, an arbitrary token; none is the honest default.
+                BosId = -1, EosId = -1,
                 AddBos = pre != null && (Llama3Family.Contains(pre) || pre is "tekken" or "chameleon"),
                 IgnoreMerges = pre != null && (Llama3Family.Contains(pre) || pre == "tekken"),
             },
@@ -97,5 +98,33 @@ public static class GgufTokenizerReader
         foreach (string keep in (string[])["<unk>", "<s>", "<|endoftext|>"])
             strip.Remove(Array.IndexOf(data.Tokens, keep));
         return data with { RightStripTokens = strip };
+    }
+
+    /// <summary>Writes the vocabulary as <c>tokenizer.ggml.*</c> metadata, the way llama.cpp's converter does.</summary>
+    public static void Write(TokenizerData data, GgufWriter writer)
+    {
+        if (data.PreTokenizerPatterns is { Count: > 0 })
+            throw new NotSupportedException("GGUF names pre-tokenizers; custom split patterns cannot be stored");
+        writer.Set("tokenizer.ggml.model", data.Kind switch
+        {
+            TokenizerKind.SentencePiece => "llama",
+            TokenizerKind.ByteLevelBpe => "gpt2",
+            TokenizerKind.WordPiece => "bert",
+            _ => throw new ArgumentOutOfRangeException(nameof(data), data.Kind, "unknown tokenizer kind"),
+        });
+        if (data.PreTokenizer != null) writer.Set("tokenizer.ggml.pre", data.PreTokenizer);
+        writer.Set("tokenizer.ggml.tokens", data.Tokens);
+        if (data.Scores != null) writer.Set("tokenizer.ggml.scores", data.Scores);
+        if (data.TokenTypes != null) writer.Set("tokenizer.ggml.token_type", data.TokenTypes.Select(t => (int)t).ToArray());
+        if (data.Merges != null) writer.Set("tokenizer.ggml.merges", data.Merges.Select(m => m.Left + " " + m.Right).ToArray());
+        foreach (var (key, id) in (ReadOnlySpan<(string, int)>)[
+                     ("bos_token_id", data.BosId), ("eos_token_id", data.EosId), ("eot_token_id", data.EotId),
+                     ("eom_token_id", data.EomId), ("unknown_token_id", data.UnknownId), ("seperator_token_id", data.SepId),
+                     ("padding_token_id", data.PadId), ("cls_token_id", data.ClsId), ("mask_token_id", data.MaskId)])
+            if (id >= 0) writer.Set("tokenizer.ggml." + key, (uint)id);
+        writer.Set("tokenizer.ggml.add_bos_token", data.AddBos);
+        writer.Set("tokenizer.ggml.add_eos_token", data.AddEos);
+        if (data.Kind == TokenizerKind.WordPiece) writer.Set("tokenizer.ggml.add_sep_token", data.AddSep);
+        if (data.Kind == TokenizerKind.SentencePiece) writer.Set("tokenizer.ggml.add_space_prefix", data.AddSpacePrefix);
     }
 }

@@ -1,0 +1,88 @@
+using System.CommandLine;
+using System.Text.Json;
+using Spectre.Console;
+using Velo.Diagnostics;
+using Velo.Models;
+using Velo.Threading;
+
+namespace Velo.Cli.Commands;
+
+/// <summary>
+/// <c>velo bench</c>: llama-bench's pp and tg tests, with the machine's read bandwidth and FMA peak measured in the
+/// same run so each figure comes with its share of the physical limit.
+/// </summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var prompt = new Option<int>("--n-prompt", "-p") { Description = "Prompt tokens for the pp test (0: skip)", DefaultValueFactory = _ => 512 };
+        var generate = new Option<int>("--n-gen", "-n") { Description = "Tokens for the tg test (0: skip)", DefaultValueFactory = _ => 128 };
+        var threads = new Option<string>("--threads", "-t") { Description = "Thread counts, comma-separated", DefaultValueFactory = _ => Environment.ProcessorCount.ToString() };
+        var repetitions = new Option<int>("--repetitions", "-r") { Description = "Runs per test", DefaultValueFactory = _ => 3 };
+        var json = new Option<bool>("--json") { Description = "Print the results as JSON" };
+        var command = new Command("bench", "Measure prompt processing and generation speed") { model, prompt, generate, threads, repetitions, json };
+        command.SetAction(parse => CommonOptions.Guard(() => Run(
+            parse.GetValue(model)!, parse.GetValue(prompt), parse.GetValue(generate),
+            ParseThreads(parse.GetValue(threads)!), parse.GetValue(repetitions), parse.GetValue(json))));
+        return command;
+    }
+
+    private static int[] ParseThreads(string list)
+    {
+        var counts = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(s => int.TryParse(s, out int n) && n > 0 ? n : throw new ArgumentException($"--threads: '{s}' is not a positive number"))
+            .ToArray();
+        return counts.Length > 0 ? counts : throw new ArgumentException("--threads: give at least one thread count");
+    }
+
+    private sealed record Row(string Model, string Type, double SizeMiB, int Threads, string Test, double Mean, double StandardDeviation,
+        double Median, double[] Runs, double LimitTokensPerSecond, double ShareOfLimit, string Limit);
+
+    private static int Run(string path, int promptTokens, int genTokens, int[] threadCounts, int repetitions, bool json)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1, "--repetitions");
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var model = LlamaModel.Load(path);
+        double loadSeconds = clock.Elapsed.TotalSeconds;
+        string type = model.File.Tensors.Where(t => t.Shape.Count == 2).GroupBy(t => t.Type).MaxBy(g => g.Sum(t => t.ElementCount))!.Key.ToString();
+        double sizeMiB = model.File.Tensors.Sum(t => t.ByteSize) / (1024.0 * 1024);
+        long bytesPerToken = Benchmark.WeightBytesPerToken(model);
+        double flopsPerToken = Benchmark.FlopsPerToken(model);
+        string name = model.File.Metadata.GetString("general.name") ?? Path.GetFileNameWithoutExtension(path);
+
+        var rows = new List<Row>();
+        foreach (int threads in threadCounts)
+        {
+            using var pool = new WorkerPool(threads);
+            double bandwidth = MachineProbe.ReadBandwidth(pool);
+            double peak = MachineProbe.FmaPeak(pool);
+            if (!json) AnsiConsole.MarkupLineInterpolated($"[grey]{threads} thread(s): read bandwidth {bandwidth / 1e9:F1} GB/s, FMA peak {peak / 1e9:F0} GFLOP/s[/]");
+            if (promptTokens > 0)
+            {
+                var r = Benchmark.PromptProcessing(model, pool, promptTokens, repetitions);
+                double limit = peak / flopsPerToken;
+                rows.Add(new Row(name, type, sizeMiB, threads, r.Test, r.Mean, r.StandardDeviation, r.Median, [.. r.TokensPerSecond], limit, r.Median / limit, "compute"));
+            }
+            if (genTokens > 0)
+            {
+                var r = Benchmark.TextGeneration(model, pool, genTokens, repetitions);
+                double limit = bandwidth / bytesPerToken;
+                rows.Add(new Row(name, type, sizeMiB, threads, r.Test, r.Mean, r.StandardDeviation, r.Median, [.. r.TokensPerSecond], limit, r.Median / limit, "bandwidth"));
+            }
+        }
+
+        if (json)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new { model = path, load_seconds = loadSeconds, results = rows }, new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        }
+        var table = new Table().AddColumns("model", "type", "size", "threads", "test", "t/s (mean ± sd)", "median", "limit t/s", "share");
+        foreach (var r in rows)
+            table.AddRow(Markup.Escape(r.Model), r.Type, $"{r.SizeMiB:F0} MiB", r.Threads.ToString(), r.Test,
+                $"{r.Mean:F2} ± {r.StandardDeviation:F2}", $"{r.Median:F2}", $"{r.LimitTokensPerSecond:F1}", $"{r.ShareOfLimit:P0} of {r.Limit}");
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLineInterpolated($"[grey]load {loadSeconds:F2} s; decode reads {bytesPerToken / (1024.0 * 1024):F1} MiB of weights per token; prefill needs {flopsPerToken / 1e9:F2} GFLOP per token[/]");
+        return 0;
+    }
+}

@@ -1,0 +1,82 @@
+using System.Diagnostics;
+using Velo.Inference;
+using Velo.Models;
+using Velo.Threading;
+
+namespace Velo.Diagnostics;
+
+/// <summary>One benchmark figure: the runs' tokens per second.</summary>
+public sealed record BenchmarkResult(string Test, int Threads, int Tokens, IReadOnlyList<double> TokensPerSecond)
+{
+    public double Mean => TokensPerSecond.Average();
+    public double Median => TokensPerSecond.Order().ElementAt(TokensPerSecond.Count / 2);
+    public double StandardDeviation =>
+        TokensPerSecond.Count < 2 ? 0 : Math.Sqrt(TokensPerSecond.Sum(v => (v - Mean) * (v - Mean)) / (TokensPerSecond.Count - 1));
+}
+
+/// <summary>
+/// llama-bench's two tests: pp (a prompt of N tokens in one batch, from an empty cache) and tg (N tokens decoded
+/// one at a time, from an empty cache). Tokens are arbitrary ids: speed does not depend on which.
+/// </summary>
+public static class Benchmark
+{
+    public static BenchmarkResult PromptProcessing(LlamaModel model, WorkerPool pool, int tokens, int repetitions, int batchSize = 512)
+    {
+        using var state = model.CreateState(contextLength: tokens, maxBatch: Math.Min(batchSize, tokens), pool: pool);
+        var batch = new ForwardBatch(state.MaxBatch);
+        var speeds = new List<double>();
+        for (int r = -1; r < repetitions; r++) // the first run warms up
+        {
+            long start = Stopwatch.GetTimestamp();
+            for (int p0 = 0; p0 < tokens; p0 += batch.Capacity)
+            {
+                batch.Clear();
+                int end = Math.Min(tokens, p0 + batch.Capacity);
+                for (int p = p0; p < end; p++) batch.Add(TokenAt(p, model.Config.VocabSize), p, wantLogits: p == tokens - 1);
+                model.Forward(state, batch);
+            }
+            if (r >= 0) speeds.Add(tokens / Stopwatch.GetElapsedTime(start).TotalSeconds);
+        }
+        return new BenchmarkResult($"pp{tokens}", pool.ThreadCount, tokens, speeds);
+    }
+
+    public static BenchmarkResult TextGeneration(LlamaModel model, WorkerPool pool, int tokens, int repetitions)
+    {
+        using var state = model.CreateState(contextLength: tokens, maxBatch: 1, pool: pool);
+        var batch = new ForwardBatch(1);
+        var speeds = new List<double>();
+        for (int r = -1; r < repetitions; r++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            for (int p = 0; p < tokens; p++)
+            {
+                batch.Clear();
+                batch.Add(TokenAt(p, model.Config.VocabSize), p, wantLogits: true);
+                model.Forward(state, batch);
+            }
+            if (r >= 0) speeds.Add(tokens / Stopwatch.GetElapsedTime(start).TotalSeconds);
+        }
+        return new BenchmarkResult($"tg{tokens}", pool.ThreadCount, tokens, speeds);
+    }
+
+    /// <summary>Bytes of weights a decode step reads: every matrix once (the embedding only one row, unless it is also the output).</summary>
+    public static long WeightBytesPerToken(LlamaModel model)
+    {
+        long bytes = 0;
+        foreach (var t in model.File.Tensors)
+            bytes += t.Name == "token_embd.weight" && model.File.FindTensor("output.weight") != null ? t.ByteSize / t.Shape[^1] : t.ByteSize;
+        return bytes;
+    }
+
+    /// <summary>Matrix-multiply FLOPs per token: 2 per weight of every matrix but the embedding lookup (the output matrix counts).</summary>
+    public static double FlopsPerToken(LlamaModel model)
+    {
+        double parameters = 0;
+        foreach (var t in model.File.Tensors)
+            if (t.Shape.Count == 2 && (t.Name != "token_embd.weight" || model.File.FindTensor("output.weight") == null))
+                parameters += t.ElementCount;
+        return 2 * parameters;
+    }
+
+    private static int TokenAt(int position, int vocab) => (int)((position * 2654435761L + 17) % vocab);
+}

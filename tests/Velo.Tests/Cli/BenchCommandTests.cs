@@ -1,0 +1,30 @@
+using System.Text.Json;
+
+namespace Velo.Tests.Cli;
+
+public class BenchCommandTests
+{
+    [Fact]
+    public void ReportsEveryTestAndThreadCountAsJson()
+    {
+        var r = CliRunner.Run("bench", "-m", TestPaths.Stories260K, "-p", "16", "-n", "8", "-t", "1,2", "-r", "2", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var results = doc.RootElement.GetProperty("results").EnumerateArray().ToArray();
+        Assert.Equal(["pp16/1", "tg8/1", "pp16/2", "tg8/2"], results.Select(e => $"{e.GetProperty("Test").GetString()}/{e.GetProperty("Threads").GetInt32()}"));
+        Assert.All(results, e =>
+        {
+            Assert.Equal(2, e.GetProperty("Runs").GetArrayLength());
+            Assert.True(e.GetProperty("Median").GetDouble() > 0);
+            Assert.True(e.GetProperty("LimitTokensPerSecond").GetDouble() > 0);
+        });
+    }
+
+    [Fact]
+    public void RejectsABadThreadList()
+    {
+        var r = CliRunner.Run("bench", "-m", TestPaths.Stories260K, "-t", "1,x");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("'x' is not a positive number", r.Stderr);
+    }
+}

@@ -1,0 +1,108 @@
+using Velo.Kernels;
+
+namespace Velo.Tests.Kernels;
+
+/// <summary>The small kernels of the forward pass against their double-precision references.</summary>
+public class ElementKernelTests
+{
+    private static readonly int[] Lengths = [1, 7, 8, 9, 64, 100, 2051];
+
+    private static float[] Random(int length, int seed, float scale = 3)
+    {
+        var random = new Random(seed);
+        var values = new float[length];
+        for (int i = 0; i < length; i++) values[i] = (float)((random.NextDouble() * 2 - 1) * scale);
+        return values;
+    }
+
+    /// <summary>Each element within a few float ulps of the reference (relative 1e-5, or 1e-6 of the scale near zero).</summary>
+    private static void AssertClose(float[] expected, float[] actual, float scale, string what)
+    {
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double bound = 1e-5 * Math.Abs(expected[i]) + 1e-6 * scale;
+            Assert.True(Math.Abs(expected[i] - actual[i]) <= bound, $"{what}[{i}]: {actual[i]} vs reference {expected[i]}");
+        }
+    }
+
+    [Fact]
+    public void RmsNormMatchesReference()
+    {
+        foreach (int n in Lengths)
+        {
+            float[] x = Random(n, n), weight = Random(n, n + 1), fast = new float[n], reference = new float[n];
+            RmsNorm.Apply(x, weight, fast, 1e-5f);
+            RmsNorm.Reference(x, weight, reference, 1e-5f);
+            AssertClose(reference, fast, 3, $"rmsnorm n={n}");
+        }
+    }
+
+    [Fact]
+    public void SoftmaxMatchesReferenceAndSurvivesLargeLogits()
+    {
+        foreach (int n in Lengths)
+        {
+            float[] x = Random(n, n, scale: 30), fast = new float[n], reference = new float[n];
+            x[n / 2] = 1000; // exp(1000) overflows float unless the maximum is subtracted first
+            Softmax.Apply(x, fast);
+            Softmax.Reference(x, reference);
+            AssertClose(reference, fast, 1e-3f, $"softmax n={n}");
+        }
+    }
+
+    [Fact]
+    public void SiLUAndSwiGLUMatchReferenceIncludingInPlace()
+    {
+        foreach (int n in Lengths)
+        {
+            float[] gate = Random(n, n, scale: 12), up = Random(n, n + 5);
+            float[] fast = new float[n], reference = new float[n];
+            Activations.SiLU(gate, fast);
+            Activations.SiLUReference(gate, reference);
+            AssertClose(reference, fast, 12, $"silu n={n}");
+
+            Activations.SwiGLUReference(gate, up, reference);
+            float[] inPlace = (float[])gate.Clone();
+            Activations.SwiGLU(inPlace, up, inPlace);
+            AssertClose(reference, inPlace, 36, $"swiglu n={n}");
+        }
+    }
+
+    [Fact]
+    public void AddMatchesReferenceIncludingInPlace()
+    {
+        foreach (int n in Lengths)
+        {
+            float[] a = Random(n, n), b = Random(n, n + 9), reference = new float[n];
+            Elementwise.AddReference(a, b, reference);
+            Elementwise.Add(a, b, a);
+            Assert.Equal(reference, a);
+        }
+    }
+
+    [Theory]
+    [InlineData(RopeLayout.Interleaved, 64, 64, false)]
+    [InlineData(RopeLayout.NeoX, 64, 64, false)]
+    [InlineData(RopeLayout.Interleaved, 128, 128, true)]
+    [InlineData(RopeLayout.NeoX, 128, 128, true)]
+    [InlineData(RopeLayout.Interleaved, 48, 22, false)] // partial rotation, pair count not a multiple of the vector
+    [InlineData(RopeLayout.NeoX, 48, 22, true)]
+    [InlineData(RopeLayout.NeoX, 10, 10, false)]
+    public void RopeMatchesReference(RopeLayout layout, int headDim, int rotaryDims, bool withFreqFactors)
+    {
+        const int heads = 3;
+        float[] freqFactors = withFreqFactors ? Random(rotaryDims / 2, 3).Select(f => 1 + Math.Abs(f) * 3).ToArray() : [];
+        foreach (int position in new[] { 0, 1, 17, 4095 })
+        {
+            float[] x = Random(heads * headDim, position + headDim);
+            float[] fast = (float[])x.Clone(), reference = (float[])x.Clone();
+            float[] cos = new float[rotaryDims / 2], sin = new float[rotaryDims / 2];
+            Rope.Angles(position, 500000f, freqFactors, cos, sin);
+            Rope.Rotate(fast, headDim, cos, sin, layout);
+            Rope.Reference(reference, headDim, rotaryDims, position, 500000f, freqFactors, layout);
+            AssertClose(reference, fast, 3, $"rope {layout} pos={position}");
+            if (position > 0)
+                Assert.NotEqual(x, fast);
+        }
+    }
+}
