@@ -16,5 +16,6 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     SynthCommand.Create(),
     ServeCommand.Create(),
     ChatCommand.Create(),
+    BenchServeCommand.Create(),
 };
 return root.Parse(args).Invoke();

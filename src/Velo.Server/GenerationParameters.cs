@@ -49,9 +49,9 @@ internal static class GenerationParameters
         {
             if (!int.TryParse(entry.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) || id >= vocabSize)
                 throw ApiException.BadRequest($"'logit_bias' keys must be token ids below {vocabSize}, got '{entry.Name}'", "logit_bias");
-            if (entry.Value.ValueKind != JsonValueKind.Number || entry.Value.GetDouble() is < -100 or > 100)
+            if (entry.Value.ValueKind != JsonValueKind.Number || !entry.Value.TryGetDouble(out double value) || !(value is >= -100 and <= 100))
                 throw ApiException.BadRequest("'logit_bias' values must be numbers between -100 and 100", "logit_bias");
-            bias[id] = (float)entry.Value.GetDouble();
+            bias[id] = (float)value;
         }
         return bias;
     }

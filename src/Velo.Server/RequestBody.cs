@@ -52,8 +52,8 @@ internal sealed class RequestBody : IDisposable
     public double? Number(string name, double min, double max)
     {
         if (Field(name) is not { } value) return null;
-        if (value.ValueKind != JsonValueKind.Number) throw WrongType(name, "a number");
-        double number = value.GetDouble();
+        if (value.ValueKind != JsonValueKind.Number || !value.TryGetDouble(out double number) || !double.IsFinite(number))
+            throw WrongType(name, "a finite number");
         if (!(number >= min && number <= max)) throw ApiException.BadRequest($"'{name}' must be between {min} and {max}, got {number}", name);
         return number;
     }

@@ -57,11 +57,6 @@ public sealed class ServerMetrics
         private readonly object _gate = new();
         private double _sum;
 
-        public long Count
-        {
-            get { lock (_gate) return _counts.Sum(); }
-        }
-
         public void Observe(double seconds)
         {
             int bucket = 0;

@@ -40,9 +40,9 @@ internal static class ServeCommand
                 Threads = parse.GetValue(threads),
                 ApiKey = parse.GetValue(apiKey),
             };
-            ArgumentOutOfRangeException.ThrowIfLessThan(options.Parallel, 1, "--parallel");
-            ArgumentOutOfRangeException.ThrowIfLessThan(options.Threads, 1, "--threads");
-            ArgumentOutOfRangeException.ThrowIfLessThan(options.QueueCapacity, 0, "--queue");
+            RequireAtLeast("--parallel", options.Parallel, 1);
+            RequireAtLeast("--threads", options.Threads, 1);
+            RequireAtLeast("--queue", options.QueueCapacity, 0);
             if (!File.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
             using var engine = new VeloEngine(options);
             var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning);
@@ -59,5 +59,10 @@ internal static class ServeCommand
             return 0;
         }));
         return command;
+    }
+
+    private static void RequireAtLeast(string option, int value, int minimum)
+    {
+        if (value < minimum) throw new ArgumentException($"{option} must be at least {minimum}, got {value}");
     }
 }

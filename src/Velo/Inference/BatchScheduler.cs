@@ -106,6 +106,8 @@ public sealed class BatchScheduler : IDisposable
         var sequence = new Sequence(request, new Sampler(request.Options.Sampling, _model.Config.VocabSize), cancellation);
         lock (_gate)
         {
+            // Checked under the lock Dispose takes, so no request can slip into a queue nobody will drain.
+            ObjectDisposedException.ThrowIf(_stopping, this);
             if (_waiting.Count >= Options.QueueCapacity + FreeSlotsUnlocked()) throw new SchedulerBusyException(Options.QueueCapacity);
             _waiting.Enqueue(sequence);
         }
@@ -150,6 +152,16 @@ public sealed class BatchScheduler : IDisposable
     {
         lock (_gate)
         {
+            // Cancelled requests leave the queue at once, so they stop counting against its capacity.
+            if (_waiting.Any(w => w.Cancellation.IsCancellationRequested))
+            {
+                var keep = new Queue<Sequence>();
+                foreach (var sequence in _waiting)
+                    if (sequence.Cancellation.IsCancellationRequested) Finish(sequence, cancelled: true);
+                    else keep.Enqueue(sequence);
+                _waiting.Clear();
+                foreach (var sequence in keep) _waiting.Enqueue(sequence);
+            }
             while (_waiting.Count > 0 && _active.Count < _slots.Length)
             {
                 var sequence = _waiting.Dequeue();
@@ -334,8 +346,11 @@ public sealed class BatchScheduler : IDisposable
 
     public void Dispose()
     {
-        if (_stopping) return;
-        _stopping = true;
+        lock (_gate)
+        {
+            if (_stopping) return;
+            _stopping = true;
+        }
         _wake.Release();
         if (Volatile.Read(ref _started) == 1) _thread.Join();
         else

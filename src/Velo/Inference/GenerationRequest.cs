@@ -50,7 +50,4 @@ public sealed class GenerationStream
 
 /// <summary>The scheduler's queue is full; the caller should retry later.</summary>
 public sealed class SchedulerBusyException(int queueCapacity)
-    : InvalidOperationException($"the server is busy: all sequence slots are in use and {queueCapacity} requests are already waiting")
-{
-    public int QueueCapacity { get; } = queueCapacity;
-}
+    : InvalidOperationException($"the server is busy: all sequence slots are in use and {queueCapacity} requests are already waiting");

@@ -64,4 +64,49 @@ public sealed class BatchSchedulerTests : IDisposable
         using var scheduler = new BatchScheduler(_model, new BatchSchedulerOptions { Parallel = 2, ContextLength = 256 }, _pool);
         Assert.Equal(expected, await Tokens(scheduler.Submit(request)));
     }
+
+    [Fact]
+    public async Task A_prompt_extending_a_finished_one_reuses_its_cache_and_generates_the_same_tokens()
+    {
+        var first = Greedy("Once upon a time, there was a little girl named Lily", 20);
+        var second = Greedy("Once upon a time, there was a little girl named Lily. She liked to play", 30);
+        using var reusing = new BatchScheduler(_model, new BatchSchedulerOptions { Parallel = 2, ContextLength = 256 }, _pool);
+        await Tokens(reusing.Submit(first));
+        var resumed = reusing.Submit(second);
+        int[] resumedTokens = await Tokens(resumed);
+
+        using var fresh = new BatchScheduler(_model, new BatchSchedulerOptions { Parallel = 2, ContextLength = 256 }, _pool);
+        var cold = fresh.Submit(second);
+        Assert.Equal(await Tokens(cold), resumedTokens);
+        Assert.Equal(0, (await cold.Completion).CachedPromptTokens);
+        Assert.True((await resumed.Completion).CachedPromptTokens >= first.Prompt.Count - 1);
+    }
+
+    [Fact]
+    public async Task A_request_cancelled_while_queued_never_runs_and_the_others_still_do()
+    {
+        using var scheduler = new BatchScheduler(_model, new BatchSchedulerOptions { Parallel = 1, ContextLength = 256, QueueCapacity = 1 }, _pool, start: false);
+        using var cancel = new CancellationTokenSource();
+        var kept = scheduler.Submit(Greedy("Once upon a time", 8));
+        var dropped = scheduler.Submit(Greedy("The cat sat", 8), cancel.Token);
+        Assert.Throws<SchedulerBusyException>(() => scheduler.Submit(Greedy("Mom said", 8)));
+        cancel.Cancel();
+        scheduler.Start();
+
+        Assert.Equal(8, (await Tokens(kept)).Length);
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => Tokens(dropped));
+        Assert.True(dropped.Completion.IsCanceled);
+        Assert.Equal(1, scheduler.CancelledRequests);
+    }
+
+    [Fact]
+    public void Requests_the_model_cannot_run_are_refused_at_submission()
+    {
+        using var scheduler = new BatchScheduler(_model, new BatchSchedulerOptions { Parallel = 1, ContextLength = 16 }, _pool);
+        Assert.Throws<PromptTooLongException>(() => scheduler.Submit(new GenerationRequest { Prompt = new int[16] }));
+        Assert.Throws<ArgumentException>(() => scheduler.Submit(new GenerationRequest { Prompt = [] }));
+        Assert.Throws<ArgumentException>(() => scheduler.Submit(new GenerationRequest { Prompt = [1, 512] }));
+        Assert.Throws<ArgumentException>(() => scheduler.Submit(new GenerationRequest { Prompt = [1], TopLogprobs = 21 }));
+        Assert.Throws<ArgumentException>(() => scheduler.Submit(new GenerationRequest { Prompt = [1], LogitBias = new Dictionary<int, float> { [600] = 1 } }));
+    }
 }

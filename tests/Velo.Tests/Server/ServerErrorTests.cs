@@ -28,6 +28,8 @@ public sealed class ServerErrorTests(SharedTestServer server) : IClassFixture<Sh
     [InlineData("{\"messages\": [{\"role\": \"user\", \"content\": 42}]}", "messages[0].content")]
     [InlineData("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"temperature\": \"hot\"}", "temperature")]
     [InlineData("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"temperature\": 3}", "temperature")]
+    [InlineData("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"temperature\": 1e999}", "temperature")]
+    [InlineData("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"logit_bias\": {\"5\": 1e999}}", "logit_bias")]
     [InlineData("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"stream\": \"yes\"}", "stream")]
     [InlineData("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 0}", "max_tokens")]
     [InlineData("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"max_tokens\": 100000}", "max_tokens")]
@@ -208,5 +210,61 @@ public sealed class ServerStateTests
         Assert.Single((await server.Client("sesame").GetOpenAIModelClient().GetModelsAsync()).Value);
         using var health = await server.Http.GetAsync("/health");
         Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+    }
+}
+
+/// <summary>Mangled request bodies: every one gets a 200 or a 4xx with an error body, never a 500 or a hang.</summary>
+public sealed class ServerFuzzTests(SharedTestServer server) : IClassFixture<SharedTestServer>
+{
+    private const string Valid =
+        "{\"model\": \"stories260K\", \"messages\": [{\"role\": \"system\", \"content\": \"Be kind.\"}, {\"role\": \"user\", \"content\": \"Hi\"}], " +
+        "\"max_tokens\": 4, \"temperature\": 0.5, \"top_p\": 0.9, \"stop\": [\"x\"], \"seed\": 3, \"logprobs\": true, \"top_logprobs\": 2, " +
+        "\"stream\": false, \"presence_penalty\": 0.1, \"logit_bias\": {\"5\": 1}}";
+
+    private static readonly string[] Replacements = ["", "null", "-1", "1e309", "\"\"", "[]", "{}", "true", "\"\\u0000\"", "99999999999999999999", "[[[[", "}"];
+
+    [Fact]
+    public async Task Mangled_chat_requests_never_get_a_server_error()
+    {
+        var random = new Random(1234);
+        var statuses = new Dictionary<int, int>();
+        for (int i = 0; i < 300; i++)
+        {
+            string body = Mangle(Valid, random);
+            using var request = new HttpRequestMessage(HttpMethod.Post, i % 2 == 0 ? "/v1/chat/completions" : "/v1/completions")
+            {
+                Content = new StringContent(i % 2 == 0 ? body : body.Replace("\"messages\"", "\"prompt\"")),
+            };
+            using var response = await server.Http.SendAsync(request);
+            int status = (int)response.StatusCode;
+            statuses[status] = statuses.GetValueOrDefault(status) + 1;
+            Assert.True(status is 200 or (>= 400 and < 500), $"{status} for {body}");
+            if (status != 200)
+                Assert.True(System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.TryGetProperty("error", out _), body);
+        }
+        // Both outcomes occurred, so the mangling neither broke every request nor left them all valid.
+        Assert.True(statuses.GetValueOrDefault(200) > 0 && statuses.Count > 1, string.Join(", ", statuses));
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await server.Http.GetAsync("/health")).StatusCode);
+    }
+
+    /// <summary>Replaces a random JSON value or cuts the text at a random point.</summary>
+    private static string Mangle(string json, Random random)
+    {
+        if (random.Next(5) == 0) return json[..random.Next(json.Length)];
+        var separators = Enumerable.Range(0, json.Length).Where(i => json[i] == ':').ToArray();
+        int start = separators[random.Next(separators.Length)] + 1;
+        int end = start + 1;
+        int depth = 0;
+        bool inString = false;
+        for (; end < json.Length; end++)
+        {
+            char c = json[end];
+            if (inString) { if (c == '"' && json[end - 1] != '\\') inString = false; continue; }
+            if (c == '"') inString = true;
+            else if (c is '[' or '{') depth++;
+            else if (c is ']' or '}') { if (depth == 0) break; depth--; }
+            else if (c == ',' && depth == 0) break;
+        }
+        return json[..start] + " " + Replacements[random.Next(Replacements.Length)] + json[end..];
     }
 }

@@ -1,0 +1,115 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+
+namespace Velo.Cli.Commands;
+
+/// <summary>
+/// <c>velo bench-serve</c>: drives a running server with N concurrent streaming clients for a fixed number of
+/// requests and reports aggregate generated tokens/s and time-to-first-token percentiles.
+/// </summary>
+internal static class BenchServeCommand
+{
+    public static Command Create()
+    {
+        var url = new Option<string>("--url") { Description = "Server address", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
+        var clients = new Option<string>("--clients", "-c") { Description = "Concurrent clients; a comma-separated list runs one round per value", DefaultValueFactory = _ => "1,8" };
+        var requests = new Option<int>("--requests", "-r") { Description = "Requests per round", DefaultValueFactory = _ => 32 };
+        var tokens = new Option<int>("--max-tokens", "-n") { Description = "Tokens generated per request (end-of-text is ignored)", DefaultValueFactory = _ => 64 };
+        var prompt = new Option<string>("--prompt", "-p") { Description = "Prompt; each request prefixes its number so no two share a cached prompt", DefaultValueFactory = _ => "Once upon a time" };
+        var apiKey = new Option<string?>("--api-key") { Description = "Bearer token for a server started with --api-key" };
+
+        var command = new Command("bench-serve", "Measure a running server's throughput and time to first token under concurrent streaming clients")
+        {
+            url, clients, requests, tokens, prompt, apiKey,
+        };
+        command.SetAction(parse => CommonOptions.Guard(() =>
+        {
+            int[] rounds = parse.GetValue(clients)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
+            if (rounds.Length == 0 || rounds.Any(c => c < 1)) throw new ArgumentException("--clients must list positive numbers");
+            ArgumentOutOfRangeException.ThrowIfLessThan(parse.GetValue(requests), 1, "--requests");
+            ArgumentOutOfRangeException.ThrowIfLessThan(parse.GetValue(tokens), 1, "--max-tokens");
+            using var http = new HttpClient { BaseAddress = new Uri(parse.GetValue(url)!), Timeout = TimeSpan.FromMinutes(30) };
+            if (parse.GetValue(apiKey) is { } key) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            var bench = new Bench(http, parse.GetValue(prompt)!, parse.GetValue(tokens));
+            bench.RunAsync(1, 1).GetAwaiter().GetResult(); // warm-up: JIT and first-touch of the weights on both sides
+            Console.WriteLine($"{"clients",7} {"requests",8} {"tokens",7} {"seconds",8} {"tokens/s",9} {"TTFT p50 ms",11} {"TTFT p99 ms",11} {"ms/token",8}");
+            foreach (int round in rounds)
+            {
+                var r = bench.RunAsync(round, parse.GetValue(requests)).GetAwaiter().GetResult();
+                Console.WriteLine($"{round,7} {r.Requests,8} {r.Tokens,7} {r.Seconds,8:F2} {r.Tokens / r.Seconds,9:F1} {r.TtftP50 * 1000,11:F1} {r.TtftP99 * 1000,11:F1} {r.MsPerToken,8:F2}");
+            }
+            return 0;
+        }));
+        return command;
+    }
+
+    private sealed record RoundResult(int Requests, long Tokens, double Seconds, double TtftP50, double TtftP99, double MsPerToken);
+
+    private sealed class Bench(HttpClient http, string prompt, int maxTokens)
+    {
+        private int _next;
+
+        public async Task<RoundResult> RunAsync(int clients, int requests)
+        {
+            int remaining = requests;
+            var ttfts = new List<double>();
+            var perToken = new List<double>();
+            long tokens = 0;
+            var clock = Stopwatch.StartNew();
+            await Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
+            {
+                while (Interlocked.Decrement(ref remaining) >= 0)
+                {
+                    var (ttft, generated, seconds) = await OneAsync(Interlocked.Increment(ref _next));
+                    lock (ttfts)
+                    {
+                        ttfts.Add(ttft);
+                        tokens += generated;
+                        if (generated > 1) perToken.Add((seconds - ttft) / (generated - 1));
+                    }
+                }
+            }));
+            double elapsed = clock.Elapsed.TotalSeconds;
+            ttfts.Sort();
+            return new RoundResult(requests, tokens, elapsed, Percentile(ttfts, 0.50), Percentile(ttfts, 0.99),
+                perToken.Count > 0 ? perToken.Average() * 1000 : 0);
+        }
+
+        /// <summary>Nearest-rank percentile of sorted values.</summary>
+        private static double Percentile(List<double> sorted, double p) => sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Count) - 1, 0, sorted.Count - 1)];
+
+        private async Task<(double Ttft, int Tokens, double Seconds)> OneAsync(int number)
+        {
+            string body = JsonSerializer.Serialize(new Dictionary<string, object>
+            {
+                ["prompt"] = $"{number}. {prompt}",
+                ["max_tokens"] = maxTokens,
+                ["ignore_eos"] = true,
+                ["stream"] = true,
+                ["stream_options"] = new Dictionary<string, object> { ["include_usage"] = true },
+            });
+            var clock = Stopwatch.StartNew();
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            if (!response.IsSuccessStatusCode)
+                throw new InvalidOperationException($"the server answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync()}");
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            double ttft = -1;
+            int generated = 0;
+            while (await reader.ReadLineAsync() is { } line)
+            {
+                if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+                if (line == "data: [DONE]") break;
+                using var chunk = JsonDocument.Parse(line.AsMemory(6));
+                if (ttft < 0 && chunk.RootElement.GetProperty("choices") is { ValueKind: JsonValueKind.Array } choices && choices.GetArrayLength() > 0)
+                    ttft = clock.Elapsed.TotalSeconds;
+                if (chunk.RootElement.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
+                    generated = usage.GetProperty("completion_tokens").GetInt32();
+            }
+            return (ttft, generated, clock.Elapsed.TotalSeconds);
+        }
+    }
+}
