@@ -8,7 +8,18 @@ namespace Velo.Kernels;
 /// <summary>How to read 8 consecutive weights of a float-typed row as floats.</summary>
 internal unsafe interface IFloatRow
 {
+    /// <summary>Any 8 values.</summary>
     static abstract Vector256<float> Load8(byte* row, int index);
+
+    /// <summary>8 values, none of which is of the kind <see cref="HasRareValues"/> looks for.</summary>
+    static abstract Vector256<float> Load8Common(byte* row, int index);
+
+    /// <summary>
+    /// Whether the 16 values of <paramref name="row0"/> from <paramref name="index0"/> or the 16 of
+    /// <paramref name="row1"/> from <paramref name="index1"/> need <see cref="Load8"/> rather than <see cref="Load8Common"/>.
+    /// </summary>
+    static abstract bool HasRareValues(byte* row0, int index0, byte* row1, int index1);
+
     static abstract float Load1(byte* row, int index);
 }
 
@@ -16,6 +27,11 @@ internal unsafe struct F32Row : IFloatRow
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(byte* row, int index) => Avx.LoadVector256((float*)row + index);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load8Common(byte* row, int index) => Load8(row, index);
+
+    public static bool HasRareValues(byte* row0, int index0, byte* row1, int index1) => false;
 
     public static float Load1(byte* row, int index) => ((float*)row)[index];
 }
@@ -38,15 +54,28 @@ internal unsafe struct F16Row : IFloatRow
     private const float TwoPowMinus14 = 6.103515625e-05f;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Load8(byte* row, int index)
+    public static Vector256<float> Load8(byte* row, int index) =>
+        HighHalvesToSingle(Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + index), 16));
+
+    /// <summary>
+    /// Normal halves only: sign-extending puts copies of the sign at bits 28..30 after the shift; the mask clears
+    /// them, leaving the sign at 31 and exponent and mantissa at 27..13, and an integer add rebiases the exponent.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load8Common(byte* row, int index)
     {
-        // Sign-extending puts copies of the sign at bits 28..30 after the shift; the mask clears them, leaving
-        // the sign at 31 and exponent and mantissa at 27..13. Weights are rarely zero or subnormal, so the
-        // exact general conversion runs only for the vectors that have one.
         var bits = Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((short*)row + index), 13) & Vector256.Create(unchecked((int)0x8FFFE000));
-        if (Vector256.EqualsAny(bits & Vector256.Create(ExponentBits), Vector256<int>.Zero))
-            return HighHalvesToSingle(Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + index), 16));
         return (bits + Vector256.Create(NormalRebias)).AsSingle();
+    }
+
+    /// <summary>Zeros and subnormals: weights are rarely either, so 32 are checked at once with 16-bit compares.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static bool HasRareValues(byte* row0, int index0, byte* row1, int index1)
+    {
+        var exponent = Vector256.Create((short)0x7C00);
+        var first = Avx.LoadVector256((short*)row0 + index0) & exponent;
+        var second = Avx.LoadVector256((short*)row1 + index1) & exponent;
+        return Vector256.EqualsAny(Vector256.Min(first, second), Vector256<short>.Zero);
     }
 
     public static float Load1(byte* row, int index) => (float)((Half*)row)[index];
@@ -56,7 +85,7 @@ internal unsafe struct F16Row : IFloatRow
     {
         int i = 0;
         for (; i + 8 <= count; i += 8)
-            Avx.Store(destination + i, HighHalvesToSingle(Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + i), 16)));
+            Avx.Store(destination + i, Load8(row, i));
         for (; i < count; i++)
             destination[i] = Load1(row, i);
     }
@@ -101,6 +130,11 @@ internal unsafe struct BF16Row : IFloatRow
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(byte* row, int index) =>
         Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + index), 16).AsSingle();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load8Common(byte* row, int index) => Load8(row, index);
+
+    public static bool HasRareValues(byte* row0, int index0, byte* row1, int index1) => false;
 
     public static float Load1(byte* row, int index) => BitConverter.Int32BitsToSingle(((ushort*)row)[index] << 16);
 }
@@ -149,7 +183,10 @@ internal static unsafe class FloatKernels
             }
             else
             {
-                for (; r < rowEnd; r++, row += rowBytes)
+                for (; r + 2 <= rowEnd; r += 2, row += 2 * rowBytes)
+                    for (int t = 0; t < tileTokens; t++)
+                        Dot2<TRow>(row, row + rowBytes, x + (long)t * cols, cols, y + (long)t * rows + r);
+                if (r < rowEnd)
                     for (int t = 0; t < tileTokens; t++)
                         y[(long)t * rows + r] = Dot1<TRow>(row, x + (long)t * cols, cols);
             }
@@ -163,10 +200,25 @@ internal static unsafe class FloatKernels
         // Four independent accumulators hide the FMA latency.
         for (; i + 32 <= cols; i += 32)
         {
-            acc0 = Fma.MultiplyAdd(TRow.Load8(row, i), Avx.LoadVector256(x + i), acc0);
-            acc1 = Fma.MultiplyAdd(TRow.Load8(row, i + 8), Avx.LoadVector256(x + i + 8), acc1);
-            acc2 = Fma.MultiplyAdd(TRow.Load8(row, i + 16), Avx.LoadVector256(x + i + 16), acc2);
-            acc3 = Fma.MultiplyAdd(TRow.Load8(row, i + 24), Avx.LoadVector256(x + i + 24), acc3);
+            Vector256<float> w0, w1, w2, w3;
+            if (TRow.HasRareValues(row, i, row, i + 16))
+            {
+                w0 = TRow.Load8(row, i);
+                w1 = TRow.Load8(row, i + 8);
+                w2 = TRow.Load8(row, i + 16);
+                w3 = TRow.Load8(row, i + 24);
+            }
+            else
+            {
+                w0 = TRow.Load8Common(row, i);
+                w1 = TRow.Load8Common(row, i + 8);
+                w2 = TRow.Load8Common(row, i + 16);
+                w3 = TRow.Load8Common(row, i + 24);
+            }
+            acc0 = Fma.MultiplyAdd(w0, Avx.LoadVector256(x + i), acc0);
+            acc1 = Fma.MultiplyAdd(w1, Avx.LoadVector256(x + i + 8), acc1);
+            acc2 = Fma.MultiplyAdd(w2, Avx.LoadVector256(x + i + 16), acc2);
+            acc3 = Fma.MultiplyAdd(w3, Avx.LoadVector256(x + i + 24), acc3);
         }
         for (; i + 8 <= cols; i += 8)
             acc0 = Fma.MultiplyAdd(TRow.Load8(row, i), Avx.LoadVector256(x + i), acc0);
@@ -174,6 +226,63 @@ internal static unsafe class FloatKernels
         for (; i < cols; i++)
             sum += TRow.Load1(row, i) * x[i];
         return sum;
+    }
+
+    /// <summary>
+    /// Two rows against one token: each activation vector is loaded once for both rows, which halves the
+    /// activation traffic — with float activations as large as the weight row, that traffic is what a neighbour
+    /// on the same core's caches hurts most. Each row is summed in exactly the order of <see cref="Dot1{TRow}"/>,
+    /// so results do not depend on which rows end up paired (which depends on the thread count).
+    /// </summary>
+    private static void Dot2<TRow>(byte* row0, byte* row1, float* x, int cols, float* y) where TRow : IFloatRow
+    {
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        int i = 0;
+        for (; i + 32 <= cols; i += 32)
+        {
+            bool rare = TRow.HasRareValues(row0, i, row0, i + 16) || TRow.HasRareValues(row1, i, row1, i + 16);
+            var x0 = Avx.LoadVector256(x + i);
+            var x1 = Avx.LoadVector256(x + i + 8);
+            var x2 = Avx.LoadVector256(x + i + 16);
+            var x3 = Avx.LoadVector256(x + i + 24);
+            if (rare)
+            {
+                a0 = Fma.MultiplyAdd(TRow.Load8(row0, i), x0, a0);
+                a1 = Fma.MultiplyAdd(TRow.Load8(row0, i + 8), x1, a1);
+                a2 = Fma.MultiplyAdd(TRow.Load8(row0, i + 16), x2, a2);
+                a3 = Fma.MultiplyAdd(TRow.Load8(row0, i + 24), x3, a3);
+                b0 = Fma.MultiplyAdd(TRow.Load8(row1, i), x0, b0);
+                b1 = Fma.MultiplyAdd(TRow.Load8(row1, i + 8), x1, b1);
+                b2 = Fma.MultiplyAdd(TRow.Load8(row1, i + 16), x2, b2);
+                b3 = Fma.MultiplyAdd(TRow.Load8(row1, i + 24), x3, b3);
+            }
+            else
+            {
+                a0 = Fma.MultiplyAdd(TRow.Load8Common(row0, i), x0, a0);
+                a1 = Fma.MultiplyAdd(TRow.Load8Common(row0, i + 8), x1, a1);
+                a2 = Fma.MultiplyAdd(TRow.Load8Common(row0, i + 16), x2, a2);
+                a3 = Fma.MultiplyAdd(TRow.Load8Common(row0, i + 24), x3, a3);
+                b0 = Fma.MultiplyAdd(TRow.Load8Common(row1, i), x0, b0);
+                b1 = Fma.MultiplyAdd(TRow.Load8Common(row1, i + 8), x1, b1);
+                b2 = Fma.MultiplyAdd(TRow.Load8Common(row1, i + 16), x2, b2);
+                b3 = Fma.MultiplyAdd(TRow.Load8Common(row1, i + 24), x3, b3);
+            }
+        }
+        for (; i + 8 <= cols; i += 8)
+        {
+            var xv = Avx.LoadVector256(x + i);
+            a0 = Fma.MultiplyAdd(TRow.Load8(row0, i), xv, a0);
+            b0 = Fma.MultiplyAdd(TRow.Load8(row1, i), xv, b0);
+        }
+        float s0 = Vector256.Sum((a0 + a1) + (a2 + a3)), s1 = Vector256.Sum((b0 + b1) + (b2 + b3));
+        for (; i < cols; i++)
+        {
+            s0 += TRow.Load1(row0, i) * x[i];
+            s1 += TRow.Load1(row1, i) * x[i];
+        }
+        y[0] = s0;
+        y[1] = s1;
     }
 
     /// <summary>

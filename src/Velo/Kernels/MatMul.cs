@@ -48,7 +48,14 @@ public readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output)
 /// <summary>
 /// Weight matrix × activations: <c>y[t * Rows + r] = Σ_c W[r, c] · x[t * Cols + c]</c> for every token t. One
 /// token (decode) streams the weights once and is bound by memory bandwidth; several tokens (prefill) reuse each
-/// weight row, while it is in cache, for all tokens. Rows are handed out to the pool's threads in chunks.
+/// weight row, while it is in cache, for all tokens. Rows are handed out to the pool's threads in chunks; the
+/// results do not depend on the thread count.
+/// <para>
+/// With AVX2 and FMA, quantized weights multiply activations quantized to 8 bits per call (32-blocks for Q8_0 and
+/// the Q4/Q5 types, 256-blocks for the K-quants) with integer instructions, which moves each result by at most
+/// Σ|w| · max|x| / 254 per activation block; float weights multiply float activations. Elsewhere every type is
+/// dequantized row by row and multiplied in float.
+/// </para>
 /// </summary>
 public static unsafe class MatMul
 {

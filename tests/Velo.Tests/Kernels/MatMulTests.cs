@@ -93,6 +93,32 @@ public unsafe class MatMulTests
         return (magnitude, bound);
     }
 
+    [Theory]
+    [MemberData(nameof(AllTypes))]
+    public void ResultsDoNotDependOnTheThreadCount(GgmlType type)
+    {
+        // Chunk sizes, and so which rows share a tile, change with the thread count; the sums must not.
+        var random = new Random(31);
+        int cols = ColumnCounts(type)[^1];
+        const int rows = 75;
+        using var weights = RandomWeights(type, rows, cols, random);
+        var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+        foreach (int tokens in new[] { 1, 6 })
+        {
+            float[] x = RandomActivations(tokens * cols, random);
+            float[]? first = null;
+            foreach (int threads in new[] { 1, 2, 3 })
+            {
+                using var pool = new WorkerPool(threads);
+                float[] y = new float[tokens * rows];
+                fixed (float* px = x, py = y)
+                    MatMul.Multiply(w, px, tokens, py, pool);
+                if (first == null) first = y;
+                else Assert.Equal(first, y);
+            }
+        }
+    }
+
     [Fact]
     public void QuantizationBoundIsNotVacuous()
     {
