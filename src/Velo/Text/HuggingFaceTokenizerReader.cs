@@ -5,8 +5,9 @@ namespace Velo.Text;
 
 /// <summary>
 /// Reads a Hugging Face <c>tokenizer.json</c> (and the <c>tokenizer_config.json</c> beside it, when present) into
-/// <see cref="TokenizerData"/>, the way llama.cpp's converter would write it to GGUF: byte-level BPE and WordPiece
-/// models, added tokens as control or user-defined tokens, the split pattern mapped to its llama.cpp name.
+/// <see cref="TokenizerData"/>, the way llama.cpp's converter would write it to GGUF: byte-level BPE,
+/// SentencePiece-style BPE and WordPiece models, added tokens as control or user-defined tokens, the split pattern
+/// mapped to its llama.cpp name.
 /// </summary>
 public static class HuggingFaceTokenizerReader
 {
@@ -24,13 +25,13 @@ public static class HuggingFaceTokenizerReader
         string file = Directory.Exists(fileOrFolder) ? Path.Combine(fileOrFolder, "tokenizer.json") : fileOrFolder;
         if (!File.Exists(file)) throw new FileNotFoundException($"no tokenizer.json at {fileOrFolder}", file);
         string configFile = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, "tokenizer_config.json");
-        using var tokenizer = JsonDocument.Parse(File.ReadAllBytes(file));
-        using var config = File.Exists(configFile) ? JsonDocument.Parse(File.ReadAllBytes(configFile)) : null;
         try
         {
+            using var tokenizer = JsonDocument.Parse(File.ReadAllBytes(file));
+            using var config = File.Exists(configFile) ? JsonDocument.Parse(File.ReadAllBytes(configFile)) : null;
             return Read(tokenizer.RootElement, config?.RootElement);
         }
-        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException)
         {
             throw new InvalidDataException($"{file} is not a tokenizer.json this reader understands: {e.Message}", e);
         }
