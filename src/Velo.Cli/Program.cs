@@ -11,5 +11,10 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     InfoCommand.Create(),
     BenchCommand.Create(),
     TokenizeCommand.Create(),
+    PerplexityCommand.Create(),
+    QuantizeCommand.Create(),
+    SynthCommand.Create(),
+    ServeCommand.Create(),
+    ChatCommand.Create(),
 };
 return root.Parse(args).Invoke();

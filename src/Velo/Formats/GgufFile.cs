@@ -225,7 +225,8 @@ public sealed unsafe class GgufFile : IDisposable
             case GgufValueType.String:
             {
                 var items = new string[n];
-                for (int i = 0; i < n; i++) items[i] = r.String($"metadata '{key}'[{i}]");
+                string what = $"metadata '{key}'";
+                for (int i = 0; i < n; i++) items[i] = r.String(what, i);
                 return new GgufArray(elementType, items);
             }
             case GgufValueType.Array:
@@ -279,15 +280,20 @@ public sealed unsafe class GgufFile : IDisposable
 
         public ReadOnlySpan<byte> Bytes(long count, string what) => new(Take(count, what), checked((int)count));
 
-        public string String(string what)
+        /// <summary>Reads a string; <paramref name="index"/> ≥ 0 names an array element, spelled out only in an error
+        /// message, since a vocabulary has a hundred thousand of them.</summary>
+        public string String(string what, int index = -1)
         {
             long at = _position;
-            ulong len = UInt64(what + " length");
+            if (Remaining < 8) Take(8, Describe(what, index) + " length");
+            ulong len = UInt64(what);
             if (len > (ulong)Remaining)
-                throw new GgufFormatException($"{path}: string length {len} of {what} at offset {at} exceeds the {Remaining} bytes left in the file");
+                throw new GgufFormatException($"{path}: string length {len} of {Describe(what, index)} at offset {at} exceeds the {Remaining} bytes left in the file");
             if (len > int.MaxValue)
-                throw new GgufFormatException($"{path}: string length {len} of {what} at offset {at} is too large");
+                throw new GgufFormatException($"{path}: string length {len} of {Describe(what, index)} at offset {at} is too large");
             return Encoding.UTF8.GetString(Take((long)len, what), (int)len);
         }
+
+        private static string Describe(string what, int index) => index < 0 ? what : $"{what}[{index}]";
     }
 }

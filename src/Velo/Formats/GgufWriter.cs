@@ -81,6 +81,25 @@ public sealed class GgufWriter
         WriteTo(stream);
     }
 
+    /// <summary>
+    /// Writes to a temporary file beside <paramref name="path"/> and renames it into place, so a failed or
+    /// interrupted write never leaves a truncated model under the final name.
+    /// </summary>
+    public void WriteAtomically(string path)
+    {
+        string temporary = path + ".partial";
+        try
+        {
+            Write(temporary);
+            File.Move(temporary, path, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(temporary);
+            throw;
+        }
+    }
+
     public void WriteTo(Stream stream)
     {
         using var w = new BinaryWriter(stream, Encoding.UTF8, leaveOpen: true);

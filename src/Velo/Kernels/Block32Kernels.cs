@@ -152,12 +152,13 @@ internal static unsafe class Block32Kernels
         // No calls inside the loops: every vector register is caller-saved on x64, so a call would make the JIT
         // keep the accumulators in memory.
         float* combined = stackalloc float[Batch];
-        Vector256<float> acc0 = default, acc1 = default, offsetAcc = default;
+        Vector256<float> acc0 = default, acc1 = default;
         int whole = blocks - blocks % Batch;
         for (int b0 = 0; b0 < whole; b0 += Batch)
         {
             byte* batch = row + b0 * TBlock.BlockBytes;
-            Avx.Store(combined, CombinedScales<TBlock>(batch, xd + b0, xs + b0, ref offsetAcc));
+            WeightScales<TBlock>(batch, out var d, out var offset);
+            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc1));
             // Two accumulators: one chain of dependent FMAs would wait on the FMA latency every block.
             for (int j = 0; j < Batch; j += 2)
             {
@@ -173,7 +174,7 @@ internal static unsafe class Block32Kernels
             acc0 = Fma.MultiplyAdd(BlockDot<TBlock>(block, xq + b * 32), Vector256.Create(d * xd[b]), acc0);
             offsetTail += OffsetTerm<TBlock>(block, d, xs[b]);
         }
-        return Vector256.Sum(acc0 + acc1) + Vector256.Sum(offsetAcc) + offsetTail;
+        return Vector256.Sum(acc0 + acc1) + offsetTail;
     }
 
     /// <summary>One row against four tokens: each block is unpacked once for all four.</summary>
@@ -182,16 +183,17 @@ internal static unsafe class Block32Kernels
     {
         long cols = blocks * 32L;
         float* combined = stackalloc float[Batch * TokenTile];
+        // The offset terms go straight into the accumulators: four more live vectors would not fit the registers.
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-        Vector256<float> off0 = default, off1 = default, off2 = default, off3 = default;
         int whole = blocks - blocks % Batch;
         for (int b0 = 0; b0 < whole; b0 += Batch)
         {
             byte* batch = row + b0 * TBlock.BlockBytes;
-            Avx.Store(combined, CombinedScales<TBlock>(batch, xd + b0, xs + b0, ref off0));
-            Avx.Store(combined + Batch, CombinedScales<TBlock>(batch, xd + blocks + b0, xs + blocks + b0, ref off1));
-            Avx.Store(combined + 2 * Batch, CombinedScales<TBlock>(batch, xd + 2 * blocks + b0, xs + 2 * blocks + b0, ref off2));
-            Avx.Store(combined + 3 * Batch, CombinedScales<TBlock>(batch, xd + 3 * blocks + b0, xs + 3 * blocks + b0, ref off3));
+            WeightScales<TBlock>(batch, out var d, out var offset);
+            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc0));
+            Avx.Store(combined + Batch, TokenScales<TBlock>(d, offset, xd + blocks + b0, xs + blocks + b0, ref acc1));
+            Avx.Store(combined + 2 * Batch, TokenScales<TBlock>(d, offset, xd + 2 * blocks + b0, xs + 2 * blocks + b0, ref acc2));
+            Avx.Store(combined + 3 * Batch, TokenScales<TBlock>(d, offset, xd + 3 * blocks + b0, xs + 3 * blocks + b0, ref acc3));
             for (int j = 0; j < Batch; j++)
             {
                 var q = TBlock.Quants(batch + j * TBlock.BlockBytes);
@@ -218,10 +220,10 @@ internal static unsafe class Block32Kernels
             tail2 += OffsetTerm<TBlock>(block, d, xs[2 * blocks + b]);
             tail3 += OffsetTerm<TBlock>(block, d, xs[3 * blocks + b]);
         }
-        y[0] = Vector256.Sum(acc0) + Vector256.Sum(off0) + tail0;
-        y[yStride] = Vector256.Sum(acc1) + Vector256.Sum(off1) + tail1;
-        y[2L * yStride] = Vector256.Sum(acc2) + Vector256.Sum(off2) + tail2;
-        y[3L * yStride] = Vector256.Sum(acc3) + Vector256.Sum(off3) + tail3;
+        y[0] = Vector256.Sum(acc0) + tail0;
+        y[yStride] = Vector256.Sum(acc1) + tail1;
+        y[2L * yStride] = Vector256.Sum(acc2) + tail2;
+        y[3L * yStride] = Vector256.Sum(acc3) + tail3;
     }
 
     /// <summary>The offset or min term <c>c·(dx·Σxq)</c> of one block, c being the stored min or <c>-Offset·d</c>.</summary>
@@ -233,25 +235,34 @@ internal static unsafe class Block32Kernels
     }
 
     /// <summary>
-    /// For 8 whole blocks: <c>d·dx</c> per block, while the offset or min terms <c>c·(dx·Σxq)</c> are added to
-    /// <paramref name="offsetAcc"/>. The 4 bytes at each block's start hold d in the low half and, for types with
-    /// a min, the min in the high half.
+    /// The scales of 8 whole blocks: <paramref name="d"/> and <paramref name="offset"/>, the stored min or
+    /// <c>-Offset·d</c> (zero for signed quants). The 4 bytes at each block's start hold d in the low half and,
+    /// for types with a min, the min in the high half.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<float> CombinedScales<TBlock>(byte* batch, float* xd, float* xs, ref Vector256<float> offsetAcc)
-        where TBlock : IBlock32
+    internal static void WeightScales<TBlock>(byte* batch, out Vector256<float> d, out Vector256<float> offset) where TBlock : IBlock32
     {
         // Eight scalar loads and inserts: a hardware gather is several times slower on AMD cores.
         int stride = TBlock.BlockBytes;
         var raw = Vector256.Create(
             *(int*)batch, *(int*)(batch + stride), *(int*)(batch + 2 * stride), *(int*)(batch + 3 * stride),
             *(int*)(batch + 4 * stride), *(int*)(batch + 5 * stride), *(int*)(batch + 6 * stride), *(int*)(batch + 7 * stride));
-        var d = F16Row.LowHalvesToSingle(raw);
+        d = F16Row.LowHalvesToSingle(raw);
+        offset = TBlock.SignedQuants ? Vector256<float>.Zero
+            : TBlock.HasMin ? F16Row.HighHalvesToSingle(raw)
+            : d * Vector256.Create(-TBlock.Offset);
+    }
+
+    /// <summary>
+    /// Per block of a batch, <c>d·dx</c> (returned), while the offset or min terms <c>c·(dx·Σxq)</c> of the token
+    /// whose activation scales and sums are <paramref name="xd"/> and <paramref name="xs"/> go into <paramref name="acc"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> TokenScales<TBlock>(Vector256<float> d, Vector256<float> offset, float* xd, float* xs, ref Vector256<float> acc)
+        where TBlock : IBlock32
+    {
         if (!TBlock.SignedQuants)
-        {
-            var c = TBlock.HasMin ? F16Row.HighHalvesToSingle(raw) : d * Vector256.Create(-TBlock.Offset);
-            offsetAcc = Fma.MultiplyAdd(c, Avx.LoadVector256(xs), offsetAcc);
-        }
+            acc = Fma.MultiplyAdd(offset, Avx.LoadVector256(xs), acc);
         return d * Avx.LoadVector256(xd);
     }
 

@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Velo.Tensors;
 
 namespace Velo.Kernels;
 
@@ -15,6 +16,32 @@ internal unsafe interface IKBlock
     /// end): <paramref name="xd"/> is the activation block's scale, <paramref name="groupSums"/> its 16 sums of 16.
     /// </summary>
     static abstract Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc);
+
+    /// <summary>Rewrites one super-block in the common form of <see cref="UnpackedSuperBlock"/>, for prefill.</summary>
+    static abstract void Unpack(byte* block, UnpackedSuperBlock* unpacked);
+}
+
+/// <summary>
+/// A K-quant super-block in the form all five types share: value = <c>D·scale·q − DMin·min</c> with q unsigned
+/// bytes, the scale chosen per 16 values (and laid out per chunk of 32 as the 16 int16 lanes <c>maddubs</c>
+/// produces) and the min per 16 values. Prefill unpacks a row chunk once and multiplies it with every token, so
+/// the bit-twiddling of the packed formats is paid once per weight instead of once per token.
+/// </summary>
+internal unsafe struct UnpackedSuperBlock
+{
+    public fixed byte Quants[256];
+    public fixed short ChunkScales[8 * 16];
+    public fixed short Mins[16];
+    public float D;
+    public float DMin;
+    private fixed float _padding[6]; // to 576 bytes, a whole number of cache lines
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void SetChunk(int chunk, Vector256<byte> quants, Vector256<short> scales)
+    {
+        fixed (byte* q = Quants) Avx.Store(q + 32 * chunk, quants);
+        fixed (short* s = ChunkScales) Avx.Store(s + 16 * chunk, scales);
+    }
 }
 
 /// <summary>
@@ -55,6 +82,35 @@ internal unsafe struct Q4_KBlock : IKBlock
         return Avx2.MultiplyAddAdjacent(lowDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16())
              + Avx2.MultiplyAddAdjacent(highDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
     }
+
+    public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
+    {
+        UnpackScalesOf(block, unpacked, out var scales);
+        var nibbleMask = Vector256.Create((byte)0x0F);
+        for (int j = 0; j < 4; j++)
+        {
+            var bits = Avx.LoadVector256(block + 16 + 32 * j);
+            unpacked->SetChunk(2 * j, bits & nibbleMask, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16());
+            unpacked->SetChunk(2 * j + 1, Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask,
+                Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
+        }
+    }
+
+    /// <summary>
+    /// The part of <see cref="Unpack"/> Q5_K shares: d, dmin and the mins (each covering two groups of 16) into
+    /// <paramref name="unpacked"/>; the 8 sub-block scales, in both 128-bit lanes, into <paramref name="scales"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static void UnpackScalesOf(byte* block, UnpackedSuperBlock* unpacked, out Vector256<byte> scales)
+    {
+        var dAndMin = F16Row.PairToSingle(*(uint*)block);
+        unpacked->D = dAndMin.ToScalar();
+        unpacked->DMin = dAndMin.GetElement(1);
+        var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
+        scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
+        var mins = scalesAndMins.GetUpper();
+        Avx.Store(unpacked->Mins, Vector256.Create(Sse2.UnpackLow(mins, mins), Sse2.UnpackHigh(mins, mins)));
+    }
 }
 
 /// <summary>
@@ -91,20 +147,232 @@ internal unsafe struct Q6_KBlock : IKBlock
             var q1 = (low1 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 2).AsByte() & pairMask);
             var q2 = (Avx2.ShiftRightLogical(low0.AsUInt16(), 4).AsByte() & nibbleMask) | (high.AsByte() & pairMask);
             var q3 = (Avx2.ShiftRightLogical(low1.AsUInt16(), 4).AsByte() & nibbleMask) | (Avx2.ShiftRightLogical(high, 2).AsByte() & pairMask);
-            sum += ScaledDot(q0, x, scales, 4 * half);
-            sum += ScaledDot(q1, x + 32, scales, 4 * half + 1);
-            sum += ScaledDot(q2, x + 64, scales, 4 * half + 2);
-            sum += ScaledDot(q3, x + 96, scales, 4 * half + 3);
+            sum += KQuantKernels.ScaledDot(q0, x, scales.AsByte(), 4 * half, signedScales: true);
+            sum += KQuantKernels.ScaledDot(q1, x + 32, scales.AsByte(), 4 * half + 1, signedScales: true);
+            sum += KQuantKernels.ScaledDot(q2, x + 64, scales.AsByte(), 4 * half + 2, signedScales: true);
+            sum += KQuantKernels.ScaledDot(q3, x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
         }
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
     }
 
-    /// <summary>Σ q·x over 32 values whose first 16 use scale 2·<paramref name="pair"/> and the rest the next one.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> ScaledDot(Vector256<byte> q, sbyte* x, Vector128<sbyte> scales, int pair)
+    public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
     {
-        var scale16 = Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, KQuantKernels.SplitPair(pair)));
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x)), scale16);
+        float d = F16Row.ToSingle(*(ushort*)(block + 208));
+        unpacked->D = d;
+        unpacked->DMin = d;
+        var scales = Sse2.LoadVector128(block + 192);
+        // q − 32 becomes a min of 32·scale per group.
+        Avx.Store(unpacked->Mins, Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int16(scales.AsSByte()), 5));
+        var nibbleMask = Vector256.Create((byte)0x0F);
+        var pairMask = Vector256.Create((byte)0x30);
+        for (int half = 0; half < 2; half++)
+        {
+            var low0 = Avx.LoadVector256(block + 64 * half);
+            var low1 = Avx.LoadVector256(block + 64 * half + 32);
+            var high = Avx.LoadVector256(block + 128 + 32 * half).AsUInt16();
+            unpacked->SetChunk(4 * half, (low0 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 4).AsByte() & pairMask),
+                KQuantKernels.ChunkScales(scales, 4 * half, signedScales: true));
+            unpacked->SetChunk(4 * half + 1, (low1 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 2).AsByte() & pairMask),
+                KQuantKernels.ChunkScales(scales, 4 * half + 1, signedScales: true));
+            unpacked->SetChunk(4 * half + 2, (Avx2.ShiftRightLogical(low0.AsUInt16(), 4).AsByte() & nibbleMask) | (high.AsByte() & pairMask),
+                KQuantKernels.ChunkScales(scales, 4 * half + 2, signedScales: true));
+            unpacked->SetChunk(4 * half + 3, (Avx2.ShiftRightLogical(low1.AsUInt16(), 4).AsByte() & nibbleMask) | (Avx2.ShiftRightLogical(high, 2).AsByte() & pairMask),
+                KQuantKernels.ChunkScales(scales, 4 * half + 3, signedScales: true));
+        }
+    }
+}
+
+/// <summary>
+/// Q5_K: as Q4_K plus 32 bytes of fifth bits: bit 2j of byte l belongs to element l of sub-block 2j (low nibbles
+/// of chunk j), bit 2j+1 to element l of sub-block 2j+1.
+/// </summary>
+internal unsafe struct Q5_KBlock : IKBlock
+{
+    public static int BlockBytes => 176;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    {
+        var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd);
+        var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
+        var sums16 = Avx.LoadVector256(groupSums);
+        var pairSums = Ssse3.HorizontalAdd(sums16.GetLower(), sums16.GetUpper());
+        var minTerm = Sse2.ConvertToVector128Single(Sse2.MultiplyAddAdjacent(scalesAndMins.GetUpper(), pairSums));
+
+        var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
+        var fifthBits = Avx.LoadVector256(block + 16).AsUInt16();
+        byte* qs = block + 48;
+        // Each chunk's fifth bits moved to bit 4: 16-bit shifts spill bits across bytes, but only into bits the
+        // 0x10 mask drops.
+        var sum = SubBlockPair(qs, xq, scales, 0, Avx2.ShiftLeftLogical(fifthBits, 4), Avx2.ShiftLeftLogical(fifthBits, 3))
+                + SubBlockPair(qs + 32, xq + 64, scales, 1, Avx2.ShiftLeftLogical(fifthBits, 2), Avx2.ShiftLeftLogical(fifthBits, 1))
+                + SubBlockPair(qs + 64, xq + 128, scales, 2, fifthBits, Avx2.ShiftRightLogical(fifthBits, 1))
+                + SubBlockPair(qs + 96, xq + 192, scales, 3, Avx2.ShiftRightLogical(fifthBits, 2), Avx2.ShiftRightLogical(fifthBits, 3));
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
+        return Fma.MultiplyAddNegated(minTerm.ToVector256(), Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SubBlockPair(byte* qs, sbyte* x, Vector256<byte> scales, int j,
+        Vector256<ushort> lowFifth, Vector256<ushort> highFifth)
+    {
+        var nibbleMask = Vector256.Create((byte)0x0F);
+        var bit4 = Vector256.Create((byte)0x10);
+        var bits = Avx.LoadVector256(qs);
+        var low = (bits & nibbleMask) | (lowFifth.AsByte() & bit4);
+        var high = (Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask) | (highFifth.AsByte() & bit4);
+        var lowDot = Avx2.MultiplyAddAdjacent(low, Avx.LoadVector256(x));
+        var highDot = Avx2.MultiplyAddAdjacent(high, Avx.LoadVector256(x + 32));
+        return Avx2.MultiplyAddAdjacent(lowDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16())
+             + Avx2.MultiplyAddAdjacent(highDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
+    }
+
+    public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
+    {
+        Q4_KBlock.UnpackScalesOf(block, unpacked, out var scales);
+        var nibbleMask = Vector256.Create((byte)0x0F);
+        var bit4 = Vector256.Create((byte)0x10);
+        var fifthBits = Avx.LoadVector256(block + 16);
+        for (int j = 0; j < 4; j++)
+        {
+            var bits = Avx.LoadVector256(block + 48 + 32 * j);
+            // Bit 2j of each fifth-bit byte, then bit 2j+1, compared in place instead of shifted to bit 4.
+            var lowFifth = Vector256.Equals(fifthBits & Vector256.Create((byte)(1 << (2 * j))), Vector256<byte>.Zero);
+            var highFifth = Vector256.Equals(fifthBits & Vector256.Create((byte)(2 << (2 * j))), Vector256<byte>.Zero);
+            unpacked->SetChunk(2 * j, (bits & nibbleMask) | Vector256.AndNot(bit4, lowFifth),
+                Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16());
+            unpacked->SetChunk(2 * j + 1, (Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask) | Vector256.AndNot(bit4, highFifth),
+                Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
+        }
+    }
+}
+
+/// <summary>
+/// Q2_K: 16 bytes of 4-bit scale (low nibble) and min (high nibble) per group of 16, 64 bytes of 2-bit quants,
+/// fp16 d and dmin. Each half of 128 values takes 32 bytes; bits 2s..2s+1 of byte l are element 32s + l.
+/// Value = d·scale·q − dmin·min.
+/// </summary>
+internal unsafe struct Q2_KBlock : IKBlock
+{
+    public static int BlockBytes => 84;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    {
+        var dAndMin = F16Row.PairToSingle(*(uint*)(block + 80)) * Vector128.Create(xd);
+        var packed = Sse2.LoadVector128(block);
+        var scales = packed & Vector128.Create((byte)0x0F);
+        var mins = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
+        var minTerm = Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(groupSums)));
+
+        Vector256<int> sum = default;
+        var twoBits = Vector256.Create((byte)3);
+        for (int half = 0; half < 2; half++)
+        {
+            var bits = Avx.LoadVector256(block + 16 + 32 * half).AsUInt16();
+            sbyte* x = xq + 128 * half;
+            sum += KQuantKernels.ScaledDot(bits.AsByte() & twoBits, x, scales, 4 * half, signedScales: false);
+            sum += KQuantKernels.ScaledDot(Avx2.ShiftRightLogical(bits, 2).AsByte() & twoBits, x + 32, scales, 4 * half + 1, signedScales: false);
+            sum += KQuantKernels.ScaledDot(Avx2.ShiftRightLogical(bits, 4).AsByte() & twoBits, x + 64, scales, 4 * half + 2, signedScales: false);
+            sum += KQuantKernels.ScaledDot(Avx2.ShiftRightLogical(bits, 6).AsByte() & twoBits, x + 96, scales, 4 * half + 3, signedScales: false);
+        }
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
+        return Fma.MultiplyAddNegated(minTerm, Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
+    }
+
+    public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
+    {
+        var dAndMin = F16Row.PairToSingle(*(uint*)(block + 80));
+        unpacked->D = dAndMin.ToScalar();
+        unpacked->DMin = dAndMin.GetElement(1);
+        var packed = Sse2.LoadVector128(block);
+        var scales = packed & Vector128.Create((byte)0x0F);
+        Avx.Store(unpacked->Mins, Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F)).AsInt16());
+        var twoBits = Vector256.Create((byte)3);
+        for (int half = 0; half < 2; half++)
+        {
+            var bits = Avx.LoadVector256(block + 16 + 32 * half).AsUInt16();
+            for (int shift = 0; shift < 4; shift++)
+                unpacked->SetChunk(4 * half + shift, Avx2.ShiftRightLogical(bits, Vector128.CreateScalar((ushort)(2 * shift))).AsByte() & twoBits,
+                    KQuantKernels.ChunkScales(scales, 4 * half + shift, signedScales: false));
+        }
+    }
+}
+
+/// <summary>
+/// Q3_K: 32 bytes of third bits (bit 4h+s of byte l for element 32s + l of half h), 64 bytes of low 2 bits packed as
+/// in Q2_K, 12 bytes of packed 6-bit group scales (biased by 32), fp16 d. Value = d·(scale − 32)·(q − 4).
+/// </summary>
+internal unsafe struct Q3_KBlock : IKBlock
+{
+    public static int BlockBytes => 110;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    {
+        float d = F16Row.ToSingle(*(ushort*)(block + 108)) * xd;
+        var scales = UnpackScales(block + 96);
+
+        // The −4 offset contributes −4 · Σ scale·Σx over the 16 groups.
+        var offsetTerm = Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(scales), Avx.LoadVector256(groupSums));
+        var sum = Vector256<int>.Zero - Avx2.ShiftLeftLogical(offsetTerm, 2);
+
+        var twoBits = Vector256.Create((byte)3);
+        var bit2 = Vector256.Create((byte)4);
+        var third = Avx.LoadVector256(block).AsUInt16();
+        for (int half = 0; half < 2; half++)
+        {
+            var bits = Avx.LoadVector256(block + 32 + 32 * half).AsUInt16();
+            sbyte* x = xq + 128 * half;
+            // Third bit 4h+s of each byte moved to bit 2; 16-bit shifts only spill into bits the mask drops.
+            var third0 = half == 0 ? Avx2.ShiftLeftLogical(third, 2) : Avx2.ShiftRightLogical(third, 2);
+            var third1 = half == 0 ? Avx2.ShiftLeftLogical(third, 1) : Avx2.ShiftRightLogical(third, 3);
+            var third2 = half == 0 ? third : Avx2.ShiftRightLogical(third, 4);
+            var third3 = half == 0 ? Avx2.ShiftRightLogical(third, 1) : Avx2.ShiftRightLogical(third, 5);
+            sum += KQuantKernels.ScaledDot((bits.AsByte() & twoBits) | (third0.AsByte() & bit2), x, scales.AsByte(), 4 * half, signedScales: true);
+            sum += KQuantKernels.ScaledDot((Avx2.ShiftRightLogical(bits, 2).AsByte() & twoBits) | (third1.AsByte() & bit2), x + 32, scales.AsByte(), 4 * half + 1, signedScales: true);
+            sum += KQuantKernels.ScaledDot((Avx2.ShiftRightLogical(bits, 4).AsByte() & twoBits) | (third2.AsByte() & bit2), x + 64, scales.AsByte(), 4 * half + 2, signedScales: true);
+            sum += KQuantKernels.ScaledDot((Avx2.ShiftRightLogical(bits, 6).AsByte() & twoBits) | (third3.AsByte() & bit2), x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
+        }
+        return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
+    }
+
+    /// <summary>The 16 group scales minus 32, from their 12-byte packing (llama.cpp's kmask shuffle on 32-bit words).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector128<sbyte> UnpackScales(byte* packed)
+    {
+        const uint low4 = 0x0f0f0f0f, low2 = 0x03030303;
+        uint w0 = *(uint*)packed, w1 = *(uint*)(packed + 4), top = *(uint*)(packed + 8);
+        var unbiased = Vector128.Create(
+            (w0 & low4) | ((top & low2) << 4),
+            (w1 & low4) | (((top >> 2) & low2) << 4),
+            ((w0 >> 4) & low4) | (((top >> 4) & low2) << 4),
+            ((w1 >> 4) & low4) | (((top >> 6) & low2) << 4)).AsSByte();
+        return unbiased - Vector128.Create((sbyte)32);
+    }
+
+    public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
+    {
+        float d = F16Row.ToSingle(*(ushort*)(block + 108));
+        unpacked->D = d;
+        unpacked->DMin = d;
+        var scales = UnpackScales(block + 96);
+        // q − 4 becomes a min of 4·scale per group.
+        Avx.Store(unpacked->Mins, Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int16(scales), 2));
+        var twoBits = Vector256.Create((byte)3);
+        var bit2 = Vector256.Create((byte)4);
+        var third = Avx.LoadVector256(block);
+        for (int half = 0; half < 2; half++)
+        {
+            var bits = Avx.LoadVector256(block + 32 + 32 * half).AsUInt16();
+            for (int shift = 0; shift < 4; shift++)
+            {
+                var thirdClear = Vector256.Equals(third & Vector256.Create((byte)(1 << (4 * half + shift))), Vector256<byte>.Zero);
+                unpacked->SetChunk(4 * half + shift,
+                    (Avx2.ShiftRightLogical(bits, Vector128.CreateScalar((ushort)(2 * shift))).AsByte() & twoBits) | Vector256.AndNot(bit2, thirdClear),
+                    KQuantKernels.ChunkScales(scales.AsByte(), 4 * half + shift, signedScales: true));
+            }
+        }
     }
 }
 
@@ -121,12 +389,32 @@ internal static unsafe class KQuantKernels
     /// <summary>Shuffle masks: 8 copies of byte 2p then 8 of byte 2p+1, for p = 0..7.</summary>
     private static readonly byte* SplitPairMasks = CreateMasks(16, p => i => (byte)(2 * p + (i >= 8 ? 1 : 0)));
 
+    private const int TokenTile = 4;
+
+    /// <summary>Bytes of <see cref="MatMulTask.RowScratch"/> per thread that <see cref="Rows{TBlock}"/> needs.</summary>
+    public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows) =>
+        tokens >= TokenTile && GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K
+            ? (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock)
+            : 0;
+
     public static void Rows<TBlock>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TBlock : IKBlock
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 256;
         ActivationQuantizer.Layout256(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out short* groupSums);
-        // The chunk's rows stay in cache while every token passes over them.
-        for (int t = 0; t < tokens; t++)
+        int tiled = 0;
+        if (tokens >= TokenTile)
+        {
+            var unpacked = (UnpackedSuperBlock*)(task->RowScratch + threadIndex * task->RowScratchBytes);
+            for (int r = rowStart; r < rowEnd; r++)
+                for (int b = 0; b < blocks; b++)
+                    TBlock.Unpack(task->W.Row(r) + (long)b * TBlock.BlockBytes, unpacked + (long)(r - rowStart) * blocks + b);
+            // Token tiles outside, rows inside: a tile's activations stay in L1 while the unpacked chunk streams from L2.
+            for (; tiled + TokenTile <= tokens; tiled += TokenTile)
+                for (int r = rowStart; r < rowEnd; r++)
+                    Dot4(unpacked + (long)(r - rowStart) * blocks, blocks, quants + (long)tiled * cols, cols,
+                        scales + (long)tiled * blocks, groupSums + (long)tiled * (cols / 16), task->Y + (long)tiled * rows + r, rows);
+        }
+        for (int t = tiled; t < tokens; t++)
         {
             sbyte* xq = quants + (long)t * cols;
             float* xd = scales + (long)t * blocks;
@@ -142,11 +430,64 @@ internal static unsafe class KQuantKernels
         }
     }
 
+    /// <summary>One unpacked row against four tokens.</summary>
+    private static void Dot4(UnpackedSuperBlock* row, int blocks, sbyte* xq, long cols, float* xd, short* groupSums, float* y, int yStride)
+    {
+        long sumsStride = cols / 16;
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            UnpackedSuperBlock* u = row + b;
+            sbyte* x = xq + b * 256;
+            Vector256<int> sum0 = default, sum1 = default, sum2 = default, sum3 = default;
+            for (int chunk = 0; chunk < 8; chunk++)
+            {
+                var q = Avx.LoadVector256(u->Quants + 32 * chunk);
+                var scale = Avx.LoadVector256(u->ChunkScales + 16 * chunk);
+                sbyte* xc = x + 32 * chunk;
+                sum0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(xc)), scale);
+                sum1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(xc + cols)), scale);
+                sum2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(xc + 2 * cols)), scale);
+                sum3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(xc + 3 * cols)), scale);
+            }
+            var mins = Avx.LoadVector256(u->Mins);
+            short* gs = groupSums + 16 * b;
+            acc0 = AddSuperBlock(acc0, sum0, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs)), u, xd[b]);
+            acc1 = AddSuperBlock(acc1, sum1, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + sumsStride)), u, xd[blocks + b]);
+            acc2 = AddSuperBlock(acc2, sum2, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + 2 * sumsStride)), u, xd[2 * blocks + b]);
+            acc3 = AddSuperBlock(acc3, sum3, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + 3 * sumsStride)), u, xd[3 * blocks + b]);
+        }
+        y[0] = Vector256.Sum(acc0);
+        y[yStride] = Vector256.Sum(acc1);
+        y[2L * yStride] = Vector256.Sum(acc2);
+        y[3L * yStride] = Vector256.Sum(acc3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> AddSuperBlock(Vector256<float> acc, Vector256<int> scaledSum, Vector256<int> minSum, UnpackedSuperBlock* u, float xd)
+    {
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(scaledSum), Vector256.Create(u->D * xd), acc);
+        return Fma.MultiplyAddNegated(Avx.ConvertToVector256Single(minSum), Vector256.Create(u->DMin * xd), acc);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<byte> BroadcastInt16(int k) => Avx.LoadVector256(BroadcastInt16Masks + 32 * k);
 
+    /// <summary>
+    /// Σ q·x over 32 values in two groups of 16 with their own 8-bit scales, entries 2·<paramref name="pair"/> and
+    /// 2·<paramref name="pair"/>+1 of <paramref name="scales"/>, signed or unsigned.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<sbyte> SplitPair(int p) => Sse2.LoadVector128((sbyte*)SplitPairMasks + 16 * p);
+    internal static Vector256<int> ScaledDot(Vector256<byte> q, sbyte* x, Vector128<byte> scales, int pair, bool signedScales) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x)), ChunkScales(scales, pair, signedScales));
+
+    /// <summary>Scales 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of 16 8-bit ones, each in 8 int16 lanes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<short> ChunkScales(Vector128<byte> scales, int pair, bool signedScales)
+    {
+        var split = Ssse3.Shuffle(scales, Sse2.LoadVector128(SplitPairMasks + 16 * pair));
+        return signedScales ? Avx2.ConvertToVector256Int16(split.AsSByte()) : Avx2.ConvertToVector256Int16(split).AsInt16();
+    }
 
     /// <summary>
     /// Unpacks the 12-byte 6-bit scales and mins of Q4_K and Q5_K (llama.cpp's <c>get_scale_min_k4</c>, done on

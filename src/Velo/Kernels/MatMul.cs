@@ -23,8 +23,26 @@ internal unsafe struct MatMulTask
     /// <summary>The activations quantized in the layout the kernel expects, or null for float kernels.</summary>
     public byte* Activations;
 
-    /// <summary>For the portable kernel: <c>Cols</c> floats per thread, to dequantize a row into.</summary>
-    public float* RowScratch;
+    /// <summary>Rows per work item.</summary>
+    public int ChunkRows;
+
+    /// <summary>
+    /// Per thread, room for the rows of one work item in the form the kernel works on (floats for F16 prefill,
+    /// unpacked super-blocks for K-quant prefill, one float row for the portable kernel), or null.
+    /// </summary>
+    public byte* RowScratch;
+
+    /// <summary>Bytes of <see cref="RowScratch"/> per thread: thread i's room starts at i times this.</summary>
+    public long RowScratchBytes;
+}
+
+/// <summary>One matrix of a <see cref="MatMul.Multiply(ReadOnlySpan{MatMulTarget}, float*, int, WorkerPool)"/> and where its products go.</summary>
+public readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output)
+{
+    public WeightMatrix Weights { get; } = weights;
+
+    /// <summary>tokens × Weights.Rows floats.</summary>
+    public float* Output { get; } = output;
 }
 
 /// <summary>
@@ -34,35 +52,83 @@ internal unsafe struct MatMulTask
 /// </summary>
 public static unsafe class MatMul
 {
+    /// <summary>The most matrices one call multiplies together (Q, K and V).</summary>
+    public const int MaxTargets = 4;
+
     /// <summary>Computes <paramref name="y"/> (tokens × Rows floats) from <paramref name="x"/> (tokens × Cols floats).</summary>
-    public static void Multiply(in WeightMatrix w, float* x, int tokens, float* y, WorkerPool pool) =>
-        Multiply(w, x, tokens, y, pool, MatMulPath.Fastest);
+    public static void Multiply(in WeightMatrix w, float* x, int tokens, float* y, WorkerPool pool)
+    {
+        var target = new MatMulTarget(w, y);
+        Multiply(new ReadOnlySpan<MatMulTarget>(&target, 1), x, tokens, pool, MatMulPath.Fastest);
+    }
+
+    /// <summary>
+    /// Multiplies the same activations by up to <see cref="MaxTargets"/> matrices of one type and width — Q, K and
+    /// V, or gate and up — quantizing the activations once and sharing out the rows of all of them in one dispatch.
+    /// </summary>
+    public static void Multiply(ReadOnlySpan<MatMulTarget> targets, float* x, int tokens, WorkerPool pool) =>
+        Multiply(targets, x, tokens, pool, MatMulPath.Fastest);
 
     internal static void Multiply(in WeightMatrix w, float* x, int tokens, float* y, WorkerPool pool, MatMulPath path)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
-        ActivationFormat activations;
-        var kernel = path == MatMulPath.Fastest && Avx2.IsSupported && Fma.IsSupported
-            ? FastKernel(w.Type, out activations)
-            : PortableKernel(w.Type, out activations);
+        var target = new MatMulTarget(w, y);
+        Multiply(new ReadOnlySpan<MatMulTarget>(&target, 1), x, tokens, pool, path);
+    }
 
-        var task = new MatMulTask { W = w, X = x, Tokens = tokens, Y = y };
-        if (activations == ActivationFormat.Float)
+    internal static void Multiply(ReadOnlySpan<MatMulTarget> targets, float* x, int tokens, WorkerPool pool, MatMulPath path)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
+        if (targets.Length is 0 or > MaxTargets)
+            throw new ArgumentException($"MatMul takes 1 to {MaxTargets} matrices, not {targets.Length}.", nameof(targets));
+        var first = targets[0].Weights;
+        int totalRows = 0;
+        foreach (var target in targets)
         {
-            task.RowScratch = (float*)pool.SharedScratch((long)pool.ThreadCount * w.Cols * sizeof(float));
+            if (target.Weights.Type != first.Type || target.Weights.Cols != first.Cols)
+                throw new ArgumentException($"Matrices multiplied together must share type and width ({first.Type}×{first.Cols} vs {target.Weights.Type}×{target.Weights.Cols}).");
+            totalRows += target.Weights.Rows;
         }
-        else
+
+        bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
+        ActivationFormat activations;
+        var kernel = portable ? PortableKernel(first.Type, out activations) : FastKernel(first.Type, out activations);
+        int chunkRows = ChunkRows(totalRows, tokens, pool.ThreadCount);
+
+        // One buffer for the activations in the kernel's format and each thread's room for a chunk of rows.
+        long activationBytes = activations switch
         {
-            long bytes = activations != ActivationFormat.Blocks256
-                ? ActivationQuantizer.Bytes32(w.Cols, tokens)
-                : ActivationQuantizer.Bytes256(w.Cols, tokens);
-            task.Activations = pool.SharedScratch(bytes);
-            var quantize = new QuantizeJob { Task = &task, Format = activations };
+            ActivationFormat.Float => 0,
+            ActivationFormat.Blocks256 => ActivationQuantizer.Bytes256(first.Cols, tokens),
+            _ => ActivationQuantizer.Bytes32(first.Cols, tokens),
+        };
+        long rowScratchBytes = portable ? first.Cols * sizeof(float)
+            : FloatKernels.WidensRows(first.Type, tokens) ? (long)chunkRows * first.Cols * sizeof(float)
+            : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, chunkRows);
+        long aligned = (activationBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
+        byte* scratch = pool.SharedScratch(aligned + pool.ThreadCount * rowScratchBytes);
+
+        MatMulTask* tasks = stackalloc MatMulTask[targets.Length];
+        for (int i = 0; i < targets.Length; i++)
+            tasks[i] = new MatMulTask
+            {
+                W = targets[i].Weights,
+                Y = targets[i].Output,
+                X = x,
+                Tokens = tokens,
+                ChunkRows = chunkRows,
+                Activations = activationBytes > 0 ? scratch : null,
+                RowScratch = rowScratchBytes > 0 ? scratch + aligned : null,
+                RowScratchBytes = rowScratchBytes,
+            };
+
+        if (activations != ActivationFormat.Float)
+        {
+            var quantize = new QuantizeJob { Task = tasks, Format = activations };
             if (tokens == 1) quantize.Execute(0, 1); // not worth waking the workers for one row
             else pool.Run(ref quantize);
         }
 
-        var job = new RowsJob { Task = &task, Kernel = kernel, ChunkRows = ChunkRows(w.Rows, tokens, pool.ThreadCount) };
+        var job = new RowsJob { Tasks = tasks, TaskCount = targets.Length, Kernel = kernel, ChunkRows = chunkRows };
         pool.Run(ref job);
     }
 
@@ -116,6 +182,9 @@ public static unsafe class MatMul
             GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block>,
             GgmlType.Q4_K => &KQuantKernels.Rows<Q4_KBlock>,
             GgmlType.Q6_K => &KQuantKernels.Rows<Q6_KBlock>,
+            GgmlType.Q5_K => &KQuantKernels.Rows<Q5_KBlock>,
+            GgmlType.Q2_K => &KQuantKernels.Rows<Q2_KBlock>,
+            GgmlType.Q3_K => &KQuantKernels.Rows<Q3_KBlock>,
             _ => PortableKernel(type, out activations),
         };
     }
@@ -145,7 +214,7 @@ public static unsafe class MatMul
     private static void DequantizedRows(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
     {
         int cols = task->W.Cols, rows = task->W.Rows;
-        var row = new Span<float>(task->RowScratch + (long)threadIndex * cols, cols);
+        var row = new Span<float>(task->RowScratch + threadIndex * task->RowScratchBytes, cols);
         for (int r = rowStart; r < rowEnd; r++)
         {
             ReadOnlySpan<float> weights = task->W.Type == GgmlType.F32
@@ -192,21 +261,30 @@ public static unsafe class MatMul
         }
     }
 
+    /// <summary>Hands out chunks of rows of all the tasks' matrices, first come first served.</summary>
     private struct RowsJob : IParallelJob
     {
-        public MatMulTask* Task;
+        public MatMulTask* Tasks;
+        public int TaskCount;
         public delegate*<MatMulTask*, int, int, int, void> Kernel;
         public int ChunkRows;
-        public int NextRow;
+        public int NextChunk;
 
         public void Execute(int threadIndex, int threadCount)
         {
-            int rows = Task->W.Rows;
             while (true)
             {
-                int start = Interlocked.Add(ref NextRow, ChunkRows) - ChunkRows;
-                if (start >= rows) return;
-                Kernel(Task, start, Math.Min(rows, start + ChunkRows), threadIndex);
+                int chunk = Interlocked.Increment(ref NextChunk) - 1;
+                int task = 0;
+                for (; task < TaskCount; task++)
+                {
+                    int chunks = (Tasks[task].W.Rows + ChunkRows - 1) / ChunkRows;
+                    if (chunk < chunks) break;
+                    chunk -= chunks;
+                }
+                if (task == TaskCount) return;
+                int start = chunk * ChunkRows;
+                Kernel(Tasks + task, start, Math.Min(Tasks[task].W.Rows, start + ChunkRows), threadIndex);
             }
         }
     }

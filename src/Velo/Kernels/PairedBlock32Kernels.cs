@@ -41,7 +41,7 @@ internal static unsafe class PairedBlock32Kernels
 
     private static float Dot1<TBlock>(byte* row, int blocks, sbyte* xq, float* xd, float* xs) where TBlock : INibbleBlock32
     {
-        Vector256<float> acc0 = default, acc1 = default, offsetAcc = default;
+        Vector256<float> acc0 = default, acc1 = default;
         var pair0 = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
         var pair1 = Vector256.Create(2, 2, 2, 2, 3, 3, 3, 3);
         var pair2 = Vector256.Create(4, 4, 4, 4, 5, 5, 5, 5);
@@ -51,7 +51,8 @@ internal static unsafe class PairedBlock32Kernels
         sbyte* x = xq;
         for (int b0 = 0; b0 < whole; b0 += Batch, block += Batch * TBlock.BlockBytes, x += Batch * 32)
         {
-            var scales = Block32Kernels.CombinedScales<TBlock>(block, xd + b0, xs + b0, ref offsetAcc);
+            Block32Kernels.WeightScales<TBlock>(block, out var d, out var offset);
+            var scales = Block32Kernels.TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc1);
             // Two accumulators: one chain of dependent FMAs would wait on the FMA latency every pair.
             acc0 = Fma.MultiplyAdd(PairDot<TBlock>(block, x), Avx2.PermuteVar8x32(scales, pair0), acc0);
             acc1 = Fma.MultiplyAdd(PairDot<TBlock>(block + 2 * TBlock.BlockBytes, x + 64), Avx2.PermuteVar8x32(scales, pair1), acc1);
@@ -61,7 +62,7 @@ internal static unsafe class PairedBlock32Kernels
         float offsetTail = 0;
         for (int b = whole; b < blocks; b += 2, block += 2 * TBlock.BlockBytes, x += 64)
             AddTail<TBlock>(block, b, blocks, x, xd, xs, ref acc0, ref offsetTail);
-        return Vector256.Sum(acc0 + acc1) + Vector256.Sum(offsetAcc) + offsetTail;
+        return Vector256.Sum(acc0 + acc1) + offsetTail;
     }
 
     /// <summary>One row against four tokens: each pair of blocks is unpacked once for all four.</summary>
@@ -70,17 +71,18 @@ internal static unsafe class PairedBlock32Kernels
     {
         long cols = blocks * 32L;
         float* scales = stackalloc float[Batch * TokenTile];
+        // The offset terms go straight into the accumulators: four more live vectors would not fit the registers.
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-        Vector256<float> off0 = default, off1 = default, off2 = default, off3 = default;
         int whole = blocks - blocks % Batch;
         byte* block = row;
         sbyte* x = xq;
         for (int b0 = 0; b0 < whole; b0 += Batch)
         {
-            Avx.Store(scales, Block32Kernels.CombinedScales<TBlock>(block, xd + b0, xs + b0, ref off0));
-            Avx.Store(scales + Batch, Block32Kernels.CombinedScales<TBlock>(block, xd + blocks + b0, xs + blocks + b0, ref off1));
-            Avx.Store(scales + 2 * Batch, Block32Kernels.CombinedScales<TBlock>(block, xd + 2 * blocks + b0, xs + 2 * blocks + b0, ref off2));
-            Avx.Store(scales + 3 * Batch, Block32Kernels.CombinedScales<TBlock>(block, xd + 3 * blocks + b0, xs + 3 * blocks + b0, ref off3));
+            Block32Kernels.WeightScales<TBlock>(block, out var d, out var offset);
+            Avx.Store(scales, Block32Kernels.TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc0));
+            Avx.Store(scales + Batch, Block32Kernels.TokenScales<TBlock>(d, offset, xd + blocks + b0, xs + blocks + b0, ref acc1));
+            Avx.Store(scales + 2 * Batch, Block32Kernels.TokenScales<TBlock>(d, offset, xd + 2 * blocks + b0, xs + 2 * blocks + b0, ref acc2));
+            Avx.Store(scales + 3 * Batch, Block32Kernels.TokenScales<TBlock>(d, offset, xd + 3 * blocks + b0, xs + 3 * blocks + b0, ref acc3));
             for (int pair = 0; pair < Batch / 2; pair++, block += 2 * TBlock.BlockBytes, x += 64)
             {
                 TBlock.PairQuants(block, out var low, out var high);
@@ -99,10 +101,10 @@ internal static unsafe class PairedBlock32Kernels
             AddTail<TBlock>(block, b, blocks, x + 2 * cols, xd + 2 * blocks, xs + 2 * blocks, ref acc2, ref tail2);
             AddTail<TBlock>(block, b, blocks, x + 3 * cols, xd + 3 * blocks, xs + 3 * blocks, ref acc3, ref tail3);
         }
-        y[0] = Vector256.Sum(acc0) + Vector256.Sum(off0) + tail0;
-        y[yStride] = Vector256.Sum(acc1) + Vector256.Sum(off1) + tail1;
-        y[2L * yStride] = Vector256.Sum(acc2) + Vector256.Sum(off2) + tail2;
-        y[3L * yStride] = Vector256.Sum(acc3) + Vector256.Sum(off3) + tail3;
+        y[0] = Vector256.Sum(acc0) + tail0;
+        y[yStride] = Vector256.Sum(acc1) + tail1;
+        y[2L * yStride] = Vector256.Sum(acc2) + tail2;
+        y[3L * yStride] = Vector256.Sum(acc3) + tail3;
     }
 
     /// <summary>

@@ -10,13 +10,19 @@ namespace Velo.Models;
 /// </summary>
 public static class LlamaSynthesizer
 {
-    public static void Write(string path, SynthSpec spec, GgufMetadata? tokenizerSource = null)
+    /// <summary>
+    /// Writes the model to <paramref name="path"/>, computing and quantizing rows on <paramref name="threads"/>
+    /// threads (0: all cores); <paramref name="tensorStarted"/> and <paramref name="bytesWritten"/> report progress.
+    /// </summary>
+    public static void Write(
+        string path, SynthSpec spec, SynthTokenizer? tokenizer = null, int threads = 0,
+        Action<string>? tensorStarted = null, Action<long>? bytesWritten = null)
     {
         var writer = new GgufWriter();
         string a = spec.Architecture;
         writer.Set("general.architecture", a)
             .Set("general.name", spec.Name)
-            .Set("general.file_type", FileType(spec.WeightType))
+            .Set("general.file_type", spec.DeclaredFileType)
             .Set($"{a}.context_length", (uint)spec.ContextLength)
             .Set($"{a}.embedding_length", (uint)spec.Dim)
             .Set($"{a}.block_count", (uint)spec.Layers)
@@ -32,17 +38,27 @@ public static class LlamaSynthesizer
             writer.Set($"{a}.attention.key_length", (uint)spec.EffectiveHeadDim);
             writer.Set($"{a}.attention.value_length", (uint)spec.EffectiveHeadDim);
         }
-        if (spec.WeightType is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16))
-            writer.Set("general.quantization_version", 2u);
-        WriteTokenizer(writer, spec.VocabSize, tokenizerSource);
+        if (Tensors(spec).Any(t => spec.TypeOf(t.Name, t.Shape) is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)))
+            writer.Set("general.quantization_version", 2u); // ggml's GGML_QNT_VERSION
+        if (tokenizer != null) tokenizer.Write(writer, spec.VocabSize);
+        else WriteSyntheticTokenizer(writer, spec.VocabSize);
 
+        var rows = new RowStreamer(threads > 0 ? threads : Environment.ProcessorCount);
         foreach (var (name, shape) in Tensors(spec))
         {
-            var type = spec.TypeOf(name, shape.Length);
-            writer.AddTensor(name, type, shape, stream => WriteTensor(stream, spec, name, shape, type));
+            var type = spec.TypeOf(name, shape);
+            writer.AddTensor(name, type, shape, stream =>
+            {
+                tensorStarted?.Invoke($"{name} {type}");
+                long rowCount = shape.Length > 1 ? shape[1] : 1;
+                rows.Write(stream, type, (int)shape[0], rowCount, (row, values) => FillRow(spec, name, row, values), bytesWritten);
+            });
         }
-        writer.Write(path);
+        writer.WriteAtomically(path);
     }
+
+    /// <summary>Bytes of tensor data the file will hold.</summary>
+    public static long TensorBytes(SynthSpec spec) => Tensors(spec).Sum(t => GgufWriter.ByteSize(spec.TypeOf(t.Name, t.Shape), t.Shape));
 
     /// <summary>Tensor names and shapes (ggml order: ne[0] first) in llama.cpp's order.</summary>
     public static IEnumerable<(string Name, long[] Shape)> Tensors(SynthSpec s)
@@ -97,38 +113,8 @@ public static class LlamaSynthesizer
         }
     }
 
-    private static void WriteTensor(Stream stream, SynthSpec spec, string name, long[] shape, GgmlType type)
+    private static void WriteSyntheticTokenizer(GgufWriter writer, int vocabSize)
     {
-        int cols = (int)shape[0];
-        long rows = shape.Length > 1 ? shape[1] : 1;
-        int rowBytes = (int)GgmlTypeInfo.RowBytes(type, cols);
-        const int chunkRows = 64;
-        var floats = new float[chunkRows * cols];
-        var bytes = new byte[chunkRows * rowBytes];
-        for (long r0 = 0; r0 < rows; r0 += chunkRows)
-        {
-            int n = (int)Math.Min(chunkRows, rows - r0);
-            Parallel.For(0, n, i =>
-            {
-                var row = floats.AsSpan(i * cols, cols);
-                FillRow(spec, name, r0 + i, row);
-                Quantize.Row(type, row, bytes.AsSpan(i * rowBytes, rowBytes));
-            });
-            stream.Write(bytes, 0, n * rowBytes);
-        }
-    }
-
-    private static void WriteTokenizer(GgufWriter writer, int vocabSize, GgufMetadata? source)
-    {
-        if (source != null)
-        {
-            var tokens = source.GetStringArray("tokenizer.ggml.tokens") ?? throw new ArgumentException("the tokenizer source has no tokenizer.ggml.tokens");
-            if (tokens.Length > vocabSize)
-                throw new ArgumentException($"the tokenizer has {tokens.Length} tokens, more than the model's vocabulary of {vocabSize}");
-            foreach (var (key, value) in source)
-                if (key.StartsWith("tokenizer.", StringComparison.Ordinal)) writer.Set(key, value);
-            return;
-        }
         // A SentencePiece-style vocabulary of control tokens, the 256 byte-fallback pieces and filler pieces: any
         // text can be encoded with it, which is all a speed measurement needs.
         if (vocabSize < 259) throw new ArgumentException("a synthetic tokenizer needs a vocabulary of at least 259 tokens");
@@ -148,25 +134,6 @@ public static class LlamaSynthesizer
             .Set("tokenizer.ggml.eos_token_id", 2u)
             .Set("tokenizer.ggml.unknown_token_id", 0u);
     }
-
-    /// <summary>llama.cpp's <c>llama_ftype</c> for a file whose weights are mostly of one type.</summary>
-    public static uint FileType(GgmlType type) => type switch
-    {
-        GgmlType.F32 => 0,
-        GgmlType.F16 => 1,
-        GgmlType.Q4_0 => 2,
-        GgmlType.Q4_1 => 3,
-        GgmlType.Q8_0 => 7,
-        GgmlType.Q5_0 => 8,
-        GgmlType.Q5_1 => 9,
-        GgmlType.Q2_K => 10,
-        GgmlType.Q3_K => 12,
-        GgmlType.Q4_K => 15,
-        GgmlType.Q5_K => 17,
-        GgmlType.Q6_K => 18,
-        GgmlType.BF16 => 32,
-        _ => throw new NotSupportedException($"no llama.cpp file type for {type}"),
-    };
 
     private static ulong Hash(string s)
     {

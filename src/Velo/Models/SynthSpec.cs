@@ -23,11 +23,14 @@ public sealed record SynthSpec
     public bool QkNorm { get; init; }
     public bool RopeFrequencyFactors { get; init; }
 
-    /// <summary>Type of the 2-D weights (except where <see cref="TypeOf"/> says otherwise).</summary>
+    /// <summary>Type of every matrix when <see cref="FileType"/> is null.</summary>
     public GgmlType WeightType { get; init; } = GgmlType.F32;
 
-    /// <summary>Type of the token embedding; null means the same as the weights.</summary>
-    public GgmlType? EmbeddingType { get; init; }
+    /// <summary>
+    /// A llama.cpp file type whose per-tensor mix (<see cref="QuantizationRecipe"/>) decides every tensor's type,
+    /// as in published files; null means every matrix is <see cref="WeightType"/>.
+    /// </summary>
+    public LlamaFileType? FileType { get; init; }
 
     /// <summary>Standard deviation of the normal weights.</summary>
     public float WeightStd { get; init; } = 0.02f;
@@ -40,26 +43,53 @@ public sealed record SynthSpec
     public int EffectiveKvHeads => KvHeads > 0 ? KvHeads : Heads;
     public int EffectiveHeadDim => HeadDim > 0 ? HeadDim : Dim / Heads;
 
-    public GgmlType TypeOf(string tensorName, int rank) =>
-        rank == 1 ? GgmlType.F32
-        : tensorName == "token_embd.weight" ? EmbeddingType ?? WeightType
-        : WeightType;
+    public GgmlType TypeOf(string tensorName, IReadOnlyList<long> shape)
+    {
+        if (FileType is { } fileType)
+            return new QuantizationRecipe(fileType, Layers, hasOutputTensor: !TiedEmbeddings).TargetType(tensorName, shape) ?? GgmlType.F32;
+        return shape.Count == 1 ? GgmlType.F32 : WeightType;
+    }
+
+    /// <summary>The llama.cpp file type (<c>llama_ftype</c>) the file declares in <c>general.file_type</c>.</summary>
+    public uint DeclaredFileType => FileType is { } fileType ? (uint)fileType : WeightType switch
+    {
+        GgmlType.F32 => 0,
+        GgmlType.F16 => 1,
+        GgmlType.Q4_0 => 2,
+        GgmlType.Q4_1 => 3,
+        GgmlType.Q8_0 => 7,
+        GgmlType.Q5_0 => 8,
+        GgmlType.Q5_1 => 9,
+        GgmlType.Q2_K => 10,
+        GgmlType.Q3_K => 12,
+        GgmlType.Q4_K => 15,
+        GgmlType.Q5_K => 17,
+        GgmlType.Q6_K => 18,
+        GgmlType.BF16 => 32,
+        _ => throw new NotSupportedException($"no llama.cpp file type for weights of {WeightType}"),
+    };
 
     /// <summary>The tiny-110M shape of PEERS.md (llama2.c's 110M TinyStories model).</summary>
-    public static SynthSpec Tiny110M(GgmlType type) => new()
+    public static SynthSpec Tiny110M(LlamaFileType type) => new()
     {
         Name = "tiny-110M", Dim = 768, Layers = 12, Heads = 12, FfnDim = 2048, VocabSize = 32000, ContextLength = 1024,
-        WeightType = type, EmbeddingType = Q4Embedding(type),
+        FileType = type,
     };
 
     /// <summary>The Llama-3.2-1B shape of PEERS.md.</summary>
-    public static SynthSpec Llama1B(GgmlType type) => new()
+    public static SynthSpec Llama1B(LlamaFileType type) => new()
     {
         Name = "llama-1B", Dim = 2048, Layers = 16, Heads = 32, KvHeads = 8, FfnDim = 8192, VocabSize = 128256,
-        ContextLength = 131072, RopeBase = 500000, WeightType = type, EmbeddingType = Q4Embedding(type),
+        ContextLength = 131072, RopeBase = 500000, FileType = type,
     };
 
-    // Published Q4 files keep the (tied) embedding in Q6_K, since it is also the output classifier.
-    private static GgmlType? Q4Embedding(GgmlType type) =>
-        type is GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q4_K or GgmlType.Q5_K ? GgmlType.Q6_K : null;
+    /// <summary>The named shapes <c>velo synth --shape</c> offers.</summary>
+    public static SynthSpec ForShape(string shape, LlamaFileType type) => shape.ToLowerInvariant() switch
+    {
+        "tiny-110m" => Tiny110M(type),
+        "llama-1b" => Llama1B(type),
+        _ => throw new ArgumentException($"unknown shape '{shape}'; expected one of {string.Join(", ", ShapeNames)}"),
+    };
+
+    public static IReadOnlyList<string> ShapeNames { get; } = ["tiny-110M", "llama-1B"];
 }

@@ -19,6 +19,12 @@ public interface IParallelJob
 /// blocked thread costs tens of microseconds; after that they block, so an idle server burns no CPU.
 /// Dispatching allocates nothing and creates no threads. One dispatch at a time: a pool is not for concurrent
 /// callers.
+/// <para>
+/// Once the caller has done its own share it takes over the share of every worker that has not started yet
+/// (blocked, or descheduled on a machine shared with other processes) instead of waiting for it to wake: a
+/// dispatch never stalls on a sleeping thread. Jobs that hand out work dynamically find nothing left for those
+/// shares; jobs that split work by thread index get it done by the caller.
+/// </para>
 /// </summary>
 public sealed unsafe class WorkerPool : IDisposable
 {
@@ -26,6 +32,9 @@ public sealed unsafe class WorkerPool : IDisposable
     private static readonly long SpinTicks = Stopwatch.Frequency / 5000; // 200 µs
 
     private readonly Thread[] _workers;
+
+    /// <summary>Per thread index, the last generation whose share someone (the worker or the caller) has taken.</summary>
+    private readonly long[] _claimed;
     private readonly object _gate = new();
     private NativeBuffer? _sharedScratch;
 
@@ -42,6 +51,7 @@ public sealed unsafe class WorkerPool : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1);
         ThreadCount = threads;
+        _claimed = new long[threads];
         _workers = new Thread[threads - 1];
         for (int i = 0; i < _workers.Length; i++)
         {
@@ -79,18 +89,17 @@ public sealed unsafe class WorkerPool : IDisposable
             _invoke = &Invoke<TJob>;
             _failure = null;
             Volatile.Write(ref _pending, _workers.Length);
-            Interlocked.Increment(ref _generation);
+            long generation = Interlocked.Increment(ref _generation);
             if (Volatile.Read(ref _sleepers) > 0)
                 lock (_gate) Monitor.PulseAll(_gate);
 
-            try
-            {
-                shared.Execute(0, ThreadCount);
-            }
-            catch (Exception e)
-            {
-                Interlocked.CompareExchange(ref _failure, e, null);
-            }
+            Execute(ref shared, 0);
+            for (int index = 1; index < ThreadCount; index++)
+                if (TryClaim(index, generation))
+                {
+                    Execute(ref shared, index);
+                    Interlocked.Decrement(ref _pending);
+                }
             WaitForWorkers();
             _job = null;
             job = shared;
@@ -121,6 +130,26 @@ public sealed unsafe class WorkerPool : IDisposable
         return (byte*)_sharedScratch.Pointer;
     }
 
+    private void Execute<TJob>(ref TJob job, int threadIndex) where TJob : struct, IParallelJob
+    {
+        try
+        {
+            job.Execute(threadIndex, ThreadCount);
+        }
+        catch (Exception e)
+        {
+            Interlocked.CompareExchange(ref _failure, e, null);
+        }
+    }
+
+    /// <summary>
+    /// Takes the share of thread <paramref name="index"/> in <paramref name="generation"/>, for the worker or for
+    /// the caller, whichever comes first. Every share is taken before the next generation starts, so the previous
+    /// generation is always what a free share holds.
+    /// </summary>
+    private bool TryClaim(int index, long generation) =>
+        Interlocked.CompareExchange(ref _claimed[index], generation, generation - 1) == generation - 1;
+
     private static void Invoke<TJob>(void* job, int threadIndex, int threadCount) where TJob : struct, IParallelJob =>
         Unsafe.AsRef<TJob>(job).Execute(threadIndex, threadCount);
 
@@ -144,6 +173,7 @@ public sealed unsafe class WorkerPool : IDisposable
             long generation = AwaitNextGeneration(seen);
             if (_disposed) return;
             seen = generation;
+            if (!TryClaim(index, generation)) continue; // the caller ran this share already
             try
             {
                 _invoke(_job, index, ThreadCount);

@@ -10,10 +10,14 @@ public static class CliRunner
         public string Stdout => System.Text.Encoding.UTF8.GetString(StdoutBytes);
     }
 
-    public static Result Run(params string[] args)
+    public static Result Run(params string[] args) => RunWithInput(null, args);
+
+    /// <summary>Runs the command with <paramref name="input"/> as its standard input (closed after it).</summary>
+    public static Result RunWithInput(string? input, params string[] args)
     {
         var start = new ProcessStartInfo("dotnet")
         {
+            RedirectStandardInput = input != null,
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             UseShellExecute = false,
@@ -22,6 +26,11 @@ public static class CliRunner
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "Velo.Cli.dll"));
         foreach (var a in args) start.ArgumentList.Add(a);
         using var process = Process.Start(start)!;
+        if (input != null)
+        {
+            process.StandardInput.Write(input);
+            process.StandardInput.Close();
+        }
         var stdout = new MemoryStream();
         var copy = process.StandardOutput.BaseStream.CopyToAsync(stdout);
         var stderr = process.StandardError.ReadToEndAsync();

@@ -123,6 +123,71 @@ public unsafe class MatMulTests
     }
 
     [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.F16)]
+    public void SeveralMatricesInOneCallMatchEachAlone(GgmlType type)
+    {
+        var random = new Random(23);
+        using var pool = new WorkerPool(2);
+        int cols = GgmlTypeInfo.BlockSize(type) == 1 ? 96 : 512;
+        int[] rows = [64, 9, 33];
+        var weights = rows.Select(r => RandomWeights(type, r, cols, random)).ToArray();
+        var matrices = Enumerable.Range(0, 3).Select(i => new WeightMatrix((byte*)weights[i].Pointer, type, rows[i], cols)).ToArray();
+        MatMulTarget* targets = stackalloc MatMulTarget[3];
+        try
+        {
+            foreach (int tokens in new[] { 1, 6 })
+            {
+                float[] x = RandomActivations(tokens * cols, random);
+                var together = rows.Select(r => new float[tokens * r]).ToArray();
+                var alone = rows.Select(r => new float[tokens * r]).ToArray();
+                fixed (float* px = x, y0 = together[0], y1 = together[1], y2 = together[2])
+                {
+                    targets[0] = new(matrices[0], y0);
+                    targets[1] = new(matrices[1], y1);
+                    targets[2] = new(matrices[2], y2);
+                    MatMul.Multiply(new ReadOnlySpan<MatMulTarget>(targets, 3), px, tokens, pool);
+                    for (int i = 0; i < 3; i++)
+                        fixed (float* y = alone[i])
+                            MatMul.Multiply(matrices[i], px, tokens, y, pool);
+                }
+                for (int i = 0; i < 3; i++)
+                    Assert.Equal(alone[i], together[i]);
+            }
+        }
+        finally
+        {
+            foreach (var w in weights) w.Dispose();
+        }
+    }
+
+    [Fact]
+    public void MatricesOfDifferentTypesCannotShareACall()
+    {
+        using var pool = new WorkerPool(1);
+        using var a = new NativeBuffer(GgmlTypeInfo.RowBytes(GgmlType.Q4_0, 64));
+        using var b = new NativeBuffer(GgmlTypeInfo.RowBytes(GgmlType.Q8_0, 64));
+        var x = new float[64];
+        var y = new float[2];
+        var error = Assert.Throws<ArgumentException>(() =>
+        {
+            fixed (float* px = x, py = y)
+            {
+                Span<MatMulTarget> targets =
+                [
+                    new(new WeightMatrix((byte*)a.Pointer, GgmlType.Q4_0, 1, 64), py),
+                    new(new WeightMatrix((byte*)b.Pointer, GgmlType.Q8_0, 1, 64), py + 1),
+                ];
+                MatMul.Multiply(targets, px, 1, pool);
+            }
+        });
+        Assert.Contains("share type and width", error.Message);
+    }
+
+    [Theory]
     [InlineData(GgmlType.F16, 1)]
     [InlineData(GgmlType.Q4_0, 1)]
     [InlineData(GgmlType.Q4_K, 5)]

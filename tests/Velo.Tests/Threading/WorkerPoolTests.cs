@@ -81,15 +81,28 @@ public class WorkerPoolTests
         pool.Run(ref fine);
     }
 
-    [Fact]
-    public unsafe void WorkersWakeAfterBlocking()
+    private unsafe struct CountSharesJob : IParallelJob
     {
-        using var pool = new WorkerPool(2);
-        int* buffer = stackalloc int[16];
-        var job = new FillJob { Output = buffer, Length = 16 };
-        Thread.Sleep(50); // well past the spin period: the worker is blocked now
-        pool.Run(ref job);
-        Assert.Equal(2, job.Calls);
-        Assert.Equal(16 * 3 - 2, buffer[15]);
+        public int* RunsPerIndex;
+
+        public void Execute(int threadIndex, int threadCount) => Interlocked.Increment(ref RunsPerIndex[threadIndex]);
+    }
+
+    [Fact]
+    public unsafe void EveryShareRunsExactlyOnceWhetherWorkersAreAwakeOrAsleep()
+    {
+        // Asleep, a worker's share is usually taken over by the caller; spinning, usually by the worker. Either
+        // way each index must run once per dispatch.
+        using var pool = new WorkerPool(4);
+        int* runs = stackalloc int[4];
+        for (int round = 0; round < 60; round++)
+        {
+            if (round % 20 == 0) Thread.Sleep(30); // past the spin period: the workers block
+            for (int i = 0; i < 4; i++) runs[i] = 0;
+            var job = new CountSharesJob { RunsPerIndex = runs };
+            pool.Run(ref job);
+            for (int i = 0; i < 4; i++)
+                Assert.Equal(1, runs[i]);
+        }
     }
 }

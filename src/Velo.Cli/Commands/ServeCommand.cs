@@ -1,0 +1,63 @@
+using System.CommandLine;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Velo.Server;
+
+namespace Velo.Cli.Commands;
+
+/// <summary><c>velo serve</c>: an OpenAI-compatible HTTP server with continuous batching, like llama.cpp's llama-server.</summary>
+internal static class ServeCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var host = new Option<string>("--host") { Description = "Address to listen on (default: loopback only)", DefaultValueFactory = _ => "127.0.0.1" };
+        var port = new Option<int>("--port") { Description = "Port to listen on", DefaultValueFactory = _ => 8080 };
+        var parallel = new Option<int>("--parallel", "-np") { Description = "Sequences generated together, each with its own KV cache", DefaultValueFactory = _ => 4 };
+        var queue = new Option<int>("--queue") { Description = "Requests that may wait for a free sequence before the server answers 503", DefaultValueFactory = _ => 64 };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on every /v1 route" };
+        var alias = new Option<string?>("--alias") { Description = "Model id clients use (default: the file name)" };
+        var threads = CommonOptions.Threads();
+        var context = CommonOptions.Context();
+        context.Description = "Context length per sequence in tokens (default: the model's, capped at 4096)";
+
+        var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
+        {
+            model, host, port, parallel, queue, apiKey, alias, threads, context,
+        };
+        command.SetAction(parse => CommonOptions.Guard(() =>
+        {
+            var options = new VeloServerOptions
+            {
+                ModelPath = parse.GetValue(model)!,
+                ModelId = parse.GetValue(alias),
+                Host = parse.GetValue(host)!,
+                Port = parse.GetValue(port),
+                Parallel = parse.GetValue(parallel),
+                QueueCapacity = parse.GetValue(queue),
+                ContextLength = parse.GetValue(context),
+                Threads = parse.GetValue(threads),
+                ApiKey = parse.GetValue(apiKey),
+            };
+            ArgumentOutOfRangeException.ThrowIfLessThan(options.Parallel, 1, "--parallel");
+            ArgumentOutOfRangeException.ThrowIfLessThan(options.Threads, 1, "--threads");
+            ArgumentOutOfRangeException.ThrowIfLessThan(options.QueueCapacity, 0, "--queue");
+            if (!File.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
+            using var engine = new VeloEngine(options);
+            var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning);
+            app.Start();
+            Console.Error.WriteLine($"velo: serving {engine.ModelId} on {VeloServer.Address(app)} ({options.Parallel} parallel sequences); loading the model...");
+            while (!engine.IsReady && engine.LoadFailure == null) Thread.Sleep(20);
+            if (engine.LoadFailure is { } failure)
+            {
+                app.StopAsync().GetAwaiter().GetResult();
+                throw failure;
+            }
+            Console.Error.WriteLine($"velo: model loaded (context {engine.Scheduler.ContextLength} tokens per sequence); Ctrl+C stops");
+            app.WaitForShutdown();
+            return 0;
+        }));
+        return command;
+    }
+}

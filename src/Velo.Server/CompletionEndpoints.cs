@@ -1,0 +1,197 @@
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using Velo.Inference;
+using Velo.Text.ChatTemplates;
+
+namespace Velo.Server;
+
+/// <summary><c>POST /v1/chat/completions</c> and <c>POST /v1/completions</c>, streaming (server-sent events) or not.</summary>
+internal static class CompletionEndpoints
+{
+    private static readonly HashSet<string> Roles = ["system", "developer", "user", "assistant", "tool"];
+
+    public static async Task ChatAsync(HttpContext http, VeloEngine engine)
+    {
+        using var body = await RequestBody.ReadAsync(http.Request, http.RequestAborted);
+        CheckModel(body, engine);
+        var messages = Messages(body);
+        var options = GenerationParameters.Parse(body, engine.Scheduler.ContextLength, engine.Chat.StopStrings);
+        bool logprobs = body.Bool("logprobs") ?? false;
+        long? topLogprobs = body.Integer("top_logprobs", 0, GenerationRequest.MaxTopLogprobs);
+        if (topLogprobs != null && !logprobs) throw ApiException.BadRequest("'top_logprobs' needs 'logprobs' set to true", "top_logprobs");
+        int[] prompt;
+        try
+        {
+            prompt = engine.Chat.Format(messages);
+        }
+        catch (ChatTemplateException e)
+        {
+            throw ApiException.BadRequest($"the chat template rejected the messages: {e.Message}", "messages");
+        }
+        var request = new GenerationRequest
+        {
+            Prompt = prompt, Options = options, TopLogprobs = logprobs ? (int)(topLogprobs ?? 0) : null,
+            LogitBias = GenerationParameters.LogitBias(body, engine.Scheduler.Model.Config.VocabSize),
+        };
+        await GenerateAsync(http, engine, body, request, new ChatShape(engine.ModelId));
+    }
+
+    public static async Task CompletionAsync(HttpContext http, VeloEngine engine)
+    {
+        using var body = await RequestBody.ReadAsync(http.Request, http.RequestAborted);
+        CheckModel(body, engine);
+        string prompt = body.Field("prompt") switch
+        {
+            { ValueKind: JsonValueKind.String } text => text.GetString()!,
+            null => throw ApiException.BadRequest("'prompt' is required", "prompt"),
+            _ => throw RequestBody.WrongType("prompt", "a string"),
+        };
+        if (body.Bool("echo") == true) throw ApiException.BadRequest("'echo' is not supported", "echo");
+        var options = GenerationParameters.Parse(body, engine.Scheduler.ContextLength, []);
+        long? logprobs = body.Integer("logprobs", 0, 5);
+        int[] tokens = engine.Scheduler.Model.Tokenizer.Encode(prompt, addSpecial: true, parseSpecial: true);
+        if (tokens.Length == 0) throw ApiException.BadRequest("the prompt is empty", "prompt");
+        var request = new GenerationRequest
+        {
+            Prompt = tokens, Options = options, TopLogprobs = logprobs is long n ? (int)n : null,
+            LogitBias = GenerationParameters.LogitBias(body, engine.Scheduler.Model.Config.VocabSize),
+        };
+        await GenerateAsync(http, engine, body, request, new CompletionShape(engine.ModelId));
+    }
+
+    private static void CheckModel(RequestBody body, VeloEngine engine)
+    {
+        if (body.String("model") is { } model && model != engine.ModelId)
+            throw new ApiException(404, $"The model '{model}' does not exist; this server serves '{engine.ModelId}'", "model", "model_not_found");
+    }
+
+    private static List<ChatMessage> Messages(RequestBody body)
+    {
+        if (body.Field("messages") is not { } list) throw ApiException.BadRequest("'messages' is required", "messages");
+        if (list.ValueKind != JsonValueKind.Array) throw RequestBody.WrongType("messages", "a list of messages");
+        var messages = new List<ChatMessage>();
+        foreach (var item in list.EnumerateArray())
+        {
+            string param = $"messages[{messages.Count}]";
+            if (item.ValueKind != JsonValueKind.Object) throw RequestBody.WrongType(param, "an object");
+            if (!item.TryGetProperty("role", out var role) || role.ValueKind != JsonValueKind.String || !Roles.Contains(role.GetString()!))
+                throw ApiException.BadRequest($"'{param}.role' must be one of {string.Join(", ", Roles)}", $"{param}.role");
+            messages.Add(new ChatMessage(role.GetString()!, Content(item, param)));
+        }
+        if (messages.Count == 0) throw ApiException.BadRequest("'messages' must hold at least one message", "messages");
+        return messages;
+    }
+
+    /// <summary>A message's text: a string, or the text parts of a list of content parts.</summary>
+    private static string Content(JsonElement message, string param)
+    {
+        if (!message.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null) return "";
+        if (content.ValueKind == JsonValueKind.String) return content.GetString()!;
+        if (content.ValueKind != JsonValueKind.Array) throw RequestBody.WrongType($"{param}.content", "a string or a list of content parts");
+        var text = new StringBuilder();
+        foreach (var part in content.EnumerateArray())
+        {
+            if (part.ValueKind != JsonValueKind.Object || !part.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String)
+                throw RequestBody.WrongType($"{param}.content", "a list of content parts with a 'type'");
+            if (type.GetString() != "text" || !part.TryGetProperty("text", out var partText) || partText.ValueKind != JsonValueKind.String)
+                throw ApiException.BadRequest($"'{param}.content' may only hold text parts", $"{param}.content");
+            text.Append(partText.GetString());
+        }
+        return text.ToString();
+    }
+
+    private static async Task GenerateAsync(HttpContext http, VeloEngine engine, RequestBody body, GenerationRequest request, ResponseShape shape)
+    {
+        bool stream = body.Bool("stream") ?? false;
+        bool includeUsage = false;
+        if (body.Field("stream_options") is { } streamOptions)
+        {
+            if (streamOptions.ValueKind != JsonValueKind.Object) throw RequestBody.WrongType("stream_options", "an object");
+            if (streamOptions.TryGetProperty("include_usage", out var usage) && usage.ValueKind != JsonValueKind.Null)
+            {
+                if (usage.ValueKind is not (JsonValueKind.True or JsonValueKind.False)) throw RequestBody.WrongType("stream_options.include_usage", "a boolean");
+                includeUsage = usage.GetBoolean();
+            }
+        }
+
+        GenerationStream generation;
+        try
+        {
+            generation = engine.Scheduler.Submit(request, http.RequestAborted);
+        }
+        catch (PromptTooLongException e)
+        {
+            throw ApiException.BadRequest(e.Message, shape.PromptParam, "context_length_exceeded");
+        }
+        catch (SchedulerBusyException e)
+        {
+            http.Response.Headers.RetryAfter = "1";
+            throw new ApiException(503, e.Message, code: "server_busy");
+        }
+
+        var observer = new LatencyObserver(engine.Metrics);
+        if (!stream)
+        {
+            var text = new StringBuilder();
+            var tokens = new List<GeneratedPiece>();
+            await foreach (var piece in generation.Pieces.ReadAllAsync(http.RequestAborted))
+            {
+                observer.Observe(piece);
+                text.Append(piece.Text);
+                if (piece.Logprob != null) tokens.Add(piece);
+            }
+            var summary = await generation.Completion;
+            engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
+            http.Response.ContentType = "application/json";
+            await using var json = new Utf8JsonWriter(http.Response.Body, JsonOutput.Options);
+            shape.WriteWhole(json, text.ToString(), request.TopLogprobs != null ? tokens : null, summary, engine.Scheduler.Model.Tokenizer);
+            return;
+        }
+
+        http.Response.ContentType = "text/event-stream";
+        http.Response.Headers.CacheControl = "no-cache";
+        shape.IncludeUsage = includeUsage;
+        var sse = new ServerSentEvents(http.Response);
+        await sse.WriteAsync(json => shape.WriteChunk(json, "", null, null, first: true, engine.Scheduler.Model.Tokenizer), http.RequestAborted);
+        var pending = new List<GeneratedPiece>();
+        try
+        {
+            await foreach (var piece in generation.Pieces.ReadAllAsync(http.RequestAborted))
+            {
+                observer.Observe(piece);
+                if (piece.Logprob != null) pending.Add(piece);
+                if (piece.Text.Length == 0) continue;
+                await sse.WriteAsync(json => shape.WriteChunk(json, piece.Text, request.TopLogprobs != null ? pending : null, null, first: false,
+                    engine.Scheduler.Model.Tokenizer), http.RequestAborted);
+                pending.Clear();
+            }
+            var summary = await generation.Completion;
+            engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
+            await sse.WriteAsync(json => shape.WriteChunk(json, "", request.TopLogprobs != null && pending.Count > 0 ? pending : null,
+                summary.FinishReason, first: false, engine.Scheduler.Model.Tokenizer), http.RequestAborted);
+            if (includeUsage) await sse.WriteAsync(json => shape.WriteUsageChunk(json, summary), http.RequestAborted);
+            await sse.WriteDoneAsync(http.RequestAborted);
+        }
+        catch (Exception e) when (e is not OperationCanceledException && !http.RequestAborted.IsCancellationRequested)
+        {
+            // The status line is gone; the error travels as an event, as OpenAI's streams send it.
+            var error = new ApiException(500, $"generation failed: {e.Message}");
+            await sse.WriteAsync(error.WriteBody, CancellationToken.None);
+        }
+    }
+
+    /// <summary>Feeds the time-to-first-token and inter-token histograms from one request's pieces.</summary>
+    private sealed class LatencyObserver(ServerMetrics metrics)
+    {
+        private TimeSpan? _last;
+
+        public void Observe(GeneratedPiece piece)
+        {
+            if (piece.TokenId < 0) return;
+            if (_last is { } last) metrics.TimePerOutputToken.Observe((piece.Elapsed - last).TotalSeconds);
+            else metrics.TimeToFirstToken.Observe(piece.Elapsed.TotalSeconds);
+            _last = piece.Elapsed;
+        }
+    }
+}

@@ -1,0 +1,243 @@
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+using Velo.Inference;
+using Velo.Text;
+
+namespace Velo.Server;
+
+/// <summary>How one endpoint spells its responses: the whole answer, stream chunks and the usage chunk.</summary>
+internal abstract class ResponseShape(string model, string idPrefix)
+{
+    protected string Model { get; } = model;
+    protected string Id { get; } = idPrefix + Guid.NewGuid().ToString("N")[..24];
+    protected long Created { get; } = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+    /// <summary>The request field the prompt came from, for errors about it.</summary>
+    public abstract string PromptParam { get; }
+
+    /// <summary>Whether every chunk carries <c>"usage": null</c> before the final usage chunk, as OpenAI's do.</summary>
+    public bool IncludeUsage { get; set; }
+
+    public abstract void WriteWhole(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, GenerationSummary summary, TokenizerBase tokenizer);
+
+    public abstract void WriteChunk(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, FinishReason? finish, bool first, TokenizerBase tokenizer);
+
+    public abstract void WriteUsageChunk(Utf8JsonWriter json, GenerationSummary summary);
+
+    protected void WriteHeader(Utf8JsonWriter json, string objectType)
+    {
+        json.WriteString("id", Id);
+        json.WriteString("object", objectType);
+        json.WriteNumber("created", Created);
+        json.WriteString("model", Model);
+    }
+
+    protected static void WriteUsage(Utf8JsonWriter json, GenerationSummary summary)
+    {
+        json.WriteStartObject("usage");
+        json.WriteNumber("prompt_tokens", summary.PromptTokens);
+        json.WriteNumber("completion_tokens", summary.GeneratedTokens);
+        json.WriteNumber("total_tokens", summary.PromptTokens + summary.GeneratedTokens);
+        json.WriteStartObject("prompt_tokens_details");
+        json.WriteNumber("cached_tokens", summary.CachedPromptTokens);
+        json.WriteEndObject();
+        json.WriteEndObject();
+    }
+
+    protected static string FinishReasonName(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
+
+    protected static string TokenText(TokenizerBase tokenizer, int id) => Encoding.UTF8.GetString(tokenizer.TokenBytes(id));
+}
+
+internal sealed class ChatShape(string model) : ResponseShape(model, "chatcmpl-")
+{
+    public override string PromptParam => "messages";
+
+    public override void WriteWhole(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, GenerationSummary summary, TokenizerBase tokenizer)
+    {
+        json.WriteStartObject();
+        WriteHeader(json, "chat.completion");
+        json.WriteStartArray("choices");
+        json.WriteStartObject();
+        json.WriteNumber("index", 0);
+        json.WriteStartObject("message");
+        json.WriteString("role", "assistant");
+        json.WriteString("content", text);
+        json.WriteNull("refusal");
+        json.WriteEndObject();
+        WriteLogprobs(json, logprobs, tokenizer);
+        json.WriteString("finish_reason", FinishReasonName(summary.FinishReason));
+        json.WriteEndObject();
+        json.WriteEndArray();
+        WriteUsage(json, summary);
+        json.WriteEndObject();
+    }
+
+    public override void WriteChunk(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, FinishReason? finish, bool first, TokenizerBase tokenizer)
+    {
+        json.WriteStartObject();
+        WriteHeader(json, "chat.completion.chunk");
+        json.WriteStartArray("choices");
+        json.WriteStartObject();
+        json.WriteNumber("index", 0);
+        json.WriteStartObject("delta");
+        if (first) json.WriteString("role", "assistant");
+        if (first || text.Length > 0) json.WriteString("content", text);
+        json.WriteEndObject();
+        WriteLogprobs(json, logprobs, tokenizer);
+        if (finish is { } reason) json.WriteString("finish_reason", FinishReasonName(reason));
+        else json.WriteNull("finish_reason");
+        json.WriteEndObject();
+        json.WriteEndArray();
+        if (IncludeUsage) json.WriteNull("usage");
+        json.WriteEndObject();
+    }
+
+    public override void WriteUsageChunk(Utf8JsonWriter json, GenerationSummary summary)
+    {
+        json.WriteStartObject();
+        WriteHeader(json, "chat.completion.chunk");
+        json.WriteStartArray("choices");
+        json.WriteEndArray();
+        WriteUsage(json, summary);
+        json.WriteEndObject();
+    }
+
+    private static void WriteLogprobs(Utf8JsonWriter json, IReadOnlyList<GeneratedPiece>? pieces, TokenizerBase tokenizer)
+    {
+        if (pieces == null)
+        {
+            json.WriteNull("logprobs");
+            return;
+        }
+        json.WriteStartObject("logprobs");
+        json.WriteStartArray("content");
+        foreach (var piece in pieces)
+        {
+            json.WriteStartObject();
+            WriteToken(json, tokenizer, piece.Logprob!.Value);
+            json.WriteStartArray("top_logprobs");
+            foreach (var alternative in piece.TopLogprobs ?? [])
+            {
+                json.WriteStartObject();
+                WriteToken(json, tokenizer, alternative);
+                json.WriteEndObject();
+            }
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+        json.WriteEndArray();
+        json.WriteNull("refusal");
+        json.WriteEndObject();
+    }
+
+    private static void WriteToken(Utf8JsonWriter json, TokenizerBase tokenizer, TokenLogprob token)
+    {
+        json.WriteString("token", TokenText(tokenizer, token.Id));
+        json.WriteNumber("logprob", token.Logprob);
+        json.WriteStartArray("bytes");
+        foreach (byte b in tokenizer.TokenBytes(token.Id)) json.WriteNumberValue(b);
+        json.WriteEndArray();
+    }
+}
+
+internal sealed class CompletionShape(string model) : ResponseShape(model, "cmpl-")
+{
+    private int _textOffset;
+
+    public override string PromptParam => "prompt";
+
+    public override void WriteWhole(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, GenerationSummary summary, TokenizerBase tokenizer)
+    {
+        json.WriteStartObject();
+        WriteHeader(json, "text_completion");
+        WriteChoices(json, text, logprobs, summary.FinishReason, tokenizer);
+        WriteUsage(json, summary);
+        json.WriteEndObject();
+    }
+
+    public override void WriteChunk(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, FinishReason? finish, bool first, TokenizerBase tokenizer)
+    {
+        // The legacy stream has no role chunk; the first call only opens the stream.
+        if (first) return;
+        json.WriteStartObject();
+        WriteHeader(json, "text_completion");
+        WriteChoices(json, text, logprobs, finish, tokenizer);
+        if (IncludeUsage) json.WriteNull("usage");
+        json.WriteEndObject();
+    }
+
+    public override void WriteUsageChunk(Utf8JsonWriter json, GenerationSummary summary)
+    {
+        json.WriteStartObject();
+        WriteHeader(json, "text_completion");
+        json.WriteStartArray("choices");
+        json.WriteEndArray();
+        WriteUsage(json, summary);
+        json.WriteEndObject();
+    }
+
+    private void WriteChoices(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, FinishReason? finish, TokenizerBase tokenizer)
+    {
+        json.WriteStartArray("choices");
+        json.WriteStartObject();
+        json.WriteString("text", text);
+        json.WriteNumber("index", 0);
+        if (logprobs == null) json.WriteNull("logprobs");
+        else
+        {
+            // The legacy format: parallel lists of tokens, their logprobs, the alternatives and text offsets.
+            json.WriteStartObject("logprobs");
+            json.WriteStartArray("tokens");
+            foreach (var piece in logprobs) json.WriteStringValue(TokenText(tokenizer, piece.TokenId));
+            json.WriteEndArray();
+            json.WriteStartArray("token_logprobs");
+            foreach (var piece in logprobs) json.WriteNumberValue(piece.Logprob!.Value.Logprob);
+            json.WriteEndArray();
+            json.WriteStartArray("top_logprobs");
+            foreach (var piece in logprobs)
+            {
+                json.WriteStartObject();
+                foreach (var alternative in piece.TopLogprobs ?? []) json.WriteNumber(TokenText(tokenizer, alternative.Id), alternative.Logprob);
+                json.WriteEndObject();
+            }
+            json.WriteEndArray();
+            json.WriteStartArray("text_offset");
+            foreach (var piece in logprobs)
+            {
+                json.WriteNumberValue(_textOffset);
+                _textOffset += TokenText(tokenizer, piece.TokenId).Length;
+            }
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+        if (finish is { } reason) json.WriteString("finish_reason", FinishReasonName(reason));
+        else json.WriteNull("finish_reason");
+        json.WriteEndObject();
+        json.WriteEndArray();
+    }
+}
+
+/// <summary>Writes <c>data: JSON</c> events and flushes each, so clients see tokens as they come.</summary>
+internal sealed class ServerSentEvents(HttpResponse response)
+{
+    private readonly System.Buffers.ArrayBufferWriter<byte> _buffer = new();
+
+    public async Task WriteAsync(Action<Utf8JsonWriter> write, CancellationToken cancellation)
+    {
+        _buffer.ResetWrittenCount();
+        using (var json = new Utf8JsonWriter(_buffer, JsonOutput.Options)) write(json);
+        if (_buffer.WrittenCount == 0) return;
+        await response.Body.WriteAsync("data: "u8.ToArray(), cancellation);
+        await response.Body.WriteAsync(_buffer.WrittenMemory, cancellation);
+        await response.Body.WriteAsync("\n\n"u8.ToArray(), cancellation);
+        await response.Body.FlushAsync(cancellation);
+    }
+
+    public async Task WriteDoneAsync(CancellationToken cancellation)
+    {
+        await response.Body.WriteAsync("data: [DONE]\n\n"u8.ToArray(), cancellation);
+        await response.Body.FlushAsync(cancellation);
+    }
+}

@@ -1,0 +1,92 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Text;
+
+namespace Velo.Server;
+
+/// <summary>Counters and histograms for <c>GET /metrics</c>, in the Prometheus text exposition format.</summary>
+public sealed class ServerMetrics
+{
+    private static readonly double[] TimeToFirstTokenBuckets = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+    private static readonly double[] InterTokenBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+    private readonly ConcurrentDictionary<(string Endpoint, int Status), long> _requests = new();
+    private long _promptTokens;
+    private long _generatedTokens;
+
+    public Histogram TimeToFirstToken { get; } = new(TimeToFirstTokenBuckets);
+    public Histogram TimePerOutputToken { get; } = new(InterTokenBuckets);
+
+    public void CountRequest(string endpoint, int status) => _requests.AddOrUpdate((endpoint, status), 1, (_, n) => n + 1);
+
+    public long Requests(string endpoint, int status) => _requests.TryGetValue((endpoint, status), out long n) ? n : 0;
+
+    public void CountTokens(int prompt, int generated)
+    {
+        Interlocked.Add(ref _promptTokens, prompt);
+        Interlocked.Add(ref _generatedTokens, generated);
+    }
+
+    public string Render(int queueLength, int activeSequences, int slots, long cancelledRequests)
+    {
+        var text = new StringBuilder();
+        text.Append("# HELP velo_requests_total HTTP requests by endpoint and status code.\n# TYPE velo_requests_total counter\n");
+        foreach (var ((endpoint, status), count) in _requests.OrderBy(e => e.Key.Endpoint, StringComparer.Ordinal).ThenBy(e => e.Key.Status))
+            text.Append(CultureInfo.InvariantCulture, $"velo_requests_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {count}\n");
+        Counter(text, "velo_prompt_tokens_total", "Prompt tokens received.", Interlocked.Read(ref _promptTokens));
+        Counter(text, "velo_generated_tokens_total", "Tokens generated.", Interlocked.Read(ref _generatedTokens));
+        Counter(text, "velo_requests_cancelled_total", "Generations ended early because the client cancelled or disconnected.", cancelledRequests);
+        TimeToFirstToken.Render(text, "velo_time_to_first_token_seconds", "Time from request to its first generated token, queueing included.");
+        TimePerOutputToken.Render(text, "velo_time_per_output_token_seconds", "Time between consecutive generated tokens of one request.");
+        Gauge(text, "velo_queue_length", "Requests waiting for a sequence slot.", queueLength);
+        Gauge(text, "velo_active_sequences", "Sequences being prefilled or generated.", activeSequences);
+        Gauge(text, "velo_sequence_slots", "Sequence slots (--parallel).", slots);
+        return text.ToString();
+    }
+
+    private static void Counter(StringBuilder text, string name, string help, long value) =>
+        text.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+
+    private static void Gauge(StringBuilder text, string name, string help, long value) =>
+        text.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
+
+    /// <summary>A Prometheus histogram: cumulative counts per upper bound, plus sum and count.</summary>
+    public sealed class Histogram(double[] bounds)
+    {
+        private readonly long[] _counts = new long[bounds.Length + 1];
+        private readonly object _gate = new();
+        private double _sum;
+
+        public long Count
+        {
+            get { lock (_gate) return _counts.Sum(); }
+        }
+
+        public void Observe(double seconds)
+        {
+            int bucket = 0;
+            while (bucket < bounds.Length && seconds > bounds[bucket]) bucket++;
+            lock (_gate)
+            {
+                _counts[bucket]++;
+                _sum += seconds;
+            }
+        }
+
+        internal void Render(StringBuilder text, string name, string help)
+        {
+            lock (_gate)
+            {
+                text.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} histogram\n");
+                long cumulative = 0;
+                for (int i = 0; i < bounds.Length; i++)
+                {
+                    cumulative += _counts[i];
+                    text.Append(CultureInfo.InvariantCulture, $"{name}_bucket{{le=\"{bounds[i]}\"}} {cumulative}\n");
+                }
+                cumulative += _counts[^1];
+                text.Append(CultureInfo.InvariantCulture, $"{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {_sum}\n{name}_count {cumulative}\n");
+            }
+        }
+    }
+}

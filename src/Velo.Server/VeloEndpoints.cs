@@ -1,0 +1,188 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Velo.Inference;
+
+namespace Velo.Server;
+
+public static class VeloServiceCollectionExtensions
+{
+    /// <summary>Registers an engine that loads the model in the background once the host starts.</summary>
+    public static IServiceCollection AddVelo(this IServiceCollection services, VeloServerOptions options) =>
+        services.AddVelo(new VeloEngine(options));
+
+    /// <summary>Registers a ready engine (or one whose loading the caller manages).</summary>
+    public static IServiceCollection AddVelo(this IServiceCollection services, VeloEngine engine)
+    {
+        services.AddSingleton(engine);
+        services.AddHostedService(_ => new VeloEngineLoader(engine));
+        return services;
+    }
+}
+
+/// <summary>
+/// The OpenAI-compatible routes as minimal APIs. Map them on an app or on a group
+/// (<c>app.MapGroup("/llm").MapVelo()</c>) after <see cref="VeloServiceCollectionExtensions.AddVelo(IServiceCollection, VeloEngine)"/>.
+/// </summary>
+public static class VeloEndpoints
+{
+    public static IEndpointRouteBuilder MapVelo(this IEndpointRouteBuilder endpoints)
+    {
+        var engine = endpoints.ServiceProvider.GetRequiredService<VeloEngine>();
+        endpoints.MapPost("/v1/chat/completions", Handle(engine, "/v1/chat/completions", true, http => CompletionEndpoints.ChatAsync(http, engine)));
+        endpoints.MapPost("/v1/completions", Handle(engine, "/v1/completions", true, http => CompletionEndpoints.CompletionAsync(http, engine)));
+        endpoints.MapGet("/v1/models", Handle(engine, "/v1/models", true, http => ModelsAsync(http, engine)));
+        endpoints.MapGet("/v1/models/{id}", Handle(engine, "/v1/models/{id}", true, http => ModelAsync(http, engine)));
+        endpoints.MapGet("/health", Handle(engine, "/health", false, http => HealthAsync(http, engine)));
+        endpoints.MapPost("/tokenize", Handle(engine, "/tokenize", false, http => TokenizeAsync(http, engine)));
+        endpoints.MapPost("/detokenize", Handle(engine, "/detokenize", false, http => DetokenizeAsync(http, engine)));
+        endpoints.MapGet("/metrics", Handle(engine, "/metrics", false, http => MetricsAsync(http, engine)));
+        return endpoints;
+    }
+
+    /// <summary>Wraps a handler with the API key check, OpenAI error bodies for every failure, and request counting.</summary>
+    private static RequestDelegate Handle(VeloEngine engine, string route, bool needsKey, Func<HttpContext, Task> handler) => async http =>
+    {
+        try
+        {
+            if (needsKey && engine.ApiKey != null && !Authorized(http.Request, engine.ApiKey))
+                throw new ApiException(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'", code: "invalid_api_key");
+            await handler(http);
+        }
+        catch (Exception e) when (!http.Response.HasStarted && !http.RequestAborted.IsCancellationRequested)
+        {
+            var error = e switch
+            {
+                ApiException api => api,
+                BadHttpRequestException bad => new ApiException(bad.StatusCode, bad.Message),
+                _ => new ApiException(500, $"internal error: {e.Message}"),
+            };
+            await error.WriteResponseAsync(http.Response);
+        }
+        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
+        {
+            // The client went away; nobody is left to answer.
+        }
+        finally
+        {
+            engine.Metrics.CountRequest(route, http.Response.StatusCode);
+        }
+    };
+
+    private static bool Authorized(HttpRequest request, string key)
+    {
+        string header = request.Headers.Authorization.ToString();
+        const string scheme = "Bearer ";
+        if (!header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase)) return false;
+        return CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header[scheme.Length..].Trim()), Encoding.UTF8.GetBytes(key));
+    }
+
+    private static Task ModelsAsync(HttpContext http, VeloEngine engine) => WriteJsonAsync(http, 200, json =>
+    {
+        json.WriteStartObject();
+        json.WriteString("object", "list");
+        json.WriteStartArray("data");
+        WriteModel(json, engine);
+        json.WriteEndArray();
+        json.WriteEndObject();
+    });
+
+    private static Task ModelAsync(HttpContext http, VeloEngine engine)
+    {
+        string id = (string)http.Request.RouteValues["id"]!;
+        if (id != engine.ModelId) throw new ApiException(404, $"The model '{id}' does not exist", "model", "model_not_found");
+        return WriteJsonAsync(http, 200, json => WriteModel(json, engine));
+    }
+
+    private static void WriteModel(Utf8JsonWriter json, VeloEngine engine)
+    {
+        json.WriteStartObject();
+        json.WriteString("id", engine.ModelId);
+        json.WriteString("object", "model");
+        json.WriteNumber("created", engine.Created.ToUnixTimeSeconds());
+        json.WriteString("owned_by", "velo");
+        json.WriteEndObject();
+    }
+
+    private static Task HealthAsync(HttpContext http, VeloEngine engine)
+    {
+        if (!engine.IsReady) throw engine.NotReadyError();
+        return WriteJsonAsync(http, 200, json =>
+        {
+            json.WriteStartObject();
+            json.WriteString("status", "ok");
+            json.WriteEndObject();
+        });
+    }
+
+    private static async Task TokenizeAsync(HttpContext http, VeloEngine engine)
+    {
+        using var body = await RequestBody.ReadAsync(http.Request, http.RequestAborted);
+        string content = body.String("content") ?? throw ApiException.BadRequest("'content' is required", "content");
+        bool addSpecial = body.Bool("add_special") ?? false;
+        bool withPieces = body.Bool("with_pieces") ?? false;
+        var tokenizer = engine.Scheduler.Model.Tokenizer;
+        int[] tokens = tokenizer.Encode(content, addSpecial, parseSpecial: true);
+        await WriteJsonAsync(http, 200, json =>
+        {
+            json.WriteStartObject();
+            json.WriteStartArray("tokens");
+            foreach (int id in tokens)
+            {
+                if (!withPieces)
+                {
+                    json.WriteNumberValue(id);
+                    continue;
+                }
+                json.WriteStartObject();
+                json.WriteNumber("id", id);
+                json.WriteString("piece", Encoding.UTF8.GetString(tokenizer.TokenBytes(id)));
+                json.WriteEndObject();
+            }
+            json.WriteEndArray();
+            json.WriteEndObject();
+        });
+    }
+
+    private static async Task DetokenizeAsync(HttpContext http, VeloEngine engine)
+    {
+        using var body = await RequestBody.ReadAsync(http.Request, http.RequestAborted);
+        var tokenizer = engine.Scheduler.Model.Tokenizer;
+        if (body.Field("tokens") is not { ValueKind: JsonValueKind.Array } list) throw RequestBody.WrongType("tokens", "a list of token ids");
+        var tokens = new List<int>();
+        foreach (var item in list.EnumerateArray())
+        {
+            if (item.ValueKind != JsonValueKind.Number || !item.TryGetInt32(out int id) || (uint)id >= (uint)tokenizer.VocabSize)
+                throw ApiException.BadRequest($"'tokens' must hold token ids between 0 and {tokenizer.VocabSize - 1}", "tokens");
+            tokens.Add(id);
+        }
+        string content = tokenizer.Decode(tokens.ToArray());
+        await WriteJsonAsync(http, 200, json =>
+        {
+            json.WriteStartObject();
+            json.WriteString("content", content);
+            json.WriteEndObject();
+        });
+    }
+
+    private static async Task MetricsAsync(HttpContext http, VeloEngine engine)
+    {
+        var scheduler = engine.IsReady ? engine.Scheduler : null;
+        string text = engine.Metrics.Render(scheduler?.QueueLength ?? 0, scheduler?.ActiveSequences ?? 0, scheduler?.Parallel ?? 0,
+            scheduler?.CancelledRequests ?? 0);
+        http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+        await http.Response.WriteAsync(text, http.RequestAborted);
+    }
+
+    private static async Task WriteJsonAsync(HttpContext http, int status, Action<Utf8JsonWriter> write)
+    {
+        http.Response.StatusCode = status;
+        http.Response.ContentType = "application/json";
+        await using var json = new Utf8JsonWriter(http.Response.Body, JsonOutput.Options);
+        write(json);
+    }
+}

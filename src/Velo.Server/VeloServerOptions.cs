@@ -1,0 +1,26 @@
+namespace Velo.Server;
+
+public sealed record VeloServerOptions
+{
+    public required string ModelPath { get; init; }
+
+    /// <summary>The model id clients name in requests and see in <c>/v1/models</c>; default: the file name without extension.</summary>
+    public string? ModelId { get; init; }
+
+    public string Host { get; init; } = "127.0.0.1";
+    public int Port { get; init; } = 8080;
+
+    /// <summary>Sequences generated together (continuous batching slots).</summary>
+    public int Parallel { get; init; } = 4;
+
+    /// <summary>Context per sequence in tokens; 0 means the model's own, capped at 4096.</summary>
+    public int ContextLength { get; init; }
+
+    /// <summary>Requests that may wait for a slot before the server answers 503.</summary>
+    public int QueueCapacity { get; init; } = 64;
+
+    public int Threads { get; init; } = Environment.ProcessorCount;
+
+    /// <summary>When set, every /v1 route needs <c>Authorization: Bearer</c> this key.</summary>
+    public string? ApiKey { get; init; }
+}
