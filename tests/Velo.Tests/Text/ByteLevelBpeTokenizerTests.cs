@@ -51,4 +51,16 @@ public class ByteLevelBpeTokenizerTests
         Assert.IsType<WordPieceTokenizer>(Tokenizer.Load(TestPaths.SharedFile("tokenizers", "hf", "minilm-l6-v2")));
         Assert.Throws<FileNotFoundException>(() => Tokenizer.Load(TestPaths.SharedFile("tokenizers", "no-such-tokenizer")));
     }
+
+    [Fact]
+    public void ConcurrentEncodingGivesTheSameIds()
+    {
+        var tokenizer = Tokenizer.FromGguf(VocabTestVectors.VocabFile("gpt-2"));
+        var vectors = VocabTestVectors.Load("gpt-2");
+        var texts = Enumerable.Range(0, 400).Select(i => vectors[i % vectors.Count].Text + " " + i).ToArray();
+        int[][] sequential = texts.Select(t => tokenizer.Encode(t)).ToArray();
+        var parallel = new int[texts.Length][];
+        Parallel.For(0, texts.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i => parallel[i] = tokenizer.Encode(texts[i]));
+        Assert.Equal(sequential, parallel);
+    }
 }
