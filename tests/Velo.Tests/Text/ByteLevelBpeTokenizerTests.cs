@@ -55,12 +55,14 @@ public class ByteLevelBpeTokenizerTests
     [Fact]
     public void ConcurrentEncodingGivesTheSameIds()
     {
-        var tokenizer = Tokenizer.FromGguf(VocabTestVectors.VocabFile("gpt-2"));
+        // Separate instances, so that the concurrent one starts with an empty word cache and fills it concurrently.
+        var concurrent = Tokenizer.FromGguf(VocabTestVectors.VocabFile("gpt-2"));
+        var reference = Tokenizer.FromGguf(VocabTestVectors.VocabFile("gpt-2"));
         var vectors = VocabTestVectors.Load("gpt-2");
         var texts = Enumerable.Range(0, 400).Select(i => vectors[i % vectors.Count].Text + " " + i).ToArray();
-        int[][] sequential = texts.Select(t => tokenizer.Encode(t)).ToArray();
         var parallel = new int[texts.Length][];
-        Parallel.For(0, texts.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i => parallel[i] = tokenizer.Encode(texts[i]));
+        Parallel.For(0, texts.Length, new ParallelOptions { MaxDegreeOfParallelism = 4 }, i => parallel[i] = concurrent.Encode(texts[i]));
+        int[][] sequential = texts.Select(t => reference.Encode(t)).ToArray();
         Assert.Equal(sequential, parallel);
     }
 }
