@@ -17,7 +17,6 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
     private readonly WordCache _wordCache = new();
 
     [ThreadStatic] private static Scratch? t_scratch;
-    public static long HitTicks, Hits, MissLookupTicks, MergeTicks, AddTicks, Misses, MissBytes, SplitTicks;
 
     public ByteLevelBpeTokenizer(TokenizerData data) : base(data)
     {
@@ -78,24 +77,17 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
         var scratch = t_scratch ??= new Scratch();
         var words = scratch.Words;
         words.Clear();
-        long s0 = System.Diagnostics.Stopwatch.GetTimestamp();
         _preTokenizer.Split(text, words);
-        SplitTicks += System.Diagnostics.Stopwatch.GetTimestamp() - s0;
         foreach (var (start, length) in words)
             EncodeWord(text.Slice(start, length), output, scratch);
     }
 
     private void EncodeWord(ReadOnlySpan<char> word, List<int> output, Scratch scratch)
     {
-        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-        if (_wordCache.TryAppend(word, output)) { HitTicks += System.Diagnostics.Stopwatch.GetTimestamp() - t0; Hits++; return; }
+        if (_wordCache.TryAppend(word, output)) return;
         int start = output.Count;
-        long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
         MergeWord(word, output, scratch);
-        long t2 = System.Diagnostics.Stopwatch.GetTimestamp();
         _wordCache.Add(word, output, start);
-        long t3 = System.Diagnostics.Stopwatch.GetTimestamp();
-        MissLookupTicks += t1 - t0; MergeTicks += t2 - t1; AddTicks += t3 - t2; Misses++; MissBytes += word.Length;
     }
 
     private void MergeWord(ReadOnlySpan<char> word, List<int> output, Scratch scratch)
