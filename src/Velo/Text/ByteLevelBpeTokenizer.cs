@@ -1,5 +1,4 @@
 using System.Buffers;
-using System.Numerics.Tensors;
 using System.Text;
 
 namespace Velo.Text;
@@ -100,7 +99,7 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
             Span<byte> buffer = rented ?? stackalloc byte[256];
             var bytes = buffer[..Encoding.UTF8.GetBytes(word, buffer)];
             if (_ignoreMerges && TryWholeWord(bytes, output)) return;
-            Merge(bytes, output, scratch, useQueue: bytes.Length > ScanLimit);
+            Merge(bytes, output, scratch);
         }
         finally
         {
@@ -108,73 +107,28 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
         }
     }
 
-    /// <summary>Words up to this many bytes find their best pair by scanning; longer ones use a priority queue.</summary>
-    internal const int ScanLimit = 128;
-
-    /// <summary>Merges a word's bytes into tokens: the lowest-ranked adjacent pair first, the leftmost among equals.</summary>
-    internal void Merge(ReadOnlySpan<byte> bytes, List<int> output, bool useQueue) =>
-        Merge(bytes, output, t_scratch ??= new Scratch(), useQueue);
-
-    private void Merge(ReadOnlySpan<byte> bytes, List<int> output, Scratch scratch, bool useQueue)
+    /// <summary>
+    /// Merges a word's bytes into tokens: the lowest-ranked adjacent pair first, the leftmost among equals. The
+    /// symbols form a linked list; queued pairs go stale when a neighbour merges and are skipped.
+    /// </summary>
+    private void Merge(ReadOnlySpan<byte> bytes, List<int> output, Scratch scratch)
     {
         if (bytes.IsEmpty) return;
         scratch.Reset(bytes.Length);
-        int[] ids = scratch.Ids;
-        for (int i = 0; i < bytes.Length; i++) ids[i] = _byteTokens[bytes[i]];
-        if (!useQueue)
-        {
-            int count = MergeByScanning(bytes.Length, scratch);
-            output.AddRange(ids.AsSpan(0, count));
-            return;
-        }
-        int[] prev = scratch.Prev, next = scratch.Next;
-        for (int i = 0; i < bytes.Length; i++)
-        {
-            prev[i] = i - 1;
-            next[i] = i + 1 < bytes.Length ? i + 1 : -1;
-        }
-        MergeWithQueue(bytes.Length, scratch);
-        for (int i = 0; i >= 0; i = next[i]) output.Add(ids[i]);
-    }
-
-    /// <summary>
-    /// Keeps the symbols in a contiguous array with the rank of each adjacent pair beside them, so finding the best
-    /// pair is a vectorized minimum search; returns the number of symbols left.
-    /// </summary>
-    private int MergeByScanning(int count, Scratch scratch)
-    {
-        int[] ids = scratch.Ids, ranks = scratch.Ranks, results = scratch.Results;
-        for (int i = 0; i + 1 < count; i++) ranks[i] = PairRank(ids[i], ids[i + 1], out results[i]);
-        while (count > 1)
-        {
-            var pairRanks = ranks.AsSpan(0, count - 1);
-            int best = TensorPrimitives.IndexOfMin<int>(pairRanks); // the first of equal minima: leftmost wins ties
-            if (pairRanks[best] == int.MaxValue) break;
-            // Symbol best absorbs best + 1; everything after moves down one place, pair entries included.
-            ids[best] = results[best];
-            ids.AsSpan(best + 2, count - best - 2).CopyTo(ids.AsSpan(best + 1));
-            int pairsAfter = count - best - 3;
-            if (pairsAfter > 0)
-            {
-                ranks.AsSpan(best + 2, pairsAfter).CopyTo(ranks.AsSpan(best + 1));
-                results.AsSpan(best + 2, pairsAfter).CopyTo(results.AsSpan(best + 1));
-            }
-            count--;
-            if (best + 1 < count) ranks[best] = PairRank(ids[best], ids[best + 1], out results[best]);
-            if (best > 0) ranks[best - 1] = PairRank(ids[best - 1], ids[best], out results[best - 1]);
-        }
-        return count;
-    }
-
-    /// <summary>The merge rank of two adjacent tokens, or int.MaxValue when they do not merge.</summary>
-    private int PairRank(int left, int right, out int result) =>
-        _merges.TryGet(left, right, out int rank, out result) ? rank : int.MaxValue;
-
-    private void MergeWithQueue(int length, Scratch scratch)
-    {
         int[] ids = scratch.Ids, prev = scratch.Prev, next = scratch.Next;
         var queue = scratch.Queue;
-        for (int i = 1; i < length; i++) Enqueue(queue, ids, i - 1, i);
+        var initial = scratch.Initial;
+        initial.Clear();
+        for (int i = 0; i < bytes.Length; i++)
+        {
+            ids[i] = _byteTokens[bytes[i]];
+            prev[i] = i - 1;
+            next[i] = i + 1 < bytes.Length ? i + 1 : -1;
+            if (i > 0 && _merges.TryGet(ids[i - 1], ids[i], out int rank, out int result))
+                initial.Add((new Pair(i - 1, i, ids[i - 1], ids[i], result), Priority(rank, i - 1)));
+        }
+        queue.EnqueueRange(initial);
+
         while (queue.TryDequeue(out var pair, out _))
         {
             // A queued pair is stale once either side has merged: merging always changes a symbol's id.
@@ -187,6 +141,7 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
             Enqueue(queue, ids, prev[pair.Left], pair.Left);
             Enqueue(queue, ids, pair.Left, after);
         }
+        for (int i = 0; i >= 0; i = next[i]) output.Add(ids[i]);
     }
 
     private bool TryWholeWord(ReadOnlySpan<byte> bytes, List<int> output)
@@ -210,9 +165,11 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
     {
         if (left < 0 || right < 0) return;
         if (!_merges.TryGet(ids[left], ids[right], out int rank, out int result)) return;
-        // Lowest rank first; among equal ranks the leftmost pair.
-        queue.Enqueue(new Pair(left, right, ids[left], ids[right], result), ((long)rank << 32) | (uint)left);
+        queue.Enqueue(new Pair(left, right, ids[left], ids[right], result), Priority(rank, left));
     }
+
+    /// <summary>Lowest rank first; among equal ranks the leftmost pair.</summary>
+    private static long Priority(int rank, int left) => ((long)rank << 32) | (uint)left;
 
     private readonly record struct Pair(int Left, int Right, int LeftId, int RightId, int Result);
 
@@ -221,7 +178,8 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
     {
         public readonly List<(int Start, int Length)> Words = [];
         public readonly PriorityQueue<Pair, long> Queue = new();
-        public int[] Ids = new int[64], Prev = new int[64], Next = new int[64], Ranks = new int[64], Results = new int[64];
+        public readonly List<(Pair, long)> Initial = [];
+        public int[] Ids = new int[64], Prev = new int[64], Next = new int[64];
 
         public void Reset(int length)
         {
@@ -231,8 +189,6 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
             Ids = new int[size];
             Prev = new int[size];
             Next = new int[size];
-            Ranks = new int[size];
-            Results = new int[size];
         }
     }
 }

@@ -5,8 +5,9 @@ namespace Velo.Text;
 
 /// <summary>
 /// Reads a Hugging Face <c>tokenizer.json</c> (and the <c>tokenizer_config.json</c> beside it, when present) into
-/// <see cref="TokenizerData"/>, the way llama.cpp's converter would write it to GGUF: byte-level BPE and WordPiece
-/// models, added tokens as control or user-defined tokens, the split pattern mapped to its llama.cpp name.
+/// <see cref="TokenizerData"/>, the way llama.cpp's converter would write it to GGUF: byte-level BPE,
+/// SentencePiece-style BPE and WordPiece models, added tokens as control or user-defined tokens, the split pattern
+/// mapped to its llama.cpp name.
 /// </summary>
 public static class HuggingFaceTokenizerReader
 {
@@ -24,13 +25,13 @@ public static class HuggingFaceTokenizerReader
         string file = Directory.Exists(fileOrFolder) ? Path.Combine(fileOrFolder, "tokenizer.json") : fileOrFolder;
         if (!File.Exists(file)) throw new FileNotFoundException($"no tokenizer.json at {fileOrFolder}", file);
         string configFile = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(file))!, "tokenizer_config.json");
-        using var tokenizer = JsonDocument.Parse(File.ReadAllBytes(file));
-        using var config = File.Exists(configFile) ? JsonDocument.Parse(File.ReadAllBytes(configFile)) : null;
         try
         {
+            using var tokenizer = JsonDocument.Parse(File.ReadAllBytes(file));
+            using var config = File.Exists(configFile) ? JsonDocument.Parse(File.ReadAllBytes(configFile)) : null;
             return Read(tokenizer.RootElement, config?.RootElement);
         }
-        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or KeyNotFoundException or FormatException)
         {
             throw new InvalidDataException($"{file} is not a tokenizer.json this reader understands: {e.Message}", e);
         }
@@ -58,10 +59,6 @@ public static class HuggingFaceTokenizerReader
 
     private static TokenizerData ReadBpe(JsonElement tokenizer, JsonElement model, Dictionary<int, string> vocab, JsonElement? config)
     {
-        if (!UsesByteLevel(tokenizer))
-            throw new NotSupportedException("only byte-level BPE tokenizer.json files are supported (no ByteLevel pre-tokenizer or decoder found)");
-        // NFC changes nothing in text that is already composed, which is nearly all text; llama.cpp skips it too.
-        RequireNormalizers(tokenizer, "NFC");
         if (!model.TryGetProperty("merges", out var mergesJson) || mergesJson.GetArrayLength() == 0)
             throw new InvalidDataException("the BPE tokenizer.json has no merges");
         var merges = new List<(string, string)>(mergesJson.GetArrayLength());
@@ -78,7 +75,17 @@ public static class HuggingFaceTokenizerReader
             if (space < 0) throw new InvalidDataException($"merge '{text}' is not two pieces separated by a space");
             merges.Add((text[..space], text[(space + 1)..]));
         }
+        if (UsesByteLevel(tokenizer)) return ReadByteLevelBpe(tokenizer, model, vocab, config, merges);
+        if (model.TryGetProperty("byte_fallback", out var fallback) && fallback.GetBoolean() || HasType(tokenizer, "pre_tokenizer", "Metaspace"))
+            return ReadSentencePieceBpe(tokenizer, model, vocab, config, merges);
+        throw new NotSupportedException("this BPE tokenizer.json is neither byte-level nor SentencePiece-style (no ByteLevel, byte_fallback or Metaspace)");
+    }
 
+    private static TokenizerData ReadByteLevelBpe(JsonElement tokenizer, JsonElement model, Dictionary<int, string> vocab, JsonElement? config,
+        List<(string, string)> merges)
+    {
+        // NFC changes nothing in text that is already composed, which is nearly all text; llama.cpp skips it too.
+        RequireNormalizers(tokenizer, "NFC");
         var patterns = SplitPatterns(tokenizer);
         string? pre = patterns.Count == 1
             ? patterns[0] switch
@@ -149,6 +156,78 @@ public static class HuggingFaceTokenizerReader
             AddSep = template.Last != null,
             Lowercase = lowercase,
             MaxWordChars = model.TryGetProperty("max_input_chars_per_word", out var max) && max.ValueKind == JsonValueKind.Number ? max.GetInt32() : 100,
+            LeftStripTokens = leftStrip,
+            RightStripTokens = rightStrip,
+        };
+    }
+
+    /// <summary>
+    /// Llama 2 / Mistral style: spaces become ▁ (a Replace normalizer or a Metaspace pre-tokenizer), unknown
+    /// characters fall back to &lt;0xXX&gt; pieces. Hugging Face ranks pairs where SentencePiece scores pieces; the
+    /// converters list a piece's merges in its score order, so a piece scores minus the rank of its first merge.
+    /// </summary>
+    private static TokenizerData ReadSentencePieceBpe(JsonElement tokenizer, JsonElement model, Dictionary<int, string> vocab,
+        JsonElement? config, List<(string, string)> merges)
+    {
+        bool addSpacePrefix = false;
+        if (tokenizer.TryGetProperty("normalizer", out var normalizer))
+            foreach (var component in Components(normalizer))
+            {
+                switch (component.GetProperty("type").GetString())
+                {
+                    case "Prepend" when component.GetProperty("prepend").GetString() == "▁":
+                        addSpacePrefix = true;
+                        break;
+                    case "Replace" when component.GetProperty("pattern").TryGetProperty("String", out var from) && from.GetString() == " "
+                                        && component.GetProperty("content").GetString() == "▁":
+                        break;
+                    default:
+                        throw new NotSupportedException($"normalizer {component} is not supported for SentencePiece-style BPE");
+                }
+            }
+        if (tokenizer.TryGetProperty("pre_tokenizer", out var pre))
+            foreach (var component in Components(pre))
+            {
+                if (component.GetProperty("type").GetString() != "Metaspace"
+                    || (component.TryGetProperty("split", out var split) && split.GetBoolean())
+                    || (component.TryGetProperty("replacement", out var mark) && mark.GetString() != "▁"))
+                    throw new NotSupportedException($"pre-tokenizer {component} is not supported for SentencePiece-style BPE (only Metaspace without splitting)");
+                string scheme = component.TryGetProperty("prepend_scheme", out var p) ? p.GetString()! : "always";
+                addSpacePrefix |= scheme != "never";
+            }
+
+        var (tokens, types, leftStrip, rightStrip) = Vocabulary(tokenizer, vocab);
+        var ids = Ids(tokens);
+        for (int id = 0; id < tokens.Length; id++)
+            if (types[id] == TokenType.Normal && tokens[id] is ['<', '0', 'x', _, _, '>'])
+                types[id] = TokenType.Byte;
+        int unknown = model.TryGetProperty("unk_token", out var unk) && unk.ValueKind == JsonValueKind.String ? ids.GetValueOrDefault(unk.GetString()!, -1) : -1;
+        if (unknown >= 0) types[unknown] = TokenType.Unknown;
+
+        var scores = new float[tokens.Length];
+        Array.Fill(scores, float.NegativeInfinity);
+        for (int rank = merges.Count - 1; rank >= 0; rank--)
+        {
+            var (left, right) = merges[rank];
+            if (!ids.ContainsKey(left) || !ids.ContainsKey(right) || !ids.TryGetValue(left + right, out int merged))
+                throw new InvalidDataException($"merge {rank} '{left} {right}' names a piece that is not in the vocabulary");
+            scores[merged] = -rank;
+        }
+
+        var template = TemplateSpecials(tokenizer, ids);
+        return new TokenizerData
+        {
+            Kind = TokenizerKind.SentencePiece,
+            Tokens = tokens,
+            TokenTypes = types,
+            Scores = scores,
+            BosId = ConfigToken(config, "bos_token", ids) ?? template.First ?? -1,
+            EosId = ConfigToken(config, "eos_token", ids) ?? -1,
+            PadId = ConfigToken(config, "pad_token", ids) ?? -1,
+            UnknownId = unknown,
+            AddBos = ConfigBool(config, "add_bos_token") ?? template.First != null,
+            AddEos = ConfigBool(config, "add_eos_token") ?? template.Last != null,
+            AddSpacePrefix = addSpacePrefix,
             LeftStripTokens = leftStrip,
             RightStripTokens = rightStrip,
         };

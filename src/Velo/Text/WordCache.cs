@@ -11,15 +11,24 @@ internal sealed class WordCache
 {
     private const int Limit = 1 << 16;
 
-    private readonly ConcurrentDictionary<string, int[]> _words = new(StringComparer.Ordinal);
-    private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _lookup;
-    private int _size; // ConcurrentDictionary.Count takes every lock, so the size is counted here
+    /// <summary>
+    /// A dictionary sized for the limit from the start: growing a ConcurrentDictionary rehashes it under all its
+    /// locks, and Clear() would shrink it back, so a full table is replaced instead.
+    /// </summary>
+    private sealed class Table
+    {
+        public readonly ConcurrentDictionary<string, int[]> Words = new(Environment.ProcessorCount, Limit, StringComparer.Ordinal);
+        public readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> Lookup;
+        public int Size; // ConcurrentDictionary.Count takes every lock, so the size is counted here
 
-    public WordCache() => _lookup = _words.GetAlternateLookup<ReadOnlySpan<char>>();
+        public Table() => Lookup = Words.GetAlternateLookup<ReadOnlySpan<char>>();
+    }
+
+    private Table _table = new();
 
     public bool TryAppend(ReadOnlySpan<char> word, List<int> output)
     {
-        if (!_lookup.TryGetValue(word, out int[]? ids)) return false;
+        if (!Volatile.Read(ref _table).Lookup.TryGetValue(word, out int[]? ids)) return false;
         output.AddRange(ids);
         return true;
     }
@@ -27,14 +36,13 @@ internal sealed class WordCache
     /// <summary>Stores the ids at the end of <paramref name="output"/> from <paramref name="start"/> on.</summary>
     public void Add(ReadOnlySpan<char> word, List<int> output, int start)
     {
-        if (Volatile.Read(ref _size) >= Limit)
-            lock (_words)
-                if (_size >= Limit)
-                {
-                    _words.Clear();
-                    _size = 0;
-                }
-        if (_words.TryAdd(word.ToString(), CollectionsMarshal.AsSpan(output)[start..].ToArray()))
-            Interlocked.Increment(ref _size);
+        var table = Volatile.Read(ref _table);
+        if (Volatile.Read(ref table.Size) >= Limit)
+        {
+            Interlocked.CompareExchange(ref _table, new Table(), table);
+            table = Volatile.Read(ref _table);
+        }
+        if (table.Words.TryAdd(word.ToString(), CollectionsMarshal.AsSpan(output)[start..].ToArray()))
+            Interlocked.Increment(ref table.Size);
     }
 }

@@ -21,9 +21,10 @@ public sealed class WordPieceTokenizer : TokenizerBase
     {
         if (data.Kind != TokenizerKind.WordPiece) throw new ArgumentException($"not a WordPiece vocabulary: {data.Kind}");
         if (UnknownId < 0) throw new InvalidDataException("WordPiece vocabulary has no unknown token");
-        if (!data.Tokens.Any(t => t.Length > 1 && t[0] == WordStart))
+        var pieces = Enumerable.Range(0, VocabSize).Select(TokenText).ToList();
+        if (!pieces.Any(t => t.Length > 1 && t[0] == WordStart))
             throw new InvalidDataException("WordPiece vocabulary has no word-initial pieces (▁-prefixed, as GGUF stores them)");
-        _maxPieceChars = data.Tokens.Max(t => t.Length);
+        _maxPieceChars = pieces.Max(t => t.Length);
         _lowercase = data.Lowercase;
         _maxWordChars = data.MaxWordChars;
         BuildPieces();

@@ -137,6 +137,20 @@ public class BadTokenizerDataTests
     }
 
     [Fact]
+    public void MalformedTokenizerJsonIsInvalidData()
+    {
+        string folder = WriteTokenizerJson("[\"Ġ Ġ\"");
+        try
+        {
+            Assert.Contains("tokenizer.json", Assert.Throws<InvalidDataException>(() => Tokenizer.FromHuggingFace(folder)).Message);
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    [Fact]
     public void UnsupportedNormalizerIsNamed()
     {
         string folder = WriteTokenizerJson("[\"Ġ Ġ\"]", """{ "type": "Lowercase" }""");
