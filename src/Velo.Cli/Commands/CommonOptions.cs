@@ -40,7 +40,7 @@ internal static class CommonOptions
         }
         catch (Exception e) when (e is GgufFormatException or NotSupportedException or FileNotFoundException
                                       or DirectoryNotFoundException or ArgumentException or InvalidOperationException
-                                      or IOException or UnauthorizedAccessException or FormatException)
+                                      or IOException or UnauthorizedAccessException or FormatException or InvalidDataException)
         {
             Console.Out.Flush();
             Console.Error.WriteLine($"error: {e.Message}");

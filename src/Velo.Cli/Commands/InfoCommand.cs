@@ -86,7 +86,7 @@ internal static class InfoCommand
             table.AddRow("loads", "yes");
             _ = tokenizer;
         }
-        catch (Exception e) when (e is GgufFormatException or NotSupportedException or ArgumentException or FormatException)
+        catch (Exception e) when (e is GgufFormatException or NotSupportedException or ArgumentException or FormatException or InvalidDataException)
         {
             table.AddRow("loads", Markup.Escape("no: " + e.Message));
         }

@@ -19,7 +19,7 @@ internal static class TokenizeCommand
         {
             string input = parse.GetValue(file) is { } f ? File.ReadAllText(f.FullName)
                 : parse.GetValue(text) ?? throw new ArgumentException("give the text with --text or --file");
-            var tokenizer = Load(parse.GetValue(model)!);
+            var tokenizer = Tokenizer.Load(parse.GetValue(model)!);
             int[] ids = tokenizer.Encode(input, addSpecial: !parse.GetValue(noSpecial), parseSpecial: parse.GetValue(parseSpecial));
             if (parse.GetValue(idsOnly))
             {
@@ -32,7 +32,4 @@ internal static class TokenizeCommand
         }));
         return command;
     }
-
-    private static ITokenizer Load(string path) =>
-        path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) ? Tokenizer.FromGguf(path) : Tokenizer.FromHuggingFace(path);
 }
