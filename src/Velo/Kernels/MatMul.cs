@@ -70,11 +70,20 @@ public static unsafe class MatMul
     }
 
     /// <summary>
-    /// Multiplies the same activations by up to <see cref="MaxTargets"/> matrices of one type and width — Q, K and
-    /// V, or gate and up — quantizing the activations once and sharing out the rows of all of them in one dispatch.
+    /// Multiplies the same activations by up to <see cref="MaxTargets"/> matrices of one width — Q, K and V, or gate
+    /// and up — quantizing the activations once and sharing out the rows of all of them in one dispatch. Mixed files
+    /// (Q4_K_M keeps some matrices in Q6_K) need a kernel per type, so each run of same-type matrices is one dispatch.
     /// </summary>
-    public static void Multiply(ReadOnlySpan<MatMulTarget> targets, float* x, int tokens, WorkerPool pool) =>
-        Multiply(targets, x, tokens, pool, MatMulPath.Fastest);
+    public static void Multiply(ReadOnlySpan<MatMulTarget> targets, float* x, int tokens, WorkerPool pool)
+    {
+        int start = 0;
+        for (int i = 1; i <= targets.Length; i++)
+        {
+            if (i < targets.Length && targets[i].Weights.Type == targets[start].Weights.Type) continue;
+            Multiply(targets[start..i], x, tokens, pool, MatMulPath.Fastest);
+            start = i;
+        }
+    }
 
     internal static void Multiply(in WeightMatrix w, float* x, int tokens, float* y, WorkerPool pool, MatMulPath path)
     {

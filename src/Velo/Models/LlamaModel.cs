@@ -59,9 +59,7 @@ public sealed unsafe class LlamaModel : IDisposable
             ref readonly var w = ref Weights.Layers[l];
 
             NormalizeRows(x, w.AttentionNorm, xb, n);
-            MatMul.Multiply(w.Query, xb, n, q, s.Pool);
-            MatMul.Multiply(w.Key, xb, n, k, s.Pool);
-            MatMul.Multiply(w.Value, xb, n, v, s.Pool);
+            MatMul.Multiply([new MatMulTarget(w.Query, q), new MatMulTarget(w.Key, k), new MatMulTarget(w.Value, v)], xb, n, s.Pool);
             for (int i = 0; i < n; i++)
             {
                 var qi = Row(q, i, c.QueryDim);
@@ -96,8 +94,7 @@ public sealed unsafe class LlamaModel : IDisposable
             AddInPlace(x, xb, (long)n * c.Dim);
 
             NormalizeRows(x, w.FfnNorm, xb, n);
-            MatMul.Multiply(w.Gate, xb, n, gate, s.Pool);
-            MatMul.Multiply(w.Up, xb, n, up, s.Pool);
+            MatMul.Multiply([new MatMulTarget(w.Gate, gate), new MatMulTarget(w.Up, up)], xb, n, s.Pool);
             var hidden = new Span<float>(gate, n * c.FfnDim);
             Activations.SwiGLU(hidden, new ReadOnlySpan<float>(up, n * c.FfnDim), hidden);
             MatMul.Multiply(w.Down, gate, n, xb, s.Pool);

@@ -191,26 +191,43 @@ public unsafe class MatMulTests
     }
 
     [Fact]
-    public void MatricesOfDifferentTypesCannotShareACall()
+    public void MatricesOfDifferentTypesInOneCallGiveWhatSeparateCallsGive()
     {
-        using var pool = new WorkerPool(1);
-        using var a = new NativeBuffer(GgmlTypeInfo.RowBytes(GgmlType.Q4_0, 64));
-        using var b = new NativeBuffer(GgmlTypeInfo.RowBytes(GgmlType.Q8_0, 64));
-        var x = new float[64];
-        var y = new float[2];
-        var error = Assert.Throws<ArgumentException>(() =>
+        const int cols = 256, rows = 8, tokens = 3;
+        using var pool = new WorkerPool(2);
+        var rng = new Random(5);
+        var types = new[] { GgmlType.Q4_K, GgmlType.Q4_K, GgmlType.Q6_K };
+        var buffers = types.Select(t => new NativeBuffer(GgmlTypeInfo.RowBytes(t, cols) * rows)).ToArray();
+        try
         {
-            fixed (float* px = x, py = y)
+            var row = new float[cols];
+            for (int m = 0; m < types.Length; m++)
+                for (int r = 0; r < rows; r++)
+                {
+                    for (int c = 0; c < cols; c++) row[c] = (float)(rng.NextDouble() * 2 - 1);
+                    long bytes = GgmlTypeInfo.RowBytes(types[m], cols);
+                    Quantize.Row(types[m], row, new Span<byte>((byte*)buffers[m].Pointer + r * bytes, (int)bytes));
+                }
+            var x = Enumerable.Range(0, cols * tokens).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            var together = new float[types.Length * rows * tokens];
+            var separate = new float[together.Length];
+            fixed (float* px = x, pt = together, ps = separate)
             {
-                Span<MatMulTarget> targets =
-                [
-                    new(new WeightMatrix((byte*)a.Pointer, GgmlType.Q4_0, 1, 64), py),
-                    new(new WeightMatrix((byte*)b.Pointer, GgmlType.Q8_0, 1, 64), py + 1),
-                ];
-                MatMul.Multiply(targets, px, 1, pool);
+                var targets = new MatMulTarget[types.Length];
+                for (int m = 0; m < types.Length; m++)
+                {
+                    var w = new WeightMatrix((byte*)buffers[m].Pointer, types[m], rows, cols);
+                    targets[m] = new MatMulTarget(w, pt + m * rows * tokens);
+                    MatMul.Multiply(w, px, tokens, ps + m * rows * tokens, pool);
+                }
+                MatMul.Multiply(targets, px, tokens, pool);
             }
-        });
-        Assert.Contains("share type and width", error.Message);
+            Assert.Equal(separate, together);
+        }
+        finally
+        {
+            foreach (var b in buffers) b.Dispose();
+        }
     }
 
     [Theory]
