@@ -1,7 +1,7 @@
 using System.Diagnostics;
-using System.Text;
 using System.Threading.Channels;
 using Velo.Models;
+using Velo.Text;
 using Velo.Threading;
 
 namespace Velo.Inference;
@@ -103,7 +103,7 @@ public sealed class BatchScheduler : IDisposable
         if (request.TopLogprobs is < 0 or > GenerationRequest.MaxTopLogprobs)
             throw new ArgumentException($"top logprobs must be between 0 and {GenerationRequest.MaxTopLogprobs}");
         ObjectDisposedException.ThrowIf(_stopping, this);
-        var sequence = new Sequence(request, new Sampler(request.Options.Sampling, _model.Config.VocabSize), cancellation);
+        var sequence = new Sequence(request, new Sampler(request.Options.Sampling, _model.Config.VocabSize), _model.Tokenizer, cancellation);
         lock (_gate)
         {
             // Checked under the lock Dispose takes, so no request can slip into a queue nobody will drain.
@@ -269,10 +269,7 @@ public sealed class BatchScheduler : IDisposable
         TokenLogprob? chosen = null;
         TokenLogprob[]? top = null;
         if (sequence.Request.TopLogprobs is int alternatives) (chosen, top) = Logprobs(logits, token, alternatives);
-        var bytes = tokenizer.TokenBytes(token, skipSpecial: true);
-        var chars = new char[Encoding.UTF8.GetMaxCharCount(bytes.Length)];
-        int count = sequence.Decoder.GetChars(bytes, chars, flush: false);
-        var (text, stopped) = sequence.Stop.Push(new string(chars, 0, count));
+        var (text, stopped) = sequence.Stop.Push(sequence.Decoder.Append(token));
         sequence.Output.Writer.TryWrite(new GeneratedPiece(token, text, sequence.Clock.Elapsed, chosen, top));
         if (stopped) return FinishReason.Stop;
 
@@ -372,7 +369,7 @@ public sealed class BatchScheduler : IDisposable
         public bool Busy { get; set; }
     }
 
-    private sealed class Sequence(GenerationRequest request, Sampler sampler, CancellationToken cancellation)
+    private sealed class Sequence(GenerationRequest request, Sampler sampler, ITokenizer tokenizer, CancellationToken cancellation)
     {
         public GenerationRequest Request { get; } = request;
         public Sampler Sampler { get; } = sampler;
@@ -380,7 +377,7 @@ public sealed class BatchScheduler : IDisposable
         public Stopwatch Clock { get; } = Stopwatch.StartNew();
         public Channel<GeneratedPiece> Output { get; } = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleWriter = true });
         public TaskCompletionSource<GenerationSummary> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        public Decoder Decoder { get; } = Encoding.UTF8.GetDecoder();
+        public StreamingDecoder Decoder { get; } = new(tokenizer, skipSpecial: true);
         public StopStringMatcher Stop { get; } = new(request.Options.Stop);
         public Slot? Slot { get; set; }
         public bool Prefilled { get; set; }
