@@ -14,9 +14,15 @@ internal static class TokenizeCommand
         var idsOnly = new Option<bool>("--ids") { Description = "Print only the ids, space-separated" };
         var noSpecial = new Option<bool>("--no-special") { Description = "Do not add BOS/EOS (CLS/SEP)" };
         var parseSpecial = new Option<bool>("--parse-special") { Description = "Recognise control tokens written in the text" };
-        var command = new Command("tokenize", "Show how a model's tokenizer splits a text") { model, text, file, idsOnly, noSpecial, parseSpecial };
+        var bench = new Option<bool>("--bench") { Description = "Measure encode throughput (MB/s, one thread) on 1 MB of English and of code/CJK/emoji" };
+        var command = new Command("tokenize", "Show how a model's tokenizer splits a text") { model, text, file, idsOnly, noSpecial, parseSpecial, bench };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
+            if (parse.GetValue(bench))
+            {
+                foreach (var result in TokenizerBenchmark.Run(Tokenizer.Load(parse.GetValue(model)!))) Console.WriteLine(result);
+                return 0;
+            }
             string input = parse.GetValue(file) is { } f ? File.ReadAllText(f.FullName)
                 : parse.GetValue(text) ?? throw new ArgumentException("give the text with --text or --file");
             var tokenizer = Tokenizer.Load(parse.GetValue(model)!);
