@@ -80,6 +80,30 @@ internal unsafe struct F16Row : IFloatRow
 
     public static float Load1(byte* row, int index) => (float)((Half*)row)[index];
 
+    /// <summary>The columns one byte of <see cref="WeightMatrix.RareBlocks"/> speaks for.</summary>
+    public const int RareBlockColumns = 32;
+
+    /// <summary>
+    /// Fills rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of <paramref name="flags"/> (Rows × Cols / 32
+    /// bytes) as <see cref="WeightMatrix.RareBlocks"/> describes.
+    /// </summary>
+    public static void FindRareBlocks(in WeightMatrix w, int rowStart, int rowEnd, byte* flags)
+    {
+        if (w.Type != GgmlType.F16 || w.Cols % RareBlockColumns != 0)
+            throw new ArgumentException($"Rare-block flags describe F16 matrices whose width is a multiple of {RareBlockColumns}, not {w.Type}×{w.Cols}.");
+        int blocks = w.Cols / RareBlockColumns;
+        flags += (long)rowStart * blocks;
+        for (int r = rowStart; r < rowEnd; r++)
+        {
+            byte* row = w.Row(r);
+            for (int b = 0; b < blocks; b++)
+            {
+                int i = b * RareBlockColumns;
+                *flags++ = HasRareValues(row, i, row, i + 16) ? (byte)1 : (byte)0;
+            }
+        }
+    }
+
     /// <summary>Widens a row of <paramref name="count"/> halves to floats.</summary>
     public static void Widen(byte* row, float* destination, int count)
     {
@@ -183,17 +207,31 @@ internal static unsafe class FloatKernels
             }
             else
             {
+                // Only the weights as stored have flags (the widened F32 rows of prefill have no rare values).
+                byte* rareBlocks = typeof(TRow) == typeof(F16Row) ? task->W.RareBlocks : null;
+                long flagsPerRow = cols / F16Row.RareBlockColumns;
                 for (; r + 2 <= rowEnd; r += 2, row += 2 * rowBytes)
+                {
+                    byte* rare0 = rareBlocks == null ? null : rareBlocks + r * flagsPerRow;
+                    byte* rare1 = rareBlocks == null ? null : rare0 + flagsPerRow;
                     for (int t = 0; t < tileTokens; t++)
-                        Dot2<TRow>(row, row + rowBytes, x + (long)t * cols, cols, y + (long)t * rows + r);
+                        Dot2<TRow>(row, row + rowBytes, rare0, rare1, x + (long)t * cols, cols, y + (long)t * rows + r);
+                }
                 if (r < rowEnd)
+                {
+                    byte* rare = rareBlocks == null ? null : rareBlocks + r * flagsPerRow;
                     for (int t = 0; t < tileTokens; t++)
-                        y[(long)t * rows + r] = Dot1<TRow>(row, x + (long)t * cols, cols);
+                        y[(long)t * rows + r] = Dot1<TRow>(row, rare, x + (long)t * cols, cols);
+                }
             }
         }
     }
 
-    private static float Dot1<TRow>(byte* row, float* x, int cols) where TRow : IFloatRow
+    /// <summary>
+    /// <paramref name="rareBlocks"/>: the row's <see cref="WeightMatrix.RareBlocks"/>, or null to check the
+    /// weights themselves.
+    /// </summary>
+    private static float Dot1<TRow>(byte* row, byte* rareBlocks, float* x, int cols) where TRow : IFloatRow
     {
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         int i = 0;
@@ -201,7 +239,7 @@ internal static unsafe class FloatKernels
         for (; i + 32 <= cols; i += 32)
         {
             Vector256<float> w0, w1, w2, w3;
-            if (TRow.HasRareValues(row, i, row, i + 16))
+            if (rareBlocks != null ? rareBlocks[i / 32] != 0 : TRow.HasRareValues(row, i, row, i + 16))
             {
                 w0 = TRow.Load8(row, i);
                 w1 = TRow.Load8(row, i + 8);
@@ -234,40 +272,21 @@ internal static unsafe class FloatKernels
     /// on the same core's caches hurts most. Each row is summed in exactly the order of <see cref="Dot1{TRow}"/>,
     /// so results do not depend on which rows end up paired (which depends on the thread count).
     /// </summary>
-    private static void Dot2<TRow>(byte* row0, byte* row1, float* x, int cols, float* y) where TRow : IFloatRow
+    private static void Dot2<TRow>(byte* row0, byte* row1, byte* rareBlocks0, byte* rareBlocks1, float* x, int cols, float* y) where TRow : IFloatRow
     {
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
         Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
         int i = 0;
         for (; i + 32 <= cols; i += 32)
         {
-            bool rare = TRow.HasRareValues(row0, i, row0, i + 16) || TRow.HasRareValues(row1, i, row1, i + 16);
+            bool rare0 = rareBlocks0 != null ? rareBlocks0[i / 32] != 0 : TRow.HasRareValues(row0, i, row0, i + 16);
+            bool rare1 = rareBlocks1 != null ? rareBlocks1[i / 32] != 0 : TRow.HasRareValues(row1, i, row1, i + 16);
             var x0 = Avx.LoadVector256(x + i);
             var x1 = Avx.LoadVector256(x + i + 8);
             var x2 = Avx.LoadVector256(x + i + 16);
             var x3 = Avx.LoadVector256(x + i + 24);
-            if (rare)
-            {
-                a0 = Fma.MultiplyAdd(TRow.Load8(row0, i), x0, a0);
-                a1 = Fma.MultiplyAdd(TRow.Load8(row0, i + 8), x1, a1);
-                a2 = Fma.MultiplyAdd(TRow.Load8(row0, i + 16), x2, a2);
-                a3 = Fma.MultiplyAdd(TRow.Load8(row0, i + 24), x3, a3);
-                b0 = Fma.MultiplyAdd(TRow.Load8(row1, i), x0, b0);
-                b1 = Fma.MultiplyAdd(TRow.Load8(row1, i + 8), x1, b1);
-                b2 = Fma.MultiplyAdd(TRow.Load8(row1, i + 16), x2, b2);
-                b3 = Fma.MultiplyAdd(TRow.Load8(row1, i + 24), x3, b3);
-            }
-            else
-            {
-                a0 = Fma.MultiplyAdd(TRow.Load8Common(row0, i), x0, a0);
-                a1 = Fma.MultiplyAdd(TRow.Load8Common(row0, i + 8), x1, a1);
-                a2 = Fma.MultiplyAdd(TRow.Load8Common(row0, i + 16), x2, a2);
-                a3 = Fma.MultiplyAdd(TRow.Load8Common(row0, i + 24), x3, a3);
-                b0 = Fma.MultiplyAdd(TRow.Load8Common(row1, i), x0, b0);
-                b1 = Fma.MultiplyAdd(TRow.Load8Common(row1, i + 8), x1, b1);
-                b2 = Fma.MultiplyAdd(TRow.Load8Common(row1, i + 16), x2, b2);
-                b3 = Fma.MultiplyAdd(TRow.Load8Common(row1, i + 24), x3, b3);
-            }
+            Accumulate32<TRow>(row0, i, rare0, x0, x1, x2, x3, ref a0, ref a1, ref a2, ref a3);
+            Accumulate32<TRow>(row1, i, rare1, x0, x1, x2, x3, ref b0, ref b1, ref b2, ref b3);
         }
         for (; i + 8 <= cols; i += 8)
         {
@@ -283,6 +302,27 @@ internal static unsafe class FloatKernels
         }
         y[0] = s0;
         y[1] = s1;
+    }
+
+    /// <summary>Adds columns <paramref name="i"/>..+32 of one row times the activations to the four accumulators.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Accumulate32<TRow>(byte* row, int i, bool rare, Vector256<float> x0, Vector256<float> x1, Vector256<float> x2, Vector256<float> x3,
+        ref Vector256<float> acc0, ref Vector256<float> acc1, ref Vector256<float> acc2, ref Vector256<float> acc3) where TRow : IFloatRow
+    {
+        if (rare)
+        {
+            acc0 = Fma.MultiplyAdd(TRow.Load8(row, i), x0, acc0);
+            acc1 = Fma.MultiplyAdd(TRow.Load8(row, i + 8), x1, acc1);
+            acc2 = Fma.MultiplyAdd(TRow.Load8(row, i + 16), x2, acc2);
+            acc3 = Fma.MultiplyAdd(TRow.Load8(row, i + 24), x3, acc3);
+        }
+        else
+        {
+            acc0 = Fma.MultiplyAdd(TRow.Load8Common(row, i), x0, acc0);
+            acc1 = Fma.MultiplyAdd(TRow.Load8Common(row, i + 8), x1, acc1);
+            acc2 = Fma.MultiplyAdd(TRow.Load8Common(row, i + 16), x2, acc2);
+            acc3 = Fma.MultiplyAdd(TRow.Load8Common(row, i + 24), x3, acc3);
+        }
     }
 
     /// <summary>
