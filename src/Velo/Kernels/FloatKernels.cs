@@ -229,38 +229,22 @@ internal static unsafe class FloatKernels
 
     /// <summary>
     /// <paramref name="rareBlocks"/>: the row's <see cref="WeightMatrix.RareBlocks"/>, or null to check the
-    /// weights themselves.
+    /// weights themselves. One accumulator, in the order of each token of <see cref="Dot2x4{TRow}"/> and
+    /// <see cref="Dot4{TRow}"/>, so a token's result does not depend on how many others share its batch. Decode
+    /// is bound by widening and memory rather than FMA latency, so the single dependency chain costs nothing there.
     /// </summary>
     private static float Dot1<TRow>(byte* row, byte* rareBlocks, float* x, int cols) where TRow : IFloatRow
     {
-        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        Vector256<float> acc = default;
         int i = 0;
-        // Four independent accumulators hide the FMA latency.
         for (; i + 32 <= cols; i += 32)
         {
-            Vector256<float> w0, w1, w2, w3;
-            if (rareBlocks != null ? rareBlocks[i / 32] != 0 : TRow.HasRareValues(row, i, row, i + 16))
-            {
-                w0 = TRow.Load8(row, i);
-                w1 = TRow.Load8(row, i + 8);
-                w2 = TRow.Load8(row, i + 16);
-                w3 = TRow.Load8(row, i + 24);
-            }
-            else
-            {
-                w0 = TRow.Load8Common(row, i);
-                w1 = TRow.Load8Common(row, i + 8);
-                w2 = TRow.Load8Common(row, i + 16);
-                w3 = TRow.Load8Common(row, i + 24);
-            }
-            acc0 = Fma.MultiplyAdd(w0, Avx.LoadVector256(x + i), acc0);
-            acc1 = Fma.MultiplyAdd(w1, Avx.LoadVector256(x + i + 8), acc1);
-            acc2 = Fma.MultiplyAdd(w2, Avx.LoadVector256(x + i + 16), acc2);
-            acc3 = Fma.MultiplyAdd(w3, Avx.LoadVector256(x + i + 24), acc3);
+            bool rare = rareBlocks != null ? rareBlocks[i / 32] != 0 : TRow.HasRareValues(row, i, row, i + 16);
+            Accumulate32<TRow>(row, i, rare, x, ref acc);
         }
         for (; i + 8 <= cols; i += 8)
-            acc0 = Fma.MultiplyAdd(TRow.Load8(row, i), Avx.LoadVector256(x + i), acc0);
-        float sum = Vector256.Sum((acc0 + acc1) + (acc2 + acc3));
+            acc = Fma.MultiplyAdd(TRow.Load8(row, i), Avx.LoadVector256(x + i), acc);
+        float sum = Vector256.Sum(acc);
         for (; i < cols; i++)
             sum += TRow.Load1(row, i) * x[i];
         return sum;
@@ -274,27 +258,22 @@ internal static unsafe class FloatKernels
     /// </summary>
     private static void Dot2<TRow>(byte* row0, byte* row1, byte* rareBlocks0, byte* rareBlocks1, float* x, int cols, float* y) where TRow : IFloatRow
     {
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        Vector256<float> a = default, b = default;
         int i = 0;
         for (; i + 32 <= cols; i += 32)
         {
             bool rare0 = rareBlocks0 != null ? rareBlocks0[i / 32] != 0 : TRow.HasRareValues(row0, i, row0, i + 16);
             bool rare1 = rareBlocks1 != null ? rareBlocks1[i / 32] != 0 : TRow.HasRareValues(row1, i, row1, i + 16);
-            var x0 = Avx.LoadVector256(x + i);
-            var x1 = Avx.LoadVector256(x + i + 8);
-            var x2 = Avx.LoadVector256(x + i + 16);
-            var x3 = Avx.LoadVector256(x + i + 24);
-            Accumulate32<TRow>(row0, i, rare0, x0, x1, x2, x3, ref a0, ref a1, ref a2, ref a3);
-            Accumulate32<TRow>(row1, i, rare1, x0, x1, x2, x3, ref b0, ref b1, ref b2, ref b3);
+            Accumulate32<TRow>(row0, i, rare0, x, ref a);
+            Accumulate32<TRow>(row1, i, rare1, x, ref b);
         }
         for (; i + 8 <= cols; i += 8)
         {
             var xv = Avx.LoadVector256(x + i);
-            a0 = Fma.MultiplyAdd(TRow.Load8(row0, i), xv, a0);
-            b0 = Fma.MultiplyAdd(TRow.Load8(row1, i), xv, b0);
+            a = Fma.MultiplyAdd(TRow.Load8(row0, i), xv, a);
+            b = Fma.MultiplyAdd(TRow.Load8(row1, i), xv, b);
         }
-        float s0 = Vector256.Sum((a0 + a1) + (a2 + a3)), s1 = Vector256.Sum((b0 + b1) + (b2 + b3));
+        float s0 = Vector256.Sum(a), s1 = Vector256.Sum(b);
         for (; i < cols; i++)
         {
             s0 += TRow.Load1(row0, i) * x[i];
@@ -304,24 +283,23 @@ internal static unsafe class FloatKernels
         y[1] = s1;
     }
 
-    /// <summary>Adds columns <paramref name="i"/>..+32 of one row times the activations to the four accumulators.</summary>
+    /// <summary>Adds columns <paramref name="i"/>..+32 of one row times the activations to the accumulator, 8 at a time.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate32<TRow>(byte* row, int i, bool rare, Vector256<float> x0, Vector256<float> x1, Vector256<float> x2, Vector256<float> x3,
-        ref Vector256<float> acc0, ref Vector256<float> acc1, ref Vector256<float> acc2, ref Vector256<float> acc3) where TRow : IFloatRow
+    private static void Accumulate32<TRow>(byte* row, int i, bool rare, float* x, ref Vector256<float> acc) where TRow : IFloatRow
     {
         if (rare)
         {
-            acc0 = Fma.MultiplyAdd(TRow.Load8(row, i), x0, acc0);
-            acc1 = Fma.MultiplyAdd(TRow.Load8(row, i + 8), x1, acc1);
-            acc2 = Fma.MultiplyAdd(TRow.Load8(row, i + 16), x2, acc2);
-            acc3 = Fma.MultiplyAdd(TRow.Load8(row, i + 24), x3, acc3);
+            acc = Fma.MultiplyAdd(TRow.Load8(row, i), Avx.LoadVector256(x + i), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8(row, i + 8), Avx.LoadVector256(x + i + 8), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8(row, i + 16), Avx.LoadVector256(x + i + 16), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8(row, i + 24), Avx.LoadVector256(x + i + 24), acc);
         }
         else
         {
-            acc0 = Fma.MultiplyAdd(TRow.Load8Common(row, i), x0, acc0);
-            acc1 = Fma.MultiplyAdd(TRow.Load8Common(row, i + 8), x1, acc1);
-            acc2 = Fma.MultiplyAdd(TRow.Load8Common(row, i + 16), x2, acc2);
-            acc3 = Fma.MultiplyAdd(TRow.Load8Common(row, i + 24), x3, acc3);
+            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i), Avx.LoadVector256(x + i), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i + 8), Avx.LoadVector256(x + i + 8), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i + 16), Avx.LoadVector256(x + i + 16), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i + 24), Avx.LoadVector256(x + i + 24), acc);
         }
     }
 
