@@ -8,7 +8,7 @@ namespace Velo.Tests.Models;
 /// <summary>
 /// A sequence's logits must not depend on what else is in the batch: continuous batching mixes requests freely,
 /// and greedy answers must be the same alone or among others. Every matmul path (tiles of several tokens and the
-/// single-token remainder) has to sum each token's products in the same order. The float weight types do; the
+/// single-token remainder) has to sum each token's products in the same order. The float types and Q8_0 do; the other
 /// quantized types' tiled kernels still sum in a different order from their single-token kernels.
 /// </summary>
 public sealed class BatchInvarianceTests
@@ -17,9 +17,10 @@ public sealed class BatchInvarianceTests
     [InlineData(GgmlType.F32)]
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.BF16)]
+    [InlineData(GgmlType.Q8_0)]
     public void Logits_of_a_sequence_are_bit_identical_alone_and_in_any_batch(GgmlType type)
     {
-        // Columns not a multiple of 32 exercise every loop's tail.
+        // Columns not a multiple of 32 floats or 8 blocks exercise every loop's tail.
         var spec = ReferenceForwardTests.Variant("llama-gqa") with { WeightType = type, Dim = 256 + 32 * 3, FfnDim = 512 + 256 };
         string path = Path.Combine(Path.GetTempPath(), $"velo-batch-invariance-{type}-{Environment.ProcessId}.gguf");
         try
