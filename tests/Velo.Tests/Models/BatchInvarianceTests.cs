@@ -8,8 +8,8 @@ namespace Velo.Tests.Models;
 /// <summary>
 /// A sequence's logits must not depend on what else is in the batch: continuous batching mixes requests freely,
 /// and greedy answers must be the same alone or among others. Every matmul path (tiles of several tokens and the
-/// single-token remainder) has to sum each token's products in the same order. The float types and Q8_0 do; the other
-/// quantized types' tiled kernels still sum in a different order from their single-token kernels.
+/// single-token remainder) has to sum each token's products in the same order. The float and 32-block types do; the
+/// K-quants' tiled kernels still sum in a different order from their single-token kernels.
 /// </summary>
 public sealed class BatchInvarianceTests
 {
@@ -18,6 +18,10 @@ public sealed class BatchInvarianceTests
     [InlineData(GgmlType.F16)]
     [InlineData(GgmlType.BF16)]
     [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q4_1)]
+    [InlineData(GgmlType.Q5_0)]
+    [InlineData(GgmlType.Q5_1)]
     public void Logits_of_a_sequence_are_bit_identical_alone_and_in_any_batch(GgmlType type)
     {
         // Columns not a multiple of 32 floats or 8 blocks exercise every loop's tail.
