@@ -152,29 +152,27 @@ internal static unsafe class Block32Kernels
         // No calls inside the loops: every vector register is caller-saved on x64, so a call would make the JIT
         // keep the accumulators in memory.
         float* combined = stackalloc float[Batch];
-        Vector256<float> acc0 = default, acc1 = default;
+        // One accumulator, in the order of each token of Dot4, so a token's result does not depend on how many
+        // others share its batch. The FMA chain's latency hides under each block's integer work.
+        Vector256<float> acc = default;
         int whole = blocks - blocks % Batch;
         for (int b0 = 0; b0 < whole; b0 += Batch)
         {
             byte* batch = row + b0 * TBlock.BlockBytes;
             WeightScales<TBlock>(batch, out var d, out var offset);
-            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc1));
-            // Two accumulators: one chain of dependent FMAs would wait on the FMA latency every block.
-            for (int j = 0; j < Batch; j += 2)
-            {
-                acc0 = Fma.MultiplyAdd(BlockDot<TBlock>(batch + j * TBlock.BlockBytes, xq + (b0 + j) * 32), Vector256.Create(combined[j]), acc0);
-                acc1 = Fma.MultiplyAdd(BlockDot<TBlock>(batch + (j + 1) * TBlock.BlockBytes, xq + (b0 + j + 1) * 32), Vector256.Create(combined[j + 1]), acc1);
-            }
+            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc));
+            for (int j = 0; j < Batch; j++)
+                acc = Fma.MultiplyAdd(BlockDot<TBlock>(batch + j * TBlock.BlockBytes, xq + (b0 + j) * 32), Vector256.Create(combined[j]), acc);
         }
         float offsetTail = 0;
         for (int b = whole; b < blocks; b++)
         {
             byte* block = row + b * TBlock.BlockBytes;
             float d = F16Row.ToSingle(*(ushort*)block);
-            acc0 = Fma.MultiplyAdd(BlockDot<TBlock>(block, xq + b * 32), Vector256.Create(d * xd[b]), acc0);
+            acc = Fma.MultiplyAdd(BlockDot<TBlock>(block, xq + b * 32), Vector256.Create(d * xd[b]), acc);
             offsetTail += OffsetTerm<TBlock>(block, d, xs[b]);
         }
-        return Vector256.Sum(acc0 + acc1) + offsetTail;
+        return Vector256.Sum(acc) + offsetTail;
     }
 
     /// <summary>One row against four tokens: each block is unpacked once for all four.</summary>

@@ -80,6 +80,30 @@ internal unsafe struct F16Row : IFloatRow
 
     public static float Load1(byte* row, int index) => (float)((Half*)row)[index];
 
+    /// <summary>The columns one byte of <see cref="WeightMatrix.RareBlocks"/> speaks for.</summary>
+    public const int RareBlockColumns = 32;
+
+    /// <summary>
+    /// Fills rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of <paramref name="flags"/> (Rows × Cols / 32
+    /// bytes) as <see cref="WeightMatrix.RareBlocks"/> describes.
+    /// </summary>
+    public static void FindRareBlocks(in WeightMatrix w, int rowStart, int rowEnd, byte* flags)
+    {
+        if (w.Type != GgmlType.F16 || w.Cols % RareBlockColumns != 0)
+            throw new ArgumentException($"Rare-block flags describe F16 matrices whose width is a multiple of {RareBlockColumns}, not {w.Type}×{w.Cols}.");
+        int blocks = w.Cols / RareBlockColumns;
+        flags += (long)rowStart * blocks;
+        for (int r = rowStart; r < rowEnd; r++)
+        {
+            byte* row = w.Row(r);
+            for (int b = 0; b < blocks; b++)
+            {
+                int i = b * RareBlockColumns;
+                *flags++ = HasRareValues(row, i, row, i + 16) ? (byte)1 : (byte)0;
+            }
+        }
+    }
+
     /// <summary>Widens a row of <paramref name="count"/> halves to floats.</summary>
     public static void Widen(byte* row, float* destination, int count)
     {
@@ -183,46 +207,44 @@ internal static unsafe class FloatKernels
             }
             else
             {
+                // Only the weights as stored have flags (the widened F32 rows of prefill have no rare values).
+                byte* rareBlocks = typeof(TRow) == typeof(F16Row) ? task->W.RareBlocks : null;
+                long flagsPerRow = cols / F16Row.RareBlockColumns;
                 for (; r + 2 <= rowEnd; r += 2, row += 2 * rowBytes)
+                {
+                    byte* rare0 = rareBlocks == null ? null : rareBlocks + r * flagsPerRow;
+                    byte* rare1 = rareBlocks == null ? null : rare0 + flagsPerRow;
                     for (int t = 0; t < tileTokens; t++)
-                        Dot2<TRow>(row, row + rowBytes, x + (long)t * cols, cols, y + (long)t * rows + r);
+                        Dot2<TRow>(row, row + rowBytes, rare0, rare1, x + (long)t * cols, cols, y + (long)t * rows + r);
+                }
                 if (r < rowEnd)
+                {
+                    byte* rare = rareBlocks == null ? null : rareBlocks + r * flagsPerRow;
                     for (int t = 0; t < tileTokens; t++)
-                        y[(long)t * rows + r] = Dot1<TRow>(row, x + (long)t * cols, cols);
+                        y[(long)t * rows + r] = Dot1<TRow>(row, rare, x + (long)t * cols, cols);
+                }
             }
         }
     }
 
-    private static float Dot1<TRow>(byte* row, float* x, int cols) where TRow : IFloatRow
+    /// <summary>
+    /// <paramref name="rareBlocks"/>: the row's <see cref="WeightMatrix.RareBlocks"/>, or null to check the
+    /// weights themselves. One accumulator, in the order of each token of <see cref="Dot2x4{TRow}"/> and
+    /// <see cref="Dot4{TRow}"/>, so a token's result does not depend on how many others share its batch. Decode
+    /// is bound by widening and memory rather than FMA latency, so the single dependency chain costs nothing there.
+    /// </summary>
+    private static float Dot1<TRow>(byte* row, byte* rareBlocks, float* x, int cols) where TRow : IFloatRow
     {
-        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        Vector256<float> acc = default;
         int i = 0;
-        // Four independent accumulators hide the FMA latency.
         for (; i + 32 <= cols; i += 32)
         {
-            Vector256<float> w0, w1, w2, w3;
-            if (TRow.HasRareValues(row, i, row, i + 16))
-            {
-                w0 = TRow.Load8(row, i);
-                w1 = TRow.Load8(row, i + 8);
-                w2 = TRow.Load8(row, i + 16);
-                w3 = TRow.Load8(row, i + 24);
-            }
-            else
-            {
-                w0 = TRow.Load8Common(row, i);
-                w1 = TRow.Load8Common(row, i + 8);
-                w2 = TRow.Load8Common(row, i + 16);
-                w3 = TRow.Load8Common(row, i + 24);
-            }
-            acc0 = Fma.MultiplyAdd(w0, Avx.LoadVector256(x + i), acc0);
-            acc1 = Fma.MultiplyAdd(w1, Avx.LoadVector256(x + i + 8), acc1);
-            acc2 = Fma.MultiplyAdd(w2, Avx.LoadVector256(x + i + 16), acc2);
-            acc3 = Fma.MultiplyAdd(w3, Avx.LoadVector256(x + i + 24), acc3);
+            bool rare = rareBlocks != null ? rareBlocks[i / 32] != 0 : TRow.HasRareValues(row, i, row, i + 16);
+            Accumulate32<TRow>(row, i, rare, x, ref acc);
         }
         for (; i + 8 <= cols; i += 8)
-            acc0 = Fma.MultiplyAdd(TRow.Load8(row, i), Avx.LoadVector256(x + i), acc0);
-        float sum = Vector256.Sum((acc0 + acc1) + (acc2 + acc3));
+            acc = Fma.MultiplyAdd(TRow.Load8(row, i), Avx.LoadVector256(x + i), acc);
+        float sum = Vector256.Sum(acc);
         for (; i < cols; i++)
             sum += TRow.Load1(row, i) * x[i];
         return sum;
@@ -234,48 +256,24 @@ internal static unsafe class FloatKernels
     /// on the same core's caches hurts most. Each row is summed in exactly the order of <see cref="Dot1{TRow}"/>,
     /// so results do not depend on which rows end up paired (which depends on the thread count).
     /// </summary>
-    private static void Dot2<TRow>(byte* row0, byte* row1, float* x, int cols, float* y) where TRow : IFloatRow
+    private static void Dot2<TRow>(byte* row0, byte* row1, byte* rareBlocks0, byte* rareBlocks1, float* x, int cols, float* y) where TRow : IFloatRow
     {
-        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
-        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        Vector256<float> a = default, b = default;
         int i = 0;
         for (; i + 32 <= cols; i += 32)
         {
-            bool rare = TRow.HasRareValues(row0, i, row0, i + 16) || TRow.HasRareValues(row1, i, row1, i + 16);
-            var x0 = Avx.LoadVector256(x + i);
-            var x1 = Avx.LoadVector256(x + i + 8);
-            var x2 = Avx.LoadVector256(x + i + 16);
-            var x3 = Avx.LoadVector256(x + i + 24);
-            if (rare)
-            {
-                a0 = Fma.MultiplyAdd(TRow.Load8(row0, i), x0, a0);
-                a1 = Fma.MultiplyAdd(TRow.Load8(row0, i + 8), x1, a1);
-                a2 = Fma.MultiplyAdd(TRow.Load8(row0, i + 16), x2, a2);
-                a3 = Fma.MultiplyAdd(TRow.Load8(row0, i + 24), x3, a3);
-                b0 = Fma.MultiplyAdd(TRow.Load8(row1, i), x0, b0);
-                b1 = Fma.MultiplyAdd(TRow.Load8(row1, i + 8), x1, b1);
-                b2 = Fma.MultiplyAdd(TRow.Load8(row1, i + 16), x2, b2);
-                b3 = Fma.MultiplyAdd(TRow.Load8(row1, i + 24), x3, b3);
-            }
-            else
-            {
-                a0 = Fma.MultiplyAdd(TRow.Load8Common(row0, i), x0, a0);
-                a1 = Fma.MultiplyAdd(TRow.Load8Common(row0, i + 8), x1, a1);
-                a2 = Fma.MultiplyAdd(TRow.Load8Common(row0, i + 16), x2, a2);
-                a3 = Fma.MultiplyAdd(TRow.Load8Common(row0, i + 24), x3, a3);
-                b0 = Fma.MultiplyAdd(TRow.Load8Common(row1, i), x0, b0);
-                b1 = Fma.MultiplyAdd(TRow.Load8Common(row1, i + 8), x1, b1);
-                b2 = Fma.MultiplyAdd(TRow.Load8Common(row1, i + 16), x2, b2);
-                b3 = Fma.MultiplyAdd(TRow.Load8Common(row1, i + 24), x3, b3);
-            }
+            bool rare0 = rareBlocks0 != null ? rareBlocks0[i / 32] != 0 : TRow.HasRareValues(row0, i, row0, i + 16);
+            bool rare1 = rareBlocks1 != null ? rareBlocks1[i / 32] != 0 : TRow.HasRareValues(row1, i, row1, i + 16);
+            Accumulate32<TRow>(row0, i, rare0, x, ref a);
+            Accumulate32<TRow>(row1, i, rare1, x, ref b);
         }
         for (; i + 8 <= cols; i += 8)
         {
             var xv = Avx.LoadVector256(x + i);
-            a0 = Fma.MultiplyAdd(TRow.Load8(row0, i), xv, a0);
-            b0 = Fma.MultiplyAdd(TRow.Load8(row1, i), xv, b0);
+            a = Fma.MultiplyAdd(TRow.Load8(row0, i), xv, a);
+            b = Fma.MultiplyAdd(TRow.Load8(row1, i), xv, b);
         }
-        float s0 = Vector256.Sum((a0 + a1) + (a2 + a3)), s1 = Vector256.Sum((b0 + b1) + (b2 + b3));
+        float s0 = Vector256.Sum(a), s1 = Vector256.Sum(b);
         for (; i < cols; i++)
         {
             s0 += TRow.Load1(row0, i) * x[i];
@@ -283,6 +281,26 @@ internal static unsafe class FloatKernels
         }
         y[0] = s0;
         y[1] = s1;
+    }
+
+    /// <summary>Adds columns <paramref name="i"/>..+32 of one row times the activations to the accumulator, 8 at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Accumulate32<TRow>(byte* row, int i, bool rare, float* x, ref Vector256<float> acc) where TRow : IFloatRow
+    {
+        if (rare)
+        {
+            acc = Fma.MultiplyAdd(TRow.Load8(row, i), Avx.LoadVector256(x + i), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8(row, i + 8), Avx.LoadVector256(x + i + 8), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8(row, i + 16), Avx.LoadVector256(x + i + 16), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8(row, i + 24), Avx.LoadVector256(x + i + 24), acc);
+        }
+        else
+        {
+            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i), Avx.LoadVector256(x + i), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i + 8), Avx.LoadVector256(x + i + 8), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i + 16), Avx.LoadVector256(x + i + 16), acc);
+            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i + 24), Avx.LoadVector256(x + i + 24), acc);
+        }
     }
 
     /// <summary>

@@ -41,7 +41,9 @@ internal static unsafe class PairedBlock32Kernels
 
     private static float Dot1<TBlock>(byte* row, int blocks, sbyte* xq, float* xd, float* xs) where TBlock : INibbleBlock32
     {
-        Vector256<float> acc0 = default, acc1 = default;
+        // One accumulator, in the order of each token of Dot4, so a token's result does not depend on how many
+        // others share its batch.
+        Vector256<float> acc = default;
         var pair0 = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
         var pair1 = Vector256.Create(2, 2, 2, 2, 3, 3, 3, 3);
         var pair2 = Vector256.Create(4, 4, 4, 4, 5, 5, 5, 5);
@@ -52,17 +54,16 @@ internal static unsafe class PairedBlock32Kernels
         for (int b0 = 0; b0 < whole; b0 += Batch, block += Batch * TBlock.BlockBytes, x += Batch * 32)
         {
             Block32Kernels.WeightScales<TBlock>(block, out var d, out var offset);
-            var scales = Block32Kernels.TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc1);
-            // Two accumulators: one chain of dependent FMAs would wait on the FMA latency every pair.
-            acc0 = Fma.MultiplyAdd(PairDot<TBlock>(block, x), Avx2.PermuteVar8x32(scales, pair0), acc0);
-            acc1 = Fma.MultiplyAdd(PairDot<TBlock>(block + 2 * TBlock.BlockBytes, x + 64), Avx2.PermuteVar8x32(scales, pair1), acc1);
-            acc0 = Fma.MultiplyAdd(PairDot<TBlock>(block + 4 * TBlock.BlockBytes, x + 128), Avx2.PermuteVar8x32(scales, pair2), acc0);
-            acc1 = Fma.MultiplyAdd(PairDot<TBlock>(block + 6 * TBlock.BlockBytes, x + 192), Avx2.PermuteVar8x32(scales, pair3), acc1);
+            var scales = Block32Kernels.TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc);
+            acc = Fma.MultiplyAdd(PairDot<TBlock>(block, x), Avx2.PermuteVar8x32(scales, pair0), acc);
+            acc = Fma.MultiplyAdd(PairDot<TBlock>(block + 2 * TBlock.BlockBytes, x + 64), Avx2.PermuteVar8x32(scales, pair1), acc);
+            acc = Fma.MultiplyAdd(PairDot<TBlock>(block + 4 * TBlock.BlockBytes, x + 128), Avx2.PermuteVar8x32(scales, pair2), acc);
+            acc = Fma.MultiplyAdd(PairDot<TBlock>(block + 6 * TBlock.BlockBytes, x + 192), Avx2.PermuteVar8x32(scales, pair3), acc);
         }
         float offsetTail = 0;
         for (int b = whole; b < blocks; b += 2, block += 2 * TBlock.BlockBytes, x += 64)
-            AddTail<TBlock>(block, b, blocks, x, xd, xs, ref acc0, ref offsetTail);
-        return Vector256.Sum(acc0 + acc1) + offsetTail;
+            AddTail<TBlock>(block, b, blocks, x, xd, xs, ref acc, ref offsetTail);
+        return Vector256.Sum(acc) + offsetTail;
     }
 
     /// <summary>One row against four tokens: each pair of blocks is unpacked once for all four.</summary>

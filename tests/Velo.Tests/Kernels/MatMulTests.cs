@@ -120,6 +120,48 @@ public unsafe class MatMulTests
     }
 
     [Fact]
+    public void F16RareBlockFlagsMarkZerosAndSubnormalsAndLeaveResultsUnchanged()
+    {
+        var random = new Random(37);
+        const int rows = 9, cols = 256;
+        using var weights = RandomWeights(GgmlType.F16, rows, cols, random);
+        var halves = (ushort*)weights.Pointer;
+        int blocks = cols / F16Row.RareBlockColumns;
+        var expected = new byte[rows * blocks];
+        for (int r = 0; r < rows; r++)
+            for (int b = 0; b < blocks; b++)
+            {
+                int kind = random.Next(4); // plain, zero, subnormal, negative subnormal
+                if (kind == 0) continue;
+                ushort rare = kind == 1 ? (ushort)0 : (ushort)(random.Next(1, 0x400) | (kind == 3 ? 0x8000 : 0));
+                halves[r * cols + b * F16Row.RareBlockColumns + random.Next(F16Row.RareBlockColumns)] = rare;
+            }
+        for (int i = 0; i < rows * cols; i++)
+            if ((halves[i] & 0x7C00) == 0) expected[i / F16Row.RareBlockColumns] = 1;
+        using var flags = new NativeBuffer(rows * blocks);
+        var plain = new WeightMatrix((byte*)weights.Pointer, GgmlType.F16, rows, cols);
+        F16Row.FindRareBlocks(plain, 0, rows, (byte*)flags.Pointer);
+        Assert.Equal(expected, new ReadOnlySpan<byte>(flags.Pointer, rows * blocks).ToArray());
+
+        var flagged = new WeightMatrix((byte*)weights.Pointer, GgmlType.F16, rows, cols) { RareBlocks = (byte*)flags.Pointer };
+        using var pool = new WorkerPool(2);
+        foreach (int tokens in new[] { 1, 3 })
+        {
+            float[] x = RandomActivations(tokens * cols, random);
+            float[] withFlags = new float[tokens * rows], checking = new float[tokens * rows], reference = new float[tokens * rows];
+            fixed (float* px = x, pf = withFlags, pc = checking, pr = reference)
+            {
+                MatMul.Multiply(flagged, px, tokens, pf, pool);
+                MatMul.Multiply(plain, px, tokens, pc, pool);
+                MatMul.Reference(plain, px, tokens, pr);
+            }
+            Assert.Equal(checking, withFlags);
+            for (int i = 0; i < reference.Length; i++)
+                Assert.Equal(reference[i], withFlags[i], 1e-4f);
+        }
+    }
+
+    [Fact]
     public void QuantizationBoundIsNotVacuous()
     {
         // The quantized paths must land well inside the bound on average, or the bound would hide real errors.

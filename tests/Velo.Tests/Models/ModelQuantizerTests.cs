@@ -106,22 +106,6 @@ public sealed class ModelQuantizerTests : IDisposable
     }
 
     [Fact]
-    public void TensorsStreamThroughABoundedBuffer()
-    {
-        var spec = new SynthSpec { Dim = 512, Layers = 4, Heads = 8, FfnDim = 1536, VocabSize = 8192 };
-        string f32 = Path.Combine(_folder, "f32.gguf");
-        LlamaSynthesizer.Write(f32, spec);
-        long fileSize = new FileInfo(f32).Length;
-        Assert.True(fileSize > 64 << 20);
-
-        long before = GC.GetTotalAllocatedBytes(precise: true);
-        Quantized(f32, LlamaFileType.Q8_0);
-        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
-        // Less than the embedding alone as floats (16 MiB): slabs of rows, never a whole tensor, let alone the model.
-        Assert.True(allocated < 12 << 20, $"quantizing a {fileSize >> 20} MiB model allocated {allocated >> 20} MiB");
-    }
-
-    [Fact]
     public void AQuantizedInputIsRefused()
     {
         string q8 = Quantized(TestPaths.Stories260K, LlamaFileType.Q8_0);
@@ -138,5 +122,37 @@ public sealed class ModelQuantizerTests : IDisposable
         File.Copy(TestPaths.Stories260K, copy);
         using var input = GgufFile.Open(copy);
         Assert.Throws<ArgumentException>(() => ModelQuantizer.Quantize(input, copy, LlamaFileType.Q8_0, 1));
+    }
+}
+
+/// <summary>
+/// Tests that count every thread's allocations (GC.GetTotalAllocatedBytes): they run after the parallel tests, alone,
+/// or other tests' allocations would be counted too.
+/// </summary>
+[CollectionDefinition(nameof(ProcessWideAllocationCollection), DisableParallelization = true)]
+public sealed class ProcessWideAllocationCollection;
+
+[Collection(nameof(ProcessWideAllocationCollection))]
+public sealed class ModelQuantizerAllocationTests : IDisposable
+{
+    private readonly string _folder = Directory.CreateTempSubdirectory("velo-quantize-").FullName;
+
+    public void Dispose() => Directory.Delete(_folder, recursive: true);
+
+    [Fact]
+    public void TensorsStreamThroughABoundedBuffer()
+    {
+        var spec = new SynthSpec { Dim = 512, Layers = 4, Heads = 8, FfnDim = 1536, VocabSize = 8192 };
+        string f32 = Path.Combine(_folder, "f32.gguf");
+        LlamaSynthesizer.Write(f32, spec);
+        long fileSize = new FileInfo(f32).Length;
+        Assert.True(fileSize > 64 << 20);
+
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        using (var input = GgufFile.Open(f32))
+            ModelQuantizer.Quantize(input, Path.Combine(_folder, "q8_0.gguf"), LlamaFileType.Q8_0, threads: 2);
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        // Less than the embedding alone as floats (16 MiB): slabs of rows, never a whole tensor, let alone the model.
+        Assert.True(allocated < 12 << 20, $"quantizing a {fileSize >> 20} MiB model allocated {allocated >> 20} MiB");
     }
 }

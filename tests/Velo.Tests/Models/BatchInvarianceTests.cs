@@ -1,0 +1,75 @@
+using Velo.Inference;
+using Velo.Models;
+using Velo.Tensors;
+using Velo.Threading;
+
+namespace Velo.Tests.Models;
+
+/// <summary>
+/// A sequence's logits must not depend on what else is in the batch: continuous batching mixes requests freely,
+/// and greedy answers must be the same alone or among others. Every matmul path (tiles of several tokens and the
+/// single-token remainder) has to sum each token's products in the same order. The float and 32-block types do; the
+/// K-quants' tiled kernels still sum in a different order from their single-token kernels.
+/// </summary>
+public sealed class BatchInvarianceTests
+{
+    [Theory]
+    [InlineData(GgmlType.F32)]
+    [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.BF16)]
+    [InlineData(GgmlType.Q8_0)]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q4_1)]
+    [InlineData(GgmlType.Q5_0)]
+    [InlineData(GgmlType.Q5_1)]
+    public void Logits_of_a_sequence_are_bit_identical_alone_and_in_any_batch(GgmlType type)
+    {
+        // Columns not a multiple of 32 floats or 8 blocks exercise every loop's tail.
+        var spec = ReferenceForwardTests.Variant("llama-gqa") with { WeightType = type, Dim = 256 + 32 * 3, FfnDim = 512 + 256 };
+        string path = Path.Combine(Path.GetTempPath(), $"velo-batch-invariance-{type}-{Environment.ProcessId}.gguf");
+        try
+        {
+            LlamaSynthesizer.Write(path, spec);
+            using var model = LlamaModel.Load(path);
+            using var pool = new WorkerPool(2);
+            float[] alone = Logits(model, pool, companions: 0);
+            foreach (int companions in new[] { 1, 3, 4, 7 })
+                Assert.True(alone.AsSpan().SequenceEqual(Logits(model, pool, companions)), $"{type}: logits changed with {companions} other sequences in the batch");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    /// <summary>Sequence 0 prefills 5 tokens and decodes 3, each step sharing the batch with other sequences' tokens; returns its last logits.</summary>
+    private static float[] Logits(LlamaModel model, WorkerPool pool, int companions)
+    {
+        using var state = model.CreateState(contextLength: 32, maxBatch: 64, sequences: companions + 1, maxLogitRows: companions + 1, pool: pool);
+        var batch = new ForwardBatch(64);
+        int[] prompt = [1, 17, 42, 99, 7];
+        // Companions go first so sequence 0's tokens land at every offset of the kernels' token tiles.
+        batch.Clear();
+        for (int s = 1; s <= companions; s++) batch.Add(5 * s, 0, s, wantLogits: true);
+        int row = -1;
+        for (int i = 0; i < prompt.Length; i++) row = batch.Add(prompt[i], i, 0, wantLogits: i == prompt.Length - 1);
+        model.Forward(state, batch);
+        for (int step = 0; step < 3; step++)
+        {
+            int next = ArgMax(state.Logits(row));
+            batch.Clear();
+            for (int s = 1; s <= companions; s++) batch.Add(3 * s + step, step + 1, s, wantLogits: true);
+            row = batch.Add(next, prompt.Length + step, 0, wantLogits: true);
+            model.Forward(state, batch);
+        }
+        return state.Logits(row).ToArray();
+    }
+
+    private static int ArgMax(ReadOnlySpan<float> values)
+    {
+        int best = 0;
+        for (int i = 1; i < values.Length; i++)
+            if (values[i] > values[best]) best = i;
+        return best;
+    }
+}
