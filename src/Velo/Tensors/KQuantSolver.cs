@@ -20,12 +20,8 @@ internal static class KQuantSolver
         return (BitConverter.SingleToInt32Bits(shifted) & 0x007FFFFF) - 0x00400000;
     }
 
-    /// <summary>
-    /// Symmetric levels -nmax..nmax-1 for a group, weighted by x² (make_qx_quants with rmse_type 1, no importance):
-    /// tries 19 scales around nmax / max and keeps the least-squares best. Writes levels offset by +nmax to
-    /// <paramref name="levels"/> and returns the scale.
-    /// </summary>
-    public static float SymmetricLevelsWeightedBySquare(ReadOnlySpan<float> x, int nmax, Span<sbyte> levels)
+    /// <summary>The value of largest magnitude, with its sign (the first such value on ties, as ggml keeps it).</summary>
+    private static float LargestMagnitude(ReadOnlySpan<float> x)
     {
         float max = 0, amax = 0;
         foreach (float v in x)
@@ -33,7 +29,18 @@ internal static class KQuantSolver
             float ax = MathF.Abs(v);
             if (ax > amax) { amax = ax; max = v; }
         }
-        if (amax < GroupMaxEps)
+        return max;
+    }
+
+    /// <summary>
+    /// Symmetric levels -nmax..nmax-1 for a group, weighted by x² (make_qx_quants with rmse_type 1, no importance):
+    /// tries 19 scales around nmax / max and keeps the least-squares best. Writes levels offset by +nmax to
+    /// <paramref name="levels"/> and returns the scale.
+    /// </summary>
+    public static float SymmetricLevelsWeightedBySquare(ReadOnlySpan<float> x, int nmax, Span<sbyte> levels)
+    {
+        float max = LargestMagnitude(x);
+        if (MathF.Abs(max) < GroupMaxEps)
         {
             levels.Slice(0, x.Length).Clear();
             return 0;
@@ -81,13 +88,8 @@ internal static class KQuantSolver
     /// </summary>
     public static float Q3Levels(ReadOnlySpan<float> x, int nmax, Span<sbyte> levels)
     {
-        float max = 0, amax = 0;
-        foreach (float v in x)
-        {
-            float ax = MathF.Abs(v);
-            if (ax > amax) { amax = ax; max = v; }
-        }
-        if (amax < GroupMaxEps)
+        float max = LargestMagnitude(x);
+        if (MathF.Abs(max) < GroupMaxEps)
         {
             levels.Slice(0, x.Length).Clear();
             return 0;
