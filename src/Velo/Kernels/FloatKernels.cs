@@ -8,17 +8,7 @@ namespace Velo.Kernels;
 /// <summary>How to read 8 consecutive weights of a float-typed row as floats.</summary>
 internal unsafe interface IFloatRow
 {
-    /// <summary>Any 8 values.</summary>
     static abstract Vector256<float> Load8(byte* row, int index);
-
-    /// <summary>8 values, none of which is of the kind <see cref="HasRareValues"/> looks for.</summary>
-    static abstract Vector256<float> Load8Common(byte* row, int index);
-
-    /// <summary>
-    /// Whether the 16 values of <paramref name="row0"/> from <paramref name="index0"/> or the 16 of
-    /// <paramref name="row1"/> from <paramref name="index1"/> need <see cref="Load8"/> rather than <see cref="Load8Common"/>.
-    /// </summary>
-    static abstract bool HasRareValues(byte* row0, int index0, byte* row1, int index1);
 
     static abstract float Load1(byte* row, int index);
 }
@@ -28,21 +18,14 @@ internal unsafe struct F32Row : IFloatRow
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(byte* row, int index) => Avx.LoadVector256((float*)row + index);
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Load8Common(byte* row, int index) => Load8(row, index);
-
-    public static bool HasRareValues(byte* row0, int index0, byte* row1, int index1) => false;
-
     public static float Load1(byte* row, int index) => ((float*)row)[index];
 }
 
 /// <summary>
 /// .NET exposes no F16C instructions, so halves are widened with integer operations (Fabian Giesen's method):
 /// exponent and mantissa move to their float positions and the exponent is rebiased by an integer add, exact for
-/// normals; subnormal halves take the exponent of 2^-14 and then subtract 2^-14, still exactly. The usual shortcut
-/// of multiplying by 2^112 is avoided because it feeds subnormal floats to the multiplier, which costs a
-/// microcode assist per instruction on AMD cores — and small K-quant scales are often subnormal halves.
-/// Infinities and NaNs come out finite; no model stores them as weights or scales.
+/// normals; subnormal halves take the exponent of 2^-14 and then subtract 2^-14, still exactly. Decode avoids even
+/// this with <see cref="F16ScaledRow"/>. Infinities and NaNs come out finite; no model stores them as weights or scales.
 /// </summary>
 internal unsafe struct F16Row : IFloatRow
 {
@@ -57,52 +40,7 @@ internal unsafe struct F16Row : IFloatRow
     public static Vector256<float> Load8(byte* row, int index) =>
         HighHalvesToSingle(Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + index), 16));
 
-    /// <summary>
-    /// Normal halves only: sign-extending puts copies of the sign at bits 28..30 after the shift; the mask clears
-    /// them, leaving the sign at 31 and exponent and mantissa at 27..13, and an integer add rebiases the exponent.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Load8Common(byte* row, int index)
-    {
-        var bits = Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((short*)row + index), 13) & Vector256.Create(unchecked((int)0x8FFFE000));
-        return (bits + Vector256.Create(NormalRebias)).AsSingle();
-    }
-
-    /// <summary>Zeros and subnormals: weights are rarely either, so 32 are checked at once with 16-bit compares.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static bool HasRareValues(byte* row0, int index0, byte* row1, int index1)
-    {
-        var exponent = Vector256.Create((short)0x7C00);
-        var first = Avx.LoadVector256((short*)row0 + index0) & exponent;
-        var second = Avx.LoadVector256((short*)row1 + index1) & exponent;
-        return Vector256.EqualsAny(Vector256.Min(first, second), Vector256<short>.Zero);
-    }
-
     public static float Load1(byte* row, int index) => (float)((Half*)row)[index];
-
-    /// <summary>The columns one byte of <see cref="WeightMatrix.RareBlocks"/> speaks for.</summary>
-    public const int RareBlockColumns = 32;
-
-    /// <summary>
-    /// Fills rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of <paramref name="flags"/> (Rows × Cols / 32
-    /// bytes) as <see cref="WeightMatrix.RareBlocks"/> describes.
-    /// </summary>
-    public static void FindRareBlocks(in WeightMatrix w, int rowStart, int rowEnd, byte* flags)
-    {
-        if (w.Type != GgmlType.F16 || w.Cols % RareBlockColumns != 0)
-            throw new ArgumentException($"Rare-block flags describe F16 matrices whose width is a multiple of {RareBlockColumns}, not {w.Type}×{w.Cols}.");
-        int blocks = w.Cols / RareBlockColumns;
-        flags += (long)rowStart * blocks;
-        for (int r = rowStart; r < rowEnd; r++)
-        {
-            byte* row = w.Row(r);
-            for (int b = 0; b < blocks; b++)
-            {
-                int i = b * RareBlockColumns;
-                *flags++ = HasRareValues(row, i, row, i + 16) ? (byte)1 : (byte)0;
-            }
-        }
-    }
 
     /// <summary>Widens a row of <paramref name="count"/> halves to floats.</summary>
     public static void Widen(byte* row, float* destination, int count)
@@ -149,16 +87,33 @@ internal unsafe struct F16Row : IFloatRow
     }
 }
 
+/// <summary>
+/// F16 weights read as 2^-112 times their value: sign-extending a half and shifting it left by 13 puts exponent and
+/// mantissa at their float positions and copies of the sign at bits 28..31; masking bits 28..30 leaves a float whose
+/// exponent field is the half's own, that is the half's value times 2^(15-127). Subnormal halves land on subnormal
+/// floats of exactly the same scaled value, so the scaling is exact for every finite half, and three integer
+/// operations replace a dozen. Multiplied by activations scaled by 2^112 (<see cref="FloatKernels.ScaleForF16"/>), each
+/// product is the same real number as weight × activation, so every FMA rounds exactly as it would on the widened
+/// weight: results are bit-identical to <see cref="F16Row"/>'s.
+/// </summary>
+internal unsafe struct F16ScaledRow : IFloatRow
+{
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load8(byte* row, int index) =>
+        (Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((short*)row + index), 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
+
+    public static float Load1(byte* row, int index)
+    {
+        int half = ((short*)row)[index];
+        return BitConverter.Int32BitsToSingle((half << 13) & unchecked((int)0x8FFFE000));
+    }
+}
+
 internal unsafe struct BF16Row : IFloatRow
 {
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(byte* row, int index) =>
         Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((ushort*)row + index), 16).AsSingle();
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Load8Common(byte* row, int index) => Load8(row, index);
-
-    public static bool HasRareValues(byte* row0, int index0, byte* row1, int index1) => false;
 
     public static float Load1(byte* row, int index) => BitConverter.Int32BitsToSingle(((ushort*)row)[index] << 16);
 }
@@ -168,9 +123,45 @@ internal static unsafe class FloatKernels
 {
     private const int TokenTile = 4;
 
+    /// <summary>
+    /// The factor <see cref="F16ScaledRow"/>'s activations carry. Activations of magnitude 2^16 or more would overflow
+    /// when scaled; then decode widens the halves exactly instead.
+    /// </summary>
+    public const float F16ActivationScale = 5.192296858534828e33f; // 2^112
+
+    /// <summary>
+    /// Writes <paramref name="x"/> × <see cref="F16ActivationScale"/> to <paramref name="scaled"/>; false (and the
+    /// contents undefined) when some value is not finite or has a magnitude of 2^16 or more.
+    /// </summary>
+    public static bool ScaleForF16(float* x, long count, float* scaled)
+    {
+        var limit = Vector256.Create(65536f);
+        var scale = Vector256.Create(F16ActivationScale);
+        var inRange = Vector256<float>.AllBitsSet;
+        long i = 0;
+        for (; i + 8 <= count; i += 8)
+        {
+            var v = Avx.LoadVector256(x + i);
+            // An ordered compare is false for NaN, so NaNs clear the mask too.
+            inRange &= Avx.CompareLessThan(Vector256.Abs(v), limit);
+            Avx.Store(scaled + i, v * scale);
+        }
+        bool ok = Vector256.EqualsAll(inRange.AsInt32(), Vector256<int>.AllBitsSet);
+        for (; i < count; i++)
+        {
+            ok &= MathF.Abs(x[i]) < 65536f;
+            scaled[i] = x[i] * F16ActivationScale;
+        }
+        return ok;
+    }
+
     /// <summary>Whether <see cref="Rows{TRow}"/> needs <see cref="MatMulTask.RowScratch"/> of ChunkRows × Cols floats per thread.</summary>
     public static bool WidensRows(GgmlType type, int tokens) => type == GgmlType.F16 && tokens >= TokenTile;
 
+    /// <summary>
+    /// For F16 weights and fewer tokens than a tile, <see cref="MatMulTask.Activations"/> holds the activations
+    /// scaled by <see cref="ScaleForF16"/>, or is null when they could not be scaled.
+    /// </summary>
     public static void Rows<TRow>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TRow : IFloatRow
     {
         if (typeof(TRow) == typeof(F16Row) && WidensRows(GgmlType.F16, task->Tokens))
@@ -181,67 +172,58 @@ internal static unsafe class FloatKernels
             float* widened = (float*)(task->RowScratch + threadIndex * task->RowScratchBytes);
             for (int r = rowStart; r < rowEnd; r++)
                 F16Row.Widen(task->W.Row(r), widened + (long)(r - rowStart) * cols, cols);
-            Tiles<F32Row>(task, (byte*)widened, cols * sizeof(float), rowStart, rowEnd);
+            Tiles<F32Row>(task, (byte*)widened, cols * sizeof(float), task->X, rowStart, rowEnd);
             return;
         }
-        Tiles<TRow>(task, task->W.Row(rowStart), task->W.RowBytes, rowStart, rowEnd);
+        if (typeof(TRow) == typeof(F16Row) && task->Activations != null)
+        {
+            Tiles<F16ScaledRow>(task, task->W.Row(rowStart), task->W.RowBytes, (float*)task->Activations, rowStart, rowEnd);
+            return;
+        }
+        Tiles<TRow>(task, task->W.Row(rowStart), task->W.RowBytes, task->X, rowStart, rowEnd);
     }
 
-    /// <summary>Rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of the output, reading their weights from <paramref name="firstRow"/> on.</summary>
-    private static void Tiles<TRow>(MatMulTask* task, byte* firstRow, long rowBytes, int rowStart, int rowEnd) where TRow : IFloatRow
+    /// <summary>
+    /// Rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of the output, reading their weights from
+    /// <paramref name="firstRow"/> on and the activations from <paramref name="x"/>.
+    /// </summary>
+    private static void Tiles<TRow>(MatMulTask* task, byte* firstRow, long rowBytes, float* x, int rowStart, int rowEnd) where TRow : IFloatRow
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens;
         for (int token = 0; token < tokens; token += TokenTile)
         {
             int tileTokens = Math.Min(TokenTile, tokens - token);
-            float* x = task->X + (long)token * cols;
+            float* xTile = x + (long)token * cols;
             float* y = task->Y + (long)token * rows;
             int r = rowStart;
             byte* row = firstRow;
             if (tileTokens == TokenTile)
             {
                 for (; r + 2 <= rowEnd; r += 2, row += 2 * rowBytes)
-                    Dot2x4<TRow>(row, row + rowBytes, x, cols, y + r, rows);
+                    Dot2x4<TRow>(row, row + rowBytes, xTile, cols, y + r, rows);
                 if (r < rowEnd)
-                    Dot4<TRow>(row, x, cols, y + r, rows);
+                    Dot4<TRow>(row, xTile, cols, y + r, rows);
             }
             else
             {
-                // Only the weights as stored have flags (the widened F32 rows of prefill have no rare values).
-                byte* rareBlocks = typeof(TRow) == typeof(F16Row) ? task->W.RareBlocks : null;
-                long flagsPerRow = cols / F16Row.RareBlockColumns;
-                for (; r + 2 <= rowEnd; r += 2, row += 2 * rowBytes)
-                {
-                    byte* rare0 = rareBlocks == null ? null : rareBlocks + r * flagsPerRow;
-                    byte* rare1 = rareBlocks == null ? null : rare0 + flagsPerRow;
+                for (; r + 4 <= rowEnd; r += 4, row += 4 * rowBytes)
                     for (int t = 0; t < tileTokens; t++)
-                        Dot2<TRow>(row, row + rowBytes, rare0, rare1, x + (long)t * cols, cols, y + (long)t * rows + r);
-                }
-                if (r < rowEnd)
-                {
-                    byte* rare = rareBlocks == null ? null : rareBlocks + r * flagsPerRow;
+                        Dot4Rows<TRow>(row, rowBytes, xTile + (long)t * cols, cols, y + (long)t * rows + r);
+                for (; r < rowEnd; r++, row += rowBytes)
                     for (int t = 0; t < tileTokens; t++)
-                        y[(long)t * rows + r] = Dot1<TRow>(row, rare, x + (long)t * cols, cols);
-                }
+                        y[(long)t * rows + r] = Dot1<TRow>(row, xTile + (long)t * cols, cols);
             }
         }
     }
 
     /// <summary>
-    /// <paramref name="rareBlocks"/>: the row's <see cref="WeightMatrix.RareBlocks"/>, or null to check the
-    /// weights themselves. One accumulator, in the order of each token of <see cref="Dot2x4{TRow}"/> and
-    /// <see cref="Dot4{TRow}"/>, so a token's result does not depend on how many others share its batch. Decode
-    /// is bound by widening and memory rather than FMA latency, so the single dependency chain costs nothing there.
+    /// One accumulator, in the order of each token of <see cref="Dot2x4{TRow}"/> and <see cref="Dot4{TRow}"/>, so a
+    /// token's result does not depend on how many others share its batch.
     /// </summary>
-    private static float Dot1<TRow>(byte* row, byte* rareBlocks, float* x, int cols) where TRow : IFloatRow
+    private static float Dot1<TRow>(byte* row, float* x, int cols) where TRow : IFloatRow
     {
         Vector256<float> acc = default;
         int i = 0;
-        for (; i + 32 <= cols; i += 32)
-        {
-            bool rare = rareBlocks != null ? rareBlocks[i / 32] != 0 : TRow.HasRareValues(row, i, row, i + 16);
-            Accumulate32<TRow>(row, i, rare, x, ref acc);
-        }
         for (; i + 8 <= cols; i += 8)
             acc = Fma.MultiplyAdd(TRow.Load8(row, i), Avx.LoadVector256(x + i), acc);
         float sum = Vector256.Sum(acc);
@@ -251,56 +233,36 @@ internal static unsafe class FloatKernels
     }
 
     /// <summary>
-    /// Two rows against one token: each activation vector is loaded once for both rows, which halves the
-    /// activation traffic — with float activations as large as the weight row, that traffic is what a neighbour
-    /// on the same core's caches hurts most. Each row is summed in exactly the order of <see cref="Dot1{TRow}"/>,
-    /// so results do not depend on which rows end up paired (which depends on the thread count).
+    /// Four rows against one token, each summed in exactly the order of <see cref="Dot1{TRow}"/> (so results do not
+    /// depend on which rows end up grouped, which depends on the thread count). Four independent dependency chains
+    /// hide the FMA latency that a single row's chain would expose, and each activation vector is loaded once for
+    /// four rows.
     /// </summary>
-    private static void Dot2<TRow>(byte* row0, byte* row1, byte* rareBlocks0, byte* rareBlocks1, float* x, int cols, float* y) where TRow : IFloatRow
+    private static void Dot4Rows<TRow>(byte* row0, long rowBytes, float* x, int cols, float* y) where TRow : IFloatRow
     {
-        Vector256<float> a = default, b = default;
+        byte* row1 = row0 + rowBytes, row2 = row1 + rowBytes, row3 = row2 + rowBytes;
+        Vector256<float> a = default, b = default, c = default, d = default;
         int i = 0;
-        for (; i + 32 <= cols; i += 32)
-        {
-            bool rare0 = rareBlocks0 != null ? rareBlocks0[i / 32] != 0 : TRow.HasRareValues(row0, i, row0, i + 16);
-            bool rare1 = rareBlocks1 != null ? rareBlocks1[i / 32] != 0 : TRow.HasRareValues(row1, i, row1, i + 16);
-            Accumulate32<TRow>(row0, i, rare0, x, ref a);
-            Accumulate32<TRow>(row1, i, rare1, x, ref b);
-        }
         for (; i + 8 <= cols; i += 8)
         {
             var xv = Avx.LoadVector256(x + i);
             a = Fma.MultiplyAdd(TRow.Load8(row0, i), xv, a);
             b = Fma.MultiplyAdd(TRow.Load8(row1, i), xv, b);
+            c = Fma.MultiplyAdd(TRow.Load8(row2, i), xv, c);
+            d = Fma.MultiplyAdd(TRow.Load8(row3, i), xv, d);
         }
-        float s0 = Vector256.Sum(a), s1 = Vector256.Sum(b);
+        float s0 = Vector256.Sum(a), s1 = Vector256.Sum(b), s2 = Vector256.Sum(c), s3 = Vector256.Sum(d);
         for (; i < cols; i++)
         {
             s0 += TRow.Load1(row0, i) * x[i];
             s1 += TRow.Load1(row1, i) * x[i];
+            s2 += TRow.Load1(row2, i) * x[i];
+            s3 += TRow.Load1(row3, i) * x[i];
         }
         y[0] = s0;
         y[1] = s1;
-    }
-
-    /// <summary>Adds columns <paramref name="i"/>..+32 of one row times the activations to the accumulator, 8 at a time.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate32<TRow>(byte* row, int i, bool rare, float* x, ref Vector256<float> acc) where TRow : IFloatRow
-    {
-        if (rare)
-        {
-            acc = Fma.MultiplyAdd(TRow.Load8(row, i), Avx.LoadVector256(x + i), acc);
-            acc = Fma.MultiplyAdd(TRow.Load8(row, i + 8), Avx.LoadVector256(x + i + 8), acc);
-            acc = Fma.MultiplyAdd(TRow.Load8(row, i + 16), Avx.LoadVector256(x + i + 16), acc);
-            acc = Fma.MultiplyAdd(TRow.Load8(row, i + 24), Avx.LoadVector256(x + i + 24), acc);
-        }
-        else
-        {
-            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i), Avx.LoadVector256(x + i), acc);
-            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i + 8), Avx.LoadVector256(x + i + 8), acc);
-            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i + 16), Avx.LoadVector256(x + i + 16), acc);
-            acc = Fma.MultiplyAdd(TRow.Load8Common(row, i + 24), Avx.LoadVector256(x + i + 24), acc);
-        }
+        y[2] = s2;
+        y[3] = s3;
     }
 
     /// <summary>

@@ -107,13 +107,14 @@ public static unsafe class MatMul
 
         bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
         ActivationFormat activations;
-        var kernel = portable ? PortableKernel(first.Type, out activations) : FastKernel(first.Type, out activations);
+        var kernel = portable ? PortableKernel(first.Type, out activations) : FastKernel(first.Type, tokens, out activations);
         int chunkRows = ChunkRows(totalRows, tokens, pool.ThreadCount);
 
         // One buffer for the activations in the kernel's format and each thread's room for a chunk of rows.
         long activationBytes = activations switch
         {
             ActivationFormat.Float => 0,
+            ActivationFormat.ScaledFloat => (long)tokens * first.Cols * sizeof(float),
             ActivationFormat.Blocks256 => ActivationQuantizer.Bytes256(first.Cols, tokens),
             _ => ActivationQuantizer.Bytes32(first.Cols, tokens),
         };
@@ -137,7 +138,14 @@ public static unsafe class MatMul
                 RowScratchBytes = rowScratchBytes,
             };
 
-        if (activations != ActivationFormat.Float)
+        if (activations == ActivationFormat.ScaledFloat)
+        {
+            // At most a few tokens: not worth waking the workers.
+            if (!FloatKernels.ScaleForF16(x, (long)tokens * first.Cols, (float*)scratch))
+                for (int i = 0; i < targets.Length; i++)
+                    tasks[i].Activations = null;
+        }
+        else if (activations != ActivationFormat.Float)
         {
             var quantize = new QuantizeJob { Task = tasks, Format = activations };
             if (tokens == 1) quantize.Execute(0, 1); // not worth waking the workers for one row
@@ -172,15 +180,19 @@ public static unsafe class MatMul
     private enum ActivationFormat
     {
         Float,
+
+        /// <summary>Floats times 2^112, for F16 weights read by <see cref="F16ScaledRow"/>.</summary>
+        ScaledFloat,
         Blocks32,
         PairedBlocks32,
         Blocks256,
     }
 
-    private static delegate*<MatMulTask*, int, int, int, void> FastKernel(GgmlType type, out ActivationFormat activations)
+    private static delegate*<MatMulTask*, int, int, int, void> FastKernel(GgmlType type, int tokens, out ActivationFormat activations)
     {
         activations = type switch
         {
+            GgmlType.F16 when !FloatKernels.WidensRows(type, tokens) => ActivationFormat.ScaledFloat,
             GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => ActivationFormat.Float,
             GgmlType.Q8_0 => ActivationFormat.Blocks32,
             GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 => ActivationFormat.PairedBlocks32,

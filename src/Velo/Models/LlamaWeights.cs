@@ -29,7 +29,6 @@ public sealed unsafe class LlamaWeights : IDisposable
     private readonly GgufFile _file;
     private readonly NativeBuffer _vectors;
     private long _vectorsUsed;
-    private readonly List<NativeBuffer> _rareBlocks = [];
 
     public LlamaWeights(GgufFile file, LlamaConfig c)
     {
@@ -78,21 +77,7 @@ public sealed unsafe class LlamaWeights : IDisposable
             throw new GgufFormatException($"{_file.Path}: tensor '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{cols}, {rows}]");
         if (!GgmlTypeInfo.IsSupported(t.Type))
             throw new NotSupportedException($"{_file.Path}: tensor '{name}' has type {t.Type}, which Velo cannot compute with yet");
-        var matrix = new WeightMatrix(_file.TensorData(t), t.Type, rows, cols);
-        return t.Type == GgmlType.F16 && cols % F16Row.RareBlockColumns == 0 ? WithRareBlocks(matrix) : matrix;
-    }
-
-    /// <summary>Marks the F16 blocks that need the slower exact widening once, so decode need not look for them.</summary>
-    private WeightMatrix WithRareBlocks(WeightMatrix matrix)
-    {
-        var flags = new NativeBuffer((long)matrix.Rows * (matrix.Cols / F16Row.RareBlockColumns), zero: false);
-        _rareBlocks.Add(flags);
-        // Reading the whole matrix is most of the load time of an F16 model; every core helps.
-        byte* flagsPointer = (byte*)flags.Pointer;
-        const int rowsPerChunk = 64;
-        Parallel.For(0, (matrix.Rows + rowsPerChunk - 1) / rowsPerChunk, chunk =>
-            F16Row.FindRareBlocks(matrix, chunk * rowsPerChunk, Math.Min(matrix.Rows, (chunk + 1) * rowsPerChunk), flagsPointer));
-        return new WeightMatrix(matrix.Data, matrix.Type, matrix.Rows, matrix.Cols) { RareBlocks = (byte*)flags.Pointer };
+        return new WeightMatrix(_file.TensorData(t), t.Type, rows, cols);
     }
 
     private float* OptionalVector(string name, int length) => _file.FindTensor(name) != null ? Vector(name, length) : null;
@@ -116,9 +101,5 @@ public sealed unsafe class LlamaWeights : IDisposable
     private static long VectorBytes(GgufFile file) =>
         file.Tensors.Where(t => t.Shape.Count == 1).Sum(t => AlignedFloatBytes(t.ElementCount));
 
-    public void Dispose()
-    {
-        _vectors.Dispose();
-        foreach (var flags in _rareBlocks) flags.Dispose();
-    }
+    public void Dispose() => _vectors.Dispose();
 }

@@ -22,13 +22,6 @@ public readonly unsafe struct WeightMatrix
     public int Cols { get; }
     public long RowBytes { get; }
 
-    /// <summary>
-    /// For F16 weights, optionally: per row, one byte per 32 columns, nonzero where those 32 halves include a zero
-    /// or subnormal (see <see cref="Kernels.F16Row"/>). Without it the decode kernel checks every 32 halves as it
-    /// goes, which costs about a third of its time. Null for other types, or when Cols is not a multiple of 32.
-    /// </summary>
-    public byte* RareBlocks { get; init; }
-
     public byte* Row(int row) => Data + row * RowBytes;
 
     public ReadOnlySpan<byte> RowSpan(int row) => new(Row(row), checked((int)RowBytes));

@@ -119,46 +119,73 @@ public unsafe class MatMulTests
         }
     }
 
-    [Fact]
-    public void F16RareBlockFlagsMarkZerosAndSubnormalsAndLeaveResultsUnchanged()
+    [Theory]
+    [InlineData(1, 256)]
+    [InlineData(2, 256)]
+    [InlineData(3, 200)]
+    [InlineData(1, 13)]
+    public void F16DecodeEqualsTheExactlyWidenedWeightsBitForBit(int tokens, int cols)
     {
+        // Decode reads halves as 2^-112 times their value against activations scaled by 2^112; this must round
+        // exactly as the widened weights do, including zeros, subnormal halves and subnormal activations, and fall
+        // back to exact widening where an activation cannot be scaled.
         var random = new Random(37);
-        const int rows = 9, cols = 256;
-        using var weights = RandomWeights(GgmlType.F16, rows, cols, random);
-        var halves = (ushort*)weights.Pointer;
-        int blocks = cols / F16Row.RareBlockColumns;
-        var expected = new byte[rows * blocks];
-        for (int r = 0; r < rows; r++)
-            for (int b = 0; b < blocks; b++)
+        const int rows = 11;
+        using var halves = RandomWeights(GgmlType.F16, rows, cols, random);
+        var h = (ushort*)halves.Pointer;
+        for (int i = 0; i < rows * cols; i += random.Next(1, 6))
+            h[i] = random.Next(3) switch
             {
-                int kind = random.Next(4); // plain, zero, subnormal, negative subnormal
-                if (kind == 0) continue;
-                ushort rare = kind == 1 ? (ushort)0 : (ushort)(random.Next(1, 0x400) | (kind == 3 ? 0x8000 : 0));
-                halves[r * cols + b * F16Row.RareBlockColumns + random.Next(F16Row.RareBlockColumns)] = rare;
-            }
+                0 => (ushort)(random.Next(2) << 15),
+                1 => (ushort)(random.Next(1, 0x400) | (random.Next(2) << 15)),
+                _ => (ushort)(random.Next(0x3800, 0x4400) | (random.Next(2) << 15)),
+            };
+        using var widened = new NativeBuffer((long)rows * cols * sizeof(float));
         for (int i = 0; i < rows * cols; i++)
-            if ((halves[i] & 0x7C00) == 0) expected[i / F16Row.RareBlockColumns] = 1;
-        using var flags = new NativeBuffer(rows * blocks);
-        var plain = new WeightMatrix((byte*)weights.Pointer, GgmlType.F16, rows, cols);
-        F16Row.FindRareBlocks(plain, 0, rows, (byte*)flags.Pointer);
-        Assert.Equal(expected, new ReadOnlySpan<byte>(flags.Pointer, rows * blocks).ToArray());
-
-        var flagged = new WeightMatrix((byte*)weights.Pointer, GgmlType.F16, rows, cols) { RareBlocks = (byte*)flags.Pointer };
+            ((float*)widened.Pointer)[i] = (float)BitConverter.UInt16BitsToHalf(h[i]);
+        var f16 = new WeightMatrix((byte*)halves.Pointer, GgmlType.F16, rows, cols);
+        var f32 = new WeightMatrix((byte*)widened.Pointer, GgmlType.F32, rows, cols);
         using var pool = new WorkerPool(2);
-        foreach (int tokens in new[] { 1, 3 })
+        foreach (string kind in new[] { "plain", "subnormal activations", "too large to scale" })
         {
             float[] x = RandomActivations(tokens * cols, random);
-            float[] withFlags = new float[tokens * rows], checking = new float[tokens * rows], reference = new float[tokens * rows];
-            fixed (float* px = x, pf = withFlags, pc = checking, pr = reference)
+            if (kind == "subnormal activations")
+                for (int i = 0; i < x.Length; i += 3)
+                    x[i] = BitConverter.Int32BitsToSingle(random.Next(1, 0x800000)) * (random.Next(2) * 2 - 1);
+            if (kind == "too large to scale")
+                x[random.Next(x.Length)] = 70000f;
+            float[] fromHalves = new float[tokens * rows], fromFloats = new float[tokens * rows], reference = new float[tokens * rows];
+            fixed (float* px = x, ph = fromHalves, pf = fromFloats, pr = reference)
             {
-                MatMul.Multiply(flagged, px, tokens, pf, pool);
-                MatMul.Multiply(plain, px, tokens, pc, pool);
-                MatMul.Reference(plain, px, tokens, pr);
+                MatMul.Multiply(f16, px, tokens, ph, pool);
+                MatMul.Multiply(f32, px, tokens, pf, pool);
+                MatMul.Reference(f16, px, tokens, pr);
             }
-            Assert.Equal(checking, withFlags);
+            Assert.Equal(fromFloats, fromHalves);
             for (int i = 0; i < reference.Length; i++)
-                Assert.Equal(reference[i], withFlags[i], 1e-4f);
+                Assert.True(Math.Abs(reference[i] - fromHalves[i]) <= 1e-4f * (1 + Math.Abs(reference[i])), $"{kind}: {fromHalves[i]} vs {reference[i]}");
         }
+    }
+
+    [Fact]
+    public void ScalingForF16RefusesWhatWouldOverflow()
+    {
+        float* scaled = stackalloc float[20];
+        float* x = stackalloc float[20];
+        foreach (float bad in new[] { 65536f, -65536f, float.PositiveInfinity, float.NaN })
+        {
+            for (int i = 0; i < 20; i++) x[i] = i - 10;
+            Assert.True(FloatKernels.ScaleForF16(x, 20, scaled));
+            Assert.Equal(-10 * FloatKernels.F16ActivationScale, scaled[0]);
+            x[3] = bad;
+            Assert.False(FloatKernels.ScaleForF16(x, 20, scaled));
+            x[3] = 0;
+            x[18] = bad; // the scalar tail
+            Assert.False(FloatKernels.ScaleForF16(x, 20, scaled));
+        }
+        float largest = 65535.99f;
+        Assert.True(FloatKernels.ScaleForF16(&largest, 1, scaled));
+        Assert.True(float.IsFinite(scaled[0]));
     }
 
     [Fact]
