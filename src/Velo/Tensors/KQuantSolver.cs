@@ -46,39 +46,42 @@ internal static class KQuantSolver
             return 0;
         }
 
-        float iscale = -nmax / max;
-        float sumlx = 0, suml2 = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            int l = Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
-            levels[i] = (sbyte)(l + nmax);
-            float w = x[i] * x[i];
-            sumlx += w * x[i] * l;
-            suml2 += w * l * l;
-        }
+        float sumlx = FitAt(x, -nmax / max, nmax, levels, nmax, out float suml2);
         float scale = suml2 != 0 ? sumlx / suml2 : 0.0f;
         float best = scale * sumlx;
         for (int step = -9; step <= 9; step++)
         {
             if (step == 0) continue;
-            iscale = -(nmax + 0.1f * step) / max;
-            sumlx = suml2 = 0;
-            for (int i = 0; i < x.Length; i++)
-            {
-                int l = Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
-                float w = x[i] * x[i];
-                sumlx += w * x[i] * l;
-                suml2 += w * l * l;
-            }
+            float iscale = -(nmax + 0.1f * step) / max;
+            sumlx = FitAt(x, iscale, nmax, [], 0, out suml2);
             if (suml2 > 0 && sumlx * sumlx > best * suml2)
             {
-                for (int i = 0; i < x.Length; i++)
-                    levels[i] = (sbyte)(nmax + Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1));
+                FitAt(x, iscale, nmax, levels, nmax, out _);
                 scale = sumlx / suml2;
                 best = scale * sumlx;
             }
         }
         return scale;
+    }
+
+    /// <summary>
+    /// Rounds every x × <paramref name="iscale"/> to a level in -nmax..nmax-1 and returns Σ x³·l (with Σ x²·l² in
+    /// <paramref name="suml2"/>), the x²-weighted least-squares terms; writes the levels plus <paramref name="offset"/>
+    /// to <paramref name="levels"/> unless it is empty.
+    /// </summary>
+    private static float FitAt(ReadOnlySpan<float> x, float iscale, int nmax, Span<sbyte> levels, int offset, out float suml2)
+    {
+        float sumlx = 0;
+        suml2 = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            int l = Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
+            if (!levels.IsEmpty) levels[i] = (sbyte)(l + offset);
+            float w = x[i] * x[i];
+            sumlx += w * x[i] * l;
+            suml2 += w * l * l;
+        }
+        return sumlx;
     }
 
     /// <summary>
@@ -95,16 +98,7 @@ internal static class KQuantSolver
             return 0;
         }
 
-        float iscale = -nmax / max;
-        float sumlx = 0, suml2 = 0;
-        for (int i = 0; i < x.Length; i++)
-        {
-            int l = Math.Clamp(NearestInt(iscale * x[i]), -nmax, nmax - 1);
-            levels[i] = (sbyte)l;
-            float w = x[i] * x[i];
-            sumlx += w * x[i] * l;
-            suml2 += w * l * l;
-        }
+        float sumlx = FitAt(x, -nmax / max, nmax, levels, 0, out float suml2);
         for (int pass = 0; pass < 5; pass++)
         {
             int changed = 0;
