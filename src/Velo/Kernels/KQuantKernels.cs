@@ -19,6 +19,22 @@ internal unsafe interface IKBlock
 
     /// <summary>Rewrites one super-block in the common form of <see cref="UnpackedSuperBlock"/>, for prefill.</summary>
     static abstract void Unpack(byte* block, UnpackedSuperBlock* unpacked);
+
+    /// <summary>
+    /// Whether the mins are an offset of the quants scaled by d itself (<c>D == DMin</c>), so that a super-block's
+    /// scaled sum and min sum subtract exactly as integers and take one conversion and one FMA.
+    /// </summary>
+    static virtual bool MinsScaledByD => false;
+
+    /// <summary>Whether the type has <see cref="PackedDot4"/>, a kernel for a few tokens that unpacks in registers.</summary>
+    static virtual bool HasPackedDot4 => false;
+
+    /// <summary>
+    /// One packed row against the four tokens <paramref name="tokens"/> of the activations, each summed exactly as
+    /// <see cref="Accumulate"/> sums it alone; the products of token k go to <c>y[tokens[k] * yStride]</c>.
+    /// </summary>
+    static virtual void PackedDot4(byte* row, int blocks, sbyte* quants, float* scales, short* groupSums, int* tokens, float* y, int yStride) =>
+        throw new NotSupportedException();
 }
 
 /// <summary>
@@ -153,6 +169,74 @@ internal unsafe struct Q6_KBlock : IKBlock
             sum += KQuantKernels.ScaledDot(q3, x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
         }
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
+    }
+
+    public static bool MinsScaledByD => true;
+
+    public static bool HasPackedDot4 => true;
+
+    /// <summary>
+    /// For batches too small to repay <see cref="Unpack"/>'s stores: each 32 quants are unpacked once, in
+    /// registers, for all four tokens.
+    /// </summary>
+    public static void PackedDot4(byte* row, int blocks, sbyte* quants, float* xScales, short* groupSums, int* tokens, float* y, int yStride)
+    {
+        long cols = blocks * 256L;
+        sbyte* x0 = quants + tokens[0] * cols, x1 = quants + tokens[1] * cols, x2 = quants + tokens[2] * cols, x3 = quants + tokens[3] * cols;
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* block = row + (long)b * BlockBytes;
+            var scales = Sse2.LoadVector128((sbyte*)(block + 192));
+            var wideScales = Avx2.ConvertToVector256Int16(scales);
+            // As in Accumulate: the −32 offset as −32 · Σ scale·Σx, all in exact int32.
+            var sum0 = OffsetSum(wideScales, groupSums + tokens[0] * cols / 16 + 16 * b);
+            var sum1 = OffsetSum(wideScales, groupSums + tokens[1] * cols / 16 + 16 * b);
+            var sum2 = OffsetSum(wideScales, groupSums + tokens[2] * cols / 16 + 16 * b);
+            var sum3 = OffsetSum(wideScales, groupSums + tokens[3] * cols / 16 + 16 * b);
+            var nibbleMask = Vector256.Create((byte)0x0F);
+            var pairMask = Vector256.Create((byte)0x30);
+            for (int half = 0; half < 2; half++)
+            {
+                byte* ql = block + 64 * half;
+                byte* qh = block + 128 + 32 * half;
+                int offset = b * 256 + 128 * half;
+                var high = Avx.LoadVector256(qh).AsUInt16();
+                var low0 = Avx.LoadVector256(ql);
+                ScaledDot4((low0 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 4).AsByte() & pairMask),
+                    x0 + offset, x1 + offset, x2 + offset, x3 + offset, KQuantKernels.ChunkScales(scales.AsByte(), 4 * half, signedScales: true), ref sum0, ref sum1, ref sum2, ref sum3);
+                ScaledDot4((Avx2.ShiftRightLogical(low0.AsUInt16(), 4).AsByte() & nibbleMask) | (high.AsByte() & pairMask),
+                    x0 + offset + 64, x1 + offset + 64, x2 + offset + 64, x3 + offset + 64, KQuantKernels.ChunkScales(scales.AsByte(), 4 * half + 2, signedScales: true), ref sum0, ref sum1, ref sum2, ref sum3);
+                var low1 = Avx.LoadVector256(ql + 32);
+                ScaledDot4((low1 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 2).AsByte() & pairMask),
+                    x0 + offset + 32, x1 + offset + 32, x2 + offset + 32, x3 + offset + 32, KQuantKernels.ChunkScales(scales.AsByte(), 4 * half + 1, signedScales: true), ref sum0, ref sum1, ref sum2, ref sum3);
+                ScaledDot4((Avx2.ShiftRightLogical(low1.AsUInt16(), 4).AsByte() & nibbleMask) | (Avx2.ShiftRightLogical(high, 2).AsByte() & pairMask),
+                    x0 + offset + 96, x1 + offset + 96, x2 + offset + 96, x3 + offset + 96, KQuantKernels.ChunkScales(scales.AsByte(), 4 * half + 3, signedScales: true), ref sum0, ref sum1, ref sum2, ref sum3);
+            }
+            float d = F16Row.ToSingle(*(ushort*)(block + 208));
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum0), Vector256.Create(d * xScales[tokens[0] * blocks + b]), acc0);
+            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum1), Vector256.Create(d * xScales[tokens[1] * blocks + b]), acc1);
+            acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum2), Vector256.Create(d * xScales[tokens[2] * blocks + b]), acc2);
+            acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum3), Vector256.Create(d * xScales[tokens[3] * blocks + b]), acc3);
+        }
+        y[(long)tokens[0] * yStride] = Vector256.Sum(acc0);
+        y[(long)tokens[1] * yStride] = Vector256.Sum(acc1);
+        y[(long)tokens[2] * yStride] = Vector256.Sum(acc2);
+        y[(long)tokens[3] * yStride] = Vector256.Sum(acc3);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> OffsetSum(Vector256<short> wideScales, short* groupSums) =>
+        Vector256<int>.Zero - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(wideScales, Avx.LoadVector256(groupSums)), 5);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScaledDot4(Vector256<byte> q, sbyte* x0, sbyte* x1, sbyte* x2, sbyte* x3, Vector256<short> scales,
+        ref Vector256<int> sum0, ref Vector256<int> sum1, ref Vector256<int> sum2, ref Vector256<int> sum3)
+    {
+        sum0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x0)), scales);
+        sum1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x1)), scales);
+        sum2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x2)), scales);
+        sum3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x3)), scales);
     }
 
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
@@ -351,6 +435,8 @@ internal unsafe struct Q3_KBlock : IKBlock
         return unbiased - Vector128.Create((sbyte)32);
     }
 
+    public static bool MinsScaledByD => true;
+
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
     {
         float d = F16Row.ToSingle(*(ushort*)(block + 108));
@@ -391,9 +477,15 @@ internal static unsafe class KQuantKernels
 
     private const int TokenTile = 4;
 
+    /// <summary>
+    /// Fewest tokens for which types with <see cref="IKBlock.PackedDot4"/> unpack a row chunk to memory: below it
+    /// the stores of <see cref="IKBlock.Unpack"/> cost more than unpacking in registers once per four tokens.
+    /// </summary>
+    private const int UnpackTokens = 16;
+
     /// <summary>Bytes of <see cref="MatMulTask.RowScratch"/> per thread that <see cref="Rows{TBlock}"/> needs.</summary>
     public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows) =>
-        tokens >= TokenTile && GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K
+        tokens >= (type == GgmlType.Q6_K ? UnpackTokens : TokenTile) && GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K
             ? (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock)
             : 0;
 
@@ -402,7 +494,18 @@ internal static unsafe class KQuantKernels
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 256;
         ActivationQuantizer.Layout256(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out short* groupSums);
         int tiled = 0;
-        if (tokens >= TokenTile)
+        if (TBlock.HasPackedDot4 && tokens < UnpackTokens)
+        {
+            // Two or three tokens left over fill a tile by repeating the last: one tile costs less than two tokens alone.
+            int* tile = stackalloc int[TokenTile];
+            for (; tokens - tiled >= 2; tiled = Math.Min(tiled + TokenTile, tokens))
+            {
+                for (int k = 0; k < TokenTile; k++) tile[k] = Math.Min(tiled + k, tokens - 1);
+                for (int r = rowStart; r < rowEnd; r++)
+                    TBlock.PackedDot4(task->W.Row(r), blocks, quants, scales, groupSums, tile, task->Y + r, rows);
+            }
+        }
+        else if (tokens >= TokenTile)
         {
             var unpacked = (UnpackedSuperBlock*)(task->RowScratch + threadIndex * task->RowScratchBytes);
             for (int r = rowStart; r < rowEnd; r++)
@@ -411,7 +514,7 @@ internal static unsafe class KQuantKernels
             // Token tiles outside, rows inside: a tile's activations stay in L1 while the unpacked chunk streams from L2.
             for (; tiled + TokenTile <= tokens; tiled += TokenTile)
                 for (int r = rowStart; r < rowEnd; r++)
-                    Dot4(unpacked + (long)(r - rowStart) * blocks, blocks, quants + (long)tiled * cols, cols,
+                    Dot4<TBlock>(unpacked + (long)(r - rowStart) * blocks, blocks, quants + (long)tiled * cols, cols,
                         scales + (long)tiled * blocks, groupSums + (long)tiled * (cols / 16), task->Y + (long)tiled * rows + r, rows);
         }
         for (int t = tiled; t < tokens; t++)
@@ -431,7 +534,8 @@ internal static unsafe class KQuantKernels
     }
 
     /// <summary>One unpacked row against four tokens.</summary>
-    private static void Dot4(UnpackedSuperBlock* row, int blocks, sbyte* xq, long cols, float* xd, short* groupSums, float* y, int yStride)
+    private static void Dot4<TBlock>(UnpackedSuperBlock* row, int blocks, sbyte* xq, long cols, float* xd, short* groupSums, float* y, int yStride)
+        where TBlock : IKBlock
     {
         long sumsStride = cols / 16;
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
@@ -452,10 +556,10 @@ internal static unsafe class KQuantKernels
             }
             var mins = Avx.LoadVector256(u->Mins);
             short* gs = groupSums + 16 * b;
-            acc0 = AddSuperBlock(acc0, sum0, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs)), u, xd[b]);
-            acc1 = AddSuperBlock(acc1, sum1, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + sumsStride)), u, xd[blocks + b]);
-            acc2 = AddSuperBlock(acc2, sum2, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + 2 * sumsStride)), u, xd[2 * blocks + b]);
-            acc3 = AddSuperBlock(acc3, sum3, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + 3 * sumsStride)), u, xd[3 * blocks + b]);
+            acc0 = AddSuperBlock<TBlock>(acc0, sum0, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs)), u, xd[b]);
+            acc1 = AddSuperBlock<TBlock>(acc1, sum1, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + sumsStride)), u, xd[blocks + b]);
+            acc2 = AddSuperBlock<TBlock>(acc2, sum2, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + 2 * sumsStride)), u, xd[2 * blocks + b]);
+            acc3 = AddSuperBlock<TBlock>(acc3, sum3, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + 3 * sumsStride)), u, xd[3 * blocks + b]);
         }
         y[0] = Vector256.Sum(acc0);
         y[yStride] = Vector256.Sum(acc1);
@@ -464,8 +568,13 @@ internal static unsafe class KQuantKernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> AddSuperBlock(Vector256<float> acc, Vector256<int> scaledSum, Vector256<int> minSum, UnpackedSuperBlock* u, float xd)
+    private static Vector256<float> AddSuperBlock<TBlock>(Vector256<float> acc, Vector256<int> scaledSum, Vector256<int> minSum, UnpackedSuperBlock* u, float xd)
+        where TBlock : IKBlock
     {
+        // Then the lanes and the one rounding are those of Accumulate, so a token's result does not depend on
+        // whether its batch was large enough to unpack.
+        if (TBlock.MinsScaledByD)
+            return Fma.MultiplyAdd(Avx.ConvertToVector256Single(scaledSum - minSum), Vector256.Create(u->D * xd), acc);
         acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(scaledSum), Vector256.Create(u->D * xd), acc);
         return Fma.MultiplyAddNegated(Avx.ConvertToVector256Single(minSum), Vector256.Create(u->DMin * xd), acc);
     }

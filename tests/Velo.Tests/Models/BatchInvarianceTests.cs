@@ -8,8 +8,9 @@ namespace Velo.Tests.Models;
 /// <summary>
 /// A sequence's logits must not depend on what else is in the batch: continuous batching mixes requests freely,
 /// and greedy answers must be the same alone or among others. Every matmul path (tiles of several tokens and the
-/// single-token remainder) has to sum each token's products in the same order. The float and 32-block types do; the
-/// K-quants' tiled kernels still sum in a different order from their single-token kernels.
+/// single-token remainder) has to sum each token's products in the same order. The float and 32-block types do, and
+/// so do Q6_K and Q3_K, whose mins scale with d; the other K-quants' tiled kernels still sum in a different order
+/// from their single-token kernels.
 /// </summary>
 public sealed class BatchInvarianceTests
 {
@@ -22,10 +23,13 @@ public sealed class BatchInvarianceTests
     [InlineData(GgmlType.Q4_1)]
     [InlineData(GgmlType.Q5_0)]
     [InlineData(GgmlType.Q5_1)]
+    [InlineData(GgmlType.Q6_K)]
+    [InlineData(GgmlType.Q3_K)]
     public void Logits_of_a_sequence_are_bit_identical_alone_and_in_any_batch(GgmlType type)
     {
-        // Columns not a multiple of 32 floats or 8 blocks exercise every loop's tail.
-        var spec = ReferenceForwardTests.Variant("llama-gqa") with { WeightType = type, Dim = 256 + 32 * 3, FfnDim = 512 + 256 };
+        // Columns not a multiple of 32 floats or 8 blocks exercise every loop's tail; K-quant rows are whole super-blocks.
+        bool kQuant = GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K;
+        var spec = ReferenceForwardTests.Variant("llama-gqa") with { WeightType = type, Dim = kQuant ? 256 : 256 + 32 * 3, FfnDim = 512 + 256 };
         string path = Path.Combine(Path.GetTempPath(), $"velo-batch-invariance-{type}-{Environment.ProcessId}.gguf");
         try
         {
@@ -33,7 +37,8 @@ public sealed class BatchInvarianceTests
             using var model = LlamaModel.Load(path);
             using var pool = new WorkerPool(2);
             float[] alone = Logits(model, pool, companions: 0);
-            foreach (int companions in new[] { 1, 3, 4, 7 })
+            // 15 companions make batches large enough for the K-quants' unpacked prefill path.
+            foreach (int companions in new[] { 1, 3, 4, 7, 15 })
                 Assert.True(alone.AsSpan().SequenceEqual(Logits(model, pool, companions)), $"{type}: logits changed with {companions} other sequences in the batch");
         }
         finally
