@@ -115,7 +115,8 @@ internal unsafe struct Q5_1Block : INibbleBlock32
 
 /// <summary>
 /// AVX2 kernels for the 32-block types against activations quantized to 32-blocks. Per block the integer dot
-/// <c>Σ q·xq</c> comes from <c>maddubs</c> + <c>madd</c>; the offset or min term needs no per-element work because
+/// <c>Σ q·xq</c> comes from an <see cref="IIntegerDot"/> (<c>maddubs</c> + <c>madd</c>, or AVX-VNNI's <c>vpdpbusd</c>);
+/// the offset or min term needs no per-element work because
 /// <c>Σ c·x = c · (dx·Σxq)</c> and the activation quantizer stores <c>dx·Σxq</c>. Scales are widened eight blocks
 /// at a time. Q8_0 runs here; the nibble types run two blocks at a time in <see cref="PairedBlock32Kernels"/>.
 /// </summary>
@@ -124,7 +125,8 @@ internal static unsafe class Block32Kernels
     private const int TokenTile = 4;
     private const int Batch = 8;
 
-    public static void Rows<TBlock>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TBlock : IBlock32
+    public static void Rows<TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
+        where TBlock : IBlock32 where TDot : IIntegerDot
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 32;
         ActivationQuantizer.Layout32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out float* sums);
@@ -139,15 +141,16 @@ internal static unsafe class Block32Kernels
             {
                 byte* row = task->W.Row(r);
                 if (tileTokens == TokenTile)
-                    Dot4<TBlock>(row, blocks, xq, xd, xs, y + r, rows);
+                    Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y + r, rows);
                 else
                     for (int t = 0; t < tileTokens; t++)
-                        y[(long)t * rows + r] = Dot1<TBlock>(row, blocks, xq + (long)t * cols, xd + t * blocks, xs + t * blocks);
+                        y[(long)t * rows + r] = Dot1<TBlock, TDot>(row, blocks, xq + (long)t * cols, xd + t * blocks, xs + t * blocks);
             }
         }
     }
 
-    private static float Dot1<TBlock>(byte* row, int blocks, sbyte* xq, float* xd, float* xs) where TBlock : IBlock32
+    private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
+        where TBlock : IBlock32 where TDot : IIntegerDot
     {
         // No calls inside the loops: every vector register is caller-saved on x64, so a call would make the JIT
         // keep the accumulators in memory.
@@ -162,22 +165,22 @@ internal static unsafe class Block32Kernels
             WeightScales<TBlock>(batch, out var d, out var offset);
             Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc));
             for (int j = 0; j < Batch; j++)
-                acc = Fma.MultiplyAdd(BlockDot<TBlock>(batch + j * TBlock.BlockBytes, xq + (b0 + j) * 32), Vector256.Create(combined[j]), acc);
+                acc = Fma.MultiplyAdd(BlockDot<TBlock, TDot>(batch + j * TBlock.BlockBytes, xq + (b0 + j) * 32), Vector256.Create(combined[j]), acc);
         }
         float offsetTail = 0;
         for (int b = whole; b < blocks; b++)
         {
             byte* block = row + b * TBlock.BlockBytes;
             float d = F16Row.ToSingle(*(ushort*)block);
-            acc = Fma.MultiplyAdd(BlockDot<TBlock>(block, xq + b * 32), Vector256.Create(d * xd[b]), acc);
+            acc = Fma.MultiplyAdd(BlockDot<TBlock, TDot>(block, xq + b * 32), Vector256.Create(d * xd[b]), acc);
             offsetTail += OffsetTerm<TBlock>(block, d, xs[b]);
         }
         return Vector256.Sum(acc) + offsetTail;
     }
 
     /// <summary>One row against four tokens: each block is unpacked once for all four.</summary>
-    private static void Dot4<TBlock>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
-        where TBlock : IBlock32
+    private static void Dot4<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
+        where TBlock : IBlock32 where TDot : IIntegerDot
     {
         long cols = blocks * 32L;
         float* combined = stackalloc float[Batch * TokenTile];
@@ -196,10 +199,10 @@ internal static unsafe class Block32Kernels
             {
                 var q = TBlock.Quants(batch + j * TBlock.BlockBytes);
                 sbyte* x = xq + (b0 + j) * 32;
-                acc0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(combined[j]), acc0);
-                acc1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(combined[Batch + j]), acc1);
-                acc2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(combined[2 * Batch + j]), acc2);
-                acc3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(combined[3 * Batch + j]), acc3);
+                acc0 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x), Vector256.Create(combined[j]), acc0);
+                acc1 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + cols), Vector256.Create(combined[Batch + j]), acc1);
+                acc2 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + 2 * cols), Vector256.Create(combined[2 * Batch + j]), acc2);
+                acc3 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + 3 * cols), Vector256.Create(combined[3 * Batch + j]), acc3);
             }
         }
         float tail0 = 0, tail1 = 0, tail2 = 0, tail3 = 0;
@@ -209,10 +212,10 @@ internal static unsafe class Block32Kernels
             float d = F16Row.ToSingle(*(ushort*)block);
             var q = TBlock.Quants(block);
             sbyte* x = xq + b * 32;
-            acc0 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x), Vector256.Create(d * xd[b]), acc0);
-            acc1 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + cols), Vector256.Create(d * xd[blocks + b]), acc1);
-            acc2 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 2 * cols), Vector256.Create(d * xd[2 * blocks + b]), acc2);
-            acc3 = Fma.MultiplyAdd(QuantDot<TBlock>(q, x + 3 * cols), Vector256.Create(d * xd[3 * blocks + b]), acc3);
+            acc0 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x), Vector256.Create(d * xd[b]), acc0);
+            acc1 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + cols), Vector256.Create(d * xd[blocks + b]), acc1);
+            acc2 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + 2 * cols), Vector256.Create(d * xd[2 * blocks + b]), acc2);
+            acc3 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + 3 * cols), Vector256.Create(d * xd[3 * blocks + b]), acc3);
             tail0 += OffsetTerm<TBlock>(block, d, xs[b]);
             tail1 += OffsetTerm<TBlock>(block, d, xs[blocks + b]);
             tail2 += OffsetTerm<TBlock>(block, d, xs[2 * blocks + b]);
@@ -265,19 +268,17 @@ internal static unsafe class Block32Kernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<float> BlockDot<TBlock>(byte* block, sbyte* x) where TBlock : IBlock32 =>
-        QuantDot<TBlock>(TBlock.Quants(block), x);
+    internal static Vector256<float> BlockDot<TBlock, TDot>(byte* block, sbyte* x) where TBlock : IBlock32 where TDot : IIntegerDot =>
+        QuantDot<TBlock, TDot>(TBlock.Quants(block), x);
 
     /// <summary>Σ q·x over 32 values, as 8 partial int32 sums converted to float.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> QuantDot<TBlock>(Vector256<byte> q, sbyte* x) where TBlock : IBlock32
+    private static Vector256<float> QuantDot<TBlock, TDot>(Vector256<byte> q, sbyte* x) where TBlock : IBlock32 where TDot : IIntegerDot
     {
         var xv = Avx.LoadVector256(x);
-        // maddubs multiplies unsigned by signed bytes, so signed weights move their sign onto the activation.
-        var pairs = TBlock.SignedQuants
-            ? Avx2.MultiplyAddAdjacent(Avx2.Abs(q.AsSByte()), Avx2.Sign(xv, q.AsSByte()))
-            : Avx2.MultiplyAddAdjacent(q, xv);
-        return Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1)));
+        // The products take unsigned by signed bytes, so signed weights move their sign onto the activation.
+        var sums = TBlock.SignedQuants ? TDot.Dot(Avx2.Abs(q.AsSByte()), Avx2.Sign(xv, q.AsSByte())) : TDot.Dot(q, xv);
+        return Avx.ConvertToVector256Single(sums);
     }
 
     /// <summary>The 32 nibbles of 16 bytes in element order: low nibbles are elements 0..15, high ones 16..31.</summary>

@@ -15,7 +15,8 @@ internal unsafe interface IKBlock
     /// Adds one super-block's dot product with one token to <paramref name="acc"/> (its lanes are summed at the
     /// end): <paramref name="xd"/> is the activation block's scale, <paramref name="groupSums"/> its 16 sums of 16.
     /// </summary>
-    static abstract Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc);
+    static abstract Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+        where TDot : IIntegerDot;
 
     /// <summary>Rewrites one super-block in the common form of <see cref="UnpackedSuperBlock"/>, for prefill.</summary>
     static abstract void Unpack(byte* block, UnpackedSuperBlock* unpacked);
@@ -33,8 +34,8 @@ internal unsafe interface IKBlock
     /// One packed row against the four tokens <paramref name="tokens"/> of the activations, each summed exactly as
     /// <see cref="Accumulate"/> sums it alone; the products of token k go to <c>y[tokens[k] * yStride]</c>.
     /// </summary>
-    static virtual void PackedDot4(byte* row, int blocks, sbyte* quants, float* scales, short* groupSums, int* tokens, float* y, int yStride) =>
-        throw new NotSupportedException();
+    static virtual void PackedDot4<TDot>(byte* row, int blocks, sbyte* quants, float* scales, short* groupSums, int* tokens, float* y, int yStride)
+        where TDot : IIntegerDot => throw new NotSupportedException();
 }
 
 /// <summary>
@@ -69,7 +70,8 @@ internal unsafe struct Q4_KBlock : IKBlock
     public static int BlockBytes => 144;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+        where TDot : IIntegerDot
     {
         var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd); // d·dx, dmin·dx
         var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4); // int16: 8 scales, then 8 mins
@@ -81,22 +83,24 @@ internal unsafe struct Q4_KBlock : IKBlock
 
         var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
         byte* qs = block + 16;
-        var sum = SubBlockPair(qs, xq, scales, 0) + SubBlockPair(qs + 32, xq + 64, scales, 1)
-                + SubBlockPair(qs + 64, xq + 128, scales, 2) + SubBlockPair(qs + 96, xq + 192, scales, 3);
+        var sum = SubBlockPair<TDot>(default, qs, xq, scales, 0);
+        sum = SubBlockPair<TDot>(sum, qs + 32, xq + 64, scales, 1);
+        sum = SubBlockPair<TDot>(sum, qs + 64, xq + 128, scales, 2);
+        sum = SubBlockPair<TDot>(sum, qs + 96, xq + 192, scales, 3);
         acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
         return Fma.MultiplyAddNegated(minTerm.ToVector256(), Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
     }
 
     /// <summary>Sub-blocks 2j (low nibbles of 32 bytes) and 2j+1 (high nibbles), weighted by their scales.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> SubBlockPair(byte* qs, sbyte* x, Vector256<byte> scales, int j)
+    private static Vector256<int> SubBlockPair<TDot>(Vector256<int> sum, byte* qs, sbyte* x, Vector256<byte> scales, int j)
+        where TDot : IIntegerDot
     {
         var nibbleMask = Vector256.Create((byte)0x0F);
         var bits = Avx.LoadVector256(qs);
-        var lowDot = Avx2.MultiplyAddAdjacent(bits & nibbleMask, Avx.LoadVector256(x));
-        var highDot = Avx2.MultiplyAddAdjacent(Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask, Avx.LoadVector256(x + 32));
-        return Avx2.MultiplyAddAdjacent(lowDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16())
-             + Avx2.MultiplyAddAdjacent(highDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
+        sum = TDot.WeightedDotAdd(sum, bits & nibbleMask, Avx.LoadVector256(x), Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16());
+        return TDot.WeightedDotAdd(sum, Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask, Avx.LoadVector256(x + 32),
+            Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
     }
 
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
@@ -138,7 +142,8 @@ internal unsafe struct Q6_KBlock : IKBlock
     public static int BlockBytes => 210;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+        where TDot : IIntegerDot
     {
         float d = F16Row.ToSingle(*(ushort*)(block + 208)) * xd;
         var scales = Sse2.LoadVector128((sbyte*)(block + 192));
@@ -163,10 +168,10 @@ internal unsafe struct Q6_KBlock : IKBlock
             var q1 = (low1 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 2).AsByte() & pairMask);
             var q2 = (Avx2.ShiftRightLogical(low0.AsUInt16(), 4).AsByte() & nibbleMask) | (high.AsByte() & pairMask);
             var q3 = (Avx2.ShiftRightLogical(low1.AsUInt16(), 4).AsByte() & nibbleMask) | (Avx2.ShiftRightLogical(high, 2).AsByte() & pairMask);
-            sum += KQuantKernels.ScaledDot(q0, x, scales.AsByte(), 4 * half, signedScales: true);
-            sum += KQuantKernels.ScaledDot(q1, x + 32, scales.AsByte(), 4 * half + 1, signedScales: true);
-            sum += KQuantKernels.ScaledDot(q2, x + 64, scales.AsByte(), 4 * half + 2, signedScales: true);
-            sum += KQuantKernels.ScaledDot(q3, x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, q0, x, scales.AsByte(), 4 * half, signedScales: true);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, q1, x + 32, scales.AsByte(), 4 * half + 1, signedScales: true);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, q2, x + 64, scales.AsByte(), 4 * half + 2, signedScales: true);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, q3, x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
         }
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
     }
@@ -179,7 +184,8 @@ internal unsafe struct Q6_KBlock : IKBlock
     /// For batches too small to repay <see cref="Unpack"/>'s stores: each 32 quants are unpacked once, in
     /// registers, for all four tokens.
     /// </summary>
-    public static void PackedDot4(byte* row, int blocks, sbyte* quants, float* xScales, short* groupSums, int* tokens, float* y, int yStride)
+    public static void PackedDot4<TDot>(byte* row, int blocks, sbyte* quants, float* xScales, short* groupSums, int* tokens, float* y, int yStride)
+        where TDot : IIntegerDot
     {
         long cols = blocks * 256L;
         sbyte* x0 = quants + tokens[0] * cols, x1 = quants + tokens[1] * cols, x2 = quants + tokens[2] * cols, x3 = quants + tokens[3] * cols;
@@ -203,14 +209,14 @@ internal unsafe struct Q6_KBlock : IKBlock
                 int offset = b * 256 + 128 * half;
                 var high = Avx.LoadVector256(qh).AsUInt16();
                 var low0 = Avx.LoadVector256(ql);
-                ScaledDot4((low0 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 4).AsByte() & pairMask),
+                ScaledDot4<TDot>((low0 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 4).AsByte() & pairMask),
                     x0 + offset, x1 + offset, x2 + offset, x3 + offset, KQuantKernels.ChunkScales(scales.AsByte(), 4 * half, signedScales: true), ref sum0, ref sum1, ref sum2, ref sum3);
-                ScaledDot4((Avx2.ShiftRightLogical(low0.AsUInt16(), 4).AsByte() & nibbleMask) | (high.AsByte() & pairMask),
+                ScaledDot4<TDot>((Avx2.ShiftRightLogical(low0.AsUInt16(), 4).AsByte() & nibbleMask) | (high.AsByte() & pairMask),
                     x0 + offset + 64, x1 + offset + 64, x2 + offset + 64, x3 + offset + 64, KQuantKernels.ChunkScales(scales.AsByte(), 4 * half + 2, signedScales: true), ref sum0, ref sum1, ref sum2, ref sum3);
                 var low1 = Avx.LoadVector256(ql + 32);
-                ScaledDot4((low1 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 2).AsByte() & pairMask),
+                ScaledDot4<TDot>((low1 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 2).AsByte() & pairMask),
                     x0 + offset + 32, x1 + offset + 32, x2 + offset + 32, x3 + offset + 32, KQuantKernels.ChunkScales(scales.AsByte(), 4 * half + 1, signedScales: true), ref sum0, ref sum1, ref sum2, ref sum3);
-                ScaledDot4((Avx2.ShiftRightLogical(low1.AsUInt16(), 4).AsByte() & nibbleMask) | (Avx2.ShiftRightLogical(high, 2).AsByte() & pairMask),
+                ScaledDot4<TDot>((Avx2.ShiftRightLogical(low1.AsUInt16(), 4).AsByte() & nibbleMask) | (Avx2.ShiftRightLogical(high, 2).AsByte() & pairMask),
                     x0 + offset + 96, x1 + offset + 96, x2 + offset + 96, x3 + offset + 96, KQuantKernels.ChunkScales(scales.AsByte(), 4 * half + 3, signedScales: true), ref sum0, ref sum1, ref sum2, ref sum3);
             }
             float d = F16Row.ToSingle(*(ushort*)(block + 208));
@@ -230,13 +236,13 @@ internal unsafe struct Q6_KBlock : IKBlock
         Vector256<int>.Zero - Avx2.ShiftLeftLogical(Avx2.MultiplyAddAdjacent(wideScales, Avx.LoadVector256(groupSums)), 5);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScaledDot4(Vector256<byte> q, sbyte* x0, sbyte* x1, sbyte* x2, sbyte* x3, Vector256<short> scales,
-        ref Vector256<int> sum0, ref Vector256<int> sum1, ref Vector256<int> sum2, ref Vector256<int> sum3)
+    private static void ScaledDot4<TDot>(Vector256<byte> q, sbyte* x0, sbyte* x1, sbyte* x2, sbyte* x3, Vector256<short> scales,
+        ref Vector256<int> sum0, ref Vector256<int> sum1, ref Vector256<int> sum2, ref Vector256<int> sum3) where TDot : IIntegerDot
     {
-        sum0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x0)), scales);
-        sum1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x1)), scales);
-        sum2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x2)), scales);
-        sum3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x3)), scales);
+        sum0 = TDot.WeightedDotAdd(sum0, q, Avx.LoadVector256(x0), scales);
+        sum1 = TDot.WeightedDotAdd(sum1, q, Avx.LoadVector256(x1), scales);
+        sum2 = TDot.WeightedDotAdd(sum2, q, Avx.LoadVector256(x2), scales);
+        sum3 = TDot.WeightedDotAdd(sum3, q, Avx.LoadVector256(x3), scales);
     }
 
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
@@ -275,7 +281,8 @@ internal unsafe struct Q5_KBlock : IKBlock
     public static int BlockBytes => 176;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+        where TDot : IIntegerDot
     {
         var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd);
         var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
@@ -288,27 +295,25 @@ internal unsafe struct Q5_KBlock : IKBlock
         byte* qs = block + 48;
         // Each chunk's fifth bits moved to bit 4: 16-bit shifts spill bits across bytes, but only into bits the
         // 0x10 mask drops.
-        var sum = SubBlockPair(qs, xq, scales, 0, Avx2.ShiftLeftLogical(fifthBits, 4), Avx2.ShiftLeftLogical(fifthBits, 3))
-                + SubBlockPair(qs + 32, xq + 64, scales, 1, Avx2.ShiftLeftLogical(fifthBits, 2), Avx2.ShiftLeftLogical(fifthBits, 1))
-                + SubBlockPair(qs + 64, xq + 128, scales, 2, fifthBits, Avx2.ShiftRightLogical(fifthBits, 1))
-                + SubBlockPair(qs + 96, xq + 192, scales, 3, Avx2.ShiftRightLogical(fifthBits, 2), Avx2.ShiftRightLogical(fifthBits, 3));
+        var sum = SubBlockPair<TDot>(default, qs, xq, scales, 0, Avx2.ShiftLeftLogical(fifthBits, 4), Avx2.ShiftLeftLogical(fifthBits, 3));
+        sum = SubBlockPair<TDot>(sum, qs + 32, xq + 64, scales, 1, Avx2.ShiftLeftLogical(fifthBits, 2), Avx2.ShiftLeftLogical(fifthBits, 1));
+        sum = SubBlockPair<TDot>(sum, qs + 64, xq + 128, scales, 2, fifthBits, Avx2.ShiftRightLogical(fifthBits, 1));
+        sum = SubBlockPair<TDot>(sum, qs + 96, xq + 192, scales, 3, Avx2.ShiftRightLogical(fifthBits, 2), Avx2.ShiftRightLogical(fifthBits, 3));
         acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
         return Fma.MultiplyAddNegated(minTerm.ToVector256(), Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> SubBlockPair(byte* qs, sbyte* x, Vector256<byte> scales, int j,
-        Vector256<ushort> lowFifth, Vector256<ushort> highFifth)
+    private static Vector256<int> SubBlockPair<TDot>(Vector256<int> sum, byte* qs, sbyte* x, Vector256<byte> scales, int j,
+        Vector256<ushort> lowFifth, Vector256<ushort> highFifth) where TDot : IIntegerDot
     {
         var nibbleMask = Vector256.Create((byte)0x0F);
         var bit4 = Vector256.Create((byte)0x10);
         var bits = Avx.LoadVector256(qs);
         var low = (bits & nibbleMask) | (lowFifth.AsByte() & bit4);
         var high = (Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask) | (highFifth.AsByte() & bit4);
-        var lowDot = Avx2.MultiplyAddAdjacent(low, Avx.LoadVector256(x));
-        var highDot = Avx2.MultiplyAddAdjacent(high, Avx.LoadVector256(x + 32));
-        return Avx2.MultiplyAddAdjacent(lowDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16())
-             + Avx2.MultiplyAddAdjacent(highDot, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
+        sum = TDot.WeightedDotAdd(sum, low, Avx.LoadVector256(x), Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16());
+        return TDot.WeightedDotAdd(sum, high, Avx.LoadVector256(x + 32), Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
     }
 
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
@@ -341,7 +346,8 @@ internal unsafe struct Q2_KBlock : IKBlock
     public static int BlockBytes => 84;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+        where TDot : IIntegerDot
     {
         var dAndMin = F16Row.PairToSingle(*(uint*)(block + 80)) * Vector128.Create(xd);
         var packed = Sse2.LoadVector128(block);
@@ -355,10 +361,10 @@ internal unsafe struct Q2_KBlock : IKBlock
         {
             var bits = Avx.LoadVector256(block + 16 + 32 * half).AsUInt16();
             sbyte* x = xq + 128 * half;
-            sum += KQuantKernels.ScaledDot(bits.AsByte() & twoBits, x, scales, 4 * half, signedScales: false);
-            sum += KQuantKernels.ScaledDot(Avx2.ShiftRightLogical(bits, 2).AsByte() & twoBits, x + 32, scales, 4 * half + 1, signedScales: false);
-            sum += KQuantKernels.ScaledDot(Avx2.ShiftRightLogical(bits, 4).AsByte() & twoBits, x + 64, scales, 4 * half + 2, signedScales: false);
-            sum += KQuantKernels.ScaledDot(Avx2.ShiftRightLogical(bits, 6).AsByte() & twoBits, x + 96, scales, 4 * half + 3, signedScales: false);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, bits.AsByte() & twoBits, x, scales, 4 * half, signedScales: false);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, Avx2.ShiftRightLogical(bits, 2).AsByte() & twoBits, x + 32, scales, 4 * half + 1, signedScales: false);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, Avx2.ShiftRightLogical(bits, 4).AsByte() & twoBits, x + 64, scales, 4 * half + 2, signedScales: false);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, Avx2.ShiftRightLogical(bits, 6).AsByte() & twoBits, x + 96, scales, 4 * half + 3, signedScales: false);
         }
         acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
         return Fma.MultiplyAddNegated(minTerm, Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
@@ -392,7 +398,8 @@ internal unsafe struct Q3_KBlock : IKBlock
     public static int BlockBytes => 110;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> Accumulate(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+    public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+        where TDot : IIntegerDot
     {
         float d = F16Row.ToSingle(*(ushort*)(block + 108)) * xd;
         var scales = UnpackScales(block + 96);
@@ -413,10 +420,10 @@ internal unsafe struct Q3_KBlock : IKBlock
             var third1 = half == 0 ? Avx2.ShiftLeftLogical(third, 1) : Avx2.ShiftRightLogical(third, 3);
             var third2 = half == 0 ? third : Avx2.ShiftRightLogical(third, 4);
             var third3 = half == 0 ? Avx2.ShiftRightLogical(third, 1) : Avx2.ShiftRightLogical(third, 5);
-            sum += KQuantKernels.ScaledDot((bits.AsByte() & twoBits) | (third0.AsByte() & bit2), x, scales.AsByte(), 4 * half, signedScales: true);
-            sum += KQuantKernels.ScaledDot((Avx2.ShiftRightLogical(bits, 2).AsByte() & twoBits) | (third1.AsByte() & bit2), x + 32, scales.AsByte(), 4 * half + 1, signedScales: true);
-            sum += KQuantKernels.ScaledDot((Avx2.ShiftRightLogical(bits, 4).AsByte() & twoBits) | (third2.AsByte() & bit2), x + 64, scales.AsByte(), 4 * half + 2, signedScales: true);
-            sum += KQuantKernels.ScaledDot((Avx2.ShiftRightLogical(bits, 6).AsByte() & twoBits) | (third3.AsByte() & bit2), x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, (bits.AsByte() & twoBits) | (third0.AsByte() & bit2), x, scales.AsByte(), 4 * half, signedScales: true);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, (Avx2.ShiftRightLogical(bits, 2).AsByte() & twoBits) | (third1.AsByte() & bit2), x + 32, scales.AsByte(), 4 * half + 1, signedScales: true);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, (Avx2.ShiftRightLogical(bits, 4).AsByte() & twoBits) | (third2.AsByte() & bit2), x + 64, scales.AsByte(), 4 * half + 2, signedScales: true);
+            sum = KQuantKernels.ScaledDot<TDot>(sum, (Avx2.ShiftRightLogical(bits, 6).AsByte() & twoBits) | (third3.AsByte() & bit2), x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
         }
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
     }
@@ -464,8 +471,9 @@ internal unsafe struct Q3_KBlock : IKBlock
 
 /// <summary>
 /// AVX2 kernels for the K-quants. Per super-block the integer dots of each sub-block are weighted by its integer
-/// scale with <c>madd</c> and summed as int32, so there is one float conversion per 256 values; the mins and
-/// offsets multiply the activation group sums instead of every value.
+/// scale with <c>madd</c> (or AVX-VNNI's <c>vpdpwssd</c>, which also accumulates) and summed as int32, so there is
+/// one float conversion per 256 values; the mins and offsets multiply the activation group sums instead of every
+/// value.
 /// </summary>
 internal static unsafe class KQuantKernels
 {
@@ -489,7 +497,8 @@ internal static unsafe class KQuantKernels
             ? (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock)
             : 0;
 
-    public static void Rows<TBlock>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TBlock : IKBlock
+    public static void Rows<TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
+        where TBlock : IKBlock where TDot : IIntegerDot
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 256;
         ActivationQuantizer.Layout256(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out short* groupSums);
@@ -502,7 +511,7 @@ internal static unsafe class KQuantKernels
             {
                 for (int k = 0; k < TokenTile; k++) tile[k] = Math.Min(tiled + k, tokens - 1);
                 for (int r = rowStart; r < rowEnd; r++)
-                    TBlock.PackedDot4(task->W.Row(r), blocks, quants, scales, groupSums, tile, task->Y + r, rows);
+                    TBlock.PackedDot4<TDot>(task->W.Row(r), blocks, quants, scales, groupSums, tile, task->Y + r, rows);
             }
         }
         else if (tokens >= TokenTile)
@@ -514,7 +523,7 @@ internal static unsafe class KQuantKernels
             // Token tiles outside, rows inside: a tile's activations stay in L1 while the unpacked chunk streams from L2.
             for (; tiled + TokenTile <= tokens; tiled += TokenTile)
                 for (int r = rowStart; r < rowEnd; r++)
-                    Dot4<TBlock>(unpacked + (long)(r - rowStart) * blocks, blocks, quants + (long)tiled * cols, cols,
+                    Dot4<TBlock, TDot>(unpacked + (long)(r - rowStart) * blocks, blocks, quants + (long)tiled * cols, cols,
                         scales + (long)tiled * blocks, groupSums + (long)tiled * (cols / 16), task->Y + (long)tiled * rows + r, rows);
         }
         for (int t = tiled; t < tokens; t++)
@@ -527,15 +536,15 @@ internal static unsafe class KQuantKernels
                 byte* row = task->W.Row(r);
                 Vector256<float> acc = default;
                 for (int b = 0; b < blocks; b++)
-                    acc = TBlock.Accumulate(row + (long)b * TBlock.BlockBytes, xq + b * 256, xd[b], xs + b * 16, acc);
+                    acc = TBlock.Accumulate<TDot>(row + (long)b * TBlock.BlockBytes, xq + b * 256, xd[b], xs + b * 16, acc);
                 task->Y[(long)t * rows + r] = Vector256.Sum(acc);
             }
         }
     }
 
     /// <summary>One unpacked row against four tokens.</summary>
-    private static void Dot4<TBlock>(UnpackedSuperBlock* row, int blocks, sbyte* xq, long cols, float* xd, short* groupSums, float* y, int yStride)
-        where TBlock : IKBlock
+    private static void Dot4<TBlock, TDot>(UnpackedSuperBlock* row, int blocks, sbyte* xq, long cols, float* xd, short* groupSums, float* y, int yStride)
+        where TBlock : IKBlock where TDot : IIntegerDot
     {
         long sumsStride = cols / 16;
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
@@ -549,10 +558,10 @@ internal static unsafe class KQuantKernels
                 var q = Avx.LoadVector256(u->Quants + 32 * chunk);
                 var scale = Avx.LoadVector256(u->ChunkScales + 16 * chunk);
                 sbyte* xc = x + 32 * chunk;
-                sum0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(xc)), scale);
-                sum1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(xc + cols)), scale);
-                sum2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(xc + 2 * cols)), scale);
-                sum3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(xc + 3 * cols)), scale);
+                sum0 = TDot.WeightedDotAdd(sum0, q, Avx.LoadVector256(xc), scale);
+                sum1 = TDot.WeightedDotAdd(sum1, q, Avx.LoadVector256(xc + cols), scale);
+                sum2 = TDot.WeightedDotAdd(sum2, q, Avx.LoadVector256(xc + 2 * cols), scale);
+                sum3 = TDot.WeightedDotAdd(sum3, q, Avx.LoadVector256(xc + 3 * cols), scale);
             }
             var mins = Avx.LoadVector256(u->Mins);
             short* gs = groupSums + 16 * b;
@@ -583,12 +592,13 @@ internal static unsafe class KQuantKernels
     internal static Vector256<byte> BroadcastInt16(int k) => Avx.LoadVector256(BroadcastInt16Masks + 32 * k);
 
     /// <summary>
-    /// Σ q·x over 32 values in two groups of 16 with their own 8-bit scales, entries 2·<paramref name="pair"/> and
-    /// 2·<paramref name="pair"/>+1 of <paramref name="scales"/>, signed or unsigned.
+    /// <paramref name="sum"/> plus Σ q·x over 32 values in two groups of 16 with their own 8-bit scales, entries
+    /// 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of <paramref name="scales"/>, signed or unsigned.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<int> ScaledDot(Vector256<byte> q, sbyte* x, Vector128<byte> scales, int pair, bool signedScales) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(x)), ChunkScales(scales, pair, signedScales));
+    internal static Vector256<int> ScaledDot<TDot>(Vector256<int> sum, Vector256<byte> q, sbyte* x, Vector128<byte> scales, int pair, bool signedScales)
+        where TDot : IIntegerDot =>
+        TDot.WeightedDotAdd(sum, q, Avx.LoadVector256(x), ChunkScales(scales, pair, signedScales));
 
     /// <summary>Scales 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of 16 8-bit ones, each in 8 int16 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -5,11 +5,15 @@ using Velo.Threading;
 
 namespace Velo.Kernels;
 
-/// <summary>Which implementation <see cref="MatMul"/> uses; tests force the portable one to check it on AVX2 machines.</summary>
+/// <summary>
+/// Which implementation <see cref="MatMul"/> uses; tests force the portable one to check it on AVX2 machines, and
+/// the AVX2 one to check it on AVX-VNNI machines.
+/// </summary>
 internal enum MatMulPath
 {
     Fastest,
     Portable,
+    Avx2,
 }
 
 /// <summary>Everything a row kernel needs, shared by all threads of one <see cref="MatMul.Multiply"/>.</summary>
@@ -52,7 +56,8 @@ public readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output)
 /// results do not depend on the thread count.
 /// <para>
 /// With AVX2 and FMA, quantized weights multiply activations quantized to 8 bits per call (32-blocks for Q8_0 and
-/// the Q4/Q5 types, 256-blocks for the K-quants) with integer instructions, which moves each result by at most
+/// the Q4/Q5 types, 256-blocks for the K-quants) with integer instructions (AVX-VNNI's where the CPU has them,
+/// bit for bit the same results), which moves each result by at most
 /// Σ|w| · max|x| / 254 per activation block; float weights multiply float activations. Elsewhere every type is
 /// dequantized row by row and multiplied in float.
 /// </para>
@@ -107,7 +112,9 @@ public static unsafe class MatMul
 
         bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
         ActivationFormat activations;
-        var kernel = portable ? PortableKernel(first.Type, out activations) : FastKernel(first.Type, tokens, out activations);
+        var kernel = portable ? PortableKernel(first.Type, out activations)
+            : AvxVnni.IsSupported && path != MatMulPath.Avx2 ? FastKernel<VnniDot>(first.Type, tokens, out activations)
+            : FastKernel<Avx2Dot>(first.Type, tokens, out activations);
         int chunkRows = ChunkRows(totalRows, tokens, pool.ThreadCount);
 
         // One buffer for the activations in the kernel's format and each thread's room for a chunk of rows.
@@ -188,7 +195,8 @@ public static unsafe class MatMul
         Blocks256,
     }
 
-    private static delegate*<MatMulTask*, int, int, int, void> FastKernel(GgmlType type, int tokens, out ActivationFormat activations)
+    private static delegate*<MatMulTask*, int, int, int, void> FastKernel<TDot>(GgmlType type, int tokens, out ActivationFormat activations)
+        where TDot : IIntegerDot
     {
         activations = type switch
         {
@@ -203,16 +211,16 @@ public static unsafe class MatMul
             GgmlType.F32 => &FloatKernels.Rows<F32Row>,
             GgmlType.F16 => &FloatKernels.Rows<F16Row>,
             GgmlType.BF16 => &FloatKernels.Rows<BF16Row>,
-            GgmlType.Q8_0 => &Block32Kernels.Rows<Q8_0Block>,
-            GgmlType.Q4_0 => &PairedBlock32Kernels.Rows<Q4_0Block>,
-            GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block>,
-            GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block>,
-            GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block>,
-            GgmlType.Q4_K => &KQuantKernels.Rows<Q4_KBlock>,
-            GgmlType.Q6_K => &KQuantKernels.Rows<Q6_KBlock>,
-            GgmlType.Q5_K => &KQuantKernels.Rows<Q5_KBlock>,
-            GgmlType.Q2_K => &KQuantKernels.Rows<Q2_KBlock>,
-            GgmlType.Q3_K => &KQuantKernels.Rows<Q3_KBlock>,
+            GgmlType.Q8_0 => &Block32Kernels.Rows<Q8_0Block, TDot>,
+            GgmlType.Q4_0 => &PairedBlock32Kernels.Rows<Q4_0Block, TDot>,
+            GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block, TDot>,
+            GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block, TDot>,
+            GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block, TDot>,
+            GgmlType.Q4_K => &KQuantKernels.Rows<Q4_KBlock, TDot>,
+            GgmlType.Q6_K => &KQuantKernels.Rows<Q6_KBlock, TDot>,
+            GgmlType.Q5_K => &KQuantKernels.Rows<Q5_KBlock, TDot>,
+            GgmlType.Q2_K => &KQuantKernels.Rows<Q2_KBlock, TDot>,
+            GgmlType.Q3_K => &KQuantKernels.Rows<Q3_KBlock, TDot>,
             _ => PortableKernel(type, out activations),
         };
     }

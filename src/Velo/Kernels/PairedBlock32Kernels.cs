@@ -8,15 +8,16 @@ namespace Velo.Kernels;
 /// AVX2 kernels for Q4_0, Q4_1, Q5_0 and Q5_1, working on two blocks at a time: the 16 nibble bytes of two
 /// blocks fill one 256-bit register, so one mask and one shift unpack 64 quants, and the activations are stored
 /// in the matching order (<see cref="ActivationQuantizer.Quantize32"/> with <c>paired</c>). Per pair: two
-/// <c>maddubs</c>, one <c>madd</c>, one conversion and one FMA whose scale vector holds the first block's scale in
-/// the low half and the second's in the high half.
+/// <c>maddubs</c> and one <c>madd</c> (or two AVX-VNNI <c>vpdpbusd</c>), one conversion and one FMA whose scale
+/// vector holds the first block's scale in the low half and the second's in the high half.
 /// </summary>
 internal static unsafe class PairedBlock32Kernels
 {
     private const int TokenTile = 4;
     private const int Batch = 8;
 
-    public static void Rows<TBlock>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TBlock : INibbleBlock32
+    public static void Rows<TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
+        where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 32;
         ActivationQuantizer.Layout32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out float* sums);
@@ -31,15 +32,16 @@ internal static unsafe class PairedBlock32Kernels
             {
                 byte* row = task->W.Row(r);
                 if (tileTokens == TokenTile)
-                    Dot4<TBlock>(row, blocks, xq, xd, xs, y + r, rows);
+                    Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y + r, rows);
                 else
                     for (int t = 0; t < tileTokens; t++)
-                        y[(long)t * rows + r] = Dot1<TBlock>(row, blocks, xq + (long)t * cols, xd + t * blocks, xs + t * blocks);
+                        y[(long)t * rows + r] = Dot1<TBlock, TDot>(row, blocks, xq + (long)t * cols, xd + t * blocks, xs + t * blocks);
             }
         }
     }
 
-    private static float Dot1<TBlock>(byte* row, int blocks, sbyte* xq, float* xd, float* xs) where TBlock : INibbleBlock32
+    private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
+        where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
         // One accumulator, in the order of each token of Dot4, so a token's result does not depend on how many
         // others share its batch.
@@ -55,20 +57,20 @@ internal static unsafe class PairedBlock32Kernels
         {
             Block32Kernels.WeightScales<TBlock>(block, out var d, out var offset);
             var scales = Block32Kernels.TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc);
-            acc = Fma.MultiplyAdd(PairDot<TBlock>(block, x), Avx2.PermuteVar8x32(scales, pair0), acc);
-            acc = Fma.MultiplyAdd(PairDot<TBlock>(block + 2 * TBlock.BlockBytes, x + 64), Avx2.PermuteVar8x32(scales, pair1), acc);
-            acc = Fma.MultiplyAdd(PairDot<TBlock>(block + 4 * TBlock.BlockBytes, x + 128), Avx2.PermuteVar8x32(scales, pair2), acc);
-            acc = Fma.MultiplyAdd(PairDot<TBlock>(block + 6 * TBlock.BlockBytes, x + 192), Avx2.PermuteVar8x32(scales, pair3), acc);
+            acc = Fma.MultiplyAdd(PairDot<TBlock, TDot>(block, x), Avx2.PermuteVar8x32(scales, pair0), acc);
+            acc = Fma.MultiplyAdd(PairDot<TBlock, TDot>(block + 2 * TBlock.BlockBytes, x + 64), Avx2.PermuteVar8x32(scales, pair1), acc);
+            acc = Fma.MultiplyAdd(PairDot<TBlock, TDot>(block + 4 * TBlock.BlockBytes, x + 128), Avx2.PermuteVar8x32(scales, pair2), acc);
+            acc = Fma.MultiplyAdd(PairDot<TBlock, TDot>(block + 6 * TBlock.BlockBytes, x + 192), Avx2.PermuteVar8x32(scales, pair3), acc);
         }
         float offsetTail = 0;
         for (int b = whole; b < blocks; b += 2, block += 2 * TBlock.BlockBytes, x += 64)
-            AddTail<TBlock>(block, b, blocks, x, xd, xs, ref acc, ref offsetTail);
+            AddTail<TBlock, TDot>(block, b, blocks, x, xd, xs, ref acc, ref offsetTail);
         return Vector256.Sum(acc) + offsetTail;
     }
 
     /// <summary>One row against four tokens: each pair of blocks is unpacked once for all four.</summary>
-    private static void Dot4<TBlock>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
-        where TBlock : INibbleBlock32
+    private static void Dot4<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
+        where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
         long cols = blocks * 32L;
         float* scales = stackalloc float[Batch * TokenTile];
@@ -88,19 +90,19 @@ internal static unsafe class PairedBlock32Kernels
             {
                 TBlock.PairQuants(block, out var low, out var high);
                 var select = Vector256.Create(2 * pair) + Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
-                acc0 = Fma.MultiplyAdd(PairDot(low, high, x), Avx2.PermuteVar8x32(Avx.LoadVector256(scales), select), acc0);
-                acc1 = Fma.MultiplyAdd(PairDot(low, high, x + cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + Batch), select), acc1);
-                acc2 = Fma.MultiplyAdd(PairDot(low, high, x + 2 * cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + 2 * Batch), select), acc2);
-                acc3 = Fma.MultiplyAdd(PairDot(low, high, x + 3 * cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + 3 * Batch), select), acc3);
+                acc0 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x), Avx2.PermuteVar8x32(Avx.LoadVector256(scales), select), acc0);
+                acc1 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + Batch), select), acc1);
+                acc2 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + 2 * cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + 2 * Batch), select), acc2);
+                acc3 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + 3 * cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + 3 * Batch), select), acc3);
             }
         }
         float tail0 = 0, tail1 = 0, tail2 = 0, tail3 = 0;
         for (int b = whole; b < blocks; b += 2, block += 2 * TBlock.BlockBytes, x += 64)
         {
-            AddTail<TBlock>(block, b, blocks, x, xd, xs, ref acc0, ref tail0);
-            AddTail<TBlock>(block, b, blocks, x + cols, xd + blocks, xs + blocks, ref acc1, ref tail1);
-            AddTail<TBlock>(block, b, blocks, x + 2 * cols, xd + 2 * blocks, xs + 2 * blocks, ref acc2, ref tail2);
-            AddTail<TBlock>(block, b, blocks, x + 3 * cols, xd + 3 * blocks, xs + 3 * blocks, ref acc3, ref tail3);
+            AddTail<TBlock, TDot>(block, b, blocks, x, xd, xs, ref acc0, ref tail0);
+            AddTail<TBlock, TDot>(block, b, blocks, x + cols, xd + blocks, xs + blocks, ref acc1, ref tail1);
+            AddTail<TBlock, TDot>(block, b, blocks, x + 2 * cols, xd + 2 * blocks, xs + 2 * blocks, ref acc2, ref tail2);
+            AddTail<TBlock, TDot>(block, b, blocks, x + 3 * cols, xd + 3 * blocks, xs + 3 * blocks, ref acc3, ref tail3);
         }
         y[0] = Vector256.Sum(acc0) + tail0;
         y[yStride] = Vector256.Sum(acc1) + tail1;
@@ -113,35 +115,32 @@ internal static unsafe class PairedBlock32Kernels
     /// one after it, with scales widened one by one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddTail<TBlock>(byte* block, int b, int blocks, sbyte* x, float* xd, float* xs,
-        ref Vector256<float> acc, ref float offsetTail) where TBlock : INibbleBlock32
+    private static void AddTail<TBlock, TDot>(byte* block, int b, int blocks, sbyte* x, float* xd, float* xs,
+        ref Vector256<float> acc, ref float offsetTail) where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
         float d0 = F16Row.ToSingle(*(ushort*)block);
         offsetTail += Block32Kernels.OffsetTerm<TBlock>(block, d0, xs[b]);
         if (b + 1 == blocks)
         {
-            acc = Fma.MultiplyAdd(Block32Kernels.BlockDot<TBlock>(block, x), Vector256.Create(d0 * xd[b]), acc);
+            acc = Fma.MultiplyAdd(Block32Kernels.BlockDot<TBlock, TDot>(block, x), Vector256.Create(d0 * xd[b]), acc);
             return;
         }
         float d1 = F16Row.ToSingle(*(ushort*)(block + TBlock.BlockBytes));
         offsetTail += Block32Kernels.OffsetTerm<TBlock>(block + TBlock.BlockBytes, d1, xs[b + 1]);
         var scales = Vector256.Create(Vector128.Create(d0 * xd[b]), Vector128.Create(d1 * xd[b + 1]));
-        acc = Fma.MultiplyAdd(PairDot<TBlock>(block, x), scales, acc);
+        acc = Fma.MultiplyAdd(PairDot<TBlock, TDot>(block, x), scales, acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> PairDot<TBlock>(byte* first, sbyte* x) where TBlock : INibbleBlock32
+    private static Vector256<float> PairDot<TBlock, TDot>(byte* first, sbyte* x) where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
         TBlock.PairQuants(first, out var low, out var high);
-        return PairDot(low, high, x);
+        return PairDot<TDot>(low, high, x);
     }
 
     /// <summary>Two blocks' Σ q·x: lanes 0..3 hold partial sums of the first block, lanes 4..7 of the second.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> PairDot(Vector256<byte> low, Vector256<byte> high, sbyte* x)
-    {
-        // Each int16 lane sums two products of at most 31·127, so adding two of them cannot overflow.
-        var pairs = Avx2.MultiplyAddAdjacent(low, Avx.LoadVector256(x)) + Avx2.MultiplyAddAdjacent(high, Avx.LoadVector256(x + 32));
-        return Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1)));
-    }
+    private static Vector256<float> PairDot<TDot>(Vector256<byte> low, Vector256<byte> high, sbyte* x) where TDot : IIntegerDot =>
+        // Two products of at most 31·127 from each block: their sum fits the int16 that AVX2 adds them in.
+        Avx.ConvertToVector256Single(TDot.Dot(low, Avx.LoadVector256(x), high, Avx.LoadVector256(x + 32)));
 }
