@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
@@ -238,14 +239,12 @@ internal sealed class ServerSentEvents(HttpResponse response)
         _json.Flush();
         if (_buffer.WrittenCount == 0) return;
         var pipe = response.BodyWriter;
-        var span = pipe.GetSpan(_buffer.WrittenCount + 8);
-        "data: "u8.CopyTo(span);
-        _buffer.WrittenSpan.CopyTo(span[6..]);
-        "\n\n"u8.CopyTo(span[(6 + _buffer.WrittenCount)..]);
-        pipe.Advance(_buffer.WrittenCount + 8);
+        pipe.Write("data: "u8);
+        pipe.Write(_buffer.WrittenSpan);
+        pipe.Write("\n\n"u8);
     }
 
-    public void WriteDone() => System.Buffers.BuffersExtensions.Write(response.BodyWriter, "data: [DONE]\n\n"u8);
+    public void WriteDone() => response.BodyWriter.Write("data: [DONE]\n\n"u8);
 
     public async Task FlushAsync(CancellationToken cancellation) => await response.BodyWriter.FlushAsync(cancellation);
 }
