@@ -153,31 +153,40 @@ internal static class CompletionEndpoints
         http.Response.Headers.CacheControl = "no-cache";
         shape.IncludeUsage = includeUsage;
         var sse = new ServerSentEvents(http.Response);
-        await sse.WriteAsync(json => shape.WriteChunk(json, "", null, null, first: true, engine.Scheduler.Model.Tokenizer), http.RequestAborted);
+        var tokenizer = engine.Scheduler.Model.Tokenizer;
+        sse.Write(json => shape.WriteChunk(json, "", null, null, first: true, tokenizer));
+        await sse.FlushAsync(http.RequestAborted);
         var pending = new List<GeneratedPiece>();
         try
         {
-            await foreach (var piece in generation.Pieces.ReadAllAsync(http.RequestAborted))
+            var pieces = generation.Pieces;
+            while (await pieces.WaitToReadAsync(http.RequestAborted))
             {
-                observer.Observe(piece);
-                if (piece.Logprob != null) pending.Add(piece);
-                if (piece.Text.Length == 0) continue;
-                await sse.WriteAsync(json => shape.WriteChunk(json, piece.Text, request.TopLogprobs != null ? pending : null, null, first: false,
-                    engine.Scheduler.Model.Tokenizer), http.RequestAborted);
-                pending.Clear();
+                // Everything already generated goes out in one flush: a client that fell behind catches up in one write.
+                while (pieces.TryRead(out var piece))
+                {
+                    observer.Observe(piece);
+                    if (piece.Logprob != null) pending.Add(piece);
+                    if (piece.Text.Length == 0) continue;
+                    sse.Write(json => shape.WriteChunk(json, piece.Text, request.TopLogprobs != null ? pending : null, null, first: false, tokenizer));
+                    pending.Clear();
+                }
+                await sse.FlushAsync(http.RequestAborted);
             }
             var summary = await generation.Completion;
             engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
-            await sse.WriteAsync(json => shape.WriteChunk(json, "", request.TopLogprobs != null && pending.Count > 0 ? pending : null,
-                summary.FinishReason, first: false, engine.Scheduler.Model.Tokenizer), http.RequestAborted);
-            if (includeUsage) await sse.WriteAsync(json => shape.WriteUsageChunk(json, summary), http.RequestAborted);
-            await sse.WriteDoneAsync(http.RequestAborted);
+            sse.Write(json => shape.WriteChunk(json, "", request.TopLogprobs != null && pending.Count > 0 ? pending : null,
+                summary.FinishReason, first: false, tokenizer));
+            if (includeUsage) sse.Write(json => shape.WriteUsageChunk(json, summary));
+            sse.WriteDone();
+            await sse.FlushAsync(http.RequestAborted);
         }
         catch (Exception e) when (e is not OperationCanceledException && !http.RequestAborted.IsCancellationRequested)
         {
             // The status line is gone; the error travels as an event, as OpenAI's streams send it.
             var error = new ApiException(500, $"generation failed: {e.Message}");
-            await sse.WriteAsync(error.WriteBody, CancellationToken.None);
+            sse.Write(error.WriteBody);
+            await sse.FlushAsync(CancellationToken.None);
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
@@ -219,25 +220,31 @@ internal sealed class CompletionShape(string model) : ResponseShape(model, "cmpl
     }
 }
 
-/// <summary>Writes <c>data: JSON</c> events and flushes each, so clients see tokens as they come.</summary>
+/// <summary>
+/// Writes <c>data: JSON</c> events into the response's pipe. Events are buffered until <see cref="FlushAsync"/>,
+/// so a caller that has several ready sends them in one socket write (and one HTTP chunk) instead of one each.
+/// </summary>
 internal sealed class ServerSentEvents(HttpResponse response)
 {
     private readonly System.Buffers.ArrayBufferWriter<byte> _buffer = new();
+    private Utf8JsonWriter? _json;
 
-    public async Task WriteAsync(Action<Utf8JsonWriter> write, CancellationToken cancellation)
+    /// <summary>Buffers one event; writes nothing when <paramref name="write"/> writes nothing.</summary>
+    public void Write(Action<Utf8JsonWriter> write)
     {
         _buffer.ResetWrittenCount();
-        using (var json = new Utf8JsonWriter(_buffer, JsonOutput.Options)) write(json);
+        if (_json == null) _json = new Utf8JsonWriter(_buffer, JsonOutput.Options);
+        else _json.Reset(_buffer);
+        write(_json);
+        _json.Flush();
         if (_buffer.WrittenCount == 0) return;
-        await response.Body.WriteAsync("data: "u8.ToArray(), cancellation);
-        await response.Body.WriteAsync(_buffer.WrittenMemory, cancellation);
-        await response.Body.WriteAsync("\n\n"u8.ToArray(), cancellation);
-        await response.Body.FlushAsync(cancellation);
+        var pipe = response.BodyWriter;
+        pipe.Write("data: "u8);
+        pipe.Write(_buffer.WrittenSpan);
+        pipe.Write("\n\n"u8);
     }
 
-    public async Task WriteDoneAsync(CancellationToken cancellation)
-    {
-        await response.Body.WriteAsync("data: [DONE]\n\n"u8.ToArray(), cancellation);
-        await response.Body.FlushAsync(cancellation);
-    }
+    public void WriteDone() => response.BodyWriter.Write("data: [DONE]\n\n"u8);
+
+    public async Task FlushAsync(CancellationToken cancellation) => await response.BodyWriter.FlushAsync(cancellation);
 }

@@ -103,6 +103,10 @@ internal static class BenchServeCommand
             {
                 if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
                 if (line == "data: [DONE]") break;
+                // The client shares the server's cores, so it parses only the chunks it measures: until the first
+                // token, and the usage chunk (inside a JSON string the quotes would be escaped, so this text is
+                // only ever the usage object itself).
+                if (ttft >= 0 && !line.Contains("\"usage\":{", StringComparison.Ordinal)) continue;
                 using var chunk = JsonDocument.Parse(line.AsMemory(6));
                 if (ttft < 0 && chunk.RootElement.GetProperty("choices") is { ValueKind: JsonValueKind.Array } choices && choices.GetArrayLength() > 0)
                     ttft = clock.Elapsed.TotalSeconds;

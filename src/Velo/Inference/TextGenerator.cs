@@ -1,6 +1,3 @@
-using System.Diagnostics;
-using Velo.Models;
-using Velo.Text;
 using Velo.Threading;
 
 namespace Velo.Inference;
@@ -9,109 +6,104 @@ namespace Velo.Inference;
 public readonly record struct GeneratedToken(int Id, string Text);
 
 /// <summary>
-/// Generates text for one sequence at a time: prefills the prompt in batches, then samples and decodes token by
-/// token. The KV cache persists between calls, so a prompt that extends the previous conversation only computes
-/// its new tokens.
+/// Generates text for one sequence at a time, as a plain enumerable: a one-slot <see cref="BatchScheduler"/>, so
+/// prefill, prefix reuse, sampling and stop strings are the server's own. The KV cache persists between calls, so
+/// a prompt that extends the previous conversation only computes its new tokens.
 /// </summary>
 public sealed class TextGenerator : IDisposable
 {
-    private readonly LanguageModel _model;
-    private readonly LlamaState _state;
-    private readonly ForwardBatch _batch;
-    private readonly int[] _history;
+    private readonly BatchScheduler _scheduler;
     private readonly WorkerPool _pool;
     private readonly bool _ownsPool;
-    private int _cachedTokens;
 
     public TextGenerator(LanguageModel model, int contextLength = 0, int batchSize = 512, WorkerPool? pool = null)
     {
-        _model = model;
         ContextLength = contextLength > 0 ? contextLength : model.Config.ContextLength;
         _ownsPool = pool == null;
         _pool = pool ?? new WorkerPool(Environment.ProcessorCount);
-        _batch = new ForwardBatch(Math.Min(batchSize, ContextLength));
-        _state = model.Model.CreateState(ContextLength, _batch.Capacity, sequences: 1, maxLogitRows: 1, pool: _pool);
-        _history = new int[ContextLength];
+        // A queue of one lets the next call wait for the slot while an abandoned generation is still being cancelled.
+        _scheduler = new BatchScheduler(model, new BatchSchedulerOptions
+        {
+            Parallel = 1, ContextLength = ContextLength, QueueCapacity = 1, MaxBatchTokens = Math.Min(batchSize, ContextLength),
+        }, _pool);
     }
 
     public int ContextLength { get; }
     public GenerationStats LastStats { get; private set; } = new();
 
-    /// <summary>Generates after <paramref name="prompt"/> (token ids, BOS included if the model wants one).</summary>
+    /// <summary>Generates after <paramref name="prompt"/> (token ids, BOS included if the model wants one). Cancelling
+    /// ends the output early without an exception; so does leaving the enumeration.</summary>
     public IEnumerable<GeneratedToken> Generate(IReadOnlyList<int> prompt, GenerationOptions options, CancellationToken cancellation = default)
     {
         if (prompt.Count == 0) throw new ArgumentException("the prompt is empty: it needs at least one token (usually BOS)");
-        if (prompt.Count >= ContextLength)
-            throw new PromptTooLongException(prompt.Count, ContextLength);
-        var sampler = new Sampler(options.Sampling, _model.Config.VocabSize);
-        return Run(prompt, options, sampler, cancellation);
+        if (prompt.Count >= ContextLength) throw new PromptTooLongException(prompt.Count, ContextLength);
+        Sampler.Validate(options.Sampling);
+        return Run(new GenerationRequest { Prompt = prompt, Options = options }, cancellation);
     }
 
-    private IEnumerable<GeneratedToken> Run(IReadOnlyList<int> prompt, GenerationOptions options, Sampler sampler, CancellationToken cancellation)
+    private IEnumerable<GeneratedToken> Run(GenerationRequest request, CancellationToken cancellation)
     {
-        var stats = new GenerationStats { PromptTokens = prompt.Count };
+        var stats = new GenerationStats { PromptTokens = request.Prompt.Count };
         LastStats = stats;
-        var clock = Stopwatch.StartNew();
-        Prefill(prompt, cancellation);
-        stats.PromptTime = clock.Elapsed;
-        clock.Restart();
-
-        var tokenizer = _model.Tokenizer;
-        var decoder = new StreamingDecoder(tokenizer, skipSpecial: true);
-        var stop = new StopStringMatcher(options.Stop);
-        int length = prompt.Count;
-        int limit = options.MaxTokens < 0 ? int.MaxValue : options.MaxTokens;
-        stats.FinishReason = FinishReason.Length;
-        while (stats.GeneratedTokens < limit && !cancellation.IsCancellationRequested)
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
+        var stream = _scheduler.Submit(request, stop.Token);
+        try
         {
-            int token = sampler.Sample(_state.Logits(0), _history.AsSpan(0, length));
-            stats.GeneratedTokens++;
-            if (tokenizer.IsEndOfGeneration(token) && !options.IgnoreEos)
+            TimeSpan? first = null;
+            while (NextPiece(stream.Pieces, out var piece))
             {
-                stats.FinishReason = FinishReason.Stop;
-                break;
+                if (piece.TokenId >= 0) first ??= piece.Elapsed;
+                yield return new GeneratedToken(piece.TokenId, piece.Text);
             }
-            var (text, stopped) = stop.Push(decoder.Append(token));
-            if (text.Length > 0 || !stopped) yield return new GeneratedToken(token, text);
-            if (stopped)
+            // The pieces end a moment before the summary is set.
+            if (Summary(stream.Completion) is { } summary)
             {
-                stats.FinishReason = FinishReason.Stop;
-                break;
+                stats.PromptTime = first ?? summary.Duration;
+                stats.GeneratedTokens = summary.GeneratedTokens;
+                stats.GenerationTime = summary.Duration - stats.PromptTime;
+                stats.FinishReason = summary.FinishReason;
             }
-            if (length == ContextLength) break;
-            _history[length] = token;
-            _batch.Clear();
-            _batch.Add(token, length, wantLogits: true);
-            _model.Model.Forward(_state, _batch);
-            length++;
-            _cachedTokens = length;
-            stats.GenerationTime = clock.Elapsed;
         }
-        string rest = stop.Flush();
-        if (rest.Length > 0) yield return new GeneratedToken(-1, rest);
-        stats.GenerationTime = clock.Elapsed;
+        finally
+        {
+            // A caller that stops enumerating early frees the slot instead of generating into the void.
+            stop.Cancel();
+        }
     }
 
-    /// <summary>Runs the prompt through the model, reusing the cached prefix it shares with the previous sequence.</summary>
-    private void Prefill(IReadOnlyList<int> prompt, CancellationToken cancellation)
+    private static GenerationSummary? Summary(Task<GenerationSummary> completion)
     {
-        int reuse = 0;
-        while (reuse < _cachedTokens && reuse < prompt.Count - 1 && _history[reuse] == prompt[reuse]) reuse++;
-        for (int i = 0; i < prompt.Count; i++) _history[i] = prompt[i];
-        for (int start = reuse; start < prompt.Count; start += _batch.Capacity)
+        try
         {
-            cancellation.ThrowIfCancellationRequested();
-            _batch.Clear();
-            int end = Math.Min(prompt.Count, start + _batch.Capacity);
-            for (int i = start; i < end; i++) _batch.Add(prompt[i], i, wantLogits: i == prompt.Count - 1);
-            _model.Model.Forward(_state, _batch);
+            return completion.GetAwaiter().GetResult();
         }
-        _cachedTokens = prompt.Count;
+        catch (OperationCanceledException)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Waits for the next piece; false at the end of the output, also when the caller cancelled it.</summary>
+    private static bool NextPiece(System.Threading.Channels.ChannelReader<GeneratedPiece> pieces, out GeneratedPiece piece)
+    {
+        while (!pieces.TryRead(out piece!))
+        {
+            try
+            {
+                var more = pieces.WaitToReadAsync();
+                if (!(more.IsCompleted ? more.Result : more.AsTask().GetAwaiter().GetResult())) return false;
+            }
+            catch (OperationCanceledException)
+            {
+                return false;
+            }
+        }
+        return true;
     }
 
     public void Dispose()
     {
-        _state.Dispose();
+        _scheduler.Dispose();
         if (_ownsPool) _pool.Dispose();
     }
 }
