@@ -145,14 +145,11 @@ public static unsafe class MatMul
                 for (int i = 0; i < targets.Length; i++)
                     tasks[i].Activations = null;
         }
-        else if (activations != ActivationFormat.Float)
+        var job = new RowsJob
         {
-            var quantize = new QuantizeJob { Task = tasks, Format = activations };
-            if (tokens == 1) quantize.Execute(0, 1); // not worth waking the workers for one row
-            else pool.Run(ref quantize);
-        }
-
-        var job = new RowsJob { Tasks = tasks, TaskCount = targets.Length, Kernel = kernel, ChunkRows = chunkRows };
+            Tasks = tasks, TaskCount = targets.Length, Kernel = kernel, ChunkRows = chunkRows,
+            Format = activations is ActivationFormat.Float or ActivationFormat.ScaledFloat ? ActivationFormat.Float : activations,
+        };
         pool.Run(ref job);
     }
 
@@ -259,47 +256,55 @@ public static unsafe class MatMul
         return row;
     }
 
-    private struct QuantizeJob : IParallelJob
+    private static void QuantizeToken(MatMulTask* task, ActivationFormat format, int t)
     {
-        public MatMulTask* Task;
-        public ActivationFormat Format;
-
-        public void Execute(int threadIndex, int threadCount)
+        int cols = task->W.Cols, tokens = task->Tokens;
+        float* x = task->X + (long)t * cols;
+        if (format != ActivationFormat.Blocks256)
         {
-            int cols = Task->W.Cols, tokens = Task->Tokens;
-            int perThread = (tokens + threadCount - 1) / threadCount;
-            int end = Math.Min(tokens, (threadIndex + 1) * perThread);
-            for (int t = threadIndex * perThread; t < end; t++)
-            {
-                float* x = Task->X + (long)t * cols;
-                if (Format != ActivationFormat.Blocks256)
-                {
-                    ActivationQuantizer.Layout32(Task->Activations, cols, tokens, out var quants, out var scales, out var sums);
-                    int blocks = cols / ActivationQuantizer.Block32;
-                    ActivationQuantizer.Quantize32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks,
-                        paired: Format == ActivationFormat.PairedBlocks32);
-                }
-                else
-                {
-                    ActivationQuantizer.Layout256(Task->Activations, cols, tokens, out var quants, out var scales, out var groupSums);
-                    ActivationQuantizer.Quantize256(x, cols, quants + (long)t * cols,
-                        scales + (long)t * (cols / ActivationQuantizer.Block256), groupSums + (long)t * (cols / 16));
-                }
-            }
+            ActivationQuantizer.Layout32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
+            int blocks = cols / ActivationQuantizer.Block32;
+            ActivationQuantizer.Quantize32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks,
+                paired: format == ActivationFormat.PairedBlocks32);
+        }
+        else
+        {
+            ActivationQuantizer.Layout256(task->Activations, cols, tokens, out var quants, out var scales, out var groupSums);
+            ActivationQuantizer.Quantize256(x, cols, quants + (long)t * cols,
+                scales + (long)t * (cols / ActivationQuantizer.Block256), groupSums + (long)t * (cols / 16));
         }
     }
 
-    /// <summary>Hands out chunks of rows of all the tasks' matrices, first come first served.</summary>
+    /// <summary>
+    /// Quantizes the activations (unless <see cref="Format"/> is Float), then hands out chunks of rows of all the
+    /// tasks' matrices, first come first served. Both phases share one dispatch: tokens are handed out too, and a
+    /// thread that finds none left waits only for tokens that running threads have taken, so a worker that has not
+    /// started (its share then run by the caller) holds nothing up.
+    /// </summary>
     private struct RowsJob : IParallelJob
     {
         public MatMulTask* Tasks;
         public int TaskCount;
         public delegate*<MatMulTask*, int, int, int, void> Kernel;
         public int ChunkRows;
+        public ActivationFormat Format;
         public int NextChunk;
+        public int NextToken;
+        public int QuantizedTokens;
 
         public void Execute(int threadIndex, int threadCount)
         {
+            if (Format != ActivationFormat.Float)
+            {
+                int tokens = Tasks->Tokens;
+                for (int t; (t = Interlocked.Increment(ref NextToken) - 1) < tokens;)
+                {
+                    QuantizeToken(Tasks, Format, t);
+                    Interlocked.Increment(ref QuantizedTokens);
+                }
+                var spinner = new SpinWait();
+                while (Volatile.Read(ref QuantizedTokens) < tokens) spinner.SpinOnce(sleep1Threshold: -1);
+            }
             while (true)
             {
                 int chunk = Interlocked.Increment(ref NextChunk) - 1;
