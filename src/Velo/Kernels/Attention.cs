@@ -30,11 +30,8 @@ public static unsafe class Attention
     public static void Compute(in Arguments args, WorkerPool pool)
     {
         int stride = ScoreStride(args.ContextLength);
-        var job = new Job
-        {
-            Args = args, ScoreStride = stride, RowsPerBlock = RowsPerBlock(args.Rows),
-            Scores = (float*)pool.SharedScratch((long)pool.ThreadCount * MaxBlockRows * stride * sizeof(float)),
-        };
+        var job = new Job { Args = args, ScoreStride = stride, RowsPerBlock = RowsPerBlock(args.Rows, stride) };
+        job.Scores = (float*)pool.SharedScratch((long)pool.ThreadCount * job.RowsPerBlock * stride * sizeof(float));
         pool.Run(ref job);
     }
 
@@ -71,7 +68,7 @@ public static unsafe class Attention
     }
 
     /// <summary>
-    /// Hands out items of one head and up to <see cref="MaxBlockRows"/> consecutive rows, head-major: decode rows of
+    /// Hands out items of one head and up to <see cref="RowsPerBlock"/> consecutive rows, head-major: decode rows of
     /// different lengths balance across the threads, and prefill rows of a block score each group of keys and
     /// weigh each tile of values while it is in L1. Every row's arithmetic is the same whatever block it is in,
     /// so results do not depend on the batch or the threads.
@@ -79,7 +76,7 @@ public static unsafe class Attention
     private struct Job : IParallelJob
     {
         public Arguments Args;
-        public float* Scores; // MaxBlockRows × ScoreStride floats per thread
+        public float* Scores; // RowsPerBlock × ScoreStride floats per thread
         public int ScoreStride;
         public int RowsPerBlock;
         public int NextItem;
@@ -89,7 +86,7 @@ public static unsafe class Attention
             ref readonly var a = ref Args;
             int kvDim = a.KvHeads * a.HeadDim;
             float scale = 1f / MathF.Sqrt(a.HeadDim);
-            float* scores = Scores + (long)threadIndex * MaxBlockRows * ScoreStride;
+            float* scores = Scores + (long)threadIndex * RowsPerBlock * ScoreStride;
             int blocks = (a.Rows + RowsPerBlock - 1) / RowsPerBlock, items = blocks * a.Heads;
             float** pointers = stackalloc float*[4 * MaxBlockRows];
             int* lengths = stackalloc int[MaxBlockRows];
@@ -120,7 +117,7 @@ public static unsafe class Attention
         }
     }
 
-    private const int MaxBlockRows = 8;
+    private const int MaxBlockRows = 16;
     private const int KeyGroup = 8;
 
     /// <summary>Keys whose values one pass of the weighted sum adds to a block's outputs: 32 rows of 64 floats fill 8 KB of L1.</summary>
@@ -133,8 +130,11 @@ public static unsafe class Attention
         public int* Lengths;
     }
 
-    /// <summary>Rows per item: one for small batches, whose items are few, and up to eight for prefill.</summary>
-    private static int RowsPerBlock(int rows) => Math.Clamp(rows / 16, 1, MaxBlockRows);
+    /// <summary>
+    /// Rows per item: one for small batches, whose items are few, and up to 16 for prefill, as long as a block's
+    /// scores take at most 1 MB per thread (long contexts).
+    /// </summary>
+    private static int RowsPerBlock(int rows, int scoreStride) => Math.Clamp(Math.Min(rows / 16, (1 << 18) / scoreStride), 1, MaxBlockRows);
 
     /// <summary>Scratch floats per row: scores are written in whole groups of <see cref="KeyGroup"/>.</summary>
     private static int ScoreStride(int contextLength) => (contextLength + KeyGroup - 1) / KeyGroup * KeyGroup;
