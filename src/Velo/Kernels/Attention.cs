@@ -155,20 +155,22 @@ public static unsafe class Attention
 
         for (int r = 0; r < count; r++)
             new Span<float>(rows.Outputs[r], headDim).Clear();
+        float* sums = stackalloc float[MaxBlockRows];
         for (int r = 0; r < count; r++)
         {
             float* s = scores + (long)r * scoreStride;
-            Exponentiate(s, rows.Lengths[r], Max(s, rows.Lengths[r]));
+            sums[r] = Exponentiate(s, rows.Lengths[r], Max(s, rows.Lengths[r]));
         }
-        for (int t = 0; t < longest; t += ValueTile)
+        // A single row has no one to share a tile with: its outputs then stay in registers throughout.
+        int tile = count == 1 ? longest : ValueTile;
+        for (int t = 0; t < longest; t += tile)
             for (int r = 0; r < count; r++)
                 if (t < rows.Lengths[r])
-                    AddWeightedValues(scores + (long)r * scoreStride, t, Math.Min(t + ValueTile, rows.Lengths[r]), rows.Values[r], stride, rows.Outputs[r], headDim);
+                    AddWeightedValues(scores + (long)r * scoreStride, t, Math.Min(t + tile, rows.Lengths[r]), rows.Values[r], stride, rows.Outputs[r], headDim);
         for (int r = 0; r < count; r++)
         {
-            float* s = scores + (long)r * scoreStride;
             var output = new Span<float>(rows.Outputs[r], headDim);
-            TensorPrimitives.Multiply(output, 1f / Sum(s, rows.Lengths[r]), output);
+            TensorPrimitives.Multiply(output, 1f / sums[r], output);
         }
     }
 
@@ -221,16 +223,45 @@ public static unsafe class Attention
         return sum;
     }
 
-    private static float Max(float* scores, int length) => TensorPrimitives.Max(new ReadOnlySpan<float>(scores, length));
-
-    private static float Sum(float* weights, int length) => TensorPrimitives.Sum(new ReadOnlySpan<float>(weights, length));
-
-    /// <summary>scores[t] = exp(scores[t] - max).</summary>
-    private static void Exponentiate(float* scores, int length, float max)
+    // Rows are short (a few hundred scores while decoding): one inline loop beats a chain of library calls, each
+    // with its own setup.
+    private static float Max(float* scores, int length)
     {
-        var s = new Span<float>(scores, length);
-        TensorPrimitives.Subtract(s, max, s);
-        TensorPrimitives.Exp(s, s);
+        int t = 0;
+        float max = float.NegativeInfinity;
+        if (Vector256.IsHardwareAccelerated && length >= 8)
+        {
+            var maxima = Vector256.Load(scores);
+            for (t = 8; t + 8 <= length; t += 8) maxima = Vector256.Max(maxima, Vector256.Load(scores + t));
+            var m = Vector128.Max(maxima.GetLower(), maxima.GetUpper());
+            m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+            max = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(1, 0, 3, 2))).ToScalar();
+        }
+        for (; t < length; t++) max = MathF.Max(max, scores[t]);
+        return max;
+    }
+
+    /// <summary>scores[t] = exp(scores[t] - max) for t &lt; length; returns their sum.</summary>
+    private static float Exponentiate(float* scores, int length, float max)
+    {
+        if (!Vector256.IsHardwareAccelerated)
+        {
+            float total = 0;
+            for (int t = 0; t < length; t++) total += scores[t] = MathF.Exp(scores[t] - max);
+            return total;
+        }
+        var maxima = Vector256.Create(max);
+        var sums = Vector256<float>.Zero;
+        var lanes = Vector256.Create(0, 1, 2, 3, 4, 5, 6, 7);
+        for (int t = 0; t < length; t += KeyGroup)
+        {
+            // The scratch holds whole groups; lanes past the end must not count.
+            var e = Vector256.Exp(Vector256.Load(scores + t) - maxima);
+            if (t + KeyGroup > length) e = Vector256.ConditionalSelect(Vector256.LessThan(lanes, Vector256.Create(length - t)).AsSingle(), e, default);
+            e.Store(scores + t);
+            sums += e;
+        }
+        return Vector256.Sum(sums);
     }
 
     /// <summary>
