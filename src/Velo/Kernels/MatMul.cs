@@ -108,8 +108,10 @@ public static unsafe class MatMul
         bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
         ActivationFormat activations;
         var kernel = portable ? PortableKernel(first.Type, out activations) : FastKernel(first.Type, tokens, out activations);
-        bool widensRows = !portable && (FloatKernels.WidensRows(first.Type, tokens) || KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1) > 0);
-        int chunkRows = ChunkRows(totalRows, tokens, pool.ThreadCount, streams: tokens <= 8 && !widensRows);
+        long scratchPerRow = portable ? 0
+            : FloatKernels.WidensRows(first.Type, tokens) ? first.Cols * sizeof(float)
+            : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1);
+        int chunkRows = ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
 
         // One buffer for the activations in the kernel's format and each thread's room for a chunk of rows.
         long activationBytes = activations switch
@@ -226,13 +228,23 @@ public static unsafe class MatMul
     /// <summary>
     /// Rows per work item: small enough that every thread gets several (a thread slowed by another process then
     /// takes fewer), large enough that prefill reuses a chunk's weights from cache across all tokens. Decode steps
-    /// of up to 8 tokens whose kernel reads the weights in place (rather than widening or unpacking a chunk's
-    /// rows into scratch that must stay in cache) stream them once: there a chunk's fixed costs (claiming it, the
-    /// kernel's setup, a new stream of weights to prefetch) made up to a quarter of a batched step with the
-    /// 16-row chunks of prefill (tiny-110M, 2 threads: 7.1 → 4.6 ms for 2 tokens, 3.6 → 2.9 ms for 1).
+    /// of up to 8 tokens read each weight row for a tile or two of tokens: there a chunk's fixed costs (claiming
+    /// it, the kernel's setup, a new stream of weights to prefetch) made up to a quarter of a batched step with
+    /// the 16-row chunks of prefill (tiny-110M Q4_0, 2 threads: 7.1 → 4.6 ms for 2 tokens, 3.6 → 2.9 ms for 1),
+    /// so they take up to 512 rows, or as many as keep rows widened or unpacked into scratch within L2.
     /// </summary>
-    private static int ChunkRows(int rows, int tokens, int threads, bool streams) =>
-        Math.Clamp(rows / (threads * (streams ? 8 : 4)), 1, streams ? 512 : 16);
+    private static int ChunkRows(int rows, int tokens, int threads, long scratchPerRow)
+    {
+        if (tokens > 8) return Math.Clamp(rows / (threads * 4), 1, 16);
+        int most = scratchPerRow > 0 ? (int)Math.Clamp(DecodeScratchBytes / scratchPerRow, 16, 512) : 512;
+        return Math.Clamp(rows / (threads * 8), 1, most);
+    }
+
+    /// <summary>
+    /// Room for a decode chunk's widened or unpacked rows, well within L2 (against 16-row chunks, 4 tokens of
+    /// tiny-110M: F16 23.0 → 20.9 ms, Q4_K_M 12.0 → 9.5 ms; 64 and 256 KB were no better).
+    /// </summary>
+    private const long DecodeScratchBytes = 128 << 10;
 
     /// <summary>
     /// The portable path for every type: dequantize a row once into the thread's scratch, then
