@@ -160,7 +160,7 @@ public sealed unsafe class WorkerPool : IDisposable
         {
             // Past the spin budget the other threads are probably descheduled (cores shared with other
             // processes): yield the core to them instead of competing for it.
-            if (Stopwatch.GetTimestamp() < deadline) Thread.SpinWait(8);
+            if (Stopwatch.GetTimestamp() < deadline) Thread.SpinWait(1);
             else Thread.Yield();
         }
     }
@@ -195,7 +195,7 @@ public sealed unsafe class WorkerPool : IDisposable
             {
                 long generation = Volatile.Read(ref _generation);
                 if (generation != seen) return generation;
-                Thread.SpinWait(8);
+                Thread.SpinWait(1);
             }
             if (Stopwatch.GetTimestamp() > deadline) break;
         }

@@ -62,7 +62,8 @@ public sealed partial class ToolCommandTests : IDisposable
         Assert.True(File.Exists(basePath));
         // Without -f the tokens come from the base file.
         var r = Succeeds("perplexity", "-m", TestPaths.Stories260K, "--kl-divergence-base", basePath, "--kl-divergence");
-        Assert.Contains("Mean KLD: 0.000000", r.Stdout);
+        // Float rounding may leave the mean a hair below zero (see PerplexityTests).
+        Assert.Matches(@"Mean KLD: -?0\.000000", r.Stdout);
         Assert.Contains("99.0% KLD: 0.000000", r.Stdout);
         Assert.Contains("Same top token: 100.000 % of 315 positions", r.Stdout);
 

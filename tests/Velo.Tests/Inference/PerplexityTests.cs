@@ -83,8 +83,9 @@ public sealed class PerplexityTests : IDisposable
         var kl = compared.KlDivergence!;
         Assert.Equal(315, kl.Positions);
         Assert.Equal(1.0, kl.TopTokenAgreement);
-        // Only the 16-bit rounding of the stored log-probabilities remains: second order, about 1e-8.
-        Assert.InRange(kl.Mean, 0, 1e-6);
+        // Only the 16-bit rounding of the stored log-probabilities remains: second order, about 1e-8. Float rounding
+        // of the two log-softmaxes adds noise of about 1e-9 of either sign, so the mean may come out just below 0.
+        Assert.InRange(kl.Mean, -1e-8, 1e-6);
         Assert.InRange(kl.Percentile99, 0, 1e-5);
         Assert.Equal(recorded.Perplexity, compared.Perplexity);
     }
