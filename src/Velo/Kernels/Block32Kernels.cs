@@ -114,6 +114,17 @@ internal unsafe struct Q5_1Block : INibbleBlock32
 }
 
 /// <summary>
+/// One row's dot products with a token, and with a tile of <see cref="Block32Kernels.TokenTile"/> tokens, against
+/// activations in the 32-block layout; <see cref="Block32Kernels.TileRows{TDots}"/> walks rows and tokens with them.
+/// </summary>
+internal unsafe interface IBlock32RowDots
+{
+    static abstract float Dot1(byte* row, int blocks, sbyte* xq, float* xd, float* xs);
+
+    static abstract void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride);
+}
+
+/// <summary>
 /// AVX2 kernels for the 32-block types against activations quantized to 32-blocks. Per block the integer dot
 /// <c>Σ q·xq</c> comes from an <see cref="IIntegerDot"/> (<c>maddubs</c> + <c>madd</c>, or AVX-VNNI's <c>vpdpbusd</c>);
 /// the offset or min term needs no per-element work because
@@ -122,11 +133,18 @@ internal unsafe struct Q5_1Block : INibbleBlock32
 /// </summary>
 internal static unsafe class Block32Kernels
 {
-    private const int TokenTile = 4;
+    internal const int TokenTile = 4;
     private const int Batch = 8;
 
     public static void Rows<TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
-        where TBlock : IBlock32 where TDot : IIntegerDot
+        where TBlock : IBlock32 where TDot : IIntegerDot =>
+        TileRows<Dots<TBlock, TDot>>(task, rowStart, rowEnd);
+
+    /// <summary>
+    /// Rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of the output for every token: whole tiles of
+    /// <see cref="TokenTile"/> tokens through <see cref="IBlock32RowDots.Dot4"/>, the rest one token at a time.
+    /// </summary>
+    internal static void TileRows<TDots>(MatMulTask* task, int rowStart, int rowEnd) where TDots : IBlock32RowDots
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 32;
         ActivationQuantizer.Layout32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out float* sums);
@@ -141,12 +159,21 @@ internal static unsafe class Block32Kernels
             {
                 byte* row = task->W.Row(r);
                 if (tileTokens == TokenTile)
-                    Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y + r, rows);
+                    TDots.Dot4(row, blocks, xq, xd, xs, y + r, rows);
                 else
                     for (int t = 0; t < tileTokens; t++)
-                        y[(long)t * rows + r] = Dot1<TBlock, TDot>(row, blocks, xq + (long)t * cols, xd + t * blocks, xs + t * blocks);
+                        y[(long)t * rows + r] = TDots.Dot1(row, blocks, xq + (long)t * cols, xd + t * blocks, xs + t * blocks);
             }
         }
+    }
+
+    private struct Dots<TBlock, TDot> : IBlock32RowDots where TBlock : IBlock32 where TDot : IIntegerDot
+    {
+        public static float Dot1(byte* row, int blocks, sbyte* xq, float* xd, float* xs) =>
+            Dot1<TBlock, TDot>(row, blocks, xq, xd, xs);
+
+        public static void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
+            Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
     }
 
     private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)

@@ -13,31 +13,19 @@ namespace Velo.Kernels;
 /// </summary>
 internal static unsafe class PairedBlock32Kernels
 {
-    private const int TokenTile = 4;
     private const int Batch = 8;
 
     public static void Rows<TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
-        where TBlock : INibbleBlock32 where TDot : IIntegerDot
+        where TBlock : INibbleBlock32 where TDot : IIntegerDot =>
+        Block32Kernels.TileRows<Dots<TBlock, TDot>>(task, rowStart, rowEnd);
+
+    private struct Dots<TBlock, TDot> : IBlock32RowDots where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
-        int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 32;
-        ActivationQuantizer.Layout32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out float* sums);
-        for (int token = 0; token < tokens; token += TokenTile)
-        {
-            int tileTokens = Math.Min(TokenTile, tokens - token);
-            sbyte* xq = quants + (long)token * cols;
-            float* xd = scales + (long)token * blocks;
-            float* xs = sums + (long)token * blocks;
-            float* y = task->Y + (long)token * rows;
-            for (int r = rowStart; r < rowEnd; r++)
-            {
-                byte* row = task->W.Row(r);
-                if (tileTokens == TokenTile)
-                    Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y + r, rows);
-                else
-                    for (int t = 0; t < tileTokens; t++)
-                        y[(long)t * rows + r] = Dot1<TBlock, TDot>(row, blocks, xq + (long)t * cols, xd + t * blocks, xs + t * blocks);
-            }
-        }
+        public static float Dot1(byte* row, int blocks, sbyte* xq, float* xd, float* xs) =>
+            Dot1<TBlock, TDot>(row, blocks, xq, xd, xs);
+
+        public static void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
+            Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
     }
 
     private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
@@ -73,7 +61,7 @@ internal static unsafe class PairedBlock32Kernels
         where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
         long cols = blocks * 32L;
-        float* scales = stackalloc float[Batch * TokenTile];
+        float* scales = stackalloc float[Batch * Block32Kernels.TokenTile];
         // The offset terms go straight into the accumulators: four more live vectors would not fit the registers.
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         int whole = blocks - blocks % Batch;
