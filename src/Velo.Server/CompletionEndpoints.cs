@@ -115,10 +115,12 @@ internal static class CompletionEndpoints
             }
         }
 
+        // Cancelled when the client disconnects, and when this handler leaves for any reason.
+        using var abandon = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
         GenerationStream generation;
         try
         {
-            generation = engine.Scheduler.Submit(request, http.RequestAborted);
+            generation = engine.Scheduler.Submit(request, abandon.Token);
         }
         catch (PromptTooLongException e)
         {
@@ -130,63 +132,71 @@ internal static class CompletionEndpoints
             throw new ApiException(503, e.Message, code: "server_busy");
         }
 
-        var observer = new LatencyObserver(engine.Metrics);
-        if (!stream)
-        {
-            var text = new StringBuilder();
-            var tokens = new List<GeneratedPiece>();
-            await foreach (var piece in generation.Pieces.ReadAllAsync(http.RequestAborted))
-            {
-                observer.Observe(piece);
-                text.Append(piece.Text);
-                if (piece.Logprob != null) tokens.Add(piece);
-            }
-            var summary = await generation.Completion;
-            engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
-            http.Response.ContentType = "application/json";
-            await using var json = new Utf8JsonWriter(http.Response.Body, JsonOutput.Options);
-            shape.WriteWhole(json, text.ToString(), request.TopLogprobs != null ? tokens : null, summary, engine.Scheduler.Model.Tokenizer);
-            return;
-        }
-
-        http.Response.ContentType = "text/event-stream";
-        http.Response.Headers.CacheControl = "no-cache";
-        shape.IncludeUsage = includeUsage;
-        var sse = new ServerSentEvents(http.Response);
-        var tokenizer = engine.Scheduler.Model.Tokenizer;
-        sse.Write(json => shape.WriteChunk(json, "", null, null, first: true, tokenizer));
-        await sse.FlushAsync(http.RequestAborted);
-        var pending = new List<GeneratedPiece>();
         try
         {
-            var pieces = generation.Pieces;
-            while (await pieces.WaitToReadAsync(http.RequestAborted))
+            var observer = new LatencyObserver(engine.Metrics);
+            if (!stream)
             {
-                // Everything already generated goes out in one flush: a client that fell behind catches up in one write.
-                while (pieces.TryRead(out var piece))
+                var text = new StringBuilder();
+                var tokens = new List<GeneratedPiece>();
+                await foreach (var piece in generation.Pieces.ReadAllAsync(http.RequestAborted))
                 {
                     observer.Observe(piece);
-                    if (piece.Logprob != null) pending.Add(piece);
-                    if (piece.Text.Length == 0) continue;
-                    sse.Write(json => shape.WriteChunk(json, piece.Text, request.TopLogprobs != null ? pending : null, null, first: false, tokenizer));
-                    pending.Clear();
+                    text.Append(piece.Text);
+                    if (piece.Logprob != null) tokens.Add(piece);
                 }
+                var summary = await generation.Completion;
+                engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
+                http.Response.ContentType = "application/json";
+                await using var json = new Utf8JsonWriter(http.Response.Body, JsonOutput.Options);
+                shape.WriteWhole(json, text.ToString(), request.TopLogprobs != null ? tokens : null, summary, engine.Scheduler.Model.Tokenizer);
+                return;
+            }
+
+            http.Response.ContentType = "text/event-stream";
+            http.Response.Headers.CacheControl = "no-cache";
+            shape.IncludeUsage = includeUsage;
+            var sse = new ServerSentEvents(http.Response);
+            var tokenizer = engine.Scheduler.Model.Tokenizer;
+            sse.Write(json => shape.WriteChunk(json, "", null, null, first: true, tokenizer));
+            await sse.FlushAsync(http.RequestAborted);
+            var pending = new List<GeneratedPiece>();
+            try
+            {
+                var pieces = generation.Pieces;
+                while (await pieces.WaitToReadAsync(http.RequestAborted))
+                {
+                    // Everything already generated goes out in one flush: a client that fell behind catches up in one write.
+                    while (pieces.TryRead(out var piece))
+                    {
+                        observer.Observe(piece);
+                        if (piece.Logprob != null) pending.Add(piece);
+                        if (piece.Text.Length == 0) continue;
+                        sse.Write(json => shape.WriteChunk(json, piece.Text, request.TopLogprobs != null ? pending : null, null, first: false, tokenizer));
+                        pending.Clear();
+                    }
+                    await sse.FlushAsync(http.RequestAborted);
+                }
+                var summary = await generation.Completion;
+                engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
+                sse.Write(json => shape.WriteChunk(json, "", request.TopLogprobs != null && pending.Count > 0 ? pending : null,
+                    summary.FinishReason, first: false, tokenizer));
+                if (includeUsage) sse.Write(json => shape.WriteUsageChunk(json, summary));
+                sse.WriteDone();
                 await sse.FlushAsync(http.RequestAborted);
             }
-            var summary = await generation.Completion;
-            engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
-            sse.Write(json => shape.WriteChunk(json, "", request.TopLogprobs != null && pending.Count > 0 ? pending : null,
-                summary.FinishReason, first: false, tokenizer));
-            if (includeUsage) sse.Write(json => shape.WriteUsageChunk(json, summary));
-            sse.WriteDone();
-            await sse.FlushAsync(http.RequestAborted);
+            catch (Exception e) when (e is not OperationCanceledException && !http.RequestAborted.IsCancellationRequested)
+            {
+                // The status line is gone; the error travels as an event, as OpenAI's streams send it.
+                var error = new ApiException(500, $"generation failed: {e.Message}");
+                sse.Write(error.WriteBody);
+                await sse.FlushAsync(CancellationToken.None);
+            }
         }
-        catch (Exception e) when (e is not OperationCanceledException && !http.RequestAborted.IsCancellationRequested)
+        finally
         {
-            // The status line is gone; the error travels as an event, as OpenAI's streams send it.
-            var error = new ApiException(500, $"generation failed: {e.Message}");
-            sse.Write(error.WriteBody);
-            await sse.FlushAsync(CancellationToken.None);
+            // However the response ends (finished, client gone, write failed), the sequence must not go on generating.
+            abandon.Cancel();
         }
     }
 

@@ -246,5 +246,12 @@ internal sealed class ServerSentEvents(HttpResponse response)
 
     public void WriteDone() => response.BodyWriter.Write("data: [DONE]\n\n"u8);
 
-    public async Task FlushAsync(CancellationToken cancellation) => await response.BodyWriter.FlushAsync(cancellation);
+    /// <summary>Sends what was written; a client that has gone away ends the response with an OperationCanceledException.</summary>
+    public async Task FlushAsync(CancellationToken cancellation)
+    {
+        var result = await response.BodyWriter.FlushAsync(cancellation);
+        // A pipe whose reader has completed takes no more output and says so only here, without an exception.
+        if (result.IsCompleted || result.IsCanceled)
+            throw new OperationCanceledException("the client stopped reading the stream");
+    }
 }
