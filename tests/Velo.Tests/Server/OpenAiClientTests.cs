@@ -145,7 +145,9 @@ public sealed class OpenAiClientTests(SharedTestServer server) : IClassFixture<S
     public async Task Cancelling_a_stream_mid_way_frees_its_sequence()
     {
         // Its own server, so no other test's requests share the counters; a long context and a banned end-of-text
-        // token make the generation run for thousands of steps unless it is cancelled.
+        // token make the generation run for thousands of steps unless it is cancelled. The client must really close its
+        // connection: a default HttpClient would keep reading (draining) the abandoned stream, which is not a disconnect.
+        using var http = TestServer.HttpClientWithoutDrain();
         using var longServer = new TestServer(parallel: 2, contextLength: 4096);
         var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = 4000 };
         options.LogitBiases[longServer.Model.Tokenizer.EosId] = -100;
@@ -153,7 +155,7 @@ public sealed class OpenAiClientTests(SharedTestServer server) : IClassFixture<S
         int updates = 0;
         await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
         {
-            await foreach (var _ in longServer.ChatClient().CompleteChatStreamingAsync([new UserChatMessage("Tell me a long story.")], options, cancel.Token))
+            await foreach (var _ in longServer.DisconnectingChatClient(http).CompleteChatStreamingAsync([new UserChatMessage("Tell me a long story.")], options, cancel.Token))
                 if (++updates == 3) cancel.Cancel();
         });
         Assert.Equal(3, updates);

@@ -1,4 +1,5 @@
 using System.ClientModel;
+using System.ClientModel.Primitives;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
@@ -39,6 +40,16 @@ public class TestServer : IDisposable
 
     public ChatClient ChatClient(string model = ModelId, string apiKey = "no key needed") =>
         new(model, new ApiKeyCredential(apiKey), new OpenAIClientOptions { Endpoint = new Uri(Address, "v1") });
+
+    /// <summary>
+    /// A chat client that closes its connection when a stream is abandoned. By default .NET's HttpClient drains up to
+    /// 1 MB of an abandoned response for up to 2 s to reuse the connection, so the server sees a reader, not a disconnect.
+    /// </summary>
+    public ChatClient DisconnectingChatClient(HttpClient http) =>
+        new(ModelId, new ApiKeyCredential("no key needed"),
+            new OpenAIClientOptions { Endpoint = new Uri(Address, "v1"), Transport = new HttpClientPipelineTransport(http) });
+
+    public static HttpClient HttpClientWithoutDrain() => new(new SocketsHttpHandler { MaxResponseDrainSize = 0 });
 
     public OpenAIClient Client(string apiKey = "no key needed") =>
         new(new ApiKeyCredential(apiKey), new OpenAIClientOptions { Endpoint = new Uri(Address, "v1") });
