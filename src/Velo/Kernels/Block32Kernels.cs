@@ -122,6 +122,9 @@ internal unsafe interface IBlock32RowDots
     static abstract float Dot1(byte* row, int blocks, sbyte* xq, float* xd, float* xs);
 
     static abstract void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride);
+
+    /// <summary>One row against two tiles of tokens, which a type whose unpacking costs little may do as two <see cref="Dot4"/>.</summary>
+    static abstract void Dot8(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride);
 }
 
 /// <summary>
@@ -141,16 +144,17 @@ internal static unsafe class Block32Kernels
         TileRows<Dots<TBlock, TDot>>(task, rowStart, rowEnd);
 
     /// <summary>
-    /// Rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of the output for every token: whole tiles of
-    /// <see cref="TokenTile"/> tokens through <see cref="IBlock32RowDots.Dot4"/>, the rest one token at a time.
+    /// Rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of the output for every token: tiles of
+    /// 2 × <see cref="TokenTile"/> tokens through <see cref="IBlock32RowDots.Dot8"/>, then one of
+    /// <see cref="TokenTile"/> through <see cref="IBlock32RowDots.Dot4"/>, the rest one token at a time.
     /// </summary>
     internal static void TileRows<TDots>(MatMulTask* task, int rowStart, int rowEnd) where TDots : IBlock32RowDots
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 32;
         ActivationQuantizer.Layout32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out float* sums);
-        for (int token = 0; token < tokens; token += TokenTile)
+        for (int token = 0; token < tokens; )
         {
-            int tileTokens = Math.Min(TokenTile, tokens - token);
+            int left = tokens - token, tileTokens = left >= 2 * TokenTile ? 2 * TokenTile : left >= TokenTile ? TokenTile : left;
             sbyte* xq = quants + (long)token * cols;
             float* xd = scales + (long)token * blocks;
             float* xs = sums + (long)token * blocks;
@@ -158,12 +162,15 @@ internal static unsafe class Block32Kernels
             for (int r = rowStart; r < rowEnd; r++)
             {
                 byte* row = task->W.Row(r);
-                if (tileTokens == TokenTile)
+                if (tileTokens == 2 * TokenTile)
+                    TDots.Dot8(row, blocks, xq, xd, xs, y + r, rows);
+                else if (tileTokens == TokenTile)
                     TDots.Dot4(row, blocks, xq, xd, xs, y + r, rows);
                 else
                     for (int t = 0; t < tileTokens; t++)
                         y[(long)t * rows + r] = TDots.Dot1(row, blocks, xq + (long)t * cols, xd + t * blocks, xs + t * blocks);
             }
+            token += tileTokens;
         }
     }
 
@@ -174,6 +181,12 @@ internal static unsafe class Block32Kernels
 
         public static void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
             Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
+
+        public static void Dot8(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
+        {
+            Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
+            Dot4<TBlock, TDot>(row, blocks, xq + TokenTile * blocks * 32L, xd + TokenTile * blocks, xs + TokenTile * blocks, y + (long)TokenTile * yStride, yStride);
+        }
     }
 
     private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)

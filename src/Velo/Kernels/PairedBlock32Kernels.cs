@@ -26,6 +26,9 @@ internal static unsafe class PairedBlock32Kernels
 
         public static void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
             Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
+
+        public static void Dot8(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
+            Dot8<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
     }
 
     private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
@@ -96,6 +99,67 @@ internal static unsafe class PairedBlock32Kernels
         y[yStride] = Vector256.Sum(acc1) + tail1;
         y[2L * yStride] = Vector256.Sum(acc2) + tail2;
         y[3L * yStride] = Vector256.Sum(acc3) + tail3;
+    }
+
+    /// <summary>
+    /// One row against eight tokens: each pair of blocks is unpacked, and each batch's weight scales widened, once
+    /// for all eight. Each token's sum runs in the same order as in <see cref="Dot1{TBlock, TDot}"/>.
+    /// </summary>
+    private static void Dot8<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
+        where TBlock : INibbleBlock32 where TDot : IIntegerDot
+    {
+        long cols = blocks * 32L;
+        float* scales = stackalloc float[Batch * 8];
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        Vector256<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
+        int whole = blocks - blocks % Batch;
+        byte* block = row;
+        sbyte* x = xq;
+        for (int b0 = 0; b0 < whole; b0 += Batch)
+        {
+            Block32Kernels.WeightScales<TBlock>(block, out var d, out var offset);
+            Avx.Store(scales, Block32Kernels.TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc0));
+            Avx.Store(scales + Batch, Block32Kernels.TokenScales<TBlock>(d, offset, xd + blocks + b0, xs + blocks + b0, ref acc1));
+            Avx.Store(scales + 2 * Batch, Block32Kernels.TokenScales<TBlock>(d, offset, xd + 2 * blocks + b0, xs + 2 * blocks + b0, ref acc2));
+            Avx.Store(scales + 3 * Batch, Block32Kernels.TokenScales<TBlock>(d, offset, xd + 3 * blocks + b0, xs + 3 * blocks + b0, ref acc3));
+            Avx.Store(scales + 4 * Batch, Block32Kernels.TokenScales<TBlock>(d, offset, xd + 4 * blocks + b0, xs + 4 * blocks + b0, ref acc4));
+            Avx.Store(scales + 5 * Batch, Block32Kernels.TokenScales<TBlock>(d, offset, xd + 5 * blocks + b0, xs + 5 * blocks + b0, ref acc5));
+            Avx.Store(scales + 6 * Batch, Block32Kernels.TokenScales<TBlock>(d, offset, xd + 6 * blocks + b0, xs + 6 * blocks + b0, ref acc6));
+            Avx.Store(scales + 7 * Batch, Block32Kernels.TokenScales<TBlock>(d, offset, xd + 7 * blocks + b0, xs + 7 * blocks + b0, ref acc7));
+            for (int pair = 0; pair < Batch / 2; pair++, block += 2 * TBlock.BlockBytes, x += 64)
+            {
+                TBlock.PairQuants(block, out var low, out var high);
+                var select = Vector256.Create(2 * pair) + Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
+                acc0 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x), Avx2.PermuteVar8x32(Avx.LoadVector256(scales), select), acc0);
+                acc1 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + Batch), select), acc1);
+                acc2 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + 2 * cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + 2 * Batch), select), acc2);
+                acc3 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + 3 * cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + 3 * Batch), select), acc3);
+                acc4 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + 4 * cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + 4 * Batch), select), acc4);
+                acc5 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + 5 * cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + 5 * Batch), select), acc5);
+                acc6 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + 6 * cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + 6 * Batch), select), acc6);
+                acc7 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + 7 * cols), Avx2.PermuteVar8x32(Avx.LoadVector256(scales + 7 * Batch), select), acc7);
+            }
+        }
+        float tail0 = 0, tail1 = 0, tail2 = 0, tail3 = 0, tail4 = 0, tail5 = 0, tail6 = 0, tail7 = 0;
+        for (int b = whole; b < blocks; b += 2, block += 2 * TBlock.BlockBytes, x += 64)
+        {
+            AddTail<TBlock, TDot>(block, b, blocks, x, xd, xs, ref acc0, ref tail0);
+            AddTail<TBlock, TDot>(block, b, blocks, x + cols, xd + blocks, xs + blocks, ref acc1, ref tail1);
+            AddTail<TBlock, TDot>(block, b, blocks, x + 2 * cols, xd + 2 * blocks, xs + 2 * blocks, ref acc2, ref tail2);
+            AddTail<TBlock, TDot>(block, b, blocks, x + 3 * cols, xd + 3 * blocks, xs + 3 * blocks, ref acc3, ref tail3);
+            AddTail<TBlock, TDot>(block, b, blocks, x + 4 * cols, xd + 4 * blocks, xs + 4 * blocks, ref acc4, ref tail4);
+            AddTail<TBlock, TDot>(block, b, blocks, x + 5 * cols, xd + 5 * blocks, xs + 5 * blocks, ref acc5, ref tail5);
+            AddTail<TBlock, TDot>(block, b, blocks, x + 6 * cols, xd + 6 * blocks, xs + 6 * blocks, ref acc6, ref tail6);
+            AddTail<TBlock, TDot>(block, b, blocks, x + 7 * cols, xd + 7 * blocks, xs + 7 * blocks, ref acc7, ref tail7);
+        }
+        y[0] = Vector256.Sum(acc0) + tail0;
+        y[yStride] = Vector256.Sum(acc1) + tail1;
+        y[2L * yStride] = Vector256.Sum(acc2) + tail2;
+        y[3L * yStride] = Vector256.Sum(acc3) + tail3;
+        y[4L * yStride] = Vector256.Sum(acc4) + tail4;
+        y[5L * yStride] = Vector256.Sum(acc5) + tail5;
+        y[6L * yStride] = Vector256.Sum(acc6) + tail6;
+        y[7L * yStride] = Vector256.Sum(acc7) + tail7;
     }
 
     /// <summary>
