@@ -76,10 +76,7 @@ internal unsafe struct Q4_KBlock : IKBlock
         var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd); // d·dx, dmin·dx
         var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4); // int16: 8 scales, then 8 mins
 
-        // Σ min·x over a sub-block is min · Σx, and Σx per 32 is the sum of two activation group sums.
-        var sums16 = Avx.LoadVector256(groupSums);
-        var pairSums = Ssse3.HorizontalAdd(sums16.GetLower(), sums16.GetUpper());
-        var minTerm = Sse2.ConvertToVector128Single(Sse2.MultiplyAddAdjacent(scalesAndMins.GetUpper(), pairSums));
+        var minTerm = MinTerm(scalesAndMins.GetUpper(), groupSums);
 
         var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
         byte* qs = block + 16;
@@ -88,8 +85,22 @@ internal unsafe struct Q4_KBlock : IKBlock
         sum = SubBlockPair<TDot>(sum, qs + 64, xq + 128, scales, 2);
         sum = SubBlockPair<TDot>(sum, qs + 96, xq + 192, scales, 3);
         acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
-        return Fma.MultiplyAddNegated(minTerm.ToVector256(), Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
+        return Fma.MultiplyAddNegated(minTerm, Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
     }
+
+    /// <summary>
+    /// Σ min·x per sub-block of 32, as floats in 8 lanes: min · Σx, with Σx the sum of two activation group sums.
+    /// Lane for lane what <see cref="KQuantKernels"/>' tiled kernels compute from <see cref="UnpackedSuperBlock.Mins"/>,
+    /// so a token's result does not depend on its batch.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> MinTerm(Vector128<short> mins, short* groupSums) =>
+        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(MinsPerGroup(mins), Avx.LoadVector256(groupSums)));
+
+    /// <summary>The 8 sub-block mins, each repeated for the two groups of 16 it covers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> MinsPerGroup(Vector128<short> mins) =>
+        Vector256.Create(Sse2.UnpackLow(mins, mins), Sse2.UnpackHigh(mins, mins));
 
     /// <summary>Sub-blocks 2j (low nibbles of 32 bytes) and 2j+1 (high nibbles), weighted by their scales.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -128,8 +139,7 @@ internal unsafe struct Q4_KBlock : IKBlock
         unpacked->DMin = dAndMin.GetElement(1);
         var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
         scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
-        var mins = scalesAndMins.GetUpper();
-        Avx.Store(unpacked->Mins, Vector256.Create(Sse2.UnpackLow(mins, mins), Sse2.UnpackHigh(mins, mins)));
+        Avx.Store(unpacked->Mins, MinsPerGroup(scalesAndMins.GetUpper()));
     }
 }
 
@@ -286,9 +296,7 @@ internal unsafe struct Q5_KBlock : IKBlock
     {
         var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd);
         var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
-        var sums16 = Avx.LoadVector256(groupSums);
-        var pairSums = Ssse3.HorizontalAdd(sums16.GetLower(), sums16.GetUpper());
-        var minTerm = Sse2.ConvertToVector128Single(Sse2.MultiplyAddAdjacent(scalesAndMins.GetUpper(), pairSums));
+        var minTerm = Q4_KBlock.MinTerm(scalesAndMins.GetUpper(), groupSums);
 
         var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
         var fifthBits = Avx.LoadVector256(block + 16).AsUInt16();
@@ -300,7 +308,7 @@ internal unsafe struct Q5_KBlock : IKBlock
         sum = SubBlockPair<TDot>(sum, qs + 64, xq + 128, scales, 2, fifthBits, Avx2.ShiftRightLogical(fifthBits, 1));
         sum = SubBlockPair<TDot>(sum, qs + 96, xq + 192, scales, 3, Avx2.ShiftRightLogical(fifthBits, 2), Avx2.ShiftRightLogical(fifthBits, 3));
         acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
-        return Fma.MultiplyAddNegated(minTerm.ToVector256(), Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
+        return Fma.MultiplyAddNegated(minTerm, Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -8,9 +8,7 @@ namespace Velo.Tests.Models;
 /// <summary>
 /// A sequence's logits must not depend on what else is in the batch: continuous batching mixes requests freely,
 /// and greedy answers must be the same alone or among others. Every matmul path (tiles of several tokens and the
-/// single-token remainder) has to sum each token's products in the same order. The float and 32-block types do, and
-/// so do Q6_K and Q3_K, whose mins scale with d; the other K-quants' tiled kernels still sum in a different order
-/// from their single-token kernels.
+/// single-token remainder) has to sum each token's products in the same order, for every weight type.
 /// </summary>
 public sealed class BatchInvarianceTests
 {
@@ -25,6 +23,9 @@ public sealed class BatchInvarianceTests
     [InlineData(GgmlType.Q5_1)]
     [InlineData(GgmlType.Q6_K)]
     [InlineData(GgmlType.Q3_K)]
+    [InlineData(GgmlType.Q2_K)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q5_K)]
     public void Logits_of_a_sequence_are_bit_identical_alone_and_in_any_batch(GgmlType type)
     {
         // Columns not a multiple of 32 floats or 8 blocks exercise every loop's tail; K-quant rows are whole super-blocks.
