@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics.X86;
 using Velo.Tensors;
@@ -64,6 +65,14 @@ public readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output)
 /// </summary>
 public static unsafe class MatMul
 {
+    static MatMul()
+    {
+        // The kernels' shuffle-mask tables must exist before a kernel is compiled: the JIT then embeds them as
+        // constants. Compiled first (the CLI runs without tiering), a kernel would reload them and check for class
+        // initialization on every use, which made Q6_K decode about twice as slow.
+        RuntimeHelpers.RunClassConstructor(typeof(KQuantKernels).TypeHandle);
+    }
+
     /// <summary>The most matrices one call multiplies together (Q, K and V).</summary>
     public const int MaxTargets = 4;
 
