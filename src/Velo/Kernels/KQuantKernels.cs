@@ -102,6 +102,62 @@ internal unsafe struct Q4_KBlock : IKBlock
     private static Vector256<short> MinsPerGroup(Vector128<short> mins) =>
         Vector256.Create(Sse2.UnpackLow(mins, mins), Sse2.UnpackHigh(mins, mins));
 
+    public static bool HasPackedDot4 => true;
+
+    /// <summary>
+    /// For batches too small to repay <see cref="Unpack"/>'s stores: each 32 bytes of nibbles are unpacked once,
+    /// in registers, for all four tokens, and each token is summed exactly as <see cref="Accumulate"/> sums it.
+    /// </summary>
+    public static void PackedDot4<TDot>(byte* row, int blocks, sbyte* quants, float* xScales, short* groupSums, int* tokens, float* y, int yStride)
+        where TDot : IIntegerDot
+    {
+        long cols = blocks * 256L;
+        sbyte* x0 = quants + tokens[0] * cols, x1 = quants + tokens[1] * cols, x2 = quants + tokens[2] * cols, x3 = quants + tokens[3] * cols;
+        short* g0 = groupSums + tokens[0] * cols / 16, g1 = groupSums + tokens[1] * cols / 16;
+        short* g2 = groupSums + tokens[2] * cols / 16, g3 = groupSums + tokens[3] * cols / 16;
+        var nibbleMask = Vector256.Create((byte)0x0F);
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* block = row + (long)b * BlockBytes;
+            var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
+            var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
+            Vector256<int> sum0 = default, sum1 = default, sum2 = default, sum3 = default;
+            for (int j = 0; j < 4; j++)
+            {
+                var bits = Avx.LoadVector256(block + 16 + 32 * j);
+                var low = bits & nibbleMask;
+                var high = Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask;
+                var lowScales = Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16();
+                var highScales = Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16();
+                int offset = b * 256 + 64 * j;
+                sum0 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum0, low, Avx.LoadVector256(x0 + offset), lowScales), high, Avx.LoadVector256(x0 + offset + 32), highScales);
+                sum1 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum1, low, Avx.LoadVector256(x1 + offset), lowScales), high, Avx.LoadVector256(x1 + offset + 32), highScales);
+                sum2 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum2, low, Avx.LoadVector256(x2 + offset), lowScales), high, Avx.LoadVector256(x2 + offset + 32), highScales);
+                sum3 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum3, low, Avx.LoadVector256(x3 + offset), lowScales), high, Avx.LoadVector256(x3 + offset + 32), highScales);
+            }
+            var dAndMin = F16Row.PairToSingle(*(uint*)block);
+            float d = dAndMin.ToScalar(), dMin = dAndMin.GetElement(1);
+            var mins = scalesAndMins.GetUpper();
+            acc0 = AddSuperBlock(acc0, sum0, MinTerm(mins, g0 + 16 * b), d, dMin, xScales[tokens[0] * blocks + b]);
+            acc1 = AddSuperBlock(acc1, sum1, MinTerm(mins, g1 + 16 * b), d, dMin, xScales[tokens[1] * blocks + b]);
+            acc2 = AddSuperBlock(acc2, sum2, MinTerm(mins, g2 + 16 * b), d, dMin, xScales[tokens[2] * blocks + b]);
+            acc3 = AddSuperBlock(acc3, sum3, MinTerm(mins, g3 + 16 * b), d, dMin, xScales[tokens[3] * blocks + b]);
+        }
+        y[(long)tokens[0] * yStride] = Vector256.Sum(acc0);
+        y[(long)tokens[1] * yStride] = Vector256.Sum(acc1);
+        y[(long)tokens[2] * yStride] = Vector256.Sum(acc2);
+        y[(long)tokens[3] * yStride] = Vector256.Sum(acc3);
+    }
+
+    /// <summary>The super-block's scaled sum and min term added to <paramref name="acc"/> with the roundings of <see cref="Accumulate"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> AddSuperBlock(Vector256<float> acc, Vector256<int> sum, Vector256<float> minTerm, float d, float dMin, float xd)
+    {
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d * xd), acc);
+        return Fma.MultiplyAddNegated(minTerm, Vector256.Create(dMin * xd), acc);
+    }
+
     /// <summary>Sub-blocks 2j (low nibbles of 32 bytes) and 2j+1 (high nibbles), weighted by their scales.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> SubBlockPair<TDot>(Vector256<int> sum, byte* qs, sbyte* x, Vector256<byte> scales, int j)
@@ -501,7 +557,7 @@ internal static unsafe class KQuantKernels
 
     /// <summary>Bytes of <see cref="MatMulTask.RowScratch"/> per thread that <see cref="Rows{TBlock}"/> needs.</summary>
     public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows) =>
-        tokens >= (type == GgmlType.Q6_K ? UnpackTokens : TokenTile) && GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K
+        tokens >= (type is GgmlType.Q6_K or GgmlType.Q4_K ? UnpackTokens : TokenTile) && GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K
             ? (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock)
             : 0;
 
