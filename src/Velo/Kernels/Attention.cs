@@ -22,7 +22,7 @@ public static unsafe class Attention
         public int Heads;
         public int KvHeads;
         public int HeadDim;
-        public float* KeyCache;      // sequences × contextLength × kvHeads × headDim
+        public float* KeyCache;      // sequences × kvHeads × contextLength × headDim
         public float* ValueCache;
         public int ContextLength;
     }
@@ -38,18 +38,17 @@ public static unsafe class Attention
     /// <summary>Plain loops in double precision, for tests.</summary>
     public static void Reference(in Arguments a)
     {
-        int kvDim = a.KvHeads * a.HeadDim;
         for (int i = 0; i < a.Rows; i++)
         for (int h = 0; h < a.Heads; h++)
         {
             int length = a.Positions[i] + 1;
             float* q = a.Queries + ((long)i * a.Heads + h) * a.HeadDim;
-            long kvOffset = (long)a.Sequences[i] * a.ContextLength * kvDim + h / (a.Heads / a.KvHeads) * a.HeadDim;
+            long kvOffset = ((long)a.Sequences[i] * a.KvHeads + h / (a.Heads / a.KvHeads)) * a.ContextLength * a.HeadDim;
             var scores = new double[length];
             double max = double.NegativeInfinity;
             for (int t = 0; t < length; t++)
             {
-                float* k = a.KeyCache + kvOffset + (long)t * kvDim;
+                float* k = a.KeyCache + kvOffset + (long)t * a.HeadDim;
                 double dot = 0;
                 for (int d = 0; d < a.HeadDim; d++) dot += (double)q[d] * k[d];
                 scores[t] = dot / Math.Sqrt(a.HeadDim);
@@ -61,7 +60,7 @@ public static unsafe class Attention
             for (int d = 0; d < a.HeadDim; d++)
             {
                 double acc = 0;
-                for (int t = 0; t < length; t++) acc += scores[t] / sum * a.ValueCache[kvOffset + (long)t * kvDim + d];
+                for (int t = 0; t < length; t++) acc += scores[t] / sum * a.ValueCache[kvOffset + (long)t * a.HeadDim + d];
                 o[d] = (float)acc;
             }
         }
@@ -84,7 +83,6 @@ public static unsafe class Attention
         public void Execute(int threadIndex, int threadCount)
         {
             ref readonly var a = ref Args;
-            int kvDim = a.KvHeads * a.HeadDim;
             float scale = 1f / MathF.Sqrt(a.HeadDim);
             float* scores = Scores + (long)threadIndex * RowsPerBlock * ScoreStride;
             int blocks = (a.Rows + RowsPerBlock - 1) / RowsPerBlock, items = blocks * a.Heads;
@@ -100,11 +98,11 @@ public static unsafe class Attention
                 int item = Interlocked.Increment(ref NextItem) - 1;
                 if (item >= items) return;
                 int h = item / blocks, first = item % blocks * RowsPerBlock, count = Math.Min(RowsPerBlock, a.Rows - first);
-                long kvHead = h / (a.Heads / a.KvHeads) * a.HeadDim;
+                int kvHead = h / (a.Heads / a.KvHeads);
                 for (int r = 0; r < count; r++)
                 {
                     int i = first + r;
-                    long kvOffset = (long)a.Sequences[i] * a.ContextLength * kvDim + kvHead;
+                    long kvOffset = ((long)a.Sequences[i] * a.KvHeads + kvHead) * a.ContextLength * a.HeadDim;
                     long head = (long)i * a.Heads + h;
                     rows.Queries[r] = a.Queries + head * a.HeadDim;
                     rows.Outputs[r] = a.Output + head * a.HeadDim;
@@ -112,7 +110,7 @@ public static unsafe class Attention
                     rows.Values[r] = a.ValueCache + kvOffset;
                     rows.Lengths[r] = a.Positions[i] + 1;
                 }
-                Block(rows, count, kvDim, a.HeadDim, scale, scores, ScoreStride);
+                Block(rows, count, a.HeadDim, a.HeadDim, scale, scores, ScoreStride);
             }
         }
     }

@@ -75,8 +75,7 @@ public sealed unsafe class LlamaModel : IDisposable
                 Rope.Rotate(qi, c.HeadDim, cos, sin, c.RopeLayout);
                 Rope.Rotate(ki, c.HeadDim, cos, sin, c.RopeLayout);
                 int seq = batch.Sequences[i], pos = batch.Positions[i];
-                ki.CopyTo(new Span<float>(s.Cache.KeyRow(l, seq, pos), c.KvDim));
-                vi.CopyTo(new Span<float>(s.Cache.ValueRow(l, seq, pos), c.KvDim));
+                s.Cache.Store(l, seq, pos, ki, vi);
             }
 
             fixed (int* positions = batch.Positions)

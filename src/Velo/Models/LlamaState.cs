@@ -20,7 +20,7 @@ public sealed unsafe class LlamaState : IDisposable
         VocabSize = c.VocabSize;
         _ownsPool = pool == null;
         Pool = pool ?? new WorkerPool(1);
-        Cache = new KvCache(c.Layers, sequences, contextLength, c.KvDim);
+        Cache = new KvCache(c.Layers, sequences, contextLength, c.KvHeads, c.HeadDim);
         X = Floats((long)maxBatch * c.Dim);
         Xb = Floats((long)maxBatch * Math.Max(c.Dim, c.QueryDim));
         Q = Floats((long)maxBatch * c.QueryDim);
