@@ -123,6 +123,9 @@ internal unsafe interface IBlock32RowDots
 
     static abstract void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride);
 
+    /// <summary>One row against two tokens, which a type whose unpacking costs little may do as two <see cref="Dot1"/>.</summary>
+    static abstract void Dot2(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride);
+
     /// <summary>One row against two tiles of tokens, which a type whose unpacking costs little may do as two <see cref="Dot4"/>.</summary>
     static abstract void Dot8(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride);
 }
@@ -145,8 +148,8 @@ internal static unsafe class Block32Kernels
 
     /// <summary>
     /// Rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of the output for every token: tiles of
-    /// 2 × <see cref="TokenTile"/> tokens through <see cref="IBlock32RowDots.Dot8"/>, then one of
-    /// <see cref="TokenTile"/> through <see cref="IBlock32RowDots.Dot4"/>, the rest one token at a time.
+    /// 2 × <see cref="TokenTile"/> tokens through <see cref="IBlock32RowDots.Dot8"/>, then at most one tile each of
+    /// <see cref="TokenTile"/>, two and one tokens.
     /// </summary>
     internal static void TileRows<TDots>(MatMulTask* task, int rowStart, int rowEnd) where TDots : IBlock32RowDots
     {
@@ -154,7 +157,7 @@ internal static unsafe class Block32Kernels
         ActivationQuantizer.Layout32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out float* sums);
         for (int token = 0; token < tokens; )
         {
-            int left = tokens - token, tileTokens = left >= 2 * TokenTile ? 2 * TokenTile : left >= TokenTile ? TokenTile : left;
+            int left = tokens - token, tileTokens = left >= 2 * TokenTile ? 2 * TokenTile : left >= TokenTile ? TokenTile : Math.Min(left, 2);
             sbyte* xq = quants + (long)token * cols;
             float* xd = scales + (long)token * blocks;
             float* xs = sums + (long)token * blocks;
@@ -166,9 +169,10 @@ internal static unsafe class Block32Kernels
                     TDots.Dot8(row, blocks, xq, xd, xs, y + r, rows);
                 else if (tileTokens == TokenTile)
                     TDots.Dot4(row, blocks, xq, xd, xs, y + r, rows);
+                else if (tileTokens == 2)
+                    TDots.Dot2(row, blocks, xq, xd, xs, y + r, rows);
                 else
-                    for (int t = 0; t < tileTokens; t++)
-                        y[(long)t * rows + r] = TDots.Dot1(row, blocks, xq + (long)t * cols, xd + t * blocks, xs + t * blocks);
+                    y[r] = TDots.Dot1(row, blocks, xq, xd, xs);
             }
             token += tileTokens;
         }
@@ -181,6 +185,12 @@ internal static unsafe class Block32Kernels
 
         public static void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
             Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
+
+        public static void Dot2(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
+        {
+            y[0] = Dot1<TBlock, TDot>(row, blocks, xq, xd, xs);
+            y[yStride] = Dot1<TBlock, TDot>(row, blocks, xq + blocks * 32L, xd + blocks, xs + blocks);
+        }
 
         public static void Dot8(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
         {

@@ -27,6 +27,9 @@ internal static unsafe class PairedBlock32Kernels
         public static void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
             Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
 
+        public static void Dot2(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
+            Dot2<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
+
         public static void Dot8(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
             Dot8<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
     }
@@ -57,6 +60,39 @@ internal static unsafe class PairedBlock32Kernels
         for (int b = whole; b < blocks; b += 2, block += 2 * TBlock.BlockBytes, x += 64)
             AddTail<TBlock, TDot>(block, b, blocks, x, xd, xs, ref acc, ref offsetTail);
         return Vector256.Sum(acc) + offsetTail;
+    }
+
+    /// <summary>One row against two tokens: each pair of blocks is unpacked once for both, in the order of <see cref="Dot1{TBlock, TDot}"/>.</summary>
+    private static void Dot2<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
+        where TBlock : INibbleBlock32 where TDot : IIntegerDot
+    {
+        long cols = blocks * 32L;
+        Vector256<float> acc0 = default, acc1 = default;
+        var pairs = Vector256.Create(0, 0, 0, 0, 1, 1, 1, 1);
+        int whole = blocks - blocks % Batch;
+        byte* block = row;
+        sbyte* x = xq;
+        for (int b0 = 0; b0 < whole; b0 += Batch)
+        {
+            Block32Kernels.WeightScales<TBlock>(block, out var d, out var offset);
+            var scales0 = Block32Kernels.TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc0);
+            var scales1 = Block32Kernels.TokenScales<TBlock>(d, offset, xd + blocks + b0, xs + blocks + b0, ref acc1);
+            for (int pair = 0; pair < Batch / 2; pair++, block += 2 * TBlock.BlockBytes, x += 64)
+            {
+                TBlock.PairQuants(block, out var low, out var high);
+                var select = Vector256.Create(2 * pair) + pairs;
+                acc0 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x), Avx2.PermuteVar8x32(scales0, select), acc0);
+                acc1 = Fma.MultiplyAdd(PairDot<TDot>(low, high, x + cols), Avx2.PermuteVar8x32(scales1, select), acc1);
+            }
+        }
+        float tail0 = 0, tail1 = 0;
+        for (int b = whole; b < blocks; b += 2, block += 2 * TBlock.BlockBytes, x += 64)
+        {
+            AddTail<TBlock, TDot>(block, b, blocks, x, xd, xs, ref acc0, ref tail0);
+            AddTail<TBlock, TDot>(block, b, blocks, x + cols, xd + blocks, xs + blocks, ref acc1, ref tail1);
+        }
+        y[0] = Vector256.Sum(acc0) + tail0;
+        y[yStride] = Vector256.Sum(acc1) + tail1;
     }
 
     /// <summary>One row against four tokens: each pair of blocks is unpacked once for all four.</summary>
