@@ -59,6 +59,7 @@ public sealed class VeloEngine : IDisposable
                 Parallel = _options.Parallel,
                 ContextLength = _options.ContextLength,
                 QueueCapacity = _options.QueueCapacity,
+                CacheTypes = _options.CacheTypes,
             }, _pool);
             _ready = new Ready(scheduler, new ChatPromptFormatter(_model));
         }

@@ -21,6 +21,9 @@ public sealed record VeloServerOptions
 
     public int Threads { get; init; } = Environment.ProcessorCount;
 
+    /// <summary>How cached keys and values are stored: F32, or F16 in half the memory.</summary>
+    public Velo.Inference.KvCacheTypes CacheTypes { get; init; }
+
     /// <summary>When set, every /v1 route needs <c>Authorization: Bearer</c> this key.</summary>
     public string? ApiKey { get; init; }
 }

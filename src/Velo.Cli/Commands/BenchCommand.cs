@@ -21,10 +21,12 @@ internal static class BenchCommand
         var threads = new Option<string>("--threads", "-t") { Description = "Thread counts, comma-separated", DefaultValueFactory = _ => Environment.ProcessorCount.ToString() };
         var repetitions = new Option<int>("--repetitions", "-r") { Description = "Runs per test", DefaultValueFactory = _ => 3 };
         var json = new Option<bool>("--json") { Description = "Print the results as JSON" };
-        var command = new Command("bench", "Measure prompt processing and generation speed") { model, prompt, generate, threads, repetitions, json };
+        var cacheTypeK = CommonOptions.CacheTypeK();
+        var cacheTypeV = CommonOptions.CacheTypeV();
+        var command = new Command("bench", "Measure prompt processing and generation speed") { model, prompt, generate, threads, repetitions, json, cacheTypeK, cacheTypeV };
         command.SetAction(parse => CommonOptions.Guard(() => Run(
             parse.GetValue(model)!, parse.GetValue(prompt), parse.GetValue(generate),
-            ParseThreads(parse.GetValue(threads)!), parse.GetValue(repetitions), parse.GetValue(json))));
+            ParseThreads(parse.GetValue(threads)!), parse.GetValue(repetitions), parse.GetValue(json), CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV))));
         return command;
     }
 
@@ -39,7 +41,7 @@ internal static class BenchCommand
     private sealed record Row(string Model, string Type, double SizeMiB, int Threads, string Test, double Mean, double StandardDeviation,
         double Median, double[] Runs, double LimitTokensPerSecond, double ShareOfLimit, string Limit);
 
-    private static int Run(string path, int promptTokens, int genTokens, int[] threadCounts, int repetitions, bool json)
+    private static int Run(string path, int promptTokens, int genTokens, int[] threadCounts, int repetitions, bool json, Velo.Inference.KvCacheTypes cacheTypes)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1, "--repetitions");
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -60,13 +62,13 @@ internal static class BenchCommand
             if (!json) AnsiConsole.MarkupLineInterpolated($"[grey]{threads} thread(s): read bandwidth {bandwidth / 1e9:F1} GB/s, FMA peak {peak / 1e9:F0} GFLOP/s[/]");
             if (promptTokens > 0)
             {
-                var r = Benchmark.PromptProcessing(model, pool, promptTokens, repetitions);
+                var r = Benchmark.PromptProcessing(model, pool, promptTokens, repetitions, cacheTypes: cacheTypes);
                 double limit = peak / flopsPerToken;
                 rows.Add(new Row(name, type, sizeMiB, threads, r.Test, r.Mean, r.StandardDeviation, r.Median, [.. r.TokensPerSecond], limit, r.Median / limit, "compute"));
             }
             if (genTokens > 0)
             {
-                var r = Benchmark.TextGeneration(model, pool, genTokens, repetitions);
+                var r = Benchmark.TextGeneration(model, pool, genTokens, repetitions, cacheTypes);
                 double limit = bandwidth / bytesPerToken;
                 rows.Add(new Row(name, type, sizeMiB, threads, r.Test, r.Mean, r.StandardDeviation, r.Median, [.. r.TokensPerSecond], limit, r.Median / limit, "bandwidth"));
             }

@@ -27,6 +27,21 @@ internal static class CommonOptions
         Description = "Context length in tokens (default: the model's, capped at 4096)",
     };
 
+    public static Option<string> CacheTypeK() => new("--cache-type-k", "-ctk")
+    {
+        Description = "KV cache type for keys: f32 or f16 (half the memory)",
+        DefaultValueFactory = _ => "f32",
+    };
+
+    public static Option<string> CacheTypeV() => new("--cache-type-v", "-ctv")
+    {
+        Description = "KV cache type for values: f32 or f16 (half the memory)",
+        DefaultValueFactory = _ => "f32",
+    };
+
+    public static KvCacheTypes CacheTypes(ParseResult parse, Option<string> keys, Option<string> values) =>
+        new(KvCacheTypes.Parse(parse.GetValue(keys)!), KvCacheTypes.Parse(parse.GetValue(values)!));
+
     /// <summary>The context to allocate: the user's choice, else the model's own capped so a KV cache fits anywhere.</summary>
     public static int ContextFor(LanguageModel model, int requested) =>
         requested > 0 ? requested : Math.Min(model.Config.ContextLength, 4096);

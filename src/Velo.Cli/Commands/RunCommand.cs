@@ -24,10 +24,12 @@ internal static class RunCommand
         var threads = CommonOptions.Threads();
         var context = CommonOptions.Context();
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep generating past the end-of-sequence token" };
+        var cacheTypeK = CommonOptions.CacheTypeK();
+        var cacheTypeV = CommonOptions.CacheTypeV();
 
         var command = new Command("run", "Generate text from a prompt")
         {
-            model, prompt, promptFile, tokens, temperature, topK, topP, minP, repeatPenalty, seed, threads, context, ignoreEos,
+            model, prompt, promptFile, tokens, temperature, topK, topP, minP, repeatPenalty, seed, threads, context, ignoreEos, cacheTypeK, cacheTypeV,
         };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
@@ -46,18 +48,19 @@ internal static class RunCommand
                     Seed = parse.GetValue(seed) is >= 0 and var s ? (ulong)s : null,
                 },
             };
-            return Run(parse.GetValue(model)!, text, options, parse.GetValue(threads), parse.GetValue(context));
+            return Run(parse.GetValue(model)!, text, options, parse.GetValue(threads), parse.GetValue(context),
+                CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV));
         }));
         return command;
     }
 
-    private static int Run(string modelPath, string prompt, GenerationOptions options, int threads, int context)
+    private static int Run(string modelPath, string prompt, GenerationOptions options, int threads, int context, KvCacheTypes cacheTypes)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1, "--threads");
         Sampler.Validate(options.Sampling);
         using var model = LanguageModel.Load(modelPath);
         using var pool = new WorkerPool(threads);
-        using var generator = new TextGenerator(model, CommonOptions.ContextFor(model, context), pool: pool);
+        using var generator = new TextGenerator(model, CommonOptions.ContextFor(model, context), pool: pool, cacheTypes: cacheTypes);
         int[] promptTokens = model.Tokenizer.Encode(prompt, addSpecial: true);
         if (promptTokens.Length == 0) promptTokens = [model.Tokenizer.BosId >= 0 ? model.Tokenizer.BosId : 0];
 

@@ -19,12 +19,14 @@ internal static class ServeCommand
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on every /v1 route" };
         var alias = new Option<string?>("--alias") { Description = "Model id clients use (default: the file name)" };
         var threads = CommonOptions.Threads();
+        var cacheTypeK = CommonOptions.CacheTypeK();
+        var cacheTypeV = CommonOptions.CacheTypeV();
         var context = CommonOptions.Context();
         context.Description = "Context length per sequence in tokens (default: the model's, capped at 4096)";
 
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
         {
-            model, host, port, parallel, queue, apiKey, alias, threads, context,
+            model, host, port, parallel, queue, apiKey, alias, threads, context, cacheTypeK, cacheTypeV,
         };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
@@ -39,6 +41,7 @@ internal static class ServeCommand
                 ContextLength = parse.GetValue(context),
                 Threads = parse.GetValue(threads),
                 ApiKey = parse.GetValue(apiKey),
+                CacheTypes = CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV),
             };
             RequireAtLeast("--parallel", options.Parallel, 1);
             RequireAtLeast("--threads", options.Threads, 1);

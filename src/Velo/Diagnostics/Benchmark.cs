@@ -20,9 +20,10 @@ public sealed record BenchmarkResult(string Test, int Threads, int Tokens, IRead
 /// </summary>
 public static class Benchmark
 {
-    public static BenchmarkResult PromptProcessing(LlamaModel model, WorkerPool pool, int tokens, int repetitions, int batchSize = 512)
+    public static BenchmarkResult PromptProcessing(LlamaModel model, WorkerPool pool, int tokens, int repetitions, int batchSize = 512,
+        KvCacheTypes cacheTypes = default)
     {
-        using var state = model.CreateState(contextLength: tokens, maxBatch: Math.Min(batchSize, tokens), pool: pool);
+        using var state = model.CreateState(contextLength: tokens, maxBatch: Math.Min(batchSize, tokens), pool: pool, cacheTypes: cacheTypes);
         var batch = new ForwardBatch(state.MaxBatch);
         var speeds = new List<double>();
         for (int r = -1; r < repetitions; r++) // the first run warms up
@@ -40,9 +41,9 @@ public static class Benchmark
         return new BenchmarkResult($"pp{tokens}", pool.ThreadCount, tokens, speeds);
     }
 
-    public static BenchmarkResult TextGeneration(LlamaModel model, WorkerPool pool, int tokens, int repetitions)
+    public static BenchmarkResult TextGeneration(LlamaModel model, WorkerPool pool, int tokens, int repetitions, KvCacheTypes cacheTypes = default)
     {
-        using var state = model.CreateState(contextLength: tokens, maxBatch: 1, pool: pool);
+        using var state = model.CreateState(contextLength: tokens, maxBatch: 1, pool: pool, cacheTypes: cacheTypes);
         var batch = new ForwardBatch(1);
         var speeds = new List<double>();
         for (int r = -1; r < repetitions; r++)

@@ -19,6 +19,9 @@ public sealed record BatchSchedulerOptions
 
     /// <summary>Tokens per forward pass: one per decoding sequence, the rest spent on prompts being prefilled.</summary>
     public int MaxBatchTokens { get; init; } = 512;
+
+    /// <summary>How cached keys and values are stored: F32, or F16 in half the memory.</summary>
+    public KvCacheTypes CacheTypes { get; init; }
 }
 
 /// <summary>
@@ -55,7 +58,7 @@ public sealed class BatchScheduler : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(ContextLength, 2, nameof(options.ContextLength));
         int batchTokens = Math.Max(options.MaxBatchTokens, options.Parallel + 1);
         _batch = new ForwardBatch(batchTokens);
-        _state = model.Model.CreateState(ContextLength, batchTokens, sequences: options.Parallel, maxLogitRows: options.Parallel, pool: pool);
+        _state = model.Model.CreateState(ContextLength, batchTokens, sequences: options.Parallel, maxLogitRows: options.Parallel, pool: pool, cacheTypes: options.CacheTypes);
         _slots = new Slot[options.Parallel];
         for (int i = 0; i < _slots.Length; i++) _slots[i] = new Slot(i, ContextLength);
         _thread = new Thread(Loop) { IsBackground = true, Name = "Velo batch scheduler" };

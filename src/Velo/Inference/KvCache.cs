@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using Velo.Tensors;
 
 namespace Velo.Inference;
@@ -5,28 +6,46 @@ namespace Velo.Inference;
 /// <summary>
 /// Keys and values of every layer for a fixed number of sequences, each with room for a whole context, allocated
 /// once up front. Layout per layer: sequence × KV head × position × headDim, as floats, so that attention reads
-/// each head's keys and values as one contiguous stream.
+/// each head's keys and values as one contiguous stream. Keys and values are each stored as F32 or, in half the
+/// memory, F16 (llama.cpp's default).
 /// </summary>
+/// <summary>The element types of a KV cache's keys and values: F32 (the default) or F16.</summary>
+public readonly record struct KvCacheTypes(GgmlType Keys = GgmlType.F32, GgmlType Values = GgmlType.F32)
+{
+    /// <summary>Reads llama.cpp's names for <c>--cache-type-k</c> / <c>--cache-type-v</c>: f32 or f16.</summary>
+    public static GgmlType Parse(string name) => name.ToLowerInvariant() switch
+    {
+        "f32" => GgmlType.F32,
+        "f16" => GgmlType.F16,
+        _ => throw new ArgumentException($"unknown KV cache type '{name}': use f32 or f16"),
+    };
+}
+
 public sealed unsafe class KvCache : IDisposable
 {
     private readonly NativeBuffer[] _keys;
     private readonly NativeBuffer[] _values;
 
-    public KvCache(int layers, int sequences, int contextLength, int kvHeads, int headDim)
+    public KvCache(int layers, int sequences, int contextLength, int kvHeads, int headDim,
+        GgmlType keyType = GgmlType.F32, GgmlType valueType = GgmlType.F32)
     {
+        CheckType(keyType, "key");
+        CheckType(valueType, "value");
+        KeyType = keyType;
+        ValueType = valueType;
         Layers = layers;
         Sequences = sequences;
         ContextLength = contextLength;
         KvHeads = kvHeads;
         HeadDim = headDim;
         int kvDim = KvDim;
-        long bytes = (long)sequences * contextLength * kvDim * sizeof(float);
+        long elements = (long)sequences * contextLength * kvDim;
         _keys = new NativeBuffer[layers];
         _values = new NativeBuffer[layers];
         for (int l = 0; l < layers; l++)
         {
-            _keys[l] = new NativeBuffer(bytes, zero: false);
-            _values[l] = new NativeBuffer(bytes, zero: false);
+            _keys[l] = new NativeBuffer(GgmlTypeInfo.RowBytes(keyType, elements), zero: false);
+            _values[l] = new NativeBuffer(GgmlTypeInfo.RowBytes(valueType, elements), zero: false);
         }
     }
 
@@ -36,21 +55,36 @@ public sealed unsafe class KvCache : IDisposable
     public int KvHeads { get; }
     public int HeadDim { get; }
     public int KvDim => KvHeads * HeadDim;
-    public long Bytes => 2L * Layers * Sequences * ContextLength * KvDim * sizeof(float);
+    public GgmlType KeyType { get; }
+    public GgmlType ValueType { get; }
+    public long Bytes => Layers * (GgmlTypeInfo.RowBytes(KeyType, (long)Sequences * ContextLength * KvDim) + GgmlTypeInfo.RowBytes(ValueType, (long)Sequences * ContextLength * KvDim));
 
-    public float* Keys(int layer) => _keys[layer].Floats;
-    public float* Values(int layer) => _values[layer].Floats;
+    public byte* Keys(int layer) => (byte*)_keys[layer].Pointer;
+    public byte* Values(int layer) => (byte*)_values[layer].Pointer;
+
+    private static void CheckType(GgmlType type, string what)
+    {
+        if (type is not (GgmlType.F32 or GgmlType.F16))
+            throw new ArgumentException($"The KV cache stores {what}s as f32 or f16, not {type.ToString().ToLowerInvariant()}.");
+    }
 
     /// <summary>Stores one token's keys and values (kvHeads × headDim floats each) at its position.</summary>
     public void Store(int layer, int sequence, int position, ReadOnlySpan<float> keys, ReadOnlySpan<float> values)
     {
-        float* k = Keys(layer), v = Values(layer);
         for (int h = 0; h < KvHeads; h++)
         {
             long at = (((long)sequence * KvHeads + h) * ContextLength + position) * HeadDim;
-            keys.Slice(h * HeadDim, HeadDim).CopyTo(new Span<float>(k + at, HeadDim));
-            values.Slice(h * HeadDim, HeadDim).CopyTo(new Span<float>(v + at, HeadDim));
+            StoreHead(Keys(layer), KeyType, at, keys.Slice(h * HeadDim, HeadDim));
+            StoreHead(Values(layer), ValueType, at, values.Slice(h * HeadDim, HeadDim));
         }
+    }
+
+    private static void StoreHead(byte* cache, GgmlType type, long at, ReadOnlySpan<float> head)
+    {
+        if (type == GgmlType.F16)
+            TensorPrimitives.ConvertToHalf(head, new Span<Half>((Half*)cache + at, head.Length));
+        else
+            head.CopyTo(new Span<float>((float*)cache + at, head.Length));
     }
 
     public void Dispose()

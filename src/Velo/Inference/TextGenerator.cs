@@ -16,7 +16,7 @@ public sealed class TextGenerator : IDisposable
     private readonly WorkerPool _pool;
     private readonly bool _ownsPool;
 
-    public TextGenerator(LanguageModel model, int contextLength = 0, int batchSize = 512, WorkerPool? pool = null)
+    public TextGenerator(LanguageModel model, int contextLength = 0, int batchSize = 512, WorkerPool? pool = null, KvCacheTypes cacheTypes = default)
     {
         ContextLength = contextLength > 0 ? contextLength : model.Config.ContextLength;
         _ownsPool = pool == null;
@@ -24,7 +24,7 @@ public sealed class TextGenerator : IDisposable
         // A queue of one lets the next call wait for the slot while an abandoned generation is still being cancelled.
         _scheduler = new BatchScheduler(model, new BatchSchedulerOptions
         {
-            Parallel = 1, ContextLength = ContextLength, QueueCapacity = 1, MaxBatchTokens = Math.Min(batchSize, ContextLength),
+            Parallel = 1, ContextLength = ContextLength, QueueCapacity = 1, MaxBatchTokens = Math.Min(batchSize, ContextLength), CacheTypes = cacheTypes,
         }, _pool);
     }
 

@@ -1,6 +1,7 @@
 using System.Numerics.Tensors;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Velo.Tensors;
 using Velo.Threading;
 
 namespace Velo.Kernels;
@@ -8,7 +9,8 @@ namespace Velo.Kernels;
 /// <summary>
 /// Causal multi-head attention of a batch of query rows against per-sequence KV caches, with grouped-query heads
 /// (each KV head serves <c>heads / kvHeads</c> query heads). Row i attends to positions 0..positions[i] of the
-/// cache of sequence sequences[i].
+/// cache of sequence sequences[i]. Cached keys and values are F32 or F16 (each its own choice); F16 halves are
+/// multiplied exactly, as if widened to float, so an F16 cache changes results only by the rounding of what it stores.
 /// </summary>
 public static unsafe class Attention
 {
@@ -22,18 +24,32 @@ public static unsafe class Attention
         public int Heads;
         public int KvHeads;
         public int HeadDim;
-        public float* KeyCache;      // sequences × kvHeads × contextLength × headDim
-        public float* ValueCache;
+        public byte* KeyCache;       // sequences × kvHeads × contextLength × headDim, of KeyType
+        public byte* ValueCache;     // the same shape, of ValueType
         public int ContextLength;
+        public GgmlType KeyType;     // F32 (the default) or F16
+        public GgmlType ValueType;
     }
 
     public static void Compute(in Arguments args, WorkerPool pool)
     {
+        CheckCacheType(args.KeyType);
+        CheckCacheType(args.ValueType);
         int stride = ScoreStride(args.ContextLength);
         var job = new Job { Args = args, ScoreStride = stride, RowsPerBlock = RowsPerBlock(args.Rows, stride) };
         job.Scores = (float*)pool.SharedScratch((long)pool.ThreadCount * job.RowsPerBlock * stride * sizeof(float));
         pool.Run(ref job);
     }
+
+    private static void CheckCacheType(GgmlType type)
+    {
+        if (type is not (GgmlType.F32 or GgmlType.F16))
+            throw new NotSupportedException($"A KV cache of {type} is not supported; use F32 or F16.");
+    }
+
+    /// <summary>One cached key or value element as a float.</summary>
+    private static float CachedElement(byte* cache, GgmlType type, long index) =>
+        type == GgmlType.F16 ? (float)((Half*)cache)[index] : ((float*)cache)[index];
 
     /// <summary>Plain loops in double precision, for tests.</summary>
     public static void Reference(in Arguments a)
@@ -48,9 +64,8 @@ public static unsafe class Attention
             double max = double.NegativeInfinity;
             for (int t = 0; t < length; t++)
             {
-                float* k = a.KeyCache + kvOffset + (long)t * a.HeadDim;
                 double dot = 0;
-                for (int d = 0; d < a.HeadDim; d++) dot += (double)q[d] * k[d];
+                for (int d = 0; d < a.HeadDim; d++) dot += (double)q[d] * CachedElement(a.KeyCache, a.KeyType, kvOffset + (long)t * a.HeadDim + d);
                 scores[t] = dot / Math.Sqrt(a.HeadDim);
                 max = Math.Max(max, scores[t]);
             }
@@ -60,7 +75,7 @@ public static unsafe class Attention
             for (int d = 0; d < a.HeadDim; d++)
             {
                 double acc = 0;
-                for (int t = 0; t < length; t++) acc += scores[t] / sum * a.ValueCache[kvOffset + (long)t * a.HeadDim + d];
+                for (int t = 0; t < length; t++) acc += scores[t] / sum * CachedElement(a.ValueCache, a.ValueType, kvOffset + (long)t * a.HeadDim + d);
                 o[d] = (float)acc;
             }
         }
@@ -82,16 +97,28 @@ public static unsafe class Attention
 
         public void Execute(int threadIndex, int threadCount)
         {
+            if (Args.KeyType == GgmlType.F16)
+            {
+                if (Args.ValueType == GgmlType.F16) Execute<F16Row, F16Row>(threadIndex);
+                else Execute<F16Row, F32Row>(threadIndex);
+            }
+            else if (Args.ValueType == GgmlType.F16) Execute<F32Row, F16Row>(threadIndex);
+            else Execute<F32Row, F32Row>(threadIndex);
+        }
+
+        private void Execute<TKey, TValue>(int threadIndex) where TKey : IFloatRow where TValue : IFloatRow
+        {
             ref readonly var a = ref Args;
+            int keyBytes = (int)GgmlTypeInfo.RowBytes(a.KeyType, 1), valueBytes = (int)GgmlTypeInfo.RowBytes(a.ValueType, 1);
             float scale = 1f / MathF.Sqrt(a.HeadDim);
             float* scores = Scores + (long)threadIndex * RowsPerBlock * ScoreStride;
             int blocks = (a.Rows + RowsPerBlock - 1) / RowsPerBlock, items = blocks * a.Heads;
-            float** pointers = stackalloc float*[4 * MaxBlockRows];
+            float** pointers = stackalloc float*[2 * MaxBlockRows];
+            byte** cached = stackalloc byte*[2 * MaxBlockRows];
             int* lengths = stackalloc int[MaxBlockRows];
             var rows = new BlockRows
             {
-                Queries = pointers, Outputs = pointers + MaxBlockRows, Keys = pointers + 2 * MaxBlockRows,
-                Values = pointers + 3 * MaxBlockRows, Lengths = lengths,
+                Queries = pointers, Outputs = pointers + MaxBlockRows, Keys = cached, Values = cached + MaxBlockRows, Lengths = lengths,
             };
             while (true)
             {
@@ -106,11 +133,11 @@ public static unsafe class Attention
                     long head = (long)i * a.Heads + h;
                     rows.Queries[r] = a.Queries + head * a.HeadDim;
                     rows.Outputs[r] = a.Output + head * a.HeadDim;
-                    rows.Keys[r] = a.KeyCache + kvOffset;
-                    rows.Values[r] = a.ValueCache + kvOffset;
+                    rows.Keys[r] = a.KeyCache + kvOffset * keyBytes;
+                    rows.Values[r] = a.ValueCache + kvOffset * valueBytes;
                     rows.Lengths[r] = a.Positions[i] + 1;
                 }
-                Block(rows, count, a.HeadDim, a.HeadDim, scale, scores, ScoreStride);
+                Block<TKey, TValue>(rows, count, a.HeadDim, a.HeadDim, scale, scores, ScoreStride);
             }
         }
     }
@@ -124,7 +151,8 @@ public static unsafe class Attention
     /// <summary>Per row of a block: where its query, output, keys and values are, and how many keys it sees.</summary>
     private struct BlockRows
     {
-        public float** Queries, Outputs, Keys, Values;
+        public float** Queries, Outputs;
+        public byte** Keys, Values;
         public int* Lengths;
     }
 
@@ -141,15 +169,28 @@ public static unsafe class Attention
     /// The rows of a block against their cached keys and values, <paramref name="stride"/> floats apart. A row's
     /// scores are computed group by group and its outputs tile by tile, in the same order as for a block of one.
     /// </summary>
-    private static void Block(in BlockRows rows, int count, int stride, int headDim, float scale, float* scores, int scoreStride)
+    private static void Block<TKey, TValue>(in BlockRows rows, int count, int stride, int headDim, float scale, float* scores, int scoreStride)
+        where TKey : IFloatRow where TValue : IFloatRow
     {
+        // F16 keys are read as 2^-112 times their value, three integer operations per 8, against queries scaled by
+        // 2^112: every product, and so every rounding, is that of the widened key. A query too large to scale
+        // takes the exact widening instead, with the same result.
+        bool* scaledKeys = stackalloc bool[MaxBlockRows];
+        for (int r = 0; r < count; r++)
+            scaledKeys[r] = typeof(TKey) == typeof(F16Row) && MaxMagnitude(rows.Queries[r], headDim) < F16ScaledRow.LargestScalable;
         int longest = 0;
         for (int r = 0; r < count; r++) longest = Math.Max(longest, rows.Lengths[r]);
 
         for (int t = 0; t < longest; t += KeyGroup)
             for (int r = 0; r < count; r++)
                 if (t < rows.Lengths[r])
-                    ScoreGroup(rows.Queries[r], rows.Keys[r] + (long)t * stride, stride, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
+                {
+                    byte* keys = rows.Keys[r] + (long)t * stride * KeyBytes<TKey>();
+                    if (scaledKeys[r])
+                        ScoreGroup<F16ScaledRow>(rows.Queries[r], keys, stride, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
+                    else
+                        ScoreGroup<TKey>(rows.Queries[r], keys, stride, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
+                }
 
         for (int r = 0; r < count; r++)
             new Span<float>(rows.Outputs[r], headDim).Clear();
@@ -164,7 +205,13 @@ public static unsafe class Attention
         for (int t = 0; t < longest; t += tile)
             for (int r = 0; r < count; r++)
                 if (t < rows.Lengths[r])
-                    AddWeightedValues(scores + (long)r * scoreStride, t, Math.Min(t + tile, rows.Lengths[r]), rows.Values[r], stride, rows.Outputs[r], headDim);
+                {
+                    // F16 values likewise: the weights, at most 1, scale by 2^112 without overflow.
+                    if (typeof(TValue) == typeof(F16Row))
+                        AddWeightedValues<F16ScaledRow>(scores + (long)r * scoreStride, t, Math.Min(t + tile, rows.Lengths[r]), rows.Values[r], stride, rows.Outputs[r], headDim);
+                    else
+                        AddWeightedValues<TValue>(scores + (long)r * scoreStride, t, Math.Min(t + tile, rows.Lengths[r]), rows.Values[r], stride, rows.Outputs[r], headDim);
+                }
         for (int r = 0; r < count; r++)
         {
             var output = new Span<float>(rows.Outputs[r], headDim);
@@ -177,49 +224,59 @@ public static unsafe class Attention
     /// transposing reduction replaces eight horizontal sums. A short group repeats its final key in the unused
     /// lanes, so every key is scored by the same arithmetic wherever it falls.
     /// </summary>
-    private static void ScoreGroup(float* q, float* k0, int stride, int headDim, int remaining, float scale, float* scores)
+    private static void ScoreGroup<TKey>(float* q, byte* k0, int stride, int headDim, int remaining, float scale, float* scores)
+        where TKey : IFloatRow
     {
-        if (!Avx.IsSupported)
+        if (!Avx2.IsSupported)
         {
-            for (int j = 0; j < Math.Min(KeyGroup, remaining); j++) scores[j] = Dot(q, k0 + (long)j * stride, 0, headDim) * scale;
+            for (int j = 0; j < Math.Min(KeyGroup, remaining); j++) scores[j] = Dot<TKey>(q, k0, j * stride, 0, headDim) * scale;
             return;
         }
+        var prescale = Vector256.Create(TKey.Prescale);
         int vectorDims = headDim & ~7;
-        long last = remaining - 1;
-        long s1 = Math.Min(1, last) * stride, s2 = Math.Min(2, last) * stride, s3 = Math.Min(3, last) * stride;
-        long s4 = Math.Min(4, last) * stride, s5 = Math.Min(5, last) * stride, s6 = Math.Min(6, last) * stride, s7 = Math.Min(7, last) * stride;
+        int last = remaining - 1;
+        int s1 = Math.Min(1, last) * stride, s2 = Math.Min(2, last) * stride, s3 = Math.Min(3, last) * stride;
+        int s4 = Math.Min(4, last) * stride, s5 = Math.Min(5, last) * stride, s6 = Math.Min(6, last) * stride, s7 = Math.Min(7, last) * stride;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
         for (int d = 0; d < vectorDims; d += 8)
         {
-            var qv = Vector256.Load(q + d);
-            float* k = k0 + d;
-            a0 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k), a0);
-            a1 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + s1), a1);
-            a2 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + s2), a2);
-            a3 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + s3), a3);
-            a4 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + s4), a4);
-            a5 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + s5), a5);
-            a6 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + s6), a6);
-            a7 = Vector256.FusedMultiplyAdd(qv, Vector256.Load(k + s7), a7);
+            var qv = typeof(TKey) == typeof(F16ScaledRow) ? Vector256.Load(q + d) * prescale : Vector256.Load(q + d);
+            a0 = Vector256.FusedMultiplyAdd(qv, TKey.Load8(k0, d), a0);
+            a1 = Vector256.FusedMultiplyAdd(qv, TKey.Load8(k0, s1 + d), a1);
+            a2 = Vector256.FusedMultiplyAdd(qv, TKey.Load8(k0, s2 + d), a2);
+            a3 = Vector256.FusedMultiplyAdd(qv, TKey.Load8(k0, s3 + d), a3);
+            a4 = Vector256.FusedMultiplyAdd(qv, TKey.Load8(k0, s4 + d), a4);
+            a5 = Vector256.FusedMultiplyAdd(qv, TKey.Load8(k0, s5 + d), a5);
+            a6 = Vector256.FusedMultiplyAdd(qv, TKey.Load8(k0, s6 + d), a6);
+            a7 = Vector256.FusedMultiplyAdd(qv, TKey.Load8(k0, s7 + d), a7);
         }
         // Pairwise sums leave key j's four partial sums in lane j of each 128-bit half.
         var lo = Avx.HorizontalAdd(Avx.HorizontalAdd(a0, a1), Avx.HorizontalAdd(a2, a3));
         var hi = Avx.HorizontalAdd(Avx.HorizontalAdd(a4, a5), Avx.HorizontalAdd(a6, a7));
         var dots = Avx.Permute2x128(lo, hi, 0x20) + Avx.Permute2x128(lo, hi, 0x31);
         if (vectorDims < headDim)
-            dots += Vector256.Create(Dot(q, k0, vectorDims, headDim), Dot(q, k0 + s1, vectorDims, headDim),
-                Dot(q, k0 + s2, vectorDims, headDim), Dot(q, k0 + s3, vectorDims, headDim),
-                Dot(q, k0 + s4, vectorDims, headDim), Dot(q, k0 + s5, vectorDims, headDim),
-                Dot(q, k0 + s6, vectorDims, headDim), Dot(q, k0 + s7, vectorDims, headDim));
+            dots += Vector256.Create(Dot<TKey>(q, k0, 0, vectorDims, headDim), Dot<TKey>(q, k0, s1, vectorDims, headDim),
+                Dot<TKey>(q, k0, s2, vectorDims, headDim), Dot<TKey>(q, k0, s3, vectorDims, headDim),
+                Dot<TKey>(q, k0, s4, vectorDims, headDim), Dot<TKey>(q, k0, s5, vectorDims, headDim),
+                Dot<TKey>(q, k0, s6, vectorDims, headDim), Dot<TKey>(q, k0, s7, vectorDims, headDim));
         (dots * Vector256.Create(scale)).Store(scores);
     }
 
-    private static float Dot(float* a, float* b, int from, int to)
+    private static float Dot<TKey>(float* q, byte* keys, int offset, int from, int to) where TKey : IFloatRow
     {
         float sum = 0;
-        for (int i = from; i < to; i++) sum += a[i] * b[i];
+        for (int i = from; i < to; i++) sum += q[i] * TKey.Prescale * TKey.Load1(keys, offset + i);
         return sum;
     }
+
+    private static float MaxMagnitude(float* x, int n)
+    {
+        float max = 0;
+        for (int i = 0; i < n; i++) max = MathF.Max(max, MathF.Abs(x[i]));
+        return max;
+    }
+
+    private static int KeyBytes<TKey>() where TKey : IFloatRow => typeof(TKey) == typeof(F32Row) ? sizeof(float) : sizeof(Half);
 
     // Rows are short (a few hundred scores while decoding): one inline loop beats a chain of library calls, each
     // with its own setup.
@@ -266,28 +323,30 @@ public static unsafe class Attention
     /// output += Σ_{t in [from, to)} weights[t] · values[t], the value rows <paramref name="stride"/> floats apart;
     /// 64 output floats stay in registers across the tile, and every output float sums its terms in order of t.
     /// </summary>
-    private static void AddWeightedValues(float* weights, int from, int to, float* values, int stride, float* output, int n)
+    private static void AddWeightedValues<TValue>(float* weights, int from, int to, byte* values, int stride, float* output, int n)
+        where TValue : IFloatRow
     {
         int d = 0;
-        if (Vector256.IsHardwareAccelerated)
+        float prescale = TValue.Prescale;
+        if (Avx2.IsSupported)
         {
             for (; d + 64 <= n; d += 64)
             {
                 float* o = output + d;
                 Vector256<float> o0 = Vector256.Load(o), o1 = Vector256.Load(o + 8), o2 = Vector256.Load(o + 16), o3 = Vector256.Load(o + 24);
                 Vector256<float> o4 = Vector256.Load(o + 32), o5 = Vector256.Load(o + 40), o6 = Vector256.Load(o + 48), o7 = Vector256.Load(o + 56);
-                float* v = values + (long)from * stride + d;
+                int v = from * stride + d;
                 for (int t = from; t < to; t++, v += stride)
                 {
-                    var w = Vector256.Create(weights[t]);
-                    o0 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v), o0);
-                    o1 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 8), o1);
-                    o2 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 16), o2);
-                    o3 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 24), o3);
-                    o4 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 32), o4);
-                    o5 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 40), o5);
-                    o6 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 48), o6);
-                    o7 = Vector256.FusedMultiplyAdd(w, Vector256.Load(v + 56), o7);
+                    var w = Vector256.Create(typeof(TValue) == typeof(F16ScaledRow) ? weights[t] * prescale : weights[t]);
+                    o0 = Vector256.FusedMultiplyAdd(w, TValue.Load8(values, v), o0);
+                    o1 = Vector256.FusedMultiplyAdd(w, TValue.Load8(values, v + 8), o1);
+                    o2 = Vector256.FusedMultiplyAdd(w, TValue.Load8(values, v + 16), o2);
+                    o3 = Vector256.FusedMultiplyAdd(w, TValue.Load8(values, v + 24), o3);
+                    o4 = Vector256.FusedMultiplyAdd(w, TValue.Load8(values, v + 32), o4);
+                    o5 = Vector256.FusedMultiplyAdd(w, TValue.Load8(values, v + 40), o5);
+                    o6 = Vector256.FusedMultiplyAdd(w, TValue.Load8(values, v + 48), o6);
+                    o7 = Vector256.FusedMultiplyAdd(w, TValue.Load8(values, v + 56), o7);
                 }
                 o0.Store(o);
                 o1.Store(o + 8);
@@ -301,16 +360,16 @@ public static unsafe class Attention
             for (; d + 8 <= n; d += 8)
             {
                 var o = Vector256.Load(output + d);
-                float* v = values + (long)from * stride + d;
+                int v = from * stride + d;
                 for (int t = from; t < to; t++, v += stride)
-                    o = Vector256.FusedMultiplyAdd(Vector256.Create(weights[t]), Vector256.Load(v), o);
+                    o = Vector256.FusedMultiplyAdd(Vector256.Create(typeof(TValue) == typeof(F16ScaledRow) ? weights[t] * prescale : weights[t]), TValue.Load8(values, v), o);
                 o.Store(output + d);
             }
         }
         for (; d < n; d++)
         {
             float acc = output[d];
-            for (int t = from; t < to; t++) acc += weights[t] * values[(long)t * stride + d];
+            for (int t = from; t < to; t++) acc += weights[t] * prescale * TValue.Load1(values, t * stride + d);
             output[d] = acc;
         }
     }

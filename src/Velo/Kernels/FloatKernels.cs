@@ -11,6 +11,9 @@ internal unsafe interface IFloatRow
     static abstract Vector256<float> Load8(byte* row, int index);
 
     static abstract float Load1(byte* row, int index);
+
+    /// <summary>What the other operand of a product must be multiplied by for the product to be weight × operand.</summary>
+    static virtual float Prescale => 1f;
 }
 
 internal unsafe struct F32Row : IFloatRow
@@ -98,6 +101,11 @@ internal unsafe struct F16Row : IFloatRow
 /// </summary>
 internal unsafe struct F16ScaledRow : IFloatRow
 {
+    /// <summary>The magnitude below which an operand scaled by <see cref="Prescale"/> stays finite.</summary>
+    public const float LargestScalable = 65536f;
+
+    public static float Prescale => FloatKernels.F16ActivationScale;
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(byte* row, int index) =>
         (Avx2.ShiftLeftLogical(Avx2.ConvertToVector256Int32((short*)row + index), 13) & Vector256.Create(unchecked((int)0x8FFFE000))).AsSingle();
@@ -135,7 +143,7 @@ internal static unsafe class FloatKernels
     /// </summary>
     public static bool ScaleForF16(float* x, long count, float* scaled)
     {
-        var limit = Vector256.Create(65536f);
+        var limit = Vector256.Create(F16ScaledRow.LargestScalable);
         var scale = Vector256.Create(F16ActivationScale);
         var inRange = Vector256<float>.AllBitsSet;
         long i = 0;
@@ -149,7 +157,7 @@ internal static unsafe class FloatKernels
         bool ok = Vector256.EqualsAll(inRange.AsInt32(), Vector256<int>.AllBitsSet);
         for (; i < count; i++)
         {
-            ok &= MathF.Abs(x[i]) < 65536f;
+            ok &= MathF.Abs(x[i]) < F16ScaledRow.LargestScalable;
             scaled[i] = x[i] * F16ActivationScale;
         }
         return ok;

@@ -86,6 +86,7 @@ public sealed unsafe class LlamaModel : IDisposable
                     Queries = q, Output = att, Positions = positions, Sequences = sequences, Rows = n,
                     Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim,
                     KeyCache = s.Cache.Keys(l), ValueCache = s.Cache.Values(l), ContextLength = s.Cache.ContextLength,
+                    KeyType = s.Cache.KeyType, ValueType = s.Cache.ValueType,
                 };
                 Attention.Compute(args, s.Pool);
             }
@@ -158,8 +159,9 @@ public sealed unsafe class LlamaModel : IDisposable
         Elementwise.Add(xs, new ReadOnlySpan<float>(y, (int)n), xs);
     }
 
-    public LlamaState CreateState(int contextLength = 0, int maxBatch = 512, int sequences = 1, int maxLogitRows = 0, WorkerPool? pool = null) =>
-        new(this, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences, maxLogitRows > 0 ? maxLogitRows : sequences, pool);
+    public LlamaState CreateState(int contextLength = 0, int maxBatch = 512, int sequences = 1, int maxLogitRows = 0, WorkerPool? pool = null,
+        KvCacheTypes cacheTypes = default) =>
+        new(this, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences, maxLogitRows > 0 ? maxLogitRows : sequences, pool, cacheTypes);
 
     public void Dispose()
     {

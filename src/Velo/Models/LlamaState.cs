@@ -10,7 +10,7 @@ public sealed unsafe class LlamaState : IDisposable
     private readonly List<NativeBuffer> _buffers = [];
     private readonly bool _ownsPool;
 
-    internal LlamaState(LlamaModel model, int contextLength, int maxBatch, int sequences, int maxLogitRows, WorkerPool? pool)
+    internal LlamaState(LlamaModel model, int contextLength, int maxBatch, int sequences, int maxLogitRows, WorkerPool? pool, KvCacheTypes cacheTypes = default)
     {
         var c = model.Config;
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
@@ -20,7 +20,7 @@ public sealed unsafe class LlamaState : IDisposable
         VocabSize = c.VocabSize;
         _ownsPool = pool == null;
         Pool = pool ?? new WorkerPool(1);
-        Cache = new KvCache(c.Layers, sequences, contextLength, c.KvHeads, c.HeadDim);
+        Cache = new KvCache(c.Layers, sequences, contextLength, c.KvHeads, c.HeadDim, cacheTypes.Keys, cacheTypes.Values);
         X = Floats((long)maxBatch * c.Dim);
         Xb = Floats((long)maxBatch * Math.Max(c.Dim, c.QueryDim));
         Q = Floats((long)maxBatch * c.QueryDim);

@@ -12,6 +12,24 @@ public class RunCommandTests
         Assert.Contains("MiB resident", r.Stderr);
     }
 
+    /// <summary>An F16 KV cache, llama.cpp's default, still reproduces the reference text.</summary>
+    [Fact]
+    public void GreedyWithAnF16KvCacheMatchesTheReference()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Once upon a time", "-n", "200", "--temp", "0", "--ignore-eos",
+            "-ctk", "f16", "-ctv", "f16");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(File.ReadAllBytes(TestPaths.SharedFile("eval", "stories260K-greedy-once-upon-a-time.txt")), r.StdoutBytes);
+    }
+
+    [Fact]
+    public void AnUnsupportedKvCacheTypeIsAClearError()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Hi", "-n", "4", "--cache-type-k", "q8_0");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("unknown KV cache type 'q8_0': use f32 or f16", r.Stderr);
+    }
+
     /// <summary>
     /// The reference zoo text is exactly 100 generated tokens (the model's end-of-sequence logit is far below the
     /// newline it emits next), so it is reproduced with -n 100.

@@ -48,10 +48,32 @@ public sealed class BatchInvarianceTests
         }
     }
 
-    /// <summary>Sequence 0 prefills 5 tokens and decodes 3, each step sharing the batch with other sequences' tokens; returns its last logits.</summary>
-    private static float[] Logits(LlamaModel model, WorkerPool pool, int companions)
+    [Fact]
+    public void Logits_are_bit_identical_alone_and_in_any_batch_with_an_F16_KV_cache()
     {
-        using var state = model.CreateState(contextLength: 32, maxBatch: 64, sequences: companions + 1, maxLogitRows: companions + 1, pool: pool);
+        var spec = ReferenceForwardTests.Variant("llama-gqa") with { WeightType = GgmlType.Q4_0, Dim = 256 + 32 * 3, FfnDim = 512 + 256 };
+        string path = Path.Combine(Path.GetTempPath(), $"velo-batch-invariance-f16kv-{Environment.ProcessId}.gguf");
+        try
+        {
+            LlamaSynthesizer.Write(path, spec);
+            using var model = LlamaModel.Load(path);
+            using var pool = new WorkerPool(2);
+            var f16 = new KvCacheTypes(GgmlType.F16, GgmlType.F16);
+            float[] alone = Logits(model, pool, companions: 0, f16);
+            foreach (int companions in new[] { 1, 4, 7 })
+                Assert.True(alone.AsSpan().SequenceEqual(Logits(model, pool, companions, f16)), $"logits changed with {companions} other sequences in the batch");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    /// <summary>Sequence 0 prefills 5 tokens and decodes 3, each step sharing the batch with other sequences' tokens; returns its last logits.</summary>
+    private static float[] Logits(LlamaModel model, WorkerPool pool, int companions, KvCacheTypes cacheTypes = default)
+    {
+        using var state = model.CreateState(contextLength: 32, maxBatch: 64, sequences: companions + 1, maxLogitRows: companions + 1, pool: pool,
+            cacheTypes: cacheTypes);
         var batch = new ForwardBatch(64);
         int[] prompt = [1, 17, 42, 99, 7];
         // Companions go first so sequence 0's tokens land at every offset of the kernels' token tiles.

@@ -129,10 +129,36 @@ public class ReferenceForwardTests
         }
     }
 
-    internal static double[][] VeloLogits(string path, int[] tokens)
+    /// <summary>
+    /// Keys and values stored as F16 are rounded to 2^-11 relative, as F16 weights are, on two of the path's
+    /// products per layer: the logits stay within the F16 weights' bound of the reference and far from F32's.
+    /// </summary>
+    [Theory]
+    [InlineData("llama-gqa")]
+    [InlineData("qwen3-qknorm")]
+    public void An_F16_KV_cache_stays_within_F16_rounding_of_the_reference(string variant)
+    {
+        var spec = Variant(variant) with { WeightType = GgmlType.F32 };
+        string path = Path.Combine(Path.GetTempPath(), $"velo-f16kv-{variant}-{Environment.ProcessId}.gguf");
+        try
+        {
+            LlamaSynthesizer.Write(path, spec);
+            int[] tokens = Enumerable.Range(0, SequenceLength).Select(i => (i * 37 + 11) % spec.VocabSize).ToArray();
+            var original = new ReferenceLlama(spec, name => OriginalWeights(spec, name)).Logits(tokens);
+            double error = RelativeRmsError(VeloLogits(path, tokens, new KvCacheTypes(GgmlType.F16, GgmlType.F16)), original);
+            Assert.True(error <= ToleranceAgainstOriginal(GgmlType.F16), $"{variant}: relative RMS logit error {error:E3} with an F16 KV cache");
+            Assert.True(error > 1e-6, $"{variant}: no F16 rounding at all ({error:E3}): is the cache really F16?");
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    internal static double[][] VeloLogits(string path, int[] tokens, KvCacheTypes cacheTypes = default)
     {
         using var model = LlamaModel.Load(path);
-        using var state = model.CreateState(contextLength: 64, maxBatch: tokens.Length, maxLogitRows: tokens.Length);
+        using var state = model.CreateState(contextLength: 64, maxBatch: tokens.Length, maxLogitRows: tokens.Length, cacheTypes: cacheTypes);
         var batch = new ForwardBatch(tokens.Length);
         for (int i = 0; i < tokens.Length; i++) batch.Add(tokens[i], i, wantLogits: true);
         model.Forward(state, batch);
