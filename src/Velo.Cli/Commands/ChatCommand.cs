@@ -21,10 +21,12 @@ internal static class ChatCommand
         var seed = new Option<long>("--seed", "-s") { Description = "Random seed (-1: random)", DefaultValueFactory = _ => -1 };
         var threads = CommonOptions.Threads();
         var context = CommonOptions.Context();
+        var cacheTypeK = CommonOptions.CacheTypeK();
+        var cacheTypeV = CommonOptions.CacheTypeV();
 
         var command = new Command("chat", "Chat with a model in the terminal (type /exit or end the input to leave, /reset to start over)")
         {
-            model, system, tokens, temperature, seed, threads, context,
+            model, system, tokens, temperature, seed, threads, context, cacheTypeK, cacheTypeV,
         };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
@@ -36,16 +38,20 @@ internal static class ChatCommand
             };
             Sampler.Validate(sampling);
             var options = new GenerationOptions { MaxTokens = parse.GetValue(tokens), Sampling = sampling };
-            return Run(parse.GetValue(model)!, parse.GetValue(system), options, parse.GetValue(threads), parse.GetValue(context));
+            return Run(parse.GetValue(model)!, parse.GetValue(system), options, parse.GetValue(threads), parse.GetValue(context),
+                CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV));
         }));
         return command;
     }
 
-    private static int Run(string modelPath, string? systemPrompt, GenerationOptions options, int threads, int context)
+    private static int Run(string modelPath, string? systemPrompt, GenerationOptions options, int threads, int context, KvCacheTypes cacheTypes)
     {
         using var model = LanguageModel.Load(modelPath);
         using var pool = new WorkerPool(threads);
-        using var scheduler = new BatchScheduler(model, new BatchSchedulerOptions { Parallel = 1, ContextLength = CommonOptions.ContextFor(model, context) }, pool);
+        using var scheduler = new BatchScheduler(model, new BatchSchedulerOptions
+        {
+            Parallel = 1, ContextLength = CommonOptions.ContextFor(model, context), CacheTypes = cacheTypes,
+        }, pool);
         var formatter = new ChatPromptFormatter(model);
         if (formatter.FallbackReason != null) Console.Error.WriteLine($"note: using the ChatML template because {formatter.FallbackReason}");
         options = options with { Stop = formatter.StopStrings };

@@ -21,15 +21,21 @@ internal static class PerplexityCommand
         var chunks = new Option<int>("--chunks") { Description = "Score at most this many chunks (0: all)" };
         var threads = CommonOptions.Threads();
         var klBase = new Option<string?>("--kl-divergence-base") { Description = "Record the model's log-probabilities to this file, or with --kl-divergence read them from it" };
+        var cacheTypeK = CommonOptions.CacheTypeK();
+        var cacheTypeV = CommonOptions.CacheTypeV();
         var kl = new Option<bool>("--kl-divergence") { Description = "Compare against the base file: mean KL divergence, its 99th percentile, top-token agreement" };
 
         var command = new Command("perplexity", "Measure perplexity over a text (llama.cpp's convention), or KL divergence against a base model")
         {
-            model, textFile, context, batch, chunks, threads, klBase, kl,
+            model, textFile, context, batch, chunks, threads, klBase, kl, cacheTypeK, cacheTypeV,
         };
         command.SetAction(parse => CommonOptions.Guard(() => Run(
             parse.GetValue(model)!, parse.GetValue(textFile), parse.GetValue(klBase), parse.GetValue(kl), parse.GetValue(threads),
-            new PerplexitySettings { ContextLength = parse.GetValue(context), BatchSize = parse.GetValue(batch), MaxChunks = parse.GetValue(chunks) })));
+            new PerplexitySettings
+            {
+                ContextLength = parse.GetValue(context), BatchSize = parse.GetValue(batch), MaxChunks = parse.GetValue(chunks),
+                CacheTypes = CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV),
+            })));
         return command;
     }
 

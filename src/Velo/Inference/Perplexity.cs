@@ -17,6 +17,9 @@ public sealed record PerplexitySettings
 
     /// <summary>Stop after this many chunks (0: all the text holds).</summary>
     public int MaxChunks { get; init; }
+
+    /// <summary>How cached keys and values are stored, to measure what an F16 cache costs in accuracy.</summary>
+    public KvCacheTypes CacheTypes { get; init; }
 }
 
 /// <summary>What a whole run measured.</summary>
@@ -61,7 +64,7 @@ public sealed class Perplexity : IDisposable
         ChunksPerPass = Math.Max(1, settings.BatchSize / n);
         int batch = ChunksPerPass > 1 ? ChunksPerPass * n : Math.Min(settings.BatchSize, n);
         _batch = new ForwardBatch(batch);
-        _state = model.CreateState(n, batch, sequences: ChunksPerPass, maxLogitRows: batch, pool: pool);
+        _state = model.CreateState(n, batch, sequences: ChunksPerPass, maxLogitRows: batch, pool: pool, cacheTypes: settings.CacheTypes);
         _logProbs = new float[model.Config.VocabSize];
         _baseLogProbs = new float[model.Config.VocabSize];
     }
