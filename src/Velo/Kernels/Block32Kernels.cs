@@ -186,11 +186,8 @@ internal static unsafe class Block32Kernels
         public static void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
             Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
 
-        public static void Dot2(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
-        {
-            y[0] = Dot1<TBlock, TDot>(row, blocks, xq, xd, xs);
-            y[yStride] = Dot1<TBlock, TDot>(row, blocks, xq + blocks * 32L, xd + blocks, xs + blocks);
-        }
+        public static void Dot2(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
+            Dot2<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
 
         public static void Dot8(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
         {
@@ -226,6 +223,44 @@ internal static unsafe class Block32Kernels
             offsetTail += OffsetTerm<TBlock>(block, d, xs[b]);
         }
         return Vector256.Sum(acc) + offsetTail;
+    }
+
+    /// <summary>One row against two tokens: each block is loaded once for both, each token summed as in Dot1.</summary>
+    private static void Dot2<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
+        where TBlock : IBlock32 where TDot : IIntegerDot
+    {
+        long cols = blocks * 32L;
+        float* combined = stackalloc float[Batch * 2];
+        Vector256<float> acc0 = default, acc1 = default;
+        int whole = blocks - blocks % Batch;
+        for (int b0 = 0; b0 < whole; b0 += Batch)
+        {
+            byte* batch = row + b0 * TBlock.BlockBytes;
+            WeightScales<TBlock>(batch, out var d, out var offset);
+            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc0));
+            Avx.Store(combined + Batch, TokenScales<TBlock>(d, offset, xd + blocks + b0, xs + blocks + b0, ref acc1));
+            for (int j = 0; j < Batch; j++)
+            {
+                var q = TBlock.Quants(batch + j * TBlock.BlockBytes);
+                sbyte* x = xq + (b0 + j) * 32;
+                acc0 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x), Vector256.Create(combined[j]), acc0);
+                acc1 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + cols), Vector256.Create(combined[Batch + j]), acc1);
+            }
+        }
+        float tail0 = 0, tail1 = 0;
+        for (int b = whole; b < blocks; b++)
+        {
+            byte* block = row + b * TBlock.BlockBytes;
+            float d = F16Row.ToSingle(*(ushort*)block);
+            var q = TBlock.Quants(block);
+            sbyte* x = xq + b * 32;
+            acc0 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x), Vector256.Create(d * xd[b]), acc0);
+            acc1 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + cols), Vector256.Create(d * xd[blocks + b]), acc1);
+            tail0 += OffsetTerm<TBlock>(block, d, xs[b]);
+            tail1 += OffsetTerm<TBlock>(block, d, xs[blocks + b]);
+        }
+        y[0] = Vector256.Sum(acc0) + tail0;
+        y[yStride] = Vector256.Sum(acc1) + tail1;
     }
 
     /// <summary>One row against four tokens: each block is unpacked once for all four.</summary>
