@@ -23,25 +23,35 @@ internal static class BenchCommand
         var json = new Option<bool>("--json") { Description = "Print the results as JSON" };
         var cacheTypeK = CommonOptions.CacheTypeK();
         var cacheTypeV = CommonOptions.CacheTypeV();
-        var command = new Command("bench", "Measure prompt processing and generation speed") { model, prompt, generate, threads, repetitions, json, cacheTypeK, cacheTypeV };
+        var parallel = new Option<string>("--parallel", "-np")
+        {
+            Description = "Sequences decoded together in the tg test, comma-separated (as the server's --parallel batches them)",
+            DefaultValueFactory = _ => "1",
+        };
+        var command = new Command("bench", "Measure prompt processing and generation speed")
+        {
+            model, prompt, generate, threads, repetitions, json, cacheTypeK, cacheTypeV, parallel,
+        };
         command.SetAction(parse => CommonOptions.Guard(() => Run(
             parse.GetValue(model)!, parse.GetValue(prompt), parse.GetValue(generate),
-            ParseThreads(parse.GetValue(threads)!), parse.GetValue(repetitions), parse.GetValue(json), CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV))));
+            ParseCounts("--threads", parse.GetValue(threads)!), parse.GetValue(repetitions), parse.GetValue(json),
+            CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV), ParseCounts("--parallel", parse.GetValue(parallel)!))));
         return command;
     }
 
-    private static int[] ParseThreads(string list)
+    private static int[] ParseCounts(string option, string list)
     {
         var counts = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-            .Select(s => int.TryParse(s, out int n) && n > 0 ? n : throw new ArgumentException($"--threads: '{s}' is not a positive number"))
+            .Select(s => int.TryParse(s, out int n) && n > 0 ? n : throw new ArgumentException($"{option}: '{s}' is not a positive number"))
             .ToArray();
-        return counts.Length > 0 ? counts : throw new ArgumentException("--threads: give at least one thread count");
+        return counts.Length > 0 ? counts : throw new ArgumentException($"{option}: give at least one count");
     }
 
     private sealed record Row(string Model, string Type, double SizeMiB, int Threads, string Test, double Mean, double StandardDeviation,
         double Median, double[] Runs, double LimitTokensPerSecond, double ShareOfLimit, string Limit);
 
-    private static int Run(string path, int promptTokens, int genTokens, int[] threadCounts, int repetitions, bool json, Velo.Inference.KvCacheTypes cacheTypes)
+    private static int Run(string path, int promptTokens, int genTokens, int[] threadCounts, int repetitions, bool json, Velo.Inference.KvCacheTypes cacheTypes,
+        int[] parallel)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1, "--repetitions");
         var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -67,11 +77,13 @@ internal static class BenchCommand
                 rows.Add(new Row(name, type, sizeMiB, threads, r.Test, r.Mean, r.StandardDeviation, r.Median, [.. r.TokensPerSecond], limit, r.Median / limit, "compute"));
             }
             if (genTokens > 0)
-            {
-                var r = Benchmark.TextGeneration(model, pool, genTokens, repetitions, cacheTypes);
-                double limit = bandwidth / bytesPerToken;
-                rows.Add(new Row(name, type, sizeMiB, threads, r.Test, r.Mean, r.StandardDeviation, r.Median, [.. r.TokensPerSecond], limit, r.Median / limit, "bandwidth"));
-            }
+                foreach (int sequences in parallel)
+                {
+                    var r = Benchmark.TextGeneration(model, pool, genTokens, repetitions, cacheTypes, sequences);
+                    // Each step reads the weights once for all its sequences.
+                    double limit = bandwidth / bytesPerToken * sequences;
+                    rows.Add(new Row(name, type, sizeMiB, threads, r.Test, r.Mean, r.StandardDeviation, r.Median, [.. r.TokensPerSecond], limit, r.Median / limit, "bandwidth"));
+                }
         }
 
         if (json)

@@ -16,7 +16,9 @@ public sealed record BenchmarkResult(string Test, int Threads, int Tokens, IRead
 
 /// <summary>
 /// llama-bench's two tests: pp (a prompt of N tokens in one batch, from an empty cache) and tg (N tokens decoded
-/// one at a time, from an empty cache). Tokens are arbitrary ids: speed does not depend on which.
+/// one at a time, from an empty cache), the latter also for several sequences decoded together, one batched
+/// forward pass per step as the server's continuous batching runs them. Tokens are arbitrary ids: speed does not
+/// depend on which.
 /// </summary>
 public static class Benchmark
 {
@@ -41,10 +43,16 @@ public static class Benchmark
         return new BenchmarkResult($"pp{tokens}", pool.ThreadCount, tokens, speeds);
     }
 
-    public static BenchmarkResult TextGeneration(LlamaModel model, WorkerPool pool, int tokens, int repetitions, KvCacheTypes cacheTypes = default)
+    /// <summary>
+    /// <paramref name="tokens"/> decode steps of <paramref name="sequences"/> sequences each (all logits wanted);
+    /// the speed is the tokens of all sequences per second.
+    /// </summary>
+    public static BenchmarkResult TextGeneration(LlamaModel model, WorkerPool pool, int tokens, int repetitions, KvCacheTypes cacheTypes = default,
+        int sequences = 1)
     {
-        using var state = model.CreateState(contextLength: tokens, maxBatch: 1, pool: pool, cacheTypes: cacheTypes);
-        var batch = new ForwardBatch(1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(sequences, 1);
+        using var state = model.CreateState(contextLength: tokens, maxBatch: sequences, sequences: sequences, pool: pool, cacheTypes: cacheTypes);
+        var batch = new ForwardBatch(sequences);
         var speeds = new List<double>();
         for (int r = -1; r < repetitions; r++)
         {
@@ -52,12 +60,12 @@ public static class Benchmark
             for (int p = 0; p < tokens; p++)
             {
                 batch.Clear();
-                batch.Add(TokenAt(p, model.Config.VocabSize), p, wantLogits: true);
+                for (int s = 0; s < sequences; s++) batch.Add(TokenAt(p + 31 * s, model.Config.VocabSize), p, s, wantLogits: true);
                 model.Forward(state, batch);
             }
-            if (r >= 0) speeds.Add(tokens / Stopwatch.GetElapsedTime(start).TotalSeconds);
+            if (r >= 0) speeds.Add((double)tokens * sequences / Stopwatch.GetElapsedTime(start).TotalSeconds);
         }
-        return new BenchmarkResult($"tg{tokens}", pool.ThreadCount, tokens, speeds);
+        return new BenchmarkResult(sequences == 1 ? $"tg{tokens}" : $"tg{tokens} x{sequences}", pool.ThreadCount, tokens * sequences, speeds);
     }
 
     /// <summary>Bytes of weights a decode step reads: every matrix once (the embedding only one row, unless it is also the output).</summary>

@@ -569,9 +569,10 @@ internal static unsafe class KQuantKernels
         int tiled = 0;
         if (TBlock.HasPackedDot4 && tokens < UnpackTokens)
         {
-            // Two or three tokens left over fill a tile by repeating the last: one tile costs less than two tokens alone.
+            // Three tokens left over fill a tile by repeating the last: one tile costs less than three tokens alone,
+            // but about as much as two.
             int* tile = stackalloc int[TokenTile];
-            for (; tokens - tiled >= 2; tiled = Math.Min(tiled + TokenTile, tokens))
+            for (; tokens - tiled >= 3; tiled = Math.Min(tiled + TokenTile, tokens))
             {
                 for (int k = 0; k < TokenTile; k++) tile[k] = Math.Min(tiled + k, tokens - 1);
                 for (int r = rowStart; r < rowEnd; r++)

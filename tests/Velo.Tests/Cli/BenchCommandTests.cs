@@ -21,6 +21,19 @@ public class BenchCommandTests
     }
 
     [Fact]
+    public void DecodesSeveralSequencesTogetherWithParallel()
+    {
+        var r = CliRunner.Run("bench", "-m", TestPaths.Stories260K, "-p", "0", "-n", "8", "-t", "2", "-r", "1", "-np", "1,3", "--json");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        using var doc = JsonDocument.Parse(r.Stdout);
+        var results = doc.RootElement.GetProperty("results").EnumerateArray().ToArray();
+        Assert.Equal(["tg8", "tg8 x3"], results.Select(e => e.GetProperty("Test").GetString()));
+        // The limit of a step that reads the weights once for three sequences is three tokens per read.
+        Assert.Equal(3 * results[0].GetProperty("LimitTokensPerSecond").GetDouble(), results[1].GetProperty("LimitTokensPerSecond").GetDouble(),
+            1e-9 * results[1].GetProperty("LimitTokensPerSecond").GetDouble());
+    }
+
+    [Fact]
     public void RejectsABadThreadList()
     {
         var r = CliRunner.Run("bench", "-m", TestPaths.Stories260K, "-t", "1,x");
