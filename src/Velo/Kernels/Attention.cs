@@ -109,7 +109,7 @@ public static unsafe class Attention
         private void Execute<TKey, TValue>(int threadIndex) where TKey : IFloatRow where TValue : IFloatRow
         {
             ref readonly var a = ref Args;
-            int keyBytes = (int)GgmlTypeInfo.RowBytes(a.KeyType, 1), valueBytes = (int)GgmlTypeInfo.RowBytes(a.ValueType, 1);
+            int keyBytes = ElementBytes<TKey>(), valueBytes = ElementBytes<TValue>();
             float scale = 1f / MathF.Sqrt(a.HeadDim);
             float* scores = Scores + (long)threadIndex * RowsPerBlock * ScoreStride;
             int blocks = (a.Rows + RowsPerBlock - 1) / RowsPerBlock, items = blocks * a.Heads;
@@ -185,7 +185,7 @@ public static unsafe class Attention
             for (int r = 0; r < count; r++)
                 if (t < rows.Lengths[r])
                 {
-                    byte* keys = rows.Keys[r] + (long)t * stride * KeyBytes<TKey>();
+                    byte* keys = rows.Keys[r] + (long)t * stride * ElementBytes<TKey>();
                     if (scaledKeys[r])
                         ScoreGroup<F16ScaledRow>(rows.Queries[r], keys, stride, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
                     else
@@ -276,7 +276,7 @@ public static unsafe class Attention
         return max;
     }
 
-    private static int KeyBytes<TKey>() where TKey : IFloatRow => typeof(TKey) == typeof(F32Row) ? sizeof(float) : sizeof(Half);
+    private static int ElementBytes<TRow>() where TRow : IFloatRow => typeof(TRow) == typeof(F32Row) ? sizeof(float) : sizeof(Half);
 
     // Rows are short (a few hundred scores while decoding): one inline loop beats a chain of library calls, each
     // with its own setup.

@@ -84,8 +84,7 @@ internal unsafe struct Q4_KBlock : IKBlock
         sum = SubBlockPair<TDot>(sum, qs + 32, xq + 64, scales, 1);
         sum = SubBlockPair<TDot>(sum, qs + 64, xq + 128, scales, 2);
         sum = SubBlockPair<TDot>(sum, qs + 96, xq + 192, scales, 3);
-        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
-        return Fma.MultiplyAddNegated(minTerm, Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
+        return KQuantKernels.AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
     }
 
     /// <summary>
@@ -139,23 +138,17 @@ internal unsafe struct Q4_KBlock : IKBlock
             var dAndMin = F16Row.PairToSingle(*(uint*)block);
             float d = dAndMin.ToScalar(), dMin = dAndMin.GetElement(1);
             var mins = scalesAndMins.GetUpper();
-            acc0 = AddSuperBlock(acc0, sum0, MinTerm(mins, g0 + 16 * b), d, dMin, xScales[tokens[0] * blocks + b]);
-            acc1 = AddSuperBlock(acc1, sum1, MinTerm(mins, g1 + 16 * b), d, dMin, xScales[tokens[1] * blocks + b]);
-            acc2 = AddSuperBlock(acc2, sum2, MinTerm(mins, g2 + 16 * b), d, dMin, xScales[tokens[2] * blocks + b]);
-            acc3 = AddSuperBlock(acc3, sum3, MinTerm(mins, g3 + 16 * b), d, dMin, xScales[tokens[3] * blocks + b]);
+            float xd0 = xScales[tokens[0] * blocks + b], xd1 = xScales[tokens[1] * blocks + b];
+            float xd2 = xScales[tokens[2] * blocks + b], xd3 = xScales[tokens[3] * blocks + b];
+            acc0 = KQuantKernels.AddSuperBlock(acc0, sum0, MinTerm(mins, g0 + 16 * b), d * xd0, dMin * xd0);
+            acc1 = KQuantKernels.AddSuperBlock(acc1, sum1, MinTerm(mins, g1 + 16 * b), d * xd1, dMin * xd1);
+            acc2 = KQuantKernels.AddSuperBlock(acc2, sum2, MinTerm(mins, g2 + 16 * b), d * xd2, dMin * xd2);
+            acc3 = KQuantKernels.AddSuperBlock(acc3, sum3, MinTerm(mins, g3 + 16 * b), d * xd3, dMin * xd3);
         }
         y[(long)tokens[0] * yStride] = Vector256.Sum(acc0);
         y[(long)tokens[1] * yStride] = Vector256.Sum(acc1);
         y[(long)tokens[2] * yStride] = Vector256.Sum(acc2);
         y[(long)tokens[3] * yStride] = Vector256.Sum(acc3);
-    }
-
-    /// <summary>The super-block's scaled sum and min term added to <paramref name="acc"/> with the roundings of <see cref="Accumulate"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> AddSuperBlock(Vector256<float> acc, Vector256<int> sum, Vector256<float> minTerm, float d, float dMin, float xd)
-    {
-        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d * xd), acc);
-        return Fma.MultiplyAddNegated(minTerm, Vector256.Create(dMin * xd), acc);
     }
 
     /// <summary>Sub-blocks 2j (low nibbles of 32 bytes) and 2j+1 (high nibbles), weighted by their scales.</summary>
@@ -363,8 +356,7 @@ internal unsafe struct Q5_KBlock : IKBlock
         sum = SubBlockPair<TDot>(sum, qs + 32, xq + 64, scales, 1, Avx2.ShiftLeftLogical(fifthBits, 2), Avx2.ShiftLeftLogical(fifthBits, 1));
         sum = SubBlockPair<TDot>(sum, qs + 64, xq + 128, scales, 2, fifthBits, Avx2.ShiftRightLogical(fifthBits, 1));
         sum = SubBlockPair<TDot>(sum, qs + 96, xq + 192, scales, 3, Avx2.ShiftRightLogical(fifthBits, 2), Avx2.ShiftRightLogical(fifthBits, 3));
-        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
-        return Fma.MultiplyAddNegated(minTerm, Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
+        return KQuantKernels.AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -430,8 +422,7 @@ internal unsafe struct Q2_KBlock : IKBlock
             sum = KQuantKernels.ScaledDot<TDot>(sum, Avx2.ShiftRightLogical(bits, 4).AsByte() & twoBits, x + 64, scales, 4 * half + 2, signedScales: false);
             sum = KQuantKernels.ScaledDot<TDot>(sum, Avx2.ShiftRightLogical(bits, 6).AsByte() & twoBits, x + 96, scales, 4 * half + 3, signedScales: false);
         }
-        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(dAndMin.ToScalar()), acc);
-        return Fma.MultiplyAddNegated(minTerm, Avx2.BroadcastScalarToVector256(Sse3.MoveHighAndDuplicate(dAndMin)), acc);
+        return KQuantKernels.AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
     }
 
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
@@ -649,8 +640,18 @@ internal static unsafe class KQuantKernels
         // whether its batch was large enough to unpack.
         if (TBlock.MinsScaledByD)
             return Fma.MultiplyAdd(Avx.ConvertToVector256Single(scaledSum - minSum), Vector256.Create(u->D * xd), acc);
-        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(scaledSum), Vector256.Create(u->D * xd), acc);
-        return Fma.MultiplyAddNegated(Avx.ConvertToVector256Single(minSum), Vector256.Create(u->DMin * xd), acc);
+        return AddSuperBlock(acc, scaledSum, Avx.ConvertToVector256Single(minSum), u->D * xd, u->DMin * xd);
+    }
+
+    /// <summary>
+    /// acc + scale·sum − minScale·minTerm, for the types whose mins have their own scale: every kernel adds a
+    /// super-block through here, so a token's sum rounds the same way whichever kernel computed it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> AddSuperBlock(Vector256<float> acc, Vector256<int> sum, Vector256<float> minTerm, float scale, float minScale)
+    {
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(scale), acc);
+        return Fma.MultiplyAddNegated(minTerm, Vector256.Create(minScale), acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
