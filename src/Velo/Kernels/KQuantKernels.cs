@@ -38,6 +38,13 @@ internal unsafe interface IKBlock
         where TDot : IIntegerDot => throw new NotSupportedException();
 }
 
+/// <summary>A K-quant whose 8 sub-blocks of 32 carry their own 6-bit scale and min, packed as Q4_K packs them (Q4_K, Q5_K).</summary>
+internal unsafe interface ISubBlockMinBlock : IKBlock
+{
+    /// <summary>The quants of sub-blocks 2j and 2j+1, j = 0..3, in element order.</summary>
+    static abstract void SubBlockPairQuants(byte* block, int j, out Vector256<byte> low, out Vector256<byte> high);
+}
+
 /// <summary>
 /// A K-quant super-block in the form all five types share: value = <c>D·scale·q − DMin·min</c> with q unsigned
 /// bytes, the scale chosen per 16 values (and laid out per chunk of 32 as the 16 int16 lanes <c>maddubs</c>
@@ -65,7 +72,7 @@ internal unsafe struct UnpackedSuperBlock
 /// Q4_K: fp16 d and dmin, 12 bytes of packed 6-bit scales and mins for 8 sub-blocks of 32, 128 bytes of nibbles
 /// (each 32 bytes hold two sub-blocks: low nibbles then high). Value = d·scale·q − dmin·min.
 /// </summary>
-internal unsafe struct Q4_KBlock : IKBlock
+internal unsafe struct Q4_KBlock : ISubBlockMinBlock
 {
     public static int BlockBytes => 144;
 
@@ -103,52 +110,17 @@ internal unsafe struct Q4_KBlock : IKBlock
 
     public static bool HasPackedDot4 => true;
 
-    /// <summary>
-    /// For batches too small to repay <see cref="Unpack"/>'s stores: each 32 bytes of nibbles are unpacked once,
-    /// in registers, for all four tokens, and each token is summed exactly as <see cref="Accumulate"/> sums it.
-    /// </summary>
-    public static void PackedDot4<TDot>(byte* row, int blocks, sbyte* quants, float* xScales, short* groupSums, int* tokens, float* y, int yStride)
-        where TDot : IIntegerDot
+    public static void PackedDot4<TDot>(byte* row, int blocks, sbyte* quants, float* scales, short* groupSums, int* tokens, float* y, int yStride)
+        where TDot : IIntegerDot => KQuantKernels.PackedDot4<Q4_KBlock, TDot>(row, blocks, quants, scales, groupSums, tokens, y, yStride);
+
+    /// <summary>The quants of sub-blocks 2j (low nibbles of 32 bytes) and 2j+1 (high nibbles).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SubBlockPairQuants(byte* block, int j, out Vector256<byte> low, out Vector256<byte> high)
     {
-        long cols = blocks * 256L;
-        sbyte* x0 = quants + tokens[0] * cols, x1 = quants + tokens[1] * cols, x2 = quants + tokens[2] * cols, x3 = quants + tokens[3] * cols;
-        short* g0 = groupSums + tokens[0] * cols / 16, g1 = groupSums + tokens[1] * cols / 16;
-        short* g2 = groupSums + tokens[2] * cols / 16, g3 = groupSums + tokens[3] * cols / 16;
         var nibbleMask = Vector256.Create((byte)0x0F);
-        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-        for (int b = 0; b < blocks; b++)
-        {
-            byte* block = row + (long)b * BlockBytes;
-            var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
-            var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
-            Vector256<int> sum0 = default, sum1 = default, sum2 = default, sum3 = default;
-            for (int j = 0; j < 4; j++)
-            {
-                var bits = Avx.LoadVector256(block + 16 + 32 * j);
-                var low = bits & nibbleMask;
-                var high = Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask;
-                var lowScales = Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16();
-                var highScales = Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16();
-                int offset = b * 256 + 64 * j;
-                sum0 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum0, low, Avx.LoadVector256(x0 + offset), lowScales), high, Avx.LoadVector256(x0 + offset + 32), highScales);
-                sum1 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum1, low, Avx.LoadVector256(x1 + offset), lowScales), high, Avx.LoadVector256(x1 + offset + 32), highScales);
-                sum2 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum2, low, Avx.LoadVector256(x2 + offset), lowScales), high, Avx.LoadVector256(x2 + offset + 32), highScales);
-                sum3 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum3, low, Avx.LoadVector256(x3 + offset), lowScales), high, Avx.LoadVector256(x3 + offset + 32), highScales);
-            }
-            var dAndMin = F16Row.PairToSingle(*(uint*)block);
-            float d = dAndMin.ToScalar(), dMin = dAndMin.GetElement(1);
-            var mins = scalesAndMins.GetUpper();
-            float xd0 = xScales[tokens[0] * blocks + b], xd1 = xScales[tokens[1] * blocks + b];
-            float xd2 = xScales[tokens[2] * blocks + b], xd3 = xScales[tokens[3] * blocks + b];
-            acc0 = KQuantKernels.AddSuperBlock(acc0, sum0, MinTerm(mins, g0 + 16 * b), d * xd0, dMin * xd0);
-            acc1 = KQuantKernels.AddSuperBlock(acc1, sum1, MinTerm(mins, g1 + 16 * b), d * xd1, dMin * xd1);
-            acc2 = KQuantKernels.AddSuperBlock(acc2, sum2, MinTerm(mins, g2 + 16 * b), d * xd2, dMin * xd2);
-            acc3 = KQuantKernels.AddSuperBlock(acc3, sum3, MinTerm(mins, g3 + 16 * b), d * xd3, dMin * xd3);
-        }
-        y[(long)tokens[0] * yStride] = Vector256.Sum(acc0);
-        y[(long)tokens[1] * yStride] = Vector256.Sum(acc1);
-        y[(long)tokens[2] * yStride] = Vector256.Sum(acc2);
-        y[(long)tokens[3] * yStride] = Vector256.Sum(acc3);
+        var bits = Avx.LoadVector256(block + 16 + 32 * j);
+        low = bits & nibbleMask;
+        high = Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask;
     }
 
     /// <summary>Sub-blocks 2j (low nibbles of 32 bytes) and 2j+1 (high nibbles), weighted by their scales.</summary>
@@ -335,7 +307,7 @@ internal unsafe struct Q6_KBlock : IKBlock
 /// Q5_K: as Q4_K plus 32 bytes of fifth bits: bit 2j of byte l belongs to element l of sub-block 2j (low nibbles
 /// of chunk j), bit 2j+1 to element l of sub-block 2j+1.
 /// </summary>
-internal unsafe struct Q5_KBlock : IKBlock
+internal unsafe struct Q5_KBlock : ISubBlockMinBlock
 {
     public static int BlockBytes => 176;
 
@@ -358,6 +330,28 @@ internal unsafe struct Q5_KBlock : IKBlock
         sum = SubBlockPair<TDot>(sum, qs + 96, xq + 192, scales, 3, Avx2.ShiftRightLogical(fifthBits, 2), Avx2.ShiftRightLogical(fifthBits, 3));
         return KQuantKernels.AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
     }
+
+    public static bool HasPackedDot4 => true;
+
+    public static void PackedDot4<TDot>(byte* row, int blocks, sbyte* quants, float* scales, short* groupSums, int* tokens, float* y, int yStride)
+        where TDot : IIntegerDot => KQuantKernels.PackedDot4<Q5_KBlock, TDot>(row, blocks, quants, scales, groupSums, tokens, y, yStride);
+
+    /// <summary>The quants of sub-blocks 2j and 2j+1: nibbles as in Q4_K, and fifth bits 2j and 2j+1 of each byte moved to bit 4.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void SubBlockPairQuants(byte* block, int j, out Vector256<byte> low, out Vector256<byte> high)
+    {
+        var nibbleMask = Vector256.Create((byte)0x0F);
+        var bit4 = Vector256.Create((byte)0x10);
+        var bits = Avx.LoadVector256(block + 48 + 32 * j);
+        var fifthBits = Avx.LoadVector256(block + 16).AsUInt16();
+        low = (bits & nibbleMask) | (MoveToBit4(fifthBits, 2 * j).AsByte() & bit4);
+        high = (Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask) | (MoveToBit4(fifthBits, 2 * j + 1).AsByte() & bit4);
+    }
+
+    /// <summary>Shifts 16-bit lanes so that bit <paramref name="bit"/> of each byte lands on bit 4 (other bits spill, and the caller masks).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<ushort> MoveToBit4(Vector256<ushort> v, int bit) =>
+        bit <= 4 ? Avx2.ShiftLeftLogical(v, (byte)(4 - bit)) : Avx2.ShiftRightLogical(v, (byte)(bit - 4));
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> SubBlockPair<TDot>(Vector256<int> sum, byte* qs, sbyte* x, Vector256<byte> scales, int j,
@@ -548,7 +542,7 @@ internal static unsafe class KQuantKernels
 
     /// <summary>Bytes of <see cref="MatMulTask.RowScratch"/> per thread that <see cref="Rows{TBlock}"/> needs.</summary>
     public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows) =>
-        tokens >= (type is GgmlType.Q6_K or GgmlType.Q4_K ? UnpackTokens : TokenTile) && GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K
+        tokens >= (type is GgmlType.Q6_K or GgmlType.Q4_K or GgmlType.Q5_K ? UnpackTokens : TokenTile) && GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K
             ? (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock)
             : 0;
 
@@ -641,6 +635,52 @@ internal static unsafe class KQuantKernels
         if (TBlock.MinsScaledByD)
             return Fma.MultiplyAdd(Avx.ConvertToVector256Single(scaledSum - minSum), Vector256.Create(u->D * xd), acc);
         return AddSuperBlock(acc, scaledSum, Avx.ConvertToVector256Single(minSum), u->D * xd, u->DMin * xd);
+    }
+
+    /// <summary>
+    /// For batches too small to repay <see cref="IKBlock.Unpack"/>'s stores, in types with 8 sub-blocks that carry
+    /// their own 6-bit scale and min (Q4_K, Q5_K): each pair of sub-blocks is unpacked once, in registers, for all
+    /// four tokens, and each token is summed exactly as the type's Accumulate sums it.
+    /// </summary>
+    internal static void PackedDot4<TBlock, TDot>(byte* row, int blocks, sbyte* quants, float* xScales, short* groupSums, int* tokens, float* y, int yStride)
+        where TBlock : ISubBlockMinBlock where TDot : IIntegerDot
+    {
+        long cols = blocks * 256L;
+        sbyte* x0 = quants + tokens[0] * cols, x1 = quants + tokens[1] * cols, x2 = quants + tokens[2] * cols, x3 = quants + tokens[3] * cols;
+        short* g0 = groupSums + tokens[0] * cols / 16, g1 = groupSums + tokens[1] * cols / 16;
+        short* g2 = groupSums + tokens[2] * cols / 16, g3 = groupSums + tokens[3] * cols / 16;
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* block = row + (long)b * TBlock.BlockBytes;
+            var scalesAndMins = UnpackScalesAndMins(block + 4);
+            var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
+            Vector256<int> sum0 = default, sum1 = default, sum2 = default, sum3 = default;
+            for (int j = 0; j < 4; j++)
+            {
+                TBlock.SubBlockPairQuants(block, j, out var low, out var high);
+                var lowScales = Avx2.Shuffle(scales, BroadcastInt16(2 * j)).AsInt16();
+                var highScales = Avx2.Shuffle(scales, BroadcastInt16(2 * j + 1)).AsInt16();
+                int offset = b * 256 + 64 * j;
+                sum0 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum0, low, Avx.LoadVector256(x0 + offset), lowScales), high, Avx.LoadVector256(x0 + offset + 32), highScales);
+                sum1 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum1, low, Avx.LoadVector256(x1 + offset), lowScales), high, Avx.LoadVector256(x1 + offset + 32), highScales);
+                sum2 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum2, low, Avx.LoadVector256(x2 + offset), lowScales), high, Avx.LoadVector256(x2 + offset + 32), highScales);
+                sum3 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum3, low, Avx.LoadVector256(x3 + offset), lowScales), high, Avx.LoadVector256(x3 + offset + 32), highScales);
+            }
+            var dAndMin = F16Row.PairToSingle(*(uint*)block);
+            float d = dAndMin.ToScalar(), dMin = dAndMin.GetElement(1);
+            var mins = scalesAndMins.GetUpper();
+            float xd0 = xScales[tokens[0] * blocks + b], xd1 = xScales[tokens[1] * blocks + b];
+            float xd2 = xScales[tokens[2] * blocks + b], xd3 = xScales[tokens[3] * blocks + b];
+            acc0 = AddSuperBlock(acc0, sum0, Q4_KBlock.MinTerm(mins, g0 + 16 * b), d * xd0, dMin * xd0);
+            acc1 = AddSuperBlock(acc1, sum1, Q4_KBlock.MinTerm(mins, g1 + 16 * b), d * xd1, dMin * xd1);
+            acc2 = AddSuperBlock(acc2, sum2, Q4_KBlock.MinTerm(mins, g2 + 16 * b), d * xd2, dMin * xd2);
+            acc3 = AddSuperBlock(acc3, sum3, Q4_KBlock.MinTerm(mins, g3 + 16 * b), d * xd3, dMin * xd3);
+        }
+        y[(long)tokens[0] * yStride] = Vector256.Sum(acc0);
+        y[(long)tokens[1] * yStride] = Vector256.Sum(acc1);
+        y[(long)tokens[2] * yStride] = Vector256.Sum(acc2);
+        y[(long)tokens[3] * yStride] = Vector256.Sum(acc3);
     }
 
     /// <summary>
