@@ -137,7 +137,7 @@ public static unsafe class Attention
                     rows.Values[r] = a.ValueCache + kvOffset * valueBytes;
                     rows.Lengths[r] = a.Positions[i] + 1;
                 }
-                Block<TKey, TValue>(rows, count, a.HeadDim, a.HeadDim, scale, scores, ScoreStride);
+                Block<TKey, TValue>(rows, count, a.HeadDim, scale, scores, ScoreStride);
             }
         }
     }
@@ -166,10 +166,11 @@ public static unsafe class Attention
     private static int ScoreStride(int contextLength) => (contextLength + KeyGroup - 1) / KeyGroup * KeyGroup;
 
     /// <summary>
-    /// The rows of a block against their cached keys and values, <paramref name="stride"/> floats apart. A row's
-    /// scores are computed group by group and its outputs tile by tile, in the same order as for a block of one.
+    /// The rows of a block against their cached keys and values, one head's positions <paramref name="headDim"/>
+    /// elements apart. A row's scores are computed group by group and its outputs tile by tile, in the same order as
+    /// for a block of one.
     /// </summary>
-    private static void Block<TKey, TValue>(in BlockRows rows, int count, int stride, int headDim, float scale, float* scores, int scoreStride)
+    private static void Block<TKey, TValue>(in BlockRows rows, int count, int headDim, float scale, float* scores, int scoreStride)
         where TKey : IFloatRow where TValue : IFloatRow
     {
         // F16 keys are read as 2^-112 times their value, three integer operations per 8, against queries scaled by
@@ -185,11 +186,11 @@ public static unsafe class Attention
             for (int r = 0; r < count; r++)
                 if (t < rows.Lengths[r])
                 {
-                    byte* keys = rows.Keys[r] + (long)t * stride * ElementBytes<TKey>();
+                    byte* keys = rows.Keys[r] + (long)t * headDim * ElementBytes<TKey>();
                     if (scaledKeys[r])
-                        ScoreGroup<F16ScaledRow>(rows.Queries[r], keys, stride, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
+                        ScoreGroup<F16ScaledRow>(rows.Queries[r], keys, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
                     else
-                        ScoreGroup<TKey>(rows.Queries[r], keys, stride, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
+                        ScoreGroup<TKey>(rows.Queries[r], keys, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
                 }
 
         for (int r = 0; r < count; r++)
@@ -208,9 +209,9 @@ public static unsafe class Attention
                 {
                     // F16 values likewise: the weights, at most 1, scale by 2^112 without overflow.
                     if (typeof(TValue) == typeof(F16Row))
-                        AddWeightedValues<F16ScaledRow>(scores + (long)r * scoreStride, t, Math.Min(t + tile, rows.Lengths[r]), rows.Values[r], stride, rows.Outputs[r], headDim);
+                        AddWeightedValues<F16ScaledRow>(scores + (long)r * scoreStride, t, Math.Min(t + tile, rows.Lengths[r]), rows.Values[r], rows.Outputs[r], headDim);
                     else
-                        AddWeightedValues<TValue>(scores + (long)r * scoreStride, t, Math.Min(t + tile, rows.Lengths[r]), rows.Values[r], stride, rows.Outputs[r], headDim);
+                        AddWeightedValues<TValue>(scores + (long)r * scoreStride, t, Math.Min(t + tile, rows.Lengths[r]), rows.Values[r], rows.Outputs[r], headDim);
                 }
         for (int r = 0; r < count; r++)
         {
@@ -224,19 +225,19 @@ public static unsafe class Attention
     /// transposing reduction replaces eight horizontal sums. A short group repeats its final key in the unused
     /// lanes, so every key is scored by the same arithmetic wherever it falls.
     /// </summary>
-    private static void ScoreGroup<TKey>(float* q, byte* k0, int stride, int headDim, int remaining, float scale, float* scores)
+    private static void ScoreGroup<TKey>(float* q, byte* k0, int headDim, int remaining, float scale, float* scores)
         where TKey : IFloatRow
     {
         if (!Avx2.IsSupported)
         {
-            for (int j = 0; j < Math.Min(KeyGroup, remaining); j++) scores[j] = Dot<TKey>(q, k0, j * stride, 0, headDim) * scale;
+            for (int j = 0; j < Math.Min(KeyGroup, remaining); j++) scores[j] = Dot<TKey>(q, k0, j * headDim, 0, headDim) * scale;
             return;
         }
         var prescale = Vector256.Create(TKey.Prescale);
         int vectorDims = headDim & ~7;
         int last = remaining - 1;
-        int s1 = Math.Min(1, last) * stride, s2 = Math.Min(2, last) * stride, s3 = Math.Min(3, last) * stride;
-        int s4 = Math.Min(4, last) * stride, s5 = Math.Min(5, last) * stride, s6 = Math.Min(6, last) * stride, s7 = Math.Min(7, last) * stride;
+        int s1 = Math.Min(1, last) * headDim, s2 = Math.Min(2, last) * headDim, s3 = Math.Min(3, last) * headDim;
+        int s4 = Math.Min(4, last) * headDim, s5 = Math.Min(5, last) * headDim, s6 = Math.Min(6, last) * headDim, s7 = Math.Min(7, last) * headDim;
         Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
         for (int d = 0; d < vectorDims; d += 8)
         {
@@ -320,10 +321,10 @@ public static unsafe class Attention
     }
 
     /// <summary>
-    /// output += Σ_{t in [from, to)} weights[t] · values[t], the value rows <paramref name="stride"/> floats apart;
-    /// 64 output floats stay in registers across the tile, and every output float sums its terms in order of t.
+    /// output += Σ_{t in [from, to)} weights[t] · values[t], the value rows of <paramref name="n"/> elements one after
+    /// another; 64 output floats stay in registers across the tile, and every output float sums its terms in order of t.
     /// </summary>
-    private static void AddWeightedValues<TValue>(float* weights, int from, int to, byte* values, int stride, float* output, int n)
+    private static void AddWeightedValues<TValue>(float* weights, int from, int to, byte* values, float* output, int n)
         where TValue : IFloatRow
     {
         int d = 0;
@@ -335,8 +336,8 @@ public static unsafe class Attention
                 float* o = output + d;
                 Vector256<float> o0 = Vector256.Load(o), o1 = Vector256.Load(o + 8), o2 = Vector256.Load(o + 16), o3 = Vector256.Load(o + 24);
                 Vector256<float> o4 = Vector256.Load(o + 32), o5 = Vector256.Load(o + 40), o6 = Vector256.Load(o + 48), o7 = Vector256.Load(o + 56);
-                int v = from * stride + d;
-                for (int t = from; t < to; t++, v += stride)
+                int v = from * n + d;
+                for (int t = from; t < to; t++, v += n)
                 {
                     var w = Vector256.Create(typeof(TValue) == typeof(F16ScaledRow) ? weights[t] * prescale : weights[t]);
                     o0 = Vector256.FusedMultiplyAdd(w, TValue.Load8(values, v), o0);
@@ -360,8 +361,8 @@ public static unsafe class Attention
             for (; d + 8 <= n; d += 8)
             {
                 var o = Vector256.Load(output + d);
-                int v = from * stride + d;
-                for (int t = from; t < to; t++, v += stride)
+                int v = from * n + d;
+                for (int t = from; t < to; t++, v += n)
                     o = Vector256.FusedMultiplyAdd(Vector256.Create(typeof(TValue) == typeof(F16ScaledRow) ? weights[t] * prescale : weights[t]), TValue.Load8(values, v), o);
                 o.Store(output + d);
             }
@@ -369,7 +370,7 @@ public static unsafe class Attention
         for (; d < n; d++)
         {
             float acc = output[d];
-            for (int t = from; t < to; t++) acc += weights[t] * prescale * TValue.Load1(values, t * stride + d);
+            for (int t = from; t < to; t++) acc += weights[t] * prescale * TValue.Load1(values, t * n + d);
             output[d] = acc;
         }
     }
