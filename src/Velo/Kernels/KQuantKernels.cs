@@ -78,21 +78,7 @@ internal unsafe struct Q4_KBlock : ISubBlockMinBlock
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
-        where TDot : IIntegerDot
-    {
-        var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd); // d·dx, dmin·dx
-        var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4); // int16: 8 scales, then 8 mins
-
-        var minTerm = MinTerm(scalesAndMins.GetUpper(), groupSums);
-
-        var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
-        byte* qs = block + 16;
-        var sum = SubBlockPair<TDot>(default, qs, xq, scales, 0);
-        sum = SubBlockPair<TDot>(sum, qs + 32, xq + 64, scales, 1);
-        sum = SubBlockPair<TDot>(sum, qs + 64, xq + 128, scales, 2);
-        sum = SubBlockPair<TDot>(sum, qs + 96, xq + 192, scales, 3);
-        return KQuantKernels.AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
-    }
+        where TDot : IIntegerDot => KQuantKernels.AccumulateSubBlockMin<Q4_KBlock, TDot>(block, xq, xd, groupSums, acc);
 
     /// <summary>
     /// Σ min·x per sub-block of 32, as floats in 8 lanes: min · Σx, with Σx the sum of two activation group sums.
@@ -123,33 +109,10 @@ internal unsafe struct Q4_KBlock : ISubBlockMinBlock
         high = Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask;
     }
 
-    /// <summary>Sub-blocks 2j (low nibbles of 32 bytes) and 2j+1 (high nibbles), weighted by their scales.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> SubBlockPair<TDot>(Vector256<int> sum, byte* qs, sbyte* x, Vector256<byte> scales, int j)
-        where TDot : IIntegerDot
-    {
-        var nibbleMask = Vector256.Create((byte)0x0F);
-        var bits = Avx.LoadVector256(qs);
-        sum = TDot.WeightedDotAdd(sum, bits & nibbleMask, Avx.LoadVector256(x), Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16());
-        return TDot.WeightedDotAdd(sum, Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask, Avx.LoadVector256(x + 32),
-            Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
-    }
-
-    public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
-    {
-        UnpackScalesOf(block, unpacked, out var scales);
-        var nibbleMask = Vector256.Create((byte)0x0F);
-        for (int j = 0; j < 4; j++)
-        {
-            var bits = Avx.LoadVector256(block + 16 + 32 * j);
-            unpacked->SetChunk(2 * j, bits & nibbleMask, Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16());
-            unpacked->SetChunk(2 * j + 1, Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask,
-                Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
-        }
-    }
+    public static void Unpack(byte* block, UnpackedSuperBlock* unpacked) => KQuantKernels.UnpackSubBlockMin<Q4_KBlock>(block, unpacked);
 
     /// <summary>
-    /// The part of <see cref="Unpack"/> Q5_K shares: d, dmin and the mins (each covering two groups of 16) into
+    /// The scale part of unpacking Q4_K and Q5_K: d, dmin and the mins (each covering two groups of 16) into
     /// <paramref name="unpacked"/>; the 8 sub-block scales, in both 128-bit lanes, into <paramref name="scales"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -313,23 +276,7 @@ internal unsafe struct Q5_KBlock : ISubBlockMinBlock
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
-        where TDot : IIntegerDot
-    {
-        var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd);
-        var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
-        var minTerm = Q4_KBlock.MinTerm(scalesAndMins.GetUpper(), groupSums);
-
-        var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
-        var fifthBits = Avx.LoadVector256(block + 16).AsUInt16();
-        byte* qs = block + 48;
-        // Each chunk's fifth bits moved to bit 4: 16-bit shifts spill bits across bytes, but only into bits the
-        // 0x10 mask drops.
-        var sum = SubBlockPair<TDot>(default, qs, xq, scales, 0, Avx2.ShiftLeftLogical(fifthBits, 4), Avx2.ShiftLeftLogical(fifthBits, 3));
-        sum = SubBlockPair<TDot>(sum, qs + 32, xq + 64, scales, 1, Avx2.ShiftLeftLogical(fifthBits, 2), Avx2.ShiftLeftLogical(fifthBits, 1));
-        sum = SubBlockPair<TDot>(sum, qs + 64, xq + 128, scales, 2, fifthBits, Avx2.ShiftRightLogical(fifthBits, 1));
-        sum = SubBlockPair<TDot>(sum, qs + 96, xq + 192, scales, 3, Avx2.ShiftRightLogical(fifthBits, 2), Avx2.ShiftRightLogical(fifthBits, 3));
-        return KQuantKernels.AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
-    }
+        where TDot : IIntegerDot => KQuantKernels.AccumulateSubBlockMin<Q5_KBlock, TDot>(block, xq, xd, groupSums, acc);
 
     public static bool HasPackedDot4 => true;
 
@@ -353,37 +300,7 @@ internal unsafe struct Q5_KBlock : ISubBlockMinBlock
     private static Vector256<ushort> MoveToBit4(Vector256<ushort> v, int bit) =>
         bit <= 4 ? Avx2.ShiftLeftLogical(v, (byte)(4 - bit)) : Avx2.ShiftRightLogical(v, (byte)(bit - 4));
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> SubBlockPair<TDot>(Vector256<int> sum, byte* qs, sbyte* x, Vector256<byte> scales, int j,
-        Vector256<ushort> lowFifth, Vector256<ushort> highFifth) where TDot : IIntegerDot
-    {
-        var nibbleMask = Vector256.Create((byte)0x0F);
-        var bit4 = Vector256.Create((byte)0x10);
-        var bits = Avx.LoadVector256(qs);
-        var low = (bits & nibbleMask) | (lowFifth.AsByte() & bit4);
-        var high = (Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask) | (highFifth.AsByte() & bit4);
-        sum = TDot.WeightedDotAdd(sum, low, Avx.LoadVector256(x), Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16());
-        return TDot.WeightedDotAdd(sum, high, Avx.LoadVector256(x + 32), Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
-    }
-
-    public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
-    {
-        Q4_KBlock.UnpackScalesOf(block, unpacked, out var scales);
-        var nibbleMask = Vector256.Create((byte)0x0F);
-        var bit4 = Vector256.Create((byte)0x10);
-        var fifthBits = Avx.LoadVector256(block + 16);
-        for (int j = 0; j < 4; j++)
-        {
-            var bits = Avx.LoadVector256(block + 48 + 32 * j);
-            // Bit 2j of each fifth-bit byte, then bit 2j+1, compared in place instead of shifted to bit 4.
-            var lowFifth = Vector256.Equals(fifthBits & Vector256.Create((byte)(1 << (2 * j))), Vector256<byte>.Zero);
-            var highFifth = Vector256.Equals(fifthBits & Vector256.Create((byte)(2 << (2 * j))), Vector256<byte>.Zero);
-            unpacked->SetChunk(2 * j, (bits & nibbleMask) | Vector256.AndNot(bit4, lowFifth),
-                Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j)).AsInt16());
-            unpacked->SetChunk(2 * j + 1, (Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask) | Vector256.AndNot(bit4, highFifth),
-                Avx2.Shuffle(scales, KQuantKernels.BroadcastInt16(2 * j + 1)).AsInt16());
-        }
-    }
+    public static void Unpack(byte* block, UnpackedSuperBlock* unpacked) => KQuantKernels.UnpackSubBlockMin<Q5_KBlock>(block, unpacked);
 }
 
 /// <summary>
@@ -635,6 +552,47 @@ internal static unsafe class KQuantKernels
         if (TBlock.MinsScaledByD)
             return Fma.MultiplyAdd(Avx.ConvertToVector256Single(scaledSum - minSum), Vector256.Create(u->D * xd), acc);
         return AddSuperBlock(acc, scaledSum, Avx.ConvertToVector256Single(minSum), u->D * xd, u->DMin * xd);
+    }
+
+    /// <summary>
+    /// One super-block of Q4_K or Q5_K against one token: the sub-blocks' integer dots weighted by their 6-bit
+    /// scales, and Σ min·x from the activation group sums.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> AccumulateSubBlockMin<TBlock, TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
+        where TBlock : ISubBlockMinBlock where TDot : IIntegerDot
+    {
+        var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd); // d·dx, dmin·dx
+        var scalesAndMins = UnpackScalesAndMins(block + 4); // int16: 8 scales, then 8 mins
+        var minTerm = Q4_KBlock.MinTerm(scalesAndMins.GetUpper(), groupSums);
+        var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
+        var sum = SubBlockPairDot<TBlock, TDot>(default, block, xq, scales, 0);
+        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scales, 1);
+        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scales, 2);
+        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scales, 3);
+        return AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
+    }
+
+    /// <summary>Sub-blocks 2j and 2j+1 against the token's activations, weighted by their scales.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SubBlockPairDot<TBlock, TDot>(Vector256<int> sum, byte* block, sbyte* xq, Vector256<byte> scales, int j)
+        where TBlock : ISubBlockMinBlock where TDot : IIntegerDot
+    {
+        TBlock.SubBlockPairQuants(block, j, out var low, out var high);
+        sum = TDot.WeightedDotAdd(sum, low, Avx.LoadVector256(xq + 64 * j), Avx2.Shuffle(scales, BroadcastInt16(2 * j)).AsInt16());
+        return TDot.WeightedDotAdd(sum, high, Avx.LoadVector256(xq + 64 * j + 32), Avx2.Shuffle(scales, BroadcastInt16(2 * j + 1)).AsInt16());
+    }
+
+    /// <summary>Rewrites a Q4_K or Q5_K super-block in the common unpacked form.</summary>
+    internal static void UnpackSubBlockMin<TBlock>(byte* block, UnpackedSuperBlock* unpacked) where TBlock : ISubBlockMinBlock
+    {
+        Q4_KBlock.UnpackScalesOf(block, unpacked, out var scales);
+        for (int j = 0; j < 4; j++)
+        {
+            TBlock.SubBlockPairQuants(block, j, out var low, out var high);
+            unpacked->SetChunk(2 * j, low, Avx2.Shuffle(scales, BroadcastInt16(2 * j)).AsInt16());
+            unpacked->SetChunk(2 * j + 1, high, Avx2.Shuffle(scales, BroadcastInt16(2 * j + 1)).AsInt16());
+        }
     }
 
     /// <summary>
