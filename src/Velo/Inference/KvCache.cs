@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using Velo.Kernels;
 using Velo.Tensors;
 
 namespace Velo.Inference;
@@ -64,7 +65,7 @@ public sealed unsafe class KvCache : IDisposable
 
     private static void CheckType(GgmlType type, string what)
     {
-        if (type is not (GgmlType.F32 or GgmlType.F16))
+        if (!Attention.SupportsCacheType(type))
             throw new ArgumentException($"The KV cache stores {what}s as f32 or f16, not {type.ToString().ToLowerInvariant()}.");
     }
 

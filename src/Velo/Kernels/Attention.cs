@@ -41,9 +41,12 @@ public static unsafe class Attention
         pool.Run(ref job);
     }
 
+    /// <summary>The element types attention reads cached keys and values in.</summary>
+    public static bool SupportsCacheType(GgmlType type) => type is GgmlType.F32 or GgmlType.F16;
+
     private static void CheckCacheType(GgmlType type)
     {
-        if (type is not (GgmlType.F32 or GgmlType.F16))
+        if (!SupportsCacheType(type))
             throw new NotSupportedException($"A KV cache of {type} is not supported; use F32 or F16.");
     }
 
