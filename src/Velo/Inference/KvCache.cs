@@ -4,12 +4,6 @@ using Velo.Tensors;
 
 namespace Velo.Inference;
 
-/// <summary>
-/// Keys and values of every layer for a fixed number of sequences, each with room for a whole context, allocated
-/// once up front. Layout per layer: sequence × KV head × position × headDim, as floats, so that attention reads
-/// each head's keys and values as one contiguous stream. Keys and values are each stored as F32 or, in half the
-/// memory, F16 (llama.cpp's default).
-/// </summary>
 /// <summary>The element types of a KV cache's keys and values: F32 (the default) or F16.</summary>
 public readonly record struct KvCacheTypes(GgmlType Keys = GgmlType.F32, GgmlType Values = GgmlType.F32)
 {
@@ -22,6 +16,12 @@ public readonly record struct KvCacheTypes(GgmlType Keys = GgmlType.F32, GgmlTyp
     };
 }
 
+/// <summary>
+/// Keys and values of every layer for a fixed number of sequences, each with room for a whole context, allocated
+/// once up front. Layout per layer: sequence × KV head × position × headDim, so that attention reads each head's
+/// keys and values as one contiguous stream. Keys and values are each stored as F32 or, in half the memory, F16
+/// (llama.cpp's default).
+/// </summary>
 public sealed unsafe class KvCache : IDisposable
 {
     private readonly NativeBuffer[] _keys;
@@ -58,7 +58,7 @@ public sealed unsafe class KvCache : IDisposable
     public int KvDim => KvHeads * HeadDim;
     public GgmlType KeyType { get; }
     public GgmlType ValueType { get; }
-    public long Bytes => Layers * (GgmlTypeInfo.RowBytes(KeyType, (long)Sequences * ContextLength * KvDim) + GgmlTypeInfo.RowBytes(ValueType, (long)Sequences * ContextLength * KvDim));
+    public long Bytes => Layers * (_keys[0].Length + _values[0].Length);
 
     public byte* Keys(int layer) => (byte*)_keys[layer].Pointer;
     public byte* Values(int layer) => (byte*)_values[layer].Pointer;
