@@ -29,6 +29,10 @@ internal static class CompletionEndpoints
         {
             throw ApiException.BadRequest($"the chat template rejected the messages: {e.Message}", "messages");
         }
+        catch (ArgumentException e)
+        {
+            throw ApiException.BadRequest(e.Message, "messages");
+        }
         var request = new GenerationRequest
         {
             Prompt = prompt, Options = options, TopLogprobs = logprobs ? (int)(topLogprobs ?? 0) : null,
@@ -50,7 +54,10 @@ internal static class CompletionEndpoints
         if (body.Bool("echo") == true) throw ApiException.BadRequest("'echo' is not supported", "echo");
         var options = GenerationParameters.Parse(body, engine.Scheduler.ContextLength, []);
         long? logprobs = body.Integer("logprobs", 0, 5);
-        int[] tokens = engine.Scheduler.Model.Tokenizer.Encode(prompt, addSpecial: true, parseSpecial: true);
+        // The prompt is plain text unless the caller asks for control tokens written in it to be parsed (llama.cpp's
+        // completion endpoint always parses them, which lets any text forge turns and end-of-text markers).
+        bool parseSpecial = body.Bool("parse_special") ?? false;
+        int[] tokens = engine.Scheduler.Model.Tokenizer.Encode(prompt, addSpecial: true, parseSpecial);
         if (tokens.Length == 0) throw ApiException.BadRequest("the prompt is empty", "prompt");
         var request = new GenerationRequest
         {

@@ -14,7 +14,7 @@ public interface ITokenizer
     int SepId { get; }
     int UnknownId { get; }
 
-    /// <summary>Whether <see cref="Encode"/> with <c>addSpecial</c> puts BOS first / EOS last.</summary>
+    /// <summary>Whether <see cref="Encode(string, bool, bool)"/> with <c>addSpecial</c> puts BOS first / EOS last.</summary>
     bool AddBos { get; }
     bool AddEos { get; }
 
@@ -22,6 +22,10 @@ public interface ITokenizer
     /// <param name="parseSpecial">Recognise control tokens such as <c>&lt;|im_start|&gt;</c> written in the text;
     /// when false they are tokenized as ordinary text. User-defined added tokens are always recognised.</param>
     int[] Encode(string text, bool addSpecial = true, bool parseSpecial = false);
+
+    /// <summary>Encodes a rendered chat prompt: control tokens are parsed, except where the text of one was marked as
+    /// a user's literal text by <see cref="LiteralTextMarker"/>; the marks themselves are dropped.</summary>
+    int[] Encode(MarkedPrompt prompt, bool addSpecial = true);
 
     /// <param name="skipSpecial">Leave out control tokens (BOS, EOS, chat markers) instead of writing their text.</param>
     string Decode(ReadOnlySpan<int> ids, bool skipSpecial = false);

@@ -139,28 +139,40 @@ public abstract class TokenizerBase : ITokenizer
 
     public bool IsEndOfGeneration(int id) => _endOfGeneration.Contains(id);
 
+    /// <summary>The texts of the control and unknown tokens: those recognised in text only with parseSpecial.</summary>
+    public IReadOnlyList<string> ParsedOnlySpecialTexts =>
+        _parsedOnlySpecialTexts ??= _matchableSpecials.Where(id => _types[id] != TokenType.UserDefined).Select(id => _tokens[id]).ToArray();
+
+    private string[]? _parsedOnlySpecialTexts;
+
     /// <summary>The bytes the token decodes to (empty for control tokens when <paramref name="skipSpecial"/>).</summary>
     public ReadOnlySpan<byte> TokenBytes(int id, bool skipSpecial = false) =>
         skipSpecial && _types[CheckToken(id)] is TokenType.Control or TokenType.Unknown ? default : _pieces[id];
 
-    public int[] Encode(string text, bool addSpecial = true, bool parseSpecial = false)
+    public int[] Encode(string text, bool addSpecial = true, bool parseSpecial = false) => Encode(text, addSpecial, parseSpecial, literalMark: null);
+
+    public int[] Encode(MarkedPrompt prompt, bool addSpecial = true) => Encode(prompt.Text, addSpecial, parseSpecial: true, prompt.LiteralMark);
+
+    private int[] Encode(string text, bool addSpecial, bool parseSpecial, char? literalMark)
     {
         ArgumentNullException.ThrowIfNull(text);
         var output = new List<int>(text.Length / 3 + 4);
         if (addSpecial && AddBos) output.Add(BosId);
         bool afterSpecial = true;
-        foreach (var fragment in SplitOnSpecialTokens(text, parseSpecial))
+        foreach (var fragment in SplitOnSpecialTokens(text, parseSpecial, literalMark))
         {
             if (fragment.TokenId >= 0)
             {
                 output.Add(fragment.TokenId);
                 afterSpecial = true;
+                continue;
             }
-            else
-            {
-                EncodeText(text.AsSpan(fragment.Start, fragment.Length), afterSpecial, output);
-                afterSpecial = false;
-            }
+            var run = text.AsSpan(fragment.Start, fragment.Length);
+            if (literalMark is char mark && run.Contains(mark)) run = run.ToString().Replace(mark.ToString(), "", StringComparison.Ordinal);
+            // A run that held only marks is no text at all: it must not change how the next run starts.
+            if (run.Length == 0) continue;
+            EncodeText(run, afterSpecial, output);
+            afterSpecial = false;
         }
         if (addSpecial && AddEos) output.Add(EosId);
         if (addSpecial && AddSep) output.Add(SepId);
@@ -202,7 +214,7 @@ public abstract class TokenizerBase : ITokenizer
     /// Cuts the text at every occurrence of a special token, longest tokens first, the way llama.cpp does: control
     /// and unknown tokens only when <paramref name="parseSpecial"/>, user-defined tokens always.
     /// </summary>
-    private List<Fragment> SplitOnSpecialTokens(string text, bool parseSpecial)
+    private List<Fragment> SplitOnSpecialTokens(string text, bool parseSpecial, char? literalMark)
     {
         var fragments = new List<Fragment>();
         if (text.Length == 0) return fragments;
@@ -220,6 +232,13 @@ public abstract class TokenizerBase : ITokenizer
                 while (length > 0)
                 {
                     int match = text.AsSpan(start, length).IndexOf(token, StringComparison.Ordinal);
+                    // A control token right after the literal mark is a user's text, not the template's markup.
+                    while (match >= 0 && literalMark is char mark && start + match > 0 && text[start + match - 1] == mark
+                           && _types[special] != TokenType.UserDefined)
+                    {
+                        int next = text.AsSpan(start + match + 1, length - match - 1).IndexOf(token, StringComparison.Ordinal);
+                        match = next < 0 ? -1 : match + 1 + next;
+                    }
                     if (match < 0)
                     {
                         pieces.Add(new Fragment(start, length, -1));
