@@ -18,4 +18,12 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     ChatCommand.Create(),
     BenchServeCommand.Create(),
 };
-return root.Parse(args).Invoke();
+var parse = root.Parse(args);
+// A mistake in a command's options is one "error: ..." line each, as the commands report the errors they find
+// themselves, rather than a line lost above the whole help text; without a command, the help listing them helps more.
+if (parse.Errors.Count > 0 && parse.CommandResult.Command != root)
+{
+    foreach (var error in parse.Errors) Console.Error.WriteLine($"error: {error.Message}");
+    return 1;
+}
+return parse.Invoke();

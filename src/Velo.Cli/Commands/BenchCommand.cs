@@ -16,10 +16,12 @@ internal static class BenchCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var prompt = new Option<int>("--n-prompt", "-p") { Description = "Prompt tokens for the pp test (0: skip)", DefaultValueFactory = _ => 512 };
-        var generate = new Option<int>("--n-gen", "-n") { Description = "Tokens for the tg test (0: skip)", DefaultValueFactory = _ => 128 };
+        var prompt = new Option<int>("--n-prompt", "-p") { Description = "Prompt tokens for the pp test (0: skip)", DefaultValueFactory = _ => 512 }
+            .AtLeast(0, "0 skips the test");
+        var generate = new Option<int>("--n-gen", "-n") { Description = "Tokens for the tg test (0: skip)", DefaultValueFactory = _ => 128 }
+            .AtLeast(0, "0 skips the test");
         var threads = new Option<string>("--threads", "-t") { Description = "Thread counts, comma-separated", DefaultValueFactory = _ => Environment.ProcessorCount.ToString() };
-        var repetitions = new Option<int>("--repetitions", "-r") { Description = "Runs per test", DefaultValueFactory = _ => 3 };
+        var repetitions = new Option<int>("--repetitions", "-r") { Description = "Runs per test", DefaultValueFactory = _ => 3 }.AtLeast(1);
         var json = new Option<bool>("--json") { Description = "Print the results as JSON" };
         var cacheTypeK = CommonOptions.CacheTypeK();
         var cacheTypeV = CommonOptions.CacheTypeV();
@@ -34,7 +36,7 @@ internal static class BenchCommand
         };
         command.SetAction(parse => CommonOptions.Guard(() => Run(
             parse.GetValue(model)!, parse.GetValue(prompt), parse.GetValue(generate),
-            ParseCounts("--threads", parse.GetValue(threads)!), parse.GetValue(repetitions), parse.GetValue(json),
+            ParseThreadCounts(parse.GetValue(threads)!), parse.GetValue(repetitions), parse.GetValue(json),
             CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV), ParseCounts("--parallel", parse.GetValue(parallel)!))));
         return command;
     }
@@ -47,16 +49,28 @@ internal static class BenchCommand
         return counts.Length > 0 ? counts : throw new ArgumentException($"{option}: give at least one count");
     }
 
+    private static int[] ParseThreadCounts(string list)
+    {
+        int[] counts = ParseCounts("--threads", list);
+        foreach (int threads in counts)
+            if (CommonOptions.ThreadCountError(threads) is { } error) throw new ArgumentException(error);
+        return counts;
+    }
+
     private sealed record Row(string Model, string Type, double SizeMiB, int Threads, string Test, double Mean, double StandardDeviation,
         double Median, double[] Runs, double LimitTokensPerSecond, double ShareOfLimit, string Limit);
 
     private static int Run(string path, int promptTokens, int genTokens, int[] threadCounts, int repetitions, bool json, Velo.Inference.KvCacheTypes cacheTypes,
         int[] parallel)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(repetitions, 1, "--repetitions");
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var model = LlamaModel.Load(path);
         double loadSeconds = clock.Elapsed.TotalSeconds;
+        // Refused before the bandwidth and FMA probes, which take seconds, rather than after them.
+        if (promptTokens > 0) Benchmark.EnsurePromptProcessingFits(model, promptTokens, cacheTypes: cacheTypes);
+        if (genTokens > 0)
+            foreach (int sequences in parallel)
+                Benchmark.EnsureTextGenerationFits(model, genTokens, sequences, cacheTypes);
         string type = model.File.Tensors.Where(t => t.Shape.Count == 2).GroupBy(t => t.Type).MaxBy(g => g.Sum(t => t.ElementCount))!.Key.ToString();
         double sizeMiB = model.File.Tensors.Sum(t => t.ByteSize) / (1024.0 * 1024);
         long bytesPerToken = Benchmark.WeightBytesPerToken(model);

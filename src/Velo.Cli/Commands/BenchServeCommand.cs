@@ -16,8 +16,9 @@ internal static class BenchServeCommand
     {
         var url = new Option<string>("--url") { Description = "Server address", DefaultValueFactory = _ => "http://127.0.0.1:8080" };
         var clients = new Option<string>("--clients", "-c") { Description = "Concurrent clients; a comma-separated list runs one round per value", DefaultValueFactory = _ => "1,8" };
-        var requests = new Option<int>("--requests", "-r") { Description = "Requests per round", DefaultValueFactory = _ => 32 };
-        var tokens = new Option<int>("--max-tokens", "-n") { Description = "Tokens generated per request (end-of-text is ignored)", DefaultValueFactory = _ => 64 };
+        var requests = new Option<int>("--requests", "-r") { Description = "Requests per round", DefaultValueFactory = _ => 32 }.AtLeast(1);
+        var tokens = new Option<int>("--max-tokens", "-n") { Description = "Tokens generated per request (end-of-text is ignored)", DefaultValueFactory = _ => 64 }
+            .AtLeast(1);
         var prompt = new Option<string>("--prompt", "-p") { Description = "Prompt; each request prefixes its number so no two share a cached prompt", DefaultValueFactory = _ => "Once upon a time" };
         var apiKey = new Option<string?>("--api-key") { Description = "Bearer token for a server started with --api-key" };
 
@@ -29,8 +30,6 @@ internal static class BenchServeCommand
         {
             int[] rounds = parse.GetValue(clients)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
             if (rounds.Length == 0 || rounds.Any(c => c < 1)) throw new ArgumentException("--clients must list positive numbers");
-            ArgumentOutOfRangeException.ThrowIfLessThan(parse.GetValue(requests), 1, "--requests");
-            ArgumentOutOfRangeException.ThrowIfLessThan(parse.GetValue(tokens), 1, "--max-tokens");
             using var http = new HttpClient { BaseAddress = new Uri(parse.GetValue(url)!), Timeout = TimeSpan.FromMinutes(30) };
             if (parse.GetValue(apiKey) is { } key) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
             var bench = new Bench(http, parse.GetValue(prompt)!, parse.GetValue(tokens));

@@ -16,7 +16,8 @@ internal static class ChatCommand
     {
         var model = CommonOptions.Model();
         var system = new Option<string?>("--system") { Description = "System prompt" };
-        var tokens = new Option<int>("--n-predict", "-n") { Description = "Tokens per answer at most (-1: until the context is full)", DefaultValueFactory = _ => -1 };
+        var tokens = new Option<int>("--n-predict", "-n") { Description = "Tokens per answer at most (-1: until the context is full)", DefaultValueFactory = _ => -1 }
+            .AtLeast(-1, "-1 means until the context is full");
         var temperature = new Option<float>("--temp") { Description = "Temperature (0: greedy)", DefaultValueFactory = _ => 0.8f };
         var seed = new Option<long>("--seed", "-s") { Description = "Random seed (-1: random)", DefaultValueFactory = _ => -1 };
         var threads = CommonOptions.Threads();
@@ -30,7 +31,6 @@ internal static class ChatCommand
         };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
-            ArgumentOutOfRangeException.ThrowIfLessThan(parse.GetValue(threads), 1, "--threads");
             var sampling = new SamplerOptions
             {
                 Temperature = parse.GetValue(temperature),

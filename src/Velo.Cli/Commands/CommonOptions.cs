@@ -16,16 +16,50 @@ internal static class CommonOptions
         DefaultValueFactory = _ => BundledModel,
     };
 
-    public static Option<int> Threads() => new("--threads", "-t")
+    public static Option<int> Threads() => new Option<int>("--threads", "-t")
     {
         Description = "Worker threads (default: all cores)",
         DefaultValueFactory = _ => Environment.ProcessorCount,
-    };
+    }.WithinProcessorCount();
 
-    public static Option<int> Context() => new("--ctx", "-c")
+    /// <summary>Refuses thread counts below 1 or above the machine's logical processors.</summary>
+    public static Option<int> WithinProcessorCount(this Option<int> option)
+    {
+        option.Validators.Add(result =>
+        {
+            if (ThreadCountError(result.GetValueOrDefault<int>()) is { } error) result.AddError(error);
+        });
+        return option;
+    }
+
+    /// <summary>Why <paramref name="threads"/> is not a usable thread count, or null when it is.</summary>
+    public static string? ThreadCountError(int threads) =>
+        threads >= 1 && threads <= Environment.ProcessorCount ? null
+            : $"--threads must be between 1 and {Environment.ProcessorCount}, the logical processors of this machine " +
+              $"(more threads than processors only take turns on them and slow every step), got {threads}";
+
+    public static Option<int> Context() => new Option<int>("--ctx", "-c")
     {
         Description = "Context length in tokens (default: the model's, capped at 4096)",
-    };
+    }.AtLeast(0, "0 or absent means the model's own");
+
+    public static Option<int> Parallel(string description) => new Option<int>("--parallel", "-np")
+    {
+        Description = description,
+        DefaultValueFactory = _ => 4,
+    }.AtLeast(1);
+
+    /// <summary>Refuses values below <paramref name="minimum"/> with an error naming the option (and, if given, what the minimum means).</summary>
+    public static Option<int> AtLeast(this Option<int> option, int minimum, string? meaning = null)
+    {
+        option.Validators.Add(result =>
+        {
+            int value = result.GetValueOrDefault<int>();
+            if (value < minimum)
+                result.AddError($"{option.Name} must be at least {minimum}{(meaning != null ? $" ({meaning})" : "")}, got {value}");
+        });
+        return option;
+    }
 
     public static Option<string> CacheTypeK() => new("--cache-type-k", "-ctk")
     {
@@ -43,8 +77,19 @@ internal static class CommonOptions
         new(KvCacheTypes.Parse(parse.GetValue(keys)!), KvCacheTypes.Parse(parse.GetValue(values)!));
 
     /// <summary>The context to allocate: the user's choice, else the model's own capped so a KV cache fits anywhere.</summary>
-    public static int ContextFor(LanguageModel model, int requested) =>
-        requested > 0 ? requested : Math.Min(model.Config.ContextLength, 4096);
+    public static int ContextFor(LanguageModel model, int requested)
+    {
+        if (requested == 0) return Math.Min(model.Config.ContextLength, 4096);
+        WarnIfBeyondTraining(model, requested);
+        return requested;
+    }
+
+    /// <summary>Allowed, as llama.cpp allows it, but said: past its trained context a model's output degrades.</summary>
+    public static void WarnIfBeyondTraining(LanguageModel model, int contextLength)
+    {
+        if (contextLength > model.Config.ContextLength)
+            Console.Error.WriteLine($"warning: the context of {contextLength} tokens is longer than the {model.Config.ContextLength} {model.Name} was trained on; expect worse output past that");
+    }
 
     /// <summary>Runs a command body, turning the errors a user can cause into one clear line and exit code 1.</summary>
     public static int Guard(Func<int> body)

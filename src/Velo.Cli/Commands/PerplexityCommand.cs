@@ -16,9 +16,10 @@ internal static class PerplexityCommand
     {
         var model = CommonOptions.Model();
         var textFile = new Option<FileInfo?>("--file", "-f") { Description = "Text to score (with --kl-divergence it may be left out: the base file holds the tokens)" };
-        var context = new Option<int>("--ctx-size", "-c") { Description = "Tokens per chunk; the second half of each chunk is scored", DefaultValueFactory = _ => 512 };
-        var batch = new Option<int>("--batch-size", "-b") { Description = "Tokens per forward pass (at most the chunk size)", DefaultValueFactory = _ => 512 };
-        var chunks = new Option<int>("--chunks") { Description = "Score at most this many chunks (0: all)" };
+        var context = new Option<int>("--ctx-size", "-c") { Description = "Tokens per chunk; the second half of each chunk is scored", DefaultValueFactory = _ => 512 }
+            .AtLeast(4, "half of each chunk is context for the other half");
+        var batch = new Option<int>("--batch-size", "-b") { Description = "Tokens per forward pass (at most the chunk size)", DefaultValueFactory = _ => 512 }.AtLeast(1);
+        var chunks = new Option<int>("--chunks") { Description = "Score at most this many chunks (0: all)" }.AtLeast(0, "0 means all");
         var threads = CommonOptions.Threads();
         var klBase = new Option<string?>("--kl-divergence-base") { Description = "Record the model's log-probabilities to this file, or with --kl-divergence read them from it" };
         var cacheTypeK = CommonOptions.CacheTypeK();
@@ -41,7 +42,6 @@ internal static class PerplexityCommand
 
     private static int Run(string modelPath, FileInfo? textFile, string? klBasePath, bool compare, int threads, PerplexitySettings settings)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1, "--threads");
         if (compare && klBasePath == null) throw new ArgumentException("--kl-divergence needs --kl-divergence-base FILE, the base recorded earlier");
         if (textFile == null && !compare) throw new ArgumentException("give the text to score with -f FILE");
 

@@ -26,7 +26,6 @@ internal static class QuantizeCommand
 
     private static int Run(string inputPath, string outputPath, LlamaFileType fileType, int threads)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1, "--threads");
         using var input = GgufFile.Open(inputPath);
         var plan = ModelQuantizer.Plan(input, fileType);
         long total = plan.Sum(t => t.OutputBytes);

@@ -14,9 +14,10 @@ internal static class RunCommand
         var model = CommonOptions.Model();
         var prompt = new Option<string?>("--prompt", "-p") { Description = "Prompt text" };
         var promptFile = new Option<FileInfo?>("--prompt-file", "-f") { Description = "Read the prompt from a file" };
-        var tokens = new Option<int>("--n-predict", "-n") { Description = "Tokens to generate (-1: until the context is full)", DefaultValueFactory = _ => 128 };
+        var tokens = new Option<int>("--n-predict", "-n") { Description = "Tokens to generate (-1: until the context is full)", DefaultValueFactory = _ => 128 }
+            .AtLeast(-1, "-1 means until the context is full");
         var temperature = new Option<float>("--temp") { Description = "Temperature (0: greedy)", DefaultValueFactory = _ => 0.8f };
-        var topK = new Option<int>("--top-k") { Description = "Top-k sampling (0: off)", DefaultValueFactory = _ => 40 };
+        var topK = new Option<int>("--top-k") { Description = "Top-k sampling (0: off)", DefaultValueFactory = _ => 40 }.AtLeast(0, "0 turns it off");
         var topP = new Option<float>("--top-p") { Description = "Top-p sampling (1: off)", DefaultValueFactory = _ => 0.95f };
         var minP = new Option<float>("--min-p") { Description = "Min-p sampling (0: off)", DefaultValueFactory = _ => 0.05f };
         var repeatPenalty = new Option<float>("--repeat-penalty") { Description = "Penalty for repeated tokens (1: off)", DefaultValueFactory = _ => 1.0f };
@@ -56,7 +57,6 @@ internal static class RunCommand
 
     private static int Run(string modelPath, string prompt, GenerationOptions options, int threads, int context, KvCacheTypes cacheTypes)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1, "--threads");
         Sampler.Validate(options.Sampling);
         using var model = LanguageModel.Load(modelPath);
         using var pool = new WorkerPool(threads);

@@ -14,8 +14,9 @@ internal static class ServeCommand
         var model = CommonOptions.Model();
         var host = new Option<string>("--host") { Description = "Address to listen on (default: loopback only)", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "Port to listen on", DefaultValueFactory = _ => 8080 };
-        var parallel = new Option<int>("--parallel", "-np") { Description = "Sequences generated together, each with its own KV cache", DefaultValueFactory = _ => 4 };
-        var queue = new Option<int>("--queue") { Description = "Requests that may wait for a free sequence before the server answers 503", DefaultValueFactory = _ => 64 };
+        var parallel = CommonOptions.Parallel("Sequences generated together, each with its own KV cache");
+        var queue = new Option<int>("--queue") { Description = "Requests that may wait for a free sequence before the server answers 503", DefaultValueFactory = _ => 64 }
+            .AtLeast(0);
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on every /v1 route" };
         var alias = new Option<string?>("--alias") { Description = "Model id clients use (default: the file name)" };
         var threads = CommonOptions.Threads();
@@ -43,9 +44,6 @@ internal static class ServeCommand
                 ApiKey = parse.GetValue(apiKey),
                 CacheTypes = CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV),
             };
-            RequireAtLeast("--parallel", options.Parallel, 1);
-            RequireAtLeast("--threads", options.Threads, 1);
-            RequireAtLeast("--queue", options.QueueCapacity, 0);
             if (!File.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
             using var engine = new VeloEngine(options);
             var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning);
@@ -57,15 +55,11 @@ internal static class ServeCommand
                 app.StopAsync().GetAwaiter().GetResult();
                 throw failure;
             }
+            CommonOptions.WarnIfBeyondTraining(engine.Scheduler.Model, engine.Scheduler.ContextLength);
             Console.Error.WriteLine($"velo: model loaded (context {engine.Scheduler.ContextLength} tokens per sequence); Ctrl+C stops");
             app.WaitForShutdown();
             return 0;
         }));
         return command;
-    }
-
-    private static void RequireAtLeast(string option, int value, int minimum)
-    {
-        if (value < minimum) throw new ArgumentException($"{option} must be at least {minimum}, got {value}");
     }
 }

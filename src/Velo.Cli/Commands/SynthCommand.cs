@@ -17,7 +17,8 @@ internal static class SynthCommand
         var vocab = new Option<string?>("--vocab") { Description = "Take the tokenizer from this GGUF file (default: a synthetic SentencePiece vocabulary)" };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "Take the tokenizer from this Hugging Face tokenizer.json (or the folder holding it)" };
         var seed = new Option<ulong>("--seed") { Description = "Random seed: the same seed gives the same weights", DefaultValueFactory = _ => 1 };
-        var threads = new Option<int>("--threads") { Description = "Threads generating and quantizing (default: all cores)", DefaultValueFactory = _ => Environment.ProcessorCount };
+        var threads = new Option<int>("--threads") { Description = "Threads generating and quantizing (default: all cores)", DefaultValueFactory = _ => Environment.ProcessorCount }
+            .WithinProcessorCount();
         var command = new Command("synth", "Write a random-weight Llama-family model of a real shape (weights N(0, 0.02²), norms 1, tied embeddings)")
         {
             shape, type, output, vocab, tokenizer, seed, threads,
@@ -35,7 +36,6 @@ internal static class SynthCommand
 
     private static int Run(SynthSpec spec, string outputPath, string? vocabPath, string? tokenizerPath, int threads)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(threads, 1, "--threads");
         using var vocab = vocabPath != null ? GgufFile.Open(vocabPath) : null;
         var tokenizer = vocab != null ? SynthTokenizer.FromGguf(vocab.Metadata)
             : tokenizerPath != null ? SynthTokenizer.FromData(HuggingFaceTokenizerReader.Read(tokenizerPath))

@@ -25,6 +25,7 @@ public static class Benchmark
     public static BenchmarkResult PromptProcessing(LlamaModel model, WorkerPool pool, int tokens, int repetitions, int batchSize = 512,
         KvCacheTypes cacheTypes = default)
     {
+        EnsurePromptProcessingFits(model, tokens, batchSize, cacheTypes);
         using var state = model.CreateState(contextLength: tokens, maxBatch: Math.Min(batchSize, tokens), pool: pool, cacheTypes: cacheTypes);
         var batch = new ForwardBatch(state.MaxBatch);
         var speeds = new List<double>();
@@ -51,6 +52,7 @@ public static class Benchmark
         int sequences = 1)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(sequences, 1);
+        EnsureTextGenerationFits(model, tokens, sequences, cacheTypes);
         using var state = model.CreateState(contextLength: tokens, maxBatch: sequences, sequences: sequences, pool: pool, cacheTypes: cacheTypes);
         var batch = new ForwardBatch(sequences);
         var speeds = new List<double>();
@@ -67,6 +69,16 @@ public static class Benchmark
         }
         return new BenchmarkResult(sequences == 1 ? $"tg{tokens}" : $"tg{tokens} x{sequences}", pool.ThreadCount, tokens * sequences, speeds);
     }
+
+    /// <summary>Refuses, with what would fit, a pp test whose state needs more memory than is available.</summary>
+    public static void EnsurePromptProcessingFits(LlamaModel model, int tokens, int batchSize = 512, KvCacheTypes cacheTypes = default, long? availableBytes = null) =>
+        MemoryPlan.EnsureFits((context, _) => MemoryPlan.For(model, context, 1, Math.Min(batchSize, context), 1, cacheTypes),
+            tokens, 1, availableBytes, "--n-prompt", null);
+
+    /// <summary>Refuses, with what would fit, a tg test whose state needs more memory than is available.</summary>
+    public static void EnsureTextGenerationFits(LlamaModel model, int tokens, int sequences, KvCacheTypes cacheTypes = default, long? availableBytes = null) =>
+        MemoryPlan.EnsureFits((context, parallel) => MemoryPlan.For(model, context, parallel, parallel, parallel, cacheTypes),
+            tokens, sequences, availableBytes, "--n-gen", "--parallel");
 
     /// <summary>Bytes of weights a decode step reads: every matrix once (the embedding only one row, unless it is also the output).</summary>
     public static long WeightBytesPerToken(LlamaModel model)

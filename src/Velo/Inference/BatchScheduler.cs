@@ -22,6 +22,10 @@ public sealed record BatchSchedulerOptions
 
     /// <summary>How cached keys and values are stored: F32, or F16 in half the memory.</summary>
     public KvCacheTypes CacheTypes { get; init; }
+
+    /// <summary>Memory the scheduler may take; null measures what the machine has free (<see cref="AvailableMemory.Measure"/>).
+    /// A configuration that needs more is refused with <see cref="NotEnoughMemoryException"/>.</summary>
+    public long? AvailableMemoryBytes { get; init; }
 }
 
 /// <summary>
@@ -52,11 +56,15 @@ public sealed class BatchScheduler : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Parallel, 1, nameof(options.Parallel));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.QueueCapacity, 0, nameof(options.QueueCapacity));
+        // Zero means the model's own context; a negative one is a mistake, not a request for the default.
+        ArgumentOutOfRangeException.ThrowIfNegative(options.ContextLength, nameof(options.ContextLength));
         _model = model;
         Options = options;
         ContextLength = options.ContextLength > 0 ? options.ContextLength : Math.Min(model.Config.ContextLength, 4096);
         ArgumentOutOfRangeException.ThrowIfLessThan(ContextLength, 2, nameof(options.ContextLength));
-        int batchTokens = Math.Max(options.MaxBatchTokens, options.Parallel + 1);
+        MemoryPlan.EnsureFits((context, parallel) => PlanFor(model, options, context, parallel), ContextLength, options.Parallel,
+            options.AvailableMemoryBytes, "--ctx", "--parallel");
+        int batchTokens = BatchTokens(options, options.Parallel);
         _batch = new ForwardBatch(batchTokens);
         _state = model.Model.CreateState(ContextLength, batchTokens, sequences: options.Parallel, maxLogitRows: options.Parallel, pool: pool, cacheTypes: options.CacheTypes);
         _slots = new Slot[options.Parallel];
@@ -65,6 +73,14 @@ public sealed class BatchScheduler : IDisposable
         _thread = new Thread(Loop) { IsBackground = true, Name = "Velo batch scheduler" };
         if (start) Start();
     }
+
+    /// <summary>A pass holds at least one token more than there are sequences, so a prompt advances while all others decode.
+    /// Capped where that would overflow: the memory plan refuses so many sequences anyway.</summary>
+    private static int BatchTokens(BatchSchedulerOptions options, int parallel) =>
+        (int)Math.Min(int.MaxValue, Math.Max(options.MaxBatchTokens, parallel + 1L));
+
+    private static MemoryPlan PlanFor(LanguageModel model, BatchSchedulerOptions options, int contextLength, int parallel) =>
+        MemoryPlan.For(model.Model, contextLength, parallel, BatchTokens(options, parallel), parallel, options.CacheTypes);
 
     /// <summary>
     /// Runs a short prompt and one decode step through slot 0, whose recorded tokens stay empty, so the kernels are

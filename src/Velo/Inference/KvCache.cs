@@ -39,16 +39,30 @@ public sealed unsafe class KvCache : IDisposable
         ContextLength = contextLength;
         KvHeads = kvHeads;
         HeadDim = headDim;
-        int kvDim = KvDim;
-        long elements = (long)sequences * contextLength * kvDim;
+        long keyBytes = LayerBytes(keyType, sequences, contextLength, KvDim);
+        long valueBytes = LayerBytes(valueType, sequences, contextLength, KvDim);
         _keys = new NativeBuffer[layers];
         _values = new NativeBuffer[layers];
         for (int l = 0; l < layers; l++)
         {
-            _keys[l] = new NativeBuffer(GgmlTypeInfo.RowBytes(keyType, elements), zero: false);
-            _values[l] = new NativeBuffer(GgmlTypeInfo.RowBytes(valueType, elements), zero: false);
+            _keys[l] = new NativeBuffer(keyBytes, zero: false);
+            _values[l] = new NativeBuffer(valueBytes, zero: false);
         }
     }
+
+    /// <summary>The bytes a cache of this shape allocates, so a caller can weigh it against free memory before allocating it.</summary>
+    /// <exception cref="OverflowException">The size does not fit in 63 bits.</exception>
+    public static long BytesFor(int layers, int sequences, int contextLength, int kvDim, KvCacheTypes types)
+    {
+        CheckType(types.Keys, "key");
+        CheckType(types.Values, "value");
+        return checked(layers * (LayerBytes(types.Keys, sequences, contextLength, kvDim) + LayerBytes(types.Values, sequences, contextLength, kvDim)));
+    }
+
+    /// <summary>One layer's keys (or values): every sequence's whole context of <paramref name="kvDim"/> elements per position.</summary>
+    private static long LayerBytes(GgmlType type, int sequences, int contextLength, int kvDim) =>
+        // The cache types (F32, F16) are single-element blocks, so bytes are elements times block bytes.
+        checked((long)sequences * contextLength * kvDim * GgmlTypeInfo.BlockBytes(type));
 
     public int Layers { get; }
     public int Sequences { get; }

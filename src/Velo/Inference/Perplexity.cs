@@ -20,6 +20,10 @@ public sealed record PerplexitySettings
 
     /// <summary>How cached keys and values are stored, to measure what an F16 cache costs in accuracy.</summary>
     public KvCacheTypes CacheTypes { get; init; }
+
+    /// <summary>Memory the run may take; null measures what the machine has free (<see cref="AvailableMemory.Measure"/>).
+    /// A context that needs more is refused with <see cref="NotEnoughMemoryException"/>.</summary>
+    public long? AvailableMemoryBytes { get; init; }
 }
 
 /// <summary>What a whole run measured.</summary>
@@ -61,13 +65,23 @@ public sealed class Perplexity : IDisposable
         _model = model;
         _settings = settings;
         int n = settings.ContextLength;
-        ChunksPerPass = Math.Max(1, settings.BatchSize / n);
-        int batch = ChunksPerPass > 1 ? ChunksPerPass * n : Math.Min(settings.BatchSize, n);
+        MemoryPlan.EnsureFits((context, _) => PlanFor(model, settings, context), n, ChunksFor(settings, n), settings.AvailableMemoryBytes, "--ctx-size", null);
+        ChunksPerPass = ChunksFor(settings, n);
+        int batch = BatchFor(settings, n);
         _batch = new ForwardBatch(batch);
         _state = model.CreateState(n, batch, sequences: ChunksPerPass, maxLogitRows: batch, pool: pool, cacheTypes: settings.CacheTypes);
         _logProbs = new float[model.Config.VocabSize];
         _baseLogProbs = new float[model.Config.VocabSize];
     }
+
+    private static int ChunksFor(PerplexitySettings settings, int contextLength) => Math.Max(1, settings.BatchSize / contextLength);
+
+    private static int BatchFor(PerplexitySettings settings, int contextLength) =>
+        ChunksFor(settings, contextLength) is > 1 and var chunks ? chunks * contextLength : Math.Min(settings.BatchSize, contextLength);
+
+    /// <summary>Every logit row of a pass is kept, so the batch is also the logit rows.</summary>
+    private static MemoryPlan PlanFor(LlamaModel model, PerplexitySettings settings, int contextLength) =>
+        MemoryPlan.For(model, contextLength, ChunksFor(settings, contextLength), BatchFor(settings, contextLength), BatchFor(settings, contextLength), settings.CacheTypes);
 
     public int FirstScored => _settings.ContextLength / 2;
 

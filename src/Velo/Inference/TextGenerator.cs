@@ -18,6 +18,8 @@ public sealed class TextGenerator : IDisposable
 
     public TextGenerator(LanguageModel model, int contextLength = 0, int batchSize = 512, WorkerPool? pool = null, KvCacheTypes cacheTypes = default)
     {
+        // Zero means the model's own context; a negative one is a mistake, not a request for the default.
+        ArgumentOutOfRangeException.ThrowIfNegative(contextLength);
         ContextLength = contextLength > 0 ? contextLength : model.Config.ContextLength;
         _ownsPool = pool == null;
         _pool = pool ?? new WorkerPool(Environment.ProcessorCount);

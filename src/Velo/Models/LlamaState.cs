@@ -21,17 +21,44 @@ public sealed unsafe class LlamaState : IDisposable
         _ownsPool = pool == null;
         Pool = pool ?? new WorkerPool(1);
         Cache = new KvCache(c.Layers, sequences, contextLength, c.KvHeads, c.HeadDim, cacheTypes.Keys, cacheTypes.Values);
-        X = Floats((long)maxBatch * c.Dim);
-        Xb = Floats((long)maxBatch * Math.Max(c.Dim, c.QueryDim));
-        Q = Floats((long)maxBatch * c.QueryDim);
-        K = Floats((long)maxBatch * c.KvDim);
-        V = Floats((long)maxBatch * c.KvDim);
-        AttentionOut = Floats((long)maxBatch * c.QueryDim);
-        Gate = Floats((long)maxBatch * c.FfnDim);
-        Up = Floats((long)maxBatch * c.FfnDim);
-        RopeCos = Floats((long)maxBatch * c.RopeDims / 2);
-        RopeSin = Floats((long)maxBatch * c.RopeDims / 2);
-        LogitsPointer = Floats((long)maxLogitRows * c.VocabSize);
+        var floats = new ScratchFloats(c, maxBatch, maxLogitRows);
+        X = Floats(floats.X);
+        Xb = Floats(floats.Xb);
+        Q = Floats(floats.Q);
+        K = Floats(floats.K);
+        V = Floats(floats.V);
+        AttentionOut = Floats(floats.AttentionOut);
+        Gate = Floats(floats.Gate);
+        Up = Floats(floats.Up);
+        RopeCos = Floats(floats.RopeCos);
+        RopeSin = Floats(floats.RopeSin);
+        LogitsPointer = Floats(floats.Logits);
+    }
+
+    /// <summary>The bytes of activations and logits a state allocates besides its KV cache, so a caller can weigh
+    /// them against free memory before allocating them.</summary>
+    /// <exception cref="OverflowException">The size does not fit in 63 bits.</exception>
+    public static long ScratchBytesFor(LlamaConfig config, int maxBatch, int maxLogitRows) =>
+        checked(new ScratchFloats(config, maxBatch, maxLogitRows).Total * sizeof(float));
+
+    /// <summary>The bytes of activations and logits this state allocated.</summary>
+    public long ScratchBytes => _buffers.Sum(b => b.Length);
+
+    /// <summary>How many floats each activation buffer holds: one row per batch token (logits: per logit row).</summary>
+    private readonly record struct ScratchFloats(LlamaConfig C, int MaxBatch, int MaxLogitRows)
+    {
+        public long X => checked((long)MaxBatch * C.Dim);
+        public long Xb => checked((long)MaxBatch * Math.Max(C.Dim, C.QueryDim));
+        public long Q => checked((long)MaxBatch * C.QueryDim);
+        public long K => checked((long)MaxBatch * C.KvDim);
+        public long V => K;
+        public long AttentionOut => Q;
+        public long Gate => checked((long)MaxBatch * C.FfnDim);
+        public long Up => Gate;
+        public long RopeCos => checked((long)MaxBatch * C.RopeDims / 2);
+        public long RopeSin => RopeCos;
+        public long Logits => checked((long)MaxLogitRows * C.VocabSize);
+        public long Total => checked(X + Xb + Q + K + V + AttentionOut + Gate + Up + RopeCos + RopeSin + Logits);
     }
 
     public int MaxBatch { get; }
@@ -61,7 +88,7 @@ public sealed unsafe class LlamaState : IDisposable
 
     private float* Floats(long count)
     {
-        var buffer = new NativeBuffer(count * sizeof(float));
+        var buffer = new NativeBuffer(checked(count * sizeof(float)));
         _buffers.Add(buffer);
         return buffer.Floats;
     }

@@ -40,4 +40,20 @@ public class BenchCommandTests
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("'x' is not a positive number", r.Stderr);
     }
+
+    [Fact]
+    public void RefusesAPromptTooLargeForMemoryBeforeMeasuring()
+    {
+        var r = CliRunner.Run("bench", "-m", TestPaths.Stories260K, "-p", "2000000000", "-n", "0");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Matches(@"^error: this configuration needs .* what fits: --n-prompt \d+", r.Stderr);
+    }
+
+    [Fact]
+    public void RejectsMoreThreadsThanProcessors()
+    {
+        var r = CliRunner.Run("bench", "-m", TestPaths.Stories260K, "-t", $"1,{Environment.ProcessorCount + 1}");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains($"--threads must be between 1 and {Environment.ProcessorCount}", r.Stderr);
+    }
 }

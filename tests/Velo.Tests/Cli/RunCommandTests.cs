@@ -96,4 +96,39 @@ public class RunCommandTests
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("the context holds 16", r.Stderr);
     }
+
+    [Fact]
+    public void ANegativeContextIsAnErrorNamingTheOption()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "hi", "-n", "4", "--ctx", "-5");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Equal("error: --ctx must be at least 0 (0 or absent means the model's own), got -5", r.Stderr.Trim());
+    }
+
+    [Fact]
+    public void MoreThreadsThanProcessorsIsAnError()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "hi", "-n", "4", "-t", "1000");
+        Assert.Equal(1, r.ExitCode);
+        Assert.StartsWith($"error: --threads must be between 1 and {Environment.ProcessorCount}", r.Stderr);
+        Assert.Contains("got 1000", r.Stderr);
+    }
+
+    [Fact]
+    public void AContextBeyondTheTrainedOneIsAllowedWithAWarning()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "hi", "-n", "4", "--ctx", "4096");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("warning: the context of 4096 tokens is longer than the 2048", r.Stderr);
+    }
+
+    [Fact]
+    public void AContextTooLargeForMemoryIsRefusedWithOneThatFits()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "hi", "-n", "4", "--ctx", "2000000000");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("error: this configuration needs", r.Stderr);
+        Assert.Matches(@"what fits: --ctx \d+ with --parallel 1", r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
+    }
 }

@@ -6,6 +6,9 @@ public sealed class ServeCommandTests
     [InlineData("--host", "not-an-address")]
     [InlineData("--parallel", "0")]
     [InlineData("--queue", "-1")]
+    [InlineData("--ctx", "-5")]
+    [InlineData("--threads", "0")]
+    [InlineData("--threads", "1000")]
     public void Bad_options_end_with_one_error_line_instead_of_a_server(string option, string value)
     {
         var result = CliRunner.Run("serve", "-m", TestPaths.Stories260K, "--port", "0", option, value);
@@ -20,5 +23,18 @@ public sealed class ServeCommandTests
         var result = CliRunner.Run("serve", "-m", Path.Combine(Path.GetTempPath(), "velo-no-such-model.gguf"), "--port", "0");
         Assert.Equal(1, result.ExitCode);
         Assert.Contains("model file not found", result.Stderr);
+    }
+
+    /// <summary>1.2 PB of KV cache: refused by the memory plan with what fits, before allocating, instead of an OutOfMemoryException.</summary>
+    [Fact]
+    public void A_configuration_too_large_for_memory_exits_with_what_fits()
+    {
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var result = CliRunner.Run("serve", "-m", TestPaths.Stories260K, "--port", "0", "--ctx", "10000000", "--parallel", "100000");
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("error: this configuration needs", result.Stderr);
+        Assert.Matches(@"what fits: --ctx \d+ with --parallel 100000", result.Stderr);
+        Assert.DoesNotContain("   at ", result.Stderr);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"took {clock.Elapsed}");
     }
 }
