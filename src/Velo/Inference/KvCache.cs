@@ -39,8 +39,7 @@ public sealed unsafe class KvCache : IDisposable
         ContextLength = contextLength;
         KvHeads = kvHeads;
         HeadDim = headDim;
-        int kvDim = KvDim;
-        long elements = (long)sequences * contextLength * kvDim;
+        long elements = SizeMath.Product("KV cache elements per layer", sequences, contextLength, kvHeads, headDim);
         _keys = new NativeBuffer[layers];
         _values = new NativeBuffer[layers];
         for (int l = 0; l < layers; l++)
