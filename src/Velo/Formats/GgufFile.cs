@@ -73,7 +73,10 @@ public sealed unsafe class GgufFile : IDisposable
         return _base + DataOffset + tensor.Offset;
     }
 
-    public ReadOnlySpan<byte> TensorBytes(GgufTensorInfo tensor) => new(TensorData(tensor), checked((int)tensor.ByteSize));
+    public ReadOnlySpan<byte> TensorBytes(GgufTensorInfo tensor) =>
+        tensor.ByteSize <= int.MaxValue
+            ? new(TensorData(tensor), (int)tensor.ByteSize)
+            : throw new NotSupportedException($"{Path}: tensor '{tensor.Name}' has {tensor.ByteSize} bytes, more than can be read as one span");
 
     public void Dispose()
     {
@@ -132,26 +135,30 @@ public sealed unsafe class GgufFile : IDisposable
             if (nDims == 0 || nDims > MaxDimensions)
                 throw new GgufFormatException($"{path}: tensor '{name}' has {nDims} dimensions (1 to {MaxDimensions} allowed)");
             var shape = new long[nDims];
-            long elements = 1;
             for (int d = 0; d < nDims; d++)
             {
                 ulong dim = r.UInt64($"dimension {d} of tensor '{name}'");
-                if (dim == 0 || dim > long.MaxValue / 2 || (elements = MultiplyOrOverflow(elements, (long)dim)) < 0)
+                if (dim == 0 || dim > long.MaxValue)
                     throw new GgufFormatException($"{path}: tensor '{name}' has an impossible dimension {d} = {dim}");
                 shape[d] = (long)dim;
             }
+            if (!SizeMath.TryElementCount(shape, out long elements))
+                throw new GgufFormatException($"{path}: tensor '{name}' has an impossible shape [{string.Join(", ", shape)}]: its element count overflows");
             uint rawType = r.UInt32($"type of tensor '{name}'");
             var type = (GgmlType)rawType;
-            if (!GgmlTypeInfo.TryGetLayout(type, out int blockSize, out int blockBytes))
+            if (!GgmlTypeInfo.TryGetLayout(type, out int blockSize, out _))
                 throw new GgufFormatException($"{path}: tensor '{name}' has unknown tensor type {rawType}");
             if (shape[0] % blockSize != 0)
                 throw new GgufFormatException($"{path}: tensor '{name}' row of {shape[0]} elements is not a whole number of {type} blocks of {blockSize}");
+            // Checked here, before anything sees the tensor: a size that wrapped negative would pass the end-of-file
+            // and overlap checks below and then undersize the buffers sized from it.
+            if (!SizeMath.TryByteSize(type, elements, out long bytes))
+                throw new GgufFormatException($"{path}: tensor '{name}' has an impossible size: {elements} elements of {type} overflow a 64-bit byte count");
             ulong offset = r.UInt64($"data offset of tensor '{name}'");
             if (offset % alignment != 0)
                 throw new GgufFormatException($"{path}: tensor '{name}' data offset {offset} is not a multiple of the alignment {alignment}");
-            long bytes = elements / blockSize * blockBytes;
-            if (offset > long.MaxValue / 2) throw new GgufFormatException($"{path}: tensor '{name}' has an impossible data offset {offset}");
-            tensors[i] = new GgufTensorInfo(name, shape, type, (long)offset, bytes);
+            if (offset > long.MaxValue) throw new GgufFormatException($"{path}: tensor '{name}' has an impossible data offset {offset}");
+            tensors[i] = new GgufTensorInfo(name, shape, type, (long)offset, elements, bytes);
         }
 
         long dataOffset = AlignUp(r.Position, alignment);
@@ -160,10 +167,11 @@ public sealed unsafe class GgufFile : IDisposable
             throw new GgufFormatException($"{path}: the file ends at {FileSize} before its tensor data section at {dataOffset}");
         foreach (var t in tensors)
         {
-            if (t.Offset + t.ByteSize > dataSize)
+            if (!SizeMath.TryAdd(t.Offset, t.ByteSize, out long end) || end > dataSize)
                 throw new GgufFormatException(
-                    $"{path}: tensor '{t.Name}' data [{dataOffset + t.Offset}, {dataOffset + t.Offset + t.ByteSize}) extends past the end of the file ({FileSize} bytes): the file is truncated or corrupt");
+                    $"{path}: tensor '{t.Name}' data of {t.ByteSize} bytes at offset {dataOffset} + {t.Offset} extends past the end of the file ({FileSize} bytes): the file is truncated or corrupt");
         }
+        // Every tensor now ends inside the file, so these sums cannot overflow.
         var byOffset = tensors.OrderBy(t => t.Offset).ToArray();
         for (int i = 1; i < byOffset.Length; i++)
         {
@@ -174,13 +182,7 @@ public sealed unsafe class GgufFile : IDisposable
         return (metadata, tensors, alignment, dataOffset);
     }
 
-    private static long MultiplyOrOverflow(long a, long b)
-    {
-        try { return checked(a * b); }
-        catch (OverflowException) { return -1; }
-    }
-
-    internal static long AlignUp(long value, long alignment) => (value + alignment - 1) / alignment * alignment;
+    internal static long AlignUp(long value, long alignment) => checked(value + alignment - 1) / alignment * alignment;
 
     private object ReadValue(ref Reader r, GgufValueType type, string key, int depth)
     {

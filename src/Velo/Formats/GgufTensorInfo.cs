@@ -8,12 +8,13 @@ namespace Velo.Formats;
 /// </summary>
 public sealed class GgufTensorInfo
 {
-    internal GgufTensorInfo(string name, long[] shape, GgmlType type, long offset, long byteSize)
+    internal GgufTensorInfo(string name, long[] shape, GgmlType type, long offset, long elementCount, long byteSize)
     {
         Name = name;
         Shape = shape;
         Type = type;
         Offset = offset;
+        ElementCount = elementCount;
         ByteSize = byteSize;
     }
 
@@ -26,15 +27,8 @@ public sealed class GgufTensorInfo
 
     public long ByteSize { get; }
 
-    public long ElementCount
-    {
-        get
-        {
-            long n = 1;
-            foreach (long d in Shape) n *= d;
-            return n;
-        }
-    }
+    /// <summary>The product of <see cref="Shape"/>, computed (checked) once by the reader.</summary>
+    public long ElementCount { get; }
 
     public override string ToString() => $"{Name} {Type} [{string.Join(", ", Shape)}]";
 }

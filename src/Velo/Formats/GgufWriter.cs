@@ -68,12 +68,9 @@ public sealed class GgufWriter
         return this;
     }
 
-    public static long ByteSize(GgmlType type, IReadOnlyList<long> shape)
-    {
-        long rows = 1;
-        for (int i = 1; i < shape.Count; i++) rows *= shape[i];
-        return GgmlTypeInfo.RowBytes(type, shape[0]) * rows;
-    }
+    public static long ByteSize(GgmlType type, IReadOnlyList<long> shape) =>
+        SizeMath.Product($"bytes of a {type} tensor of shape [{string.Join(", ", shape)}]",
+            [GgmlTypeInfo.RowBytes(type, shape[0]), .. shape.Skip(1)]);
 
     public void Write(string path)
     {

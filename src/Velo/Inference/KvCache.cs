@@ -62,7 +62,7 @@ public sealed unsafe class KvCache : IDisposable
     /// <summary>One layer's keys (or values): every sequence's whole context of <paramref name="kvDim"/> elements per position.</summary>
     private static long LayerBytes(GgmlType type, int sequences, int contextLength, int kvDim) =>
         // The cache types (F32, F16) are single-element blocks, so bytes are elements times block bytes.
-        checked((long)sequences * contextLength * kvDim * GgmlTypeInfo.BlockBytes(type));
+        SizeMath.Product("KV cache bytes per layer", sequences, contextLength, kvDim, GgmlTypeInfo.BlockBytes(type));
 
     public int Layers { get; }
     public int Sequences { get; }

@@ -88,7 +88,7 @@ public sealed unsafe class LlamaState : IDisposable
 
     private float* Floats(long count)
     {
-        var buffer = new NativeBuffer(checked(count * sizeof(float)));
+        var buffer = new NativeBuffer(SizeMath.Product("bytes of a forward-pass buffer", count, sizeof(float)));
         _buffers.Add(buffer);
         return buffer.Floats;
     }

@@ -85,21 +85,38 @@ public sealed unsafe class LlamaWeights : IDisposable
     private float* Vector(string name, int length)
     {
         var t = _file.RequireTensor(name);
-        if (t.ElementCount != length)
-            throw new GgufFormatException($"{_file.Path}: tensor '{name}' has {t.ElementCount} elements, expected {length}");
+        // Only 1-D tensors are counted in the vector buffer's size, so a vector of any other shape is refused even
+        // when its element count is right: copying it would write past the buffer.
+        if (t.Shape.Count != 1 || t.ElementCount != length)
+            throw new GgufFormatException($"{_file.Path}: tensor '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{length}]");
         if (!GgmlTypeInfo.IsSupported(t.Type))
             throw new NotSupportedException($"{_file.Path}: tensor '{name}' has type {t.Type}, which Velo cannot compute with yet");
+        long bytes = AlignedFloatBytes(length);
+        // The last guard before a raw copy into native memory: the buffer was sized from the file's 1-D tensors.
+        if (bytes > _vectors.Length - _vectorsUsed)
+            throw new InvalidOperationException($"{_file.Path}: tensor '{name}' does not fit in the {_vectors.Length} bytes reserved for vectors");
         float* dst = (float*)((byte*)_vectors.Pointer + _vectorsUsed);
-        _vectorsUsed += AlignedFloatBytes(length);
+        _vectorsUsed += bytes;
         Dequantize.Row(t.Type, _file.TensorBytes(t), new Span<float>(dst, length));
         return dst;
     }
 
-    private static long AlignedFloatBytes(long elements) => (elements * sizeof(float) + 63) / 64 * 64;
+    private const int FloatsPerLine = NativeBuffer.Alignment / sizeof(float);
+
+    /// <summary>A vector's floats rounded up to whole lines, so that every vector starts aligned.</summary>
+    private static long AlignedFloatBytes(long elements) =>
+        SizeMath.Product("bytes of a vector as floats",
+            elements / FloatsPerLine + (elements % FloatsPerLine == 0 ? 0 : 1), NativeBuffer.Alignment);
 
     /// <summary>Room for every 1-D tensor as floats (norms, biases, rope factors: a tiny share of the model).</summary>
-    private static long VectorBytes(GgufFile file) =>
-        file.Tensors.Where(t => t.Shape.Count == 1).Sum(t => AlignedFloatBytes(t.ElementCount));
+    private static long VectorBytes(GgufFile file)
+    {
+        long total = 0;
+        foreach (var t in file.Tensors)
+            if (t.Shape.Count == 1 && !SizeMath.TryAdd(total, AlignedFloatBytes(t.ElementCount), out total))
+                throw new GgufFormatException($"{file.Path}: the 1-D tensors hold too many elements to load as floats");
+        return total;
+    }
 
     public void Dispose() => _vectors.Dispose();
 }

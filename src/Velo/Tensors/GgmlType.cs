@@ -98,10 +98,11 @@ public static class GgmlTypeInfo
     /// <summary>Bytes taken by <paramref name="elements"/> elements (a whole number of blocks).</summary>
     public static long RowBytes(GgmlType type, long elements)
     {
-        TryGetLayout(type, out int size, out int bytes);
-        if (size == 0) throw new NotSupportedException($"Unknown tensor type {(uint)type}.");
+        if (!TryGetLayout(type, out int size, out _)) throw new NotSupportedException($"Unknown tensor type {(uint)type}.");
         if (elements % size != 0)
             throw new ArgumentException($"{elements} elements is not a whole number of {type} blocks of {size}.");
-        return elements / size * bytes;
+        return SizeMath.TryByteSize(type, elements, out long rowBytes)
+            ? rowBytes
+            : throw new ArgumentOutOfRangeException(nameof(elements), elements, $"{elements} elements of {type}: the size in bytes is negative or overflows.");
     }
 }

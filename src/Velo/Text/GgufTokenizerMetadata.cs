@@ -19,7 +19,13 @@ public static class GgufTokenizerMetadata
         string? pre = metadata.GetString("tokenizer.ggml.pre");
         string[] tokens = metadata.GetStringArray("tokenizer.ggml.tokens")
             ?? throw new InvalidDataException("the GGUF file has no token list (tokenizer.ggml.tokens is missing)");
+        // Scores and types are indexed by token id here (the model-specific stripping below) and in every tokenizer.
+        float[]? scores = metadata.GetFloat32Array("tokenizer.ggml.scores");
+        if (scores != null && scores.Length != tokens.Length)
+            throw new InvalidDataException($"tokenizer.ggml.scores has {scores.Length} entries for the {tokens.Length} tokens of tokenizer.ggml.tokens");
         int[]? rawTypes = metadata.GetInt32Array("tokenizer.ggml.token_type");
+        if (rawTypes != null && rawTypes.Length != tokens.Length)
+            throw new InvalidDataException($"tokenizer.ggml.token_type has {rawTypes.Length} entries for the {tokens.Length} tokens of tokenizer.ggml.tokens");
         TokenType[]? types = rawTypes?.Select(t => t is >= 0 and <= 6 ? (TokenType)t : TokenType.Undefined).ToArray();
 
         var data = model switch
@@ -48,7 +54,7 @@ public static class GgufTokenizerMetadata
         };
         data = data with
         {
-            Scores = metadata.GetFloat32Array("tokenizer.ggml.scores"),
+            Scores = scores,
             TokenTypes = types,
             BosId = SpecialId(metadata, "bos_token_id", tokens.Length, data.BosId),
             EosId = SpecialId(metadata, "eos_token_id", tokens.Length, data.EosId),

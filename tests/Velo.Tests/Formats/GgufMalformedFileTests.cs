@@ -188,15 +188,24 @@ public class GgufMalformedFileTests
         Assert.Contains("tensor 'c' has 5 dimensions", Fail(Valid().Tensor("c", [1, 1, 1, 1, 1], 0, 128).Bytes()));
         Assert.Contains("tensor 'c' has 0 dimensions", Fail(Valid().Tensor("c", [], 0, 128).Bytes()));
         Assert.Contains("tensor 'c' has an impossible dimension 0 = 0", Fail(Valid().Tensor("c", [0], 0, 128).Bytes()));
-        Assert.Contains("impossible dimension", Fail(Valid().Tensor("c", [1UL << 40, 1UL << 40], 0, 128).Bytes()));
+        Assert.Contains("impossible shape [1099511627776, 1099511627776]", Fail(Valid().Tensor("c", [1UL << 40, 1UL << 40], 0, 128).Bytes()));
         Assert.Contains("not a whole number of Q8_0 blocks", Fail(Valid().Tensor("c", [33], 8, 128).Bytes()));
     }
 
     [Fact]
     public void TensorDataPastTheEnd()
     {
-        Assert.Contains("tensor 'c' data [", Fail(Valid().Tensor("c", [64], 0, 224).Bytes()));
+        Assert.Contains("tensor 'c' data of 256 bytes", Fail(Valid().Tensor("c", [64], 0, 224).Bytes()));
         Assert.Contains("extends past the end of the file", Fail(Valid().Tensor("c", [8], 0, 1UL << 40).Bytes()));
+    }
+
+    [Fact]
+    public void TensorByteSizesThatOverflowAreRejected()
+    {
+        // Byte sizes that used to wrap to -128 and to 0, and so passed the end-of-file and overlap checks.
+        Assert.Contains("tensor 'c' has an impossible size", Fail(Valid().Tensor("c", [(1UL << 62) - 32], 0, 128).Bytes()));
+        Assert.Contains("tensor 'c' has an impossible size", Fail(Valid().Tensor("c", [1UL << 59, 8], 0, 128).Bytes()));
+        Assert.Contains("tensor 'c' has an impossible size", Fail(Valid().Tensor("c", [1UL << 62], 1, 128).Bytes()));
     }
 
     [Fact]
