@@ -13,9 +13,11 @@ internal static class CompletionEndpoints
 
     public static async Task ChatAsync(HttpContext http, VeloEngine engine)
     {
-        using var body = await RequestBody.ReadAsync(http.Request, http.RequestAborted);
+        using var body = await RequestBody.ReadAsync(http.Request, engine.CompletionBodyLimit, http.RequestAborted);
         CheckModel(body, engine);
         var messages = Messages(body);
+        // The template only adds text around the contents, so their bytes alone bound the prompt's tokens from below.
+        RejectByBytes(engine, messages.Sum(message => (long)Encoding.UTF8.GetByteCount(message.Content)), "messages");
         var options = GenerationParameters.Parse(body, engine.Scheduler.ContextLength, engine.Chat.StopStrings);
         bool logprobs = body.Bool("logprobs") ?? false;
         long? topLogprobs = body.Integer("top_logprobs", 0, GenerationRequest.MaxTopLogprobs);
@@ -43,7 +45,7 @@ internal static class CompletionEndpoints
 
     public static async Task CompletionAsync(HttpContext http, VeloEngine engine)
     {
-        using var body = await RequestBody.ReadAsync(http.Request, http.RequestAborted);
+        using var body = await RequestBody.ReadAsync(http.Request, engine.CompletionBodyLimit, http.RequestAborted);
         CheckModel(body, engine);
         string prompt = body.Field("prompt") switch
         {
@@ -51,6 +53,7 @@ internal static class CompletionEndpoints
             null => throw ApiException.BadRequest("'prompt' is required", "prompt"),
             _ => throw RequestBody.WrongType("prompt", "a string"),
         };
+        RejectByBytes(engine, Encoding.UTF8.GetByteCount(prompt), "prompt");
         if (body.Bool("echo") == true) throw ApiException.BadRequest("'echo' is not supported", "echo");
         var options = GenerationParameters.Parse(body, engine.Scheduler.ContextLength, []);
         long? logprobs = body.Integer("logprobs", 0, 5);
@@ -71,6 +74,20 @@ internal static class CompletionEndpoints
     {
         if (body.String("model") is { } model && model != engine.ModelId)
             throw new ApiException(404, $"The model '{model}' does not exist; this server serves '{engine.ModelId}'", "model", "model_not_found");
+    }
+
+    /// <summary>
+    /// Refuses a prompt whose UTF-8 bytes already prove it longer than the context, before it is tokenized: no token
+    /// stands for more than <see cref="Velo.Text.ITokenizer.MaxInputBytesPerToken"/> bytes of input, so a huge body
+    /// costs no tokenizing time.
+    /// </summary>
+    private static void RejectByBytes(VeloEngine engine, long promptBytes, string param)
+    {
+        int bytesPerToken = engine.Scheduler.Model.Tokenizer.MaxInputBytesPerToken;
+        int contextLength = engine.Scheduler.ContextLength;
+        if (bytesPerToken > 0 && promptBytes / bytesPerToken >= contextLength)
+            throw ApiException.BadRequest($"the prompt has at least {promptBytes / bytesPerToken} tokens but the context holds {contextLength}; " +
+                "shorten the prompt or raise --ctx", param, "context_length_exceeded");
     }
 
     private static List<ChatMessage> Messages(RequestBody body)

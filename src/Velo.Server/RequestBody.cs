@@ -1,5 +1,9 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
 using System.Text.Json;
+using System.Text.Unicode;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 
 namespace Velo.Server;
 
@@ -12,12 +16,22 @@ internal sealed class RequestBody : IDisposable
 
     public JsonElement Root => _document.RootElement;
 
-    public static async Task<RequestBody> ReadAsync(HttpRequest request, CancellationToken cancellation)
+    /// <summary>
+    /// Reads and parses the body, refusing with 413 as soon as it is known to exceed <paramref name="maxBytes"/>: at once
+    /// from Content-Length, else once that many bytes have arrived, so a huge body is never buffered or parsed.
+    /// </summary>
+    public static async Task<RequestBody> ReadAsync(HttpRequest request, long maxBytes, CancellationToken cancellation)
     {
+        if (request.ContentLength > maxBytes) throw TooLarge(maxBytes);
+        // The server then stops the read itself (and replaces its own default limit, 30 MB in Kestrel).
+        if (request.HttpContext.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit) limit.MaxRequestBodySize = maxBytes;
+        var bytes = await ReadAllAsync(request.Body, (int)(request.ContentLength ?? 0), maxBytes, cancellation);
+        // Checked once here so that no string read later can meet bytes it cannot transcode.
+        if (!Utf8.IsValid(bytes.Span)) throw ApiException.BadRequest("the request body is not valid UTF-8");
         JsonDocument document;
         try
         {
-            document = await JsonDocument.ParseAsync(request.Body, new JsonDocumentOptions { MaxDepth = 64 }, cancellation);
+            document = JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 64 });
         }
         catch (JsonException e)
         {
@@ -28,8 +42,99 @@ internal sealed class RequestBody : IDisposable
             document.Dispose();
             throw ApiException.BadRequest("the request body must be a JSON object");
         }
+        if (FindUndecodableText(document.RootElement) is { } path)
+        {
+            document.Dispose();
+            throw ApiException.BadRequest(
+                $"{(path.Length > 0 ? $"'{path}'" : "a field name")} is not valid Unicode text: it holds an unpaired surrogate escape such as \\ud800",
+                path.Length > 0 ? path : null);
+        }
         return new RequestBody(document);
     }
+
+    /// <summary>
+    /// The path (<c>messages[1].content</c>) of the first string, or of the object holding the first field name, that
+    /// is valid JSON but no valid text: an escaped lone surrogate such as <c>"\ud800"</c>, which System.Text.Json refuses
+    /// to decode; "" for a name in <paramref name="element"/> itself, null when all decode. Checked once here, so that
+    /// no string read or field lookup later fails on one.
+    /// </summary>
+    private static string? FindUndecodableText(JsonElement element)
+    {
+        switch (element.ValueKind)
+        {
+            case JsonValueKind.String:
+                return Decodes(element) ? null : "";
+            case JsonValueKind.Object:
+                foreach (var property in element.EnumerateObject())
+                {
+                    if (!Decodes(property)) return "";
+                    if (FindUndecodableText(property.Value) is { } inner) return property.Name + (inner is "" or ['[', ..] ? inner : "." + inner);
+                }
+                return null;
+            case JsonValueKind.Array:
+                int index = 0;
+                foreach (var item in element.EnumerateArray())
+                {
+                    if (FindUndecodableText(item) is { } inner) return $"[{index}]" + (inner is "" or ['[', ..] ? inner : "." + inner);
+                    index++;
+                }
+                return null;
+            default:
+                return null;
+        }
+    }
+
+    // Only escaped text can fail to decode (the raw bytes are valid UTF-8), so the rest is not decoded just to check.
+    private static bool Decodes(JsonElement text)
+    {
+        if (!JsonMarshal.GetRawUtf8Value(text).Contains((byte)'\\')) return true;
+        try
+        {
+            text.GetString();
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    private static bool Decodes(JsonProperty property)
+    {
+        if (!JsonMarshal.GetRawUtf8PropertyName(property).Contains((byte)'\\')) return true;
+        try
+        {
+            _ = property.Name;
+            return true;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
+
+    private static async Task<ReadOnlyMemory<byte>> ReadAllAsync(Stream body, int expectedBytes, long maxBytes, CancellationToken cancellation)
+    {
+        // Not disposed: the parsed document goes on reading its buffer.
+        var data = new MemoryStream(expectedBytes);
+        byte[] chunk = ArrayPool<byte>.Shared.Rent(16 << 10);
+        try
+        {
+            int read;
+            while ((read = await body.ReadAsync(chunk, cancellation)) > 0)
+            {
+                if (data.Length + read > maxBytes) throw TooLarge(maxBytes);
+                data.Write(chunk, 0, read);
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+        return data.GetBuffer().AsMemory(0, (int)data.Length);
+    }
+
+    private static ApiException TooLarge(long maxBytes) => new(413, $"the request body is larger than this route's limit of {maxBytes} bytes");
 
     /// <summary>The field, or null when it is absent or JSON null.</summary>
     public JsonElement? Field(string name) =>

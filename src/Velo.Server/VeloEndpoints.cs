@@ -30,6 +30,12 @@ public static class VeloServiceCollectionExtensions
 /// </summary>
 public static class VeloEndpoints
 {
+    /// <summary>Body limit of /tokenize and /detokenize: with the bounds below, room for any request they accept.</summary>
+    internal const long TokenizerBodyBytes = 1 << 20;
+
+    /// <summary>Bounds on one /tokenize or /detokenize request's work: far beyond any context, far below a slow answer.</summary>
+    internal const int MaxTokenizeChars = 1 << 18, MaxDetokenizeTokens = 1 << 16;
+
     public static IEndpointRouteBuilder MapVelo(this IEndpointRouteBuilder endpoints)
     {
         var engine = endpoints.ServiceProvider.GetRequiredService<VeloEngine>();
@@ -38,19 +44,27 @@ public static class VeloEndpoints
         endpoints.MapGet("/v1/models", Handle(engine, "/v1/models", true, http => ModelsAsync(http, engine)));
         endpoints.MapGet("/v1/models/{id}", Handle(engine, "/v1/models/{id}", true, http => ModelAsync(http, engine)));
         endpoints.MapGet("/health", Handle(engine, "/health", false, http => HealthAsync(http, engine)));
-        endpoints.MapPost("/tokenize", Handle(engine, "/tokenize", false, http => TokenizeAsync(http, engine)));
-        endpoints.MapPost("/detokenize", Handle(engine, "/detokenize", false, http => DetokenizeAsync(http, engine)));
-        endpoints.MapGet("/metrics", Handle(engine, "/metrics", false, http => MetricsAsync(http, engine)));
+        endpoints.MapPost("/tokenize", Handle(engine, "/tokenize", true, http => TokenizeAsync(http, engine)));
+        endpoints.MapPost("/detokenize", Handle(engine, "/detokenize", true, http => DetokenizeAsync(http, engine)));
+        endpoints.MapGet("/metrics", Handle(engine, "/metrics", !engine.PublicMetrics, http => MetricsAsync(http, engine)));
         return endpoints;
     }
 
-    /// <summary>Wraps a handler with the API key check, OpenAI error bodies for every failure, and request counting.</summary>
+    /// <summary>
+    /// Wraps a handler with the API key check, the JSON content type check, OpenAI error bodies for every failure, and
+    /// request counting.
+    /// </summary>
     private static RequestDelegate Handle(VeloEngine engine, string route, bool needsKey, Func<HttpContext, Task> handler) => async http =>
     {
         try
         {
             if (needsKey && engine.ApiKey != null && !Authorized(http.Request, engine.ApiKey))
                 throw new ApiException(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'", code: "invalid_api_key");
+            // A browser sends text/plain, form or multipart POSTs to any origin without asking (no CORS preflight);
+            // requiring JSON keeps a page on another site from driving this server through its visitors' browsers.
+            if (HttpMethods.IsPost(http.Request.Method) && !http.Request.HasJsonContentType())
+                throw new ApiException(415, "the request body must be JSON, sent with 'Content-Type: application/json'" +
+                    (http.Request.ContentType is { } type ? $", not '{type}'" : ""), code: "unsupported_media_type");
             await handler(http);
         }
         catch (Exception e) when (!http.Response.HasStarted && !http.RequestAborted.IsCancellationRequested)
@@ -58,6 +72,7 @@ public static class VeloEndpoints
             var error = e switch
             {
                 ApiException api => api,
+                // Kestrel's own refusals while reading the body, such as 413 past the route's body limit.
                 BadHttpRequestException bad => new ApiException(bad.StatusCode, bad.Message),
                 _ => new ApiException(500, $"internal error: {e.Message}"),
             };
@@ -121,8 +136,10 @@ public static class VeloEndpoints
 
     private static async Task TokenizeAsync(HttpContext http, VeloEngine engine)
     {
-        using var body = await RequestBody.ReadAsync(http.Request, http.RequestAborted);
+        using var body = await RequestBody.ReadAsync(http.Request, TokenizerBodyBytes, http.RequestAborted);
         string content = body.String("content") ?? throw ApiException.BadRequest("'content' is required", "content");
+        if (content.Length > MaxTokenizeChars)
+            throw ApiException.BadRequest($"'content' may hold at most {MaxTokenizeChars} characters, got {content.Length}", "content");
         bool addSpecial = body.Bool("add_special") ?? false;
         bool withPieces = body.Bool("with_pieces") ?? false;
         var tokenizer = engine.Scheduler.Model.Tokenizer;
@@ -150,9 +167,11 @@ public static class VeloEndpoints
 
     private static async Task DetokenizeAsync(HttpContext http, VeloEngine engine)
     {
-        using var body = await RequestBody.ReadAsync(http.Request, http.RequestAborted);
+        using var body = await RequestBody.ReadAsync(http.Request, TokenizerBodyBytes, http.RequestAborted);
         var tokenizer = engine.Scheduler.Model.Tokenizer;
         if (body.Field("tokens") is not { ValueKind: JsonValueKind.Array } list) throw RequestBody.WrongType("tokens", "a list of token ids");
+        if (list.GetArrayLength() > MaxDetokenizeTokens)
+            throw ApiException.BadRequest($"'tokens' may hold at most {MaxDetokenizeTokens} ids, got {list.GetArrayLength()}", "tokens");
         var tokens = new List<int>();
         foreach (var item in list.EnumerateArray())
         {

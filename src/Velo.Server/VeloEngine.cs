@@ -20,6 +20,8 @@ public sealed class VeloEngine : IDisposable
         _options = options;
         ModelId = options.ModelId ?? Path.GetFileNameWithoutExtension(options.ModelPath);
         ApiKey = options.ApiKey;
+        PublicMetrics = options.PublicMetrics;
+        MaxRequestBytes = options.MaxRequestBytes;
     }
 
     /// <summary>Serves an existing scheduler, which the caller keeps and disposes.</summary>
@@ -32,6 +34,30 @@ public sealed class VeloEngine : IDisposable
 
     public string ModelId { get; }
     public string? ApiKey { get; }
+
+    /// <summary>See <see cref="VeloServerOptions.PublicMetrics"/>.</summary>
+    public bool PublicMetrics { get; init; }
+
+    /// <summary>See <see cref="VeloServerOptions.MaxRequestBytes"/>; 0 derives the limit from the context length.</summary>
+    public long MaxRequestBytes
+    {
+        get;
+        init => field = value is >= 0 and <= MaxBodyBytes
+            ? value : throw new ArgumentOutOfRangeException(nameof(MaxRequestBytes), value, $"the body limit must be between 0 and {MaxBodyBytes} bytes");
+    }
+
+    /// <summary>The most any body limit may be: a body is buffered in one array.</summary>
+    public const long MaxBodyBytes = 1L << 30;
+
+    /// <summary>The largest body the completion routes read.</summary>
+    public long CompletionBodyLimit => MaxRequestBytes > 0 ? MaxRequestBytes : DefaultMaxRequestBytes(Scheduler.ContextLength);
+
+    /// <summary>
+    /// Room for a whole context in any encoding: 64 bytes per token covers a token of several characters each escaped
+    /// as <c>\uXXXX</c>, plus the JSON around the messages. At least 1 MiB, and at most 64 MiB so that a huge context
+    /// cannot let one body (and the JSON document parsed from it) take gigabytes.
+    /// </summary>
+    public static long DefaultMaxRequestBytes(int contextLength) => Math.Clamp(contextLength * 64L, 1L << 20, 64L << 20);
     public ServerMetrics Metrics { get; } = new();
     public bool IsReady => _ready != null;
 

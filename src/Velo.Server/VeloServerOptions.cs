@@ -24,6 +24,15 @@ public sealed record VeloServerOptions
     /// <summary>How cached keys and values are stored: F32, or F16 in half the memory.</summary>
     public Velo.Inference.KvCacheTypes CacheTypes { get; init; }
 
-    /// <summary>When set, every /v1 route needs <c>Authorization: Bearer</c> this key.</summary>
+    /// <summary>When set, every route except <c>/health</c> (and <c>/metrics</c> when <see cref="PublicMetrics"/>) needs
+    /// <c>Authorization: Bearer</c> this key.</summary>
     public string? ApiKey { get; init; }
+
+    /// <summary>Serve <c>/metrics</c> without the API key, for a scraper that cannot send one; the metrics show request
+    /// counts and latencies, not request content.</summary>
+    public bool PublicMetrics { get; init; }
+
+    /// <summary>The largest request body the completion routes accept, in bytes; 0 derives it from the context length
+    /// (<see cref="VeloEngine.DefaultMaxRequestBytes"/>).</summary>
+    public long MaxRequestBytes { get; init; }
 }

@@ -17,7 +17,15 @@ internal static class ServeCommand
         var parallel = CommonOptions.Parallel("Sequences generated together, each with its own KV cache");
         var queue = new Option<int>("--queue") { Description = "Requests that may wait for a free sequence before the server answers 503", DefaultValueFactory = _ => 64 }
             .AtLeast(0);
-        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on every /v1 route" };
+        var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on every route except /health (and /metrics with --metrics-public)" };
+        var metricsPublic = new Option<bool>("--metrics-public")
+        {
+            Description = "Serve /metrics without the API key, for a scraper that cannot send one (it shows request counts and latencies, no content)",
+        };
+        var maxBodyBytes = new Option<long>("--max-body-bytes")
+        {
+            Description = "Largest request body of the completion routes in bytes (default: 64 per context token, between 1 MiB and 64 MiB)",
+        };
         var alias = new Option<string?>("--alias") { Description = "Model id clients use (default: the file name)" };
         var threads = CommonOptions.Threads();
         var cacheTypeK = CommonOptions.CacheTypeK();
@@ -27,7 +35,7 @@ internal static class ServeCommand
 
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
         {
-            model, host, port, parallel, queue, apiKey, alias, threads, context, cacheTypeK, cacheTypeV,
+            model, host, port, parallel, queue, apiKey, metricsPublic, maxBodyBytes, alias, threads, context, cacheTypeK, cacheTypeV,
         };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
@@ -42,8 +50,12 @@ internal static class ServeCommand
                 ContextLength = parse.GetValue(context),
                 Threads = parse.GetValue(threads),
                 ApiKey = parse.GetValue(apiKey),
+                PublicMetrics = parse.GetValue(metricsPublic),
+                MaxRequestBytes = parse.GetValue(maxBodyBytes),
                 CacheTypes = CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV),
             };
+            if (options.MaxRequestBytes is < 0 or > VeloEngine.MaxBodyBytes)
+                throw new ArgumentException($"--max-body-bytes must be between 0 (derive from the context) and {VeloEngine.MaxBodyBytes}, got {options.MaxRequestBytes}");
             if (!File.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
             using var engine = new VeloEngine(options);
             var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning);

@@ -18,6 +18,10 @@ public interface ITokenizer
     bool AddBos { get; }
     bool AddEos { get; }
 
+    /// <summary>The most bytes of UTF-8 input one token can stand for, so a text of N bytes needs at least
+    /// N / this many tokens (servers reject overlong prompts before tokenizing them); 0 when no bound is known.</summary>
+    int MaxInputBytesPerToken { get; }
+
     /// <param name="addSpecial">Add the BOS/EOS (CLS/SEP) tokens the model expects around a sequence.</param>
     /// <param name="parseSpecial">Recognise control tokens such as <c>&lt;|im_start|&gt;</c> written in the text;
     /// when false they are tokenized as ordinary text. User-defined added tokens are always recognised.</param>

@@ -102,6 +102,10 @@ public abstract class TokenizerBase : ITokenizer
                 TokenType.Normal or TokenType.Byte => DecodePiece(id, _tokens[id]),
                 _ => [],
             };
+        // A typed ▁ is 3 bytes of input but SentencePiece decodes it to a 1-byte space, so a normal token's stored
+        // text can cover more input than its decoded bytes; one character can also become one unknown token (4 bytes).
+        MaxInputBytesPerToken = Math.Max(4, Enumerable.Range(0, _tokens.Length)
+            .Max(id => _types[id] == TokenType.Normal ? Math.Max(_pieces[id].Length, Encoding.UTF8.GetByteCount(_tokens[id])) : _pieces[id].Length));
     }
 
     /// <summary>The bytes a normal or byte token stands for.</summary>
@@ -127,6 +131,7 @@ public abstract class TokenizerBase : ITokenizer
     public bool AddBos { get; }
     public bool AddEos { get; }
     public bool AddSep { get; }
+    public virtual int MaxInputBytesPerToken { get; private set; }
 
     protected Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> Lookup { get; }
 

@@ -32,6 +32,10 @@ public sealed class WordPieceTokenizer : TokenizerBase
 
     protected override bool StripsLeadingSpace => true;
 
+    /// <summary>None: the normalizer drops whitespace, accents and control characters, so any amount of input can
+    /// yield no token at all.</summary>
+    public override int MaxInputBytesPerToken => 0;
+
     protected override byte[] DecodePiece(int id, string text) => Encoding.UTF8.GetBytes(text.Replace(WordStart, ' '));
 
     /// <summary>The text as the tokenizer sees it: its words, normalized, separated by single spaces.</summary>

@@ -105,7 +105,7 @@ public sealed class ServerErrorTests(SharedTestServer server) : IClassFixture<Sh
 
         using var message = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
         {
-            Content = new StringContent(request + ", \"stream\": true, \"stream_options\": {\"include_usage\": true}}"),
+            Content = TestServer.JsonContent(request + ", \"stream\": true, \"stream_options\": {\"include_usage\": true}}"),
         };
         using var response = await server.Http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead);
         Assert.Equal("text/event-stream", response.Content.Headers.ContentType!.MediaType);
@@ -166,7 +166,7 @@ public sealed class ServerStateTests
         using var http = new HttpClient { BaseAddress = VeloServer.Address(app) };
         using var health = await http.GetAsync("/health");
         Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
-        using var chat = await http.PostAsync("/v1/chat/completions", new StringContent("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}"));
+        using var chat = await http.PostAsync("/v1/chat/completions", TestServer.JsonContent("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}"));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, chat.StatusCode);
         Assert.Contains("model_loading", await chat.Content.ReadAsStringAsync());
         await app.StopAsync();
@@ -182,7 +182,7 @@ public sealed class ServerStateTests
         var second = server.PostAsync("/v1/completions", request);
         await OpenAiClientTests.Eventually(() => server.Scheduler.QueueLength == 2);
 
-        using var refused = await server.Http.PostAsync("/v1/completions", new StringContent(request));
+        using var refused = await server.Http.PostAsync("/v1/completions", TestServer.JsonContent(request));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, refused.StatusCode);
         Assert.Equal(TimeSpan.FromSeconds(1), refused.Headers.RetryAfter?.Delta);
         Assert.Contains("server_busy", await refused.Content.ReadAsStringAsync());
@@ -233,7 +233,7 @@ public sealed class ServerFuzzTests(SharedTestServer server) : IClassFixture<Sha
             string body = Mangle(Valid, random);
             using var request = new HttpRequestMessage(HttpMethod.Post, i % 2 == 0 ? "/v1/chat/completions" : "/v1/completions")
             {
-                Content = new StringContent(i % 2 == 0 ? body : body.Replace("\"messages\"", "\"prompt\"")),
+                Content = TestServer.JsonContent(i % 2 == 0 ? body : body.Replace("\"messages\"", "\"prompt\"")),
             };
             using var response = await server.Http.SendAsync(request);
             int status = (int)response.StatusCode;

@@ -19,12 +19,13 @@ public class TestServer : IDisposable
 
     private readonly WorkerPool _pool = new(2);
 
-    public TestServer(int parallel, int contextLength = 512, int queueCapacity = 64, string? apiKey = null, bool startScheduler = true)
+    public TestServer(int parallel, int contextLength = 512, int queueCapacity = 64, string? apiKey = null, bool startScheduler = true,
+        bool publicMetrics = false, long maxRequestBytes = 0)
     {
         Model = LanguageModel.Load(TestPaths.Stories260K);
         Scheduler = new BatchScheduler(Model, new BatchSchedulerOptions { Parallel = parallel, ContextLength = contextLength, QueueCapacity = queueCapacity },
             _pool, startScheduler);
-        Engine = new VeloEngine(Scheduler, ModelId, apiKey);
+        Engine = new VeloEngine(Scheduler, ModelId, apiKey) { PublicMetrics = publicMetrics, MaxRequestBytes = maxRequestBytes };
         App = VeloServer.Build(Engine, "127.0.0.1", 0);
         App.StartAsync().GetAwaiter().GetResult();
         Address = VeloServer.Address(App);
@@ -54,9 +55,12 @@ public class TestServer : IDisposable
     public OpenAIClient Client(string apiKey = "no key needed") =>
         new(new ApiKeyCredential(apiKey), new OpenAIClientOptions { Endpoint = new Uri(Address, "v1") });
 
+    /// <summary>A JSON body with the content type the server requires.</summary>
+    public static StringContent JsonContent(string json) => new(json, Encoding.UTF8, "application/json");
+
     public async Task<(int Status, JsonElement Body)> PostAsync(string path, string json, string? apiKey = null)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(json, Encoding.UTF8, "application/json") };
+        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = JsonContent(json) };
         if (apiKey != null) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
         using var response = await Http.SendAsync(request);
         string text = await response.Content.ReadAsStringAsync();
