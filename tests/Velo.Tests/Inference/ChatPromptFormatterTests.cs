@@ -65,6 +65,24 @@ public sealed class ChatPromptFormatterTests
         }
     }
 
+    [Fact]
+    public void A_template_nesting_too_deep_to_render_safely_falls_back_to_ChatML_and_says_so()
+    {
+        // Parsed before the depth check, this chain overflowed the stack (killing the process) on the first render.
+        string path = WriteStoriesWithTemplate("{{ 'x'" + string.Concat(Enumerable.Repeat("|upper", 60_000)) + " }}");
+        try
+        {
+            using var model = LanguageModel.Load(path);
+            var formatter = new ChatPromptFormatter(model);
+            Assert.Same(ChatTemplate.ChatMl, formatter.Template);
+            Assert.Contains("nests deeper than 200 levels", formatter.FallbackReason);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
     /// <summary>A small random-weight model with stories260K's tokenizer and the given chat template.</summary>
     private static string WriteStoriesWithTemplate(string template)
     {

@@ -15,7 +15,7 @@ internal static partial class Filters
         ["trim"] = (v, a, _) => Members.Strip(Members.RequireString(v, "trim"), a.Get(0, "chars"), true, true),
         ["length"] = (v, _, _) => Py.Length(v),
         ["count"] = (v, _, _) => Py.Length(v),
-        ["tojson"] = (v, a, r) => r.CheckLength(Json.Dumps(v, a.Get(0, "indent"))),
+        ["tojson"] = (v, a, r) => r.CheckLength(Json.Dumps(v, a.Get(0, "indent"), r.Limits.MaxStringLength)),
         ["upper"] = (v, _, _) => Members.RequireString(v, "upper").ToUpperInvariant(),
         ["lower"] = (v, _, _) => Members.RequireString(v, "lower").ToLowerInvariant(),
         ["title"] = (v, _, _) => Title(Members.RequireString(v, "title")),

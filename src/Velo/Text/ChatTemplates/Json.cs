@@ -15,9 +15,11 @@ namespace Velo.Text.ChatTemplates;
 /// </remarks>
 internal static class Json
 {
-    private const int MaxDepth = 64;
-
-    public static string Dumps(object? value, object? indent)
+    /// <summary>
+    /// <paramref name="maxLength"/> is checked as the text grows, not after: a value that holds one list many times
+    /// over (<c>[x, x]</c> nested a few dozen times) would otherwise expand to more text than memory holds.
+    /// </summary>
+    public static string Dumps(object? value, object? indent, int maxLength)
     {
         var indentText = indent switch
         {
@@ -26,57 +28,76 @@ internal static class Json
             string s => s,
             _ => throw new TemplateRuntimeException($"tojson: indent must be an integer or string, got {Py.TypeName(indent)}"),
         };
-        var sb = new StringBuilder();
-        Write(sb, value, indentText, 0);
-        return sb.ToString();
+        var writer = new Writer(indentText, maxLength);
+        writer.Write(value, 0);
+        return writer.ToString();
     }
 
-    private static void Write(StringBuilder sb, object? value, string? indent, int depth)
+    private sealed class Writer(string? indent, int maxLength)
     {
-        if (depth > MaxDepth)
-            throw new TemplateRuntimeException($"tojson: value nests deeper than {MaxDepth} levels");
-        switch (value)
-        {
-            case null: sb.Append("null"); break;
-            case bool b: sb.Append(b ? "true" : "false"); break;
-            case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
-            case double d: sb.Append(FormatNumber(d)); break;
-            case string s: WriteString(sb, s); break;
-            case List<object?> list:
-                WriteContainer(sb, '[', ']', list, indent, depth, (item, level) => Write(sb, item, indent, level));
-                break;
-            case OrderedDictionary<object, object?> dict:
-                WriteContainer(sb, '{', '}', dict.ToList(), indent, depth, (pair, level) =>
-                {
-                    WriteString(sb, KeyText(pair.Key));
-                    sb.Append(": ");
-                    Write(sb, pair.Value, indent, level);
-                });
-                break;
-            default:
-                throw new TemplateRuntimeException($"Object of type {Py.TypeName(value)} is not JSON serializable");
-        }
-    }
+        private readonly StringBuilder _sb = new();
 
-    private static void WriteContainer<T>(StringBuilder sb, char open, char close, IReadOnlyList<T> items, string? indent, int depth, Action<T, int> writeItem)
-    {
-        sb.Append(open);
-        if (items.Count == 0)
+        public override string ToString() => _sb.ToString();
+
+        public void Write(object? value, int depth)
         {
-            sb.Append(close);
-            return;
+            Py.EnterValueLevel(depth, "tojson: cannot serialize");
+            CheckLength(0);
+            switch (value)
+            {
+                case null: _sb.Append("null"); break;
+                case bool b: _sb.Append(b ? "true" : "false"); break;
+                case long l: _sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
+                case double d: _sb.Append(FormatNumber(d)); break;
+                case string s: WriteString(_sb, s); break;
+                case List<object?> list:
+                    WriteContainer('[', ']', list, depth, Write);
+                    break;
+                case OrderedDictionary<object, object?> dict:
+                    WriteContainer('{', '}', dict.ToList(), depth, (pair, level) =>
+                    {
+                        WriteString(_sb, KeyText(pair.Key));
+                        _sb.Append(": ");
+                        Write(pair.Value, level);
+                    });
+                    break;
+                default:
+                    throw new TemplateRuntimeException($"Object of type {Py.TypeName(value)} is not JSON serializable");
+            }
         }
-        for (var i = 0; i < items.Count; i++)
+
+        private void WriteContainer<T>(char open, char close, IReadOnlyList<T> items, int depth, Action<T, int> writeItem)
         {
-            if (i > 0)
-                sb.Append(indent == null ? ", " : ",");
-            if (indent != null)
-                sb.Append('\n').Insert(sb.Length, indent, depth + 1);
-            writeItem(items[i], depth + 1);
+            _sb.Append(open);
+            if (items.Count == 0)
+            {
+                _sb.Append(close);
+                return;
+            }
+            for (var i = 0; i < items.Count; i++)
+            {
+                if (i > 0)
+                    _sb.Append(indent == null ? ", " : ",");
+                NewLine(depth + 1);
+                writeItem(items[i], depth + 1);
+            }
+            NewLine(depth);
+            _sb.Append(close);
         }
-        if (indent != null)
-            sb.Append('\n').Insert(sb.Length, indent, depth);
-        sb.Append(close);
+
+        private void NewLine(int level)
+        {
+            if (indent == null)
+                return;
+            CheckLength((long)indent.Length * level);
+            _sb.Append('\n').Insert(_sb.Length, indent, level);
+        }
+
+        private void CheckLength(long adding)
+        {
+            if (_sb.Length + adding > maxLength)
+                throw new TemplateLimitException($"template built a string longer than {maxLength} characters");
+        }
     }
 
     /// <summary>JSON object keys must be strings; Python's json converts numbers, booleans and None to their JSON text.</summary>

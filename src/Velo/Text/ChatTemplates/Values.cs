@@ -1,5 +1,6 @@
 using System.Collections;
 using System.Globalization;
+using System.Runtime.CompilerServices;
 using System.Text;
 using System.Text.Json;
 
@@ -96,7 +97,35 @@ internal sealed class PyKeyComparer : IEqualityComparer<object>
 /// <summary>Python semantics for the template's values: None is null, ints are long, lists are <see cref="List{T}"/>, dicts are ordered.</summary>
 internal static class Py
 {
+    /// <summary>
+    /// How deep lists, dicts and namespaces may nest when printed or compared. A template can build deeper ones in a
+    /// loop (<c>{% set ns.x = [ns.x] %}</c>) or a cycle (<c>{% set ns.me = ns %}</c>); walking those recursively would
+    /// overflow the stack or never end.
+    /// </summary>
+    public const int MaxValueDepth = 200;
+
+    /// <summary>
+    /// The most items one comparison may visit: nesting a list twice in itself per loop iteration
+    /// (<c>{% set ns.x = [ns.x, ns.x] %}</c>) makes a value whose full walk doubles with each iteration.
+    /// </summary>
+    private const int MaxComparisonSteps = 1_000_000;
+
+    /// <summary>The longest text <see cref="Repr"/> builds, for the same reason: the renderer's default output cap.</summary>
+    private static readonly int MaxReprLength = RenderLimits.Default.MaxStringLength;
+
     public static OrderedDictionary<object, object?> NewDict() => new(PyKeyComparer.Instance);
+
+    /// <summary>
+    /// Guards one level of a recursive walk over a value. The stack probe covers a walk that starts when rendering has
+    /// already used most of a small stack. <paramref name="action"/> starts the message, e.g. "cannot print".
+    /// </summary>
+    public static void EnterValueLevel(int depth, string action)
+    {
+        if (depth > MaxValueDepth)
+            throw new TemplateLimitException($"{action} a value nested deeper than {MaxValueDepth} levels");
+        if (!RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw new TemplateLimitException($"{action} a value nested too deep for this thread's stack");
+    }
 
     public static bool IsTruthy(object? value) => value switch
     {
@@ -137,6 +166,20 @@ internal static class Py
 
     public static bool AreEqual(object? a, object? b)
     {
+        var steps = MaxComparisonSteps;
+        return AreEqual(a, b, 0, ref steps);
+    }
+
+    private static void CountComparisonStep(int depth, ref int steps)
+    {
+        EnterValueLevel(depth, "cannot compare");
+        if (--steps < 0)
+            throw new TemplateLimitException($"comparing two values took more than {MaxComparisonSteps} steps");
+    }
+
+    private static bool AreEqual(object? a, object? b, int depth, ref int steps)
+    {
+        CountComparisonStep(depth, ref steps);
         if (a is Undefined || b is Undefined)
             return a is Undefined && b is Undefined;
         if (a is null || b is null)
@@ -151,14 +194,14 @@ internal static class Py
                 if (b is not List<object?> lb || la.Count != lb.Count)
                     return false;
                 for (var i = 0; i < la.Count; i++)
-                    if (!AreEqual(la[i], lb[i]))
+                    if (!AreEqual(la[i], lb[i], depth + 1, ref steps))
                         return false;
                 return true;
             case OrderedDictionary<object, object?> da:
                 if (b is not OrderedDictionary<object, object?> db || da.Count != db.Count)
                     return false;
                 foreach (var (key, value) in da)
-                    if (!db.TryGetValue(key, out var other) || !AreEqual(value, other))
+                    if (!db.TryGetValue(key, out var other) || !AreEqual(value, other, depth + 1, ref steps))
                         return false;
                 return true;
             default:
@@ -171,6 +214,13 @@ internal static class Py
     /// <summary>Python's ordering for &lt; and friends, and for sort: numbers, strings and lists only.</summary>
     public static int Compare(object? a, object? b)
     {
+        var steps = MaxComparisonSteps;
+        return Compare(a, b, 0, ref steps);
+    }
+
+    private static int Compare(object? a, object? b, int depth, ref int steps)
+    {
+        CountComparisonStep(depth, ref steps);
         if (IsNumber(a) && IsNumber(b))
             return a is long or bool && b is long or bool ? ToLong(a!).CompareTo(ToLong(b!)) : ToDouble(a).CompareTo(ToDouble(b));
         if (a is string sa && b is string sb)
@@ -179,7 +229,7 @@ internal static class Py
         {
             for (var i = 0; i < Math.Min(la.Count, lb.Count); i++)
             {
-                var c = Compare(la[i], lb[i]);
+                var c = Compare(la[i], lb[i], depth + 1, ref steps);
                 if (c != 0)
                     return c;
             }
@@ -203,28 +253,71 @@ internal static class Py
     /// <summary>Python's <c>repr()</c>, used for the items of a printed list or dict.</summary>
     public static string Repr(object? value)
     {
+        var sb = new StringBuilder();
+        WriteRepr(sb, value, 0);
+        return sb.ToString();
+    }
+
+    private static void WriteRepr(StringBuilder sb, object? value, int depth)
+    {
+        EnterValueLevel(depth, "cannot print");
+        if (sb.Length > MaxReprLength)
+            throw new TemplateLimitException($"template built a string longer than {MaxReprLength} characters");
         switch (value)
         {
-            case null: return "None";
-            case Undefined: return "";
-            case bool b: return b ? "True" : "False";
-            case long l: return l.ToString(CultureInfo.InvariantCulture);
-            case double d: return FormatFloat(d);
-            case string s: return ReprString(s);
-            case PyTuple tuple: return "(" + string.Join(", ", tuple.Select(Repr)) + (tuple.Count == 1 ? ",)" : ")");
-            case List<object?> list: return "[" + string.Join(", ", list.Select(Repr)) + "]";
+            case null: sb.Append("None"); break;
+            case Undefined: break;
+            case bool b: sb.Append(b ? "True" : "False"); break;
+            case long l: sb.Append(l.ToString(CultureInfo.InvariantCulture)); break;
+            case double d: sb.Append(FormatFloat(d)); break;
+            case string s: WriteReprString(sb, s); break;
+            case PyTuple tuple:
+                WriteReprItems(sb, "(", tuple, (item, level) => WriteRepr(sb, item, level), depth);
+                sb.Append(tuple.Count == 1 ? ",)" : ")");
+                break;
+            case List<object?> list:
+                WriteReprItems(sb, "[", list, (item, level) => WriteRepr(sb, item, level), depth);
+                sb.Append(']');
+                break;
             case OrderedDictionary<object, object?> dict:
-                return "{" + string.Join(", ", dict.Select(kv => Repr(kv.Key) + ": " + Repr(kv.Value))) + "}";
+                WriteReprItems(sb, "{", dict, (pair, level) =>
+                {
+                    WriteRepr(sb, pair.Key, level);
+                    sb.Append(": ");
+                    WriteRepr(sb, pair.Value, level);
+                }, depth);
+                sb.Append('}');
+                break;
             case Namespace ns:
-                return "<Namespace {" + string.Join(", ", ns.Attributes.Select(kv => ReprString(kv.Key) + ": " + Repr(kv.Value))) + "}>";
-            default: return "<" + TypeName(value) + ">";
+                WriteReprItems(sb, "<Namespace {", ns.Attributes, (pair, level) =>
+                {
+                    WriteReprString(sb, pair.Key);
+                    sb.Append(": ");
+                    WriteRepr(sb, pair.Value, level);
+                }, depth);
+                sb.Append("}>");
+                break;
+            default: sb.Append('<').Append(TypeName(value)).Append('>'); break;
         }
     }
 
-    private static string ReprString(string s)
+    private static void WriteReprItems<T>(StringBuilder sb, string open, IEnumerable<T> items, Action<T, int> writeItem, int depth)
+    {
+        sb.Append(open);
+        var first = true;
+        foreach (var item in items)
+        {
+            if (!first)
+                sb.Append(", ");
+            first = false;
+            writeItem(item, depth + 1);
+        }
+    }
+
+    private static void WriteReprString(StringBuilder sb, string s)
     {
         var quote = s.Contains('\'') && !s.Contains('"') ? '"' : '\'';
-        var sb = new StringBuilder().Append(quote);
+        sb.Append(quote);
         foreach (var c in s)
         {
             switch (c)
@@ -243,7 +336,7 @@ internal static class Py
                     break;
             }
         }
-        return sb.Append(quote).ToString();
+        sb.Append(quote);
     }
 
     /// <summary>Python's <c>repr(float)</c>: shortest round-trip digits, exponent form below 1e-4 and from 1e16.</summary>
