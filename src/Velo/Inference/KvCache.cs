@@ -52,6 +52,7 @@ public sealed unsafe class KvCache : IDisposable
 
     /// <summary>The bytes a cache of this shape allocates, so a caller can weigh it against free memory before allocating it.</summary>
     /// <exception cref="OverflowException">The size does not fit in 63 bits.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">One layer's size does not fit in 63 bits.</exception>
     public static long BytesFor(int layers, int sequences, int contextLength, int kvDim, KvCacheTypes types)
     {
         CheckType(types.Keys, "key");

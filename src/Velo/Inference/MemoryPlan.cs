@@ -109,8 +109,9 @@ public sealed class MemoryPlan
         {
             return bytes();
         }
-        catch (OverflowException)
+        catch (Exception e) when (e is OverflowException or ArgumentOutOfRangeException)
         {
+            // SizeMath refuses products past 63 bits with ArgumentOutOfRangeException, checked arithmetic with OverflowException.
             return long.MaxValue;
         }
     }
