@@ -21,11 +21,6 @@ public static class FuzzTargets
     /// <summary>The text the tokenizer target encodes: ASCII, control-token markup, accents, CJK, digits, whitespace runs.</summary>
     private const string TokenizerText = "Hello world! <s></s><|im_start|>user\n héllo ünïcödé 日本語 12345  \t\n<unk>[CLS]";
 
-    private static readonly ChatMessage[] Conversation =
-    [
-        new("system", "You are terse."), new("user", "Hi <|eot_id|>"), new("assistant", "Hello."), new("user", "2+2?"),
-    ];
-
     /// <summary>Runs <paramref name="input"/> through <paramref name="target"/>; returns "ok" or the clean rejection.</summary>
     public static string Run(string target, byte[] input) => target switch
     {
@@ -65,7 +60,11 @@ public static class FuzzTargets
         try
         {
             var template = ChatTemplate.Parse(Encoding.UTF8.GetString(input));
-            template.Render(Conversation, addGenerationPrompt: true, bosToken: "<s>", eosToken: "</s>");
+            // Built here, not in a static field: under afl, Velo's instrumented code must not run before SharpFuzz
+            // has mapped afl's coverage memory, and this class's static initializer runs when Program checks a name.
+            ChatMessage[] conversation =
+                [new("system", "You are terse."), new("user", "Hi <|eot_id|>"), new("assistant", "Hello."), new("user", "2+2?")];
+            template.Render(conversation, addGenerationPrompt: true, bosToken: "<s>", eosToken: "</s>");
             return "ok";
         }
         catch (ChatTemplateException e)
