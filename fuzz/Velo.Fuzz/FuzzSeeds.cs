@@ -1,0 +1,127 @@
+using System.Text;
+using System.Text.Json;
+using Velo.Formats;
+using Velo.Models;
+using Velo.Tensors;
+using Velo.Text;
+using Velo.Text.ChatTemplates;
+
+namespace Velo.Fuzz;
+
+/// <summary>
+/// The starting corpus of each fuzz target, built from ../shared and from code rather than committed: the shared
+/// files are too large for a fuzzer (which mutates small inputs far faster), so models and vocabularies are shrunk.
+/// </summary>
+public static class FuzzSeeds
+{
+    /// <summary>
+    /// Token ids kept from each shared vocabulary: the first ones (special tokens, byte pieces, first merges) and a
+    /// run of whole words further on (a WordPiece vocabulary starts with hundreds of unused and single-letter entries).
+    /// </summary>
+    private static readonly Range[] KeptIds = [0..300, 2000..2100];
+
+    public static IEnumerable<(string Name, byte[] Data)> For(string target, string sharedDir) => target switch
+    {
+        "gguf" => Models(),
+        "tokenizer" => Vocabularies(sharedDir).Concat(Models().Take(1)),
+        "jinja" => Templates(sharedDir),
+        "http" => RequestBodies(),
+        _ => throw new ArgumentException($"unknown fuzz target '{target}'", nameof(target)),
+    };
+
+    /// <summary>Two tiny random-weight models: F32 with plain attention, Q8_0 with grouped-query attention and QK norms.</summary>
+    private static IEnumerable<(string, byte[])> Models()
+    {
+        yield return ("tiny-f32.gguf", Synthesize(new SynthSpec { Dim = 8, Layers = 1, Heads = 2, FfnDim = 16, VocabSize = 260, ContextLength = 64 }));
+        yield return ("tiny-q8_0-gqa.gguf", Synthesize(new SynthSpec
+        {
+            Dim = 32, Layers = 1, Heads = 4, KvHeads = 2, FfnDim = 32, VocabSize = 260, ContextLength = 64,
+            WeightType = GgmlType.Q8_0, QkNorm = true, TiedEmbeddings = false,
+        }));
+    }
+
+    private static byte[] Synthesize(SynthSpec spec)
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"velo-fuzz-seed-{Environment.ProcessId}-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            LlamaSynthesizer.Write(path, spec, threads: 1);
+            return File.ReadAllBytes(path);
+        }
+        finally
+        {
+            File.Delete(path);
+        }
+    }
+
+    /// <summary>Each shared vocabulary GGUF cut to its first tokens, with the merges and special ids that still fit.</summary>
+    private static IEnumerable<(string, byte[])> Vocabularies(string sharedDir)
+    {
+        foreach (string path in Directory.GetFiles(Path.Combine(sharedDir, "tokenizers", "vocab"), "*.gguf").Order())
+        {
+            TokenizerData data;
+            using (var file = GgufFile.Open(path)) data = GgufTokenizerMetadata.Read(file.Metadata);
+            int[] ids = [.. KeptIds.SelectMany(r => Enumerable.Range(r.Start.Value, r.End.Value - r.Start.Value)).Where(id => id < data.Tokens.Length)];
+            var newId = ids.Select((id, index) => (id, index)).ToDictionary(p => p.id, p => p.index);
+            int Keep(int id) => newId.GetValueOrDefault(id, -1);
+            var tokens = ids.Select(id => data.Tokens[id]).ToArray();
+            var kept = tokens.ToHashSet();
+            var trimmed = data with
+            {
+                Tokens = tokens, Scores = data.Scores is { } scores ? [.. ids.Select(id => scores[id])] : null,
+                TokenTypes = data.TokenTypes is { } types ? [.. ids.Select(id => types[id])] : null,
+                Merges = data.Merges?.Where(m => kept.Contains(m.Left) && kept.Contains(m.Right) && kept.Contains(m.Left + m.Right)).ToList(),
+                BosId = Keep(data.BosId), EosId = Keep(data.EosId), EotId = Keep(data.EotId), EomId = Keep(data.EomId),
+                UnknownId = Keep(data.UnknownId), SepId = Keep(data.SepId), PadId = Keep(data.PadId), ClsId = Keep(data.ClsId),
+                MaskId = Keep(data.MaskId), LeftStripTokens = data.LeftStripTokens?.Where(newId.ContainsKey).Select(Keep).ToHashSet(),
+            };
+            var writer = new GgufWriter();
+            GgufTokenizerMetadata.Write(trimmed, writer);
+            var bytes = new MemoryStream();
+            writer.WriteTo(bytes);
+            yield return (Path.GetFileNameWithoutExtension(path) + $"-{ids.Length}.gguf", bytes.ToArray());
+        }
+    }
+
+    /// <summary>The chat templates of the shared Hugging Face configs, ChatML, and small ones using the rest of the syntax.</summary>
+    private static IEnumerable<(string, byte[])> Templates(string sharedDir)
+    {
+        foreach (string dir in Directory.GetDirectories(Path.Combine(sharedDir, "tokenizers", "hf")).Order())
+        {
+            string config = Path.Combine(dir, "tokenizer_config.json");
+            if (!File.Exists(config)) continue;
+            using var json = JsonDocument.Parse(File.ReadAllBytes(config));
+            if (json.RootElement.TryGetProperty("chat_template", out var template) && template.ValueKind == JsonValueKind.String)
+                yield return ($"{Path.GetFileName(dir)}.jinja", Encoding.UTF8.GetBytes(template.GetString()!));
+        }
+        string[] handWritten =
+        [
+            "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}" +
+            "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+            "{%- set ns = namespace(sys='') -%}{%- for m in messages -%}{%- if m.role == 'system' -%}{%- set ns.sys = m.content | trim -%}" +
+            "{%- elif m.role == 'tool' -%}{{ raise_exception('no tools here') }}{%- else -%}" +
+            "[{{ m.role | upper }}] {{ m.content | replace('<', '&lt;') }}{{ eos_token if not loop.last }}{%- endif -%}{%- endfor -%}{{ ns.sys | length }}",
+            "{% macro fmt(m, sep=': ') %}{{ m['role'] ~ sep ~ m['content'][:20] }}{% endmacro %}{{ bos_token }}" +
+            "{% for m in messages | selectattr('role', 'ne', 'system') %}{{ fmt(m) }}{% if loop.first %}{{ range(3) | list | tojson }}{% endif %}" +
+            "{% else %}none{% endfor %}{% set d = {'a': [1, 2.5, none, true], 'b': 'x' * 3} %}{{ d | items | list }}{{ d.b.split('x') }}",
+            "{# comment #}{% if messages[0].content is string and messages | length > 2 %}{{ messages[-1].content.strip().lower() }}" +
+            "{% endif %}{% for k, v in {'x': 1}.items() %}{{ k }}={{ v + 1 }}{% break %}{% endfor %}{{ strftime_now('%Y') | length }}",
+        ];
+        for (int i = 0; i < handWritten.Length; i++) yield return ($"hand-{i}.jinja", Encoding.UTF8.GetBytes(handWritten[i]));
+    }
+
+    /// <summary>Valid and near-valid bodies touching every field the two completion routes read.</summary>
+    private static IEnumerable<(string, byte[])> RequestBodies()
+    {
+        string[] bodies =
+        [
+            """{"model":"stories260K","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Once upon a time"}],"max_tokens":8}""",
+            """{"messages":[{"role":"user","content":[{"type":"text","text":"Hi"},{"type":"text","text":" there"}]}],"temperature":0.7,"top_p":0.9,"top_k":40,"min_p":0.05,"seed":-3,"stream":true,"stream_options":{"include_usage":true}}""",
+            """{"messages":[{"role":"assistant","content":null},{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":3,"logit_bias":{"1":-100,"403":5.5},"stop":["\n","The"],"n":1}""",
+            """{"prompt":"Once upon a time","max_tokens":16,"echo":false,"logprobs":2,"stop":"end","repeat_penalty":1.1,"presence_penalty":0.5,"frequency_penalty":-0.5,"ignore_eos":true}""",
+            """{"prompt":"","max_completion_tokens":1,"stream":false}""",
+            """{"model":"other","prompt":"Hi"}""",
+        ];
+        for (int i = 0; i < bodies.Length; i++) yield return ($"body-{i}.json", Encoding.UTF8.GetBytes(bodies[i]));
+    }
+}
