@@ -296,9 +296,13 @@ internal unsafe struct Q5_KBlock : ISubBlockMinBlock
     }
 
     /// <summary>Shifts 16-bit lanes so that bit <paramref name="bit"/> of each byte lands on bit 4 (other bits spill, and the caller masks).</summary>
+    /// <remarks>The count varies with the sub-block pair, so it goes in a register (vpsllw/vpsrlw xmm), which is what
+    /// the JIT emitted anyway for the immediate form with a non-constant count.</remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<ushort> MoveToBit4(Vector256<ushort> v, int bit) =>
-        bit <= 4 ? Avx2.ShiftLeftLogical(v, (byte)(4 - bit)) : Avx2.ShiftRightLogical(v, (byte)(bit - 4));
+        bit <= 4
+            ? Avx2.ShiftLeftLogical(v, Vector128.CreateScalar((ushort)(4 - bit)))
+            : Avx2.ShiftRightLogical(v, Vector128.CreateScalar((ushort)(bit - 4)));
 
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked) => KQuantKernels.UnpackSubBlockMin<Q5_KBlock>(block, unpacked);
 }
