@@ -41,6 +41,11 @@ public sealed class ServerMetrics
         Gauge(text, "velo_queue_length", "Requests waiting for a sequence slot.", queueLength);
         Gauge(text, "velo_active_sequences", "Sequences being prefilled or generated.", activeSequences);
         Gauge(text, "velo_sequence_slots", "Sequence slots (--parallel).", slots);
+        // Prometheus' standard process metrics, so an operator (and velo bench-serve --duration) can watch memory.
+        using var process = System.Diagnostics.Process.GetCurrentProcess();
+        Gauge(text, "process_resident_memory_bytes", "Resident memory size in bytes.", process.WorkingSet64);
+        Gauge(text, "process_virtual_memory_bytes", "Virtual memory size in bytes.", process.VirtualMemorySize64);
+        Gauge(text, "dotnet_gc_heap_bytes", "Bytes in the managed heap after the last collection.", GC.GetGCMemoryInfo().HeapSizeBytes);
         return text.ToString();
     }
 

@@ -21,17 +21,31 @@ internal static class BenchServeCommand
             .AtLeast(1);
         var prompt = new Option<string>("--prompt", "-p") { Description = "Prompt; each request prefixes its number so no two share a cached prompt", DefaultValueFactory = _ => "Once upon a time" };
         var apiKey = new Option<string?>("--api-key") { Description = "Bearer token for a server started with --api-key" };
+        var duration = new Option<int>("--duration")
+        {
+            Description = "Soak test: keep the clients busy for this many seconds (streaming chat and completions, some abandoned " +
+                          "mid-stream), then report status codes, hung requests and the server's resident memory over time",
+        }.AtLeast(0);
+        var requestTimeout = new Option<int>("--request-timeout") { Description = "Soak test: seconds after which a request counts as hung", DefaultValueFactory = _ => 120 }
+            .AtLeast(1);
 
         var command = new Command("bench-serve", "Measure a running server's throughput and time to first token under concurrent streaming clients")
         {
-            url, clients, requests, tokens, prompt, apiKey,
+            url, clients, requests, tokens, prompt, apiKey, duration, requestTimeout,
         };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
             int[] rounds = parse.GetValue(clients)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(int.Parse).ToArray();
             if (rounds.Length == 0 || rounds.Any(c => c < 1)) throw new ArgumentException("--clients must list positive numbers");
-            using var http = new HttpClient { BaseAddress = new Uri(parse.GetValue(url)!), Timeout = TimeSpan.FromMinutes(30) };
+            // No drain of abandoned responses: a client that stops reading must look like a disconnect to the server.
+            using var http = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 })
+            {
+                BaseAddress = new Uri(parse.GetValue(url)!), Timeout = TimeSpan.FromMinutes(30),
+            };
             if (parse.GetValue(apiKey) is { } key) http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", key);
+            if (parse.GetValue(duration) is > 0 and var seconds)
+                return new Soak(http, parse.GetValue(prompt)!, parse.GetValue(tokens), TimeSpan.FromSeconds(parse.GetValue(requestTimeout)))
+                    .Run(rounds.Max(), TimeSpan.FromSeconds(seconds));
             var bench = new Bench(http, parse.GetValue(prompt)!, parse.GetValue(tokens));
             bench.RunAsync(1, 1).GetAwaiter().GetResult(); // warm-up: JIT and first-touch of the weights on both sides
             Console.WriteLine($"{"clients",7} {"requests",8} {"tokens",7} {"seconds",8} {"tokens/s",9} {"TTFT p50 ms",11} {"TTFT p99 ms",11} {"ms/token",8}");
@@ -113,6 +127,114 @@ internal static class BenchServeCommand
                     generated = usage.GetProperty("completion_tokens").GetInt32();
             }
             return (ttft, generated, clock.Elapsed.TotalSeconds);
+        }
+    }
+
+    /// <summary>
+    /// A soak test: every client sends streaming requests back to back until the time is up, alternating chat and
+    /// text completions and abandoning one in five after its first token. It counts answers by status, treats a
+    /// request that outlives the timeout as hung, and samples the server's resident memory from /metrics. A 5xx
+    /// other than 503 with Retry-After, or a hung request, makes the exit status 1.
+    /// </summary>
+    private sealed class Soak(HttpClient http, string prompt, int maxTokens, TimeSpan requestTimeout)
+    {
+        private readonly Dictionary<string, int> _outcomes = new(StringComparer.Ordinal);
+        private long _chunks;
+        private int _next;
+
+        public int Run(int clients, TimeSpan duration)
+        {
+            var clock = Stopwatch.StartNew();
+            var samples = new List<(double Seconds, long Resident, long Heap)>();
+            using var stop = new CancellationTokenSource(duration);
+            var sampler = Task.Run(async () =>
+            {
+                while (!stop.IsCancellationRequested)
+                {
+                    if (await MemoryAsync() is { } memory) lock (samples) samples.Add((clock.Elapsed.TotalSeconds, memory.Resident, memory.Heap));
+                    try { await Task.Delay(TimeSpan.FromSeconds(Math.Clamp(duration.TotalSeconds / 20, 1, 30)), stop.Token); }
+                    catch (OperationCanceledException) { }
+                }
+            });
+            Task.WaitAll([.. Enumerable.Range(0, clients).Select(_ => Task.Run(async () =>
+            {
+                while (!stop.IsCancellationRequested) Count(await OneAsync(Interlocked.Increment(ref _next)));
+            })), sampler]);
+            if (MemoryAsync().GetAwaiter().GetResult() is { } last) samples.Add((clock.Elapsed.TotalSeconds, last.Resident, last.Heap));
+
+            Console.WriteLine($"{clients} clients for {clock.Elapsed.TotalSeconds:F0} s: {Interlocked.Read(ref _chunks)} chunks streamed");
+            foreach (var (outcome, count) in _outcomes.OrderBy(o => o.Key, StringComparer.Ordinal)) Console.WriteLine($"  {outcome,-28} {count,8}");
+            Console.WriteLine($"{"seconds",8} {"resident MiB",13} {"GC heap MiB",12}");
+            foreach (var (seconds, resident, heap) in samples) Console.WriteLine($"{seconds,8:F0} {resident / 1048576.0,13:F1} {heap / 1048576.0,12:F1}");
+            bool failed = _outcomes.Keys.Any(o => o.StartsWith("5", StringComparison.Ordinal) && o != "503 with Retry-After" || o == "hung");
+            Console.WriteLine(failed ? "soak: FAILED (a 5xx other than 503 with Retry-After, or a hung request)" : "soak: passed");
+            return failed ? 1 : 0;
+        }
+
+        private void Count(string outcome)
+        {
+            lock (_outcomes) _outcomes[outcome] = _outcomes.GetValueOrDefault(outcome) + 1;
+        }
+
+        private async Task<(long Resident, long Heap)?> MemoryAsync()
+        {
+            try
+            {
+                string text = await http.GetStringAsync("/metrics");
+                long Read(string name) => text.Split('\n').Where(line => line.StartsWith(name + " ", StringComparison.Ordinal))
+                    .Select(line => long.Parse(line[(name.Length + 1)..], System.Globalization.CultureInfo.InvariantCulture)).FirstOrDefault();
+                return (Read("process_resident_memory_bytes"), Read("dotnet_gc_heap_bytes"));
+            }
+            catch (HttpRequestException)
+            {
+                return null;
+            }
+        }
+
+        private async Task<string> OneAsync(int number)
+        {
+            bool chat = number % 2 == 0, abandon = number % 5 == 0;
+            var fields = new Dictionary<string, object>
+            {
+                ["max_tokens"] = maxTokens, ["ignore_eos"] = true, ["stream"] = true,
+            };
+            if (chat) fields["messages"] = new[] { new Dictionary<string, string> { ["role"] = "user", ["content"] = $"{number}. {prompt}" } };
+            else fields["prompt"] = $"{number}. {prompt}";
+            using var timeout = new CancellationTokenSource(requestTimeout);
+            try
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Post, chat ? "/v1/chat/completions" : "/v1/completions")
+                {
+                    Content = new StringContent(JsonSerializer.Serialize(fields), Encoding.UTF8, "application/json"),
+                };
+                using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+                int status = (int)response.StatusCode;
+                if (status == 503)
+                {
+                    var retry = response.Headers.RetryAfter?.Delta;
+                    await Task.Delay(retry ?? TimeSpan.FromSeconds(1), timeout.Token);
+                    return retry != null ? "503 with Retry-After" : "503 without Retry-After";
+                }
+                if (status != 200) return $"{status}";
+                using var reader = new StreamReader(await response.Content.ReadAsStreamAsync(timeout.Token));
+                while (await reader.ReadLineAsync(timeout.Token) is { } line)
+                {
+                    if (line == "data: [DONE]") return "200 streamed";
+                    if (line.StartsWith("data: {\"error\"", StringComparison.Ordinal)) return "200 with an error event";
+                    if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+                    Interlocked.Increment(ref _chunks);
+                    if (abandon) return "200 abandoned mid-stream";
+                }
+                return "200 cut short";
+            }
+            catch (OperationCanceledException) when (timeout.IsCancellationRequested)
+            {
+                return "hung";
+            }
+            catch (HttpRequestException e)
+            {
+                return $"connection error: {e.HttpRequestError}";
+            }
         }
     }
 }
