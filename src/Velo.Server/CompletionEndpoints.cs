@@ -38,7 +38,7 @@ internal static class CompletionEndpoints
         var request = new GenerationRequest
         {
             Prompt = prompt, Options = options, TopLogprobs = logprobs ? (int)(topLogprobs ?? 0) : null,
-            LogitBias = GenerationParameters.LogitBias(body, engine.Scheduler.Model.Config.VocabSize),
+            LogitBias = GenerationParameters.LogitBias(body, engine.Scheduler.Model.Info.VocabSize),
         };
         await GenerateAsync(http, engine, body, request, new ChatShape(engine.ModelId));
     }
@@ -65,7 +65,7 @@ internal static class CompletionEndpoints
         var request = new GenerationRequest
         {
             Prompt = tokens, Options = options, TopLogprobs = logprobs is long n ? (int)n : null,
-            LogitBias = GenerationParameters.LogitBias(body, engine.Scheduler.Model.Config.VocabSize),
+            LogitBias = GenerationParameters.LogitBias(body, engine.Scheduler.Model.Info.VocabSize),
         };
         await GenerateAsync(http, engine, body, request, new CompletionShape(engine.ModelId));
     }

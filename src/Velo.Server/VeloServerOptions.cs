@@ -22,7 +22,7 @@ public sealed record VeloServerOptions
     public int Threads { get; init; } = Environment.ProcessorCount;
 
     /// <summary>How cached keys and values are stored: F32, or F16 in half the memory.</summary>
-    public Velo.Inference.KvCacheTypes CacheTypes { get; init; }
+    public Velo.Runtime.KvCacheTypes CacheTypes { get; init; }
 
     /// <summary>When set, every route except <c>/health</c> (and <c>/metrics</c> when <see cref="PublicMetrics"/>) needs
     /// <c>Authorization: Bearer</c> this key.</summary>

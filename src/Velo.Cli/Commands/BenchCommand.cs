@@ -60,11 +60,11 @@ internal static class BenchCommand
     private sealed record Row(string Model, string Type, double SizeMiB, int Threads, string Test, double Mean, double StandardDeviation,
         double Median, double[] Runs, double LimitTokensPerSecond, double ShareOfLimit, string Limit);
 
-    private static int Run(string path, int promptTokens, int genTokens, int[] threadCounts, int repetitions, bool json, Velo.Inference.KvCacheTypes cacheTypes,
+    private static int Run(string path, int promptTokens, int genTokens, int[] threadCounts, int repetitions, bool json, Velo.Runtime.KvCacheTypes cacheTypes,
         int[] parallel)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        using var model = LlamaModel.Load(path);
+        using var model = ModelRegistry.Load(path);
         double loadSeconds = clock.Elapsed.TotalSeconds;
         // Refused before the bandwidth and FMA probes, which take seconds, rather than after them.
         if (promptTokens > 0) Benchmark.EnsurePromptProcessingFits(model, promptTokens, cacheTypes: cacheTypes);

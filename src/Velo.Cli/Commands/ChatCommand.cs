@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text;
 using Velo.Inference;
+using Velo.Runtime;
 using Velo.Text.ChatTemplates;
 using Velo.Threading;
 

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Velo.Formats;
 using Velo.Inference;
+using Velo.Runtime;
 
 namespace Velo.Cli.Commands;
 
@@ -79,7 +80,7 @@ internal static class CommonOptions
     /// <summary>The context to allocate: the user's choice, else the model's own capped so a KV cache fits anywhere.</summary>
     public static int ContextFor(LanguageModel model, int requested)
     {
-        if (requested == 0) return Math.Min(model.Config.ContextLength, 4096);
+        if (requested == 0) return Math.Min(model.Info.ContextLength, 4096);
         WarnIfBeyondTraining(model, requested);
         return requested;
     }
@@ -87,8 +88,8 @@ internal static class CommonOptions
     /// <summary>Allowed, as llama.cpp allows it, but said: past its trained context a model's output degrades.</summary>
     public static void WarnIfBeyondTraining(LanguageModel model, int contextLength)
     {
-        if (contextLength > model.Config.ContextLength)
-            Console.Error.WriteLine($"warning: the context of {contextLength} tokens is longer than the {model.Config.ContextLength} {model.Name} was trained on; expect worse output past that");
+        if (contextLength > model.Info.ContextLength)
+            Console.Error.WriteLine($"warning: the context of {contextLength} tokens is longer than the {model.Info.ContextLength} {model.Name} was trained on; expect worse output past that");
     }
 
     /// <summary>Runs a command body, turning the errors a user can cause into one clear line and exit code 1.</summary>

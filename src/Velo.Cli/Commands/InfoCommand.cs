@@ -1,7 +1,6 @@
 using System.CommandLine;
 using Spectre.Console;
 using Velo.Formats;
-using Velo.Kernels;
 using Velo.Models;
 using Velo.Tensors;
 using Velo.Text;
@@ -43,29 +42,18 @@ internal static class InfoCommand
             AnsiConsole.WriteLine("architecture: none (a vocabulary-only file)");
             return;
         }
-        if (!LlamaConfig.SupportedArchitectures.Contains(arch) || gguf.Tensors.Count == 0)
+        if (!ModelRegistry.IsSupported(arch) || gguf.Tensors.Count == 0)
         {
             AnsiConsole.MarkupLineInterpolated($"architecture: {arch} (Velo cannot run this architecture yet)");
             return;
         }
-        var c = LlamaConfig.FromGguf(gguf);
+        var info = ModelRegistry.ReadInfo(gguf);
         var table = new Table().Title("model").AddColumns("", "");
         table.HideHeaders();
-        void Row(string key, object value) => table.AddRow(Markup.Escape(key), Markup.Escape(value.ToString() ?? ""));
-        Row("architecture", c.Architecture);
+        void Row(string key, string value) => table.AddRow(Markup.Escape(key), Markup.Escape(value));
+        Row("architecture", info.Architecture);
         Row("parameters", FormatCount(gguf.Tensors.Sum(t => t.ElementCount)));
-        Row("embedding dim", c.Dim);
-        Row("layers", c.Layers);
-        Row("attention heads", $"{c.Heads} (KV heads {c.KvHeads}{(c.KvHeads < c.Heads ? ", grouped-query" : "")})");
-        Row("head dim", c.HeadDim);
-        Row("feed-forward dim", c.FfnDim);
-        Row("vocabulary", c.VocabSize);
-        Row("context length", c.ContextLength);
-        Row("rope", $"base {c.RopeBase}, {c.RopeDims} dims, {(c.RopeLayout == RopeLayout.NeoX ? "NeoX halves" : "adjacent pairs")}{(c.RopeFrequencyScale != 1 ? $", linear scale {c.RopeFrequencyScale}" : "")}{(gguf.FindTensor("rope_freqs.weight") != null ? ", frequency factors" : "")}");
-        Row("RMSNorm epsilon", c.NormEpsilon);
-        Row("output", gguf.FindTensor("output.weight") != null ? "separate matrix" : "tied to the token embedding");
-        if (gguf.FindTensor("blk.0.attn_q.bias") != null) Row("QKV bias", "yes");
-        if (gguf.FindTensor("blk.0.attn_q_norm.weight") != null) Row("Q/K norm", "yes");
+        foreach (var (key, value) in info.Properties) Row(key, value);
         AnsiConsole.Write(table);
     }
 

@@ -24,7 +24,7 @@ internal static class QuantizeCommand
         return command;
     }
 
-    private static int Run(string inputPath, string outputPath, LlamaFileType fileType, int threads)
+    private static int Run(string inputPath, string outputPath, ModelFileType fileType, int threads)
     {
         using var input = GgufFile.Open(inputPath);
         var plan = ModelQuantizer.Plan(input, fileType);

@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Diagnostics;
 using System.Text;
 using Velo.Inference;
+using Velo.Runtime;
 using Velo.Threading;
 
 namespace Velo.Cli.Commands;

@@ -19,7 +19,7 @@ internal static class SynthCommand
         var seed = new Option<ulong>("--seed") { Description = "Random seed: the same seed gives the same weights", DefaultValueFactory = _ => 1 };
         var threads = new Option<int>("--threads") { Description = "Threads generating and quantizing (default: all cores)", DefaultValueFactory = _ => Environment.ProcessorCount }
             .WithinProcessorCount();
-        var command = new Command("synth", "Write a random-weight Llama-family model of a real shape (weights N(0, 0.02²), norms 1, tied embeddings)")
+        var command = new Command("synth", "Write a random-weight model of a real shape (weights N(0, 0.02²), norms 1, tied embeddings)")
         {
             shape, type, output, vocab, tokenizer, seed, threads,
         };
@@ -40,11 +40,11 @@ internal static class SynthCommand
         var tokenizer = vocab != null ? SynthTokenizer.FromGguf(vocab.Metadata)
             : tokenizerPath != null ? SynthTokenizer.FromData(HuggingFaceTokenizerReader.Read(tokenizerPath))
             : null;
-        long total = LlamaSynthesizer.TensorBytes(spec);
+        long total = ModelSynthesizer.TensorBytes(spec);
         string title = $"{spec.Name} {QuantizationRecipe.NameOf(spec.FileType!.Value)}";
         var clock = Stopwatch.StartNew();
         ProgressBar.Run($"writing {title}", total, (describe, advance) =>
-            LlamaSynthesizer.Write(outputPath, spec, tokenizer, threads, describe, advance));
+            ModelSynthesizer.Write(outputPath, spec, tokenizer, threads, describe, advance));
         Console.Error.WriteLine($"{title}: {total / (1024.0 * 1024):F1} MiB of tensors written to {outputPath} in {clock.Elapsed.TotalSeconds:F1} s");
         return 0;
     }

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Velo.Inference;
 using Velo.Models;
+using Velo.Runtime;
 using Velo.Threading;
 
 namespace Velo.Diagnostics;
@@ -22,7 +23,7 @@ public sealed record BenchmarkResult(string Test, int Threads, int Tokens, IRead
 /// </summary>
 public static class Benchmark
 {
-    public static BenchmarkResult PromptProcessing(LlamaModel model, WorkerPool pool, int tokens, int repetitions, int batchSize = 512,
+    public static BenchmarkResult PromptProcessing(IModel model, WorkerPool pool, int tokens, int repetitions, int batchSize = 512,
         KvCacheTypes cacheTypes = default)
     {
         EnsurePromptProcessingFits(model, tokens, batchSize, cacheTypes);
@@ -36,7 +37,7 @@ public static class Benchmark
             {
                 batch.Clear();
                 int end = Math.Min(tokens, p0 + batch.Capacity);
-                for (int p = p0; p < end; p++) batch.Add(TokenAt(p, model.Config.VocabSize), p, wantLogits: p == tokens - 1);
+                for (int p = p0; p < end; p++) batch.Add(TokenAt(p, model.Info.VocabSize), p, wantLogits: p == tokens - 1);
                 model.Forward(state, batch);
             }
             if (r >= 0) speeds.Add(tokens / Stopwatch.GetElapsedTime(start).TotalSeconds);
@@ -48,7 +49,7 @@ public static class Benchmark
     /// <paramref name="tokens"/> decode steps of <paramref name="sequences"/> sequences each (all logits wanted);
     /// the speed is the tokens of all sequences per second.
     /// </summary>
-    public static BenchmarkResult TextGeneration(LlamaModel model, WorkerPool pool, int tokens, int repetitions, KvCacheTypes cacheTypes = default,
+    public static BenchmarkResult TextGeneration(IModel model, WorkerPool pool, int tokens, int repetitions, KvCacheTypes cacheTypes = default,
         int sequences = 1)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(sequences, 1);
@@ -62,7 +63,7 @@ public static class Benchmark
             for (int p = 0; p < tokens; p++)
             {
                 batch.Clear();
-                for (int s = 0; s < sequences; s++) batch.Add(TokenAt(p + 31 * s, model.Config.VocabSize), p, s, wantLogits: true);
+                for (int s = 0; s < sequences; s++) batch.Add(TokenAt(p + 31 * s, model.Info.VocabSize), p, s, wantLogits: true);
                 model.Forward(state, batch);
             }
             if (r >= 0) speeds.Add((double)tokens * sequences / Stopwatch.GetElapsedTime(start).TotalSeconds);
@@ -71,17 +72,17 @@ public static class Benchmark
     }
 
     /// <summary>Refuses, with what would fit, a pp test whose state needs more memory than is available.</summary>
-    public static void EnsurePromptProcessingFits(LlamaModel model, int tokens, int batchSize = 512, KvCacheTypes cacheTypes = default, long? availableBytes = null) =>
+    public static void EnsurePromptProcessingFits(IModel model, int tokens, int batchSize = 512, KvCacheTypes cacheTypes = default, long? availableBytes = null) =>
         MemoryPlan.EnsureFits((context, _) => MemoryPlan.For(model, context, 1, Math.Min(batchSize, context), 1, cacheTypes),
             tokens, 1, availableBytes, "--n-prompt", null);
 
     /// <summary>Refuses, with what would fit, a tg test whose state needs more memory than is available.</summary>
-    public static void EnsureTextGenerationFits(LlamaModel model, int tokens, int sequences, KvCacheTypes cacheTypes = default, long? availableBytes = null) =>
+    public static void EnsureTextGenerationFits(IModel model, int tokens, int sequences, KvCacheTypes cacheTypes = default, long? availableBytes = null) =>
         MemoryPlan.EnsureFits((context, parallel) => MemoryPlan.For(model, context, parallel, parallel, parallel, cacheTypes),
             tokens, sequences, availableBytes, "--n-gen", "--parallel");
 
     /// <summary>Bytes of weights a decode step reads: every matrix once (the embedding only one row, unless it is also the output).</summary>
-    public static long WeightBytesPerToken(LlamaModel model)
+    public static long WeightBytesPerToken(IModel model)
     {
         long bytes = 0;
         foreach (var t in model.File.Tensors)
@@ -90,7 +91,7 @@ public static class Benchmark
     }
 
     /// <summary>Matrix-multiply FLOPs per token: 2 per weight of every matrix but the embedding lookup (the output matrix counts).</summary>
-    public static double FlopsPerToken(LlamaModel model)
+    public static double FlopsPerToken(IModel model)
     {
         double parameters = 0;
         foreach (var t in model.File.Tensors)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Threading.Channels;
 using Velo.Models;
+using Velo.Runtime;
 using Velo.Text;
 using Velo.Threading;
 
@@ -40,7 +41,7 @@ public sealed record BatchSchedulerOptions
 public sealed class BatchScheduler : IDisposable
 {
     private readonly LanguageModel _model;
-    private readonly LlamaState _state;
+    private readonly IModelState _state;
     private readonly ForwardBatch _batch;
     private readonly Slot[] _slots;
     private readonly List<Sequence> _active = [];
@@ -60,7 +61,7 @@ public sealed class BatchScheduler : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(options.ContextLength, nameof(options.ContextLength));
         _model = model;
         Options = options;
-        ContextLength = options.ContextLength > 0 ? options.ContextLength : Math.Min(model.Config.ContextLength, 4096);
+        ContextLength = options.ContextLength > 0 ? options.ContextLength : Math.Min(model.Info.ContextLength, 4096);
         ArgumentOutOfRangeException.ThrowIfLessThan(ContextLength, 2, nameof(options.ContextLength));
         MemoryPlan.EnsureFits((context, parallel) => PlanFor(model, options, context, parallel), ContextLength, options.Parallel,
             options.AvailableMemoryBytes, "--ctx", "--parallel");
@@ -133,14 +134,14 @@ public sealed class BatchScheduler : IDisposable
         if (request.Prompt.Count == 0) throw new ArgumentException("the prompt is empty: it needs at least one token (usually BOS)");
         if (request.Prompt.Count >= ContextLength) throw new PromptTooLongException(request.Prompt.Count, ContextLength);
         foreach (int token in request.Prompt)
-            if ((uint)token >= (uint)_model.Config.VocabSize)
-                throw new ArgumentException($"token id {token} is outside the vocabulary of {_model.Config.VocabSize}");
-        if (request.LogitBias?.Keys.Any(id => (uint)id >= (uint)_model.Config.VocabSize) == true)
-            throw new ArgumentException($"logit bias names a token outside the vocabulary of {_model.Config.VocabSize}");
+            if ((uint)token >= (uint)_model.Info.VocabSize)
+                throw new ArgumentException($"token id {token} is outside the vocabulary of {_model.Info.VocabSize}");
+        if (request.LogitBias?.Keys.Any(id => (uint)id >= (uint)_model.Info.VocabSize) == true)
+            throw new ArgumentException($"logit bias names a token outside the vocabulary of {_model.Info.VocabSize}");
         if (request.TopLogprobs is < 0 or > GenerationRequest.MaxTopLogprobs)
             throw new ArgumentException($"top logprobs must be between 0 and {GenerationRequest.MaxTopLogprobs}");
         ObjectDisposedException.ThrowIf(_stopping, this);
-        var sequence = new Sequence(request, new Sampler(request.Options.Sampling, _model.Config.VocabSize), _model.Tokenizer, cancellation);
+        var sequence = new Sequence(request, new Sampler(request.Options.Sampling, _model.Info.VocabSize), _model.Tokenizer, cancellation);
         lock (_gate)
         {
             // Checked under the lock Dispose takes, so no request can slip into a queue nobody will drain.
@@ -285,7 +286,7 @@ public sealed class BatchScheduler : IDisposable
         {
             var sequence = _active[i];
             if (sequence.LogitsRow < 0) continue;
-            var result = Advance(sequence, _state.Logits(sequence.LogitsRow));
+            var result = Advance(sequence, _state.Output(sequence.LogitsRow));
             if (result is not FinishReason reason) continue;
             Finish(sequence, reason: reason);
             _active.RemoveAt(i--);

@@ -7,7 +7,7 @@ namespace Velo.Inference;
 /// <summary>A loaded decoder model with its tokenizer: what a user means by "the model file".</summary>
 public sealed class LanguageModel : IDisposable
 {
-    private LanguageModel(string path, LlamaModel model, TokenizerBase tokenizer, TimeSpan loadTime)
+    private LanguageModel(string path, IModel model, TokenizerBase tokenizer, TimeSpan loadTime)
     {
         Path = path;
         Model = model;
@@ -16,10 +16,10 @@ public sealed class LanguageModel : IDisposable
     }
 
     public string Path { get; }
-    public LlamaModel Model { get; }
+    public IModel Model { get; }
     public TokenizerBase Tokenizer { get; }
     public TimeSpan LoadTime { get; }
-    public LlamaConfig Config => Model.Config;
+    public ModelInfo Info => Model.Info;
     public GgufMetadata Metadata => Model.File.Metadata;
 
     /// <summary>The model's own Jinja chat template, if its file has one.</summary>
@@ -30,12 +30,12 @@ public sealed class LanguageModel : IDisposable
     public static LanguageModel Load(string path)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var model = LlamaModel.Load(path);
+        var model = ModelRegistry.Load(path);
         try
         {
             var tokenizer = Text.Tokenizer.FromData(GgufTokenizerMetadata.Read(model.File.Metadata));
-            if (tokenizer.VocabSize > model.Config.VocabSize)
-                throw new GgufFormatException($"{path}: the tokenizer has {tokenizer.VocabSize} tokens but the model only {model.Config.VocabSize} embeddings");
+            if (tokenizer.VocabSize > model.Info.VocabSize)
+                throw new GgufFormatException($"{path}: the tokenizer has {tokenizer.VocabSize} tokens but the model only {model.Info.VocabSize} embeddings");
             return new LanguageModel(path, model, tokenizer, clock.Elapsed);
         }
         catch

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Velo.Models;
+using Velo.Runtime;
 
 namespace Velo.Inference;
 
@@ -14,7 +15,7 @@ public sealed class MemoryPlan
     /// <summary>A tenth of the available memory stays free for what no plan counts: the runtime, the tokenizer, requests in flight.</summary>
     private const int ReserveDivisor = 10;
 
-    private MemoryPlan(LlamaConfig config, long weightBytes, int contextLength, int sequences, int maxBatch, int maxLogitRows, KvCacheTypes cacheTypes)
+    private MemoryPlan(IModel model, int contextLength, int sequences, int maxBatch, int maxLogitRows, KvCacheTypes cacheTypes)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(contextLength, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(sequences, 1);
@@ -23,16 +24,24 @@ public sealed class MemoryPlan
         ContextLength = contextLength;
         Sequences = sequences;
         CacheTypes = cacheTypes;
-        WeightBytes = weightBytes;
-        KvCacheBytes = Saturating(() => KvCache.BytesFor(config.Layers, sequences, contextLength, config.KvDim, cacheTypes));
-        ScratchBytes = Saturating(() => LlamaState.ScratchBytesFor(config, maxBatch, maxLogitRows));
+        WeightBytes = model.WeightBytes;
+        KvCacheBytes = Saturating(() => KvCacheBytesFor(model.Info, sequences, contextLength, cacheTypes));
+        ScratchBytes = Saturating(() => model.ScratchBytes(maxBatch, maxLogitRows));
         TotalBytes = Saturating(() => checked(WeightBytes + KvCacheBytes + ScratchBytes));
     }
 
-    /// <summary>The plan for a state as <see cref="LlamaModel.CreateState"/> would allocate it with these arguments.</summary>
-    public static MemoryPlan For(LlamaModel model, int contextLength, int sequences, int maxBatch, int maxLogitRows, KvCacheTypes cacheTypes) =>
-        // The file's tensor data is mapped, not read: it becomes resident page by page as the forward pass reads it.
-        new(model.Config, model.File.FileSize - model.File.DataOffset, contextLength, sequences, maxBatch, maxLogitRows, cacheTypes);
+    /// <summary>The plan for a state as <see cref="IModel.CreateState"/> would allocate it with these arguments.</summary>
+    public static MemoryPlan For(IModel model, int contextLength, int sequences, int maxBatch, int maxLogitRows, KvCacheTypes cacheTypes) =>
+        new(model, contextLength, sequences, maxBatch, maxLogitRows, cacheTypes);
+
+    /// <summary>Each layer's keys and values, by its own shape: layers need not all cache the same width.</summary>
+    private static long KvCacheBytesFor(ModelInfo info, int sequences, int contextLength, KvCacheTypes cacheTypes)
+    {
+        long total = 0;
+        foreach (var layer in info.Layers)
+            total = checked(total + KvCache.BytesFor(1, sequences, contextLength, layer.KvDim, cacheTypes));
+        return total;
+    }
 
     public int ContextLength { get; }
     public int Sequences { get; }
@@ -45,7 +54,7 @@ public sealed class MemoryPlan
     /// <see cref="long.MaxValue"/> when the size does not even fit in 63 bits.</summary>
     public long KvCacheBytes { get; }
 
-    /// <summary>Activations and logits (<see cref="LlamaState.ScratchBytesFor"/>); <see cref="long.MaxValue"/> when too large to count.</summary>
+    /// <summary>Activations and logits (<see cref="IModel.ScratchBytes"/>); <see cref="long.MaxValue"/> when too large to count.</summary>
     public long ScratchBytes { get; }
 
     /// <summary>Everything the plan counts; <see cref="long.MaxValue"/> when too large to count.</summary>

@@ -1,4 +1,5 @@
 using Velo.Models;
+using Velo.Runtime;
 using Velo.Threading;
 
 namespace Velo.Inference;
@@ -50,14 +51,14 @@ public sealed record KlDivergenceSummary(double Mean, double MeanError, double M
 /// </summary>
 public sealed class Perplexity : IDisposable
 {
-    private readonly LlamaModel _model;
+    private readonly IModel _model;
     private readonly PerplexitySettings _settings;
-    private readonly LlamaState _state;
+    private readonly IModelState _state;
     private readonly ForwardBatch _batch;
     private readonly float[] _logProbs;
     private readonly float[] _baseLogProbs;
 
-    public Perplexity(LlamaModel model, PerplexitySettings settings, WorkerPool? pool = null)
+    public Perplexity(IModel model, PerplexitySettings settings, WorkerPool? pool = null)
     {
         if (settings.ContextLength < 4)
             throw new ArgumentException($"the context length must be at least 4 tokens, got {settings.ContextLength}");
@@ -70,8 +71,8 @@ public sealed class Perplexity : IDisposable
         int batch = BatchFor(settings, n);
         _batch = new ForwardBatch(batch);
         _state = model.CreateState(n, batch, sequences: ChunksPerPass, maxLogitRows: batch, pool: pool, cacheTypes: settings.CacheTypes);
-        _logProbs = new float[model.Config.VocabSize];
-        _baseLogProbs = new float[model.Config.VocabSize];
+        _logProbs = new float[model.Info.VocabSize];
+        _baseLogProbs = new float[model.Info.VocabSize];
     }
 
     private static int ChunksFor(PerplexitySettings settings, int contextLength) => Math.Max(1, settings.BatchSize / contextLength);
@@ -80,7 +81,7 @@ public sealed class Perplexity : IDisposable
         ChunksFor(settings, contextLength) is > 1 and var chunks ? chunks * contextLength : Math.Min(settings.BatchSize, contextLength);
 
     /// <summary>Every logit row of a pass is kept, so the batch is also the logit rows.</summary>
-    private static MemoryPlan PlanFor(LlamaModel model, PerplexitySettings settings, int contextLength) =>
+    private static MemoryPlan PlanFor(IModel model, PerplexitySettings settings, int contextLength) =>
         MemoryPlan.For(model, contextLength, ChunksFor(settings, contextLength), BatchFor(settings, contextLength), BatchFor(settings, contextLength), settings.CacheTypes);
 
     public int FirstScored => _settings.ContextLength / 2;
@@ -114,8 +115,8 @@ public sealed class Perplexity : IDisposable
         if (saveBase != null && compareBase != null) throw new ArgumentException("a run either records a base or compares against one, not both");
         int chunks = ChunkCount(tokens.Length);
         var evaluated = tokens[..(chunks * n)];
-        saveBase?.WriteHeader(evaluated, n, _model.Config.VocabSize);
-        compareBase?.CheckMatches(evaluated, n, _model.Config.VocabSize);
+        saveBase?.WriteHeader(evaluated, n, _model.Info.VocabSize);
+        compareBase?.CheckMatches(evaluated, n, _model.Info.VocabSize);
 
         var running = new List<double>(chunks);
         var divergences = compareBase != null ? new List<double>(chunks * ScoredPerChunk) : null;
@@ -146,7 +147,7 @@ public sealed class Perplexity : IDisposable
                     int sequence = i / n, j = i % n;
                     if (_batch.WantLogits[i - passStart])
                     {
-                        var logits = _state.Logits(row++);
+                        var logits = _state.Output(row++);
                         int next = tokens[(firstChunk + sequence) * n + j + 1];
                         int top = LogSoftmax(logits, _logProbs);
                         double loss = -_logProbs[next];

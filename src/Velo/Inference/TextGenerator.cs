@@ -1,3 +1,4 @@
+using Velo.Runtime;
 using Velo.Threading;
 
 namespace Velo.Inference;
@@ -20,7 +21,7 @@ public sealed class TextGenerator : IDisposable
     {
         // Zero means the model's own context; a negative one is a mistake, not a request for the default.
         ArgumentOutOfRangeException.ThrowIfNegative(contextLength);
-        ContextLength = contextLength > 0 ? contextLength : model.Config.ContextLength;
+        ContextLength = contextLength > 0 ? contextLength : model.Info.ContextLength;
         _ownsPool = pool == null;
         _pool = pool ?? new WorkerPool(Environment.ProcessorCount);
         // A queue of one lets the next call wait for the slot while an abandoned generation is still being cancelled.

@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics;
 namespace Velo.Kernels;
 
 /// <summary>The gated activations of feed-forward blocks.</summary>
-public static class Activations
+internal static class Activations
 {
     /// <summary><c>y = silu(x) = x · sigmoid(x)</c>. <paramref name="y"/> may be <paramref name="x"/> itself.</summary>
     public static void SiLU(ReadOnlySpan<float> x, Span<float> y)

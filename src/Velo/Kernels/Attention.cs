@@ -12,7 +12,7 @@ namespace Velo.Kernels;
 /// cache of sequence sequences[i]. Cached keys and values are F32 or F16 (each its own choice); F16 halves are
 /// multiplied exactly, as if widened to float, so an F16 cache changes results only by the rounding of what it stores.
 /// </summary>
-public static unsafe class Attention
+internal static unsafe class Attention
 {
     public struct Arguments
     {

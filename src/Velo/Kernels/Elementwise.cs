@@ -3,7 +3,7 @@ using System.Numerics.Tensors;
 namespace Velo.Kernels;
 
 /// <summary>Element-wise arithmetic of the forward pass.</summary>
-public static class Elementwise
+internal static class Elementwise
 {
     /// <summary><c>y = a + b</c>; <paramref name="y"/> may be either input (a residual connection adds in place).</summary>
     public static void Add(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y)

@@ -42,7 +42,7 @@ internal unsafe struct MatMulTask
 }
 
 /// <summary>One matrix of a <see cref="MatMul.Multiply(ReadOnlySpan{MatMulTarget}, float*, int, WorkerPool)"/> and where its products go.</summary>
-public readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output)
+internal readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output)
 {
     public WeightMatrix Weights { get; } = weights;
 
@@ -63,7 +63,7 @@ public readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output)
 /// dequantized row by row and multiplied in float.
 /// </para>
 /// </summary>
-public static unsafe class MatMul
+internal static unsafe class MatMul
 {
     static MatMul()
     {

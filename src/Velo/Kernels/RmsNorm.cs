@@ -3,7 +3,7 @@ using System.Numerics.Tensors;
 namespace Velo.Kernels;
 
 /// <summary>Root-mean-square normalization: <c>y = x / sqrt(mean(x²) + eps) · weight</c>.</summary>
-public static class RmsNorm
+internal static class RmsNorm
 {
     public static void Apply(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> y, float epsilon)
     {

@@ -4,7 +4,7 @@ using System.Runtime.Intrinsics;
 namespace Velo.Kernels;
 
 /// <summary>Which elements of a head rotary position embedding rotates together.</summary>
-public enum RopeLayout
+internal enum RopeLayout
 {
     /// <summary>Adjacent pairs (x[2i], x[2i+1]): llama.cpp's "normal" rope, used by Llama GGUF files.</summary>
     Interleaved,
@@ -19,7 +19,7 @@ public enum RopeLayout
 /// angles depend only on the position, so they are computed once per token (<see cref="Angles"/>) and applied to
 /// every head of Q and K (<see cref="Rotate"/>).
 /// </summary>
-public static class Rope
+internal static class Rope
 {
     /// <summary>
     /// Fills <paramref name="cos"/> and <paramref name="sin"/> (rotaryDims / 2 each) for <paramref name="position"/>

@@ -3,7 +3,7 @@ using System.Numerics.Tensors;
 namespace Velo.Kernels;
 
 /// <summary>Softmax over a span, shifted by its maximum so that no exponential overflows.</summary>
-public static class Softmax
+internal static class Softmax
 {
     public static void Apply(ReadOnlySpan<float> x, Span<float> y)
     {

@@ -14,7 +14,7 @@ public sealed record TensorConversion(string Name, long[] Shape, GgmlType From, 
 public static unsafe class ModelQuantizer
 {
     /// <summary>What each tensor will become, after checking the input can be converted.</summary>
-    public static IReadOnlyList<TensorConversion> Plan(GgufFile input, LlamaFileType fileType)
+    public static IReadOnlyList<TensorConversion> Plan(GgufFile input, ModelFileType fileType)
     {
         if (input.Tensors.Count == 0) throw new ArgumentException($"{input.Path}: the file holds no tensors (a vocabulary-only file?)");
         var recipe = new QuantizationRecipe(fileType, LayerCount(input), input.FindTensor("output.weight") != null);
@@ -32,7 +32,7 @@ public static unsafe class ModelQuantizer
 
     /// <summary>Writes the converted model; <paramref name="progress"/> hears each tensor as it starts and the bytes written.</summary>
     public static void Quantize(
-        GgufFile input, string outputPath, LlamaFileType fileType, int threads,
+        GgufFile input, string outputPath, ModelFileType fileType, int threads,
         Action<TensorConversion>? tensorStarted = null, Action<long>? bytesWritten = null)
     {
         if (Path.GetFullPath(outputPath) == Path.GetFullPath(input.Path))

@@ -4,7 +4,7 @@ using Velo.Tensors;
 namespace Velo.Models;
 
 /// <summary>What a model file mostly holds: llama.cpp's <c>llama_ftype</c>, as GGUF's <c>general.file_type</c> stores it.</summary>
-public enum LlamaFileType : uint
+public enum ModelFileType : uint
 {
     F32 = 0,
     F16 = 1,
@@ -20,7 +20,7 @@ public enum LlamaFileType : uint
 }
 
 /// <summary>
-/// Which type each tensor of a Llama-family model gets in a file of a given <see cref="LlamaFileType"/>, following
+/// Which type each tensor of a model (by llama.cpp's tensor names) gets in a file of a given <see cref="ModelFileType"/>, following
 /// llama.cpp's <c>llama_tensor_get_type</c> (without importance matrix, experts or the 70B special case) so Velo's
 /// files have the same mix as published ones:
 /// <list type="bullet">
@@ -36,12 +36,12 @@ public enum LlamaFileType : uint
 /// </summary>
 public sealed class QuantizationRecipe
 {
-    private static readonly (string Name, LlamaFileType Type)[] Names =
+    private static readonly (string Name, ModelFileType Type)[] Names =
     [
-        ("F32", LlamaFileType.F32), ("F16", LlamaFileType.F16), ("BF16", LlamaFileType.BF16),
-        ("Q8_0", LlamaFileType.Q8_0), ("Q4_0", LlamaFileType.Q4_0), ("Q4_1", LlamaFileType.Q4_1),
-        ("Q5_0", LlamaFileType.Q5_0), ("Q5_1", LlamaFileType.Q5_1),
-        ("Q4_K_M", LlamaFileType.Q4_K_M), ("Q5_K_M", LlamaFileType.Q5_K_M), ("Q6_K", LlamaFileType.Q6_K),
+        ("F32", ModelFileType.F32), ("F16", ModelFileType.F16), ("BF16", ModelFileType.BF16),
+        ("Q8_0", ModelFileType.Q8_0), ("Q4_0", ModelFileType.Q4_0), ("Q4_1", ModelFileType.Q4_1),
+        ("Q5_0", ModelFileType.Q5_0), ("Q5_1", ModelFileType.Q5_1),
+        ("Q4_K_M", ModelFileType.Q4_K_M), ("Q5_K_M", ModelFileType.Q5_K_M), ("Q6_K", ModelFileType.Q6_K),
     ];
 
     private readonly int _layers;
@@ -49,7 +49,7 @@ public sealed class QuantizationRecipe
 
     /// <param name="layers">The model's block count (the <c>use_more_bits</c> layers depend on it).</param>
     /// <param name="hasOutputTensor">Whether the model has its own <c>output.weight</c> (untied embeddings).</param>
-    public QuantizationRecipe(LlamaFileType fileType, int layers, bool hasOutputTensor)
+    public QuantizationRecipe(ModelFileType fileType, int layers, bool hasOutputTensor)
     {
         FileType = fileType;
         BaseType = BaseTypeOf(fileType);
@@ -57,36 +57,36 @@ public sealed class QuantizationRecipe
         _hasOutputTensor = hasOutputTensor;
     }
 
-    public LlamaFileType FileType { get; }
+    public ModelFileType FileType { get; }
 
     /// <summary>The type most weights get.</summary>
     public GgmlType BaseType { get; }
 
     public static IEnumerable<string> TypeNames => Names.Select(n => n.Name);
 
-    public static string NameOf(LlamaFileType type) => Names.First(n => n.Type == type).Name;
+    public static string NameOf(ModelFileType type) => Names.First(n => n.Type == type).Name;
 
     /// <summary>Parses a file type name (case-insensitive: <c>q4_k_m</c>, <c>Q8_0</c>, …).</summary>
-    public static LlamaFileType Parse(string name)
+    public static ModelFileType Parse(string name)
     {
         foreach (var (n, t) in Names)
             if (string.Equals(n, name, StringComparison.OrdinalIgnoreCase)) return t;
         throw new ArgumentException($"unknown type '{name}'; expected one of {string.Join(", ", TypeNames)}");
     }
 
-    public static GgmlType BaseTypeOf(LlamaFileType type) => type switch
+    public static GgmlType BaseTypeOf(ModelFileType type) => type switch
     {
-        LlamaFileType.F32 => GgmlType.F32,
-        LlamaFileType.F16 => GgmlType.F16,
-        LlamaFileType.BF16 => GgmlType.BF16,
-        LlamaFileType.Q4_0 => GgmlType.Q4_0,
-        LlamaFileType.Q4_1 => GgmlType.Q4_1,
-        LlamaFileType.Q5_0 => GgmlType.Q5_0,
-        LlamaFileType.Q5_1 => GgmlType.Q5_1,
-        LlamaFileType.Q8_0 => GgmlType.Q8_0,
-        LlamaFileType.Q4_K_M => GgmlType.Q4_K,
-        LlamaFileType.Q5_K_M => GgmlType.Q5_K,
-        LlamaFileType.Q6_K => GgmlType.Q6_K,
+        ModelFileType.F32 => GgmlType.F32,
+        ModelFileType.F16 => GgmlType.F16,
+        ModelFileType.BF16 => GgmlType.BF16,
+        ModelFileType.Q4_0 => GgmlType.Q4_0,
+        ModelFileType.Q4_1 => GgmlType.Q4_1,
+        ModelFileType.Q5_0 => GgmlType.Q5_0,
+        ModelFileType.Q5_1 => GgmlType.Q5_1,
+        ModelFileType.Q8_0 => GgmlType.Q8_0,
+        ModelFileType.Q4_K_M => GgmlType.Q4_K,
+        ModelFileType.Q5_K_M => GgmlType.Q5_K,
+        ModelFileType.Q6_K => GgmlType.Q6_K,
         _ => throw new ArgumentOutOfRangeException(nameof(type), type, "not a file type Velo writes"),
     };
 
@@ -111,15 +111,15 @@ public sealed class QuantizationRecipe
                 : type != GgmlType.Q8_0 ? GgmlType.Q6_K
                 : type;
 
-        bool mediumMix = FileType is LlamaFileType.Q4_K_M or LlamaFileType.Q5_K_M;
+        bool mediumMix = FileType is ModelFileType.Q4_K_M or ModelFileType.Q5_K_M;
         if (mediumMix && (name.Contains("attn_v.weight", StringComparison.Ordinal) || name.Contains("ffn_down", StringComparison.Ordinal))
             && UseMoreBits(LayerOf(name), _layers))
             return GgmlType.Q6_K;
         if (name.Contains("attn_qkv.weight", StringComparison.Ordinal))
             return FileType switch
             {
-                LlamaFileType.Q4_K_M => GgmlType.Q5_K,
-                LlamaFileType.Q5_K_M => GgmlType.Q6_K,
+                ModelFileType.Q4_K_M => GgmlType.Q5_K,
+                ModelFileType.Q5_K_M => GgmlType.Q6_K,
                 _ => type,
             };
         return type;

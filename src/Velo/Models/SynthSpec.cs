@@ -2,7 +2,7 @@ using Velo.Tensors;
 
 namespace Velo.Models;
 
-/// <summary>The shape and weight types of a random-weight Llama-family model for <see cref="LlamaSynthesizer"/>.</summary>
+/// <summary>The shape and weight types of a random-weight model for <see cref="ModelSynthesizer"/>.</summary>
 public sealed record SynthSpec
 {
     public string Name { get; init; } = "synthetic";
@@ -30,7 +30,7 @@ public sealed record SynthSpec
     /// A llama.cpp file type whose per-tensor mix (<see cref="QuantizationRecipe"/>) decides every tensor's type,
     /// as in published files; null means every matrix is <see cref="WeightType"/>.
     /// </summary>
-    public LlamaFileType? FileType { get; init; }
+    public ModelFileType? FileType { get; init; }
 
     /// <summary>Standard deviation of the normal weights.</summary>
     public float WeightStd { get; init; } = 0.02f;
@@ -70,21 +70,21 @@ public sealed record SynthSpec
     };
 
     /// <summary>The tiny-110M shape of PEERS.md (llama2.c's 110M TinyStories model).</summary>
-    public static SynthSpec Tiny110M(LlamaFileType type) => new()
+    public static SynthSpec Tiny110M(ModelFileType type) => new()
     {
         Name = "tiny-110M", Dim = 768, Layers = 12, Heads = 12, FfnDim = 2048, VocabSize = 32000, ContextLength = 1024,
         FileType = type,
     };
 
     /// <summary>The Llama-3.2-1B shape of PEERS.md.</summary>
-    public static SynthSpec Llama1B(LlamaFileType type) => new()
+    public static SynthSpec Llama1B(ModelFileType type) => new()
     {
         Name = "llama-1B", Dim = 2048, Layers = 16, Heads = 32, KvHeads = 8, FfnDim = 8192, VocabSize = 128256,
         ContextLength = 131072, RopeBase = 500000, FileType = type,
     };
 
     /// <summary>The named shapes <c>velo synth --shape</c> offers.</summary>
-    public static SynthSpec ForShape(string shape, LlamaFileType type) => shape.ToLowerInvariant() switch
+    public static SynthSpec ForShape(string shape, ModelFileType type) => shape.ToLowerInvariant() switch
     {
         "tiny-110m" => Tiny110M(type),
         "llama-1b" => Llama1B(type),

@@ -4,7 +4,7 @@ namespace Velo.Tensors;
 /// bfloat16 conversions: the top 16 bits of an IEEE binary32. Float to bf16 rounds to nearest, ties to even, and keeps
 /// NaN a quiet NaN, bit for bit as ggml's <c>ggml_compute_fp32_to_bf16</c> does.
 /// </summary>
-public static class BFloat16
+internal static class BFloat16
 {
     public static float ToSingle(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
 

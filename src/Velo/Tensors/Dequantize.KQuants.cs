@@ -1,6 +1,6 @@
 namespace Velo.Tensors;
 
-public static partial class Dequantize
+internal static partial class Dequantize
 {
     private static unsafe void Q2_K(ReadOnlySpan<BlockQ2_K> blocks, Span<float> dst)
     {

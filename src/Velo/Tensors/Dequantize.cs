@@ -6,7 +6,7 @@ namespace Velo.Tensors;
 /// Scalar reference conversion of a row of stored elements to float, bit-exact to ggml's <c>dequantize_row_*</c>
 /// (products and sums in the same order, unfused, so every float rounds as there).
 /// </summary>
-public static partial class Dequantize
+internal static partial class Dequantize
 {
     /// <summary>
     /// Converts <paramref name="dst"/>.Length elements (a whole number of blocks) stored as <paramref name="type"/> in

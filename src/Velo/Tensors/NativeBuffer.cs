@@ -7,7 +7,7 @@ namespace Velo.Tensors;
 /// heap. Zeroed at allocation unless the caller opts out: large buffers that are always written before being read
 /// (KV caches) skip it so the pages they never reach stay out of resident memory.
 /// </summary>
-public sealed unsafe class NativeBuffer : IDisposable
+internal sealed unsafe class NativeBuffer : IDisposable
 {
     public const int Alignment = 64;
 

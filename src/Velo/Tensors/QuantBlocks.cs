@@ -8,7 +8,7 @@ namespace Velo.Tensors;
 
 /// <summary>32 weights: <c>(q - 8) * D</c>, q a 4-bit nibble. Byte j holds element j (low nibble) and j + 16 (high).</summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public unsafe struct BlockQ4_0
+internal unsafe struct BlockQ4_0
 {
     public const int Elements = 32;
     public Half D;
@@ -17,7 +17,7 @@ public unsafe struct BlockQ4_0
 
 /// <summary>32 weights: <c>q * D + M</c>, nibbles packed as in <see cref="BlockQ4_0"/>.</summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public unsafe struct BlockQ4_1
+internal unsafe struct BlockQ4_1
 {
     public const int Elements = 32;
     public Half D;
@@ -30,7 +30,7 @@ public unsafe struct BlockQ4_1
 /// is bit j of the little-endian 32-bit <see cref="Qh"/>.
 /// </summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public unsafe struct BlockQ5_0
+internal unsafe struct BlockQ5_0
 {
     public const int Elements = 32;
     public Half D;
@@ -40,7 +40,7 @@ public unsafe struct BlockQ5_0
 
 /// <summary>32 weights: <c>q * D + M</c>, q 5 bits packed as in <see cref="BlockQ5_0"/>.</summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public unsafe struct BlockQ5_1
+internal unsafe struct BlockQ5_1
 {
     public const int Elements = 32;
     public Half D;
@@ -51,7 +51,7 @@ public unsafe struct BlockQ5_1
 
 /// <summary>32 weights: <c>q * D</c>, q a signed byte.</summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public unsafe struct BlockQ8_0
+internal unsafe struct BlockQ8_0
 {
     public const int Elements = 32;
     public Half D;
@@ -63,7 +63,7 @@ public unsafe struct BlockQ8_0
 /// Each 128-element half uses 32 bytes of <see cref="Qs"/>: element 32*s + l of the half is bits 2s..2s+1 of byte l.
 /// </summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public unsafe struct BlockQ2_K
+internal unsafe struct BlockQ2_K
 {
     public const int Elements = GgmlTypeInfo.QK_K;
     public fixed byte Scales[16];
@@ -78,7 +78,7 @@ public unsafe struct BlockQ2_K
 /// are packed into 12 bytes: see <see cref="UnpackScales"/>.
 /// </summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public unsafe struct BlockQ3_K
+internal unsafe struct BlockQ3_K
 {
     public const int Elements = GgmlTypeInfo.QK_K;
     public fixed byte HMask[32];
@@ -108,7 +108,7 @@ public unsafe struct BlockQ3_K
 /// mins are packed into 12 bytes: see <see cref="GetScaleMin"/>.
 /// </summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public unsafe struct BlockQ4_K
+internal unsafe struct BlockQ4_K
 {
     public const int Elements = GgmlTypeInfo.QK_K;
     public Half D;
@@ -129,7 +129,7 @@ public unsafe struct BlockQ4_K
 /// <see cref="BlockQ4_K"/>, the fifth bit of element 32*g + l is bit g of <c>Qh[l]</c>.
 /// </summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public unsafe struct BlockQ5_K
+internal unsafe struct BlockQ5_K
 {
     public const int Elements = GgmlTypeInfo.QK_K;
     public Half D;
@@ -153,7 +153,7 @@ public unsafe struct BlockQ5_K
 /// <c>Qh[l]</c>.
 /// </summary>
 [StructLayout(LayoutKind.Sequential, Pack = 1)]
-public unsafe struct BlockQ6_K
+internal unsafe struct BlockQ6_K
 {
     public const int Elements = GgmlTypeInfo.QK_K;
     public fixed byte Ql[128];
@@ -163,7 +163,7 @@ public unsafe struct BlockQ6_K
 }
 
 /// <summary>The 12-byte packing of eight 6-bit scales and eight 6-bit mins shared by Q4_K and Q5_K.</summary>
-public static unsafe class KQuantScales
+internal static unsafe class KQuantScales
 {
     /// <summary>
     /// Groups 0..3 keep scale and min whole in the low 6 bits of bytes 0..3 and 4..7; groups 4..7 keep their low

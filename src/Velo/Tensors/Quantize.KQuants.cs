@@ -3,7 +3,7 @@ namespace Velo.Tensors;
 // The K-quantizers work in two passes per super-block: fit each group's own scale (and min), quantize those to the
 // block's 4/6/8-bit scale codes against one fp16 super-scale, then requantize every weight against the scale it will
 // really be multiplied by. A group whose coded scale is 0 keeps its first-pass levels, as in ggml.
-public static partial class Quantize
+internal static partial class Quantize
 {
     private const int QK_K = GgmlTypeInfo.QK_K;
 

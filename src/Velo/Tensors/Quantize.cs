@@ -7,7 +7,7 @@ namespace Velo.Tensors;
 /// quantizers (<c>quantize_row_*_ref</c>, what its tools use without an importance matrix) operation for operation, so
 /// that the bytes come out the same as theirs.
 /// </summary>
-public static partial class Quantize
+internal static partial class Quantize
 {
     /// <summary>
     /// Converts the <paramref name="src"/>.Length floats (a whole number of blocks) to <paramref name="type"/>, filling

@@ -5,7 +5,7 @@ namespace Velo.Tensors;
 /// <see cref="Type"/>, each row <see cref="RowBytes"/> bytes, rows contiguous. The data is usually memory-mapped
 /// and never copied. In GGUF terms Cols is ne[0] and Rows is ne[1].
 /// </summary>
-public readonly unsafe struct WeightMatrix
+internal readonly unsafe struct WeightMatrix
 {
     public WeightMatrix(byte* data, GgmlType type, int rows, int cols)
     {

@@ -1,5 +1,6 @@
 using Velo.Formats;
 using Velo.Inference;
+using Velo.Runtime;
 using Velo.Tensors;
 using Velo.Tests.Cli;
 

@@ -91,7 +91,7 @@ public sealed class ChatPromptFormatterTests
         foreach (var (key, value) in stories.Metadata) metadata.Add(key, value);
         metadata.Add("tokenizer.chat_template", template);
         string path = Path.Combine(Path.GetTempPath(), $"velo-template-{Guid.NewGuid():N}.gguf");
-        LlamaSynthesizer.Write(path, new SynthSpec { Dim = 64, Layers = 1, Heads = 2, FfnDim = 64, VocabSize = 512 }, SynthTokenizer.FromGguf(metadata));
+        ModelSynthesizer.Write(path, new SynthSpec { Dim = 64, Layers = 1, Heads = 2, FfnDim = 64, VocabSize = 512 }, SynthTokenizer.FromGguf(metadata));
         return path;
     }
 }

@@ -1,5 +1,6 @@
 using Velo.Diagnostics;
 using Velo.Inference;
+using Velo.Runtime;
 using Velo.Tensors;
 using Velo.Threading;
 

@@ -1,5 +1,6 @@
 using Velo.Inference;
 using Velo.Models;
+using Velo.Runtime;
 using Velo.Threading;
 
 namespace Velo.Tests.Inference;
@@ -109,7 +110,7 @@ public sealed class PerplexityTests : IDisposable
         string basePath = Path.Combine(_folder, "base.kld");
         using (var writer = new LogProbWriter(basePath)) Stories260KPerplexity(TestPaths.Stories260K, saveBase: writer);
         string q4 = Path.Combine(_folder, "q4_0.gguf");
-        using (var input = Velo.Formats.GgufFile.Open(TestPaths.Stories260K)) ModelQuantizer.Quantize(input, q4, LlamaFileType.Q4_0, 2);
+        using (var input = Velo.Formats.GgufFile.Open(TestPaths.Stories260K)) ModelQuantizer.Quantize(input, q4, ModelFileType.Q4_0, 2);
 
         using var reader = new LogProbReader(basePath);
         var kl = Stories260KPerplexity(q4, compareBase: reader).KlDivergence!;

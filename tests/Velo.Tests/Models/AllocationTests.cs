@@ -1,5 +1,6 @@
 using Velo.Inference;
 using Velo.Models;
+using Velo.Runtime;
 using Velo.Tensors;
 using Velo.Threading;
 
@@ -19,12 +20,12 @@ public class AllocationTests
         string path = Path.Combine(Path.GetTempPath(), $"velo-alloc-{type}-{Environment.ProcessId}.gguf");
         try
         {
-            LlamaSynthesizer.Write(path, spec);
-            using var model = LlamaModel.Load(path);
+            ModelSynthesizer.Write(path, spec);
+            using var model = ModelRegistry.Load(path);
             using var pool = new WorkerPool(2);
             using var state = model.CreateState(contextLength: 64, maxBatch: 1, pool: pool);
             var batch = new ForwardBatch(1);
-            var sampler = new Sampler(new SamplerOptions { Seed = 1, RepeatPenalty = 1.1f }, model.Config.VocabSize);
+            var sampler = new Sampler(new SamplerOptions { Seed = 1, RepeatPenalty = 1.1f }, model.Info.VocabSize);
             var history = new int[64];
             int token = 1;
 
@@ -33,7 +34,7 @@ public class AllocationTests
                 batch.Clear();
                 batch.Add(token, position, wantLogits: true);
                 model.Forward(state, batch);
-                token = sampler.Sample(state.Logits(0), history.AsSpan(0, position + 1));
+                token = sampler.Sample(state.Output(0), history.AsSpan(0, position + 1));
                 history[position + 1] = token;
             }
 
@@ -55,10 +56,10 @@ public class AllocationTests
         string path = Path.Combine(Path.GetTempPath(), $"velo-load-{Environment.ProcessId}.gguf");
         try
         {
-            LlamaSynthesizer.Write(path, spec);
+            ModelSynthesizer.Write(path, spec);
             long fileSize = new FileInfo(path).Length;
             long before = GC.GetAllocatedBytesForCurrentThread();
-            using var model = LlamaModel.Load(path);
+            using var model = ModelRegistry.Load(path);
             long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
             Assert.True(allocated < fileSize / 20, $"loading allocated {allocated} managed bytes for a {fileSize}-byte file");
         }

@@ -1,5 +1,6 @@
 using Velo.Inference;
 using Velo.Models;
+using Velo.Runtime;
 using Velo.Tensors;
 using Velo.Threading;
 
@@ -34,8 +35,8 @@ public sealed class BatchInvarianceTests
         string path = Path.Combine(Path.GetTempPath(), $"velo-batch-invariance-{type}-{Environment.ProcessId}.gguf");
         try
         {
-            LlamaSynthesizer.Write(path, spec);
-            using var model = LlamaModel.Load(path);
+            ModelSynthesizer.Write(path, spec);
+            using var model = ModelRegistry.Load(path);
             using var pool = new WorkerPool(2);
             float[] alone = Logits(model, pool, companions: 0);
             // 15 companions make batches large enough for the K-quants' unpacked prefill path.
@@ -55,8 +56,8 @@ public sealed class BatchInvarianceTests
         string path = Path.Combine(Path.GetTempPath(), $"velo-batch-invariance-f16kv-{Environment.ProcessId}.gguf");
         try
         {
-            LlamaSynthesizer.Write(path, spec);
-            using var model = LlamaModel.Load(path);
+            ModelSynthesizer.Write(path, spec);
+            using var model = ModelRegistry.Load(path);
             using var pool = new WorkerPool(2);
             var f16 = new KvCacheTypes(GgmlType.F16, GgmlType.F16);
             float[] alone = Logits(model, pool, companions: 0, f16);
@@ -70,7 +71,7 @@ public sealed class BatchInvarianceTests
     }
 
     /// <summary>Sequence 0 prefills 5 tokens and decodes 3, each step sharing the batch with other sequences' tokens; returns its last logits.</summary>
-    private static float[] Logits(LlamaModel model, WorkerPool pool, int companions, KvCacheTypes cacheTypes = default)
+    private static float[] Logits(IModel model, WorkerPool pool, int companions, KvCacheTypes cacheTypes = default)
     {
         using var state = model.CreateState(contextLength: 32, maxBatch: 64, sequences: companions + 1, maxLogitRows: companions + 1, pool: pool,
             cacheTypes: cacheTypes);
@@ -84,13 +85,13 @@ public sealed class BatchInvarianceTests
         model.Forward(state, batch);
         for (int step = 0; step < 3; step++)
         {
-            int next = ArgMax(state.Logits(row));
+            int next = ArgMax(state.Output(row));
             batch.Clear();
             for (int s = 1; s <= companions; s++) batch.Add(3 * s + step, step + 1, s, wantLogits: true);
             row = batch.Add(next, prompt.Length + step, 0, wantLogits: true);
             model.Forward(state, batch);
         }
-        return state.Logits(row).ToArray();
+        return state.Output(row).ToArray();
     }
 
     private static int ArgMax(ReadOnlySpan<float> values)

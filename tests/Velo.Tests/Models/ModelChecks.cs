@@ -1,4 +1,5 @@
 using Velo.Inference;
+using Velo.Runtime;
 
 namespace Velo.Tests.Models;
 
@@ -15,7 +16,7 @@ public static class ModelChecks
         model.Model.Forward(state, batch);
         for (int row = 0; row < tokens.Length; row++)
         {
-            var logits = state.Logits(row);
+            var logits = state.Output(row);
             foreach (float l in logits) Assert.True(float.IsFinite(l), $"row {row} has a non-finite logit");
             Assert.True(System.Numerics.Tensors.TensorPrimitives.Max(logits) > System.Numerics.Tensors.TensorPrimitives.Min(logits));
         }

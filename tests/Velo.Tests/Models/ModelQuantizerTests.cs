@@ -12,7 +12,7 @@ public sealed class ModelQuantizerTests : IDisposable
 
     public void Dispose() => Directory.Delete(_folder, recursive: true);
 
-    private string Quantized(string source, LlamaFileType type)
+    private string Quantized(string source, ModelFileType type)
     {
         string path = Path.Combine(_folder, $"{Path.GetFileNameWithoutExtension(source)}-{type}.gguf");
         using var input = GgufFile.Open(source);
@@ -23,7 +23,7 @@ public sealed class ModelQuantizerTests : IDisposable
     [Fact]
     public void Q8_0OfStories260KConvertsEveryMatrixBitExactlyAndCopiesTheRest()
     {
-        string path = Quantized(TestPaths.Stories260K, LlamaFileType.Q8_0);
+        string path = Quantized(TestPaths.Stories260K, ModelFileType.Q8_0);
         using var source = GgufFile.Open(TestPaths.Stories260K);
         using var result = GgufFile.Open(path);
 
@@ -72,28 +72,28 @@ public sealed class ModelQuantizerTests : IDisposable
     [Fact]
     public void Q8_0OfStories260KStaysWithinOnePercentOfTheF32Perplexity()
     {
-        string path = Quantized(TestPaths.Stories260K, LlamaFileType.Q8_0);
+        string path = Quantized(TestPaths.Stories260K, ModelFileType.Q8_0);
         double f32 = PerplexityTests.Stories260KPerplexity(TestPaths.Stories260K).Perplexity;
         double q8 = PerplexityTests.Stories260KPerplexity(path).Perplexity;
         Assert.InRange(q8 / f32, 0.99, 1.01);
     }
 
     [Theory]
-    [InlineData(LlamaFileType.Q4_0)]
-    [InlineData(LlamaFileType.Q4_1)]
-    [InlineData(LlamaFileType.Q5_0)]
-    [InlineData(LlamaFileType.Q5_1)]
-    [InlineData(LlamaFileType.Q4_K_M)]
-    [InlineData(LlamaFileType.Q5_K_M)]
-    [InlineData(LlamaFileType.Q6_K)]
-    [InlineData(LlamaFileType.F16)]
-    [InlineData(LlamaFileType.BF16)]
-    public void EveryTypeOfASynthesizedF32ModelLoadsAndGivesFiniteLogits(LlamaFileType type)
+    [InlineData(ModelFileType.Q4_0)]
+    [InlineData(ModelFileType.Q4_1)]
+    [InlineData(ModelFileType.Q5_0)]
+    [InlineData(ModelFileType.Q5_1)]
+    [InlineData(ModelFileType.Q4_K_M)]
+    [InlineData(ModelFileType.Q5_K_M)]
+    [InlineData(ModelFileType.Q6_K)]
+    [InlineData(ModelFileType.F16)]
+    [InlineData(ModelFileType.BF16)]
+    public void EveryTypeOfASynthesizedF32ModelLoadsAndGivesFiniteLogits(ModelFileType type)
     {
         // Dimensions that are whole numbers of 256-blocks, so the K-quant mixes are used without fallbacks.
         var spec = new SynthSpec { Dim = 256, Layers = 4, Heads = 4, KvHeads = 2, FfnDim = 512, VocabSize = 320, WeightStd = 0.05f };
         string f32 = Path.Combine(_folder, "f32.gguf");
-        LlamaSynthesizer.Write(f32, spec);
+        ModelSynthesizer.Write(f32, spec);
         string path = Quantized(f32, type);
 
         using (var file = GgufFile.Open(path))
@@ -108,9 +108,9 @@ public sealed class ModelQuantizerTests : IDisposable
     [Fact]
     public void AQuantizedInputIsRefused()
     {
-        string q8 = Quantized(TestPaths.Stories260K, LlamaFileType.Q8_0);
+        string q8 = Quantized(TestPaths.Stories260K, ModelFileType.Q8_0);
         using var input = GgufFile.Open(q8);
-        var e = Assert.Throws<ArgumentException>(() => ModelQuantizer.Quantize(input, Path.Combine(_folder, "again.gguf"), LlamaFileType.Q4_0, 1));
+        var e = Assert.Throws<ArgumentException>(() => ModelQuantizer.Quantize(input, Path.Combine(_folder, "again.gguf"), ModelFileType.Q4_0, 1));
         Assert.Contains("already quantized (Q8_0)", e.Message);
         Assert.False(File.Exists(Path.Combine(_folder, "again.gguf")));
     }
@@ -121,7 +121,7 @@ public sealed class ModelQuantizerTests : IDisposable
         string copy = Path.Combine(_folder, "copy.gguf");
         File.Copy(TestPaths.Stories260K, copy);
         using var input = GgufFile.Open(copy);
-        Assert.Throws<ArgumentException>(() => ModelQuantizer.Quantize(input, copy, LlamaFileType.Q8_0, 1));
+        Assert.Throws<ArgumentException>(() => ModelQuantizer.Quantize(input, copy, ModelFileType.Q8_0, 1));
     }
 }
 
@@ -144,13 +144,13 @@ public sealed class ModelQuantizerAllocationTests : IDisposable
     {
         var spec = new SynthSpec { Dim = 512, Layers = 4, Heads = 8, FfnDim = 1536, VocabSize = 8192 };
         string f32 = Path.Combine(_folder, "f32.gguf");
-        LlamaSynthesizer.Write(f32, spec);
+        ModelSynthesizer.Write(f32, spec);
         long fileSize = new FileInfo(f32).Length;
         Assert.True(fileSize > 64 << 20);
 
         long before = GC.GetTotalAllocatedBytes(precise: true);
         using (var input = GgufFile.Open(f32))
-            ModelQuantizer.Quantize(input, Path.Combine(_folder, "q8_0.gguf"), LlamaFileType.Q8_0, threads: 2);
+            ModelQuantizer.Quantize(input, Path.Combine(_folder, "q8_0.gguf"), ModelFileType.Q8_0, threads: 2);
         long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
         // Less than the embedding alone as floats (16 MiB): slabs of rows, never a whole tensor, let alone the model.
         Assert.True(allocated < 12 << 20, $"quantizing a {fileSize >> 20} MiB model allocated {allocated >> 20} MiB");

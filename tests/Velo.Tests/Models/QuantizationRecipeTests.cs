@@ -16,7 +16,7 @@ public class QuantizationRecipeTests
     [Fact]
     public void Q4KMOfATiedSixteenLayerModelMatchesLlamaCpp()
     {
-        var recipe = new QuantizationRecipe(LlamaFileType.Q4_K_M, layers: 16, hasOutputTensor: false);
+        var recipe = new QuantizationRecipe(ModelFileType.Q4_K_M, layers: 16, hasOutputTensor: false);
         Assert.Equal(GgmlType.Q6_K, recipe.TargetType("token_embd.weight", Embedding));
         for (int layer = 0; layer < 16; layer++)
         {
@@ -37,7 +37,7 @@ public class QuantizationRecipeTests
     [Fact]
     public void MoreBitsLayersOfTwelve()
     {
-        var recipe = new QuantizationRecipe(LlamaFileType.Q5_K_M, layers: 12, hasOutputTensor: true);
+        var recipe = new QuantizationRecipe(ModelFileType.Q5_K_M, layers: 12, hasOutputTensor: true);
         var more = Enumerable.Range(0, 12).Where(l => recipe.TargetType($"blk.{l}.ffn_down.weight", Matrix) == GgmlType.Q6_K);
         Assert.Equal([0, 3, 6, 9, 10, 11], more);
         Assert.Equal(GgmlType.Q5_K, recipe.TargetType("blk.1.ffn_down.weight", Matrix));
@@ -46,21 +46,21 @@ public class QuantizationRecipeTests
     [Fact]
     public void UntiedModelsQuantizeTheOutputNotTheEmbeddingWithMoreBits()
     {
-        var recipe = new QuantizationRecipe(LlamaFileType.Q4_K_M, layers: 16, hasOutputTensor: true);
+        var recipe = new QuantizationRecipe(ModelFileType.Q4_K_M, layers: 16, hasOutputTensor: true);
         Assert.Equal(GgmlType.Q6_K, recipe.TargetType("output.weight", Embedding));
         Assert.Equal(GgmlType.Q4_K, recipe.TargetType("token_embd.weight", Embedding));
     }
 
     [Theory]
-    [InlineData(LlamaFileType.Q8_0, GgmlType.Q8_0, GgmlType.Q8_0)]
-    [InlineData(LlamaFileType.Q4_0, GgmlType.Q6_K, GgmlType.Q4_0)]
-    [InlineData(LlamaFileType.Q4_1, GgmlType.Q6_K, GgmlType.Q4_1)]
-    [InlineData(LlamaFileType.Q5_0, GgmlType.Q6_K, GgmlType.Q5_0)]
-    [InlineData(LlamaFileType.Q5_1, GgmlType.Q6_K, GgmlType.Q5_1)]
-    [InlineData(LlamaFileType.Q6_K, GgmlType.Q6_K, GgmlType.Q6_K)]
-    [InlineData(LlamaFileType.F16, GgmlType.F16, GgmlType.F16)]
-    [InlineData(LlamaFileType.BF16, GgmlType.BF16, GgmlType.BF16)]
-    public void SingleTypeFilesKeepTheirTypeExceptTheOutput(LlamaFileType fileType, GgmlType output, GgmlType weights)
+    [InlineData(ModelFileType.Q8_0, GgmlType.Q8_0, GgmlType.Q8_0)]
+    [InlineData(ModelFileType.Q4_0, GgmlType.Q6_K, GgmlType.Q4_0)]
+    [InlineData(ModelFileType.Q4_1, GgmlType.Q6_K, GgmlType.Q4_1)]
+    [InlineData(ModelFileType.Q5_0, GgmlType.Q6_K, GgmlType.Q5_0)]
+    [InlineData(ModelFileType.Q5_1, GgmlType.Q6_K, GgmlType.Q5_1)]
+    [InlineData(ModelFileType.Q6_K, GgmlType.Q6_K, GgmlType.Q6_K)]
+    [InlineData(ModelFileType.F16, GgmlType.F16, GgmlType.F16)]
+    [InlineData(ModelFileType.BF16, GgmlType.BF16, GgmlType.BF16)]
+    public void SingleTypeFilesKeepTheirTypeExceptTheOutput(ModelFileType fileType, GgmlType output, GgmlType weights)
     {
         var recipe = new QuantizationRecipe(fileType, layers: 16, hasOutputTensor: false);
         Assert.Equal(output, recipe.TargetType("token_embd.weight", Embedding));
@@ -71,25 +71,25 @@ public class QuantizationRecipeTests
 
     [Theory]
     // stories260K: dim 64 and a feed-forward of 172 divide into no 256-block.
-    [InlineData(LlamaFileType.Q4_K_M, "blk.1.attn_q.weight", 64, GgmlType.Q5_0)]
-    [InlineData(LlamaFileType.Q4_K_M, "blk.2.attn_v.weight", 64, GgmlType.Q8_0)] // a Q6_K layer of 5
-    [InlineData(LlamaFileType.Q4_K_M, "blk.1.ffn_down.weight", 172, GgmlType.F16)]
-    [InlineData(LlamaFileType.Q4_K_M, "token_embd.weight", 64, GgmlType.Q8_0)]
-    [InlineData(LlamaFileType.Q5_K_M, "blk.1.attn_q.weight", 64, GgmlType.Q5_1)]
-    [InlineData(LlamaFileType.Q6_K, "blk.1.attn_q.weight", 64, GgmlType.Q8_0)]
-    [InlineData(LlamaFileType.Q8_0, "blk.1.ffn_down.weight", 172, GgmlType.F16)]
-    [InlineData(LlamaFileType.Q4_0, "blk.1.ffn_down.weight", 172, GgmlType.F16)]
-    public void RowsThatAreNoWholeNumberOfBlocksFallBack(LlamaFileType fileType, string name, long rowLength, GgmlType expected)
+    [InlineData(ModelFileType.Q4_K_M, "blk.1.attn_q.weight", 64, GgmlType.Q5_0)]
+    [InlineData(ModelFileType.Q4_K_M, "blk.2.attn_v.weight", 64, GgmlType.Q8_0)] // a Q6_K layer of 5
+    [InlineData(ModelFileType.Q4_K_M, "blk.1.ffn_down.weight", 172, GgmlType.F16)]
+    [InlineData(ModelFileType.Q4_K_M, "token_embd.weight", 64, GgmlType.Q8_0)]
+    [InlineData(ModelFileType.Q5_K_M, "blk.1.attn_q.weight", 64, GgmlType.Q5_1)]
+    [InlineData(ModelFileType.Q6_K, "blk.1.attn_q.weight", 64, GgmlType.Q8_0)]
+    [InlineData(ModelFileType.Q8_0, "blk.1.ffn_down.weight", 172, GgmlType.F16)]
+    [InlineData(ModelFileType.Q4_0, "blk.1.ffn_down.weight", 172, GgmlType.F16)]
+    public void RowsThatAreNoWholeNumberOfBlocksFallBack(ModelFileType fileType, string name, long rowLength, GgmlType expected)
     {
         var recipe = new QuantizationRecipe(fileType, layers: 5, hasOutputTensor: false);
         Assert.Equal(expected, recipe.TargetType(name, [rowLength, 64]));
     }
 
     [Theory]
-    [InlineData("q4_k_m", LlamaFileType.Q4_K_M)]
-    [InlineData("Q8_0", LlamaFileType.Q8_0)]
-    [InlineData("bf16", LlamaFileType.BF16)]
-    public void TypeNamesParseIgnoringCase(string name, LlamaFileType expected) =>
+    [InlineData("q4_k_m", ModelFileType.Q4_K_M)]
+    [InlineData("Q8_0", ModelFileType.Q8_0)]
+    [InlineData("bf16", ModelFileType.BF16)]
+    public void TypeNamesParseIgnoringCase(string name, ModelFileType expected) =>
         Assert.Equal(expected, QuantizationRecipe.Parse(name));
 
     [Theory]

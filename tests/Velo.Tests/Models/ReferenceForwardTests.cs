@@ -1,6 +1,7 @@
 using Velo.Formats;
 using Velo.Inference;
 using Velo.Models;
+using Velo.Runtime;
 using Velo.Tensors;
 
 namespace Velo.Tests.Models;
@@ -71,7 +72,7 @@ public class ReferenceForwardTests
         string path = Path.Combine(Path.GetTempPath(), $"velo-ref-{variant}-{type}-{Environment.ProcessId}.gguf");
         try
         {
-            LlamaSynthesizer.Write(path, spec);
+            ModelSynthesizer.Write(path, spec);
             int[] tokens = Enumerable.Range(0, SequenceLength).Select(i => (i * 37 + 11) % spec.VocabSize).ToArray();
             double[][] velo = VeloLogits(path, tokens);
 
@@ -108,10 +109,10 @@ public class ReferenceForwardTests
         string path = Path.Combine(Path.GetTempPath(), $"velo-decode-{variant}-{Environment.ProcessId}.gguf");
         try
         {
-            LlamaSynthesizer.Write(path, spec);
+            ModelSynthesizer.Write(path, spec);
             int[] tokens = Enumerable.Range(0, 12).Select(i => (i * 53 + 5) % spec.VocabSize).ToArray();
             var prefill = VeloLogits(path, tokens);
-            using var model = LlamaModel.Load(path);
+            using var model = ModelRegistry.Load(path);
             using var state = model.CreateState(contextLength: 16, maxBatch: 1);
             var batch = new ForwardBatch(1);
             for (int i = 0; i < tokens.Length; i++)
@@ -119,7 +120,7 @@ public class ReferenceForwardTests
                 batch.Clear();
                 batch.Add(tokens[i], i, wantLogits: true);
                 model.Forward(state, batch);
-                var decoded = state.Logits(0).ToArray().Select(f => (double)f).ToArray();
+                var decoded = state.Output(0).ToArray().Select(f => (double)f).ToArray();
                 Assert.True(RelativeError([decoded], [prefill[i]]) < 1e-5, $"position {i}");
             }
         }
@@ -142,7 +143,7 @@ public class ReferenceForwardTests
         string path = Path.Combine(Path.GetTempPath(), $"velo-f16kv-{variant}-{Environment.ProcessId}.gguf");
         try
         {
-            LlamaSynthesizer.Write(path, spec);
+            ModelSynthesizer.Write(path, spec);
             int[] tokens = Enumerable.Range(0, SequenceLength).Select(i => (i * 37 + 11) % spec.VocabSize).ToArray();
             var original = new ReferenceLlama(spec, name => OriginalWeights(spec, name)).Logits(tokens);
             double error = RelativeRmsError(VeloLogits(path, tokens, new KvCacheTypes(GgmlType.F16, GgmlType.F16)), original);
@@ -157,12 +158,12 @@ public class ReferenceForwardTests
 
     internal static double[][] VeloLogits(string path, int[] tokens, KvCacheTypes cacheTypes = default)
     {
-        using var model = LlamaModel.Load(path);
+        using var model = ModelRegistry.Load(path);
         using var state = model.CreateState(contextLength: 64, maxBatch: tokens.Length, maxLogitRows: tokens.Length, cacheTypes: cacheTypes);
         var batch = new ForwardBatch(tokens.Length);
         for (int i = 0; i < tokens.Length; i++) batch.Add(tokens[i], i, wantLogits: true);
         model.Forward(state, batch);
-        return Enumerable.Range(0, tokens.Length).Select(i => state.Logits(i).ToArray().Select(f => (double)f).ToArray()).ToArray();
+        return Enumerable.Range(0, tokens.Length).Select(i => state.Output(i).ToArray().Select(f => (double)f).ToArray()).ToArray();
     }
 
     /// <summary>Largest error over all logits, relative to the largest reference logit.</summary>
@@ -193,13 +194,13 @@ public class ReferenceForwardTests
 
     private static double[][] OriginalWeights(SynthSpec spec, string name)
     {
-        var shape = LlamaSynthesizer.Tensors(spec).Single(t => t.Name == name).Shape;
+        var shape = ModelSynthesizer.Tensors(spec).Single(t => t.Name == name).Shape;
         long rows = shape.Length > 1 ? shape[1] : 1;
         var result = new double[rows][];
         var row = new float[shape[0]];
         for (long r = 0; r < rows; r++)
         {
-            LlamaSynthesizer.FillRow(spec, name, r, row);
+            ModelSynthesizer.FillRow(spec, name, r, row);
             result[r] = row.Select(f => (double)f).ToArray();
         }
         return result;

@@ -20,7 +20,7 @@ public sealed class ReferenceLlama
     }
 
     private double[][] W(string name) => _cache.TryGetValue(name, out var w) ? w : _cache[name] = _weights(name);
-    private bool Has(string name) => LlamaSynthesizer.Tensors(_s).Any(t => t.Name == name);
+    private bool Has(string name) => ModelSynthesizer.Tensors(_s).Any(t => t.Name == name);
 
     /// <summary>Logits at every position of <paramref name="tokens"/> (positions 0, 1, …).</summary>
     public double[][] Logits(int[] tokens)

@@ -1,4 +1,4 @@
-namespace Velo.Inference;
+namespace Velo.Runtime;
 
 /// <summary>
 /// The tokens of one forward pass: each with its position, the sequence (KV cache slot) it belongs to, and whether

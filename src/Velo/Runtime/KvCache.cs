@@ -2,7 +2,7 @@ using System.Numerics.Tensors;
 using Velo.Kernels;
 using Velo.Tensors;
 
-namespace Velo.Inference;
+namespace Velo.Runtime;
 
 /// <summary>The element types of a KV cache's keys and values: F32 (the default) or F16.</summary>
 public readonly record struct KvCacheTypes(GgmlType Keys = GgmlType.F32, GgmlType Values = GgmlType.F32)

@@ -4,11 +4,11 @@ using Velo.Tensors;
 namespace Velo.Models;
 
 /// <summary>
-/// Writes random-weight Llama-family GGUF files of any shape, so speed and correctness can be measured without
+/// Writes random-weight GGUF files of any supported architecture and shape, so speed and correctness can be measured without
 /// downloading a model. Every value is a pure function of (seed, tensor name, row), so a test can regenerate the
 /// exact floats a file was made from.
 /// </summary>
-public static class LlamaSynthesizer
+public static class ModelSynthesizer
 {
     /// <summary>
     /// Writes the model to <paramref name="path"/>, computing and quantizing rows on <paramref name="threads"/>
@@ -60,39 +60,8 @@ public static class LlamaSynthesizer
     /// <summary>Bytes of tensor data the file will hold.</summary>
     public static long TensorBytes(SynthSpec spec) => Tensors(spec).Sum(t => GgufWriter.ByteSize(spec.TypeOf(t.Name, t.Shape), t.Shape));
 
-    /// <summary>Tensor names and shapes (ggml order: ne[0] first) in llama.cpp's order.</summary>
-    public static IEnumerable<(string Name, long[] Shape)> Tensors(SynthSpec s)
-    {
-        long qDim = (long)s.Heads * s.EffectiveHeadDim, kvDim = (long)s.EffectiveKvHeads * s.EffectiveHeadDim;
-        yield return ("token_embd.weight", [s.Dim, s.VocabSize]);
-        yield return ("output_norm.weight", [s.Dim]);
-        if (!s.TiedEmbeddings) yield return ("output.weight", [s.Dim, s.VocabSize]);
-        if (s.RopeFrequencyFactors) yield return ("rope_freqs.weight", [s.EffectiveHeadDim / 2]);
-        for (int l = 0; l < s.Layers; l++)
-        {
-            string p = $"blk.{l}.";
-            yield return (p + "attn_norm.weight", [s.Dim]);
-            yield return (p + "attn_q.weight", [s.Dim, qDim]);
-            yield return (p + "attn_k.weight", [s.Dim, kvDim]);
-            yield return (p + "attn_v.weight", [s.Dim, kvDim]);
-            if (s.QkvBias)
-            {
-                yield return (p + "attn_q.bias", [qDim]);
-                yield return (p + "attn_k.bias", [kvDim]);
-                yield return (p + "attn_v.bias", [kvDim]);
-            }
-            if (s.QkNorm)
-            {
-                yield return (p + "attn_q_norm.weight", [s.EffectiveHeadDim]);
-                yield return (p + "attn_k_norm.weight", [s.EffectiveHeadDim]);
-            }
-            yield return (p + "attn_output.weight", [qDim, s.Dim]);
-            yield return (p + "ffn_norm.weight", [s.Dim]);
-            yield return (p + "ffn_gate.weight", [s.Dim, s.FfnDim]);
-            yield return (p + "ffn_up.weight", [s.Dim, s.FfnDim]);
-            yield return (p + "ffn_down.weight", [s.FfnDim, s.Dim]);
-        }
-    }
+    /// <summary>Tensor names and shapes (ggml order: ne[0] first) in llama.cpp's order, as the spec's architecture family lays them out.</summary>
+    public static IEnumerable<(string Name, long[] Shape)> Tensors(SynthSpec spec) => ModelRegistry.SynthesisTensors(spec);
 
     /// <summary>The float values of one row of a tensor, before any quantization.</summary>
     public static void FillRow(SynthSpec spec, string name, long row, Span<float> values)

@@ -1,47 +1,46 @@
-using Velo.Inference;
+using Velo.Backends;
+using Velo.Backends.Cpu;
+using Velo.Models.Blocks;
+using Velo.Runtime;
 using Velo.Tensors;
 using Velo.Threading;
 
-namespace Velo.Models;
+namespace Velo.Models.Llama;
 
 /// <summary>Everything a forward pass writes: activations for up to <see cref="MaxBatch"/> tokens, the KV cache and the logits, all allocated once.</summary>
-public sealed unsafe class LlamaState : IDisposable
+internal sealed unsafe class LlamaState : IModelState
 {
     private readonly List<NativeBuffer> _buffers = [];
+    private readonly WorkerPool _pool;
     private readonly bool _ownsPool;
+    private readonly int _vocabSize;
 
-    internal LlamaState(LlamaModel model, int contextLength, int maxBatch, int sequences, int maxLogitRows, WorkerPool? pool, KvCacheTypes cacheTypes = default)
+    public LlamaState(LlamaConfig c, int contextLength, int maxBatch, int sequences, int maxLogitRows, WorkerPool? pool, KvCacheTypes cacheTypes = default)
     {
-        var c = model.Config;
         ArgumentOutOfRangeException.ThrowIfLessThan(maxBatch, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(sequences, 1);
         MaxBatch = maxBatch;
         MaxLogitRows = maxLogitRows;
-        VocabSize = c.VocabSize;
+        _vocabSize = c.VocabSize;
         _ownsPool = pool == null;
-        Pool = pool ?? new WorkerPool(1);
+        _pool = pool ?? new WorkerPool(1);
+        Backend = new CpuBackend(_pool);
         Cache = new KvCache(c.Layers, sequences, contextLength, c.KvHeads, c.HeadDim, cacheTypes.Keys, cacheTypes.Values);
         var floats = new ScratchFloats(c, maxBatch, maxLogitRows);
         X = Floats(floats.X);
         Xb = Floats(floats.Xb);
-        Q = Floats(floats.Q);
-        K = Floats(floats.K);
-        V = Floats(floats.V);
-        AttentionOut = Floats(floats.AttentionOut);
+        Attention = new AttentionBuffers(Floats(floats.Q), Floats(floats.K), Floats(floats.V), Floats(floats.AttentionOut));
         Gate = Floats(floats.Gate);
         Up = Floats(floats.Up);
-        RopeCos = Floats(floats.RopeCos);
-        RopeSin = Floats(floats.RopeSin);
+        Rope = new RopeTable(Floats(floats.RopeCos), Floats(floats.RopeSin), c.RopeDims / 2);
         LogitsPointer = Floats(floats.Logits);
     }
 
-    /// <summary>The bytes of activations and logits a state allocates besides its KV cache, so a caller can weigh
-    /// them against free memory before allocating them.</summary>
+    /// <summary>The bytes of activations and logits a state allocates besides its KV cache.</summary>
     /// <exception cref="OverflowException">The size does not fit in 63 bits.</exception>
     public static long ScratchBytesFor(LlamaConfig config, int maxBatch, int maxLogitRows) =>
         checked(new ScratchFloats(config, maxBatch, maxLogitRows).Total * sizeof(float));
 
-    /// <summary>The bytes of activations and logits this state allocated.</summary>
     public long ScratchBytes => _buffers.Sum(b => b.Length);
 
     /// <summary>How many floats each activation buffer holds: one row per batch token (logits: per logit row).</summary>
@@ -63,27 +62,25 @@ public sealed unsafe class LlamaState : IDisposable
 
     public int MaxBatch { get; }
     public int MaxLogitRows { get; }
-    public int VocabSize { get; }
-    public WorkerPool Pool { get; }
     public KvCache Cache { get; }
+    public IBackend Backend { get; }
 
-    internal float* X { get; }
-    internal float* Xb { get; }
-    internal float* Q { get; }
-    internal float* K { get; }
-    internal float* V { get; }
-    internal float* AttentionOut { get; }
-    internal float* Gate { get; }
-    internal float* Up { get; }
-    internal float* RopeCos { get; }
-    internal float* RopeSin { get; }
-    internal float* LogitsPointer { get; }
+    /// <summary>The residual stream.</summary>
+    public float* X { get; }
 
-    /// <summary>The logits of the <paramref name="row"/>-th token that asked for them in the last forward pass.</summary>
-    public ReadOnlySpan<float> Logits(int row)
+    /// <summary>A block's normalized input, then its output (wide enough for attention's query rows too).</summary>
+    public float* Xb { get; }
+
+    public AttentionBuffers Attention { get; }
+    public float* Gate { get; }
+    public float* Up { get; }
+    public RopeTable Rope { get; }
+    public float* LogitsPointer { get; }
+
+    public ReadOnlySpan<float> Output(int row)
     {
         if ((uint)row >= (uint)MaxLogitRows) throw new ArgumentOutOfRangeException(nameof(row));
-        return new ReadOnlySpan<float>(LogitsPointer + (long)row * VocabSize, VocabSize);
+        return new ReadOnlySpan<float>(LogitsPointer + (long)row * _vocabSize, _vocabSize);
     }
 
     private float* Floats(long count)
@@ -97,6 +94,6 @@ public sealed unsafe class LlamaState : IDisposable
     {
         foreach (var b in _buffers) b.Dispose();
         Cache.Dispose();
-        if (_ownsPool) Pool.Dispose();
+        if (_ownsPool) _pool.Dispose();
     }
 }

@@ -1,12 +1,15 @@
+using System.Globalization;
 using Velo.Formats;
 using Velo.Kernels;
+using Velo.Models.Blocks;
 
-namespace Velo.Models;
+namespace Velo.Models.Llama;
 
 /// <summary>Hyperparameters of a Llama-family decoder, read from the GGUF metadata under the architecture's prefix.</summary>
-public sealed record LlamaConfig
+internal sealed record LlamaConfig
 {
-    public static readonly IReadOnlySet<string> SupportedArchitectures = new HashSet<string> { "llama", "mistral", "qwen2", "qwen3" };
+    /// <summary>The <c>general.architecture</c> values this family runs.</summary>
+    public static readonly IReadOnlyList<string> Architectures = ["llama", "mistral", "qwen2", "qwen3"];
 
     public required string Architecture { get; init; }
     public required int Dim { get; init; }
@@ -29,12 +32,43 @@ public sealed record LlamaConfig
     public int QueryDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
 
+    public AttentionShape Attention => new(Heads, KvHeads, HeadDim, NormEpsilon, RopeLayout);
+
+    /// <summary>What the engine needs to know, and <c>velo info</c> shows, in architecture-neutral terms.</summary>
+    public ModelInfo ToInfo(GgufFile file) => new()
+    {
+        Architecture = Architecture,
+        VocabSize = VocabSize,
+        ContextLength = ContextLength,
+        EmbeddingLength = Dim,
+        Layers = Enumerable.Repeat(new KvLayerShape(KvHeads, HeadDim), Layers).ToArray(),
+        Properties =
+        [
+            Property("embedding dim", Dim),
+            Property("layers", Layers),
+            Property("attention heads", $"{Heads} (KV heads {KvHeads}{(KvHeads < Heads ? ", grouped-query" : "")})"),
+            Property("head dim", HeadDim),
+            Property("feed-forward dim", FfnDim),
+            Property("vocabulary", VocabSize),
+            Property("context length", ContextLength),
+            Property("rope", $"base {RopeBase}, {RopeDims} dims, {(RopeLayout == RopeLayout.NeoX ? "NeoX halves" : "adjacent pairs")}" +
+                             $"{(RopeFrequencyScale != 1 ? $", linear scale {RopeFrequencyScale}" : "")}{(file.FindTensor("rope_freqs.weight") != null ? ", frequency factors" : "")}"),
+            Property("RMSNorm epsilon", NormEpsilon),
+            Property("output", file.FindTensor("output.weight") != null ? "separate matrix" : "tied to the token embedding"),
+            .. file.FindTensor("blk.0.attn_q.bias") != null ? [Property("QKV bias", "yes")] : Array.Empty<KeyValuePair<string, string>>(),
+            .. file.FindTensor("blk.0.attn_q_norm.weight") != null ? [Property("Q/K norm", "yes")] : Array.Empty<KeyValuePair<string, string>>(),
+        ],
+    };
+
+    private static KeyValuePair<string, string> Property(string name, object value) =>
+        KeyValuePair.Create(name, Convert.ToString(value, CultureInfo.InvariantCulture) ?? "");
+
     public static LlamaConfig FromGguf(GgufFile file)
     {
         var m = file.Metadata;
-        string arch = file.Architecture ?? throw new GgufFormatException($"{file.Path}: general.architecture is missing");
-        if (!SupportedArchitectures.Contains(arch))
-            throw new NotSupportedException($"{file.Path}: architecture '{arch}' is not supported (supported: {string.Join(", ", SupportedArchitectures)})");
+        string arch = file.Architecture is { } a && Architectures.Contains(a)
+            ? a
+            : throw new ArgumentException($"{file.Path}: architecture '{file.Architecture}' is not of the Llama family");
 
         // Hyperparameters are uint32 in the file but int here: a value of 2^31 or more must be refused by name, not
         // wrapped negative or left to an OverflowException.

@@ -1,0 +1,101 @@
+using Velo.Kernels;
+using Velo.Runtime;
+using Velo.Tensors;
+using Velo.Threading;
+
+namespace Velo.Backends.Cpu;
+
+/// <summary>The op set on the CPU: the SIMD kernels, with matrix products and attention shared out over a worker pool.</summary>
+internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
+{
+    public void EmbeddingLookup(in WeightMatrix table, ReadOnlySpan<int> tokens, float* output)
+    {
+        for (int t = 0; t < tokens.Length; t++)
+            Dequantize.Row(table.Type, table.RowSpan(tokens[t]), Row(output, t, table.Cols));
+    }
+
+    public void MatMul(in WeightMatrix weights, float* x, int rows, float* y) => Kernels.MatMul.Multiply(weights, x, rows, y, pool);
+
+    public void MatMul(ReadOnlySpan<MatMulTarget> targets, float* x, int rows) => Kernels.MatMul.Multiply(targets, x, rows, pool);
+
+    public void RmsNorm(float* x, float* weight, float* y, int rows, int width, float epsilon)
+    {
+        var w = new ReadOnlySpan<float>(weight, width);
+        for (int i = 0; i < rows; i++) Kernels.RmsNorm.Apply(Row(x, i, width), w, Row(y, i, width), epsilon);
+    }
+
+    public void AddBias(float* x, float* bias, int rows, int width)
+    {
+        var b = new ReadOnlySpan<float>(bias, width);
+        for (int i = 0; i < rows; i++)
+        {
+            var row = Row(x, i, width);
+            Elementwise.Add(row, b, row);
+        }
+    }
+
+    public void Add(float* x, float* y, long count)
+    {
+        var xs = new Span<float>(x, checked((int)count));
+        Elementwise.Add(xs, new ReadOnlySpan<float>(y, (int)count), xs);
+    }
+
+    public void RopeAngles(ReadOnlySpan<int> positions, float positionScale, float theta, float* frequencyFactors, int pairs, float* cos, float* sin)
+    {
+        var factors = frequencyFactors != null ? new ReadOnlySpan<float>(frequencyFactors, pairs) : default;
+        for (int i = 0; i < positions.Length; i++)
+            Kernels.Rope.Angles(positions[i] * positionScale, theta, factors, Row(cos, i, pairs), Row(sin, i, pairs));
+    }
+
+    public void Rope(float* x, int rows, int width, int headDim, float* cos, float* sin, int pairs, RopeLayout layout)
+    {
+        for (int i = 0; i < rows; i++)
+            Kernels.Rope.Rotate(Row(x, i, width), headDim, Row(cos, i, pairs), Row(sin, i, pairs), layout);
+    }
+
+    public void StoreKeysValues(KvCache cache, int layer, ForwardBatch batch, float* keys, float* values)
+    {
+        for (int i = 0; i < batch.Count; i++)
+            cache.Store(layer, batch.Sequences[i], batch.Positions[i], Row(keys, i, cache.KvDim), Row(values, i, cache.KvDim));
+    }
+
+    public void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads, int kvHeads, int headDim)
+    {
+        fixed (int* positions = batch.Positions)
+        fixed (int* sequences = batch.Sequences)
+        {
+            var args = new Kernels.Attention.Arguments
+            {
+                Queries = queries, Output = output, Positions = positions, Sequences = sequences, Rows = batch.Count,
+                Heads = heads, KvHeads = kvHeads, HeadDim = headDim,
+                KeyCache = cache.Keys(layer), ValueCache = cache.Values(layer), ContextLength = cache.ContextLength,
+                KeyType = cache.KeyType, ValueType = cache.ValueType,
+            };
+            Kernels.Attention.Compute(args, pool);
+        }
+    }
+
+    public void GatedActivation(GatedActivation activation, float* gate, float* up, long count)
+    {
+        var hidden = new Span<float>(gate, checked((int)count));
+        switch (activation)
+        {
+            case Backends.GatedActivation.SiLU:
+                Activations.SwiGLU(hidden, new ReadOnlySpan<float>(up, (int)count), hidden);
+                break;
+            default:
+                throw new NotSupportedException($"the CPU backend has no {activation} activation");
+        }
+    }
+
+    public int SelectRows(float* x, ReadOnlySpan<bool> selected, int width, float* output)
+    {
+        int rows = 0;
+        for (int i = 0; i < selected.Length; i++)
+            if (selected[i])
+                Row(x, i, width).CopyTo(Row(output, rows++, width));
+        return rows;
+    }
+
+    private static Span<float> Row(float* matrix, int row, int length) => new(matrix + (long)row * length, length);
+}

@@ -1,0 +1,61 @@
+using Velo.Kernels;
+using Velo.Runtime;
+using Velo.Tensors;
+
+namespace Velo.Backends;
+
+/// <summary>How a gated feed-forward network activates its gate before multiplying it by the up projection.</summary>
+internal enum GatedActivation
+{
+    /// <summary>SwiGLU: silu(gate) ⊙ up (Llama, Mistral, Qwen).</summary>
+    SiLU,
+}
+
+/// <summary>
+/// The closed set of operations a forward pass is made of, each over a whole batch of rows. Models call nothing else,
+/// so another backend (a GPU) implements this set and runs every family. Buffers are rows of floats, row-major; a
+/// batch's rows are its tokens in batch order.
+/// </summary>
+internal unsafe interface IBackend
+{
+    /// <summary>Row t of <paramref name="output"/> becomes row <c>tokens[t]</c> of <paramref name="table"/>, as floats.</summary>
+    void EmbeddingLookup(in WeightMatrix table, ReadOnlySpan<int> tokens, float* output);
+
+    /// <summary><c>y = W · x</c> for every row of <paramref name="x"/>.</summary>
+    void MatMul(in WeightMatrix weights, float* x, int rows, float* y);
+
+    /// <summary>The same rows times several matrices of one width (Q, K and V; gate and up), each into its own target.</summary>
+    void MatMul(ReadOnlySpan<MatMulTarget> targets, float* x, int rows);
+
+    /// <summary>RMSNorm of each of <paramref name="rows"/> rows of <paramref name="width"/> times <paramref name="weight"/>;
+    /// <paramref name="y"/> may be <paramref name="x"/>.</summary>
+    void RmsNorm(float* x, float* weight, float* y, int rows, int width, float epsilon);
+
+    /// <summary>Adds <paramref name="bias"/> (<paramref name="width"/> floats) to each of <paramref name="rows"/> rows.</summary>
+    void AddBias(float* x, float* bias, int rows, int width);
+
+    /// <summary><c>x += y</c> over <paramref name="count"/> floats: a residual connection.</summary>
+    void Add(float* x, float* y, long count);
+
+    /// <summary>Rope's cos and sin (<paramref name="pairs"/> per row) for each position, times
+    /// <paramref name="positionScale"/>; <paramref name="frequencyFactors"/> is null or one divisor per pair.</summary>
+    void RopeAngles(ReadOnlySpan<int> positions, float positionScale, float theta, float* frequencyFactors, int pairs, float* cos, float* sin);
+
+    /// <summary>Rotates, in place, every head of each of <paramref name="rows"/> rows of <paramref name="width"/> by
+    /// that row's angles (<paramref name="pairs"/> per row).</summary>
+    void Rope(float* x, int rows, int width, int headDim, float* cos, float* sin, int pairs, RopeLayout layout);
+
+    /// <summary>Stores each token's keys and values (a row of the cache's KV width each) at its sequence and position.</summary>
+    void StoreKeysValues(KvCache cache, int layer, ForwardBatch batch, float* keys, float* values);
+
+    /// <summary>Causal grouped-query attention of each token's queries over its sequence's cached keys and values up
+    /// to its position.</summary>
+    void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads, int kvHeads, int headDim);
+
+    /// <summary><c>gate = activation(gate) ⊙ up</c> over <paramref name="count"/> floats.</summary>
+    void GatedActivation(GatedActivation activation, float* gate, float* up, long count);
+
+    /// <summary>Copies the rows whose <paramref name="selected"/> flag is set to consecutive rows of
+    /// <paramref name="output"/>; returns how many.</summary>
+    int SelectRows(float* x, ReadOnlySpan<bool> selected, int width, float* output);
+}

@@ -1,0 +1,75 @@
+using Velo.Formats;
+using Velo.Tensors;
+
+namespace Velo.Models.Blocks;
+
+/// <summary>
+/// Binds a GGUF file's tensors by name, checking every shape and type: matrices point into the memory-mapped file,
+/// vectors (norms, biases, rope factors: a tiny share of a model) are copied out as floats into one aligned buffer.
+/// </summary>
+internal sealed unsafe class WeightBinder : IDisposable
+{
+    private readonly GgufFile _file;
+    private readonly NativeBuffer _vectors;
+    private long _vectorsUsed;
+
+    public WeightBinder(GgufFile file)
+    {
+        _file = file;
+        _vectors = new NativeBuffer(VectorBytes(file));
+    }
+
+    public bool Has(string name) => _file.FindTensor(name) != null;
+
+    /// <summary>A matrix of <paramref name="rows"/> × <paramref name="cols"/> (ggml's shape [cols, rows]).</summary>
+    public WeightMatrix Matrix(string name, int rows, int cols)
+    {
+        var t = _file.RequireTensor(name);
+        if (t.Shape.Count != 2 || t.Shape[0] != cols || t.Shape[1] != rows)
+            throw new GgufFormatException($"{_file.Path}: tensor '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{cols}, {rows}]");
+        if (!GgmlTypeInfo.IsSupported(t.Type))
+            throw new NotSupportedException($"{_file.Path}: tensor '{name}' has type {t.Type}, which Velo cannot compute with yet");
+        return new WeightMatrix(_file.TensorData(t), t.Type, rows, cols);
+    }
+
+    /// <summary>The vector as floats, or null when the file does not have it.</summary>
+    public float* OptionalVector(string name, int length) => Has(name) ? Vector(name, length) : null;
+
+    public float* Vector(string name, int length)
+    {
+        var t = _file.RequireTensor(name);
+        // Only 1-D tensors are counted in the vector buffer's size, so a vector of any other shape is refused even
+        // when its element count is right: copying it would write past the buffer.
+        if (t.Shape.Count != 1 || t.ElementCount != length)
+            throw new GgufFormatException($"{_file.Path}: tensor '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{length}]");
+        if (!GgmlTypeInfo.IsSupported(t.Type))
+            throw new NotSupportedException($"{_file.Path}: tensor '{name}' has type {t.Type}, which Velo cannot compute with yet");
+        long bytes = AlignedFloatBytes(length);
+        // The last guard before a raw copy into native memory: the buffer was sized from the file's 1-D tensors.
+        if (bytes > _vectors.Length - _vectorsUsed)
+            throw new InvalidOperationException($"{_file.Path}: tensor '{name}' does not fit in the {_vectors.Length} bytes reserved for vectors");
+        float* dst = (float*)((byte*)_vectors.Pointer + _vectorsUsed);
+        _vectorsUsed += bytes;
+        Dequantize.Row(t.Type, _file.TensorBytes(t), new Span<float>(dst, length));
+        return dst;
+    }
+
+    private const int FloatsPerLine = NativeBuffer.Alignment / sizeof(float);
+
+    /// <summary>A vector's floats rounded up to whole lines, so that every vector starts aligned.</summary>
+    private static long AlignedFloatBytes(long elements) =>
+        SizeMath.Product("bytes of a vector as floats",
+            elements / FloatsPerLine + (elements % FloatsPerLine == 0 ? 0 : 1), NativeBuffer.Alignment);
+
+    /// <summary>Room for every 1-D tensor as floats.</summary>
+    private static long VectorBytes(GgufFile file)
+    {
+        long total = 0;
+        foreach (var t in file.Tensors)
+            if (t.Shape.Count == 1 && !SizeMath.TryAdd(total, AlignedFloatBytes(t.ElementCount), out total))
+                throw new GgufFormatException($"{file.Path}: the 1-D tensors hold too many elements to load as floats");
+        return total;
+    }
+
+    public void Dispose() => _vectors.Dispose();
+}

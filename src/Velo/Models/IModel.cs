@@ -1,0 +1,104 @@
+using Velo.Formats;
+using Velo.Runtime;
+using Velo.Threading;
+
+namespace Velo.Models;
+
+/// <summary>
+/// A loaded model of any architecture family: what the engine (generation, perplexity, benchmarks, the server) needs
+/// of it. A family implements it in its own folder and registers in <see cref="ModelRegistry"/>.
+/// </summary>
+public interface IModel : IDisposable
+{
+    /// <summary>Its hyperparameters, as far as anything outside the family needs them.</summary>
+    ModelInfo Info { get; }
+
+    /// <summary>The file it was loaded from: metadata (tokenizer, chat template) and tensors stay there, mapped.</summary>
+    GgufFile File { get; }
+
+    /// <summary>The bytes of tensor data a forward pass reads, all of which becomes resident as it runs.</summary>
+    long WeightBytes { get; }
+
+    /// <summary>
+    /// Allocates what forward passes write: activations for batches of up to <paramref name="maxBatch"/> tokens, a KV
+    /// cache of <paramref name="contextLength"/> positions (0: the trained context) for each of
+    /// <paramref name="sequences"/> sequences, and <paramref name="maxLogitRows"/> output rows (0: one per sequence).
+    /// Threads come from <paramref name="pool"/>, or a single thread when null.
+    /// </summary>
+    IModelState CreateState(int contextLength = 0, int maxBatch = 512, int sequences = 1, int maxLogitRows = 0, WorkerPool? pool = null,
+        KvCacheTypes cacheTypes = default);
+
+    /// <summary>
+    /// The bytes of activations and output rows a state with these limits allocates besides its KV cache, so a caller
+    /// can weigh them against free memory before allocating them.
+    /// </summary>
+    /// <exception cref="OverflowException">The size does not fit in 63 bits.</exception>
+    long ScratchBytes(int maxBatch, int maxLogitRows);
+
+    /// <summary>
+    /// Runs the batch: appends its keys and values to the state's KV cache and writes one output row (see
+    /// <see cref="ModelInfo.Output"/>) for each token that asked for one, in batch order, to <see cref="IModelState.Output"/>.
+    /// </summary>
+    void Forward(IModelState state, ForwardBatch batch);
+}
+
+/// <summary>Everything a model's forward passes write: activations, the KV cache and the output rows, allocated once.</summary>
+public interface IModelState : IDisposable
+{
+    /// <summary>The most tokens one forward pass may hold.</summary>
+    int MaxBatch { get; }
+
+    /// <summary>The most tokens of one forward pass that may ask for an output row.</summary>
+    int MaxLogitRows { get; }
+
+    KvCache Cache { get; }
+
+    /// <summary>The bytes of activations and output rows this state allocated (its KV cache aside).</summary>
+    long ScratchBytes { get; }
+
+    /// <summary>The output row (logits or an embedding, <see cref="ModelInfo.Output"/>) of the <paramref name="row"/>-th
+    /// token that asked for one in the last forward pass.</summary>
+    ReadOnlySpan<float> Output(int row);
+}
+
+/// <summary>What a model's output rows hold.</summary>
+public enum ModelOutput
+{
+    /// <summary>A score per vocabulary entry for the next token (a decoder).</summary>
+    Logits,
+
+    /// <summary>A vector of <see cref="ModelInfo.EmbeddingLength"/> floats for the input (an encoder).</summary>
+    Embeddings,
+}
+
+/// <summary>The keys and values one layer caches per token: <see cref="KvHeads"/> heads of <see cref="HeadDim"/> each.</summary>
+public readonly record struct KvLayerShape(int KvHeads, int HeadDim)
+{
+    public int KvDim => KvHeads * HeadDim;
+}
+
+/// <summary>A model's hyperparameters in terms every architecture shares.</summary>
+public sealed record ModelInfo
+{
+    /// <summary><c>general.architecture</c>, for example <c>llama</c> or <c>qwen3</c>.</summary>
+    public required string Architecture { get; init; }
+
+    public required int VocabSize { get; init; }
+
+    /// <summary>The context length the model was trained for.</summary>
+    public required int ContextLength { get; init; }
+
+    /// <summary>The width of the residual stream.</summary>
+    public required int EmbeddingLength { get; init; }
+
+    /// <summary>Per layer, what its KV cache holds per token: layers may differ (sliding-window layers, per-layer head counts).</summary>
+    public required IReadOnlyList<KvLayerShape> Layers { get; init; }
+
+    public ModelOutput Output { get; init; } = ModelOutput.Logits;
+
+    /// <summary>Floats per output row.</summary>
+    public int OutputWidth => Output == ModelOutput.Logits ? VocabSize : EmbeddingLength;
+
+    /// <summary>The family's own hyperparameters as label and value, in the order <c>velo info</c> shows them.</summary>
+    public IReadOnlyList<KeyValuePair<string, string>> Properties { get; init; } = [];
+}

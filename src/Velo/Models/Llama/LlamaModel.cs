@@ -1,0 +1,78 @@
+using Velo.Backends;
+using Velo.Formats;
+using Velo.Models.Blocks;
+using Velo.Runtime;
+using Velo.Threading;
+
+namespace Velo.Models.Llama;
+
+/// <summary>
+/// A Llama-family decoder (Llama 2/3, Mistral, Qwen2, Qwen3): pre-norm blocks of grouped-query attention with rope
+/// and a SwiGLU feed-forward network. Weights stay in the memory-mapped GGUF file.
+/// <code>
+/// h   = x + Wo · Attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
+/// out = h + Wdown · (silu(Wgate·norm(h)) ⊙ Wup·norm(h))
+/// </code>
+/// </summary>
+internal sealed unsafe class LlamaModel : IModel
+{
+    public static ModelFamily Family { get; } =
+        new("Llama", LlamaConfig.Architectures, file => new LlamaModel(file), file => LlamaConfig.FromGguf(file).ToInfo(file), LlamaSynthesis.Tensors);
+
+    private LlamaModel(GgufFile file)
+    {
+        File = file;
+        Config = LlamaConfig.FromGguf(file);
+        Info = Config.ToInfo(file);
+        Weights = new LlamaWeights(file, Config);
+    }
+
+    public GgufFile File { get; }
+    public LlamaConfig Config { get; }
+    public ModelInfo Info { get; }
+    public LlamaWeights Weights { get; }
+
+    // The file's tensor data is mapped, not read: it becomes resident page by page as the forward pass reads it.
+    public long WeightBytes => File.FileSize - File.DataOffset;
+
+    public void Forward(IModelState state, ForwardBatch batch)
+    {
+        var s = state as LlamaState ?? throw new ArgumentException("the state was not created by a Llama-family model", nameof(state));
+        var c = Config;
+        int n = batch.Count;
+        BatchChecks.Validate(s, batch, c.VocabSize);
+        var b = s.Backend;
+        var attention = c.Attention;
+
+        b.EmbeddingLookup(Weights.TokenEmbedding, batch.Tokens.AsSpan(0, n), s.X);
+        b.RopeAngles(batch.Positions.AsSpan(0, n), c.RopeFrequencyScale, c.RopeBase, Weights.RopeFrequencyFactors, s.Rope.Pairs, s.Rope.Cos, s.Rope.Sin);
+
+        for (int l = 0; l < c.Layers; l++)
+        {
+            ref readonly var w = ref Weights.Layers[l];
+            // h = x + attention(norm(x))
+            b.RmsNorm(s.X, w.AttentionNorm, s.Xb, n, c.Dim, c.NormEpsilon);
+            SelfAttention.Forward(b, w.Attention, attention, s.Attention, s.Rope, s.Cache, l, batch, s.Xb, s.Xb);
+            b.Add(s.X, s.Xb, (long)n * c.Dim);
+            // out = h + ffn(norm(h))
+            b.RmsNorm(s.X, w.FfnNorm, s.Xb, n, c.Dim, c.NormEpsilon);
+            FeedForward.Forward(b, w.FeedForward, GatedActivation.SiLU, s.Gate, s.Up, n, c.FfnDim, s.Xb, s.Xb);
+            b.Add(s.X, s.Xb, (long)n * c.Dim);
+        }
+
+        OutputHead.Forward(b, s.X, Weights.OutputNorm, c.NormEpsilon, Weights.Output, batch, c.Dim, s.Xb, s.LogitsPointer);
+    }
+
+    public IModelState CreateState(int contextLength = 0, int maxBatch = 512, int sequences = 1, int maxLogitRows = 0, WorkerPool? pool = null,
+        KvCacheTypes cacheTypes = default) =>
+        new LlamaState(Config, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences, maxLogitRows > 0 ? maxLogitRows : sequences,
+            pool, cacheTypes);
+
+    public long ScratchBytes(int maxBatch, int maxLogitRows) => LlamaState.ScratchBytesFor(Config, maxBatch, maxLogitRows);
+
+    public void Dispose()
+    {
+        Weights.Dispose();
+        File.Dispose();
+    }
+}

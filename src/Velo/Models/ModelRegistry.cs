@@ -1,0 +1,64 @@
+using Velo.Formats;
+using Velo.Models.Llama;
+
+namespace Velo.Models;
+
+/// <summary>
+/// An architecture family: the <c>general.architecture</c> values it runs, how it loads a model from an open file, how
+/// it reads a file's hyperparameters without loading the weights, and the tensors a random-weight file of a
+/// <see cref="SynthSpec"/> holds (for <see cref="ModelSynthesizer"/>).
+/// </summary>
+public sealed record ModelFamily(
+    string Name,
+    IReadOnlyList<string> Architectures,
+    Func<GgufFile, IModel> Load,
+    Func<GgufFile, ModelInfo> ReadInfo,
+    Func<SynthSpec, IEnumerable<(string Name, long[] Shape)>> SynthesisTensors);
+
+/// <summary>The architecture families Velo runs, keyed by <c>general.architecture</c>: adding a family is one line here.</summary>
+public static class ModelRegistry
+{
+    private static readonly ModelFamily[] Families =
+    [
+        LlamaModel.Family,
+    ];
+
+    private static readonly Dictionary<string, ModelFamily> ByArchitecture =
+        Families.SelectMany(f => f.Architectures.Select(a => KeyValuePair.Create(a, f))).ToDictionary();
+
+    /// <summary>Every <c>general.architecture</c> value some family runs.</summary>
+    public static IReadOnlyList<string> SupportedArchitectures { get; } = [.. Families.SelectMany(f => f.Architectures)];
+
+    public static bool IsSupported(string architecture) => ByArchitecture.ContainsKey(architecture);
+
+    /// <summary>Opens the GGUF file at <paramref name="path"/> and loads its model.</summary>
+    /// <exception cref="NotSupportedException">No family runs the file's architecture; the message names it and the supported ones.</exception>
+    public static IModel Load(string path)
+    {
+        var file = GgufFile.Open(path);
+        try
+        {
+            return FamilyOf(file).Load(file);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The file's hyperparameters, read and checked without loading its weights.</summary>
+    public static ModelInfo ReadInfo(GgufFile file) => FamilyOf(file).ReadInfo(file);
+
+    /// <summary>The tensors of a random-weight model of <paramref name="spec"/>'s architecture and shape.</summary>
+    public static IEnumerable<(string Name, long[] Shape)> SynthesisTensors(SynthSpec spec) =>
+        FamilyOf(spec.Architecture, "the synthetic model").SynthesisTensors(spec);
+
+    private static ModelFamily FamilyOf(GgufFile file) =>
+        FamilyOf(file.Architecture ?? throw new GgufFormatException($"{file.Path}: general.architecture is missing"), file.Path);
+
+    private static ModelFamily FamilyOf(string architecture, string source) =>
+        ByArchitecture.TryGetValue(architecture, out var family)
+            ? family
+            : throw new NotSupportedException($"{source}: architecture '{architecture}' is not supported (supported: {string.Join(", ", SupportedArchitectures)})");
+}
