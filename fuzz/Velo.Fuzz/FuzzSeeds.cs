@@ -45,7 +45,7 @@ public static class FuzzSeeds
         string path = Path.Combine(Path.GetTempPath(), $"velo-fuzz-seed-{Environment.ProcessId}-{Guid.NewGuid():N}.gguf");
         try
         {
-            LlamaSynthesizer.Write(path, spec, threads: 1);
+            ModelSynthesizer.Write(path, spec, threads: 1);
             return File.ReadAllBytes(path);
         }
         finally
