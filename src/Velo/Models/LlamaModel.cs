@@ -41,13 +41,15 @@ public sealed unsafe class LlamaModel : IDisposable
         }
     }
 
-    /// <summary>Runs the batch through the model, appending its keys and values to the cache, and writes the logits
+    /// <summary>Runs the batch through the model, appending its keys and values to the cache (each sequence's tokens
+    /// must continue it: <see cref="KvCache.Append"/>), and writes the logits
     /// of the tokens that asked for them to <see cref="LlamaState.Logits"/>, one row each in batch order.</summary>
     public void Forward(LlamaState s, ForwardBatch batch)
     {
         var c = Config;
         int n = batch.Count;
         Validate(s, batch);
+        s.Cache.Append(batch);
         float* x = s.X, xb = s.Xb, q = s.Q, k = s.K, v = s.V, att = s.AttentionOut, gate = s.Gate, up = s.Up;
 
         for (int i = 0; i < n; i++)
@@ -74,19 +76,16 @@ public sealed unsafe class LlamaModel : IDisposable
                 var sin = Row(s.RopeSin, i, c.RopeDims / 2);
                 Rope.Rotate(qi, c.HeadDim, cos, sin, c.RopeLayout);
                 Rope.Rotate(ki, c.HeadDim, cos, sin, c.RopeLayout);
-                int seq = batch.Sequences[i], pos = batch.Positions[i];
-                s.Cache.Store(l, seq, pos, ki, vi);
             }
+            s.Cache.Store(l, batch, k, v);
 
             fixed (int* positions = batch.Positions)
             fixed (int* sequences = batch.Sequences)
             {
                 var args = new Attention.Arguments
                 {
-                    Queries = q, Output = att, Positions = positions, Sequences = sequences, Rows = n,
-                    Heads = c.Heads, KvHeads = c.KvHeads, HeadDim = c.HeadDim,
-                    KeyCache = s.Cache.Keys(l), ValueCache = s.Cache.Values(l), ContextLength = s.Cache.ContextLength,
-                    KeyType = s.Cache.KeyType, ValueType = s.Cache.ValueType,
+                    Queries = q, Output = att, Positions = positions, Sequences = sequences, Rows = n, Heads = c.Heads,
+                    Cache = s.Cache.Layer(l),
                 };
                 Attention.Compute(args, s.Pool);
             }
