@@ -50,7 +50,7 @@ internal unsafe interface IBackend
 
     /// <summary>Causal grouped-query attention of each token's queries over its sequence's cached keys and values up
     /// to its position.</summary>
-    void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads, int kvHeads, int headDim);
+    void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads);
 
     /// <summary><c>gate = activation(gate) ⊙ up</c> over <paramref name="count"/> floats.</summary>
     void GatedActivation(GatedActivation activation, float* gate, float* up, long count);

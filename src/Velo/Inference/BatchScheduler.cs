@@ -98,6 +98,7 @@ public sealed class BatchScheduler : IDisposable
         _batch.Add(0, prompt, sequence: 0, wantLogits: true);
         _model.Model.Forward(_state, _batch);
         _batch.Clear();
+        _state.Cache.RemoveRange(0, 0);
     }
 
     public BatchSchedulerOptions Options { get; }
@@ -175,7 +176,11 @@ public sealed class BatchScheduler : IDisposable
                 // A failed forward pass leaves the caches of every sequence in it unusable.
                 foreach (var sequence in _active) Finish(sequence, failure: e);
                 _active.Clear();
-                foreach (var slot in _slots) slot.Length = 0;
+                foreach (var slot in _slots)
+                {
+                    slot.Length = 0;
+                    _state.Cache.RemoveRange(slot.Index, 0);
+                }
                 Volatile.Write(ref _activeCount, 0);
             }
         }
@@ -216,6 +221,7 @@ public sealed class BatchScheduler : IDisposable
                 while (reuse < sequence.Slot.Length && reuse < prompt.Count - 1 && sequence.Slot.History[reuse] == prompt[reuse]) reuse++;
                 for (int i = reuse; i < prompt.Count; i++) sequence.Slot.History[i] = prompt[i];
                 sequence.Slot.Length = reuse;
+                _state.Cache.RemoveRange(sequence.Slot.Index, reuse);
                 sequence.CachedPromptTokens = reuse;
                 _active.Add(sequence);
             }
@@ -401,7 +407,8 @@ public sealed class BatchScheduler : IDisposable
         public int Index { get; } = index;
         public int[] History { get; } = new int[contextLength];
 
-        /// <summary>Tokens whose keys and values are in the cache.</summary>
+        /// <summary>Tokens whose keys and values are in the cache, counting those of the pass being built
+        /// (the cache's own <see cref="KvCache.Length"/> once the pass has run).</summary>
         public int Length { get; set; }
 
         public bool Busy { get; set; }

@@ -15,10 +15,33 @@ internal static class Activations
         ref float ys = ref MemoryMarshal.GetReference(y);
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
+        {
             for (; i + 8 <= x.Length; i += 8)
                 Vector256.StoreUnsafe(SiLU(Vector256.LoadUnsafe(ref xs, (nuint)i)), ref ys, (nuint)i);
+            if (i < x.Length)
+                StoreTail(SiLU(PaddedTail(x[i..])), y[i..]);
+            return;
+        }
         for (; i < x.Length; i++)
             y[i] = x[i] / (1 + MathF.Exp(-x[i]));
+    }
+
+    // A batch's rows lie one after another in one span, so where a row's last elements fall relative to the vectors
+    // depends on the row's place in the batch: the tail takes the vector arithmetic too (Vector256.Exp rounds
+    // differently from MathF.Exp), and every element's result is the same wherever it lies.
+    private static Vector256<float> PaddedTail(ReadOnlySpan<float> tail)
+    {
+        Span<float> padded = stackalloc float[8];
+        padded.Clear();
+        tail.CopyTo(padded);
+        return Vector256.Create<float>(padded);
+    }
+
+    private static void StoreTail(Vector256<float> values, Span<float> tail)
+    {
+        Span<float> padded = stackalloc float[8];
+        values.CopyTo(padded);
+        padded[..tail.Length].CopyTo(tail);
     }
 
     /// <summary>
@@ -33,8 +56,13 @@ internal static class Activations
         ref float ys = ref MemoryMarshal.GetReference(y);
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
+        {
             for (; i + 8 <= gate.Length; i += 8)
                 Vector256.StoreUnsafe(SiLU(Vector256.LoadUnsafe(ref gs, (nuint)i)) * Vector256.LoadUnsafe(ref us, (nuint)i), ref ys, (nuint)i);
+            if (i < gate.Length)
+                StoreTail(SiLU(PaddedTail(gate[i..])) * PaddedTail(up[i..]), y[i..]);
+            return;
+        }
         for (; i < gate.Length; i++)
             y[i] = gate[i] / (1 + MathF.Exp(-gate[i])) * up[i];
     }

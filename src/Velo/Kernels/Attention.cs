@@ -1,6 +1,8 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using Velo.Runtime;
 using Velo.Tensors;
 using Velo.Threading;
 
@@ -8,9 +10,11 @@ namespace Velo.Kernels;
 
 /// <summary>
 /// Causal multi-head attention of a batch of query rows against per-sequence KV caches, with grouped-query heads
-/// (each KV head serves <c>heads / kvHeads</c> query heads). Row i attends to positions 0..positions[i] of the
-/// cache of sequence sequences[i]. Cached keys and values are F32 or F16 (each its own choice); F16 halves are
-/// multiplied exactly, as if widened to float, so an F16 cache changes results only by the rounding of what it stores.
+/// (each KV head serves <c>heads / kvHeads</c> query heads). Row i attends to positions 0..positions[i] of
+/// sequence sequences[i] in one layer of the KV memory, which it reads through a <see cref="KvLayerView"/>. Cached
+/// keys and values are F32, F16 or Q8_0 (each its own choice); both F16 halves and Q8_0 elements (an F16 scale
+/// times an 8-bit integer, a product float holds exactly) are multiplied exactly, as if widened to float, so a
+/// smaller cache changes results only by the rounding of what it stores.
 /// </summary>
 internal static unsafe class Attention
 {
@@ -21,64 +25,73 @@ internal static unsafe class Attention
         public int* Positions;
         public int* Sequences;
         public int Rows;
-        public int Heads;
-        public int KvHeads;
-        public int HeadDim;
-        public byte* KeyCache;       // sequences × kvHeads × contextLength × headDim, of KeyType
-        public byte* ValueCache;     // the same shape, of ValueType
-        public int ContextLength;
-        public GgmlType KeyType;     // F32 (the default) or F16
-        public GgmlType ValueType;
+        public int Heads;            // a multiple of Cache.KvHeads; queries and outputs have rows of Cache.HeadDim
+        public KvLayerView Cache;
     }
 
     public static void Compute(in Arguments args, WorkerPool pool)
     {
-        CheckCacheType(args.KeyType);
-        CheckCacheType(args.ValueType);
-        int stride = ScoreStride(args.ContextLength);
+        Check(args);
+        int stride = ScoreStride(args.Cache.ContextLength);
         var job = new Job { Args = args, ScoreStride = stride, RowsPerBlock = RowsPerBlock(args.Rows, stride) };
         job.Scores = (float*)pool.SharedScratch((long)pool.ThreadCount * job.RowsPerBlock * stride * sizeof(float));
         pool.Run(ref job);
     }
 
     /// <summary>The element types attention reads cached keys and values in.</summary>
-    public static bool SupportsCacheType(GgmlType type) => type is GgmlType.F32 or GgmlType.F16;
+    public static bool SupportsCacheType(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.Q8_0;
 
-    private static void CheckCacheType(GgmlType type)
+    /// <summary>Refuses what the kernels would misread: a cache type they do not know, or a row whose position its sequence does not hold.</summary>
+    private static void Check(in Arguments a)
     {
-        if (!SupportsCacheType(type))
-            throw new NotSupportedException($"A KV cache of {type} is not supported; use F32 or F16.");
+        if (!SupportsCacheType(a.Cache.KeyType) || !SupportsCacheType(a.Cache.ValueType))
+            throw new NotSupportedException($"A KV cache of {a.Cache.KeyType}/{a.Cache.ValueType} is not supported; use F32, F16 or Q8_0.");
+        if (a.Heads % a.Cache.KvHeads != 0)
+            throw new ArgumentException($"{a.Heads} query heads cannot share {a.Cache.KvHeads} KV heads evenly");
+        for (int i = 0; i < a.Rows; i++)
+        {
+            int sequence = a.Sequences[i];
+            if ((uint)sequence >= (uint)a.Cache.Sequences || (uint)a.Positions[i] >= (uint)a.Cache.Length(sequence))
+                throw new ArgumentException($"row {i} attends to position {a.Positions[i]} of sequence {sequence}, which the KV memory does not hold");
+        }
     }
 
-    /// <summary>One cached key or value element as a float.</summary>
-    private static float CachedElement(byte* cache, GgmlType type, long index) =>
-        type == GgmlType.F16 ? (float)((Half*)cache)[index] : ((float*)cache)[index];
+    /// <summary>Element <paramref name="index"/> of a cached head row as a float: the plain formula of each type.</summary>
+    private static float CachedElement(byte* row, GgmlType type, int index) => type switch
+    {
+        GgmlType.F16 => (float)((Half*)row)[index],
+        GgmlType.Q8_0 => (float)*(Half*)(row + index / 32 * Q8_0Row.BlockBytes) * ((sbyte*)row)[index / 32 * Q8_0Row.BlockBytes + 2 + index % 32],
+        _ => ((float*)row)[index],
+    };
 
     /// <summary>Plain loops in double precision, for tests.</summary>
     public static void Reference(in Arguments a)
     {
+        Check(a);
+        ref readonly var cache = ref a.Cache;
+        int headDim = cache.HeadDim;
         for (int i = 0; i < a.Rows; i++)
         for (int h = 0; h < a.Heads; h++)
         {
             int length = a.Positions[i] + 1;
-            float* q = a.Queries + ((long)i * a.Heads + h) * a.HeadDim;
-            long kvOffset = ((long)a.Sequences[i] * a.KvHeads + h / (a.Heads / a.KvHeads)) * a.ContextLength * a.HeadDim;
+            float* q = a.Queries + ((long)i * a.Heads + h) * headDim;
+            var head = cache.Head(a.Sequences[i], h / (a.Heads / cache.KvHeads));
             var scores = new double[length];
             double max = double.NegativeInfinity;
             for (int t = 0; t < length; t++)
             {
                 double dot = 0;
-                for (int d = 0; d < a.HeadDim; d++) dot += (double)q[d] * CachedElement(a.KeyCache, a.KeyType, kvOffset + (long)t * a.HeadDim + d);
-                scores[t] = dot / Math.Sqrt(a.HeadDim);
+                for (int d = 0; d < headDim; d++) dot += (double)q[d] * CachedElement(head.Keys + (long)t * cache.KeyRowBytes, cache.KeyType, d);
+                scores[t] = dot / Math.Sqrt(headDim);
                 max = Math.Max(max, scores[t]);
             }
             double sum = 0;
             for (int t = 0; t < length; t++) sum += scores[t] = Math.Exp(scores[t] - max);
-            float* o = a.Output + ((long)i * a.Heads + h) * a.HeadDim;
-            for (int d = 0; d < a.HeadDim; d++)
+            float* o = a.Output + ((long)i * a.Heads + h) * headDim;
+            for (int d = 0; d < headDim; d++)
             {
                 double acc = 0;
-                for (int t = 0; t < length; t++) acc += scores[t] / sum * CachedElement(a.ValueCache, a.ValueType, kvOffset + (long)t * a.HeadDim + d);
+                for (int t = 0; t < length; t++) acc += scores[t] / sum * CachedElement(head.Values + (long)t * cache.ValueRowBytes, cache.ValueType, d);
                 o[d] = (float)acc;
             }
         }
@@ -100,20 +113,30 @@ internal static unsafe class Attention
 
         public void Execute(int threadIndex, int threadCount)
         {
-            if (Args.KeyType == GgmlType.F16)
+            switch (Args.Cache.KeyType)
             {
-                if (Args.ValueType == GgmlType.F16) Execute<F16Row, F16Row>(threadIndex);
-                else Execute<F16Row, F32Row>(threadIndex);
+                case GgmlType.F16: ExecuteWithKeys<F16Row>(threadIndex); break;
+                case GgmlType.Q8_0: ExecuteWithKeys<Q8_0Row>(threadIndex); break;
+                default: ExecuteWithKeys<F32Row>(threadIndex); break;
             }
-            else if (Args.ValueType == GgmlType.F16) Execute<F32Row, F16Row>(threadIndex);
-            else Execute<F32Row, F32Row>(threadIndex);
+        }
+
+        private void ExecuteWithKeys<TKey>(int threadIndex) where TKey : IFloatRow
+        {
+            switch (Args.Cache.ValueType)
+            {
+                case GgmlType.F16: Execute<TKey, F16Row>(threadIndex); break;
+                case GgmlType.Q8_0: Execute<TKey, Q8_0Row>(threadIndex); break;
+                default: Execute<TKey, F32Row>(threadIndex); break;
+            }
         }
 
         private void Execute<TKey, TValue>(int threadIndex) where TKey : IFloatRow where TValue : IFloatRow
         {
             ref readonly var a = ref Args;
-            int keyBytes = ElementBytes<TKey>(), valueBytes = ElementBytes<TValue>();
-            float scale = 1f / MathF.Sqrt(a.HeadDim);
+            ref readonly var cache = ref a.Cache;
+            int headDim = cache.HeadDim;
+            float scale = 1f / MathF.Sqrt(headDim);
             float* scores = Scores + (long)threadIndex * RowsPerBlock * ScoreStride;
             int blocks = (a.Rows + RowsPerBlock - 1) / RowsPerBlock, items = blocks * a.Heads;
             float** pointers = stackalloc float*[2 * MaxBlockRows];
@@ -128,19 +151,19 @@ internal static unsafe class Attention
                 int item = Interlocked.Increment(ref NextItem) - 1;
                 if (item >= items) return;
                 int h = item / blocks, first = item % blocks * RowsPerBlock, count = Math.Min(RowsPerBlock, a.Rows - first);
-                int kvHead = h / (a.Heads / a.KvHeads);
+                int kvHead = h / (a.Heads / cache.KvHeads);
                 for (int r = 0; r < count; r++)
                 {
                     int i = first + r;
-                    long kvOffset = ((long)a.Sequences[i] * a.KvHeads + kvHead) * a.ContextLength * a.HeadDim;
+                    var stored = cache.Head(a.Sequences[i], kvHead);
                     long head = (long)i * a.Heads + h;
-                    rows.Queries[r] = a.Queries + head * a.HeadDim;
-                    rows.Outputs[r] = a.Output + head * a.HeadDim;
-                    rows.Keys[r] = a.KeyCache + kvOffset * keyBytes;
-                    rows.Values[r] = a.ValueCache + kvOffset * valueBytes;
+                    rows.Queries[r] = a.Queries + head * headDim;
+                    rows.Outputs[r] = a.Output + head * headDim;
+                    rows.Keys[r] = stored.Keys;
+                    rows.Values[r] = stored.Values;
                     rows.Lengths[r] = a.Positions[i] + 1;
                 }
-                Block<TKey, TValue>(rows, count, a.HeadDim, scale, scores, ScoreStride);
+                Block<TKey, TValue>(rows, count, headDim, cache.KeyRowBytes, scale, scores, ScoreStride);
             }
         }
     }
@@ -170,10 +193,10 @@ internal static unsafe class Attention
 
     /// <summary>
     /// The rows of a block against their cached keys and values, one head's positions <paramref name="headDim"/>
-    /// elements apart. A row's scores are computed group by group and its outputs tile by tile, in the same order as
-    /// for a block of one.
+    /// elements (<paramref name="keyRowBytes"/> bytes of keys) apart. A row's scores are computed group by group and
+    /// its outputs tile by tile, in the same order as for a block of one.
     /// </summary>
-    private static void Block<TKey, TValue>(in BlockRows rows, int count, int headDim, float scale, float* scores, int scoreStride)
+    private static void Block<TKey, TValue>(in BlockRows rows, int count, int headDim, int keyRowBytes, float scale, float* scores, int scoreStride)
         where TKey : IFloatRow where TValue : IFloatRow
     {
         // F16 keys are read as 2^-112 times their value, three integer operations per 8, against queries scaled by
@@ -189,7 +212,7 @@ internal static unsafe class Attention
             for (int r = 0; r < count; r++)
                 if (t < rows.Lengths[r])
                 {
-                    byte* keys = rows.Keys[r] + (long)t * headDim * ElementBytes<TKey>();
+                    byte* keys = rows.Keys[r] + (long)t * keyRowBytes;
                     if (scaledKeys[r])
                         ScoreGroup<F16ScaledRow>(rows.Queries[r], keys, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
                     else
@@ -279,8 +302,6 @@ internal static unsafe class Attention
         for (int i = 0; i < n; i++) max = MathF.Max(max, MathF.Abs(x[i]));
         return max;
     }
-
-    private static int ElementBytes<TRow>() where TRow : IFloatRow => typeof(TRow) == typeof(F32Row) ? sizeof(float) : sizeof(Half);
 
     // Rows are short (a few hundred scores while decoding): one inline loop beats a chain of library calls, each
     // with its own setup.
@@ -376,5 +397,30 @@ internal static unsafe class Attention
             for (int t = from; t < to; t++) acc += weights[t] * prescale * TValue.Load1(values, t * n + d);
             output[d] = acc;
         }
+    }
+}
+
+/// <summary>
+/// Q8_0 blocks of a KV cache: 32 elements in 34 bytes, an F16 scale then 32 signed bytes. Element i of a row of
+/// whole blocks is scale × quant, a product of at most 11 and 7 significant bits that float holds exactly, so
+/// every element reads as exactly its dequantized value, vector or scalar. Loads of 8 never straddle a block, since
+/// callers load at multiples of 8.
+/// </summary>
+internal unsafe struct Q8_0Row : IFloatRow
+{
+    public const int BlockBytes = 34;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Load8(byte* row, int index)
+    {
+        byte* block = row + (index >> 5) * BlockBytes;
+        var quants = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32((sbyte*)block + 2 + (index & 31)));
+        return quants * Vector256.Create(F16Row.ToSingle(*(ushort*)block));
+    }
+
+    public static float Load1(byte* row, int index)
+    {
+        byte* block = row + (index >> 5) * BlockBytes;
+        return (float)*(Half*)block * ((sbyte*)block)[2 + (index & 31)];
     }
 }

@@ -25,9 +25,18 @@ public class RunCommandTests
     [Fact]
     public void AnUnsupportedKvCacheTypeIsAClearError()
     {
-        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Hi", "-n", "4", "--cache-type-k", "q8_0");
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Hi", "-n", "4", "--cache-type-k", "q4_0");
         Assert.Equal(1, r.ExitCode);
-        Assert.Contains("unknown KV cache type 'q8_0': use f32 or f16", r.Stderr);
+        Assert.Contains("unknown KV cache type 'q4_0': use f32, f16 or q8_0", r.Stderr);
+    }
+
+    /// <summary>Q8_0 blocks of 32 would straddle stories260K's heads of 8 dimensions.</summary>
+    [Fact]
+    public void A_Q8_0_cache_for_heads_not_a_multiple_of_32_is_a_clear_error()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Hi", "-n", "4", "-ctk", "q8_0", "-ctv", "q8_0");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("A q8_0 KV cache needs head dimensions that are multiples of 32; this model's keys have 8", r.Stderr);
     }
 
     /// <summary>

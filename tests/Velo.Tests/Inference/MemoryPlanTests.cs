@@ -72,7 +72,7 @@ public sealed class MemoryPlanTests : IDisposable
     [Fact]
     public void Sizes_that_overflow_are_refused_without_allocating()
     {
-        Assert.Throws<ArgumentOutOfRangeException>(() => KvCache.BytesFor(int.MaxValue, int.MaxValue, int.MaxValue, int.MaxValue, default));
+        Assert.Throws<OverflowException>(() => KvCache.BytesFor(int.MaxValue, int.MaxValue, int.MaxValue, int.MaxValue, default));
         var options = new BatchSchedulerOptions { ContextLength = int.MaxValue, Parallel = int.MaxValue };
 
         var e = Assert.Throws<NotEnoughMemoryException>(() => new BatchScheduler(_model, options, _pool, start: false));

@@ -1,4 +1,5 @@
-using System.Runtime.InteropServices;
+using Velo.Runtime;
+using Velo.Inference;
 using Velo.Kernels;
 using Velo.Tensors;
 using Velo.Threading;
@@ -26,20 +27,20 @@ public unsafe class AttentionTests
         int[] positions = Enumerable.Range(0, rows).Select(i => (i * 13 + 3) % context).ToArray();
         int[] seqs = Enumerable.Range(0, rows).Select(i => i % sequences).ToArray();
         using var pool = new WorkerPool(threads);
-        foreach (var keyType in new[] { GgmlType.F32, GgmlType.F16 })
-        foreach (var valueType in new[] { GgmlType.F32, GgmlType.F16 })
+        // Q8_0 blocks of 32 must not straddle heads.
+        GgmlType[] types = headDim % 32 == 0 ? [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0] : [GgmlType.F32, GgmlType.F16];
+        foreach (var keyType in types)
+        foreach (var valueType in types)
         {
             var fast = new float[q.Length];
             var reference = new float[q.Length];
-            byte[] keyCache = Cache(keys, keyType), valueCache = Cache(values, valueType);
+            using var cache = Filled(keys, values, sequences, context, kvHeads, headDim, keyType, valueType);
             fixed (float* pq = q, pf = fast, pr = reference)
-            fixed (byte* pk = keyCache, pv = valueCache)
             fixed (int* pp = positions, ps = seqs)
             {
                 var args = new Attention.Arguments
                 {
-                    Queries = pq, Output = pf, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, KvHeads = kvHeads,
-                    HeadDim = headDim, KeyCache = pk, ValueCache = pv, ContextLength = context, KeyType = keyType, ValueType = valueType,
+                    Queries = pq, Output = pf, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = cache.Layer(0),
                 };
                 Attention.Compute(args, pool);
                 args.Output = pr;
@@ -71,27 +72,106 @@ public unsafe class AttentionTests
         var f16 = new float[q.Length];
         var f32 = new float[q.Length];
         using var pool = new WorkerPool(2);
-        byte[] halfKeys = Cache(keys, GgmlType.F16), halfValues = Cache(values, GgmlType.F16);
-        byte[] floatKeys = Cache(widenedKeys, GgmlType.F32), floatValues = Cache(widenedValues, GgmlType.F32);
+        using var halves = Filled(keys, values, 1, context, kvHeads, headDim, GgmlType.F16, GgmlType.F16);
+        using var floats = Filled(widenedKeys, widenedValues, 1, context, kvHeads, headDim, GgmlType.F32, GgmlType.F32);
         fixed (float* pq = q, p16 = f16, p32 = f32)
-        fixed (byte* hk = halfKeys, hv = halfValues, fk = floatKeys, fv = floatValues)
         fixed (int* pp = positions, ps = seqs)
         {
             var args = new Attention.Arguments
             {
-                Queries = pq, Output = p16, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, KvHeads = kvHeads,
-                HeadDim = headDim, KeyCache = hk, ValueCache = hv, ContextLength = context, KeyType = GgmlType.F16, ValueType = GgmlType.F16,
+                Queries = pq, Output = p16, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = halves.Layer(0),
             };
             Attention.Compute(args, pool);
-            Attention.Compute(args with { Output = p32, KeyCache = fk, ValueCache = fv, KeyType = GgmlType.F32, ValueType = GgmlType.F32 }, pool);
+            Attention.Compute(args with { Output = p32, Cache = floats.Layer(0) }, pool);
         }
         Assert.All(f16, x => Assert.True(float.IsFinite(x)));
         Assert.True(f16.AsSpan().SequenceEqual(f32));
     }
 
-    private static byte[] Cache(float[] values, GgmlType type) => type == GgmlType.F16
-        ? MemoryMarshal.AsBytes(values.Select(x => (Half)x).ToArray().AsSpan()).ToArray()
-        : MemoryMarshal.AsBytes(values.AsSpan()).ToArray();
+    /// <summary>
+    /// Q8_0 elements are read as exactly their dequantized values (an F16 scale times an 8-bit integer, exact in
+    /// float), in the vector loads and the scalar tails alike: results equal those of an F32 cache holding the
+    /// dequantized blocks, bit for bit, for decode rows and prefill blocks, keys and values each in either type.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 64, GgmlType.Q8_0, GgmlType.Q8_0)]
+    [InlineData(40, 64, GgmlType.Q8_0, GgmlType.Q8_0)]
+    [InlineData(40, 96, GgmlType.Q8_0, GgmlType.F16)]
+    [InlineData(7, 32, GgmlType.F32, GgmlType.Q8_0)]
+    public void A_Q8_0_cache_gives_the_results_of_an_F32_cache_of_the_dequantized_blocks_bit_for_bit(int rows, int headDim, GgmlType keyType, GgmlType valueType)
+    {
+        const int heads = 4, kvHeads = 2, context = 60;
+        var rng = new Random(rows + headDim);
+        int kvDim = kvHeads * headDim;
+        float[] Random(long n, float scale) => Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
+        float[] q = Random((long)rows * heads * headDim, 3);
+        // Scales of every kind: normal, subnormal halves (tiny rows) and large.
+        float[] keys = Random(context * kvDim, 2).Select((x, i) => i / headDim % 7 == 0 ? x * 1e-6f : i / headDim % 5 == 0 ? x * 300 : x).ToArray();
+        float[] values = Random(context * kvDim, 2).Select((x, i) => i / headDim % 3 == 0 ? x * 1e-6f : x).ToArray();
+        float[] StoredAs(float[] x, GgmlType type) => type == GgmlType.F32 ? x : RoundTrip(x, type, headDim);
+        int[] positions = Enumerable.Range(0, rows).Select(i => context - rows + i).ToArray(), seqs = new int[rows];
+        var quantized = new float[q.Length];
+        var dequantized = new float[q.Length];
+        using var pool = new WorkerPool(2);
+        using var small = Filled(keys, values, 1, context, kvHeads, headDim, keyType, valueType);
+        using var floats = Filled(StoredAs(keys, keyType), StoredAs(values, valueType), 1, context, kvHeads, headDim, GgmlType.F32, GgmlType.F32);
+        fixed (float* pq = q, pQ = quantized, pD = dequantized)
+        fixed (int* pp = positions, ps = seqs)
+        {
+            var args = new Attention.Arguments
+            {
+                Queries = pq, Output = pQ, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = small.Layer(0),
+            };
+            Attention.Compute(args, pool);
+            Attention.Compute(args with { Output = pD, Cache = floats.Layer(0) }, pool);
+        }
+        Assert.All(quantized, x => Assert.True(float.IsFinite(x)));
+        Assert.True(quantized.AsSpan().SequenceEqual(dequantized));
+    }
+
+    /// <summary>What a cache of <paramref name="type"/> holds of <paramref name="x"/>, row by row of one head, as floats.</summary>
+    private static float[] RoundTrip(float[] x, GgmlType type, int headDim)
+    {
+        var result = new float[x.Length];
+        var bytes = new byte[GgmlTypeInfo.RowBytes(type, headDim)];
+        for (int i = 0; i < x.Length; i += headDim)
+        {
+            Quantize.Row(type, x.AsSpan(i, headDim), bytes);
+            Dequantize.Row(type, bytes, result.AsSpan(i, headDim));
+        }
+        return result;
+    }
+
+    [Fact]
+    public void Rows_at_positions_the_memory_does_not_hold_are_refused()
+    {
+        using var cache = new KvCache(1, 2, 16, 1, 32);
+        var batch = new ForwardBatch(4);
+        batch.Add(0, 0, sequence: 0);
+        batch.Add(0, 1, sequence: 0);
+        cache.Append(batch);
+        float[] q = new float[32], output = new float[32];
+        int[] position = [2], sequence = [0];
+        using var pool = new WorkerPool(1);
+        fixed (float* pq = q, po = output)
+        fixed (int* pp = position, ps = sequence)
+        {
+            var args = new Attention.Arguments { Queries = pq, Output = po, Positions = pp, Sequences = ps, Rows = 1, Heads = 1, Cache = cache.Layer(0) };
+            Assert.Throws<ArgumentException>(() => Attention.Compute(args, pool));
+        }
+    }
+
+    /// <summary>A one-layer KV memory whose sequences hold every position: keys and values are sequences × context rows of kvHeads × headDim floats.</summary>
+    internal static KvCache Filled(float[] keys, float[] values, int sequences, int context, int kvHeads, int headDim, GgmlType keyType, GgmlType valueType)
+    {
+        var cache = new KvCache(1, sequences, context, kvHeads, headDim, keyType, valueType);
+        var batch = new ForwardBatch(sequences * context);
+        for (int s = 0; s < sequences; s++)
+            for (int p = 0; p < context; p++) batch.Add(0, p, s);
+        cache.Append(batch);
+        fixed (float* k = keys, v = values) cache.Store(0, batch, k, v);
+        return cache;
+    }
 
     /// <summary>Prefill processes rows in blocks; a row's output must be bit-identical to computing it alone.</summary>
     [Fact]
@@ -106,15 +186,13 @@ public unsafe class AttentionTests
         var together = new float[q.Length];
         var alone = new float[q.Length];
         using var pool = new WorkerPool(2);
-        byte[] keyCache = Cache(keys, GgmlType.F32), valueCache = Cache(values, GgmlType.F32);
+        using var cache = Filled(keys, values, 1, context, kvHeads, headDim, GgmlType.F32, GgmlType.F32);
         fixed (float* pq = q, pt = together, pa = alone)
-        fixed (byte* pk = keyCache, pv = valueCache)
         fixed (int* pp = positions, ps = seqs)
         {
             var args = new Attention.Arguments
             {
-                Queries = pq, Output = pt, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, KvHeads = kvHeads,
-                HeadDim = headDim, KeyCache = pk, ValueCache = pv, ContextLength = context,
+                Queries = pq, Output = pt, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = cache.Layer(0),
             };
             Attention.Compute(args, pool);
             for (int i = 0; i < rows; i++)

@@ -50,6 +50,31 @@ public class ElementKernelTests
         }
     }
 
+    /// <summary>
+    /// A batch's rows of 172 (stories260K's feed-forward width) lie one after another, so a row's elements fall at
+    /// different vector lanes alone and in a batch: each element's result must not depend on that.
+    /// </summary>
+    [Fact]
+    public void SiLUAndSwiGLUGiveEveryElementTheSameResultWhereverItLies()
+    {
+        const int row = 172;
+        float[] gate = Random(3 * row, 11), up = Random(3 * row, 12);
+        var batched = new float[3 * row];
+        var alone = new float[row];
+        Activations.SwiGLU(gate, up, batched);
+        for (int r = 0; r < 3; r++)
+        {
+            Activations.SwiGLU(gate.AsSpan(r * row, row), up.AsSpan(r * row, row), alone);
+            Assert.Equal(batched.AsSpan(r * row, row).ToArray(), alone);
+        }
+        Activations.SiLU(gate, batched);
+        for (int r = 0; r < 3; r++)
+        {
+            Activations.SiLU(gate.AsSpan(r * row, row), alone);
+            Assert.Equal(batched.AsSpan(r * row, row).ToArray(), alone);
+        }
+    }
+
     [Fact]
     public void SiLUAndSwiGLUMatchReferenceIncludingInPlace()
     {

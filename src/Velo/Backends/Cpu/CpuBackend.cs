@@ -53,23 +53,17 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
             Kernels.Rope.Rotate(Row(x, i, width), headDim, Row(cos, i, pairs), Row(sin, i, pairs), layout);
     }
 
-    public void StoreKeysValues(KvCache cache, int layer, ForwardBatch batch, float* keys, float* values)
-    {
-        for (int i = 0; i < batch.Count; i++)
-            cache.Store(layer, batch.Sequences[i], batch.Positions[i], Row(keys, i, cache.KvDim), Row(values, i, cache.KvDim));
-    }
+    public void StoreKeysValues(KvCache cache, int layer, ForwardBatch batch, float* keys, float* values) => cache.Store(layer, batch, keys, values);
 
-    public void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads, int kvHeads, int headDim)
+    public void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads)
     {
         fixed (int* positions = batch.Positions)
         fixed (int* sequences = batch.Sequences)
         {
             var args = new Kernels.Attention.Arguments
             {
-                Queries = queries, Output = output, Positions = positions, Sequences = sequences, Rows = batch.Count,
-                Heads = heads, KvHeads = kvHeads, HeadDim = headDim,
-                KeyCache = cache.Keys(layer), ValueCache = cache.Values(layer), ContextLength = cache.ContextLength,
-                KeyType = cache.KeyType, ValueType = cache.ValueType,
+                Queries = queries, Output = output, Positions = positions, Sequences = sequences, Rows = batch.Count, Heads = heads,
+                Cache = cache.Layer(layer),
             };
             Kernels.Attention.Compute(args, pool);
         }

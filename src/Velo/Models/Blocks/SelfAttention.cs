@@ -82,7 +82,7 @@ internal static unsafe class SelfAttention
         backend.Rope(q, n, shape.QueryDim, shape.HeadDim, rope.Cos, rope.Sin, rope.Pairs, shape.RopeLayout);
         backend.Rope(k, n, shape.KvDim, shape.HeadDim, rope.Cos, rope.Sin, rope.Pairs, shape.RopeLayout);
         backend.StoreKeysValues(cache, layer, batch, k, v);
-        backend.Attention(cache, layer, batch, q, buffers.Output, shape.Heads, shape.KvHeads, shape.HeadDim);
+        backend.Attention(cache, layer, batch, q, buffers.Output, shape.Heads);
         backend.MatMul(w.Output, buffers.Output, n, output);
     }
 }

@@ -41,6 +41,8 @@ internal sealed unsafe class LlamaModel : IModel
         var c = Config;
         int n = batch.Count;
         BatchChecks.Validate(s, batch, c.VocabSize);
+        // Each sequence's tokens must continue what its memory holds (or rewrite it from an earlier position).
+        s.Cache.Append(batch);
         var b = s.Backend;
         var attention = c.Attention;
 
