@@ -137,12 +137,10 @@ public sealed class BatchScheduler : IDisposable
         foreach (int token in request.Prompt)
             if ((uint)token >= (uint)_model.Info.VocabSize)
                 throw new ArgumentException($"token id {token} is outside the vocabulary of {_model.Info.VocabSize}");
-        if (request.LogitBias?.Keys.Any(id => (uint)id >= (uint)_model.Info.VocabSize) == true)
-            throw new ArgumentException($"logit bias names a token outside the vocabulary of {_model.Info.VocabSize}");
         if (request.TopLogprobs is < 0 or > GenerationRequest.MaxTopLogprobs)
             throw new ArgumentException($"top logprobs must be between 0 and {GenerationRequest.MaxTopLogprobs}");
         ObjectDisposedException.ThrowIf(_stopping, this);
-        var sequence = new Sequence(request, new Sampler(request.Options.Sampling, _model.Info.VocabSize), _model.Tokenizer, cancellation);
+        var sequence = new Sequence(request, new Sampler(request.Options.Sampling, _model.Info.VocabSize, request.LogitBias), _model.Tokenizer, cancellation);
         lock (_gate)
         {
             // Checked under the lock Dispose takes, so no request can slip into a queue nobody will drain.
@@ -305,14 +303,14 @@ public sealed class BatchScheduler : IDisposable
     {
         var slot = sequence.Slot!;
         var options = sequence.Request.Options;
-        int token = sequence.Sampler.Sample(Biased(sequence, logits), slot.History.AsSpan(0, slot.Length));
+        int token = sequence.Sampler.Sample(logits, slot.History.AsSpan(0, slot.Length));
         var tokenizer = _model.Tokenizer;
         if (tokenizer.IsEndOfGeneration(token) && !options.IgnoreEos) return FinishReason.Stop;
 
         sequence.GeneratedTokens++;
         TokenLogprob? chosen = null;
         TokenLogprob[]? top = null;
-        if (sequence.Request.TopLogprobs is int alternatives) (chosen, top) = Logprobs(logits, token, alternatives);
+        if (sequence.Request.TopLogprobs is int alternatives) (chosen, top) = Sampler.Logprobs(logits, token, alternatives);
         var (text, stopped) = sequence.Stop.Push(sequence.Decoder.Append(token));
         sequence.Output.Writer.TryWrite(new GeneratedPiece(token, text, sequence.Clock.Elapsed, chosen, top));
         if (stopped) return FinishReason.Stop;
@@ -321,39 +319,6 @@ public sealed class BatchScheduler : IDisposable
         if (sequence.GeneratedTokens >= limit || slot.Length == ContextLength) return FinishReason.Length;
         slot.History[slot.Length] = token;
         return null;
-    }
-
-    private static ReadOnlySpan<float> Biased(Sequence sequence, ReadOnlySpan<float> logits)
-    {
-        if (sequence.Request.LogitBias is not { Count: > 0 } bias) return logits;
-        sequence.BiasedLogits ??= new float[logits.Length];
-        logits.CopyTo(sequence.BiasedLogits);
-        foreach (var (id, value) in bias) sequence.BiasedLogits[id] += value;
-        return sequence.BiasedLogits;
-    }
-
-    private static (TokenLogprob Chosen, TokenLogprob[] Top) Logprobs(ReadOnlySpan<float> logits, int token, int alternatives)
-    {
-        float max = float.NegativeInfinity;
-        foreach (float l in logits) max = MathF.Max(max, l);
-        double sum = 0;
-        foreach (float l in logits) sum += Math.Exp(l - max);
-        float logSum = max + (float)Math.Log(sum);
-
-        alternatives = Math.Min(alternatives, logits.Length);
-        // Insertion into a short array sorted by logit, highest first; ties keep the lower id first.
-        var top = new TokenLogprob[alternatives];
-        int filled = 0;
-        for (int id = 0; id < logits.Length && alternatives > 0; id++)
-        {
-            float value = logits[id];
-            if (filled == alternatives && value <= top[filled - 1].Logprob) continue;
-            int at = filled < alternatives ? filled++ : alternatives - 1;
-            for (; at > 0 && top[at - 1].Logprob < value; at--) top[at] = top[at - 1];
-            top[at] = new TokenLogprob(id, value);
-        }
-        for (int i = 0; i < top.Length; i++) top[i] = top[i] with { Logprob = top[i].Logprob - logSum };
-        return (new TokenLogprob(token, logits[token] - logSum), top);
     }
 
     private void Finish(Sequence sequence, FinishReason reason = FinishReason.Stop, bool cancelled = false, Exception? failure = null)
@@ -429,6 +394,5 @@ public sealed class BatchScheduler : IDisposable
         public int LogitsRow { get; set; } = -1;
         public int CachedPromptTokens { get; set; }
         public int GeneratedTokens { get; set; }
-        public float[]? BiasedLogits { get; set; }
     }
 }
