@@ -19,7 +19,7 @@ internal static class ChatCommand
         var system = new Option<string?>("--system") { Description = "System prompt" };
         var tokens = new Option<int>("--n-predict", "-n") { Description = "Tokens per answer at most (-1: until the context is full)", DefaultValueFactory = _ => -1 }
             .AtLeast(-1, "-1 means until the context is full");
-        var temperature = new Option<float>("--temp") { Description = "Temperature (0: greedy)", DefaultValueFactory = _ => 0.8f };
+        var temperature = CommonOptions.Temperature();
         var seed = new Option<long>("--seed", "-s") { Description = "Random seed (-1: random)", DefaultValueFactory = _ => -1 };
         var threads = CommonOptions.Threads();
         var context = CommonOptions.Context();

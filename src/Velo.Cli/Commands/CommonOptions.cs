@@ -62,6 +62,21 @@ internal static class CommonOptions
         return option;
     }
 
+    // Sampling options take their defaults from SamplerOptions, the one place they are written (llama.cpp's values).
+    private static readonly SamplerOptions SamplingDefaults = new();
+
+    public static Option<float> Temperature() => new("--temp") { Description = "Temperature (0: greedy)", DefaultValueFactory = _ => SamplingDefaults.Temperature };
+
+    public static Option<int> TopK() =>
+        new Option<int>("--top-k") { Description = "Top-k sampling (0: off)", DefaultValueFactory = _ => SamplingDefaults.TopK }.AtLeast(0, "0 turns it off");
+
+    public static Option<float> TopP() => new("--top-p") { Description = "Top-p sampling (1: off)", DefaultValueFactory = _ => SamplingDefaults.TopP };
+
+    public static Option<float> MinP() => new("--min-p") { Description = "Min-p sampling (0: off)", DefaultValueFactory = _ => SamplingDefaults.MinP };
+
+    public static Option<float> RepeatPenalty() =>
+        new("--repeat-penalty") { Description = "Penalty for repeated tokens (1: off)", DefaultValueFactory = _ => SamplingDefaults.RepeatPenalty };
+
     public static Option<string> CacheTypeK() => new("--cache-type-k", "-ctk")
     {
         Description = "KV cache type for keys: f32 or f16 (half the memory)",

@@ -17,11 +17,11 @@ internal static class RunCommand
         var promptFile = new Option<FileInfo?>("--prompt-file", "-f") { Description = "Read the prompt from a file" };
         var tokens = new Option<int>("--n-predict", "-n") { Description = "Tokens to generate (-1: until the context is full)", DefaultValueFactory = _ => 128 }
             .AtLeast(-1, "-1 means until the context is full");
-        var temperature = new Option<float>("--temp") { Description = "Temperature (0: greedy)", DefaultValueFactory = _ => 0.8f };
-        var topK = new Option<int>("--top-k") { Description = "Top-k sampling (0: off)", DefaultValueFactory = _ => 40 }.AtLeast(0, "0 turns it off");
-        var topP = new Option<float>("--top-p") { Description = "Top-p sampling (1: off)", DefaultValueFactory = _ => 0.95f };
-        var minP = new Option<float>("--min-p") { Description = "Min-p sampling (0: off)", DefaultValueFactory = _ => 0.05f };
-        var repeatPenalty = new Option<float>("--repeat-penalty") { Description = "Penalty for repeated tokens (1: off)", DefaultValueFactory = _ => 1.0f };
+        var temperature = CommonOptions.Temperature();
+        var topK = CommonOptions.TopK();
+        var topP = CommonOptions.TopP();
+        var minP = CommonOptions.MinP();
+        var repeatPenalty = CommonOptions.RepeatPenalty();
         var seed = new Option<long>("--seed", "-s") { Description = "Random seed (-1: random)", DefaultValueFactory = _ => -1 };
         var threads = CommonOptions.Threads();
         var context = CommonOptions.Context();
