@@ -97,7 +97,7 @@ public sealed record SynthSpec
     public static SynthSpec Gemma2Tiny(ModelFileType type) => new()
     {
         Name = "gemma2-tiny", Architecture = "gemma2", Dim = 256, Layers = 4, Heads = 4, KvHeads = 2, HeadDim = 128, FfnDim = 1024,
-        VocabSize = 2048, ContextLength = 2048, NormEpsilon = 1e-6f, SlidingWindow = 64, AttentionSoftCap = 50, FinalSoftCap = 30,
+        VocabSize = 32000, ContextLength = 2048, NormEpsilon = 1e-6f, SlidingWindow = 64, AttentionSoftCap = 50, FinalSoftCap = 30,
         FileType = type,
     };
 
@@ -105,7 +105,7 @@ public sealed record SynthSpec
     public static SynthSpec Gemma3Tiny(ModelFileType type) => new()
     {
         Name = "gemma3-tiny", Architecture = "gemma3", Dim = 256, Layers = 6, Heads = 4, KvHeads = 1, HeadDim = 128, FfnDim = 1024,
-        VocabSize = 2048, ContextLength = 2048, NormEpsilon = 1e-6f, RopeBase = 1000000, SlidingWindow = 64, FileType = type,
+        VocabSize = 32000, ContextLength = 2048, NormEpsilon = 1e-6f, RopeBase = 1000000, SlidingWindow = 64, FileType = type,
     };
 
     /// <summary>The named shapes <c>velo synth --shape</c> offers.</summary>
