@@ -9,7 +9,17 @@ internal enum GatedActivation
 {
     /// <summary>SwiGLU: silu(gate) ⊙ up (Llama, Mistral, Qwen).</summary>
     SiLU,
+
+    /// <summary>GeGLU: gelu(gate) ⊙ up with GELU's tanh approximation (Gemma).</summary>
+    GeluTanh,
 }
+
+/// <summary>
+/// How attention scores its keys: <c>Scale · q·k</c>, soft-capped to <c>SoftCap · tanh(score / SoftCap)</c> when
+/// SoftCap is positive, over every earlier position or, when Window is positive, only the last Window of them
+/// (the token's own included).
+/// </summary>
+internal readonly record struct AttentionScoring(float Scale, float SoftCap = 0, int Window = 0);
 
 /// <summary>
 /// The closed set of operations a forward pass is made of, each over a whole batch of rows. Models call nothing else,
@@ -37,6 +47,12 @@ internal unsafe interface IBackend
     /// <summary><c>x += y</c> over <paramref name="count"/> floats: a residual connection.</summary>
     void Add(float* x, float* y, long count);
 
+    /// <summary><c>x *= factor</c> over <paramref name="count"/> floats.</summary>
+    void Scale(float* x, long count, float factor);
+
+    /// <summary><c>x = cap · tanh(x / cap)</c> over <paramref name="count"/> floats.</summary>
+    void SoftCap(float* x, long count, float cap);
+
     /// <summary>Rope's cos and sin (<paramref name="pairs"/> per row) for each position, times
     /// <paramref name="positionScale"/>; <paramref name="frequencyFactors"/> is null or one divisor per pair.</summary>
     void RopeAngles(ReadOnlySpan<int> positions, float positionScale, float theta, float* frequencyFactors, int pairs, float* cos, float* sin);
@@ -49,8 +65,8 @@ internal unsafe interface IBackend
     void StoreKeysValues(KvCache cache, int layer, ForwardBatch batch, float* keys, float* values);
 
     /// <summary>Causal grouped-query attention of each token's queries over its sequence's cached keys and values up
-    /// to its position.</summary>
-    void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads);
+    /// to its position, scored as <paramref name="scoring"/> says.</summary>
+    void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads, in AttentionScoring scoring);
 
     /// <summary><c>gate = activation(gate) ⊙ up</c> over <paramref name="count"/> floats.</summary>
     void GatedActivation(GatedActivation activation, float* gate, float* up, long count);

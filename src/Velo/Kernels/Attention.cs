@@ -11,7 +11,10 @@ namespace Velo.Kernels;
 /// <summary>
 /// Causal multi-head attention of a batch of query rows against per-sequence KV caches, with grouped-query heads
 /// (each KV head serves <c>heads / kvHeads</c> query heads). Row i attends to positions 0..positions[i] of
-/// sequence sequences[i] in one layer of the KV memory, which it reads through a <see cref="KvLayerView"/>. Cached
+/// sequence sequences[i] in one layer of the KV memory, which it reads through a <see cref="KvLayerView"/>; with a
+/// sliding window of W it sees only the last W of them (llama.cpp's <c>is_masked_swa</c>: key position p0 is
+/// masked when p − p0 ≥ W), so the masked keys are never read. Scores are <c>scale · q·k</c>, soft-capped to
+/// <c>cap · tanh(score / cap)</c> when a cap is set (Gemma 2). Cached
 /// keys and values are F32, F16 or Q8_0 (each its own choice); both F16 halves and Q8_0 elements (an F16 scale
 /// times an 8-bit integer, a product float holds exactly) are multiplied exactly, as if widened to float, so a
 /// smaller cache changes results only by the rounding of what it stores.
@@ -27,7 +30,13 @@ internal static unsafe class Attention
         public int Rows;
         public int Heads;            // a multiple of Cache.KvHeads; queries and outputs have rows of Cache.HeadDim
         public KvLayerView Cache;
+        public float Scale;          // multiplies every q·k: 1/√headDim for most models
+        public float SoftCap;        // 0: none
+        public int Window;           // keys a row sees, its own included; 0: all before it
     }
+
+    /// <summary>The first position row <paramref name="i"/> sees: the window's start, or 0.</summary>
+    private static int FirstVisible(in Arguments a, int i) => a.Window > 0 ? Math.Max(0, a.Positions[i] - a.Window + 1) : 0;
 
     public static void Compute(in Arguments args, WorkerPool pool)
     {
@@ -48,6 +57,8 @@ internal static unsafe class Attention
             throw new NotSupportedException($"A KV cache of {a.Cache.KeyType}/{a.Cache.ValueType} is not supported; use F32, F16 or Q8_0.");
         if (a.Heads % a.Cache.KvHeads != 0)
             throw new ArgumentException($"{a.Heads} query heads cannot share {a.Cache.KvHeads} KV heads evenly");
+        if (!(a.Scale > 0) || !(a.SoftCap >= 0) || a.Window < 0)
+            throw new ArgumentException($"attention needs a positive scale ({a.Scale}), a soft cap of 0 or more ({a.SoftCap}) and a window of 0 or more ({a.Window})");
         for (int i = 0; i < a.Rows; i++)
         {
             int sequence = a.Sequences[i];
@@ -73,25 +84,26 @@ internal static unsafe class Attention
         for (int i = 0; i < a.Rows; i++)
         for (int h = 0; h < a.Heads; h++)
         {
-            int length = a.Positions[i] + 1;
+            int first = FirstVisible(a, i), end = a.Positions[i] + 1;
             float* q = a.Queries + ((long)i * a.Heads + h) * headDim;
             var head = cache.Head(a.Sequences[i], h / (a.Heads / cache.KvHeads));
-            var scores = new double[length];
+            var scores = new double[end];
             double max = double.NegativeInfinity;
-            for (int t = 0; t < length; t++)
+            for (int t = first; t < end; t++)
             {
                 double dot = 0;
                 for (int d = 0; d < headDim; d++) dot += (double)q[d] * CachedElement(head.Keys + (long)t * cache.KeyRowBytes, cache.KeyType, d);
-                scores[t] = dot / Math.Sqrt(headDim);
+                scores[t] = dot * a.Scale;
+                if (a.SoftCap > 0) scores[t] = a.SoftCap * Math.Tanh(scores[t] / a.SoftCap);
                 max = Math.Max(max, scores[t]);
             }
             double sum = 0;
-            for (int t = 0; t < length; t++) sum += scores[t] = Math.Exp(scores[t] - max);
+            for (int t = first; t < end; t++) sum += scores[t] = Math.Exp(scores[t] - max);
             float* o = a.Output + ((long)i * a.Heads + h) * headDim;
             for (int d = 0; d < headDim; d++)
             {
                 double acc = 0;
-                for (int t = 0; t < length; t++) acc += scores[t] / sum * CachedElement(head.Values + (long)t * cache.ValueRowBytes, cache.ValueType, d);
+                for (int t = first; t < end; t++) acc += scores[t] / sum * CachedElement(head.Values + (long)t * cache.ValueRowBytes, cache.ValueType, d);
                 o[d] = (float)acc;
             }
         }
@@ -136,7 +148,6 @@ internal static unsafe class Attention
             ref readonly var a = ref Args;
             ref readonly var cache = ref a.Cache;
             int headDim = cache.HeadDim;
-            float scale = 1f / MathF.Sqrt(headDim);
             float* scores = Scores + (long)threadIndex * RowsPerBlock * ScoreStride;
             int blocks = (a.Rows + RowsPerBlock - 1) / RowsPerBlock, items = blocks * a.Heads;
             float** pointers = stackalloc float*[2 * MaxBlockRows];
@@ -157,13 +168,15 @@ internal static unsafe class Attention
                     int i = first + r;
                     var stored = cache.Head(a.Sequences[i], kvHead);
                     long head = (long)i * a.Heads + h;
+                    // A sliding window only moves where the row's keys and values start: the masked ones are skipped, not read.
+                    int start = FirstVisible(a, i);
                     rows.Queries[r] = a.Queries + head * headDim;
                     rows.Outputs[r] = a.Output + head * headDim;
-                    rows.Keys[r] = stored.Keys;
-                    rows.Values[r] = stored.Values;
-                    rows.Lengths[r] = a.Positions[i] + 1;
+                    rows.Keys[r] = stored.Keys + (long)start * cache.KeyRowBytes;
+                    rows.Values[r] = stored.Values + (long)start * cache.ValueRowBytes;
+                    rows.Lengths[r] = a.Positions[i] + 1 - start;
                 }
-                Block<TKey, TValue>(rows, count, headDim, cache.KeyRowBytes, scale, scores, ScoreStride);
+                Block<TKey, TValue>(rows, count, headDim, cache.KeyRowBytes, a.Scale, a.SoftCap, scores, ScoreStride);
             }
         }
     }
@@ -196,7 +209,8 @@ internal static unsafe class Attention
     /// elements (<paramref name="keyRowBytes"/> bytes of keys) apart. A row's scores are computed group by group and
     /// its outputs tile by tile, in the same order as for a block of one.
     /// </summary>
-    private static void Block<TKey, TValue>(in BlockRows rows, int count, int headDim, int keyRowBytes, float scale, float* scores, int scoreStride)
+    private static void Block<TKey, TValue>(in BlockRows rows, int count, int headDim, int keyRowBytes, float scale, float softCap, float* scores,
+        int scoreStride)
         where TKey : IFloatRow where TValue : IFloatRow
     {
         // F16 keys are read as 2^-112 times their value, three integer operations per 8, against queries scaled by
@@ -218,6 +232,10 @@ internal static unsafe class Attention
                     else
                         ScoreGroup<TKey>(rows.Queries[r], keys, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
                 }
+
+        if (softCap > 0)
+            for (int r = 0; r < count; r++)
+                Elementwise.SoftCap(new Span<float>(scores + (long)r * scoreStride, rows.Lengths[r]), softCap);
 
         for (int r = 0; r < count; r++)
             new Span<float>(rows.Outputs[r], headDim).Clear();

@@ -21,4 +21,31 @@ internal static class Elementwise
         for (int i = 0; i < a.Length; i++)
             y[i] = a[i] + b[i];
     }
+
+    /// <summary><c>x = factor · x</c> in place (an embedding scaled by √dim).</summary>
+    public static void Scale(Span<float> x, float factor) => TensorPrimitives.Multiply(x, factor, x);
+
+    /// <summary>The definition of <see cref="Scale"/>.</summary>
+    public static void ScaleReference(Span<float> x, float factor)
+    {
+        for (int i = 0; i < x.Length; i++) x[i] *= factor;
+    }
+
+    /// <summary>
+    /// Soft-capping in place: <c>x = cap · tanh(x / cap)</c>, which bounds every value to (−cap, cap) while leaving
+    /// small ones nearly unchanged (Gemma 2's attention scores and logits). The three steps are ggml's
+    /// (scale, tanh, scale), so the roundings are the same kind as llama.cpp's.
+    /// </summary>
+    public static void SoftCap(Span<float> x, float cap)
+    {
+        TensorPrimitives.Multiply(x, 1f / cap, x);
+        TensorPrimitives.Tanh(x, x);
+        TensorPrimitives.Multiply(x, cap, x);
+    }
+
+    /// <summary>The definition of <see cref="SoftCap"/>, in double precision.</summary>
+    public static void SoftCapReference(Span<float> x, float cap)
+    {
+        for (int i = 0; i < x.Length; i++) x[i] = (float)(cap * Math.Tanh(x[i] / (double)cap));
+    }
 }

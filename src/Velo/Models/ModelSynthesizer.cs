@@ -38,6 +38,7 @@ public static class ModelSynthesizer
             writer.Set($"{a}.attention.key_length", (uint)spec.EffectiveHeadDim);
             writer.Set($"{a}.attention.value_length", (uint)spec.EffectiveHeadDim);
         }
+        ModelRegistry.WriteSynthesisMetadata(spec, writer);
         if (Tensors(spec).Any(t => spec.TypeOf(t.Name, t.Shape) is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16)))
             writer.Set("general.quantization_version", 2u); // ggml's GGML_QNT_VERSION
         if (tokenizer != null) tokenizer.Write(writer, spec.VocabSize);

@@ -23,6 +23,13 @@ public sealed record SynthSpec
     public bool QkNorm { get; init; }
     public bool RopeFrequencyFactors { get; init; }
 
+    /// <summary>Keys a sliding-window layer attends to (Gemma 2 and 3).</summary>
+    public int SlidingWindow { get; init; }
+
+    /// <summary>Gemma 2's soft caps of attention scores and of logits.</summary>
+    public float AttentionSoftCap { get; init; }
+    public float FinalSoftCap { get; init; }
+
     /// <summary>Type of every matrix when <see cref="FileType"/> is null.</summary>
     public GgmlType WeightType { get; init; } = GgmlType.F32;
 
@@ -83,13 +90,33 @@ public sealed record SynthSpec
         ContextLength = 131072, RopeBase = 500000, FileType = type,
     };
 
+    /// <summary>
+    /// Gemma 2 2B's proportions at a size that generates in seconds: head dim wider than dim / heads, 4× feed-forward,
+    /// grouped-query attention, a sliding window on every other layer and its soft caps (50 and 30).
+    /// </summary>
+    public static SynthSpec Gemma2Tiny(ModelFileType type) => new()
+    {
+        Name = "gemma2-tiny", Architecture = "gemma2", Dim = 256, Layers = 4, Heads = 4, KvHeads = 2, HeadDim = 128, FfnDim = 1024,
+        VocabSize = 32000, ContextLength = 2048, NormEpsilon = 1e-6f, SlidingWindow = 64, AttentionSoftCap = 50, FinalSoftCap = 30,
+        FileType = type,
+    };
+
+    /// <summary>Gemma 3 1B's proportions, small: one KV head, Q/K norms, five sliding layers per global one, global rope base 10^6.</summary>
+    public static SynthSpec Gemma3Tiny(ModelFileType type) => new()
+    {
+        Name = "gemma3-tiny", Architecture = "gemma3", Dim = 256, Layers = 6, Heads = 4, KvHeads = 1, HeadDim = 128, FfnDim = 1024,
+        VocabSize = 32000, ContextLength = 2048, NormEpsilon = 1e-6f, RopeBase = 1000000, SlidingWindow = 64, FileType = type,
+    };
+
     /// <summary>The named shapes <c>velo synth --shape</c> offers.</summary>
     public static SynthSpec ForShape(string shape, ModelFileType type) => shape.ToLowerInvariant() switch
     {
         "tiny-110m" => Tiny110M(type),
         "llama-1b" => Llama1B(type),
+        "gemma2-tiny" => Gemma2Tiny(type),
+        "gemma3-tiny" => Gemma3Tiny(type),
         _ => throw new ArgumentException($"unknown shape '{shape}'; expected one of {string.Join(", ", ShapeNames)}"),
     };
 
-    public static IReadOnlyList<string> ShapeNames { get; } = ["tiny-110M", "llama-1B"];
+    public static IReadOnlyList<string> ShapeNames { get; } = ["tiny-110M", "llama-1B", "gemma2-tiny", "gemma3-tiny"];
 }

@@ -128,6 +128,26 @@ public sealed partial class ToolCommandTests : IDisposable
         Assert.StartsWith(" Once upon a time", run.Stdout);
     }
 
+    /// <summary>The Gemma shapes through every command that runs a model: info, run, bench, perplexity.</summary>
+    [Theory]
+    [InlineData("gemma2-tiny", "Q8_0", "soft caps        │ attention 50, logits 30")]
+    [InlineData("gemma3-tiny", "Q4_K_M", "sliding window   │ 64 on 5 of 6 layers")]
+    public void SynthesizedGemmaRunsInInfoRunBenchAndPerplexity(string shape, string type, string infoLine)
+    {
+        string output = Path.Combine(_folder, $"{shape}.gguf");
+        var s = Succeeds("synth", "--shape", shape, "-t", type, "-o", output, "--vocab", TestPaths.SharedFile("tokenizers", "vocab", "ggml-vocab-llama-spm.gguf"));
+        Assert.Contains($"{shape} {type}", s.Stderr);
+        Assert.Contains(infoLine, Succeeds("info", output).Stdout);
+        var run = Succeeds("run", "-m", output, "-p", "Once upon a time", "-n", "4", "--temp", "0", "-t", "2");
+        Assert.StartsWith(" Once upon a time", run.Stdout);
+        var bench = Succeeds("bench", "-m", output, "-p", "16", "-n", "8", "-t", "2", "-r", "1", "--json");
+        Assert.Contains("\"Test\": \"tg8\"", bench.Stdout);
+        var ppl = Succeeds("perplexity", "-m", output, "-f", Text, "-c", "128", "-t", "2", "--chunks", "2");
+        var final = FinalFigure().Match(ppl.Stdout);
+        Assert.True(final.Success, ppl.Stdout);
+        Assert.True(double.IsFinite(Number(final.Groups[1])));
+    }
+
     [Fact]
     public void SynthErrorsAreClear()
     {

@@ -40,7 +40,7 @@ public unsafe class AttentionTests
             {
                 var args = new Attention.Arguments
                 {
-                    Queries = pq, Output = pf, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = cache.Layer(0),
+                    Queries = pq, Output = pf, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = cache.Layer(0), Scale = 1f / MathF.Sqrt(headDim),
                 };
                 Attention.Compute(args, pool);
                 args.Output = pr;
@@ -48,6 +48,86 @@ public unsafe class AttentionTests
             }
             for (int i = 0; i < fast.Length; i++) Assert.Equal(reference[i], fast[i], 1e-5);
         }
+    }
+
+    /// <summary>
+    /// A sliding window (the last W positions, a row's own included) and soft-capped scores, with a scale other than
+    /// 1/√headDim, against the reference: decode and prefill rows, windows shorter and longer than the positions,
+    /// every cache type.
+    /// </summary>
+    [Theory]
+    [InlineData(1, 4, 4, 64, 1, 5, 0f)]       // decode, window only
+    [InlineData(44, 4, 2, 64, 2, 8, 0f)]      // prefill blocks, window only
+    [InlineData(44, 4, 2, 64, 2, 0, 0.5f)]    // soft cap only
+    [InlineData(9, 6, 3, 32, 3, 3, 1.5f)]     // both, three sequences
+    [InlineData(7, 2, 1, 40, 1, 1, 2f)]       // a window of one: each row sees only itself
+    [InlineData(5, 2, 2, 64, 1, 100, 0f)]     // a window longer than the context masks nothing
+    public void WindowedAndSoftCappedAttentionMatchesTheReference(int rows, int heads, int kvHeads, int headDim, int sequences, int window, float softCap)
+    {
+        const int context = 48;
+        var rng = new Random(rows * 7 + window);
+        float[] Random(long n, float scale) => Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1) * scale).ToArray();
+        int kvDim = kvHeads * headDim;
+        float[] q = Random((long)rows * heads * headDim, 2);
+        float[] keys = Random((long)sequences * context * kvDim, 2);
+        float[] values = Random((long)sequences * context * kvDim, 1);
+        int[] positions = Enumerable.Range(0, rows).Select(i => (i * 13 + 3) % context).ToArray();
+        int[] seqs = Enumerable.Range(0, rows).Select(i => i % sequences).ToArray();
+        using var pool = new WorkerPool(2);
+        GgmlType[] types = headDim % 32 == 0 ? [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0] : [GgmlType.F32, GgmlType.F16];
+        foreach (var type in types)
+        {
+            var fast = new float[q.Length];
+            var reference = new float[q.Length];
+            var alone = new float[q.Length];
+            using var cache = Filled(keys, values, sequences, context, kvHeads, headDim, type, type);
+            fixed (float* pq = q, pf = fast, pr = reference, pa = alone)
+            fixed (int* pp = positions, ps = seqs)
+            {
+                var args = new Attention.Arguments
+                {
+                    Queries = pq, Output = pf, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = cache.Layer(0),
+                    Scale = 0.3f, SoftCap = softCap, Window = window,
+                };
+                Attention.Compute(args, pool);
+                Attention.Reference(args with { Output = pr });
+                for (int i = 0; i < rows; i++)
+                {
+                    long offset = (long)i * heads * headDim;
+                    Attention.Compute(args with { Queries = pq + offset, Output = pa + offset, Positions = pp + i, Sequences = ps + i, Rows = 1 }, pool);
+                }
+            }
+            for (int i = 0; i < fast.Length; i++) Assert.Equal(reference[i], fast[i], 1e-5);
+            Assert.True(fast.AsSpan().SequenceEqual(alone), $"{type}: a row's result depends on its block");
+        }
+    }
+
+    /// <summary>The window masks: a row's output equals plain attention over a memory that holds only its window.</summary>
+    [Fact]
+    public void A_window_sees_exactly_the_last_W_positions()
+    {
+        const int heads = 2, headDim = 32, context = 40, window = 6, position = 30;
+        var rng = new Random(3);
+        float[] Random(long n) => Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        float[] q = Random(heads * headDim), keys = Random(context * headDim), values = Random(context * headDim);
+        int first = position - window + 1;
+        using var full = Filled(keys, values, 1, context, 1, headDim, GgmlType.F32, GgmlType.F32);
+        using var part = Filled(keys[(first * headDim)..], values[(first * headDim)..], 1, context - first, 1, headDim, GgmlType.F32, GgmlType.F32);
+        var windowed = new float[q.Length];
+        var truncated = new float[q.Length];
+        int[] pos = [position], posInPart = [position - first], seq = [0];
+        using var pool = new WorkerPool(1);
+        fixed (float* pq = q, pw = windowed, pt = truncated)
+        fixed (int* pp = pos, ppp = posInPart, ps = seq)
+        {
+            var args = new Attention.Arguments
+            {
+                Queries = pq, Output = pw, Positions = pp, Sequences = ps, Rows = 1, Heads = heads, Cache = full.Layer(0), Scale = 0.2f, Window = window,
+            };
+            Attention.Compute(args, pool);
+            Attention.Compute(args with { Output = pt, Positions = ppp, Cache = part.Layer(0), Window = 0 }, pool);
+        }
+        Assert.True(windowed.AsSpan().SequenceEqual(truncated));
     }
 
     /// <summary>
@@ -79,7 +159,7 @@ public unsafe class AttentionTests
         {
             var args = new Attention.Arguments
             {
-                Queries = pq, Output = p16, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = halves.Layer(0),
+                Queries = pq, Output = p16, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = halves.Layer(0), Scale = 1f / MathF.Sqrt(headDim),
             };
             Attention.Compute(args, pool);
             Attention.Compute(args with { Output = p32, Cache = floats.Layer(0) }, pool);
@@ -120,7 +200,7 @@ public unsafe class AttentionTests
         {
             var args = new Attention.Arguments
             {
-                Queries = pq, Output = pQ, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = small.Layer(0),
+                Queries = pq, Output = pQ, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = small.Layer(0), Scale = 1f / MathF.Sqrt(headDim),
             };
             Attention.Compute(args, pool);
             Attention.Compute(args with { Output = pD, Cache = floats.Layer(0) }, pool);
@@ -156,7 +236,7 @@ public unsafe class AttentionTests
         fixed (float* pq = q, po = output)
         fixed (int* pp = position, ps = sequence)
         {
-            var args = new Attention.Arguments { Queries = pq, Output = po, Positions = pp, Sequences = ps, Rows = 1, Heads = 1, Cache = cache.Layer(0) };
+            var args = new Attention.Arguments { Queries = pq, Output = po, Positions = pp, Sequences = ps, Rows = 1, Heads = 1, Cache = cache.Layer(0), Scale = 1 };
             Assert.Throws<ArgumentException>(() => Attention.Compute(args, pool));
         }
     }
@@ -192,7 +272,7 @@ public unsafe class AttentionTests
         {
             var args = new Attention.Arguments
             {
-                Queries = pq, Output = pt, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = cache.Layer(0),
+                Queries = pq, Output = pt, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = cache.Layer(0), Scale = 1f / MathF.Sqrt(headDim),
             };
             Attention.Compute(args, pool);
             for (int i = 0; i < rows; i++)

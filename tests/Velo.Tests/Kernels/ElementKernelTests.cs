@@ -94,6 +94,56 @@ public class ElementKernelTests
     }
 
     [Fact]
+    public void GeGLUMatchesReferenceIncludingInPlaceAndWhereverAnElementLies()
+    {
+        foreach (int n in Lengths)
+        {
+            // Up to ±12 reaches both tails, where gelu is x or 0.
+            float[] gate = Random(n, n, scale: 12), up = Random(n, n + 5);
+            float[] reference = new float[n], inPlace = (float[])gate.Clone();
+            Activations.GeGLUReference(gate, up, reference);
+            Activations.GeGLU(inPlace, up, inPlace);
+            AssertClose(reference, inPlace, 36, $"geglu n={n}");
+        }
+        const int row = 172;
+        float[] g = Random(3 * row, 21), u = Random(3 * row, 22);
+        var batched = new float[3 * row];
+        var alone = new float[row];
+        Activations.GeGLU(g, u, batched);
+        for (int r = 0; r < 3; r++)
+        {
+            Activations.GeGLU(g.AsSpan(r * row, row), u.AsSpan(r * row, row), alone);
+            Assert.Equal(batched.AsSpan(r * row, row).ToArray(), alone);
+        }
+    }
+
+    [Fact]
+    public void GeGLUOfExtremeGatesIsFinite()
+    {
+        float[] gate = [-1e30f, -100, 100, 1e30f, 0], up = [1, 1, 1, 1, 1], y = new float[5];
+        Activations.GeGLU(gate, up, y);
+        Assert.Equal([0, 0, 100, 1e30f, 0], y.Select(v => v == 0 ? 0 : v).ToArray());
+    }
+
+    [Fact]
+    public void SoftCapAndScaleMatchReference()
+    {
+        foreach (int n in Lengths)
+        {
+            float[] x = Random(n, n, scale: 80), reference = (float[])x.Clone();
+            Elementwise.SoftCapReference(reference, 30);
+            Elementwise.SoftCap(x, 30);
+            AssertClose(reference, x, 30, $"softcap n={n}");
+            Assert.All(x, v => Assert.InRange(v, -30f, 30f));
+
+            float[] y = Random(n, n + 1), scaled = (float[])y.Clone();
+            Elementwise.ScaleReference(y, 48f);
+            Elementwise.Scale(scaled, 48f);
+            Assert.Equal(y, scaled);
+        }
+    }
+
+    [Fact]
     public void AddMatchesReferenceIncludingInPlace()
     {
         foreach (int n in Lengths)

@@ -26,7 +26,7 @@ public sealed class ModelRegistryTests : IDisposable
         foreach (var error in new[] { load, languageModel, info })
         {
             Assert.Contains("'mamba'", error.Message);
-            foreach (string supported in new[] { "llama", "mistral", "qwen2", "qwen3" })
+            foreach (string supported in new[] { "llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3" })
                 Assert.Contains(supported, error.Message);
         }
     }

@@ -3,6 +3,9 @@
 // llama_context_default_params(), found by dumping the defaults of the library this was written against
 // (npm @node-llama-cpp/linux-x64 3.22.1): check them before using another build.
 //   cc -O1 -o /tmp/llama_crosscheck llama_crosscheck.c -L DIR -l:libllama.v0.5.0.so -l:libggml.v0.5.0.so -lm -Wl,-rpath,DIR
+// NuGet LLamaSharp.Backend.Cpu 0.30.0 (DIR = ~/.nuget/packages/llamasharp.backend.cpu/0.30.0/LLamaSharpRuntimes/linux-x64/native/avx2)
+// puts the thread counts and flash_attn_type one word earlier:
+//   cc -O1 -o /tmp/llama_crosscheck llama_crosscheck.c -DLIBRARY_DIR='"DIR"' -DTHREADS_AT=6 -DFLASH_AT=12 -L DIR -lllama -lggml -lm -Wl,-rpath,DIR
 //   /tmp/llama_crosscheck MODEL KV_TYPE FLASH ppl TEXT N_CTX      (KV_TYPE: 0 = F32, 1 = F16; FLASH: -1 auto, 0 off, 1 on)
 //   /tmp/llama_crosscheck MODEL KV_TYPE FLASH logits OUT.f32 ID...  (the logits of every position, float32 rows)
 #include <math.h>
@@ -11,6 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef THREADS_AT
+#define THREADS_AT 7 // word of n_threads (n_threads_batch follows) in llama_context_params
+#endif
+#ifndef FLASH_AT
+#define FLASH_AT 13  // word of flash_attn_type
+#endif
 #ifndef LIBRARY_DIR
 #define LIBRARY_DIR "/tmp/nlc/package/bins/linux-x64" // where the CPU backends (libggml-cpu-*.so) are
 #endif
@@ -56,8 +65,8 @@ int main(int argc, char **argv) {
     params_t cp = llama_context_default_params();
     uint32_t *u = (uint32_t *)cp.b;
     u[0] = n_ctx; u[1] = n_ctx; u[2] = n_ctx;       // n_ctx, n_batch, n_ubatch
-    u[7] = 2; u[8] = 2;                              // n_threads, n_threads_batch
-    ((int32_t *)cp.b)[13] = atoi(argv[3]);           // flash_attn_type
+    u[THREADS_AT] = 2; u[THREADS_AT + 1] = 2;        // n_threads, n_threads_batch
+    ((int32_t *)cp.b)[FLASH_AT] = atoi(argv[3]);     // flash_attn_type
     u[26] = u[27] = atoi(argv[2]);                   // type_k, type_v
     ctx = llama_init_from_model(model, cp);
     if (!ctx) { fprintf(stderr, "context failed\n"); return 1; }

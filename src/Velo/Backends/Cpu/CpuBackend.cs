@@ -40,6 +40,10 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
         Elementwise.Add(xs, new ReadOnlySpan<float>(y, (int)count), xs);
     }
 
+    public void Scale(float* x, long count, float factor) => Elementwise.Scale(new Span<float>(x, checked((int)count)), factor);
+
+    public void SoftCap(float* x, long count, float cap) => Elementwise.SoftCap(new Span<float>(x, checked((int)count)), cap);
+
     public void RopeAngles(ReadOnlySpan<int> positions, float positionScale, float theta, float* frequencyFactors, int pairs, float* cos, float* sin)
     {
         var factors = frequencyFactors != null ? new ReadOnlySpan<float>(frequencyFactors, pairs) : default;
@@ -55,7 +59,7 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
 
     public void StoreKeysValues(KvCache cache, int layer, ForwardBatch batch, float* keys, float* values) => cache.Store(layer, batch, keys, values);
 
-    public void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads)
+    public void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads, in AttentionScoring scoring)
     {
         fixed (int* positions = batch.Positions)
         fixed (int* sequences = batch.Sequences)
@@ -63,7 +67,7 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
             var args = new Kernels.Attention.Arguments
             {
                 Queries = queries, Output = output, Positions = positions, Sequences = sequences, Rows = batch.Count, Heads = heads,
-                Cache = cache.Layer(layer),
+                Cache = cache.Layer(layer), Scale = scoring.Scale, SoftCap = scoring.SoftCap, Window = scoring.Window,
             };
             Kernels.Attention.Compute(args, pool);
         }
@@ -76,6 +80,9 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
         {
             case Backends.GatedActivation.SiLU:
                 Activations.SwiGLU(hidden, new ReadOnlySpan<float>(up, (int)count), hidden);
+                break;
+            case Backends.GatedActivation.GeluTanh:
+                Activations.GeGLU(hidden, new ReadOnlySpan<float>(up, (int)count), hidden);
                 break;
             default:
                 throw new NotSupportedException($"the CPU backend has no {activation} activation");

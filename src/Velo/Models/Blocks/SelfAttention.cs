@@ -10,6 +10,17 @@ internal readonly record struct AttentionShape(int Heads, int KvHeads, int HeadD
 {
     public int QueryDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
+
+    /// <summary>What multiplies q·k; null: 1/√HeadDim, the usual scaling.</summary>
+    public float? QueryScale { get; init; }
+
+    /// <summary>Soft-capping of the scores (Gemma 2); 0: none.</summary>
+    public float SoftCap { get; init; }
+
+    /// <summary>A sliding window of keys (Gemma's local layers); 0: every earlier position.</summary>
+    public int Window { get; init; }
+
+    public AttentionScoring Scoring => new(QueryScale ?? 1 / MathF.Sqrt(HeadDim), SoftCap, Window);
 }
 
 /// <summary>An attention block's weights by llama.cpp's tensor names; biases and Q/K norms are null when absent.</summary>
@@ -82,7 +93,7 @@ internal static unsafe class SelfAttention
         backend.Rope(q, n, shape.QueryDim, shape.HeadDim, rope.Cos, rope.Sin, rope.Pairs, shape.RopeLayout);
         backend.Rope(k, n, shape.KvDim, shape.HeadDim, rope.Cos, rope.Sin, rope.Pairs, shape.RopeLayout);
         backend.StoreKeysValues(cache, layer, batch, k, v);
-        backend.Attention(cache, layer, batch, q, buffers.Output, shape.Heads);
+        backend.Attention(cache, layer, batch, q, buffers.Output, shape.Heads, shape.Scoring);
         backend.MatMul(w.Output, buffers.Output, n, output);
     }
 }
