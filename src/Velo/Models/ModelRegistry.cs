@@ -1,19 +1,22 @@
 using Velo.Formats;
 using Velo.Models.Llama;
+using Velo.Models.Phi3;
 
 namespace Velo.Models;
 
 /// <summary>
 /// An architecture family: the <c>general.architecture</c> values it runs, how it loads a model from an open file, how
 /// it reads a file's hyperparameters without loading the weights, and the tensors a random-weight file of a
-/// <see cref="SynthSpec"/> holds (for <see cref="ModelSynthesizer"/>).
+/// <see cref="SynthSpec"/> holds (for <see cref="ModelSynthesizer"/>), with any metadata of its own such a file needs
+/// beyond the keys every family shares.
 /// </summary>
 public sealed record ModelFamily(
     string Name,
     IReadOnlyList<string> Architectures,
     Func<GgufFile, IModel> Load,
     Func<GgufFile, ModelInfo> ReadInfo,
-    Func<SynthSpec, IEnumerable<(string Name, long[] Shape)>> SynthesisTensors);
+    Func<SynthSpec, IEnumerable<(string Name, long[] Shape)>> SynthesisTensors,
+    Action<SynthSpec, GgufWriter>? SynthesisMetadata = null);
 
 /// <summary>The architecture families Velo runs, keyed by <c>general.architecture</c>: adding a family is one line here.</summary>
 public static class ModelRegistry
@@ -21,6 +24,7 @@ public static class ModelRegistry
     private static readonly ModelFamily[] Families =
     [
         LlamaModel.Family,
+        Phi3Model.Family,
     ];
 
     private static readonly Dictionary<string, ModelFamily> ByArchitecture =
@@ -53,6 +57,10 @@ public static class ModelRegistry
     /// <summary>The tensors of a random-weight model of <paramref name="spec"/>'s architecture and shape.</summary>
     public static IEnumerable<(string Name, long[] Shape)> SynthesisTensors(SynthSpec spec) =>
         FamilyOf(spec.Architecture, "the synthetic model").SynthesisTensors(spec);
+
+    /// <summary>Writes the metadata keys of its own that a random-weight file of <paramref name="spec"/>'s family needs.</summary>
+    public static void WriteSynthesisMetadata(SynthSpec spec, GgufWriter writer) =>
+        FamilyOf(spec.Architecture, "the synthetic model").SynthesisMetadata?.Invoke(spec, writer);
 
     private static ModelFamily FamilyOf(GgufFile file) =>
         FamilyOf(file.Architecture ?? throw new GgufFormatException($"{file.Path}: general.architecture is missing"), file.Path);

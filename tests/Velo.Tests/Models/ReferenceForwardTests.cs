@@ -55,7 +55,7 @@ public class ReferenceForwardTests
     /// 2.3 % and 29 %). The bounds allow 1.5–2× that. Outputs that had lost the signal (a wrong block layout) would
     /// be uncorrelated with the reference, an RMS error near √2.
     /// </summary>
-    private static double ToleranceAgainstOriginal(GgmlType type) => type switch
+    internal static double ToleranceAgainstOriginal(GgmlType type) => type switch
     {
         GgmlType.F32 => 1e-4,
         GgmlType.F16 => 2e-3,
@@ -192,7 +192,7 @@ public class ReferenceForwardTests
         return Math.Sqrt(error / magnitude);
     }
 
-    private static double[][] OriginalWeights(SynthSpec spec, string name)
+    internal static double[][] OriginalWeights(SynthSpec spec, string name)
     {
         var shape = ModelSynthesizer.Tensors(spec).Single(t => t.Name == name).Shape;
         long rows = shape.Length > 1 ? shape[1] : 1;
@@ -206,7 +206,7 @@ public class ReferenceForwardTests
         return result;
     }
 
-    private static double[][] StoredWeights(GgufFile file, string name)
+    internal static double[][] StoredWeights(GgufFile file, string name)
     {
         var t = file.RequireTensor(name);
         int cols = (int)t.Shape[0];
