@@ -114,6 +114,29 @@ public sealed class Phi3Tests : IDisposable
         }
     }
 
+    /// <summary>Decoding with the fused matrices' row views and the long factors allocates nothing, as the Llama family's does.</summary>
+    [Fact]
+    public void DecodingAllocatesNothing()
+    {
+        string path = Write(Variant("phi3-longrope") with { WeightType = GgmlType.Q8_0 }, "alloc.gguf");
+        using var model = ModelRegistry.Load(path);
+        using var pool = new Velo.Threading.WorkerPool(2);
+        using var state = model.CreateState(contextLength: 512, maxBatch: 1, pool: pool);
+        var batch = new ForwardBatch(1);
+
+        void Step(int position)
+        {
+            batch.Clear();
+            batch.Add((position * 7 + 3) % 300, position, wantLogits: true);
+            model.Forward(state, batch);
+        }
+
+        for (int pos = 0; pos < 4; pos++) Step(pos); // warm-up: JIT
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int pos = 4; pos < 40; pos++) Step(pos);
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
+
     [Fact]
     public void Phi3LoadsThroughTheRegistryWithItsHyperparameters()
     {
