@@ -54,8 +54,10 @@ internal unsafe interface IBackend
     void SoftCap(float* x, long count, float cap);
 
     /// <summary>Rope's cos and sin (<paramref name="pairs"/> per row) for each position, times
-    /// <paramref name="positionScale"/>; <paramref name="frequencyFactors"/> is null or one divisor per pair.</summary>
-    void RopeAngles(ReadOnlySpan<int> positions, float positionScale, float theta, float* frequencyFactors, int pairs, float* cos, float* sin);
+    /// <paramref name="positionScale"/>; <paramref name="frequencyFactors"/> is null or one divisor per pair; cos and sin
+    /// are multiplied by <paramref name="magnitude"/> (ggml's <c>attn_factor</c>).</summary>
+    void RopeAngles(ReadOnlySpan<int> positions, float positionScale, float theta, float* frequencyFactors, int pairs, float* cos, float* sin,
+        float magnitude = 1);
 
     /// <summary>Rotates, in place, every head of each of <paramref name="rows"/> rows of <paramref name="width"/> by
     /// that row's angles (<paramref name="pairs"/> per row).</summary>

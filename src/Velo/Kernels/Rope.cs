@@ -24,9 +24,11 @@ internal static class Rope
     /// <summary>
     /// Fills <paramref name="cos"/> and <paramref name="sin"/> (rotaryDims / 2 each) for <paramref name="position"/>
     /// (fractional under linear rope scaling, which shrinks positions).
-    /// <paramref name="freqFactors"/> is empty or has one divisor per pair (Llama 3's long-context scaling).
+    /// <paramref name="freqFactors"/> is empty or has one divisor per pair (Llama 3's long-context scaling, LongRoPE).
+    /// Both are multiplied by <paramref name="magnitude"/>, ggml's <c>attn_factor</c>: rotating queries and keys by
+    /// it scales their dot products, and so the attention logits, by its square (LongRoPE's attention factor).
     /// </summary>
-    public static void Angles(float position, float theta, ReadOnlySpan<float> freqFactors, Span<float> cos, Span<float> sin)
+    public static void Angles(float position, float theta, ReadOnlySpan<float> freqFactors, Span<float> cos, Span<float> sin, float magnitude = 1)
     {
         int pairs = cos.Length;
         if (pairs == 0 || sin.Length != pairs || (freqFactors.Length != 0 && freqFactors.Length != pairs))
@@ -36,8 +38,8 @@ internal static class Rope
             double angle = position * Math.Pow(theta, -2.0 * i / (2 * pairs));
             if (freqFactors.Length != 0) angle /= freqFactors[i];
             (double s, double c) = Math.SinCos(angle);
-            cos[i] = (float)c;
-            sin[i] = (float)s;
+            cos[i] = (float)(c * magnitude);
+            sin[i] = (float)(s * magnitude);
         }
     }
 

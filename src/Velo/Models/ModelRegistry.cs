@@ -1,6 +1,7 @@
 using Velo.Formats;
 using Velo.Models.Gemma;
 using Velo.Models.Llama;
+using Velo.Models.Phi3;
 
 namespace Velo.Models;
 
@@ -25,6 +26,7 @@ public static class ModelRegistry
     [
         LlamaModel.Family,
         GemmaModel.Family,
+        Phi3Model.Family,
     ];
 
     private static readonly Dictionary<string, ModelFamily> ByArchitecture =

@@ -31,7 +31,7 @@ public static class ModelSynthesizer
             .Set($"{a}.attention.head_count_kv", (uint)spec.EffectiveKvHeads)
             .Set($"{a}.attention.layer_norm_rms_epsilon", spec.NormEpsilon)
             .Set($"{a}.rope.freq_base", spec.RopeBase)
-            .Set($"{a}.rope.dimension_count", (uint)spec.EffectiveHeadDim)
+            .Set($"{a}.rope.dimension_count", (uint)spec.EffectiveRopeDims)
             .Set($"{a}.vocab_size", (uint)spec.VocabSize);
         if (spec.EffectiveHeadDim != spec.Dim / spec.Heads)
         {
@@ -76,6 +76,13 @@ public static class ModelSynthesizer
         {
             // Llama 3's long-context factors: 1 for high frequencies rising to 8 for the lowest.
             for (int i = 0; i < values.Length; i++) values[i] = 1 + 7f * i / Math.Max(1, values.Length - 1) * (float)rng.NextDouble();
+        }
+        else if (name is "rope_factors_short.weight" or "rope_factors_long.weight")
+        {
+            // LongRoPE's divisors rise from 1 for the highest frequencies: to about 3 in the short set, as Phi-3's,
+            // and up to the context's growth in the long set, which stretches the lowest frequencies over it.
+            float top = name == "rope_factors_short.weight" ? 3 : Math.Max(1f, (float)spec.ContextLength / Math.Max(1, spec.OriginalContextLength));
+            for (int i = 0; i < values.Length; i++) values[i] = 1 + (top - 1) * i / Math.Max(1, values.Length - 1) * (float)(0.5 + 0.5 * rng.NextDouble());
         }
         else
         {

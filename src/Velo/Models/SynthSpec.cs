@@ -30,6 +30,15 @@ public sealed record SynthSpec
     public float AttentionSoftCap { get; init; }
     public float FinalSoftCap { get; init; }
 
+    /// <summary>Head dimensions rope rotates; 0 means all of them (<see cref="EffectiveHeadDim"/>).</summary>
+    public int RopeDims { get; init; }
+
+    /// <summary>
+    /// The context the model was first trained for, before long-context scaling (LongRoPE for <c>phi3</c>: its short
+    /// and long rope factors and attention factor); 0 means none.
+    /// </summary>
+    public int OriginalContextLength { get; init; }
+
     /// <summary>Type of every matrix when <see cref="FileType"/> is null.</summary>
     public GgmlType WeightType { get; init; } = GgmlType.F32;
 
@@ -49,6 +58,7 @@ public sealed record SynthSpec
 
     public int EffectiveKvHeads => KvHeads > 0 ? KvHeads : Heads;
     public int EffectiveHeadDim => HeadDim > 0 ? HeadDim : Dim / Heads;
+    public int EffectiveRopeDims => RopeDims > 0 ? RopeDims : EffectiveHeadDim;
 
     public GgmlType TypeOf(string tensorName, IReadOnlyList<long> shape)
     {
@@ -108,6 +118,16 @@ public sealed record SynthSpec
         VocabSize = 32000, ContextLength = 2048, NormEpsilon = 1e-6f, RopeBase = 1000000, SlidingWindow = 64, FileType = type,
     };
 
+    /// <summary>
+    /// Phi-3-mini-128k's proportions at a quarter of its width (heads of 64 rather than 96) and a quarter of its depth:
+    /// feed-forward 8/3 of the width, untied output, its 32064-token vocabulary and LongRoPE from 4096 to 131072 tokens.
+    /// </summary>
+    public static SynthSpec Phi3Tiny(ModelFileType type) => new()
+    {
+        Name = "phi3-tiny", Architecture = "phi3", Dim = 768, Layers = 8, Heads = 12, FfnDim = 2048, VocabSize = 32064,
+        ContextLength = 131072, OriginalContextLength = 4096, TiedEmbeddings = false, FileType = type,
+    };
+
     /// <summary>The named shapes <c>velo synth --shape</c> offers.</summary>
     public static SynthSpec ForShape(string shape, ModelFileType type) => shape.ToLowerInvariant() switch
     {
@@ -115,8 +135,9 @@ public sealed record SynthSpec
         "llama-1b" => Llama1B(type),
         "gemma2-tiny" => Gemma2Tiny(type),
         "gemma3-tiny" => Gemma3Tiny(type),
+        "phi3-tiny" => Phi3Tiny(type),
         _ => throw new ArgumentException($"unknown shape '{shape}'; expected one of {string.Join(", ", ShapeNames)}"),
     };
 
-    public static IReadOnlyList<string> ShapeNames { get; } = ["tiny-110M", "llama-1B", "gemma2-tiny", "gemma3-tiny"];
+    public static IReadOnlyList<string> ShapeNames { get; } = ["tiny-110M", "llama-1B", "gemma2-tiny", "gemma3-tiny", "phi3-tiny"];
 }

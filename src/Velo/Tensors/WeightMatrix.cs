@@ -25,4 +25,15 @@ internal readonly unsafe struct WeightMatrix
     public byte* Row(int row) => Data + row * RowBytes;
 
     public ReadOnlySpan<byte> RowSpan(int row) => new(Row(row), checked((int)RowBytes));
+
+    /// <summary>
+    /// Rows <paramref name="first"/> to <paramref name="first"/> + <paramref name="count"/> − 1 as a matrix of their own,
+    /// pointing into the same data: one part of a fused tensor (Q, K and V, or gate and up, stacked by rows).
+    /// </summary>
+    public WeightMatrix Slice(int first, int count)
+    {
+        if (first < 0 || count <= 0 || (long)first + count > Rows)
+            throw new ArgumentOutOfRangeException(nameof(first), $"rows {first}..{(long)first + count - 1} are outside a matrix of {Rows} rows");
+        return new WeightMatrix(Row(first), Type, count, Cols);
+    }
 }

@@ -44,11 +44,12 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
 
     public void SoftCap(float* x, long count, float cap) => Elementwise.SoftCap(new Span<float>(x, checked((int)count)), cap);
 
-    public void RopeAngles(ReadOnlySpan<int> positions, float positionScale, float theta, float* frequencyFactors, int pairs, float* cos, float* sin)
+    public void RopeAngles(ReadOnlySpan<int> positions, float positionScale, float theta, float* frequencyFactors, int pairs, float* cos, float* sin,
+        float magnitude = 1)
     {
         var factors = frequencyFactors != null ? new ReadOnlySpan<float>(frequencyFactors, pairs) : default;
         for (int i = 0; i < positions.Length; i++)
-            Kernels.Rope.Angles(positions[i] * positionScale, theta, factors, Row(cos, i, pairs), Row(sin, i, pairs));
+            Kernels.Rope.Angles(positions[i] * positionScale, theta, factors, Row(cos, i, pairs), Row(sin, i, pairs), magnitude);
     }
 
     public void Rope(float* x, int rows, int width, int headDim, float* cos, float* sin, int pairs, RopeLayout layout)
