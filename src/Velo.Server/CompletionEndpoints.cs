@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Text.ChatTemplates;
 

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Text;
 

@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Hosting;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Threading;
 

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Runtime;
 using Velo.Text.ChatTemplates;

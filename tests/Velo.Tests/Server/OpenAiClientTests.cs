@@ -2,6 +2,7 @@
 using System.ClientModel;
 using System.Text;
 using OpenAI.Chat;
+using Velo.Generation;
 using Velo.Text.ChatTemplates;
 
 namespace Velo.Tests.Server;

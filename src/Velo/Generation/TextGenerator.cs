@@ -1,7 +1,8 @@
+using Velo.Inference;
 using Velo.Runtime;
 using Velo.Threading;
 
-namespace Velo.Inference;
+namespace Velo.Generation;
 
 /// <summary>One piece of generated output: the token, and the text it completes (empty while a UTF-8 character is still partial).</summary>
 public readonly record struct GeneratedToken(int Id, string Text);

@@ -1,6 +1,6 @@
 using System.Threading.Channels;
 
-namespace Velo.Inference;
+namespace Velo.Generation;
 
 /// <summary>One generation for the <see cref="BatchScheduler"/>: prompt tokens (BOS included if the model wants one) and how to continue them.</summary>
 public sealed record GenerationRequest

@@ -1,11 +1,12 @@
 using System.Diagnostics;
 using System.Threading.Channels;
+using Velo.Inference;
 using Velo.Models;
 using Velo.Runtime;
 using Velo.Text;
 using Velo.Threading;
 
-namespace Velo.Inference;
+namespace Velo.Generation;
 
 public sealed record BatchSchedulerOptions
 {

@@ -1,10 +1,11 @@
 using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.Extensions.AI;
+using Velo.Inference;
 using Velo.Threading;
 using TemplateMessage = Velo.Text.ChatTemplates.ChatMessage;
 
-namespace Velo.Inference;
+namespace Velo.Generation;
 
 /// <summary>
 /// <see cref="IChatClient"/> over a <see cref="BatchScheduler"/>: a .NET app talks to a local model the way it
