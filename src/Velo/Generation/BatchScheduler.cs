@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Threading.Channels;
 using Velo.Inference;
 using Velo.Models;
@@ -32,21 +31,26 @@ public sealed record BatchSchedulerOptions
 
 /// <summary>
 /// Continuous batching: one background thread owns the model state and advances every active sequence together.
-/// Each step builds one <see cref="ForwardBatch"/> with the next token of every decoding sequence plus as much of
-/// the waiting prompts as fits, runs a single forward pass, and samples each sequence with its own
-/// <see cref="Sampler"/>. Requests join at the next step and leave as soon as they finish or are cancelled, so a
-/// freed slot is reused within one step. Each slot keeps its tokens after its request ends, and a new request is
-/// placed in the free slot that shares the longest prefix with its prompt, skipping that part of the prefill
+/// Each step the <see cref="BatchPlanner"/> builds one forward pass with the next token of every decoding sequence
+/// plus as much of the waiting prompts as fits, and each request's <see cref="RequestPipeline"/> samples and streams
+/// its sequence's logits. Requests join at the next step and leave as soon as they finish or are cancelled, so a
+/// freed sequence is reused within one step. Each sequence keeps its tokens after its request ends, and a new request
+/// is placed in the free sequence that shares the longest prefix with its prompt, skipping that part of the prefill
 /// (a chat's next turn resumes where the last one ended).
 /// </summary>
-public sealed class BatchScheduler : IDisposable
+public sealed class BatchScheduler : IGenerationService, IDisposable
 {
     private readonly LanguageModel _model;
     private readonly IModelState _state;
-    private readonly ForwardBatch _batch;
-    private readonly Slot[] _slots;
-    private readonly List<Sequence> _active = [];
-    private readonly Queue<Sequence> _waiting = new();
+    private readonly BatchPlanner _planner;
+    private readonly BatchSequence[] _sequences;
+
+    /// <summary>The request holding each sequence, by slot; null for a free one.</summary>
+    private readonly Request?[] _owners;
+
+    /// <summary>The sequences of active requests, in admission order: what each step plans.</summary>
+    private readonly List<BatchSequence> _active = [];
+    private readonly Queue<Request> _waiting = new();
     private readonly object _gate = new();
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
@@ -66,12 +70,15 @@ public sealed class BatchScheduler : IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(ContextLength, 2, nameof(options.ContextLength));
         MemoryPlan.EnsureFits((context, parallel) => PlanFor(model, options, context, parallel), ContextLength, options.Parallel,
             options.AvailableMemoryBytes, "--ctx", "--parallel");
-        int batchTokens = BatchTokens(options, options.Parallel);
-        _batch = new ForwardBatch(batchTokens);
-        _state = model.Model.CreateState(ContextLength, batchTokens, sequences: options.Parallel, maxLogitRows: options.Parallel, pool: pool, cacheTypes: options.CacheTypes);
-        _slots = new Slot[options.Parallel];
-        for (int i = 0; i < _slots.Length; i++) _slots[i] = new Slot(i, ContextLength);
-        WarmUp();
+        _state = model.Model.CreateState(ContextLength, BatchTokens(options, options.Parallel), sequences: options.Parallel,
+            maxLogitRows: options.Parallel, pool: pool, cacheTypes: options.CacheTypes);
+        _planner = new BatchPlanner(model.Model, _state);
+        _sequences = new BatchSequence[options.Parallel];
+        for (int i = 0; i < _sequences.Length; i++) _sequences[i] = new BatchSequence(i, ContextLength);
+        _owners = new Request?[options.Parallel];
+        Chat = new ChatPromptFormatter(model);
+        ModelId = Path.GetFileNameWithoutExtension(model.Path);
+        _planner.WarmUp();
         _thread = new Thread(Loop) { IsBackground = true, Name = "Velo batch scheduler" };
         if (start) Start();
     }
@@ -84,41 +91,23 @@ public sealed class BatchScheduler : IDisposable
     private static MemoryPlan PlanFor(LanguageModel model, BatchSchedulerOptions options, int contextLength, int parallel) =>
         MemoryPlan.For(model.Model, contextLength, parallel, BatchTokens(options, parallel), parallel, options.CacheTypes);
 
-    /// <summary>
-    /// Runs a short prompt and one decode step through slot 0, whose recorded tokens stay empty, so the kernels are
-    /// compiled before the first request: without tiering (the CLI and server) the JIT would otherwise delay the
-    /// first answer by about half a second on a 1B model.
-    /// </summary>
-    private void WarmUp()
-    {
-        int prompt = Math.Min(Math.Min(9, _batch.Capacity), ContextLength - 1);
-        _batch.Clear();
-        for (int i = 0; i < prompt; i++) _batch.Add(i, i, sequence: 0, wantLogits: i == prompt - 1);
-        _model.Model.Forward(_state, _batch);
-        _batch.Clear();
-        _batch.Add(0, prompt, sequence: 0, wantLogits: true);
-        _model.Model.Forward(_state, _batch);
-        _batch.Clear();
-        _state.Cache.RemoveRange(0, 0);
-    }
-
     public BatchSchedulerOptions Options { get; }
-    public LanguageModel Model => _model;
+    public string ModelId { get; }
+    public ModelInfo ModelInfo => _model.Info;
+    public TokenizerBase Tokenizer => _model.Tokenizer;
+    public ChatPromptFormatter Chat { get; }
     public int ContextLength { get; }
-    public int Parallel => _slots.Length;
+    public int Parallel => _sequences.Length;
 
-    /// <summary>Requests waiting for a slot.</summary>
     public int QueueLength
     {
         get { lock (_gate) return _waiting.Count; }
     }
 
-    /// <summary>Sequences holding a slot (prefilling or decoding).</summary>
     public int ActiveSequences => Volatile.Read(ref _activeCount);
 
     private int _activeCount;
 
-    /// <summary>Requests that ended because their caller cancelled them (or, for a server, disconnected).</summary>
     public long CancelledRequests => Interlocked.Read(ref _cancelledRequests);
 
     private long _cancelledRequests;
@@ -128,35 +117,23 @@ public sealed class BatchScheduler : IDisposable
         if (Interlocked.Exchange(ref _started, 1) == 0) _thread.Start();
     }
 
-    /// <summary>Queues a generation. Throws <see cref="PromptTooLongException"/> when the prompt leaves no room to generate,
-    /// <see cref="SchedulerBusyException"/> when the queue is full.</summary>
     public GenerationStream Submit(GenerationRequest request, CancellationToken cancellation = default)
     {
-        ArgumentNullException.ThrowIfNull(request);
-        if (request.Prompt.Count == 0) throw new ArgumentException("the prompt is empty: it needs at least one token (usually BOS)");
-        if (request.Prompt.Count >= ContextLength) throw new PromptTooLongException(request.Prompt.Count, ContextLength);
-        foreach (int token in request.Prompt)
-            if ((uint)token >= (uint)_model.Info.VocabSize)
-                throw new ArgumentException($"token id {token} is outside the vocabulary of {_model.Info.VocabSize}");
-        if (request.LogitBias?.Keys.Any(id => (uint)id >= (uint)_model.Info.VocabSize) == true)
-            throw new ArgumentException($"logit bias names a token outside the vocabulary of {_model.Info.VocabSize}");
-        if (request.TopLogprobs is < 0 or > GenerationRequest.MaxTopLogprobs)
-            throw new ArgumentException($"top logprobs must be between 0 and {GenerationRequest.MaxTopLogprobs}");
         ObjectDisposedException.ThrowIf(_stopping, this);
-        var sequence = new Sequence(request, new Sampler(request.Options.Sampling, _model.Info.VocabSize), _model.Tokenizer, cancellation);
+        var waiting = new Request(request, _model, ContextLength, cancellation);
         lock (_gate)
         {
             // Checked under the lock Dispose takes, so no request can slip into a queue nobody will drain.
             ObjectDisposedException.ThrowIf(_stopping, this);
-            if (_waiting.Count >= Options.QueueCapacity + FreeSlotsUnlocked()) throw new SchedulerBusyException(Options.QueueCapacity);
-            _waiting.Enqueue(sequence);
+            if (_waiting.Count >= Options.QueueCapacity + FreeSequencesUnlocked()) throw new SchedulerBusyException(Options.QueueCapacity);
+            _waiting.Enqueue(waiting);
         }
         _wake.Release();
-        return new GenerationStream(sequence.Output.Reader, sequence.Done.Task);
+        return new GenerationStream(waiting.Output.Reader, waiting.Done.Task);
     }
 
-    /// <summary>Slots not held by an active sequence; waiting requests take them at the next step.</summary>
-    private int FreeSlotsUnlocked() => _slots.Length - Volatile.Read(ref _activeCount);
+    /// <summary>Sequences not held by an active request; waiting requests take them at the next step.</summary>
+    private int FreeSequencesUnlocked() => _sequences.Length - Volatile.Read(ref _activeCount);
 
     private void Loop()
     {
@@ -174,21 +151,17 @@ public sealed class BatchScheduler : IDisposable
             }
             catch (Exception e)
             {
-                // A failed forward pass leaves the caches of every sequence in it unusable.
-                foreach (var sequence in _active) Finish(sequence, failure: e);
+                // A failed forward pass leaves the memory of every sequence in it unusable.
+                foreach (var sequence in _active) Fail(sequence, e);
                 _active.Clear();
-                foreach (var slot in _slots)
-                {
-                    slot.Length = 0;
-                    _state.Cache.RemoveRange(slot.Index, 0);
-                }
+                foreach (var sequence in _sequences) _planner.Reset(sequence);
                 Volatile.Write(ref _activeCount, 0);
             }
         }
         lock (_gate)
         {
-            foreach (var sequence in _active) Finish(sequence, failure: new ObjectDisposedException(nameof(BatchScheduler)));
-            while (_waiting.TryDequeue(out var sequence)) Finish(sequence, failure: new ObjectDisposedException(nameof(BatchScheduler)));
+            foreach (var sequence in _active) Fail(sequence, new ObjectDisposedException(nameof(BatchScheduler)));
+            while (_waiting.TryDequeue(out var request)) request.Fail(new ObjectDisposedException(nameof(BatchScheduler)));
         }
     }
 
@@ -199,49 +172,41 @@ public sealed class BatchScheduler : IDisposable
             // Cancelled requests leave the queue at once, so they stop counting against its capacity.
             if (_waiting.Any(w => w.Cancellation.IsCancellationRequested))
             {
-                var keep = new Queue<Sequence>();
-                foreach (var sequence in _waiting)
-                    if (sequence.Cancellation.IsCancellationRequested) Finish(sequence, cancelled: true);
-                    else keep.Enqueue(sequence);
+                var keep = new Queue<Request>();
+                foreach (var request in _waiting)
+                    if (request.Cancellation.IsCancellationRequested) Cancel(request);
+                    else keep.Enqueue(request);
                 _waiting.Clear();
-                foreach (var sequence in keep) _waiting.Enqueue(sequence);
+                foreach (var request in keep) _waiting.Enqueue(request);
             }
-            while (_waiting.Count > 0 && _active.Count < _slots.Length)
+            while (_waiting.Count > 0 && _active.Count < _sequences.Length)
             {
-                var sequence = _waiting.Dequeue();
-                if (sequence.Cancellation.IsCancellationRequested)
+                var request = _waiting.Dequeue();
+                if (request.Cancellation.IsCancellationRequested)
                 {
-                    Finish(sequence, cancelled: true);
+                    Cancel(request);
                     continue;
                 }
-                sequence.Slot = BestFreeSlot(sequence.Request.Prompt);
-                sequence.Slot.Busy = true;
-                var prompt = sequence.Request.Prompt;
-                // The last prompt token is always run again: its logits are what the first sample needs.
-                int reuse = 0;
-                while (reuse < sequence.Slot.Length && reuse < prompt.Count - 1 && sequence.Slot.History[reuse] == prompt[reuse]) reuse++;
-                for (int i = reuse; i < prompt.Count; i++) sequence.Slot.History[i] = prompt[i];
-                sequence.Slot.Length = reuse;
-                _state.Cache.RemoveRange(sequence.Slot.Index, reuse);
-                sequence.CachedPromptTokens = reuse;
+                var sequence = BestFreeSequence(request.Pipeline.Request.Prompt);
+                _owners[sequence.Slot] = request;
+                request.Pipeline.CachedPromptTokens = _planner.Start(sequence, request.Pipeline.Request.Prompt);
                 _active.Add(sequence);
             }
             Volatile.Write(ref _activeCount, _active.Count);
         }
     }
 
-    private Slot BestFreeSlot(IReadOnlyList<int> prompt)
+    private BatchSequence BestFreeSequence(IReadOnlyList<int> prompt)
     {
-        Slot? best = null;
+        BatchSequence? best = null;
         int bestShared = -1;
-        foreach (var slot in _slots)
+        foreach (var sequence in _sequences)
         {
-            if (slot.Busy) continue;
-            int shared = 0;
-            while (shared < slot.Length && shared < prompt.Count && slot.History[shared] == prompt[shared]) shared++;
+            if (_owners[sequence.Slot] != null) continue;
+            int shared = sequence.SharedPrefix(prompt);
             if (shared > bestShared)
             {
-                best = slot;
+                best = sequence;
                 bestShared = shared;
             }
         }
@@ -250,140 +215,46 @@ public sealed class BatchScheduler : IDisposable
 
     private void Step()
     {
-        // Cancelled requests leave before the pass, so their slots serve the next admission.
+        // Cancelled requests leave before the pass, so their sequences serve the next admission.
         for (int i = _active.Count - 1; i >= 0; i--)
         {
-            if (!_active[i].Cancellation.IsCancellationRequested) continue;
-            Finish(_active[i], cancelled: true);
+            var request = _owners[_active[i].Slot]!;
+            if (!request.Cancellation.IsCancellationRequested) continue;
+            Release(_active[i]);
+            Cancel(request);
             _active.RemoveAt(i);
         }
         Volatile.Write(ref _activeCount, _active.Count);
         if (_active.Count == 0) return;
 
-        _batch.Clear();
-        foreach (var sequence in _active)
-        {
-            sequence.LogitsRow = -1;
-            if (sequence.Prefilled)
-            {
-                var slot = sequence.Slot!;
-                sequence.LogitsRow = _batch.Add(slot.History[slot.Length], slot.Length, slot.Index, wantLogits: true);
-                slot.Length++;
-            }
-        }
-        foreach (var sequence in _active)
-        {
-            if (sequence.Prefilled) continue;
-            var slot = sequence.Slot!;
-            var prompt = sequence.Request.Prompt;
-            int room = _batch.Capacity - _batch.Count;
-            if (room == 0) break;
-            int end = Math.Min(prompt.Count, slot.Length + room);
-            for (; slot.Length < end; slot.Length++)
-            {
-                int row = _batch.Add(prompt[slot.Length], slot.Length, slot.Index, wantLogits: slot.Length == prompt.Count - 1);
-                if (row >= 0) sequence.LogitsRow = row;
-            }
-            sequence.Prefilled = slot.Length == prompt.Count;
-        }
-
-        _model.Model.Forward(_state, _batch);
+        _planner.Run(_active);
 
         for (int i = 0; i < _active.Count; i++)
         {
             var sequence = _active[i];
-            if (sequence.LogitsRow < 0) continue;
-            var result = Advance(sequence, _state.Output(sequence.LogitsRow));
-            if (result is not FinishReason reason) continue;
-            Finish(sequence, reason: reason);
+            var request = _owners[sequence.Slot]!;
+            if (request.Pipeline.Advance(_planner, sequence) is not FinishReason reason) continue;
+            Release(sequence);
+            request.Complete(reason);
             _active.RemoveAt(i--);
         }
         Volatile.Write(ref _activeCount, _active.Count);
     }
 
-    /// <summary>Samples the sequence's next token and streams its text; returns why it ended, or null to go on.</summary>
-    private FinishReason? Advance(Sequence sequence, ReadOnlySpan<float> logits)
+    /// <summary>Frees a sequence for the next request; it keeps its tokens (as far as the memory holds them) for prefix reuse.</summary>
+    private void Release(BatchSequence sequence) => _owners[sequence.Slot] = null;
+
+    private void Fail(BatchSequence sequence, Exception failure)
     {
-        var slot = sequence.Slot!;
-        var options = sequence.Request.Options;
-        int token = sequence.Sampler.Sample(Biased(sequence, logits), slot.History.AsSpan(0, slot.Length));
-        var tokenizer = _model.Tokenizer;
-        if (tokenizer.IsEndOfGeneration(token) && !options.IgnoreEos) return FinishReason.Stop;
-
-        sequence.GeneratedTokens++;
-        TokenLogprob? chosen = null;
-        TokenLogprob[]? top = null;
-        if (sequence.Request.TopLogprobs is int alternatives) (chosen, top) = Logprobs(logits, token, alternatives);
-        var (text, stopped) = sequence.Stop.Push(sequence.Decoder.Append(token));
-        sequence.Output.Writer.TryWrite(new GeneratedPiece(token, text, sequence.Clock.Elapsed, chosen, top));
-        if (stopped) return FinishReason.Stop;
-
-        int limit = options.MaxTokens < 0 ? int.MaxValue : options.MaxTokens;
-        if (sequence.GeneratedTokens >= limit || slot.Length == ContextLength) return FinishReason.Length;
-        slot.History[slot.Length] = token;
-        return null;
+        var request = _owners[sequence.Slot]!;
+        Release(sequence);
+        request.Fail(failure);
     }
 
-    private static ReadOnlySpan<float> Biased(Sequence sequence, ReadOnlySpan<float> logits)
+    private void Cancel(Request request)
     {
-        if (sequence.Request.LogitBias is not { Count: > 0 } bias) return logits;
-        sequence.BiasedLogits ??= new float[logits.Length];
-        logits.CopyTo(sequence.BiasedLogits);
-        foreach (var (id, value) in bias) sequence.BiasedLogits[id] += value;
-        return sequence.BiasedLogits;
-    }
-
-    private static (TokenLogprob Chosen, TokenLogprob[] Top) Logprobs(ReadOnlySpan<float> logits, int token, int alternatives)
-    {
-        float max = float.NegativeInfinity;
-        foreach (float l in logits) max = MathF.Max(max, l);
-        double sum = 0;
-        foreach (float l in logits) sum += Math.Exp(l - max);
-        float logSum = max + (float)Math.Log(sum);
-
-        alternatives = Math.Min(alternatives, logits.Length);
-        // Insertion into a short array sorted by logit, highest first; ties keep the lower id first.
-        var top = new TokenLogprob[alternatives];
-        int filled = 0;
-        for (int id = 0; id < logits.Length && alternatives > 0; id++)
-        {
-            float value = logits[id];
-            if (filled == alternatives && value <= top[filled - 1].Logprob) continue;
-            int at = filled < alternatives ? filled++ : alternatives - 1;
-            for (; at > 0 && top[at - 1].Logprob < value; at--) top[at] = top[at - 1];
-            top[at] = new TokenLogprob(id, value);
-        }
-        for (int i = 0; i < top.Length; i++) top[i] = top[i] with { Logprob = top[i].Logprob - logSum };
-        return (new TokenLogprob(token, logits[token] - logSum), top);
-    }
-
-    private void Finish(Sequence sequence, FinishReason reason = FinishReason.Stop, bool cancelled = false, Exception? failure = null)
-    {
-        if (sequence.Slot is { } slot)
-        {
-            // The slot keeps its tokens (up to Length, which counts only what the cache holds) for prefix reuse.
-            slot.Busy = false;
-            sequence.Slot = null;
-        }
-        if (failure != null)
-        {
-            sequence.Output.Writer.TryComplete(failure);
-            sequence.Done.TrySetException(failure);
-            return;
-        }
-        if (cancelled)
-        {
-            Interlocked.Increment(ref _cancelledRequests);
-            var error = new OperationCanceledException(sequence.Cancellation);
-            sequence.Output.Writer.TryComplete(error);
-            sequence.Done.TrySetCanceled(sequence.Cancellation);
-            return;
-        }
-        string rest = sequence.Stop.Flush();
-        if (rest.Length > 0) sequence.Output.Writer.TryWrite(new GeneratedPiece(-1, rest, sequence.Clock.Elapsed));
-        sequence.Output.Writer.TryComplete();
-        sequence.Done.TrySetResult(new GenerationSummary(sequence.Request.Prompt.Count, sequence.CachedPromptTokens,
-            sequence.GeneratedTokens, reason, sequence.Clock.Elapsed));
+        Interlocked.Increment(ref _cancelledRequests);
+        request.Cancel();
     }
 
     public void Dispose()
@@ -397,39 +268,43 @@ public sealed class BatchScheduler : IDisposable
         if (Volatile.Read(ref _started) == 1) _thread.Join();
         else
             lock (_gate)
-                while (_waiting.TryDequeue(out var sequence)) Finish(sequence, failure: new ObjectDisposedException(nameof(BatchScheduler)));
+                while (_waiting.TryDequeue(out var request)) request.Fail(new ObjectDisposedException(nameof(BatchScheduler)));
         _state.Dispose();
         _wake.Dispose();
     }
 
-    /// <summary>A KV cache region and the tokens it holds.</summary>
-    private sealed class Slot(int index, int contextLength)
+    /// <summary>A submitted request: its pipeline, writing to the channel its caller reads, and how it ends.</summary>
+    private sealed class Request
     {
-        public int Index { get; } = index;
-        public int[] History { get; } = new int[contextLength];
+        public Request(GenerationRequest request, LanguageModel model, int contextLength, CancellationToken cancellation)
+        {
+            Output = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleWriter = true });
+            Pipeline = new RequestPipeline(request, model.Tokenizer, model.Info.VocabSize, contextLength, piece => Output.Writer.TryWrite(piece));
+            Cancellation = cancellation;
+        }
 
-        /// <summary>Tokens whose keys and values are in the cache, counting those of the pass being built
-        /// (the cache's own <see cref="KvCache.Length"/> once the pass has run).</summary>
-        public int Length { get; set; }
-
-        public bool Busy { get; set; }
-    }
-
-    private sealed class Sequence(GenerationRequest request, Sampler sampler, ITokenizer tokenizer, CancellationToken cancellation)
-    {
-        public GenerationRequest Request { get; } = request;
-        public Sampler Sampler { get; } = sampler;
-        public CancellationToken Cancellation { get; } = cancellation;
-        public Stopwatch Clock { get; } = Stopwatch.StartNew();
-        public Channel<GeneratedPiece> Output { get; } = Channel.CreateUnbounded<GeneratedPiece>(new UnboundedChannelOptions { SingleWriter = true });
+        public RequestPipeline Pipeline { get; }
+        public CancellationToken Cancellation { get; }
+        public Channel<GeneratedPiece> Output { get; }
         public TaskCompletionSource<GenerationSummary> Done { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
-        public StreamingDecoder Decoder { get; } = new(tokenizer, skipSpecial: true);
-        public StopStringMatcher Stop { get; } = new(request.Options.Stop);
-        public Slot? Slot { get; set; }
-        public bool Prefilled { get; set; }
-        public int LogitsRow { get; set; } = -1;
-        public int CachedPromptTokens { get; set; }
-        public int GeneratedTokens { get; set; }
-        public float[]? BiasedLogits { get; set; }
+
+        public void Complete(FinishReason reason)
+        {
+            var summary = Pipeline.Finish(reason);
+            Output.Writer.TryComplete();
+            Done.TrySetResult(summary);
+        }
+
+        public void Cancel()
+        {
+            Output.Writer.TryComplete(new OperationCanceledException(Cancellation));
+            Done.TrySetCanceled(Cancellation);
+        }
+
+        public void Fail(Exception failure)
+        {
+            Output.Writer.TryComplete(failure);
+            Done.TrySetException(failure);
+        }
     }
 }

@@ -1,35 +1,57 @@
 using Velo.Inference;
+using Velo.Models;
 using Velo.Runtime;
 using Velo.Threading;
 
 namespace Velo.Generation;
 
-/// <summary>One piece of generated output: the token, and the text it completes (empty while a UTF-8 character is still partial).</summary>
-public readonly record struct GeneratedToken(int Id, string Text);
-
 /// <summary>
-/// Generates text for one sequence at a time, as a plain enumerable: a one-slot <see cref="BatchScheduler"/>, so
-/// prefill, prefix reuse, sampling and stop strings are the server's own. The KV cache persists between calls, so
-/// a prompt that extends the previous conversation only computes its new tokens.
+/// Generates text for one sequence at a time on the caller's thread, as a plain enumerable: the scheduler's
+/// <see cref="BatchPlanner"/> and <see cref="RequestPipeline"/> without its thread and channel, so prefill, prefix
+/// reuse, sampling and stop strings are the server's own. The KV cache persists between calls, so a prompt that
+/// extends the previous conversation only computes its new tokens. One generation runs at a time: starting another
+/// ends the one before, and the generator is not thread-safe.
 /// </summary>
 public sealed class TextGenerator : IDisposable
 {
-    private readonly BatchScheduler _scheduler;
+    private readonly LanguageModel _model;
+    private readonly IModelState _state;
+    private readonly BatchPlanner _planner;
+    private readonly BatchSequence _sequence;
+    private readonly BatchSequence[] _sequences;
     private readonly WorkerPool _pool;
     private readonly bool _ownsPool;
+    private int _generation;
 
+    /// <param name="contextLength">Tokens of prompt and output together; 0 means the model's own.</param>
+    /// <param name="batchSize">Prompt tokens per forward pass at most.</param>
+    /// <exception cref="NotEnoughMemoryException">The machine's free memory does not hold such a context.</exception>
     public TextGenerator(LanguageModel model, int contextLength = 0, int batchSize = 512, WorkerPool? pool = null, KvCacheTypes cacheTypes = default)
     {
         // Zero means the model's own context; a negative one is a mistake, not a request for the default.
         ArgumentOutOfRangeException.ThrowIfNegative(contextLength);
+        ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
+        _model = model;
         ContextLength = contextLength > 0 ? contextLength : model.Info.ContextLength;
+        ArgumentOutOfRangeException.ThrowIfLessThan(ContextLength, 2, nameof(contextLength));
+        int batchTokens = Math.Min(batchSize, ContextLength);
+        MemoryPlan.EnsureFits((context, sequences) => MemoryPlan.For(model.Model, context, sequences, batchTokens, sequences, cacheTypes),
+            ContextLength, 1, null, "--ctx", "--parallel");
         _ownsPool = pool == null;
         _pool = pool ?? new WorkerPool(Environment.ProcessorCount);
-        // A queue of one lets the next call wait for the slot while an abandoned generation is still being cancelled.
-        _scheduler = new BatchScheduler(model, new BatchSchedulerOptions
+        try
         {
-            Parallel = 1, ContextLength = ContextLength, QueueCapacity = 1, MaxBatchTokens = Math.Min(batchSize, ContextLength), CacheTypes = cacheTypes,
-        }, _pool);
+            _state = model.Model.CreateState(ContextLength, batchTokens, sequences: 1, maxLogitRows: 1, pool: _pool, cacheTypes: cacheTypes);
+        }
+        catch
+        {
+            if (_ownsPool) _pool.Dispose();
+            throw;
+        }
+        _planner = new BatchPlanner(model.Model, _state);
+        _sequence = new BatchSequence(0, ContextLength);
+        _sequences = [_sequence];
+        _planner.WarmUp();
     }
 
     public int ContextLength { get; }
@@ -37,85 +59,59 @@ public sealed class TextGenerator : IDisposable
 
     /// <summary>Generates after <paramref name="prompt"/> (token ids, BOS included if the model wants one). Cancelling
     /// ends the output early without an exception; so does leaving the enumeration.</summary>
-    public IEnumerable<GeneratedToken> Generate(IReadOnlyList<int> prompt, GenerationOptions options, CancellationToken cancellation = default)
+    public IEnumerable<GeneratedPiece> Generate(IReadOnlyList<int> prompt, GenerationOptions options, CancellationToken cancellation = default) =>
+        Generate(new GenerationRequest { Prompt = prompt, Options = options }, cancellation);
+
+    /// <inheritdoc cref="Generate(IReadOnlyList{int}, GenerationOptions, CancellationToken)"/>
+    public IEnumerable<GeneratedPiece> Generate(GenerationRequest request, CancellationToken cancellation = default)
     {
-        if (prompt.Count == 0) throw new ArgumentException("the prompt is empty: it needs at least one token (usually BOS)");
-        if (prompt.Count >= ContextLength) throw new PromptTooLongException(prompt.Count, ContextLength);
-        Sampler.Validate(options.Sampling);
-        return Run(new GenerationRequest { Prompt = prompt, Options = options }, cancellation);
+        var ready = new Queue<GeneratedPiece>();
+        // Built here, not in the iterator, so a request that cannot run is refused at the call.
+        var pipeline = new RequestPipeline(request, _model.Tokenizer, _model.Info.VocabSize, ContextLength, ready.Enqueue);
+        return Run(pipeline, ready, cancellation);
     }
 
-    private IEnumerable<GeneratedToken> Run(GenerationRequest request, CancellationToken cancellation)
+    private IEnumerable<GeneratedPiece> Run(RequestPipeline pipeline, Queue<GeneratedPiece> ready, CancellationToken cancellation)
     {
-        var stats = new GenerationStats { PromptTokens = request.Prompt.Count };
+        int generation = ++_generation;
+        var stats = new GenerationStats { PromptTokens = pipeline.Request.Prompt.Count };
         LastStats = stats;
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-        var stream = _scheduler.Submit(request, stop.Token);
-        try
+        pipeline.CachedPromptTokens = _planner.Start(_sequence, pipeline.Request.Prompt);
+        TimeSpan? first = null;
+        FinishReason? end = null;
+        while (end == null)
         {
-            TimeSpan? first = null;
-            while (NextPiece(stream.Pieces, out var piece))
-            {
-                if (piece.TokenId >= 0) first ??= piece.Elapsed;
-                yield return new GeneratedToken(piece.TokenId, piece.Text);
-            }
-            // The pieces end a moment before the summary is set.
-            if (Summary(stream.Completion) is { } summary)
-            {
-                stats.PromptTime = first ?? summary.Duration;
-                stats.GeneratedTokens = summary.GeneratedTokens;
-                stats.GenerationTime = summary.Duration - stats.PromptTime;
-                stats.FinishReason = summary.FinishReason;
-            }
-        }
-        finally
-        {
-            // A caller that stops enumerating early frees the slot instead of generating into the void.
-            stop.Cancel();
-        }
-    }
-
-    private static GenerationSummary? Summary(Task<GenerationSummary> completion)
-    {
-        try
-        {
-            return completion.GetAwaiter().GetResult();
-        }
-        catch (OperationCanceledException)
-        {
-            return null;
-        }
-    }
-
-    /// <summary>Waits for the next piece; false at the end of the output, also when the caller cancelled it.</summary>
-    private static bool NextPiece(System.Threading.Channels.ChannelReader<GeneratedPiece> pieces, out GeneratedPiece piece)
-    {
-        while (!pieces.TryRead(out piece!))
-        {
+            if (cancellation.IsCancellationRequested) yield break;
+            if (generation != _generation)
+                throw new InvalidOperationException("a later Generate call took over this generator's sequence; one generation runs at a time");
             try
             {
-                var more = pieces.WaitToReadAsync();
-                if (!(more.IsCompleted ? more.Result : more.AsTask().GetAwaiter().GetResult())) return false;
+                _planner.Run(_sequences);
             }
-            catch (OperationCanceledException)
+            catch
             {
-                return false;
+                // What the failed pass stored is unknown, so nothing of the sequence can be reused.
+                _planner.Reset(_sequence);
+                throw;
+            }
+            end = pipeline.Advance(_planner, _sequence);
+            while (ready.TryDequeue(out var piece))
+            {
+                first ??= piece.Elapsed;
+                yield return piece;
             }
         }
-        return true;
+        var summary = pipeline.Finish(end.Value);
+        while (ready.TryDequeue(out var piece)) yield return piece;
+        stats.PromptTime = first ?? summary.Duration;
+        stats.GeneratedTokens = summary.GeneratedTokens;
+        stats.GenerationTime = summary.Duration - stats.PromptTime;
+        stats.FinishReason = summary.FinishReason;
     }
 
     public void Dispose()
     {
-        _scheduler.Dispose();
+        _state.Dispose();
         if (_ownsPool) _pool.Dispose();
     }
-}
-
-/// <summary>A prompt that does not fit in the context window.</summary>
-public sealed class PromptTooLongException(int promptTokens, int contextLength)
-    : ArgumentException($"the prompt has {promptTokens} tokens but the context holds {contextLength}; shorten the prompt or raise --ctx")
-{
-    public int PromptTokens { get; } = promptTokens;
-    public int ContextLength { get; } = contextLength;
 }
