@@ -60,12 +60,14 @@ public sealed class BatchPlanner
     /// output rows leave room (each other sequence keeps a token and a logits row), then prompt chunks. A sequence
     /// counts its planned tokens as <see cref="BatchSequence.Cached"/> from here on.
     /// </summary>
+    /// <remarks>Indexed loops: a foreach over the interface would allocate an enumerator every step.</remarks>
     public void Plan(IReadOnlyList<BatchSequence> sequences)
     {
         _batch.Clear();
         int decoding = 0, prefilling = 0;
-        foreach (var sequence in sequences)
+        for (int i = 0; i < sequences.Count; i++)
         {
+            var sequence = sequences[i];
             sequence.FirstLogitsRow = -1;
             sequence.LogitsRows = 0;
             sequence.PlannedDrafts = 0;
@@ -79,26 +81,28 @@ public sealed class BatchPlanner
 
         int spareTokens = Math.Max(_batch.Capacity - decoding - prefilling, 0);
         int spareRows = _state.MaxLogitRows - decoding - prefilling;
-        foreach (var sequence in sequences)
+        for (int i = 0; i < sequences.Count; i++)
         {
+            var sequence = sequences[i];
             if (!sequence.IsDecoding) continue;
             int drafts = Math.Min(Math.Min(sequence.Drafts.Count, sequence.ContextLength - sequence.Count), Math.Min(spareTokens, spareRows));
             spareTokens -= drafts;
             spareRows -= drafts;
             int position = sequence.Cached;
             sequence.FirstLogitsRow = _batch.Add(sequence.History[position], position, sequence.Slot, wantLogits: true);
-            for (int i = 0; i < drafts; i++)
+            for (int d = 0; d < drafts; d++)
             {
-                sequence.PlaceDraft(i, sequence.Drafts[i]);
-                _batch.Add(sequence.Drafts[i], position + 1 + i, sequence.Slot, wantLogits: true);
+                sequence.PlaceDraft(d, sequence.Drafts[d]);
+                _batch.Add(sequence.Drafts[d], position + 1 + d, sequence.Slot, wantLogits: true);
             }
             sequence.Drafts.Clear();
             sequence.PlannedDrafts = drafts;
             sequence.LogitsRows = 1 + drafts;
             sequence.Cached = position + 1 + drafts;
         }
-        foreach (var sequence in sequences)
+        for (int i = 0; i < sequences.Count; i++)
         {
+            var sequence = sequences[i];
             // Decoding sequences were planned above and now count their tokens as cached.
             if (sequence.Count <= sequence.Cached) continue;
             int room = _batch.Capacity - _batch.Count;
