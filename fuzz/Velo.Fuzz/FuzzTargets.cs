@@ -1,6 +1,7 @@
 using System.Text;
 using Microsoft.AspNetCore.Http;
 using Velo.Formats;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Server;
 using Velo.Text;

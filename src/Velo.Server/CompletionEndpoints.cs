@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Text.ChatTemplates;
 
@@ -18,14 +19,14 @@ internal static class CompletionEndpoints
         var messages = Messages(body);
         // The template only adds text around the contents, so their bytes alone bound the prompt's tokens from below.
         RejectByBytes(engine, messages.Sum(message => (long)Encoding.UTF8.GetByteCount(message.Content)), "messages");
-        var options = GenerationParameters.Parse(body, engine.Scheduler.ContextLength, engine.Chat.StopStrings);
+        var options = GenerationParameters.Parse(body, engine.Generator.ContextLength, engine.Generator.Chat.StopStrings);
         bool logprobs = body.Bool("logprobs") ?? false;
         long? topLogprobs = body.Integer("top_logprobs", 0, GenerationRequest.MaxTopLogprobs);
         if (topLogprobs != null && !logprobs) throw ApiException.BadRequest("'top_logprobs' needs 'logprobs' set to true", "top_logprobs");
         int[] prompt;
         try
         {
-            prompt = engine.Chat.Format(messages);
+            prompt = engine.Generator.Chat.Format(messages);
         }
         catch (ChatTemplateException e)
         {
@@ -38,7 +39,7 @@ internal static class CompletionEndpoints
         var request = new GenerationRequest
         {
             Prompt = prompt, Options = options, TopLogprobs = logprobs ? (int)(topLogprobs ?? 0) : null,
-            LogitBias = GenerationParameters.LogitBias(body, engine.Scheduler.Model.Info.VocabSize),
+            LogitBias = GenerationParameters.LogitBias(body, engine.Generator.ModelInfo.VocabSize),
         };
         await GenerateAsync(http, engine, body, request, new ChatShape(engine.ModelId));
     }
@@ -55,17 +56,17 @@ internal static class CompletionEndpoints
         };
         RejectByBytes(engine, Encoding.UTF8.GetByteCount(prompt), "prompt");
         if (body.Bool("echo") == true) throw ApiException.BadRequest("'echo' is not supported", "echo");
-        var options = GenerationParameters.Parse(body, engine.Scheduler.ContextLength, []);
+        var options = GenerationParameters.Parse(body, engine.Generator.ContextLength, []);
         long? logprobs = body.Integer("logprobs", 0, 5);
         // The prompt is plain text unless the caller asks for control tokens written in it to be parsed (llama.cpp's
         // completion endpoint always parses them, which lets any text forge turns and end-of-text markers).
         bool parseSpecial = body.Bool("parse_special") ?? false;
-        int[] tokens = engine.Scheduler.Model.Tokenizer.Encode(prompt, addSpecial: true, parseSpecial);
+        int[] tokens = engine.Generator.Tokenizer.Encode(prompt, addSpecial: true, parseSpecial);
         if (tokens.Length == 0) throw ApiException.BadRequest("the prompt is empty", "prompt");
         var request = new GenerationRequest
         {
             Prompt = tokens, Options = options, TopLogprobs = logprobs is long n ? (int)n : null,
-            LogitBias = GenerationParameters.LogitBias(body, engine.Scheduler.Model.Info.VocabSize),
+            LogitBias = GenerationParameters.LogitBias(body, engine.Generator.ModelInfo.VocabSize),
         };
         await GenerateAsync(http, engine, body, request, new CompletionShape(engine.ModelId));
     }
@@ -83,8 +84,8 @@ internal static class CompletionEndpoints
     /// </summary>
     private static void RejectByBytes(VeloEngine engine, long promptBytes, string param)
     {
-        int bytesPerToken = engine.Scheduler.Model.Tokenizer.MaxInputBytesPerToken;
-        int contextLength = engine.Scheduler.ContextLength;
+        int bytesPerToken = engine.Generator.Tokenizer.MaxInputBytesPerToken;
+        int contextLength = engine.Generator.ContextLength;
         if (bytesPerToken > 0 && promptBytes / bytesPerToken >= contextLength)
             throw ApiException.BadRequest($"the prompt has at least {promptBytes / bytesPerToken} tokens but the context holds {contextLength}; " +
                 "shorten the prompt or raise --ctx", param, "context_length_exceeded");
@@ -144,7 +145,7 @@ internal static class CompletionEndpoints
         GenerationStream generation;
         try
         {
-            generation = engine.Scheduler.Submit(request, abandon.Token);
+            generation = engine.Generator.Submit(request, abandon.Token);
         }
         catch (PromptTooLongException e)
         {
@@ -173,7 +174,7 @@ internal static class CompletionEndpoints
                 engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
                 http.Response.ContentType = "application/json";
                 await using var json = new Utf8JsonWriter(http.Response.Body, JsonOutput.Options);
-                shape.WriteWhole(json, text.ToString(), request.TopLogprobs != null ? tokens : null, summary, engine.Scheduler.Model.Tokenizer);
+                shape.WriteWhole(json, text.ToString(), request.TopLogprobs != null ? tokens : null, summary, engine.Generator.Tokenizer);
                 return;
             }
 
@@ -181,7 +182,7 @@ internal static class CompletionEndpoints
             http.Response.Headers.CacheControl = "no-cache";
             shape.IncludeUsage = includeUsage;
             var sse = new ServerSentEvents(http.Response);
-            var tokenizer = engine.Scheduler.Model.Tokenizer;
+            var tokenizer = engine.Generator.Tokenizer;
             sse.Write(json => shape.WriteChunk(json, "", null, null, first: true, tokenizer));
             await sse.FlushAsync(http.RequestAborted);
             var pending = new List<GeneratedPiece>();

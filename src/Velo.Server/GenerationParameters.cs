@@ -1,4 +1,5 @@
 using System.Text.Json;
+using Velo.Generation;
 using Velo.Inference;
 
 namespace Velo.Server;

@@ -1,7 +1,9 @@
+using Velo.Sampling;
 using System.Buffers;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Text;
 

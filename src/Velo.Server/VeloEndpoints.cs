@@ -142,7 +142,7 @@ public static class VeloEndpoints
             throw ApiException.BadRequest($"'content' may hold at most {MaxTokenizeChars} characters, got {content.Length}", "content");
         bool addSpecial = body.Bool("add_special") ?? false;
         bool withPieces = body.Bool("with_pieces") ?? false;
-        var tokenizer = engine.Scheduler.Model.Tokenizer;
+        var tokenizer = engine.Generator.Tokenizer;
         int[] tokens = tokenizer.Encode(content, addSpecial, parseSpecial: true);
         await WriteJsonAsync(http, 200, json =>
         {
@@ -168,7 +168,7 @@ public static class VeloEndpoints
     private static async Task DetokenizeAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, TokenizerBodyBytes, http.RequestAborted);
-        var tokenizer = engine.Scheduler.Model.Tokenizer;
+        var tokenizer = engine.Generator.Tokenizer;
         if (body.Field("tokens") is not { ValueKind: JsonValueKind.Array } list) throw RequestBody.WrongType("tokens", "a list of token ids");
         if (list.GetArrayLength() > MaxDetokenizeTokens)
             throw ApiException.BadRequest($"'tokens' may hold at most {MaxDetokenizeTokens} ids, got {list.GetArrayLength()}", "tokens");
@@ -190,9 +190,9 @@ public static class VeloEndpoints
 
     private static async Task MetricsAsync(HttpContext http, VeloEngine engine)
     {
-        var scheduler = engine.IsReady ? engine.Scheduler : null;
-        string text = engine.Metrics.Render(scheduler?.QueueLength ?? 0, scheduler?.ActiveSequences ?? 0, scheduler?.Parallel ?? 0,
-            scheduler?.CancelledRequests ?? 0);
+        var generator = engine.IsReady ? engine.Generator : null;
+        string text = engine.Metrics.Render(generator?.QueueLength ?? 0, generator?.ActiveSequences ?? 0, generator?.Parallel ?? 0,
+            generator?.CancelledRequests ?? 0);
         http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
         await http.Response.WriteAsync(text, http.RequestAborted);
     }

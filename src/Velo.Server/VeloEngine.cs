@@ -1,17 +1,20 @@
 using Microsoft.Extensions.Hosting;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Threading;
 
 namespace Velo.Server;
 
 /// <summary>
-/// What the endpoints serve: one model behind one <see cref="BatchScheduler"/>. Built from options it loads the
-/// model in the background (the server answers /health with 503 meanwhile); built from a scheduler it is ready at once.
+/// What the endpoints serve: one model behind one <see cref="IGenerationService"/>. Built from options it loads the
+/// model into a <see cref="BatchScheduler"/> in the background (the server answers /health with 503 meanwhile); built
+/// from a generator it is ready at once.
 /// </summary>
 public sealed class VeloEngine : IDisposable
 {
     private readonly VeloServerOptions? _options;
-    private volatile Ready? _ready;
+    private volatile IGenerationService? _generator;
+    private BatchScheduler? _ownScheduler;
     private WorkerPool? _pool;
     private LanguageModel? _model;
 
@@ -24,12 +27,12 @@ public sealed class VeloEngine : IDisposable
         MaxRequestBytes = options.MaxRequestBytes;
     }
 
-    /// <summary>Serves an existing scheduler, which the caller keeps and disposes.</summary>
-    public VeloEngine(BatchScheduler scheduler, string? modelId = null, string? apiKey = null)
+    /// <summary>Serves an existing generator (a <see cref="BatchScheduler"/>), which the caller keeps and disposes.</summary>
+    public VeloEngine(IGenerationService generator, string? modelId = null, string? apiKey = null)
     {
-        ModelId = modelId ?? Path.GetFileNameWithoutExtension(scheduler.Model.Path);
+        ModelId = modelId ?? generator.ModelId;
         ApiKey = apiKey;
-        _ready = new Ready(scheduler, new ChatPromptFormatter(scheduler.Model));
+        _generator = generator;
     }
 
     public string ModelId { get; }
@@ -50,7 +53,7 @@ public sealed class VeloEngine : IDisposable
     public const long MaxBodyBytes = 1L << 30;
 
     /// <summary>The largest body the completion routes read.</summary>
-    public long CompletionBodyLimit => MaxRequestBytes > 0 ? MaxRequestBytes : DefaultMaxRequestBytes(Scheduler.ContextLength);
+    public long CompletionBodyLimit => MaxRequestBytes > 0 ? MaxRequestBytes : DefaultMaxRequestBytes(Generator.ContextLength);
 
     /// <summary>
     /// Room for a whole context in any encoding: 64 bytes per token covers a token of several characters each escaped
@@ -59,15 +62,15 @@ public sealed class VeloEngine : IDisposable
     /// </summary>
     public static long DefaultMaxRequestBytes(int contextLength) => Math.Clamp(contextLength * 64L, 1L << 20, 64L << 20);
     public ServerMetrics Metrics { get; } = new();
-    public bool IsReady => _ready != null;
+    public bool IsReady => _generator != null;
 
     /// <summary>Why loading failed, if it did; /health reports it.</summary>
     public Exception? LoadFailure { get; private set; }
 
     public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
 
-    public BatchScheduler Scheduler => (_ready ?? throw NotReadyError()).Scheduler;
-    public ChatPromptFormatter Chat => (_ready ?? throw NotReadyError()).Chat;
+    /// <summary>What requests generate through: the model's tokenizer, chat formatter and limits come from it too.</summary>
+    public IGenerationService Generator => _generator ?? throw NotReadyError();
 
     /// <summary>The 503 every endpoint answers while the model loads or after it failed to.</summary>
     public ApiException NotReadyError() => new(503, LoadFailure != null ? $"the model failed to load: {LoadFailure.Message}" : "the model is still loading", code: "model_loading");
@@ -75,19 +78,19 @@ public sealed class VeloEngine : IDisposable
     /// <summary>Loads the model given in the options; no-op when already ready.</summary>
     public void Load()
     {
-        if (_ready != null || _options == null) return;
+        if (_generator != null || _options == null) return;
         try
         {
             _model = LanguageModel.Load(_options.ModelPath);
             _pool = new WorkerPool(_options.Threads);
-            var scheduler = new BatchScheduler(_model, new BatchSchedulerOptions
+            _ownScheduler = new BatchScheduler(_model, new BatchSchedulerOptions
             {
                 Parallel = _options.Parallel,
                 ContextLength = _options.ContextLength,
                 QueueCapacity = _options.QueueCapacity,
                 CacheTypes = _options.CacheTypes,
             }, _pool);
-            _ready = new Ready(scheduler, new ChatPromptFormatter(_model));
+            _generator = _ownScheduler;
         }
         catch (Exception e)
         {
@@ -98,12 +101,10 @@ public sealed class VeloEngine : IDisposable
 
     public void Dispose()
     {
-        if (_options != null) _ready?.Scheduler.Dispose();
+        _ownScheduler?.Dispose();
         _pool?.Dispose();
         _model?.Dispose();
     }
-
-    private sealed record Ready(BatchScheduler Scheduler, ChatPromptFormatter Chat);
 }
 
 /// <summary>Loads the engine's model once the host has started, so the server listens (and answers /health) while it loads.</summary>

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Text;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Runtime;
 using Velo.Text.ChatTemplates;
@@ -53,7 +54,7 @@ internal static class ChatCommand
         {
             Parallel = 1, ContextLength = CommonOptions.ContextFor(model, context), CacheTypes = cacheTypes,
         }, pool);
-        var formatter = new ChatPromptFormatter(model);
+        var formatter = scheduler.Chat;
         if (formatter.FallbackReason != null) Console.Error.WriteLine($"note: using the ChatML template because {formatter.FallbackReason}");
         options = options with { Stop = formatter.StopStrings };
 

@@ -96,15 +96,15 @@ internal static class CommonOptions
     public static int ContextFor(LanguageModel model, int requested)
     {
         if (requested == 0) return Math.Min(model.Info.ContextLength, 4096);
-        WarnIfBeyondTraining(model, requested);
+        WarnIfBeyondTraining(model.Name, model.Info.ContextLength, requested);
         return requested;
     }
 
     /// <summary>Allowed, as llama.cpp allows it, but said: past its trained context a model's output degrades.</summary>
-    public static void WarnIfBeyondTraining(LanguageModel model, int contextLength)
+    public static void WarnIfBeyondTraining(string modelName, int trainedContext, int contextLength)
     {
-        if (contextLength > model.Info.ContextLength)
-            Console.Error.WriteLine($"warning: the context of {contextLength} tokens is longer than the {model.Info.ContextLength} {model.Name} was trained on; expect worse output past that");
+        if (contextLength > trainedContext)
+            Console.Error.WriteLine($"warning: the context of {contextLength} tokens is longer than the {trainedContext} {modelName} was trained on; expect worse output past that");
     }
 
     /// <summary>Runs a command body, turning the errors a user can cause into one clear line and exit code 1.</summary>

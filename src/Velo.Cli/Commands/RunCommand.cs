@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Text;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Runtime;
 using Velo.Threading;

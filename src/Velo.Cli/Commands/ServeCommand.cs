@@ -67,8 +67,9 @@ internal static class ServeCommand
                 app.StopAsync().GetAwaiter().GetResult();
                 throw failure;
             }
-            CommonOptions.WarnIfBeyondTraining(engine.Scheduler.Model, engine.Scheduler.ContextLength);
-            Console.Error.WriteLine($"velo: model loaded (context {engine.Scheduler.ContextLength} tokens per sequence); Ctrl+C stops");
+            var generator = engine.Generator;
+            CommonOptions.WarnIfBeyondTraining(generator.ModelId, generator.ModelInfo.ContextLength, generator.ContextLength);
+            Console.Error.WriteLine($"velo: model loaded (context {generator.ContextLength} tokens per sequence); Ctrl+C stops");
             app.WaitForShutdown();
             return 0;
         }));

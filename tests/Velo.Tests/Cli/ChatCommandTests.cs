@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.RegularExpressions;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Text.ChatTemplates;
 using Velo.Threading;

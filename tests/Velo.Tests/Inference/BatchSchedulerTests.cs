@@ -1,3 +1,4 @@
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Threading;
 
@@ -60,7 +61,7 @@ public sealed class BatchSchedulerTests : IDisposable
     {
         var request = Greedy("Once upon a time", 60);
         using var generator = new TextGenerator(_model, 256, pool: _pool);
-        int[] expected = generator.Generate(request.Prompt, request.Options).Select(p => p.Id).ToArray();
+        int[] expected = generator.Generate(request.Prompt, request.Options).Select(p => p.TokenId).ToArray();
         using var scheduler = new BatchScheduler(_model, new BatchSchedulerOptions { Parallel = 2, ContextLength = 256 }, _pool);
         Assert.Equal(expected, await Tokens(scheduler.Submit(request)));
     }

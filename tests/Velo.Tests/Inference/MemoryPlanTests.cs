@@ -1,3 +1,4 @@
+using Velo.Generation;
 using Velo.Diagnostics;
 using Velo.Inference;
 using Velo.Runtime;

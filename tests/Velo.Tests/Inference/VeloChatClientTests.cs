@@ -1,5 +1,6 @@
 using System.Text;
 using Microsoft.Extensions.AI;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Threading;
 

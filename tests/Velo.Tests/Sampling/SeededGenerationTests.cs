@@ -1,3 +1,4 @@
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Threading;
 

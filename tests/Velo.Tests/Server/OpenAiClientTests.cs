@@ -2,6 +2,7 @@
 using System.ClientModel;
 using System.Text;
 using OpenAI.Chat;
+using Velo.Generation;
 using Velo.Text.ChatTemplates;
 
 namespace Velo.Tests.Server;
@@ -32,7 +33,7 @@ public sealed class OpenAiClientTests(SharedTestServer server) : IClassFixture<S
         var client = server.ChatClient();
         ChatCompletion completion = await client.CompleteChatAsync([new SystemChatMessage("You tell stories."), new UserChatMessage("Tell me about a cat.")], Greedy(24));
 
-        int promptTokens = server.Engine.Chat.Format([new("system", "You tell stories."), new("user", "Tell me about a cat.")]).Length;
+        int promptTokens = server.Engine.Generator.Chat.Format([new("system", "You tell stories."), new("user", "Tell me about a cat.")]).Length;
         Assert.Equal(ChatFinishReason.Length, completion.FinishReason);
         Assert.Equal(promptTokens, completion.Usage.InputTokenCount);
         Assert.Equal(24, completion.Usage.OutputTokenCount);

@@ -6,6 +6,7 @@ using System.Text.Json;
 using Microsoft.AspNetCore.Builder;
 using OpenAI;
 using OpenAI.Chat;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Server;
 using Velo.Threading;

@@ -1,8 +1,9 @@
+using Velo.Sampling;
 using System.Threading.Channels;
 
-namespace Velo.Inference;
+namespace Velo.Generation;
 
-/// <summary>One generation for the <see cref="BatchScheduler"/>: prompt tokens (BOS included if the model wants one) and how to continue them.</summary>
+/// <summary>One generation for an <see cref="IGenerationService"/> or a <see cref="TextGenerator"/>: prompt tokens (BOS included if the model wants one) and how to continue them.</summary>
 public sealed record GenerationRequest
 {
     public required IReadOnlyList<int> Prompt { get; init; }
@@ -17,9 +18,6 @@ public sealed record GenerationRequest
 
     public const int MaxTopLogprobs = 20;
 }
-
-/// <summary>A token and its log-probability under the model's raw distribution (before penalties and truncation).</summary>
-public readonly record struct TokenLogprob(int Id, float Logprob);
 
 /// <summary>
 /// One step of a generation's output: the sampled token (-1 for text released by the stop-string matcher at the
@@ -51,3 +49,11 @@ public sealed class GenerationStream
 /// <summary>The scheduler's queue is full; the caller should retry later.</summary>
 public sealed class SchedulerBusyException(int queueCapacity)
     : InvalidOperationException($"the server is busy: all sequence slots are in use and {queueCapacity} requests are already waiting");
+
+/// <summary>A prompt that does not fit in the context window.</summary>
+public sealed class PromptTooLongException(int promptTokens, int contextLength)
+    : ArgumentException($"the prompt has {promptTokens} tokens but the context holds {contextLength}; shorten the prompt or raise --ctx")
+{
+    public int PromptTokens { get; } = promptTokens;
+    public int ContextLength { get; } = contextLength;
+}

@@ -1,4 +1,4 @@
-namespace Velo.Inference;
+namespace Velo.Generation;
 
 /// <summary>
 /// Watches streamed text for stop strings. Text that might be the start of a stop string is held back until it is

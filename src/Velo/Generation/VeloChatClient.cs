@@ -1,34 +1,33 @@
 using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.Extensions.AI;
+using Velo.Inference;
 using Velo.Threading;
 using TemplateMessage = Velo.Text.ChatTemplates.ChatMessage;
 
-namespace Velo.Inference;
+namespace Velo.Generation;
 
 /// <summary>
-/// <see cref="IChatClient"/> over a <see cref="BatchScheduler"/>: a .NET app talks to a local model the way it
+/// <see cref="IChatClient"/> over an <see cref="IGenerationService"/>: a .NET app talks to a local model the way it
 /// talks to a hosted one, without HTTP. Concurrent calls are batched together like server requests.
 /// Unset <see cref="ChatOptions"/> take the same defaults as the server (llama.cpp's sampling defaults).
 /// </summary>
 public sealed class VeloChatClient : IChatClient
 {
-    private readonly BatchScheduler _scheduler;
-    private readonly ChatPromptFormatter _formatter;
+    private readonly IGenerationService _generator;
     private readonly IDisposable[] _owned;
     private readonly ChatClientMetadata _metadata;
 
-    /// <summary>Chats through an existing scheduler, which the caller keeps and disposes.</summary>
-    public VeloChatClient(BatchScheduler scheduler, string? modelId = null) : this(scheduler, modelId, [])
+    /// <summary>Chats through an existing generator (a <see cref="BatchScheduler"/>), which the caller keeps and disposes.</summary>
+    public VeloChatClient(IGenerationService generator, string? modelId = null) : this(generator, modelId, [])
     {
     }
 
-    private VeloChatClient(BatchScheduler scheduler, string? modelId, IDisposable[] owned)
+    private VeloChatClient(IGenerationService generator, string? modelId, IDisposable[] owned)
     {
-        _scheduler = scheduler;
-        _formatter = new ChatPromptFormatter(scheduler.Model);
+        _generator = generator;
         _owned = owned;
-        ModelId = modelId ?? Path.GetFileNameWithoutExtension(scheduler.Model.Path);
+        ModelId = modelId ?? generator.ModelId;
         _metadata = new ChatClientMetadata("velo", null, ModelId);
     }
 
@@ -109,15 +108,15 @@ public sealed class VeloChatClient : IChatClient
         };
         var request = new GenerationRequest
         {
-            Prompt = _formatter.Format(conversation),
+            Prompt = _generator.Chat.Format(conversation),
             Options = new GenerationOptions
             {
                 MaxTokens = options?.MaxOutputTokens ?? -1,
                 Sampling = sampling,
-                Stop = [.. options?.StopSequences ?? [], .. _formatter.StopStrings],
+                Stop = [.. options?.StopSequences ?? [], .. _generator.Chat.StopStrings],
             },
         };
-        return _scheduler.Submit(request, cancellation);
+        return _generator.Submit(request, cancellation);
     }
 
     private static ChatFinishReason FinishReasonOf(GenerationSummary summary) =>
@@ -136,7 +135,7 @@ public sealed class VeloChatClient : IChatClient
         if (serviceKey != null) return null;
         if (serviceType == typeof(ChatClientMetadata)) return _metadata;
         if (serviceType.IsInstanceOfType(this)) return this;
-        if (serviceType == typeof(BatchScheduler)) return _scheduler;
+        if (serviceType.IsInstanceOfType(_generator)) return _generator;
         return null;
     }
 

@@ -1,4 +1,6 @@
-namespace Velo.Inference;
+using Velo.Inference;
+
+namespace Velo.Generation;
 
 public sealed record GenerationOptions
 {
