@@ -13,7 +13,7 @@ public sealed record VeloServerOptions
     /// <summary>Sequences generated together (continuous batching slots).</summary>
     public int Parallel { get; init; } = 4;
 
-    /// <summary>Context per sequence in tokens; 0 means the model's own, capped at 4096.</summary>
+    /// <summary>Context per sequence in tokens; 0 means the model's own, capped at <see cref="Velo.Models.ModelInfo.DefaultContextCap"/>.</summary>
     public int ContextLength { get; init; }
 
     /// <summary>Requests that may wait for a slot before the server answers 503.</summary>

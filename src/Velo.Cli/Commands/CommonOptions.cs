@@ -1,4 +1,5 @@
 using System.CommandLine;
+using Velo.Models;
 using Velo.Formats;
 using Velo.Inference;
 using Velo.Runtime;
@@ -41,7 +42,7 @@ internal static class CommonOptions
 
     public static Option<int> Context() => new Option<int>("--ctx", "-c")
     {
-        Description = "Context length in tokens (default: the model's, capped at 4096)",
+        Description = $"Context length in tokens (default: the model's, capped at {ModelInfo.DefaultContextCap})",
     }.AtLeast(0, "0 or absent means the model's own");
 
     public static Option<int> Parallel(string description) => new Option<int>("--parallel", "-np")
@@ -95,7 +96,7 @@ internal static class CommonOptions
     /// <summary>The context to allocate: the user's choice, else the model's own capped so a KV cache fits anywhere.</summary>
     public static int ContextFor(LanguageModel model, int requested)
     {
-        if (requested == 0) return Math.Min(model.Info.ContextLength, 4096);
+        if (requested == 0) return model.Info.ContextFor(0);
         WarnIfBeyondTraining(model.Name, model.Info.ContextLength, requested);
         return requested;
     }

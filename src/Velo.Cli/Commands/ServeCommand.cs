@@ -2,6 +2,7 @@ using System.CommandLine;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Velo.Models;
 using Velo.Server;
 
 namespace Velo.Cli.Commands;
@@ -31,7 +32,7 @@ internal static class ServeCommand
         var cacheTypeK = CommonOptions.CacheTypeK();
         var cacheTypeV = CommonOptions.CacheTypeV();
         var context = CommonOptions.Context();
-        context.Description = "Context length per sequence in tokens (default: the model's, capped at 4096)";
+        context.Description = $"Context length per sequence in tokens (default: the model's, capped at {ModelInfo.DefaultContextCap})";
 
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
         {

@@ -12,7 +12,7 @@ public sealed record BatchSchedulerOptions
     /// <summary>Sequences generated together, each with its own KV cache region.</summary>
     public int Parallel { get; init; } = 4;
 
-    /// <summary>Tokens per sequence (prompt and output); 0 means the model's own, capped at 4096.</summary>
+    /// <summary>Tokens per sequence (prompt and output); 0 means the model's own, capped at <see cref="ModelInfo.DefaultContextCap"/>.</summary>
     public int ContextLength { get; init; }
 
     /// <summary>Requests that may wait for a free sequence slot; more are refused with <see cref="SchedulerBusyException"/>.</summary>
@@ -66,7 +66,7 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(options.ContextLength, nameof(options.ContextLength));
         _model = model;
         Options = options;
-        ContextLength = options.ContextLength > 0 ? options.ContextLength : Math.Min(model.Info.ContextLength, 4096);
+        ContextLength = model.Info.ContextFor(options.ContextLength);
         ArgumentOutOfRangeException.ThrowIfLessThan(ContextLength, 2, nameof(options.ContextLength));
         MemoryPlan.EnsureFits((context, parallel) => PlanFor(model, options, context, parallel), ContextLength, options.Parallel,
             options.AvailableMemoryBytes, "--ctx", "--parallel");

@@ -88,6 +88,14 @@ public sealed record ModelInfo
     /// <summary>The context length the model was trained for.</summary>
     public required int ContextLength { get; init; }
 
+    /// <summary>The most a context defaults to when the caller names none: a model trained for 128k tokens would
+    /// otherwise reserve gigabytes of KV memory per sequence by default.</summary>
+    public const int DefaultContextCap = 4096;
+
+    /// <summary>The context to allocate: <paramref name="requested"/> when positive, else the model's own capped at
+    /// <see cref="DefaultContextCap"/>.</summary>
+    public int ContextFor(int requested) => requested > 0 ? requested : Math.Min(ContextLength, DefaultContextCap);
+
     /// <summary>The width of the residual stream.</summary>
     public required int EmbeddingLength { get; init; }
 
