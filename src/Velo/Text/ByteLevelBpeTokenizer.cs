@@ -10,7 +10,10 @@ namespace Velo.Text;
 /// </summary>
 public sealed class ByteLevelBpeTokenizer : TokenizerBase
 {
-    private readonly int[] _byteTokens = new int[256];
+    private const int NoToken = -1;
+
+    private readonly int[] _byteTokens = new int[256]; // NoToken for a byte the vocabulary has no token for
+    private readonly bool _dropsText;
     private readonly MergeTable _merges;
     private readonly PreTokenizer _preTokenizer;
     private readonly bool _ignoreMerges;
@@ -21,12 +24,14 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
     public ByteLevelBpeTokenizer(TokenizerData data) : base(data)
     {
         if (data.Kind != TokenizerKind.ByteLevelBpe) throw new ArgumentException($"not a byte-level BPE vocabulary: {data.Kind}");
+        // Some vocabularies lack byte tokens: MPT, StarCoder and Refact have none for 0xC0 (a byte valid UTF-8 never
+        // holds), Falcon none for 0x03. llama.cpp loads them, and a byte without a token is dropped when it is
+        // tokenized (see Merge), so a missing byte is recorded here rather than refused.
         for (int b = 0; b < 256; b++)
         {
             int id = TokenId([ByteLevel.Encode((byte)b)]);
-            if (id < 0)
-                throw new InvalidDataException($"byte-level BPE vocabulary has no token for byte 0x{b:X2} ('{ByteLevel.Encode((byte)b)}')");
             _byteTokens[b] = id;
+            if (id < 0 && OccursInUtf8((byte)b)) _dropsText = true;
         }
 
         var merges = data.Merges;
@@ -56,6 +61,14 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
     }
 
     public PreTokenizer PreTokenizer => _preTokenizer;
+
+    /// <summary>
+    /// No bound when a byte that UTF-8 text can hold has no token: text made of that byte encodes to no tokens at all.
+    /// Bytes that never occur in UTF-8 (0xC0, 0xC1, 0xF5 to 0xFF) can be missing without loosening the bound.
+    /// </summary>
+    public override int MaxInputBytesPerToken => _dropsText ? 0 : base.MaxInputBytesPerToken;
+
+    private static bool OccursInUtf8(byte b) => b is not (0xC0 or 0xC1 or >= 0xF5);
 
     protected override bool StripsLeadingSpace => false;
 
@@ -111,6 +124,13 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
     /// Merges a word's bytes into tokens: the lowest-ranked adjacent pair first, the leftmost among equals. The
     /// symbols form a linked list; queued pairs go stale when a neighbour merges and are skipped.
     /// </summary>
+    /// <remarks>
+    /// A byte the vocabulary has no token for takes part in no merge (every merge part is a token) and is dropped
+    /// from the output, as llama.cpp does: llm_tokenizer_bpe_session::tokenize (src/llama-vocab.cpp) looks a symbol
+    /// with no token up again one UTF-8 byte of its text at a time and appends only the lookups that succeed. A lone
+    /// byte's text is a printable ASCII character that is itself missing, or a two-byte character whose halves are
+    /// not valid UTF-8 and so no token of a well-formed vocabulary: nothing is appended.
+    /// </remarks>
     private void Merge(ReadOnlySpan<byte> bytes, List<int> output, Scratch scratch)
     {
         if (bytes.IsEmpty) return;
@@ -124,7 +144,7 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
             ids[i] = _byteTokens[bytes[i]];
             prev[i] = i - 1;
             next[i] = i + 1 < bytes.Length ? i + 1 : -1;
-            if (i > 0 && _merges.TryGet(ids[i - 1], ids[i], out int rank, out int result))
+            if (i > 0 && TryMerge(ids[i - 1], ids[i], out int rank, out int result))
                 initial.Add((new Pair(i - 1, i, ids[i - 1], ids[i], result), Priority(rank, i - 1)));
         }
         queue.EnqueueRange(initial);
@@ -134,14 +154,27 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
             // A queued pair is stale once either side has merged: merging always changes a symbol's id.
             if (ids[pair.Left] != pair.LeftId || ids[pair.Right] != pair.RightId) continue;
             ids[pair.Left] = pair.Result;
-            ids[pair.Right] = -1;
+            ids[pair.Right] = NoToken;
             int after = next[pair.Right];
             next[pair.Left] = after;
             if (after >= 0) prev[after] = pair.Left;
             Enqueue(queue, ids, prev[pair.Left], pair.Left);
             Enqueue(queue, ids, pair.Left, after);
         }
-        for (int i = 0; i >= 0; i = next[i]) output.Add(ids[i]);
+        for (int i = 0; i >= 0; i = next[i])
+            if (ids[i] != NoToken) output.Add(ids[i]);
+    }
+
+    /// <summary>The merge of two adjacent symbols; none when either is a byte without a token.</summary>
+    private bool TryMerge(int left, int right, out int rank, out int result)
+    {
+        // The merge table's empty-slot key is the pair (NoToken, NoToken), so a missing byte must never be looked up.
+        if (left == NoToken || right == NoToken)
+        {
+            rank = result = 0;
+            return false;
+        }
+        return _merges.TryGet(left, right, out rank, out result);
     }
 
     private bool TryWholeWord(ReadOnlySpan<byte> bytes, List<int> output)
@@ -164,7 +197,7 @@ public sealed class ByteLevelBpeTokenizer : TokenizerBase
     private void Enqueue(PriorityQueue<Pair, long> queue, int[] ids, int left, int right)
     {
         if (left < 0 || right < 0) return;
-        if (!_merges.TryGet(ids[left], ids[right], out int rank, out int result)) return;
+        if (!TryMerge(ids[left], ids[right], out int rank, out int result)) return;
         queue.Enqueue(new Pair(left, right, ids[left], ids[right], result), Priority(rank, left));
     }
 
