@@ -56,6 +56,9 @@ internal sealed record GemmaConfig
     public int QueryDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
 
+    /// <summary>What sizes the forward-pass buffers and the KV memory.</summary>
+    internal DecoderDimensions Dimensions => new(Layers, Dim, Heads, KvHeads, HeadDim, FfnDim, RopeDims, VocabSize);
+
     public bool IsSliding(int layer) => SlidingPeriod > 0 && layer % SlidingPeriod < SlidingPeriod - 1;
 
     /// <summary>Layer <paramref name="layer"/>'s attention: NeoX rope, the query scale, Gemma 2's cap and, on sliding layers, the window.</summary>

@@ -45,7 +45,7 @@ internal sealed unsafe class GemmaModel : IModel
 
     public void Forward(IModelState state, ForwardBatch batch)
     {
-        var s = state as GemmaState ?? throw new ArgumentException("the state was not created by a Gemma model", nameof(state));
+        var s = DecoderState.Of<DecoderState>(this, state, "Gemma");
         var c = Config;
         int n = batch.Count;
         BatchChecks.Validate(s, batch, c.VocabSize);
@@ -55,14 +55,14 @@ internal sealed unsafe class GemmaModel : IModel
 
         b.EmbeddingLookup(Weights.TokenEmbedding, batch.Tokens.AsSpan(0, n), s.X);
         b.Scale(s.X, (long)n * c.Dim, MathF.Sqrt(c.Dim));
-        b.RopeAngles(positions, c.RopePositionScale, c.RopeBase, null, s.GlobalRope.Pairs, s.GlobalRope.Cos, s.GlobalRope.Sin);
+        b.RopeAngles(positions, c.RopePositionScale, c.RopeBase, null, s.Rope.Pairs, s.Rope.Cos, s.Rope.Sin);
         if (c.SlidingPeriod > 0)
             b.RopeAngles(positions, c.RopePositionScaleSliding, c.RopeBaseSliding, null, s.SlidingRope.Pairs, s.SlidingRope.Cos, s.SlidingRope.Sin);
 
         for (int l = 0; l < c.Layers; l++)
         {
             ref readonly var w = ref Weights.Layers[l];
-            var rope = c.IsSliding(l) ? s.SlidingRope : s.GlobalRope;
+            var rope = c.IsSliding(l) ? s.SlidingRope : s.Rope;
             // h = x + postnorm(attention(norm(x)))
             b.RmsNorm(s.X, w.AttentionNorm, s.Xb, n, c.Dim, c.NormEpsilon);
             SelfAttention.Forward(b, w.Attention, _attention[l], s.Attention, rope, s.Cache, l, batch, s.Xb, s.Xb);
@@ -82,10 +82,11 @@ internal sealed unsafe class GemmaModel : IModel
 
     public IModelState CreateState(int contextLength = 0, int maxBatch = 512, int sequences = 1, int maxLogitRows = 0, WorkerPool? pool = null,
         KvCacheTypes cacheTypes = default) =>
-        new GemmaState(Config, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences, maxLogitRows > 0 ? maxLogitRows : sequences,
-            pool, cacheTypes);
+        // The sliding layers keep a full-length cache too: the window only masks what attention reads.
+        new DecoderState(this, Config.Dimensions, slidingRope: true, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences,
+            maxLogitRows > 0 ? maxLogitRows : sequences, pool, cacheTypes);
 
-    public long ScratchBytes(int maxBatch, int maxLogitRows) => GemmaState.ScratchBytesFor(Config, maxBatch, maxLogitRows);
+    public long ScratchBytes(int maxBatch, int maxLogitRows) => DecoderState.ScratchBytesFor(Config.Dimensions, slidingRope: true, maxBatch, maxLogitRows);
 
     public void Dispose()
     {

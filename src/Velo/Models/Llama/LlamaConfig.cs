@@ -32,6 +32,9 @@ internal sealed record LlamaConfig
     public int QueryDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
 
+    /// <summary>What sizes the forward-pass buffers and the KV memory.</summary>
+    internal DecoderDimensions Dimensions => new(Layers, Dim, Heads, KvHeads, HeadDim, FfnDim, RopeDims, VocabSize);
+
     public AttentionShape Attention => new(Heads, KvHeads, HeadDim, NormEpsilon, RopeLayout);
 
     /// <summary>What the engine needs to know, and <c>velo info</c> shows, in architecture-neutral terms.</summary>

@@ -37,7 +37,7 @@ internal sealed unsafe class LlamaModel : IModel
 
     public void Forward(IModelState state, ForwardBatch batch)
     {
-        var s = state as LlamaState ?? throw new ArgumentException("the state was not created by a Llama-family model", nameof(state));
+        var s = DecoderState.Of<DecoderState>(this, state, "Llama-family");
         var c = Config;
         int n = batch.Count;
         BatchChecks.Validate(s, batch, c.VocabSize);
@@ -67,10 +67,10 @@ internal sealed unsafe class LlamaModel : IModel
 
     public IModelState CreateState(int contextLength = 0, int maxBatch = 512, int sequences = 1, int maxLogitRows = 0, WorkerPool? pool = null,
         KvCacheTypes cacheTypes = default) =>
-        new LlamaState(Config, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences, maxLogitRows > 0 ? maxLogitRows : sequences,
-            pool, cacheTypes);
+        new DecoderState(this, Config.Dimensions, slidingRope: false, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences,
+            maxLogitRows > 0 ? maxLogitRows : sequences, pool, cacheTypes);
 
-    public long ScratchBytes(int maxBatch, int maxLogitRows) => LlamaState.ScratchBytesFor(Config, maxBatch, maxLogitRows);
+    public long ScratchBytes(int maxBatch, int maxLogitRows) => DecoderState.ScratchBytesFor(Config.Dimensions, slidingRope: false, maxBatch, maxLogitRows);
 
     public void Dispose()
     {

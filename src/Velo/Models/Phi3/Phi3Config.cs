@@ -48,6 +48,9 @@ internal sealed record Phi3Config
     public int QueryDim => Heads * HeadDim;
     public int KvDim => KvHeads * HeadDim;
 
+    /// <summary>What sizes the forward-pass buffers and the KV memory.</summary>
+    internal DecoderDimensions Dimensions => new(Layers, Dim, Heads, KvHeads, HeadDim, FfnDim, RopeDims, VocabSize);
+
     public AttentionShape Attention => new(Heads, KvHeads, HeadDim, NormEpsilon, RopeLayout.NeoX);
 
     /// <summary>Whether a state of <paramref name="contextLength"/> positions per sequence rotates with the long factors (llama.cpp's <c>get_rope_factors</c>).</summary>

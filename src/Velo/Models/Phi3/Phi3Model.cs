@@ -41,7 +41,7 @@ internal sealed unsafe class Phi3Model : IModel
 
     public void Forward(IModelState state, ForwardBatch batch)
     {
-        var s = state as Phi3State ?? throw new ArgumentException("the state was not created by a Phi-3 model", nameof(state));
+        var s = DecoderState.Of<Phi3State>(this, state, "Phi-3");
         var c = Config;
         int n = batch.Count;
         BatchChecks.Validate(s, batch, c.VocabSize);
@@ -76,10 +76,10 @@ internal sealed unsafe class Phi3Model : IModel
         int context = contextLength > 0 ? contextLength : Config.ContextLength;
         // llama.cpp's get_rope_factors: the long factors once a sequence may run past the original context.
         float* factors = Config.UsesLongRopeFactors(context) ? Weights.RopeFactorsLong : Weights.RopeFactorsShort;
-        return new Phi3State(Config, factors, context, maxBatch, sequences, maxLogitRows > 0 ? maxLogitRows : sequences, pool, cacheTypes);
+        return new Phi3State(this, factors, context, maxBatch, sequences, maxLogitRows > 0 ? maxLogitRows : sequences, pool, cacheTypes);
     }
 
-    public long ScratchBytes(int maxBatch, int maxLogitRows) => Phi3State.ScratchBytesFor(Config, maxBatch, maxLogitRows);
+    public long ScratchBytes(int maxBatch, int maxLogitRows) => DecoderState.ScratchBytesFor(Config.Dimensions, slidingRope: false, maxBatch, maxLogitRows);
 
     public void Dispose()
     {
