@@ -107,34 +107,15 @@ internal sealed record GemmaConfig
             ? a
             : throw new ArgumentException($"{file.Path}: architecture '{file.Architecture}' is not of the Gemma family");
 
-        int Int(string key, uint? defaultValue = null)
-        {
-            string fullKey = $"{arch}.{key}";
-            uint value = defaultValue is { } d ? m.GetUInt32(fullKey, d) : m.RequireUInt32(fullKey);
-            return value <= int.MaxValue
-                ? (int)value
-                : throw new GgufFormatException($"{file.Path}: metadata '{fullKey}' = {value} is too large (at most {int.MaxValue})");
-        }
+        var read = new HyperparameterReader(file, arch);
+        int Int(string key, uint? defaultValue = null) => read.Int(key, defaultValue);
 
-        float RequireFloat(string key) => m.TryGetFloat32($"{arch}.{key}", out float v)
-            ? v
-            : throw new GgufFormatException($"{file.Path}: metadata key '{arch}.{key}' is missing");
+        float RequireFloat(string key) => read.RequireFloat(key);
 
-        int dim = Int("embedding_length");
+        var (dim, heads, kvHeads, headDim) = read.AttentionShape();
         int layers = Int("block_count");
-        int heads = Int("attention.head_count");
-        int kvHeads = Int("attention.head_count_kv", (uint)heads);
-        if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
-            throw new GgufFormatException($"{file.Path}: {heads} attention heads cannot be shared by {kvHeads} KV heads");
-        int headDim = Int("attention.key_length", (uint)(dim / heads));
-        int valueDim = Int("attention.value_length", (uint)headDim);
-        if (valueDim != headDim)
-            throw new NotSupportedException($"{file.Path}: key length {headDim} differs from value length {valueDim}");
 
-        var embedding = file.RequireTensor("token_embd.weight");
-        if (embedding.Shape.Count != 2 || embedding.Shape[0] != dim || embedding.Shape[1] > int.MaxValue)
-            throw new GgufFormatException(
-                $"{file.Path}: tensor 'token_embd.weight' has shape [{string.Join(", ", embedding.Shape)}], expected [{dim} (embedding_length), vocabulary size of at most {int.MaxValue}]");
+        int vocab = read.VocabularyFromEmbedding(dim);
 
         float ropeBase = m.GetFloat32($"{arch}.rope.freq_base", 10000f);
         float positionScale = 1;
@@ -158,7 +139,7 @@ internal sealed record GemmaConfig
             KvHeads = kvHeads,
             HeadDim = headDim,
             FfnDim = Int("feed_forward_length"),
-            VocabSize = (int)embedding.Shape[1],
+            VocabSize = vocab,
             ContextLength = Int("context_length", 8192),
             NormEpsilon = RequireFloat("attention.layer_norm_rms_epsilon"),
             RopeDims = Int("rope.dimension_count", (uint)headDim),
@@ -189,14 +170,7 @@ internal sealed record GemmaConfig
     private void Validate(GgufFile file)
     {
         string path = file.Path;
-        if (Dim <= 0 || Layers <= 0 || FfnDim <= 0 || HeadDim <= 0 || ContextLength <= 0 || VocabSize <= 0)
-            throw new GgufFormatException($"{path}: model hyperparameters are not all positive: {this}");
-        if (Layers > file.Tensors.Count)
-            throw new GgufFormatException($"{path}: block_count {Layers} is impossible for a file of {file.Tensors.Count} tensors");
-        if ((long)Heads * HeadDim > int.MaxValue)
-            throw new GgufFormatException($"{path}: {Heads} heads of {HeadDim} dimensions are too many (at most {int.MaxValue} in all)");
-        if (HeadDim % 2 != 0 || RopeDims % 2 != 0 || RopeDims > HeadDim)
-            throw new GgufFormatException($"{path}: rope over {RopeDims} of {HeadDim} head dimensions is not possible");
+        HyperparameterReader.CheckDecoder(file, Dimensions, ContextLength, this);
         if (!(NormEpsilon > 0) || !(RopeBase > 0) || !(RopeBaseSliding > 0))
             throw new GgufFormatException($"{path}: norm epsilon {NormEpsilon} and rope bases {RopeBase}, {RopeBaseSliding} must be positive");
         if (SlidingPeriod > 0 && SlidingWindow <= 0)

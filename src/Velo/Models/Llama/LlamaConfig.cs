@@ -73,32 +73,12 @@ internal sealed record LlamaConfig
             ? a
             : throw new ArgumentException($"{file.Path}: architecture '{file.Architecture}' is not of the Llama family");
 
-        // Hyperparameters are uint32 in the file but int here: a value of 2^31 or more must be refused by name, not
-        // wrapped negative or left to an OverflowException.
-        int Int(string key, uint? defaultValue = null)
-        {
-            string fullKey = $"{arch}.{key}";
-            uint value = defaultValue is { } d ? m.GetUInt32(fullKey, d) : m.RequireUInt32(fullKey);
-            return value <= int.MaxValue
-                ? (int)value
-                : throw new GgufFormatException($"{file.Path}: metadata '{fullKey}' = {value} is too large (at most {int.MaxValue})");
-        }
+        var read = new HyperparameterReader(file, arch);
+        int Int(string key, uint? defaultValue = null) => read.Int(key, defaultValue);
 
-        int dim = Int("embedding_length");
-        int heads = Int("attention.head_count");
-        int kvHeads = Int("attention.head_count_kv", (uint)heads);
-        if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
-            throw new GgufFormatException($"{file.Path}: {heads} attention heads cannot be shared by {kvHeads} KV heads");
-        int headDim = Int("attention.key_length", (uint)(dim / heads));
-        int valueDim = Int("attention.value_length", (uint)headDim);
-        if (valueDim != headDim)
-            throw new NotSupportedException($"{file.Path}: key length {headDim} differs from value length {valueDim}");
+        var (dim, heads, kvHeads, headDim) = read.AttentionShape();
 
-        var embedding = file.RequireTensor("token_embd.weight");
-        if (embedding.Shape.Count != 2 || embedding.Shape[0] != dim || embedding.Shape[1] > int.MaxValue)
-            throw new GgufFormatException(
-                $"{file.Path}: tensor 'token_embd.weight' has shape [{string.Join(", ", embedding.Shape)}], expected [{dim} (embedding_length), vocabulary size of at most {int.MaxValue}]");
-        int vocab = (int)embedding.Shape[1];
+        int vocab = read.VocabularyFromEmbedding(dim);
 
         float ropeScale = 1;
         string? scalingType = m.GetString($"{arch}.rope.scaling.type");
@@ -131,17 +111,7 @@ internal sealed record LlamaConfig
     private void Validate(GgufFile file)
     {
         string path = file.Path;
-        if (Dim <= 0 || Layers <= 0 || FfnDim <= 0 || HeadDim <= 0 || ContextLength <= 0 || VocabSize <= 0)
-            throw new GgufFormatException($"{path}: model hyperparameters are not all positive: {this}");
-        // Each layer has several tensors of its own: a block count beyond the file's tensors is corrupt, and must not
-        // size the per-layer arrays.
-        if (Layers > file.Tensors.Count)
-            throw new GgufFormatException($"{path}: block_count {Layers} is impossible for a file of {file.Tensors.Count} tensors");
-        // QueryDim and KvDim are int products the forward pass relies on.
-        if ((long)Heads * HeadDim > int.MaxValue)
-            throw new GgufFormatException($"{path}: {Heads} heads of {HeadDim} dimensions are too many (at most {int.MaxValue} in all)");
-        if (HeadDim % 2 != 0 || RopeDims % 2 != 0 || RopeDims > HeadDim)
-            throw new GgufFormatException($"{path}: rope over {RopeDims} of {HeadDim} head dimensions is not possible");
+        HyperparameterReader.CheckDecoder(file, Dimensions, ContextLength, this);
         if (!(NormEpsilon > 0) || !(RopeBase > 0))
             throw new GgufFormatException($"{path}: norm epsilon {NormEpsilon} and rope base {RopeBase} must be positive");
     }

@@ -91,35 +91,14 @@ internal sealed record Phi3Config
         if (file.Architecture != Architecture)
             throw new ArgumentException($"{file.Path}: architecture '{file.Architecture}' is not {Architecture}");
 
-        // Hyperparameters are uint32 in the file but int here: a value of 2^31 or more must be refused by name, not
-        // wrapped negative or left to an OverflowException.
-        int Int(string key, uint? defaultValue = null)
-        {
-            string fullKey = $"{Architecture}.{key}";
-            uint value = defaultValue is { } d ? m.GetUInt32(fullKey, d) : m.RequireUInt32(fullKey);
-            return value <= int.MaxValue
-                ? (int)value
-                : throw new GgufFormatException($"{file.Path}: metadata '{fullKey}' = {value} is too large (at most {int.MaxValue})");
-        }
+        var read = new HyperparameterReader(file, Architecture);
+        int Int(string key, uint? defaultValue = null) => read.Int(key, defaultValue);
 
-        float RequireFloat(string key) => m.TryGetFloat32($"{Architecture}.{key}", out float value)
-            ? value
-            : throw new GgufFormatException($"{file.Path}: required metadata key '{Architecture}.{key}' is missing");
+        float RequireFloat(string key) => read.RequireFloat(key);
 
-        int dim = Int("embedding_length");
-        int heads = Int("attention.head_count");
-        int kvHeads = Int("attention.head_count_kv", (uint)heads);
-        if (heads <= 0 || kvHeads <= 0 || heads % kvHeads != 0)
-            throw new GgufFormatException($"{file.Path}: {heads} attention heads cannot be shared by {kvHeads} KV heads");
-        int headDim = Int("attention.key_length", (uint)(dim / heads));
-        int valueDim = Int("attention.value_length", (uint)headDim);
-        if (valueDim != headDim)
-            throw new NotSupportedException($"{file.Path}: key length {headDim} differs from value length {valueDim}");
+        var (dim, heads, kvHeads, headDim) = read.AttentionShape();
 
-        var embedding = file.RequireTensor("token_embd.weight");
-        if (embedding.Shape.Count != 2 || embedding.Shape[0] != dim || embedding.Shape[1] > int.MaxValue)
-            throw new GgufFormatException(
-                $"{file.Path}: tensor 'token_embd.weight' has shape [{string.Join(", ", embedding.Shape)}], expected [{dim} (embedding_length), vocabulary size of at most {int.MaxValue}]");
+        int vocab = read.VocabularyFromEmbedding(dim);
 
         // The converter writes no scaling type for LongRoPE: llama.cpp then takes "linear" with a factor of 1.
         float ropeScale = 1;
@@ -138,7 +117,7 @@ internal sealed record Phi3Config
             KvHeads = kvHeads,
             HeadDim = headDim,
             FfnDim = Int("feed_forward_length"),
-            VocabSize = (int)embedding.Shape[1],
+            VocabSize = vocab,
             ContextLength = context,
             OriginalContextLength = Int("rope.scaling.original_context_length", (uint)context),
             NormEpsilon = RequireFloat("attention.layer_norm_rms_epsilon"),
@@ -155,17 +134,12 @@ internal sealed record Phi3Config
     private void Validate(GgufFile file)
     {
         string path = file.Path;
-        if (Dim <= 0 || Layers <= 0 || FfnDim <= 0 || HeadDim <= 0 || ContextLength <= 0 || OriginalContextLength <= 0 || VocabSize <= 0)
-            throw new GgufFormatException($"{path}: model hyperparameters are not all positive: {this}");
-        // Each layer has several tensors of its own: a block count beyond the file's tensors is corrupt, and must not
-        // size the per-layer arrays.
-        if (Layers > file.Tensors.Count)
-            throw new GgufFormatException($"{path}: block_count {Layers} is impossible for a file of {file.Tensors.Count} tensors");
-        // QueryDim and the fused QKV's rows (QueryDim + 2 KvDim) are int products the forward pass relies on.
+        HyperparameterReader.CheckDecoder(file, Dimensions, ContextLength, this);
+        if (OriginalContextLength <= 0)
+            throw new GgufFormatException($"{path}: the original context length {OriginalContextLength} must be positive");
+        // The fused QKV's rows (QueryDim + 2 KvDim) and gate-up's are int products the forward pass relies on too.
         if ((long)(Heads + 2L * KvHeads) * HeadDim > int.MaxValue || 2L * FfnDim > int.MaxValue)
             throw new GgufFormatException($"{path}: {Heads} heads of {HeadDim} dimensions, or a feed-forward of {FfnDim}, are too many (at most {int.MaxValue} rows in all)");
-        if (HeadDim % 2 != 0 || RopeDims % 2 != 0 || RopeDims <= 0 || RopeDims > HeadDim)
-            throw new GgufFormatException($"{path}: rope over {RopeDims} of {HeadDim} head dimensions is not possible");
         if (!(NormEpsilon > 0) || !(RopeBase > 0) || !(RopeAttentionFactor > 0) || !float.IsFinite(RopeAttentionFactor))
             throw new GgufFormatException($"{path}: norm epsilon {NormEpsilon}, rope base {RopeBase} and rope attention factor {RopeAttentionFactor} must be positive");
     }
