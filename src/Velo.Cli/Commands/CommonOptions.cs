@@ -102,7 +102,9 @@ internal static class CommonOptions
                 NGram = parse.GetValue(NGram),
             };
             options.Validate();
-            return parse.GetValue(DraftModel) != null || options.NGram > 0 ? options : null;
+            bool draft = parse.GetValue(DraftModel) != null;
+            if (draft && options.NGram > 0) throw new ArgumentException("give either --model-draft or --spec-ngram: one source of drafts at a time");
+            return draft || options.NGram > 0 ? options : null;
         }
     }
 

@@ -162,4 +162,12 @@ public class RunCommandTests
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("--draft-min must be between 0 and --draft-max (4), got 5", r.Stderr);
     }
+
+    [Fact]
+    public void ADraftModelAndPromptLookupTogetherAreAClearError()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Hi", "-n", "4", "--spec-ngram", "2", "-md", TestPaths.Stories260K);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("give either --model-draft or --spec-ngram", r.Stderr);
+    }
 }
