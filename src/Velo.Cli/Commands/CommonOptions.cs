@@ -78,6 +78,36 @@ internal static class CommonOptions
     public static Option<float> RepeatPenalty() =>
         new("--repeat-penalty") { Description = "Penalty for repeated tokens (1: off)", DefaultValueFactory = _ => SamplingDefaults.RepeatPenalty };
 
+    /// <summary>Speculative decoding's options (llama.cpp's names and defaults), read back by <see cref="Speculation"/>.</summary>
+    public sealed class SpeculationOptionSet
+    {
+        private static readonly Velo.Generation.SpeculationOptions Defaults = new();
+
+        public Option<string?> DraftModel { get; } = new("--model-draft", "-md") { Description = "Draft model for speculative decoding (same vocabulary as the model)" };
+        public Option<int> DraftMax { get; } = new("--draft-max", "--draft-n") { Description = "Draft tokens verified per pass at most", DefaultValueFactory = _ => Defaults.DraftMax };
+        public Option<int> DraftMin { get; } = new("--draft-min", "--draft-n-min") { Description = "Drafts shorter than this are not verified", DefaultValueFactory = _ => Defaults.DraftMin };
+        public Option<float> DraftPMin { get; } = new("--draft-p-min") { Description = "The draft model stops at a token it is less sure of than this", DefaultValueFactory = _ => Defaults.DraftPMin };
+        public Option<int> NGram { get; } = new("--spec-ngram") { Description = "Prompt lookup: propose what followed the last N tokens earlier in the text (0: off)" };
+
+        public IEnumerable<Option> All => [DraftModel, DraftMax, DraftMin, DraftPMin, NGram];
+
+        /// <summary>The options given, or null when no draft model and no n-gram lookup asks for speculation.</summary>
+        public Velo.Generation.SpeculationOptions? Speculation(ParseResult parse)
+        {
+            var options = new Velo.Generation.SpeculationOptions
+            {
+                DraftMax = parse.GetValue(DraftMax),
+                DraftMin = parse.GetValue(DraftMin),
+                DraftPMin = parse.GetValue(DraftPMin),
+                NGram = parse.GetValue(NGram),
+            };
+            options.Validate();
+            bool draft = parse.GetValue(DraftModel) != null;
+            if (draft && options.NGram > 0) throw new ArgumentException("give either --model-draft or --spec-ngram: one source of drafts at a time");
+            return draft || options.NGram > 0 ? options : null;
+        }
+    }
+
     public static Option<string> CacheTypeK() => new("--cache-type-k", "-ctk")
     {
         Description = "KV cache type for keys: f32 or f16 (half the memory)",

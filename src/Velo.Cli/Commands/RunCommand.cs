@@ -29,11 +29,13 @@ internal static class RunCommand
         var ignoreEos = new Option<bool>("--ignore-eos") { Description = "Keep generating past the end-of-sequence token" };
         var cacheTypeK = CommonOptions.CacheTypeK();
         var cacheTypeV = CommonOptions.CacheTypeV();
+        var speculation = new CommonOptions.SpeculationOptionSet();
 
         var command = new Command("run", "Generate text from a prompt")
         {
             model, prompt, promptFile, tokens, temperature, topK, topP, minP, repeatPenalty, seed, threads, context, ignoreEos, cacheTypeK, cacheTypeV,
         };
+        foreach (var option in speculation.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
             string text = parse.GetValue(promptFile) is { } file ? File.ReadAllText(file.FullName) : parse.GetValue(prompt) ?? "";
@@ -52,17 +54,20 @@ internal static class RunCommand
                 },
             };
             return Run(parse.GetValue(model)!, text, options, parse.GetValue(threads), parse.GetValue(context),
-                CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV));
+                CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV), speculation.Speculation(parse), parse.GetValue(speculation.DraftModel));
         }));
         return command;
     }
 
-    private static int Run(string modelPath, string prompt, GenerationOptions options, int threads, int context, KvCacheTypes cacheTypes)
+    private static int Run(string modelPath, string prompt, GenerationOptions options, int threads, int context, KvCacheTypes cacheTypes,
+        SpeculationOptions? speculation, string? draftPath)
     {
         Sampler.Validate(options.Sampling);
         using var model = LanguageModel.Load(modelPath);
+        using var draft = draftPath != null ? LanguageModel.Load(draftPath) : null;
         using var pool = new WorkerPool(threads);
-        using var generator = new TextGenerator(model, CommonOptions.ContextFor(model, context), pool: pool, cacheTypes: cacheTypes);
+        using var generator = new TextGenerator(model, CommonOptions.ContextFor(model, context), pool: pool, cacheTypes: cacheTypes,
+            speculation: speculation, draft: draft);
         int[] promptTokens = model.Tokenizer.Encode(prompt, addSpecial: true);
         if (promptTokens.Length == 0) promptTokens = [model.Tokenizer.BosId >= 0 ? model.Tokenizer.BosId : 0];
 
@@ -86,6 +91,9 @@ internal static class RunCommand
         Console.Error.WriteLine($"load time:  {model.LoadTime.TotalMilliseconds,9:F1} ms");
         Console.Error.WriteLine($"prompt:     {stats.PromptTokens,6} tokens in {stats.PromptTime.TotalMilliseconds,9:F1} ms ({stats.PromptTokensPerSecond:F1} tokens/s)");
         Console.Error.WriteLine($"generation: {stats.GeneratedTokens,6} tokens in {stats.GenerationTime.TotalMilliseconds,9:F1} ms ({stats.GenerationTokensPerSecond:F1} tokens/s)");
+        if (speculation != null)
+            Console.Error.WriteLine($"speculation: {stats.DraftedTokens,5} drafted, {stats.AcceptedDrafts} accepted ({100 * stats.AcceptanceRate:F1}%), " +
+                $"{stats.TokensPerPass:F2} tokens per target pass ({(draft != null ? $"draft {draft.Path}" : $"prompt lookup, n-gram {speculation.NGram}")})");
         Console.Error.WriteLine($"memory:     {Process.GetCurrentProcess().WorkingSet64 / (1024.0 * 1024),9:F1} MiB resident ({model.Path})");
         return 0;
     }

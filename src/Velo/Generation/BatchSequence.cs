@@ -74,6 +74,18 @@ public sealed class BatchSequence
         Drafts.Clear();
     }
 
+    /// <summary>Forgets the known tokens from <paramref name="count"/> on; <see cref="BatchPlanner.Settle"/> then drops them from the memory.</summary>
+    internal void Truncate(int count)
+    {
+        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)count, (uint)Count, nameof(count));
+        Count = count;
+        Cached = Math.Min(Cached, count);
+        Drafts.Clear();
+    }
+
+    /// <summary>The draft the last pass ran right after <see cref="History"/>, or -1 when it ran none there.</summary>
+    public int PendingDraft => Count < Cached ? _tokens[Count] : -1;
+
     /// <summary>Writes a planned draft at its position, right after the known tokens.</summary>
     internal void PlaceDraft(int index, int token) => _tokens[Count + index] = token;
 

@@ -32,6 +32,18 @@ public sealed class GenerationStats
     public TimeSpan GenerationTime { get; internal set; }
     public FinishReason FinishReason { get; internal set; }
 
+    /// <summary>Target passes after the prompt's, each verifying the drafts it ran and sampling one more token.</summary>
+    public int DecodePasses { get; internal set; }
+
+    /// <summary>Speculated tokens the target's passes verified, and how many of them it kept.</summary>
+    public int DraftedTokens { get; internal set; }
+    public int AcceptedDrafts { get; internal set; }
+
+    public double AcceptanceRate => AcceptedDrafts / (double)Math.Max(DraftedTokens, 1);
+
+    /// <summary>Generated tokens per target pass after the prompt's (1 without speculation).</summary>
+    public double TokensPerPass => Math.Max(GeneratedTokens - 1, 0) / (double)Math.Max(DecodePasses, 1);
+
     public double PromptTokensPerSecond => PromptTokens / Math.Max(PromptTime.TotalSeconds, 1e-9);
 
     /// <summary>Generated tokens per second after the first (whose time is the prompt's).</summary>

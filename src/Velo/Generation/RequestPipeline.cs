@@ -18,6 +18,8 @@ public sealed class RequestPipeline
     private readonly StopStringMatcher _stop;
     private readonly Action<GeneratedPiece> _emit;
     private readonly int _maxTokens;
+    private ISpeculator? _speculator;
+    private UniformRandom _random;
 
     /// <summary>Validates the request (<see cref="Validate"/>) and prepares its sampler; the clock starts now, so
     /// each piece's <see cref="GeneratedPiece.Elapsed"/> counts queueing too.</summary>
@@ -36,6 +38,22 @@ public sealed class RequestPipeline
     public GenerationRequest Request { get; }
     public Stopwatch Clock { get; } = Stopwatch.StartNew();
     public int GeneratedTokens { get; private set; }
+
+    /// <summary>Where the drafts the sequence's passes verify come from, for the accept/reject rule; null when they are
+    /// not speculated (then a draft is kept only when the token sampled at its row is that draft).</summary>
+    public ISpeculator? Speculator
+    {
+        get => _speculator;
+        set
+        {
+            _speculator = value;
+            _speculator?.Begin(Request.Options.Sampling);
+            _random = new UniformRandom(Request.Options.Sampling.Seed is ulong seed ? seed ^ 0x2545F4914F6CDD1D : (ulong)Random.Shared.NextInt64());
+        }
+    }
+
+    /// <summary>Drafts verified and kept so far.</summary>
+    public int AcceptedDrafts { get; private set; }
 
     /// <summary>Prompt tokens whose keys and values were already in the memory when the request started.</summary>
     public int CachedPromptTokens { get; set; }
@@ -65,7 +83,7 @@ public sealed class RequestPipeline
         FinishReason? end = null;
         for (int row = 0; row < sequence.LogitsRows; row++)
         {
-            end = Next(planner.Logits(sequence, row), sequence, out int token);
+            end = Next(planner.Logits(sequence, row), sequence, row, out int token);
             if (end != null || !sequence.Append(token)) break;
         }
         planner.Settle(sequence);
@@ -73,9 +91,9 @@ public sealed class RequestPipeline
     }
 
     /// <summary>Samples and emits one token; null when it is to be appended and generation goes on.</summary>
-    private FinishReason? Next(ReadOnlySpan<float> logits, BatchSequence sequence, out int token)
+    private FinishReason? Next(ReadOnlySpan<float> logits, BatchSequence sequence, int row, out int token)
     {
-        var sampled = SampleNext(logits, sequence.History);
+        var sampled = SampleNext(logits, sequence.History, sequence.PendingDraft, row);
         token = sampled.Id;
         if (_tokenizer.IsEndOfGeneration(sampled.Id) && !Request.Options.IgnoreEos) return FinishReason.Stop;
 
@@ -91,14 +109,57 @@ public sealed class RequestPipeline
 
     private readonly record struct SampledToken(int Id, TokenLogprob? Logprob, TokenLogprob[]? TopLogprobs);
 
-    /// <summary>Chooses the token after <paramref name="history"/>, with its log-probabilities when the request wants them.</summary>
-    private SampledToken SampleNext(ReadOnlySpan<float> logits, ReadOnlySpan<int> history)
+    /// <summary>Chooses the token after <paramref name="history"/>, with its log-probabilities when the request wants them.
+    /// <paramref name="draft"/> is the speculated token the pass ran next (proposal <paramref name="index"/>), or -1.</summary>
+    private SampledToken SampleNext(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int draft, int index)
     {
-        int token = _sampler.Sample(logits, history);
+        int token = draft >= 0 && _speculator != null ? Verify(logits, history, draft, index) : _sampler.Sample(logits, history);
         if (Request.TopLogprobs is not int alternatives || _tokenizer.IsEndOfGeneration(token) && !Request.Options.IgnoreEos)
             return new SampledToken(token, null, null);
         var (chosen, top) = Sampler.Logprobs(logits, token, alternatives);
         return new SampledToken(token, chosen, top);
+    }
+
+    /// <summary>
+    /// Speculative sampling (Leviathan et al. 2023, Chen et al. 2023): keeps the draft x with probability
+    /// min(1, p(x)/q(x)), p the target's sampling distribution and q the one x was proposed from; otherwise draws from
+    /// normalize(max(0, p - q)). Either way the token follows p exactly. Greedy, p is a point mass and this keeps x
+    /// exactly when it is the target's choice, and otherwise returns that choice.
+    /// </summary>
+    private int Verify(ReadOnlySpan<float> logits, ReadOnlySpan<int> history, int draft, int index)
+    {
+        var speculator = _speculator!;
+        var p = _sampler.Distribution(logits, history);
+        var ids = p.Ids;
+        var probabilities = p.Probabilities;
+        float target = 0;
+        for (int i = 0; i < ids.Length; i++)
+        {
+            if (ids[i] != draft) continue;
+            target = probabilities[i];
+            break;
+        }
+        if (_random.Next() * speculator.Probability(index, draft) < target)
+        {
+            AcceptedDrafts++;
+            return draft;
+        }
+        double residual = 0;
+        for (int i = 0; i < ids.Length; i++) residual += Math.Max(0f, probabilities[i] - speculator.Probability(index, ids[i]));
+        // A rejection needs p(x) < q(x), and as both sum to 1, p then exceeds q elsewhere: only rounding can leave no
+        // residual mass, and then p itself is the right distribution.
+        bool useTarget = residual <= 0;
+        double point = _random.Next() * (useTarget ? 1 : residual), cumulative = 0;
+        int chosen = ids[0];
+        for (int i = 0; i < ids.Length; i++)
+        {
+            float weight = useTarget ? probabilities[i] : Math.Max(0f, probabilities[i] - speculator.Probability(index, ids[i]));
+            if (weight <= 0) continue;
+            chosen = ids[i];
+            cumulative += weight;
+            if (point < cumulative) break;
+        }
+        return chosen;
     }
 
     // ---- End of sampling. ----

@@ -21,13 +21,21 @@ public sealed class TextGenerator : IDisposable
     private readonly BatchSequence[] _sequences;
     private readonly WorkerPool _pool;
     private readonly bool _ownsPool;
+    private readonly ISpeculator? _speculator;
+    private readonly int _draftMax;
     private int _generation;
 
     /// <param name="contextLength">Tokens of prompt and output together; 0 means the model's own.</param>
     /// <param name="batchSize">Prompt tokens per forward pass at most.</param>
+    /// <param name="speculation">Speculative decoding: with <paramref name="draft"/>, that model proposes the tokens each
+    /// pass verifies; without, prompt lookup does when <see cref="SpeculationOptions.NGram"/> is set.</param>
     /// <exception cref="NotEnoughMemoryException">The machine's free memory does not hold such a context.</exception>
-    public TextGenerator(LanguageModel model, int contextLength = 0, int batchSize = 512, WorkerPool? pool = null, KvCacheTypes cacheTypes = default)
+    /// <exception cref="ArgumentException">The draft does not share the model's vocabulary.</exception>
+    public TextGenerator(LanguageModel model, int contextLength = 0, int batchSize = 512, WorkerPool? pool = null, KvCacheTypes cacheTypes = default,
+        SpeculationOptions? speculation = null, LanguageModel? draft = null)
     {
+        speculation?.Validate();
+        if (draft != null && speculation == null) throw new ArgumentException("a draft model needs speculation options", nameof(speculation));
         // Zero means the model's own context; a negative one is a mistake, not a request for the default.
         ArgumentOutOfRangeException.ThrowIfNegative(contextLength);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
@@ -41,10 +49,19 @@ public sealed class TextGenerator : IDisposable
         _pool = pool ?? new WorkerPool(Environment.ProcessorCount);
         try
         {
-            _state = model.Model.CreateState(ContextLength, batchTokens, sequences: 1, maxLogitRows: 1, pool: _pool, cacheTypes: cacheTypes);
+            if (speculation != null && (draft != null || speculation.NGram > 0))
+            {
+                // Each verified draft takes a token of the pass and a logits row.
+                _draftMax = Math.Min(speculation.DraftMax, batchTokens - 1);
+                _speculator = draft != null
+                    ? new DraftModelSpeculator(model, draft, speculation with { DraftMax = _draftMax }, ContextLength, batchTokens, _pool, cacheTypes)
+                    : new NGramSpeculator(speculation.NGram, _draftMax);
+            }
+            _state = model.Model.CreateState(ContextLength, batchTokens, sequences: 1, maxLogitRows: 1 + _draftMax, pool: _pool, cacheTypes: cacheTypes);
         }
         catch
         {
+            _speculator?.Dispose();
             if (_ownsPool) _pool.Dispose();
             throw;
         }
@@ -67,7 +84,7 @@ public sealed class TextGenerator : IDisposable
     {
         var ready = new Queue<GeneratedPiece>();
         // Built here, not in the iterator, so a request that cannot run is refused at the call.
-        var pipeline = new RequestPipeline(request, _model.Tokenizer, _model.Info.VocabSize, ContextLength, ready.Enqueue);
+        var pipeline = new RequestPipeline(request, _model.Tokenizer, _model.Info.VocabSize, ContextLength, ready.Enqueue) { Speculator = _speculator };
         return Run(pipeline, ready, cancellation);
     }
 
@@ -84,6 +101,14 @@ public sealed class TextGenerator : IDisposable
             if (cancellation.IsCancellationRequested) yield break;
             if (generation != _generation)
                 throw new InvalidOperationException("a later Generate call took over this generator's sequence; one generation runs at a time");
+            bool decoding = _sequence.IsDecoding;
+            if (decoding && _speculator != null)
+            {
+                // No guess past the last token the request wants: that one comes from the pass's last row anyway.
+                int wanted = pipeline.Request.Options.MaxTokens < 0 ? int.MaxValue : pipeline.Request.Options.MaxTokens - pipeline.GeneratedTokens - 1;
+                int max = Math.Min(Math.Min(_draftMax, wanted), ContextLength - _sequence.Count);
+                if (max > 0) _speculator.Propose(_sequence.History, max, _sequence.Drafts);
+            }
             try
             {
                 _planner.Run(_sequences);
@@ -93,6 +118,11 @@ public sealed class TextGenerator : IDisposable
                 // What the failed pass stored is unknown, so nothing of the sequence can be reused.
                 _planner.Reset(_sequence);
                 throw;
+            }
+            if (decoding)
+            {
+                stats.DecodePasses++;
+                stats.DraftedTokens += _sequence.PlannedDrafts;
             }
             end = pipeline.Advance(_planner, _sequence);
             while (ready.TryDequeue(out var piece))
@@ -107,11 +137,13 @@ public sealed class TextGenerator : IDisposable
         stats.GeneratedTokens = summary.GeneratedTokens;
         stats.GenerationTime = summary.Duration - stats.PromptTime;
         stats.FinishReason = summary.FinishReason;
+        stats.AcceptedDrafts = pipeline.AcceptedDrafts;
     }
 
     public void Dispose()
     {
         _state.Dispose();
+        _speculator?.Dispose();
         if (_ownsPool) _pool.Dispose();
     }
 }

@@ -22,7 +22,7 @@ public sealed class GreedySelector : ITokenSelector
 /// hold that softmax.</summary>
 public sealed class DrawSelector(ulong seed) : ITokenSelector
 {
-    private ulong _rngState = seed;
+    private UniformRandom _random = new(seed);
 
     public int Select(Candidates candidates)
     {
@@ -31,7 +31,7 @@ public sealed class DrawSelector(ulong seed) : ITokenSelector
         var weights = candidates.Probabilities;
         // The unnormalized weights against a target scaled by their sum: the arithmetic the sampler has always used,
         // so a seed keeps producing the same text.
-        double target = NextUniform() * sum;
+        double target = _random.Next() * sum;
         double cumulative = 0;
         int chosen = weights.Length - 1;
         for (int i = 0; i < weights.Length; i++)
@@ -53,11 +53,17 @@ public sealed class DrawSelector(ulong seed) : ITokenSelector
         candidates.Sort();
         candidates.Softmax();
     }
+}
 
-    /// <summary>SplitMix64: tiny, fast and identical on every runtime, so seeds reproduce everywhere.</summary>
-    private double NextUniform()
+/// <summary>Uniform doubles in [0, 1) from SplitMix64: tiny, fast and identical on every runtime, so seeds reproduce
+/// everywhere.</summary>
+public struct UniformRandom(ulong seed)
+{
+    private ulong _state = seed;
+
+    public double Next()
     {
-        ulong z = _rngState += 0x9E3779B97F4A7C15;
+        ulong z = _state += 0x9E3779B97F4A7C15;
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EB;
         z ^= z >> 31;

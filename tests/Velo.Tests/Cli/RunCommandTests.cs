@@ -140,4 +140,34 @@ public class RunCommandTests
         Assert.Matches(@"what fits: --ctx \d+ with --parallel 1", r.Stderr);
         Assert.DoesNotContain("   at ", r.Stderr);
     }
+
+    /// <summary>Speculation, with the model as its own draft or with prompt lookup, prints the reference text and its statistics.</summary>
+    [Theory]
+    [InlineData("-md", "MODEL", "draft")]
+    [InlineData("--spec-ngram", "2", "prompt lookup, n-gram 2")]
+    public void GreedySpeculationMatchesTheReferenceAndReportsAcceptance(string option, string value, string source)
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Once upon a time", "-n", "200", "--temp", "0", "--ignore-eos",
+            option, value == "MODEL" ? TestPaths.Stories260K : value, "--draft-max", "8", "--draft-p-min", "0.5");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(File.ReadAllBytes(TestPaths.SharedFile("eval", "stories260K-greedy-once-upon-a-time.txt")), r.StdoutBytes);
+        Assert.Matches(@"speculation: +\d+ drafted, \d+ accepted \(\d+\.\d%\), \d+\.\d\d tokens per target pass", r.Stderr);
+        Assert.Contains(source, r.Stderr);
+    }
+
+    [Fact]
+    public void ADraftMinAboveTheDraftMaxIsAClearError()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Hi", "-n", "4", "--spec-ngram", "2", "--draft-max", "4", "--draft-min", "5");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("--draft-min must be between 0 and --draft-max (4), got 5", r.Stderr);
+    }
+
+    [Fact]
+    public void ADraftModelAndPromptLookupTogetherAreAClearError()
+    {
+        var r = CliRunner.Run("run", "-m", TestPaths.Stories260K, "-p", "Hi", "-n", "4", "--spec-ngram", "2", "-md", TestPaths.Stories260K);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("give either --model-draft or --spec-ngram", r.Stderr);
+    }
 }
