@@ -244,3 +244,82 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
         Assert.Contains("embeddings.word_embeddings.weight", ex.Message);
     }
 }
+
+/// <summary>
+/// Speed against ONNX Runtime on the same model, reported and not asserted (timings on a shared machine are not a
+/// test): set VELO_BENCH=1 to run. Both on 2 threads; the median of several runs after a warm-up.
+/// </summary>
+public sealed class BertSpeedTests(MiniLMFixture fixture) : IClassFixture<MiniLMFixture>
+{
+    [Fact]
+    public void ReportSpeedAgainstOnnxRuntime()
+    {
+        if (Environment.GetEnvironmentVariable("VELO_BENCH") != "1") return;
+        const int threads = 2, runs = 7;
+        var random = new Random(1);
+        int[] Input(int length) => [101, .. Enumerable.Range(0, length - 2).Select(_ => random.Next(1000, 29000)), 102];
+        int[][] batch = Enumerable.Range(0, 32).Select(_ => Input(128)).ToArray();
+        int[] single = Input(16);
+
+        double Median(Action run)
+        {
+            run();
+            var times = new double[runs];
+            for (int i = 0; i < runs; i++)
+            {
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                run();
+                times[i] = clock.Elapsed.TotalMilliseconds;
+            }
+            Array.Sort(times);
+            return times[runs / 2];
+        }
+
+        using var session = new InferenceSession(MiniLMPackage.OnnxPath, new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1 });
+        void Ort(int[][] inputs)
+        {
+            int n = inputs[0].Length;
+            var shape = new[] { inputs.Length, n };
+            var ids = new DenseTensor<long>(inputs.SelectMany(i => i).Select(i => (long)i).ToArray(), shape);
+            using var results = session.Run(
+            [
+                NamedOnnxValue.CreateFromTensor("input_ids", ids),
+                NamedOnnxValue.CreateFromTensor("attention_mask", new DenseTensor<long>(Enumerable.Repeat(1L, inputs.Length * n).ToArray(), shape)),
+                NamedOnnxValue.CreateFromTensor("token_type_ids", new DenseTensor<long>(new long[inputs.Length * n], shape)),
+            ]);
+        }
+        double ortBatch = Median(() => Ort(batch)), ortSingle = Median(() => Ort([single]));
+
+        using var pool = new WorkerPool(threads);
+        foreach (var (name, path) in new[] { ("F32", fixture.F32Path), ("Q8_0", fixture.Q8Path) })
+        {
+            using var model = ModelRegistry.Load(path);
+            using var embedder = new TextEmbedder(model, Tokenizer.FromGguf(model.File.Metadata), pool);
+            double veloBatch = Median(() => embedder.EmbedTokens(batch)), veloSingle = Median(() => embedder.EmbedTokens([single]));
+            Console.WriteLine($"{name}: 32×128 tokens {veloBatch:F1} ms ({32000 / veloBatch:F1} inputs/s, {ortBatch / veloBatch:F2}× ORT F32's {ortBatch:F1} ms); " +
+                              $"one 16-token input {veloSingle:F2} ms (ORT {ortSingle:F2} ms)");
+        }
+        Console.WriteLine($"load average: {File.ReadAllText("/proc/loadavg").Trim()}");
+    }
+}
+
+/// <summary>The onnx fuzz target on its hand-built seed and on cut and mutated copies: converted, or a clean rejection.</summary>
+public sealed class OnnxHostileInputTests
+{
+    [Fact]
+    public void TheSeedConvertsAndMutantsAreConvertedOrCleanlyRejected()
+    {
+        var (_, seed) = Velo.Fuzz.FuzzSeeds.For("onnx", TestPaths.Shared).Single();
+        Assert.Equal("ok", Velo.Fuzz.FuzzTargets.Run("onnx", seed));
+        var random = new Random(17);
+        for (int i = 0; i < 300; i++)
+        {
+            byte[] mutant = i % 3 == 0 ? seed[..random.Next(seed.Length)] : (byte[])seed.Clone();
+            if (i % 3 != 0)
+                for (int k = 0; k < 1 + i % 5; k++)
+                    mutant[random.Next(Math.Min(mutant.Length, i % 2 == 0 ? 4096 : mutant.Length))] = (byte)random.Next(256);
+            string result = Velo.Fuzz.FuzzTargets.Run("onnx", mutant);
+            Assert.True(result == "ok" || result.StartsWith("rejected: OnnxFormatException", StringComparison.Ordinal), result);
+        }
+    }
+}
