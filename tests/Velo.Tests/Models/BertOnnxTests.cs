@@ -20,11 +20,13 @@ public sealed class MiniLMFixture : IDisposable
         var options = new BertImportOptions { ConfigDir = MiniLMPackage.ConfigDir };
         BertOnnxImporter.Convert(MiniLMPackage.OnnxPath, MiniLMPackage.VocabPath, F32Path, options);
         BertOnnxImporter.Convert(MiniLMPackage.OnnxPath, MiniLMPackage.VocabPath, Q8Path, options with { Type = GgmlType.Q8_0 });
+        BertOnnxImporter.Convert(MiniLMPackage.OnnxPath, MiniLMPackage.VocabPath, ClsPath, options with { Pooling = EmbeddingPooling.Cls });
     }
 
     public string Folder { get; } = Path.Combine(Path.GetTempPath(), $"velo-bert-{Guid.NewGuid():N}");
     public string F32Path => Path.Combine(Folder, "minilm-f32.gguf");
     public string Q8Path => Path.Combine(Folder, "minilm-q8_0.gguf");
+    public string ClsPath => Path.Combine(Folder, "minilm-cls.gguf");
 
     public void Dispose() => Directory.Delete(Folder, recursive: true);
 }
@@ -175,6 +177,47 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
         Console.WriteLine($"F32 vs ORT over {Texts.Length} inputs: max |Δhidden| {worstHidden:E2}, min cosine {worstCosine:F8}");
     }
 
+    /// <summary>--pooling cls: the embedding is the [CLS] row of ORT's last hidden state, normalized.</summary>
+    [Fact]
+    public void ClsPoolingTakesTheFirstRow()
+    {
+        using var model = ModelRegistry.Load(fixture.ClsPath);
+        using var pool = new WorkerPool(2);
+        using var embedder = new TextEmbedder(model, Tokenizer.FromGguf(model.File.Metadata), pool);
+        using var session = Session();
+        foreach (string text in Texts.Where((_, i) => i % 5 == 0))
+        {
+            int[] ids = embedder.Tokenize(text);
+            var cls = OrtHidden(session, ids)[0];
+            double cosine = Cosine(MeanNormalized([cls]), embedder.EmbedTokens([ids])[0]);
+            Assert.True(cosine >= 0.99999, $"'{text}': cosine {cosine} to ORT's [CLS] row");
+        }
+    }
+
+    /// <summary>velo convert and velo embed end to end: the JSON vector is the in-process one.</summary>
+    [Fact]
+    public void ConvertAndEmbedCommands()
+    {
+        string output = Path.Combine(fixture.Folder, "cli.gguf");
+        var convert = Velo.Tests.Cli.CliRunner.Run("convert", MiniLMPackage.OnnxPath, "--vocab", MiniLMPackage.VocabPath, "-o", output,
+            "--config", MiniLMPackage.ConfigDir, "--type", "f16");
+        Assert.True(convert.ExitCode == 0, convert.Stderr);
+        var embed = Velo.Tests.Cli.CliRunner.Run("embed", "-m", output, "--text", "Hello world", "--json", "-t", "1");
+        Assert.True(embed.ExitCode == 0, embed.Stderr);
+        using var json = System.Text.Json.JsonDocument.Parse(embed.Stdout);
+        var row = json.RootElement[0];
+        Assert.Equal(4, row.GetProperty("tokens").GetInt32());
+        float[] vector = row.GetProperty("embedding").EnumerateArray().Select(e => e.GetSingle()).ToArray();
+        using var model = ModelRegistry.Load(fixture.F32Path);
+        using var embedder = new TextEmbedder(model, Tokenizer.FromGguf(model.File.Metadata));
+        Assert.True(Cosine(embedder.Embed("Hello world").Select(v => (double)v).ToArray(), vector) >= 0.9999);
+
+        var bad = Velo.Tests.Cli.CliRunner.Run("convert", MiniLMPackage.VocabPath, "--vocab", MiniLMPackage.VocabPath, "-o", output + ".bad");
+        Assert.NotEqual(0, bad.ExitCode);
+        Assert.Contains("error:", bad.Stderr);
+        Assert.False(File.Exists(output + ".bad"));
+    }
+
     /// <summary>Packed batches (several inputs per forward pass, each its own sequence) give each input's own embedding.</summary>
     [Fact]
     public void PackedInputsMatchInputsAlone()
@@ -320,6 +363,54 @@ public sealed class OnnxHostileInputTests
                     mutant[random.Next(Math.Min(mutant.Length, i % 2 == 0 ? 4096 : mutant.Length))] = (byte)random.Next(256);
             string result = Velo.Fuzz.FuzzTargets.Run("onnx", mutant);
             Assert.True(result == "ok" || result.StartsWith("rejected: OnnxFormatException", StringComparison.Ordinal), result);
+        }
+    }
+}
+
+/// <summary>A random-weight BERT from the synthesizer: the family's layout round-trips, and attention looks both ways.</summary>
+public sealed class SyntheticBertTests
+{
+    [Fact]
+    public void EarlierTokensSeeLaterOnesAndInputsDoNotMix()
+    {
+        string path = Path.Combine(Path.GetTempPath(), $"velo-synth-bert-{Guid.NewGuid():N}.gguf");
+        try
+        {
+            ModelSynthesizer.Write(path, new SynthSpec { Architecture = "bert", Dim = 32, Layers = 2, Heads = 4, FfnDim = 64, VocabSize = 260, ContextLength = 16 }, threads: 1);
+            using var model = ModelRegistry.Load(path);
+            Assert.Equal(ModelOutput.Embeddings, model.Info.Output);
+            using var state = (BertState)model.CreateState(16, 16, 2, 2);
+            var batch = new ForwardBatch(16);
+            float[] FirstHidden(int[] tokens)
+            {
+                batch.Clear();
+                for (int t = 0; t < tokens.Length; t++) batch.Add(tokens[t], t, 0, wantLogits: t == tokens.Length - 1);
+                model.Forward(state, batch);
+                return state.LastHidden(0).ToArray();
+            }
+            float[] a = FirstHidden([1, 5, 9, 13]), b = FirstHidden([1, 5, 9, 14]);
+            Assert.NotEqual(a, b);
+
+            // Two inputs packed in one pass give each its own embedding, of unit length.
+            batch.Clear();
+            foreach (var (token, position) in new[] { (1, 0), (5, 1), (9, 2), (13, 3) }) batch.Add(token, position, 0, wantLogits: position == 3);
+            foreach (var (token, position) in new[] { (2, 0), (7, 1) }) batch.Add(token, position, 1, wantLogits: position == 1);
+            model.Forward(state, batch);
+            float[] packed0 = state.Output(0).ToArray(), packed1 = state.Output(1).ToArray();
+            FirstHidden([1, 5, 9, 13]);
+            Assert.Equal(state.Output(0).ToArray(), packed0);
+            FirstHidden([2, 7]);
+            Assert.Equal(state.Output(0).ToArray(), packed1);
+            Assert.Equal(1, Math.Sqrt(packed0.Sum(v => (double)v * v)), 1e-5);
+
+            // An input must come whole: a batch starting a sequence past position 0 is refused.
+            batch.Clear();
+            batch.Add(3, 1, 0, wantLogits: true);
+            Assert.Throws<ArgumentException>(() => model.Forward(state, batch));
+        }
+        finally
+        {
+            File.Delete(path);
         }
     }
 }
