@@ -40,7 +40,6 @@ public sealed class OnnxModel
     public required string Path { get; init; }
     public required IReadOnlyList<OnnxTensor> Initializers { get; init; }
     public required IReadOnlyList<OnnxNode> Nodes { get; init; }
-    public string ProducerName { get; init; } = "";
 
     public static OnnxModel Load(string path) => Parse(File.ReadAllBytes(path), path);
 
@@ -48,14 +47,12 @@ public sealed class OnnxModel
     {
         var initializers = new List<OnnxTensor>();
         var nodes = new List<OnnxNode>();
-        string producer = "";
         bool sawGraph = false;
         var model = new ProtoReader(bytes, path, "ModelProto");
         while (model.Next(out int field, out int wire))
         {
             switch (field)
             {
-                case 2 when wire == ProtoReader.LengthDelimited: producer = model.String(); break;
                 case 7 when wire == ProtoReader.LengthDelimited:
                     sawGraph = true;
                     ReadGraph(model.Message("GraphProto"), initializers, nodes);
@@ -64,7 +61,7 @@ public sealed class OnnxModel
             }
         }
         if (!sawGraph) throw new OnnxFormatException($"{path}: not an ONNX model (no graph)");
-        return new OnnxModel { Path = path, Initializers = initializers, Nodes = nodes, ProducerName = producer };
+        return new OnnxModel { Path = path, Initializers = initializers, Nodes = nodes };
     }
 
     private static void ReadGraph(ProtoReader graph, List<OnnxTensor> initializers, List<OnnxNode> nodes)

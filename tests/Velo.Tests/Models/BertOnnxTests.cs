@@ -218,6 +218,29 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
         Assert.False(File.Exists(output + ".bad"));
     }
 
+    /// <summary>Microsoft.Extensions.AI's embedding generator: the embedder's vectors, dimensions cut and renormalized, usage counted.</summary>
+    [Fact]
+    public async Task EmbeddingGeneratorGivesTheEmbeddersVectors()
+    {
+        using var model = ModelRegistry.Load(fixture.F32Path);
+        using var embedder = new TextEmbedder(model, Tokenizer.FromGguf(model.File.Metadata));
+        using Microsoft.Extensions.AI.IEmbeddingGenerator<string, Microsoft.Extensions.AI.Embedding<float>> generator = new VeloEmbeddingGenerator(embedder, "minilm");
+        string[] texts = ["Hello world", "", "東京は日本の首都です。"];
+        var generated = await generator.GenerateAsync(texts);
+        Assert.Equal(3, generated.Count);
+        for (int i = 0; i < texts.Length; i++) Assert.Equal(embedder.Embed(texts[i]), generated[i].Vector.ToArray());
+        Assert.Equal(texts.Sum(t => embedder.Tokenize(t).Length), generated.Usage!.InputTokenCount);
+        Assert.Equal(384, ((Microsoft.Extensions.AI.EmbeddingGeneratorMetadata)generator.GetService(typeof(Microsoft.Extensions.AI.EmbeddingGeneratorMetadata))!).DefaultModelDimensions);
+
+        var cut = await generator.GenerateAsync(texts, new Microsoft.Extensions.AI.EmbeddingGenerationOptions { Dimensions = 128 });
+        float[] full = generated[0].Vector.ToArray(), head = cut[0].Vector.ToArray();
+        Assert.Equal(128, head.Length);
+        Assert.Equal(1, Math.Sqrt(head.Sum(v => (double)v * v)), 1e-5);
+        Assert.Equal(1, Cosine(full[..128].Select(v => (double)v).ToArray(), head), 1e-6);
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() =>
+            generator.GenerateAsync(texts, new Microsoft.Extensions.AI.EmbeddingGenerationOptions { Dimensions = 385 }));
+    }
+
     /// <summary>Packed batches (several inputs per forward pass, each its own sequence) give each input's own embedding.</summary>
     [Fact]
     public void PackedInputsMatchInputsAlone()
