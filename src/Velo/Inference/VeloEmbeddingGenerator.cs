@@ -55,6 +55,25 @@ public sealed class VeloEmbeddingGenerator : IEmbeddingGenerator<string, Embeddi
         return cut;
     }
 
+    /// <summary>Embeds already tokenized inputs (the server's token-array form), one call at a time.</summary>
+    public float[][] EmbedTokens(IReadOnlyList<int[]> inputs)
+    {
+        lock (_lock) return _embedder.EmbedTokens(inputs);
+    }
+
+    /// <summary>The embedder's tokenization: special tokens added, cut to the model's input limit.</summary>
+    public int[] Tokenize(string text)
+    {
+        lock (_lock) return _embedder.Tokenize(text);
+    }
+
+    public int Dimensions => _embedder.Dimensions;
+    public int MaxInputTokens => _embedder.MaxInputTokens;
+    public int VocabSize => _embedder.Tokenizer.VocabSize;
+
+    /// <summary>Cuts <paramref name="vector"/> to its first <paramref name="dimensions"/> and renormalizes, as <c>dimensions</c> does.</summary>
+    public static float[] WithDimensions(float[] vector, int dimensions) => Truncated(vector, dimensions);
+
     public object? GetService(Type serviceType, object? serviceKey = null) =>
         serviceKey != null ? null
         : serviceType == typeof(EmbeddingGeneratorMetadata) ? _metadata
