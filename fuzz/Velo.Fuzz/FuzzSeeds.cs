@@ -26,6 +26,7 @@ public static class FuzzSeeds
         "tokenizer" => Vocabularies(sharedDir).Concat(Models().Take(1)),
         "jinja" => Templates(sharedDir),
         "http" => RequestBodies(),
+        "onnx" => [("tiny-bert.onnx", TinyBertOnnx())],
         _ => throw new ArgumentException($"unknown fuzz target '{target}'", nameof(target)),
     };
 
@@ -38,6 +39,85 @@ public static class FuzzSeeds
             Dim = 32, Layers = 1, Heads = 4, KvHeads = 2, FfnDim = 32, VocabSize = 260, ContextLength = 64,
             WeightType = GgmlType.Q8_0, QkNorm = true, TiedEmbeddings = false,
         }));
+    }
+
+    /// <summary>
+    /// A one-layer BERT of width 64 (one head) and a vocabulary of <see cref="FuzzTargets.OnnxVocabulary"/>'s 8
+    /// tokens, as PyTorch exports one: HF-named embeddings, norms and biases, anonymous [in, out] weights read by the
+    /// MatMul whose output each bias's Add reads. Written field by field in protobuf's wire format.
+    /// </summary>
+    private static byte[] TinyBertOnnx()
+    {
+        const int dim = 64, vocab = 8, positions = 8;
+        var random = new Random(7);
+        var graph = new MemoryStream();
+        int anonymous = 0;
+        void Initializer(string name, params long[] dims)
+        {
+            var t = new MemoryStream();
+            foreach (long d in dims) Varint(t, 1 << 3, (ulong)d);
+            Varint(t, 2 << 3, 1);
+            Bytes(t, 8 << 3 | 2, Encoding.UTF8.GetBytes(name));
+            var data = new byte[dims.Aggregate(4L, (a, d) => a * d)];
+            for (int i = 0; i < data.Length; i += 4) BitConverter.TryWriteBytes(data.AsSpan(i), (float)(random.NextDouble() - 0.5));
+            Bytes(t, 9 << 3 | 2, data);
+            Bytes(graph, 5 << 3 | 2, t.ToArray());
+        }
+        void Node(string op, string[] inputs, string output)
+        {
+            var n = new MemoryStream();
+            foreach (string i in inputs) Bytes(n, 1 << 3 | 2, Encoding.UTF8.GetBytes(i));
+            Bytes(n, 2 << 3 | 2, Encoding.UTF8.GetBytes(output));
+            Bytes(n, 4 << 3 | 2, Encoding.UTF8.GetBytes(op));
+            Bytes(graph, 1 << 3 | 2, n.ToArray());
+        }
+        void Linear(string bias, int input, int output)
+        {
+            string weight = $"{900 + anonymous++}";
+            Initializer(weight, input, output);
+            Initializer(bias, output);
+            Node("MatMul", ["x", weight], weight + "_mm");
+            Node("Add", [bias, weight + "_mm"], weight + "_out");
+        }
+        Initializer("embeddings.word_embeddings.weight", vocab, dim);
+        Initializer("embeddings.position_embeddings.weight", positions, dim);
+        Initializer("embeddings.token_type_embeddings.weight", 2, dim);
+        Initializer("embeddings.LayerNorm.weight", dim);
+        Initializer("embeddings.LayerNorm.bias", dim);
+        const string p = "encoder.layer.0.";
+        Linear(p + "attention.self.query.bias", dim, dim);
+        Linear(p + "attention.self.key.bias", dim, dim);
+        Linear(p + "attention.self.value.bias", dim, dim);
+        Linear(p + "attention.output.dense.bias", dim, dim);
+        Initializer(p + "attention.output.LayerNorm.weight", dim);
+        Initializer(p + "attention.output.LayerNorm.bias", dim);
+        Linear(p + "intermediate.dense.bias", dim, dim);
+        Linear(p + "output.dense.bias", dim, dim);
+        Initializer(p + "output.LayerNorm.weight", dim);
+        Initializer(p + "output.LayerNorm.bias", dim);
+        var model = new MemoryStream();
+        Varint(model, 1 << 3, 7); // ir_version
+        Bytes(model, 7 << 3 | 2, graph.ToArray());
+        return model.ToArray();
+    }
+
+    private static void Varint(Stream s, int tag, ulong value)
+    {
+        Raw(s, (ulong)tag);
+        Raw(s, value);
+    }
+
+    private static void Raw(Stream s, ulong value)
+    {
+        for (; value >= 0x80; value >>= 7) s.WriteByte((byte)(value | 0x80));
+        s.WriteByte((byte)value);
+    }
+
+    private static void Bytes(Stream s, int tag, byte[] data)
+    {
+        Raw(s, (ulong)tag);
+        Raw(s, (ulong)data.Length);
+        s.Write(data);
     }
 
     private static byte[] Synthesize(SynthSpec spec)

@@ -3,6 +3,7 @@ using Microsoft.AspNetCore.Http;
 using Velo.Formats;
 using Velo.Generation;
 using Velo.Inference;
+using Velo.Models.Bert;
 using Velo.Server;
 using Velo.Text;
 using Velo.Text.ChatTemplates;
@@ -17,7 +18,7 @@ namespace Velo.Fuzz;
 /// </summary>
 public static class FuzzTargets
 {
-    public static IReadOnlyList<string> Names { get; } = ["gguf", "tokenizer", "jinja", "http"];
+    public static IReadOnlyList<string> Names { get; } = ["gguf", "tokenizer", "jinja", "http", "onnx"];
 
     /// <summary>The text the tokenizer target encodes: ASCII, control-token markup, accents, CJK, digits, whitespace runs.</summary>
     private const string TokenizerText = "Hello world! <s></s><|im_start|>user\n héllo ünïcödé 日本語 12345  \t\n<unk>[CLS]";
@@ -29,6 +30,7 @@ public static class FuzzTargets
         "tokenizer" => TokenizerMetadata(input),
         "jinja" => Jinja(input),
         "http" => Http(input),
+        "onnx" => Onnx(input),
         _ => throw new ArgumentException($"unknown fuzz target '{target}'; targets: {string.Join(", ", Names)}", nameof(target)),
     };
 
@@ -43,6 +45,29 @@ public static class FuzzTargets
         using var model = LanguageModel.Load(path);
         return "ok";
     }, IsCleanFileRejection);
+
+    /// <summary>The 8-token WordPiece vocabulary the onnx target's models are imported with.</summary>
+    public static TokenizerData OnnxVocabulary() => new()
+    {
+        Kind = TokenizerKind.WordPiece, Tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "▁a", "▁b", "c"],
+        ClsId = 2, BosId = 2, SepId = 3, UnknownId = 1, PadId = 0, MaskId = 4, AddBos = true, AddSep = true, Lowercase = true, MaxWordChars = 100,
+    };
+
+    /// <summary><c>velo convert</c> of an ONNX file: the protobuf reader, then the BERT mapping and the GGUF it writes.</summary>
+    private static string Onnx(byte[] input)
+    {
+        try
+        {
+            var onnx = OnnxModel.Parse(input, "fuzz.onnx");
+            // A MemoryStream, as the writer checks each tensor's size by the stream's position; the data is no larger than the input.
+            BertOnnxImporter.Build(onnx, OnnxVocabulary(), new BertImportOptions()).WriteTo(new MemoryStream());
+            return "ok";
+        }
+        catch (OnnxFormatException e)
+        {
+            return Rejected(e);
+        }
+    }
 
     /// <summary>The tokenizer built from a GGUF's <c>tokenizer.*</c> metadata, then one encode/decode round.</summary>
     private static string TokenizerMetadata(byte[] input) => WithTempFile(input, path =>

@@ -17,6 +17,8 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     ServeCommand.Create(),
     ChatCommand.Create(),
     BenchServeCommand.Create(),
+    ConvertCommand.Create(),
+    EmbedCommand.Create(),
 };
 var parse = root.Parse(args);
 // A mistake in a command's options is one "error: ..." line each, as the commands report the errors they find

@@ -41,6 +41,7 @@ public static class VeloEndpoints
         var engine = endpoints.ServiceProvider.GetRequiredService<VeloEngine>();
         endpoints.MapPost("/v1/chat/completions", Handle(engine, "/v1/chat/completions", true, http => CompletionEndpoints.ChatAsync(http, engine)));
         endpoints.MapPost("/v1/completions", Handle(engine, "/v1/completions", true, http => CompletionEndpoints.CompletionAsync(http, engine)));
+        endpoints.MapPost("/v1/embeddings", Handle(engine, "/v1/embeddings", true, http => EmbeddingsEndpoint.HandleAsync(http, engine)));
         endpoints.MapGet("/v1/models", Handle(engine, "/v1/models", true, http => ModelsAsync(http, engine)));
         endpoints.MapGet("/v1/models/{id}", Handle(engine, "/v1/models/{id}", true, http => ModelAsync(http, engine)));
         endpoints.MapGet("/health", Handle(engine, "/health", false, http => HealthAsync(http, engine)));

@@ -35,6 +35,9 @@ public sealed class VeloEngine : IDisposable
         _generator = generator;
     }
 
+    /// <summary>Serves an encoder's embeddings (and nothing else): <c>/v1/embeddings</c>.</summary>
+    public VeloEmbeddingGenerator? Embeddings { get; init; }
+
     public string ModelId { get; }
     public string? ApiKey { get; }
 

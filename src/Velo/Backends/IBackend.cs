@@ -19,7 +19,9 @@ internal enum GatedActivation
 /// SoftCap is positive, over every earlier position or, when Window is positive, only the last Window of them
 /// (the token's own included).
 /// </summary>
-internal readonly record struct AttentionScoring(float Scale, float SoftCap = 0, int Window = 0);
+/// <remarks>Bidirectional (encoders): every position its sequence holds, later ones included, so a whole input is
+/// stored before any of it attends.</remarks>
+internal readonly record struct AttentionScoring(float Scale, float SoftCap = 0, int Window = 0, bool Bidirectional = false);
 
 /// <summary>
 /// The closed set of operations a forward pass is made of, each over a whole batch of rows. Models call nothing else,
@@ -66,12 +68,26 @@ internal unsafe interface IBackend
     /// <summary>Stores each token's keys and values (a row of the cache's KV width each) at its sequence and position.</summary>
     void StoreKeysValues(KvCache cache, int layer, ForwardBatch batch, float* keys, float* values);
 
-    /// <summary>Causal grouped-query attention of each token's queries over its sequence's cached keys and values up
-    /// to its position, scored as <paramref name="scoring"/> says.</summary>
+    /// <summary>Grouped-query attention of each token's queries over its sequence's cached keys and values up to its
+    /// position (or all of them when bidirectional), scored as <paramref name="scoring"/> says.</summary>
     void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads, in AttentionScoring scoring);
+
+    /// <summary>Layer normalization (mean and variance) of each row, times <paramref name="weight"/> plus
+    /// <paramref name="bias"/>; <paramref name="y"/> may be <paramref name="x"/>.</summary>
+    void LayerNorm(float* x, float* weight, float* bias, float* y, int rows, int width, float epsilon);
+
+    /// <summary><c>x = gelu(x)</c>, the exact (erf) GELU, over <paramref name="count"/> floats.</summary>
+    void GeluErf(float* x, long count);
 
     /// <summary><c>gate = activation(gate) ⊙ up</c> over <paramref name="count"/> floats.</summary>
     void GatedActivation(GatedActivation activation, float* gate, float* up, long count);
+
+    /// <summary>
+    /// One row of <paramref name="output"/> for each token of the batch that asks for one, in batch order, pooled over
+    /// the batch's tokens of that token's sequence (an encoder's whole input is one batch): its own row, the mean, or
+    /// the row at position 0; scaled to unit length when <paramref name="normalize"/> and pooled.
+    /// </summary>
+    void Pool(float* x, ForwardBatch batch, int width, Models.EmbeddingPooling pooling, bool normalize, float* output);
 
     /// <summary>Copies the rows whose <paramref name="selected"/> flag is set to consecutive rows of
     /// <paramref name="output"/>; returns how many.</summary>

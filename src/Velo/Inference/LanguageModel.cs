@@ -33,6 +33,8 @@ public sealed class LanguageModel : IDisposable
         var model = ModelRegistry.Load(path);
         try
         {
+            if (model.Info.Output != ModelOutput.Logits)
+                throw new NotSupportedException($"{path}: a {model.Info.Architecture} model is an encoder: it outputs embeddings, not next-token logits (use velo embed)");
             var tokenizer = Text.Tokenizer.FromData(GgufTokenizerMetadata.Read(model.File.Metadata));
             if (tokenizer.VocabSize > model.Info.VocabSize)
                 throw new GgufFormatException($"{path}: the tokenizer has {tokenizer.VocabSize} tokens but the model only {model.Info.VocabSize} embeddings");

@@ -33,10 +33,14 @@ internal static unsafe class Attention
         public float Scale;          // multiplies every q·k: 1/√headDim for most models
         public float SoftCap;        // 0: none
         public int Window;           // keys a row sees, its own included; 0: all before it
+        public bool Bidirectional;   // every position the sequence holds (an encoder), not only those up to the row's
     }
 
     /// <summary>The first position row <paramref name="i"/> sees: the window's start, or 0.</summary>
     private static int FirstVisible(in Arguments a, int i) => a.Window > 0 ? Math.Max(0, a.Positions[i] - a.Window + 1) : 0;
+
+    /// <summary>One past the last position row <paramref name="i"/> sees.</summary>
+    private static int VisibleEnd(in Arguments a, int i) => a.Bidirectional ? a.Cache.Length(a.Sequences[i]) : a.Positions[i] + 1;
 
     public static void Compute(in Arguments args, WorkerPool pool)
     {
@@ -84,7 +88,7 @@ internal static unsafe class Attention
         for (int i = 0; i < a.Rows; i++)
         for (int h = 0; h < a.Heads; h++)
         {
-            int first = FirstVisible(a, i), end = a.Positions[i] + 1;
+            int first = FirstVisible(a, i), end = VisibleEnd(a, i);
             float* q = a.Queries + ((long)i * a.Heads + h) * headDim;
             var head = cache.Head(a.Sequences[i], h / (a.Heads / cache.KvHeads));
             var scores = new double[end];
@@ -174,7 +178,7 @@ internal static unsafe class Attention
                     rows.Outputs[r] = a.Output + head * headDim;
                     rows.Keys[r] = stored.Keys + (long)start * cache.KeyRowBytes;
                     rows.Values[r] = stored.Values + (long)start * cache.ValueRowBytes;
-                    rows.Lengths[r] = a.Positions[i] + 1 - start;
+                    rows.Lengths[r] = VisibleEnd(a, i) - start;
                 }
                 Block<TKey, TValue>(rows, count, headDim, cache.KeyRowBytes, a.Scale, a.SoftCap, scores, ScoreStride);
             }

@@ -104,6 +104,10 @@ public sealed record ModelInfo
 
     public ModelOutput Output { get; init; } = ModelOutput.Logits;
 
+    /// <summary>For an encoder, the tokens one input is cut to (sentence-transformers' <c>max_seq_length</c>);
+    /// 0: <see cref="ContextLength"/>.</summary>
+    public int MaxInputTokens { get; init; }
+
     /// <summary>Floats per output row.</summary>
     public int OutputWidth => Output == ModelOutput.Logits ? VocabSize : EmbeddingLength;
 

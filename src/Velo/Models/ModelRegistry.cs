@@ -1,4 +1,5 @@
 using Velo.Formats;
+using Velo.Models.Bert;
 using Velo.Models.Gemma;
 using Velo.Models.Llama;
 using Velo.Models.Phi3;
@@ -27,6 +28,7 @@ public static class ModelRegistry
         LlamaModel.Family,
         GemmaModel.Family,
         Phi3Model.Family,
+        BertModel.Family,
     ];
 
     private static readonly Dictionary<string, ModelFamily> ByArchitecture =

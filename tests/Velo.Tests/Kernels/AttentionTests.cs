@@ -242,6 +242,42 @@ public unsafe class AttentionTests
     }
 
     /// <summary>A one-layer KV memory whose sequences hold every position: keys and values are sequences × context rows of kvHeads × headDim floats.</summary>
+    /// <summary>
+    /// Bidirectional attention (encoders): every row sees all the positions its sequence holds, whatever its own
+    /// position, so it equals causal attention from the last position, and the fast kernel matches the reference.
+    /// </summary>
+    [Fact]
+    public void BidirectionalAttentionSeesTheWholeSequence()
+    {
+        const int rows = 20, heads = 4, kvHeads = 2, headDim = 32, sequences = 2, context = 24;
+        var rng = new Random(11);
+        float[] Random(long n) => Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+        int kvDim = kvHeads * headDim;
+        float[] q = Random((long)rows * heads * headDim), keys = Random((long)sequences * context * kvDim), values = Random((long)sequences * context * kvDim);
+        int[] positions = Enumerable.Range(0, rows).Select(i => i % context).ToArray(), seqs = Enumerable.Range(0, rows).Select(i => i % sequences).ToArray();
+        int[] lastPositions = Enumerable.Repeat(context - 1, rows).ToArray();
+        float[] fast = new float[q.Length], reference = new float[q.Length], causalFromEnd = new float[q.Length];
+        using var pool = new WorkerPool(2);
+        using var cache = Filled(keys, values, sequences, context, kvHeads, headDim, GgmlType.F32, GgmlType.F32);
+        fixed (float* pq = q, pf = fast, pr = reference, pc = causalFromEnd)
+        fixed (int* pp = positions, ps = seqs, pl = lastPositions)
+        {
+            var args = new Attention.Arguments
+            {
+                Queries = pq, Output = pf, Positions = pp, Sequences = ps, Rows = rows, Heads = heads, Cache = cache.Layer(0),
+                Scale = 0.3f, Bidirectional = true,
+            };
+            Attention.Compute(args, pool);
+            Attention.Reference(args with { Output = pr });
+            Attention.Reference(args with { Output = pc, Positions = pl, Bidirectional = false });
+        }
+        for (int i = 0; i < fast.Length; i++)
+        {
+            Assert.Equal(reference[i], fast[i], 1e-5);
+            Assert.Equal(causalFromEnd[i], reference[i], 1e-6);
+        }
+    }
+
     internal static KvCache Filled(float[] keys, float[] values, int sequences, int context, int kvHeads, int headDim, GgmlType keyType, GgmlType valueType)
     {
         var cache = new KvCache(1, sequences, context, kvHeads, headDim, keyType, valueType);

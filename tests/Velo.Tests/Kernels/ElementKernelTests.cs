@@ -38,6 +38,43 @@ public class ElementKernelTests
     }
 
     [Fact]
+    public void LayerNormMatchesReference()
+    {
+        foreach (int n in Lengths)
+        {
+            // An offset mean, as BERT's residual rows have: the variance must come from centred values.
+            float[] x = Random(n, n).Select(v => v + 50).ToArray(), weight = Random(n, n + 1), bias = Random(n, n + 2),
+                fast = new float[n], reference = new float[n];
+            LayerNorm.Apply(x, weight, bias, fast, 1e-12f);
+            LayerNorm.Reference(x, weight, bias, reference, 1e-12f);
+            for (int i = 0; i < n; i++) Assert.True(Math.Abs(reference[i] - fast[i]) <= 2e-4, $"layernorm n={n} [{i}]: {fast[i]} vs {reference[i]}");
+        }
+        // One element: its centred value is 0, so the output is the bias.
+        float[] one = new float[1];
+        LayerNorm.Apply([7f], [2f], [0.5f], one, 1e-12f);
+        Assert.Equal(0.5f, one[0]);
+    }
+
+    [Fact]
+    public void GeluErfMatchesReference()
+    {
+        foreach (int n in Lengths)
+        {
+            float[] x = Random(n, n, scale: 8), fast = new float[n], reference = new float[n];
+            Activations.GeluErf(x, fast);
+            Activations.GeluErfReference(x, reference);
+            // Abramowitz and Stegun's erf is within 1.5e-7: the product with ½x stays within a few 1e-7 of x's scale.
+            for (int i = 0; i < n; i++) Assert.True(Math.Abs(reference[i] - fast[i]) <= 1e-6 * (1 + Math.Abs(x[i])), $"gelu n={n} x={x[i]}: {fast[i]} vs {reference[i]}");
+        }
+        // Known values of the exact GELU: 0, Φ(1) = 0.8413447, −1·Φ(−1) = −0.1586553.
+        float[] points = [0, 1, -1], y = new float[3];
+        Activations.GeluErf(points, y);
+        Assert.Equal(0f, y[0]);
+        Assert.Equal(0.8413447, y[1], 1e-6);
+        Assert.Equal(-0.1586553, y[2], 1e-6);
+    }
+
+    [Fact]
     public void SoftmaxMatchesReferenceAndSurvivesLargeLogits()
     {
         foreach (int n in Lengths)

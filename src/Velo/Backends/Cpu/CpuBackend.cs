@@ -24,6 +24,19 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
         for (int i = 0; i < rows; i++) Kernels.RmsNorm.Apply(Row(x, i, width), w, Row(y, i, width), epsilon);
     }
 
+    public void LayerNorm(float* x, float* weight, float* bias, float* y, int rows, int width, float epsilon)
+    {
+        var w = new ReadOnlySpan<float>(weight, width);
+        var b = new ReadOnlySpan<float>(bias, width);
+        for (int i = 0; i < rows; i++) Kernels.LayerNorm.Apply(Row(x, i, width), w, b, Row(y, i, width), epsilon);
+    }
+
+    public void GeluErf(float* x, long count)
+    {
+        var xs = new Span<float>(x, checked((int)count));
+        Activations.GeluErf(xs, xs);
+    }
+
     public void AddBias(float* x, float* bias, int rows, int width)
     {
         var b = new ReadOnlySpan<float>(bias, width);
@@ -69,6 +82,7 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
             {
                 Queries = queries, Output = output, Positions = positions, Sequences = sequences, Rows = batch.Count, Heads = heads,
                 Cache = cache.Layer(layer), Scale = scoring.Scale, SoftCap = scoring.SoftCap, Window = scoring.Window,
+                Bidirectional = scoring.Bidirectional,
             };
             Kernels.Attention.Compute(args, pool);
         }
@@ -87,6 +101,45 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
                 break;
             default:
                 throw new NotSupportedException($"the CPU backend has no {activation} activation");
+        }
+    }
+
+    public void Pool(float* x, ForwardBatch batch, int width, Models.EmbeddingPooling pooling, bool normalize, float* output)
+    {
+        int n = batch.Count, row = 0;
+        for (int i = 0; i < n; i++)
+        {
+            if (!batch.WantLogits[i]) continue;
+            var o = Row(output, row++, width);
+            int sequence = batch.Sequences[i];
+            switch (pooling)
+            {
+                case Models.EmbeddingPooling.None:
+                    Row(x, i, width).CopyTo(o);
+                    continue;
+                case Models.EmbeddingPooling.Mean:
+                    o.Clear();
+                    int count = 0;
+                    for (int j = 0; j < n; j++)
+                        if (batch.Sequences[j] == sequence)
+                        {
+                            Elementwise.Add(o, Row(x, j, width), o);
+                            count++;
+                        }
+                    Elementwise.Scale(o, 1f / count);
+                    break;
+                case Models.EmbeddingPooling.Cls:
+                    int first = -1;
+                    for (int j = 0; j < n && first < 0; j++)
+                        if (batch.Sequences[j] == sequence && batch.Positions[j] == 0) first = j;
+                    if (first < 0) throw new ArgumentException($"sequence {sequence} has no first token in the batch to pool");
+                    Row(x, first, width).CopyTo(o);
+                    break;
+                default:
+                    throw new NotSupportedException($"the CPU backend has no {pooling} pooling");
+            }
+            // sentence-transformers' Normalize: x / max(‖x‖, 1e-12).
+            if (normalize) Elementwise.Scale(o, 1f / MathF.Max(System.Numerics.Tensors.TensorPrimitives.Norm(o), 1e-12f));
         }
     }
 

@@ -1,0 +1,119 @@
+using System.Globalization;
+using Velo.Formats;
+
+namespace Velo.Models.Bert;
+
+/// <summary>Hyperparameters of a BERT encoder, read from the GGUF metadata under <c>bert.</c> as llama.cpp reads them.</summary>
+internal sealed record BertConfig
+{
+    public const string Architecture = "bert";
+
+    public required int Dim { get; init; }
+    public required int Layers { get; init; }
+    public required int Heads { get; init; }
+    public required int FfnDim { get; init; }
+    public required int VocabSize { get; init; }
+
+    /// <summary>Positions the position table holds: the longest input.</summary>
+    public required int ContextLength { get; init; }
+
+    public required int TokenTypes { get; init; }
+    public required float NormEpsilon { get; init; }
+    public required EmbeddingPooling Pooling { get; init; }
+
+    /// <summary>Whether pooled embeddings are scaled to unit length (sentence-transformers' Normalize module);
+    /// Velo's key <c>bert.normalize_embeddings</c>, absent from llama.cpp's files, where it defaults to true as
+    /// llama.cpp's embedding tools normalize by default.</summary>
+    public required bool Normalize { get; init; }
+
+    /// <summary>The length inputs are truncated to (sentence-transformers' <c>max_seq_length</c>), at most <see cref="ContextLength"/>.</summary>
+    public required int MaxSequenceLength { get; init; }
+
+    public int HeadDim => Dim / Heads;
+
+    /// <summary>Every token attends to every position of its input, scaled by 1/√headDim.</summary>
+    public Backends.AttentionScoring Scoring => new(1 / MathF.Sqrt(HeadDim), Bidirectional: true);
+
+    public ModelInfo ToInfo() => new()
+    {
+        Architecture = Architecture,
+        VocabSize = VocabSize,
+        ContextLength = ContextLength,
+        EmbeddingLength = Dim,
+        Layers = Enumerable.Repeat(new KvLayerShape(Heads, HeadDim), Layers).ToArray(),
+        Output = ModelOutput.Embeddings,
+        MaxInputTokens = MaxSequenceLength,
+        Properties =
+        [
+            Property("embedding dim", Dim),
+            Property("layers", Layers),
+            Property("attention heads", $"{Heads}, bidirectional"),
+            Property("feed-forward dim", $"{FfnDim} (GELU)"),
+            Property("vocabulary", VocabSize),
+            Property("positions", $"{ContextLength} (inputs truncated to {MaxSequenceLength})"),
+            Property("LayerNorm epsilon", NormEpsilon),
+            Property("pooling", $"{Pooling.ToString().ToLowerInvariant()}{(Normalize ? ", L2-normalized" : "")}"),
+        ],
+    };
+
+    private static KeyValuePair<string, string> Property(string name, object value) =>
+        KeyValuePair.Create(name, Convert.ToString(value, CultureInfo.InvariantCulture) ?? "");
+
+    public static BertConfig FromGguf(GgufFile file)
+    {
+        var m = file.Metadata;
+        if (file.Architecture != Architecture)
+            throw new ArgumentException($"{file.Path}: architecture '{file.Architecture}' is not {Architecture}");
+
+        int Int(string key, uint? defaultValue = null)
+        {
+            string fullKey = key.StartsWith("tokenizer.", StringComparison.Ordinal) ? key : $"{Architecture}.{key}";
+            uint value = defaultValue is { } d ? m.GetUInt32(fullKey, d) : m.RequireUInt32(fullKey);
+            return value <= int.MaxValue
+                ? (int)value
+                : throw new GgufFormatException($"{file.Path}: metadata '{fullKey}' = {value} is too large (at most {int.MaxValue})");
+        }
+
+        int dim = Int("embedding_length");
+        int heads = Int("attention.head_count");
+        if (heads <= 0 || dim % heads != 0)
+            throw new GgufFormatException($"{file.Path}: embedding length {dim} cannot be split into {heads} heads");
+        if (m.TryGetBool($"{Architecture}.attention.causal", out bool causal) && causal)
+            throw new NotSupportedException($"{file.Path}: a causal BERT is not supported");
+        var embedding = file.RequireTensor("token_embd.weight");
+        if (embedding.Shape.Count != 2 || embedding.Shape[0] != dim || embedding.Shape[1] > int.MaxValue)
+            throw new GgufFormatException(
+                $"{file.Path}: tensor 'token_embd.weight' has shape [{string.Join(", ", embedding.Shape)}], expected [{dim} (embedding_length), vocabulary size of at most {int.MaxValue}]");
+        int pooling = Int("pooling_type", (uint)EmbeddingPooling.Mean);
+        if (pooling is not ((int)EmbeddingPooling.None or (int)EmbeddingPooling.Mean or (int)EmbeddingPooling.Cls))
+            throw new NotSupportedException($"{file.Path}: bert.pooling_type {pooling} is not supported (0 none, 1 mean, 2 cls)");
+        int context = Int("context_length");
+        var config = new BertConfig
+        {
+            Dim = dim,
+            Layers = Int("block_count"),
+            Heads = heads,
+            FfnDim = Int("feed_forward_length"),
+            VocabSize = (int)embedding.Shape[1],
+            ContextLength = context,
+            TokenTypes = Int("tokenizer.ggml.token_type_count", 2),
+            NormEpsilon = m.TryGetFloat32($"{Architecture}.attention.layer_norm_epsilon", out float eps) ? eps
+                : throw new GgufFormatException($"{file.Path}: required metadata key '{Architecture}.attention.layer_norm_epsilon' is missing"),
+            Pooling = (EmbeddingPooling)pooling,
+            Normalize = !m.TryGetBool($"{Architecture}.normalize_embeddings", out bool normalize) || normalize,
+            MaxSequenceLength = Math.Min(context, Int("max_sequence_length", (uint)Math.Max(context, 0))),
+        };
+        config.Validate(file);
+        return config;
+    }
+
+    private void Validate(GgufFile file)
+    {
+        if (Dim <= 0 || Layers <= 0 || FfnDim <= 0 || ContextLength <= 0 || VocabSize <= 0 || TokenTypes <= 0 || MaxSequenceLength <= 0)
+            throw new GgufFormatException($"{file.Path}: model hyperparameters are not all positive: {this}");
+        if (Layers > file.Tensors.Count)
+            throw new GgufFormatException($"{file.Path}: block_count {Layers} is impossible for a file of {file.Tensors.Count} tensors");
+        if (!(NormEpsilon > 0))
+            throw new GgufFormatException($"{file.Path}: LayerNorm epsilon {NormEpsilon} must be positive");
+    }
+}

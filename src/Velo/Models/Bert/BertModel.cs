@@ -1,0 +1,113 @@
+using Velo.Backends;
+using Velo.Formats;
+using Velo.Runtime;
+using Velo.Threading;
+
+namespace Velo.Models.Bert;
+
+/// <summary>
+/// A BERT encoder (BERT, MiniLM, BGE, E5, Arctic-embed), as llama.cpp's <c>build_bert</c> computes it:
+/// <code>
+/// x   = LayerNorm(embed(token) + embed_pos(position) + embed_type(0))
+/// h   = LayerNorm(x + Wo · Attention(Wq·x + bq, Wk·x + bk, Wv·x + bv) + bo)
+/// out = LayerNorm(h + Wdown · gelu(Wup·h + bup) + bdown)
+/// </code>
+/// with bidirectional attention within each input and the exact (erf) GELU. Each input must come whole in one
+/// forward pass, from position 0: every token attends to all of it, so its keys and values are stored before any
+/// attention runs. A token that asks for an output row gets its input's pooled embedding (mean or [CLS], unit
+/// length when the file says so), or its own last hidden state when the file pools nothing.
+/// </summary>
+internal sealed unsafe class BertModel : IModel
+{
+    public static ModelFamily Family { get; } =
+        new("BERT", [BertConfig.Architecture], file => new BertModel(file), file => BertConfig.FromGguf(file).ToInfo(), BertSynthesis.Tensors,
+            BertSynthesis.Metadata);
+
+    private BertModel(GgufFile file)
+    {
+        File = file;
+        Config = BertConfig.FromGguf(file);
+        Info = Config.ToInfo();
+        Weights = new BertWeights(file, Config);
+    }
+
+    public GgufFile File { get; }
+    public BertConfig Config { get; }
+    public ModelInfo Info { get; }
+    public BertWeights Weights { get; }
+
+    public long WeightBytes => File.FileSize - File.DataOffset;
+
+    public void Forward(IModelState state, ForwardBatch batch)
+    {
+        var s = state as BertState ?? throw new ArgumentException("the state was not created by a BERT model", nameof(state));
+        var c = Config;
+        int n = batch.Count, dim = c.Dim;
+        Blocks.BatchChecks.Validate(s, batch, c.VocabSize);
+        CheckWholeInputs(s, batch);
+        s.Cache.Append(batch);
+        var b = s.Backend;
+        var w = Weights;
+
+        b.EmbeddingLookup(w.TokenEmbedding, batch.Tokens.AsSpan(0, n), s.X);
+        b.EmbeddingLookup(w.PositionEmbedding, batch.Positions.AsSpan(0, n), s.Xb);
+        b.Add(s.X, s.Xb, (long)n * dim);
+        b.EmbeddingLookup(w.TokenTypes, s.TokenTypeIds.AsSpan(0, n), s.Xb);
+        b.Add(s.X, s.Xb, (long)n * dim);
+        b.LayerNorm(s.X, w.EmbeddingNorm.Weight, w.EmbeddingNorm.Bias, s.X, n, dim, c.NormEpsilon);
+
+        var scoring = c.Scoring;
+        for (int l = 0; l < c.Layers; l++)
+        {
+            ref readonly var lw = ref w.Layers[l];
+            b.MatMul([new Kernels.MatMulTarget(lw.Query.Weight, s.Queries), new Kernels.MatMulTarget(lw.Key.Weight, s.Keys), new Kernels.MatMulTarget(lw.Value.Weight, s.Values)], s.X, n);
+            b.AddBias(s.Queries, lw.Query.Bias, n, dim);
+            b.AddBias(s.Keys, lw.Key.Bias, n, dim);
+            b.AddBias(s.Values, lw.Value.Bias, n, dim);
+            b.StoreKeysValues(s.Cache, l, batch, s.Keys, s.Values);
+            b.Attention(s.Cache, l, batch, s.Queries, s.AttentionOut, c.Heads, scoring);
+            b.MatMul(lw.Output.Weight, s.AttentionOut, n, s.Xb);
+            b.AddBias(s.Xb, lw.Output.Bias, n, dim);
+            b.Add(s.X, s.Xb, (long)n * dim);
+            b.LayerNorm(s.X, lw.AttentionNorm.Weight, lw.AttentionNorm.Bias, s.X, n, dim, c.NormEpsilon);
+
+            b.MatMul(lw.Up.Weight, s.X, n, s.Hidden);
+            b.AddBias(s.Hidden, lw.Up.Bias, n, c.FfnDim);
+            b.GeluErf(s.Hidden, (long)n * c.FfnDim);
+            b.MatMul(lw.Down.Weight, s.Hidden, n, s.Xb);
+            b.AddBias(s.Xb, lw.Down.Bias, n, dim);
+            b.Add(s.X, s.Xb, (long)n * dim);
+            b.LayerNorm(s.X, lw.OutputNorm.Weight, lw.OutputNorm.Bias, s.X, n, dim, c.NormEpsilon);
+        }
+
+        if (batch.LogitCount > 0)
+            b.Pool(s.X, batch, dim, c.Pooling, c.Normalize && c.Pooling != EmbeddingPooling.None, s.OutputPointer);
+    }
+
+    /// <summary>Refuses a batch holding part of an input: each sequence's first token in it must be at position 0.</summary>
+    private static void CheckWholeInputs(BertState s, ForwardBatch batch)
+    {
+        Array.Clear(s.Started);
+        for (int i = 0; i < batch.Count; i++)
+        {
+            int sequence = batch.Sequences[i];
+            if (s.Started[sequence]) continue;
+            if (batch.Positions[i] != 0)
+                throw new ArgumentException($"sequence {sequence} starts the batch at position {batch.Positions[i]}: an encoder's input must come whole in one batch, from position 0");
+            s.Started[sequence] = true;
+        }
+    }
+
+    public IModelState CreateState(int contextLength = 0, int maxBatch = 512, int sequences = 1, int maxLogitRows = 0, WorkerPool? pool = null,
+        KvCacheTypes cacheTypes = default) =>
+        new BertState(Config, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences, maxLogitRows > 0 ? maxLogitRows : sequences,
+            pool, cacheTypes);
+
+    public long ScratchBytes(int maxBatch, int maxLogitRows) => BertState.ScratchBytesFor(Config, maxBatch, maxLogitRows);
+
+    public void Dispose()
+    {
+        Weights.Dispose();
+        File.Dispose();
+    }
+}

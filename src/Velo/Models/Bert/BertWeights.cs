@@ -1,0 +1,83 @@
+using Velo.Formats;
+using Velo.Models.Blocks;
+using Velo.Tensors;
+
+namespace Velo.Models.Bert;
+
+/// <summary>A weight matrix with its bias.</summary>
+internal readonly unsafe struct Linear
+{
+    public required WeightMatrix Weight { get; init; }
+    public required float* Bias { get; init; }
+
+    public static Linear Bind(WeightBinder bind, string name, int rows, int cols) => new()
+    {
+        Weight = bind.Matrix(name + ".weight", rows, cols),
+        Bias = bind.Vector(name + ".bias", rows),
+    };
+}
+
+/// <summary>A LayerNorm's weight and bias.</summary>
+internal readonly unsafe struct Norm
+{
+    public required float* Weight { get; init; }
+    public required float* Bias { get; init; }
+
+    public static Norm Bind(WeightBinder bind, string name, int dim) => new()
+    {
+        Weight = bind.Vector(name + ".weight", dim),
+        Bias = bind.Vector(name + ".bias", dim),
+    };
+}
+
+/// <summary>One post-norm encoder layer.</summary>
+internal readonly struct BertLayerWeights
+{
+    public required Linear Query { get; init; }
+    public required Linear Key { get; init; }
+    public required Linear Value { get; init; }
+    public required Linear Output { get; init; }
+    public required Norm AttentionNorm { get; init; }
+    public required Linear Up { get; init; }
+    public required Linear Down { get; init; }
+    public required Norm OutputNorm { get; init; }
+}
+
+/// <summary>Binds a <c>bert</c> GGUF file's tensors by their llama.cpp names, checking every shape and type.</summary>
+internal sealed unsafe class BertWeights : IDisposable
+{
+    private readonly WeightBinder _bind;
+
+    public BertWeights(GgufFile file, BertConfig c)
+    {
+        _bind = new WeightBinder(file);
+        TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim);
+        PositionEmbedding = _bind.Matrix("position_embd.weight", c.ContextLength, c.Dim);
+        TokenTypes = _bind.Matrix("token_types.weight", c.TokenTypes, c.Dim);
+        EmbeddingNorm = Norm.Bind(_bind, "token_embd_norm", c.Dim);
+        Layers = new BertLayerWeights[c.Layers];
+        for (int i = 0; i < c.Layers; i++)
+        {
+            string p = $"blk.{i}.";
+            Layers[i] = new BertLayerWeights
+            {
+                Query = Linear.Bind(_bind, p + "attn_q", c.Dim, c.Dim),
+                Key = Linear.Bind(_bind, p + "attn_k", c.Dim, c.Dim),
+                Value = Linear.Bind(_bind, p + "attn_v", c.Dim, c.Dim),
+                Output = Linear.Bind(_bind, p + "attn_output", c.Dim, c.Dim),
+                AttentionNorm = Norm.Bind(_bind, p + "attn_output_norm", c.Dim),
+                Up = Linear.Bind(_bind, p + "ffn_up", c.FfnDim, c.Dim),
+                Down = Linear.Bind(_bind, p + "ffn_down", c.Dim, c.FfnDim),
+                OutputNorm = Norm.Bind(_bind, p + "layer_output_norm", c.Dim),
+            };
+        }
+    }
+
+    public WeightMatrix TokenEmbedding { get; }
+    public WeightMatrix PositionEmbedding { get; }
+    public WeightMatrix TokenTypes { get; }
+    public Norm EmbeddingNorm { get; }
+    public BertLayerWeights[] Layers { get; }
+
+    public void Dispose() => _bind.Dispose();
+}

