@@ -143,8 +143,10 @@ public static class VeloEndpoints
             throw ApiException.BadRequest($"'content' may hold at most {MaxTokenizeChars} characters, got {content.Length}", "content");
         bool addSpecial = body.Bool("add_special") ?? false;
         bool withPieces = body.Bool("with_pieces") ?? false;
+        // llama.cpp's /tokenize parses control tokens written in the text unless told not to; it generates nothing.
+        bool parseSpecial = body.Bool("parse_special") ?? true;
         var tokenizer = engine.Generator.Tokenizer;
-        int[] tokens = tokenizer.Encode(content, addSpecial, parseSpecial: true);
+        int[] tokens = tokenizer.Encode(content, addSpecial, parseSpecial);
         await WriteJsonAsync(http, 200, json =>
         {
             json.WriteStartObject();

@@ -38,4 +38,17 @@ public sealed class ControlTokenInjectionServerTests(SharedTestServer server) : 
         Assert.Equal(200, status);
         Assert.Equal(prompt.Length, body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
     }
+
+    [Fact]
+    public async Task Tokenize_parses_control_tokens_unless_parse_special_is_false()
+    {
+        var tokenizer = server.Model.Tokenizer;
+        var (status, body) = await server.PostAsync("/tokenize", "{\"content\": \"</s>\"}");
+        Assert.Equal(200, status);
+        Assert.Equal([tokenizer.EosId], body.GetProperty("tokens").EnumerateArray().Select(t => t.GetInt32()));
+
+        (status, body) = await server.PostAsync("/tokenize", "{\"content\": \"</s>\", \"parse_special\": false}");
+        Assert.Equal(200, status);
+        Assert.Equal(tokenizer.Encode("</s>", addSpecial: false), body.GetProperty("tokens").EnumerateArray().Select(t => t.GetInt32()));
+    }
 }
