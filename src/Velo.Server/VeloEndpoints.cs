@@ -145,7 +145,7 @@ public static class VeloEndpoints
         bool withPieces = body.Bool("with_pieces") ?? false;
         // llama.cpp's /tokenize parses control tokens written in the text unless told not to; it generates nothing.
         bool parseSpecial = body.Bool("parse_special") ?? true;
-        var tokenizer = engine.Generator.Tokenizer;
+        var tokenizer = engine.Tokenizer;
         int[] tokens = tokenizer.Encode(content, addSpecial, parseSpecial);
         await WriteJsonAsync(http, 200, json =>
         {
@@ -171,7 +171,7 @@ public static class VeloEndpoints
     private static async Task DetokenizeAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, TokenizerBodyBytes, http.RequestAborted);
-        var tokenizer = engine.Generator.Tokenizer;
+        var tokenizer = engine.Tokenizer;
         if (body.Field("tokens") is not { ValueKind: JsonValueKind.Array } list) throw RequestBody.WrongType("tokens", "a list of token ids");
         if (list.GetArrayLength() > MaxDetokenizeTokens)
             throw ApiException.BadRequest($"'tokens' may hold at most {MaxDetokenizeTokens} ids, got {list.GetArrayLength()}", "tokens");
@@ -193,7 +193,7 @@ public static class VeloEndpoints
 
     private static async Task MetricsAsync(HttpContext http, VeloEngine engine)
     {
-        var generator = engine.IsReady ? engine.Generator : null;
+        var generator = engine.LoadedGenerator;
         string text = engine.Metrics.Render(generator?.QueueLength ?? 0, generator?.ActiveSequences ?? 0, generator?.Parallel ?? 0,
             generator?.CancelledRequests ?? 0);
         http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";

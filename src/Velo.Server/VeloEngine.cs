@@ -1,6 +1,8 @@
 using Microsoft.Extensions.Hosting;
 using Velo.Generation;
 using Velo.Inference;
+using Velo.Models;
+using Velo.Text;
 using Velo.Threading;
 
 namespace Velo.Server;
@@ -17,6 +19,9 @@ public sealed class VeloEngine : IDisposable
     private BatchScheduler? _ownScheduler;
     private WorkerPool? _pool;
     private LanguageModel? _model;
+    private IModel? _encoder;
+    private TextEmbedder? _embedder;
+    private volatile VeloEmbeddingGenerator? _embeddings;
 
     public VeloEngine(VeloServerOptions options)
     {
@@ -35,8 +40,13 @@ public sealed class VeloEngine : IDisposable
         _generator = generator;
     }
 
-    /// <summary>Serves an encoder's embeddings (and nothing else): <c>/v1/embeddings</c>.</summary>
-    public VeloEmbeddingGenerator? Embeddings { get; init; }
+    /// <summary>Serves an encoder's embeddings: <c>/v1/embeddings</c>. A server loaded from an encoder's file serves
+    /// only these; one built in code may serve them beside a decoder.</summary>
+    public VeloEmbeddingGenerator? Embeddings
+    {
+        get => _embeddings;
+        init => _embeddings = value;
+    }
 
     public string ModelId { get; }
     public string? ApiKey { get; }
@@ -65,7 +75,7 @@ public sealed class VeloEngine : IDisposable
     /// </summary>
     public static long DefaultMaxRequestBytes(int contextLength) => Math.Clamp(contextLength * 64L, 1L << 20, 64L << 20);
     public ServerMetrics Metrics { get; } = new();
-    public bool IsReady => _generator != null;
+    public bool IsReady => _generator != null || _embeddings != null;
 
     /// <summary>Why loading failed, if it did; /health reports it.</summary>
     public Exception? LoadFailure { get; private set; }
@@ -73,7 +83,17 @@ public sealed class VeloEngine : IDisposable
     public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
 
     /// <summary>What requests generate through: the model's tokenizer, chat formatter and limits come from it too.</summary>
-    public IGenerationService Generator => _generator ?? throw NotReadyError();
+    public IGenerationService Generator => _generator ?? throw (_embeddings != null ? NotADecoderError() : NotReadyError());
+
+    /// <summary>The generator once one is loaded; null while loading or when the server holds only an encoder.</summary>
+    public IGenerationService? LoadedGenerator => _generator;
+
+    /// <summary>The tokenizer of whichever model the server holds, for /tokenize and /detokenize.</summary>
+    public ITokenizer Tokenizer => _generator?.Tokenizer ?? _embeddings?.Tokenizer ?? throw NotReadyError();
+
+    /// <summary>The 400 the generation routes answer when the server holds only an encoder.</summary>
+    private ApiException NotADecoderError() => ApiException.BadRequest(
+        $"the model '{ModelId}' is an encoder: it serves /v1/embeddings only, not completions", "model", "model_not_supported");
 
     /// <summary>The 503 every endpoint answers while the model loads or after it failed to.</summary>
     public ApiException NotReadyError() => new(503, LoadFailure != null ? $"the model failed to load: {LoadFailure.Message}" : "the model is still loading", code: "model_loading");
@@ -84,6 +104,16 @@ public sealed class VeloEngine : IDisposable
         if (_generator != null || _options == null) return;
         try
         {
+            var model = ModelRegistry.Load(_options.ModelPath);
+            if (model.Info.Output == ModelOutput.Embeddings)
+            {
+                _encoder = model;
+                _pool = new WorkerPool(_options.Threads);
+                _embedder = new TextEmbedder(model, Text.Tokenizer.FromGguf(model.File.Metadata), _pool);
+                _embeddings = new VeloEmbeddingGenerator(_embedder, ModelId);
+                return;
+            }
+            model.Dispose();
             _model = LanguageModel.Load(_options.ModelPath);
             _pool = new WorkerPool(_options.Threads);
             _ownScheduler = new BatchScheduler(_model, new BatchSchedulerOptions
@@ -105,8 +135,10 @@ public sealed class VeloEngine : IDisposable
     public void Dispose()
     {
         _ownScheduler?.Dispose();
+        _embedder?.Dispose();
         _pool?.Dispose();
         _model?.Dispose();
+        _encoder?.Dispose();
     }
 }
 

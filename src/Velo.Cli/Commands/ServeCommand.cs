@@ -68,9 +68,15 @@ internal static class ServeCommand
                 app.StopAsync().GetAwaiter().GetResult();
                 throw failure;
             }
-            var generator = engine.Generator;
-            CommonOptions.WarnIfBeyondTraining(generator.ModelId, generator.ModelInfo.ContextLength, generator.ContextLength);
-            Console.Error.WriteLine($"velo: model loaded (context {generator.ContextLength} tokens per sequence); Ctrl+C stops");
+            if (engine.LoadedGenerator is { } generator)
+            {
+                CommonOptions.WarnIfBeyondTraining(generator.ModelId, generator.ModelInfo.ContextLength, generator.ContextLength);
+                Console.Error.WriteLine($"velo: model loaded (context {generator.ContextLength} tokens per sequence); Ctrl+C stops");
+            }
+            else
+            {
+                Console.Error.WriteLine($"velo: encoder loaded: POST /v1/embeddings ({engine.Embeddings!.Dimensions} dimensions); Ctrl+C stops");
+            }
             app.WaitForShutdown();
             return 0;
         }));

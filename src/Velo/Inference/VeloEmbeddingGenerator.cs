@@ -20,6 +20,9 @@ public sealed class VeloEmbeddingGenerator : IEmbeddingGenerator<string, Embeddi
         _metadata = new EmbeddingGeneratorMetadata("velo", null, modelId, embedder.Dimensions);
     }
 
+    /// <summary>The tokenizer the encoder reads its inputs with.</summary>
+    public Velo.Text.ITokenizer Tokenizer => _embedder.Tokenizer;
+
     public Task<GeneratedEmbeddings<Embedding<float>>> GenerateAsync(IEnumerable<string> values, EmbeddingGenerationOptions? options = null,
         CancellationToken cancellationToken = default)
     {

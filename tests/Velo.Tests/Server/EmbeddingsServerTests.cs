@@ -19,6 +19,39 @@ namespace Velo.Tests.Server;
 /// </summary>
 public sealed class EmbeddingsServerTests(MiniLMFixture fixture) : IClassFixture<MiniLMFixture>
 {
+    /// <summary>What <c>velo serve -m encoder.gguf</c> runs: the engine loads the file, sees an encoder and serves
+    /// embeddings, /tokenize and /health; the generation routes answer 400 saying the model is an encoder.</summary>
+    [Fact]
+    public async Task A_server_loaded_from_an_encoder_file_serves_embeddings_and_refuses_completions()
+    {
+        using var engine = new VeloEngine(new VeloServerOptions { ModelPath = fixture.F32Path, ModelId = "minilm", Threads = 2 });
+        await using var app = VeloServer.Build(engine, "127.0.0.1", 0);
+        await app.StartAsync();
+        using var http = new HttpClient { BaseAddress = VeloServer.Address(app) };
+        for (int i = 0; i < 500 && !engine.IsReady && engine.LoadFailure == null; i++) await Task.Delay(20);
+        Assert.Null(engine.LoadFailure);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/health")).StatusCode);
+
+        var response = await http.PostAsync("/v1/embeddings", TestServer.JsonContent("""{"input": "Hello world", "encoding_format": "float"}"""));
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        using (var json = System.Text.Json.JsonDocument.Parse(await response.Content.ReadAsStringAsync()))
+        {
+            float[] served = json.RootElement.GetProperty("data")[0].GetProperty("embedding").EnumerateArray().Select(e => e.GetSingle()).ToArray();
+            Assert.Equal((await engine.Embeddings!.GenerateAsync(["Hello world"]))[0].Vector.ToArray(), served);
+        }
+
+        var tokenized = await http.PostAsync("/tokenize", TestServer.JsonContent("""{"content": "Hello world"}"""));
+        Assert.Equal(HttpStatusCode.OK, tokenized.StatusCode);
+        foreach (string route in (string[])["/v1/chat/completions", "/v1/completions"])
+        {
+            var refused = await http.PostAsync(route, TestServer.JsonContent("""{"prompt": "hi", "messages": [{"role": "user", "content": "hi"}]}"""));
+            Assert.Equal(HttpStatusCode.BadRequest, refused.StatusCode);
+            Assert.Contains("is an encoder", await refused.Content.ReadAsStringAsync());
+        }
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/metrics")).StatusCode);
+        await app.StopAsync();
+    }
+
     [Fact]
     public async Task OpenAiEmbeddingClientGetsTheInProcessVectors()
     {
