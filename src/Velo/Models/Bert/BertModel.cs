@@ -43,9 +43,9 @@ internal sealed unsafe class BertModel : IModel
         var s = state as BertState ?? throw new ArgumentException("the state was not created by a BERT model", nameof(state));
         var c = Config;
         int n = batch.Count, dim = c.Dim;
-        Blocks.BatchChecks.Validate(s, batch, c.VocabSize);
+        // Before the memory records the batch, so a refused one changes nothing.
         CheckWholeInputs(s, batch);
-        s.Cache.Append(batch);
+        Blocks.BatchChecks.Begin(s, batch, c.VocabSize);
         var b = s.Backend;
         var w = Weights;
 
@@ -91,7 +91,8 @@ internal sealed unsafe class BertModel : IModel
         for (int i = 0; i < batch.Count; i++)
         {
             int sequence = batch.Sequences[i];
-            if (s.Started[sequence]) continue;
+            // A sequence the memory lacks is refused by BatchChecks.Begin, by name.
+            if ((uint)sequence >= (uint)s.Started.Length || s.Started[sequence]) continue;
             if (batch.Positions[i] != 0)
                 throw new ArgumentException($"sequence {sequence} starts the batch at position {batch.Positions[i]}: an encoder's input must come whole in one batch, from position 0");
             s.Started[sequence] = true;

@@ -48,8 +48,7 @@ internal sealed unsafe class GemmaModel : IModel
         var s = DecoderState.Of<DecoderState>(this, state, "Gemma");
         var c = Config;
         int n = batch.Count;
-        BatchChecks.Validate(s, batch, c.VocabSize);
-        s.Cache.Append(batch);
+        BatchChecks.Begin(s, batch, c.VocabSize);
         var b = s.Backend;
         var positions = batch.Positions.AsSpan(0, n);
 

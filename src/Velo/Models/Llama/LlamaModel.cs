@@ -40,9 +40,7 @@ internal sealed unsafe class LlamaModel : IModel
         var s = DecoderState.Of<DecoderState>(this, state, "Llama-family");
         var c = Config;
         int n = batch.Count;
-        BatchChecks.Validate(s, batch, c.VocabSize);
-        // Each sequence's tokens must continue what its memory holds (or rewrite it from an earlier position).
-        s.Cache.Append(batch);
+        BatchChecks.Begin(s, batch, c.VocabSize);
         var b = s.Backend;
         var attention = c.Attention;
 

@@ -44,9 +44,7 @@ internal sealed unsafe class Phi3Model : IModel
         var s = DecoderState.Of<Phi3State>(this, state, "Phi-3");
         var c = Config;
         int n = batch.Count;
-        BatchChecks.Validate(s, batch, c.VocabSize);
-        // Each sequence's tokens must continue what its memory holds (or rewrite it from an earlier position).
-        s.Cache.Append(batch);
+        BatchChecks.Begin(s, batch, c.VocabSize);
         var b = s.Backend;
         var attention = c.Attention;
 
