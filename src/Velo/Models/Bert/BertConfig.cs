@@ -1,3 +1,4 @@
+using Velo.Models.Blocks;
 using System.Globalization;
 using Velo.Formats;
 
@@ -45,19 +46,16 @@ internal sealed record BertConfig
         MaxInputTokens = MaxSequenceLength,
         Properties =
         [
-            Property("embedding dim", Dim),
-            Property("layers", Layers),
-            Property("attention heads", $"{Heads}, bidirectional"),
-            Property("feed-forward dim", $"{FfnDim} (GELU)"),
-            Property("vocabulary", VocabSize),
-            Property("positions", $"{ContextLength} (inputs truncated to {MaxSequenceLength})"),
-            Property("LayerNorm epsilon", NormEpsilon),
-            Property("pooling", $"{Pooling.ToString().ToLowerInvariant()}{(Normalize ? ", L2-normalized" : "")}"),
+            DecoderInfo.Property("embedding dim", Dim),
+            DecoderInfo.Property("layers", Layers),
+            DecoderInfo.Property("attention heads", $"{Heads}, bidirectional"),
+            DecoderInfo.Property("feed-forward dim", $"{FfnDim} (GELU)"),
+            DecoderInfo.Property("vocabulary", VocabSize),
+            DecoderInfo.Property("positions", $"{ContextLength} (inputs truncated to {MaxSequenceLength})"),
+            DecoderInfo.Property("LayerNorm epsilon", NormEpsilon),
+            DecoderInfo.Property("pooling", $"{Pooling.ToString().ToLowerInvariant()}{(Normalize ? ", L2-normalized" : "")}"),
         ],
     };
-
-    private static KeyValuePair<string, string> Property(string name, object value) =>
-        KeyValuePair.Create(name, Convert.ToString(value, CultureInfo.InvariantCulture) ?? "");
 
     public static BertConfig FromGguf(GgufFile file)
     {

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Velo.Formats;
 using Velo.Kernels;
 using Velo.Models.Blocks;
@@ -69,36 +68,17 @@ internal sealed record GemmaConfig
         Window = IsSliding(layer) ? SlidingWindow : 0,
     };
 
-    public ModelInfo ToInfo(GgufFile file) => new()
-    {
-        Architecture = Architecture,
-        VocabSize = VocabSize,
-        ContextLength = ContextLength,
-        EmbeddingLength = Dim,
-        Layers = Enumerable.Repeat(new KvLayerShape(KvHeads, HeadDim), Layers).ToArray(),
-        Properties =
+    public ModelInfo ToInfo(GgufFile file) =>
+        DecoderInfo.Create(Architecture, Dimensions, ContextLength, ContextLength, NormEpsilon, file,
         [
-            Property("embedding dim", Dim),
-            Property("layers", Layers),
-            Property("attention heads", $"{Heads} (KV heads {KvHeads}{(KvHeads < Heads ? ", grouped-query" : "")})"),
-            Property("head dim", HeadDim),
-            Property("feed-forward dim", FfnDim),
-            Property("vocabulary", VocabSize),
-            Property("context length", ContextLength),
-            Property("rope", $"base {RopeBase}{(RopePositionScale != 1 ? $", linear scale {RopePositionScale}" : "")}" +
+            DecoderInfo.Property("rope", $"base {RopeBase}{(RopePositionScale != 1 ? $", linear scale {RopePositionScale}" : "")}" +
                              $"{(SlidingPeriod > 0 ? $" (sliding layers: base {RopeBaseSliding})" : "")}, {RopeDims} dims, NeoX halves"),
-            Property("sliding window", SlidingPeriod > 0
+            DecoderInfo.Property("sliding window", SlidingPeriod > 0
                 ? $"{SlidingWindow} on {Enumerable.Range(0, Layers).Count(IsSliding)} of {Layers} layers (every layer l with l % {SlidingPeriod} < {SlidingPeriod - 1})"
                 : "none"),
-            Property("query scale", QueryScale),
-            Property("soft caps", AttentionSoftCap > 0 || FinalSoftCap > 0 ? $"attention {AttentionSoftCap}, logits {FinalSoftCap}" : "none"),
-            Property("RMSNorm epsilon", NormEpsilon),
-            Property("output", file.FindTensor("output.weight") != null ? "separate matrix" : "tied to the token embedding"),
-        ],
-    };
-
-    private static KeyValuePair<string, string> Property(string name, object value) =>
-        KeyValuePair.Create(name, Convert.ToString(value, CultureInfo.InvariantCulture) ?? "");
+            DecoderInfo.Property("query scale", QueryScale),
+            DecoderInfo.Property("soft caps", AttentionSoftCap > 0 || FinalSoftCap > 0 ? $"attention {AttentionSoftCap}, logits {FinalSoftCap}" : "none"),
+        ]);
 
     public static GemmaConfig FromGguf(GgufFile file)
     {

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Velo.Formats;
 using Velo.Kernels;
 using Velo.Models.Blocks;
@@ -38,33 +37,12 @@ internal sealed record LlamaConfig
     public AttentionShape Attention => new(Heads, KvHeads, HeadDim, NormEpsilon, RopeLayout);
 
     /// <summary>What the engine needs to know, and <c>velo info</c> shows, in architecture-neutral terms.</summary>
-    public ModelInfo ToInfo(GgufFile file) => new()
-    {
-        Architecture = Architecture,
-        VocabSize = VocabSize,
-        ContextLength = ContextLength,
-        EmbeddingLength = Dim,
-        Layers = Enumerable.Repeat(new KvLayerShape(KvHeads, HeadDim), Layers).ToArray(),
-        Properties =
+    public ModelInfo ToInfo(GgufFile file) =>
+        DecoderInfo.Create(Architecture, Dimensions, ContextLength, ContextLength, NormEpsilon, file,
         [
-            Property("embedding dim", Dim),
-            Property("layers", Layers),
-            Property("attention heads", $"{Heads} (KV heads {KvHeads}{(KvHeads < Heads ? ", grouped-query" : "")})"),
-            Property("head dim", HeadDim),
-            Property("feed-forward dim", FfnDim),
-            Property("vocabulary", VocabSize),
-            Property("context length", ContextLength),
-            Property("rope", $"base {RopeBase}, {RopeDims} dims, {(RopeLayout == RopeLayout.NeoX ? "NeoX halves" : "adjacent pairs")}" +
+            DecoderInfo.Property("rope", $"base {RopeBase}, {RopeDims} dims, {(RopeLayout == RopeLayout.NeoX ? "NeoX halves" : "adjacent pairs")}" +
                              $"{(RopeFrequencyScale != 1 ? $", linear scale {RopeFrequencyScale}" : "")}{(file.FindTensor("rope_freqs.weight") != null ? ", frequency factors" : "")}"),
-            Property("RMSNorm epsilon", NormEpsilon),
-            Property("output", file.FindTensor("output.weight") != null ? "separate matrix" : "tied to the token embedding"),
-            .. file.FindTensor("blk.0.attn_q.bias") != null ? [Property("QKV bias", "yes")] : Array.Empty<KeyValuePair<string, string>>(),
-            .. file.FindTensor("blk.0.attn_q_norm.weight") != null ? [Property("Q/K norm", "yes")] : Array.Empty<KeyValuePair<string, string>>(),
-        ],
-    };
-
-    private static KeyValuePair<string, string> Property(string name, object value) =>
-        KeyValuePair.Create(name, Convert.ToString(value, CultureInfo.InvariantCulture) ?? "");
+        ]);
 
     public static LlamaConfig FromGguf(GgufFile file)
     {

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Velo.Formats;
 using Velo.Kernels;
 using Velo.Models.Blocks;
@@ -56,34 +55,15 @@ internal sealed record Phi3Config
     /// <summary>Whether a state of <paramref name="contextLength"/> positions per sequence rotates with the long factors (llama.cpp's <c>get_rope_factors</c>).</summary>
     public bool UsesLongRopeFactors(int contextLength) => contextLength > OriginalContextLength;
 
-    public ModelInfo ToInfo(GgufFile file) => new()
-    {
-        Architecture = Architecture,
-        VocabSize = VocabSize,
-        ContextLength = ContextLength,
-        EmbeddingLength = Dim,
-        Layers = Enumerable.Repeat(new KvLayerShape(KvHeads, HeadDim), Layers).ToArray(),
-        Properties =
+    public ModelInfo ToInfo(GgufFile file) =>
+        DecoderInfo.Create(Architecture, Dimensions, ContextLength, $"{ContextLength} (original {OriginalContextLength})", NormEpsilon, file,
         [
-            Property("embedding dim", Dim),
-            Property("layers", Layers),
-            Property("attention heads", $"{Heads} (KV heads {KvHeads}{(KvHeads < Heads ? ", grouped-query" : "")})"),
-            Property("head dim", HeadDim),
-            Property("feed-forward dim", FfnDim),
-            Property("vocabulary", VocabSize),
-            Property("context length", $"{ContextLength} (original {OriginalContextLength})"),
-            Property("rope", $"base {RopeBase}, {RopeDims} dims, NeoX halves" +
+            DecoderInfo.Property("rope", $"base {RopeBase}, {RopeDims} dims, NeoX halves" +
                              $"{(RopeFrequencyScale != 1 ? $", linear scale {RopeFrequencyScale}" : "")}" +
                              $"{(file.FindTensor("rope_factors_long.weight") != null ? $", LongRoPE factors (long beyond {OriginalContextLength} tokens)" : "")}" +
                              $"{(RopeAttentionFactor != 1 ? $", attention factor {RopeAttentionFactor}" : "")}"),
-            Property("RMSNorm epsilon", NormEpsilon),
-            Property("output", file.FindTensor("output.weight") != null ? "separate matrix" : "tied to the token embedding"),
-            Property("attention", $"fused QKV{(DeclaredSlidingWindow > 0 ? $", sliding window {DeclaredSlidingWindow} declared but not applied (as llama.cpp)" : "")}"),
-        ],
-    };
-
-    private static KeyValuePair<string, string> Property(string name, object value) =>
-        KeyValuePair.Create(name, Convert.ToString(value, CultureInfo.InvariantCulture) ?? "");
+            DecoderInfo.Property("attention", $"fused QKV{(DeclaredSlidingWindow > 0 ? $", sliding window {DeclaredSlidingWindow} declared but not applied (as llama.cpp)" : "")}"),
+        ]);
 
     public static Phi3Config FromGguf(GgufFile file)
     {
