@@ -16,6 +16,7 @@ internal static class GenerationParameters
     public static GenerationOptions Parse(RequestBody body, int contextLength, IReadOnlyList<string> extraStops)
     {
         body.Integer("n", 1, 1); // only one choice per request is supported
+        RefuseUnsupported(body);
         long? maxTokens = body.Integer("max_completion_tokens", 1, contextLength) ?? body.Integer("max_tokens", 1, contextLength);
         var defaults = new SamplerOptions();
         var sampling = new SamplerOptions
@@ -38,6 +39,24 @@ internal static class GenerationParameters
             IgnoreEos = body.Bool("ignore_eos") ?? false,
             Stop = [.. Stops(body), .. extraStops],
         };
+    }
+
+    /// <summary>
+    /// Fields this server cannot honour yet are refused with a 400 naming them, not ignored: a client that asked for
+    /// tool calls or JSON output would otherwise get plain text and fail later. Their "off" values are accepted.
+    /// </summary>
+    private static void RefuseUnsupported(RequestBody body)
+    {
+        if (body.Field("tools") is { } tools && (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() > 0))
+            throw ApiException.BadRequest("'tools' (tool calling) is not supported yet", "tools");
+        if (body.Field("tool_choice") is { } choice && !(choice.ValueKind == JsonValueKind.String && choice.GetString() == "none"))
+            throw ApiException.BadRequest("'tool_choice' is not supported yet (only \"none\")", "tool_choice");
+        foreach (string name in (string[])["functions", "function_call", "suffix"])
+            if (body.Field(name) != null) throw ApiException.BadRequest($"'{name}' is not supported", name);
+        if (body.Field("response_format") is { } format
+            && !(format.ValueKind == JsonValueKind.Object && format.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "text"))
+            throw ApiException.BadRequest("'response_format' is not supported yet (only {\"type\": \"text\"})", "response_format");
+        body.Integer("best_of", 1, 1);
     }
 
     /// <summary>OpenAI's logit_bias: an object from token ids (as strings) to biases in [-100, 100].</summary>

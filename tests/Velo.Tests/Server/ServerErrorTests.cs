@@ -62,6 +62,30 @@ public sealed class ServerErrorTests(SharedTestServer server) : IClassFixture<Sh
         AssertError(status, body, 400, param);
     }
 
+    [Theory]
+    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "tools")]
+    [InlineData("\"tool_choice\": \"auto\"", "tool_choice")]
+    [InlineData("\"response_format\": {\"type\": \"json_object\"}", "response_format")]
+    [InlineData("\"functions\": []", "functions")]
+    [InlineData("\"best_of\": 2", "best_of")]
+    public async Task Fields_that_cannot_be_honoured_are_400s_naming_them(string field, string param)
+    {
+        var (status, body) = await server.PostAsync("/v1/chat/completions", $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], {field}}}");
+        AssertError(status, body, 400, param);
+        (status, body) = await server.PostAsync("/v1/completions", $"{{\"prompt\": \"hi\", {field}}}");
+        AssertError(status, body, 400, param);
+    }
+
+    [Theory]
+    [InlineData("\"tools\": []")]
+    [InlineData("\"tool_choice\": \"none\"")]
+    [InlineData("\"response_format\": {\"type\": \"text\"}")]
+    public async Task Their_off_values_are_accepted(string field)
+    {
+        var (status, _) = await server.PostAsync("/v1/chat/completions", $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], \"max_tokens\": 1, {field}}}");
+        Assert.Equal(200, status);
+    }
+
     [Fact]
     public async Task A_prompt_longer_than_the_context_is_a_400_for_completions_too()
     {
