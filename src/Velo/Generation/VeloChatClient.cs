@@ -91,6 +91,9 @@ public sealed class VeloChatClient : IChatClient
         ArgumentNullException.ThrowIfNull(messages);
         if (options?.ModelId is { } model && model != ModelId)
             throw new ArgumentException($"this client serves '{ModelId}', not '{model}'", nameof(options));
+        // Not built yet: refused by name rather than answered with plain text the caller would fail on later.
+        if (options?.Tools is { Count: > 0 }) throw new NotSupportedException("ChatOptions.Tools: tool calling is not supported yet");
+        if (options?.ResponseFormat is ChatResponseFormatJson) throw new NotSupportedException("ChatOptions.ResponseFormat: JSON output is not supported yet");
         var conversation = new List<TemplateMessage>();
         if (options?.Instructions is { Length: > 0 } instructions) conversation.Add(new TemplateMessage("system", instructions));
         foreach (var message in messages) conversation.Add(new TemplateMessage(message.Role.Value, message.Text));
