@@ -15,6 +15,7 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     QuantizeCommand.Create(),
     SynthCommand.Create(),
     ServeCommand.Create(),
+    GatewayCommand.Create(),
     ChatCommand.Create(),
     BenchServeCommand.Create(),
     ConvertCommand.Create(),

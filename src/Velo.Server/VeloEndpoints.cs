@@ -121,6 +121,23 @@ public static class VeloEndpoints
         json.WriteString("object", "model");
         json.WriteNumber("created", engine.Created.ToUnixTimeSeconds());
         json.WriteString("owned_by", "velo");
+        // llama.cpp's /v1/models "meta", with what identifies the model: a gateway in front of several servers
+        // refuses one that serves a different model under the same name.
+        json.WriteStartObject("meta");
+        if (engine.LoadedGenerator?.ModelInfo is { } info)
+        {
+            json.WriteString("architecture", info.Architecture);
+            json.WriteNumber("n_vocab", info.VocabSize);
+            json.WriteNumber("n_embd", info.EmbeddingLength);
+            json.WriteNumber("n_layer", info.Layers.Count);
+            json.WriteNumber("n_ctx_train", info.ContextLength);
+        }
+        if (engine.ModelPath != null)
+        {
+            json.WriteNumber("size", new FileInfo(engine.ModelPath).Length);
+            json.WriteString("sha256", engine.ModelFileSha256);
+        }
+        json.WriteEndObject();
         json.WriteEndObject();
     }
 

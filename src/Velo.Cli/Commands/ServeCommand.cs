@@ -27,6 +27,11 @@ internal static class ServeCommand
         {
             Description = "Largest request body of the completion routes in bytes (default: 64 per context token, between 1 MiB and 64 MiB)",
         };
+        var join = new Option<string?>("--join") { Description = "Announce this server to a velo gateway at this URL, and keep announcing it (heartbeat)" };
+        var advertise = new Option<string?>("--advertise")
+        {
+            Description = "The address the gateway reaches this server at, for --join (default: http://HOST:PORT; needed with --host 0.0.0.0)",
+        };
         var alias = new Option<string?>("--alias") { Description = "Model id clients use (default: the file name)" };
         var threads = CommonOptions.Threads();
         var cacheTypeK = CommonOptions.CacheTypeK();
@@ -36,7 +41,7 @@ internal static class ServeCommand
 
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
         {
-            model, host, port, parallel, queue, apiKey, metricsPublic, maxBodyBytes, alias, threads, context, cacheTypeK, cacheTypeV,
+            model, host, port, parallel, queue, apiKey, metricsPublic, maxBodyBytes, join, advertise, alias, threads, context, cacheTypeK, cacheTypeV,
         };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
@@ -58,9 +63,17 @@ internal static class ServeCommand
             if (options.MaxRequestBytes is < 0 or > VeloEngine.MaxBodyBytes)
                 throw new ArgumentException($"--max-body-bytes must be between 0 (derive from the context) and {VeloEngine.MaxBodyBytes}, got {options.MaxRequestBytes}");
             if (!File.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
+            var gateway = parse.GetValue(join) is { } joinUrl ? GatewayAddress(joinUrl) : null;
+            var advertised = parse.GetValue(advertise) is { } advertiseUrl ? AdvertisedAddress(advertiseUrl) : null;
+            if (gateway != null && advertised == null && options.Host is "0.0.0.0" or "::")
+                throw new ArgumentException("with --host 0.0.0.0, --join needs --advertise URL: the address the gateway reaches this server at");
             using var engine = new VeloEngine(options);
             var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning);
             app.Start();
+            using var membership = gateway == null ? null
+                : new GatewayMembership(gateway, advertised ?? VeloServer.Address(app), options.ApiKey,
+                    line => Console.Error.WriteLine($"velo: {line}"));
+            membership?.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
             Console.Error.WriteLine($"velo: serving {engine.ModelId} on {VeloServer.Address(app)} ({options.Parallel} parallel sequences); loading the model...");
             while (!engine.IsReady && engine.LoadFailure == null) Thread.Sleep(20);
             if (engine.LoadFailure is { } failure)
@@ -78,8 +91,18 @@ internal static class ServeCommand
                 Console.Error.WriteLine($"velo: encoder loaded: POST /v1/embeddings ({engine.Embeddings!.Dimensions} dimensions); Ctrl+C stops");
             }
             app.WaitForShutdown();
+            membership?.StopAsync(CancellationToken.None).GetAwaiter().GetResult();
             return 0;
         }));
         return command;
     }
+
+    private static Uri GatewayAddress(string url) =>
+        Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps)
+            ? new Uri(uri.GetLeftPart(UriPartial.Authority) + "/")
+            : throw new ArgumentException($"--join must be the gateway's http:// or https:// URL, such as http://10.0.0.2:8000, not '{url}'");
+
+    private static Uri AdvertisedAddress(string advertise) =>
+        Uri.TryCreate(advertise, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps)
+            ? uri : throw new ArgumentException($"--advertise must be an http:// or https:// URL, such as http://10.0.0.5:8080, not '{advertise}'");
 }
