@@ -29,7 +29,8 @@ public sealed record GatewayOptions
 
     public RoutingPolicy Policy { get; init; } = RoutingPolicy.PrefixAffinity;
 
-    /// <summary>The leading characters of the rendered messages (or prompt) that prefix affinity hashes.</summary>
+    /// <summary>The most leading characters prefix affinity hashes: of a chat, its messages up to the first user message;
+    /// of a completion, its prompt.</summary>
     public int PrefixChars { get; init; } = 1024;
 
     /// <summary>Bounded load: a node takes a request while its outstanding requests stay under this factor times the

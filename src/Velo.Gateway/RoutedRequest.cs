@@ -4,7 +4,8 @@ using System.Text.Json;
 namespace Velo.Gateway;
 
 /// <summary>What routing needs from a completion or embeddings body: the model it names, and the leading characters
-/// of its prompt, the part a node's KV memory can reuse when the conversation comes back.</summary>
+/// of its prompt (of a chat, the messages up to the first user message), the part a node's KV memory can reuse when the
+/// conversation comes back.</summary>
 public readonly record struct RoutedRequest(string? Model, string PrefixKey)
 {
     /// <summary>Reads <paramref name="body"/>; the rest of the request is the node's to check.</summary>
@@ -31,13 +32,17 @@ public readonly record struct RoutedRequest(string? Model, string PrefixKey)
             var prefix = new StringBuilder();
             if (root.TryGetProperty("messages", out var messages) && messages.ValueKind == JsonValueKind.Array)
             {
+                // Up to the first user message: a conversation grows at its end, so its start, and the key, stay the
+                // same from turn to turn while different conversations differ there.
                 foreach (var message in messages.EnumerateArray())
                 {
                     if (prefix.Length >= prefixChars) break;
                     if (message.ValueKind != JsonValueKind.Object) continue;
-                    if (message.TryGetProperty("role", out var role) && role.ValueKind == JsonValueKind.String) prefix.Append(role.GetString()).Append('\n');
+                    string? role = message.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String ? r.GetString() : null;
+                    prefix.Append(role).Append('\n');
                     if (message.TryGetProperty("content", out var content)) AppendText(prefix, content);
                     prefix.Append('\n');
+                    if (role == "user") break;
                 }
             }
             else if (root.TryGetProperty("prompt", out var prompt)) AppendText(prefix, prompt);

@@ -28,7 +28,7 @@ internal static class GatewayCommand
             DefaultValueFactory = _ => "prefix",
         };
         policy.AcceptOnlyFromAmong("prefix", "round-robin", "least-requests");
-        var prefixChars = new Option<int>("--prefix-chars") { Description = "Leading characters of the messages that prefix affinity hashes", DefaultValueFactory = _ => 1024 }
+        var prefixChars = new Option<int>("--prefix-chars") { Description = "Most leading characters prefix affinity hashes: a chat's messages up to the first user message, or a prompt", DefaultValueFactory = _ => 1024 }
             .AtLeast(1);
         var healthInterval = new Option<double>("--health-interval") { Description = "Seconds between health checks of each node", DefaultValueFactory = _ => 2 };
         var command = new Command("gateway", "Serve one OpenAI-compatible endpoint in front of several velo serve nodes")

@@ -8,7 +8,11 @@ using Velo.Text.ChatTemplates;
 namespace Velo.Tests.Server;
 
 /// <summary>The server driven by the official OpenAI .NET client, as an application would use it.</summary>
-public sealed class OpenAiClientTests(SharedTestServer server) : IClassFixture<SharedTestServer>
+public sealed class OpenAiClientTests(SharedTestServer server) : OpenAiClientContract(server), IClassFixture<SharedTestServer>;
+
+/// <summary>What the official OpenAI .NET client sees of a server: run against a node (<see cref="OpenAiClientTests"/>)
+/// and through a gateway in front of one (<see cref="Gateway.GatewayOpenAiClientTests"/>), with the same results.</summary>
+public abstract class OpenAiClientContract(TestServer server)
 {
     private static ChatCompletionOptions Greedy(int maxTokens) => new() { Temperature = 0, MaxOutputTokenCount = maxTokens };
 

@@ -26,7 +26,7 @@ public class TestServer : IDisposable
         Model = LanguageModel.Load(TestPaths.Stories260K);
         Scheduler = new BatchScheduler(Model, new BatchSchedulerOptions { Parallel = parallel, ContextLength = contextLength, QueueCapacity = queueCapacity },
             _pool, startScheduler);
-        Engine = new VeloEngine(Scheduler, ModelId, apiKey) { PublicMetrics = publicMetrics, MaxRequestBytes = maxRequestBytes };
+        Engine = new VeloEngine(Scheduler, ModelId, apiKey) { PublicMetrics = publicMetrics, MaxRequestBytes = maxRequestBytes, ModelPath = TestPaths.Stories260K };
         App = VeloServer.Build(Engine, "127.0.0.1", 0);
         App.StartAsync().GetAwaiter().GetResult();
         Address = VeloServer.Address(App);
@@ -37,8 +37,10 @@ public class TestServer : IDisposable
     public BatchScheduler Scheduler { get; }
     public VeloEngine Engine { get; }
     public WebApplication App { get; }
-    public Uri Address { get; }
-    public HttpClient Http { get; }
+    /// <summary>Where clients connect: the server itself, or a gateway in front of it (<see cref="Gateway.GatewayFrontedServer"/>).</summary>
+    public Uri Address { get; protected set; }
+
+    public HttpClient Http { get; protected set; }
 
     public ChatClient ChatClient(string model = ModelId, string apiKey = "no key needed") =>
         new(model, new ApiKeyCredential(apiKey), new OpenAIClientOptions { Endpoint = new Uri(Address, "v1") });
