@@ -36,7 +36,9 @@ public sealed record BatchSchedulerOptions
 /// its sequence's logits. Requests join at the next step and leave as soon as they finish or are cancelled, so a
 /// freed sequence is reused within one step. Each sequence keeps its tokens after its request ends, and a new request
 /// is placed in the free sequence that shares the longest prefix with its prompt, skipping that part of the prefill
-/// (a chat's next turn resumes where the last one ended).
+/// (a chat's next turn resumes where the last one ended); among equals, the one free the longest, so that a new
+/// conversation, which shares only the chat template's opening with every sequence, does not evict the conversation
+/// served last.
 /// </summary>
 public sealed class BatchScheduler : IGenerationService, IDisposable
 {
@@ -47,6 +49,11 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
 
     /// <summary>The request holding each sequence, by slot; null for a free one.</summary>
     private readonly Request?[] _owners;
+
+    /// <summary>When each sequence was last freed, in releases counted so far (0: never used), by slot.</summary>
+    private readonly long[] _releasedAt;
+
+    private long _releases;
 
     /// <summary>The sequences of active requests, in admission order: what each step plans.</summary>
     private readonly List<BatchSequence> _active = [];
@@ -76,6 +83,7 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
         _sequences = new BatchSequence[options.Parallel];
         for (int i = 0; i < _sequences.Length; i++) _sequences[i] = new BatchSequence(i, ContextLength);
         _owners = new Request?[options.Parallel];
+        _releasedAt = new long[options.Parallel];
         Chat = new ChatPromptFormatter(model);
         ModelId = Path.GetFileNameWithoutExtension(model.Path);
         _planner.WarmUp();
@@ -204,7 +212,7 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
         {
             if (_owners[sequence.Slot] != null) continue;
             int shared = sequence.SharedPrefix(prompt);
-            if (shared > bestShared)
+            if (shared > bestShared || shared == bestShared && _releasedAt[sequence.Slot] < _releasedAt[best!.Slot])
             {
                 best = sequence;
                 bestShared = shared;
@@ -242,7 +250,11 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
     }
 
     /// <summary>Frees a sequence for the next request; it keeps its tokens (as far as the memory holds them) for prefix reuse.</summary>
-    private void Release(BatchSequence sequence) => _owners[sequence.Slot] = null;
+    private void Release(BatchSequence sequence)
+    {
+        _owners[sequence.Slot] = null;
+        _releasedAt[sequence.Slot] = ++_releases;
+    }
 
     private void Fail(BatchSequence sequence, Exception failure)
     {
