@@ -174,6 +174,8 @@ internal sealed class VeloEngineLoader(VeloEngine engine) : BackgroundService
         try
         {
             engine.Load();
+            // Hashed now rather than on the first /v1/models, which a gateway's health check asks with a timeout.
+            _ = engine.ModelFileSha256;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
