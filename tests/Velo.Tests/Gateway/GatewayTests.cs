@@ -74,7 +74,7 @@ public sealed class GatewayTests(GatewayCluster cluster, ITestOutputHelper outpu
         Assert.True(paShare > rrShare, $"prefix affinity {paShare:P1} should reuse more than round-robin {rrShare:P1}");
     }
 
-    /// <summary>Three conversations of four turns each, interleaved turn by turn; the prompt and cached tokens they used.</summary>
+    /// <summary>Three conversations of three turns each, interleaved turn by turn; the prompt and cached tokens they used.</summary>
     private static async Task<(long Cached, long Prompt)> ConversationsAsync(TestGateway gateway, string topic)
     {
         var conversations = Enumerable.Range(0, 3).Select(c => new List<(string Role, string Content)>
@@ -83,7 +83,7 @@ public sealed class GatewayTests(GatewayCluster cluster, ITestOutputHelper outpu
             ("user", $"Tell me a story about a {topic} and friend number {c}."),
         }).ToList();
         long cached = 0, prompt = 0;
-        for (int turn = 0; turn < 4; turn++)
+        for (int turn = 0; turn < 3; turn++)
             foreach (var messages in conversations)
             {
                 var (status, body) = await gateway.PostAsync("/v1/chat/completions", TestGateway.Chat(TestServer.ModelId, messages, 6));
@@ -248,6 +248,31 @@ public sealed class GatewayTests(GatewayCluster cluster, ITestOutputHelper outpu
         Assert.Equal(200, (await guarded.PostAsync("/v1/chat/completions", chat, apiKey: "secret")).Status);
         Assert.Equal(401, (int)(await guarded.Http.GetAsync("/metrics")).StatusCode);
         Assert.Equal(200, (int)(await guarded.Http.GetAsync("/health")).StatusCode);
+    }
+
+    [Fact]
+    public void A_saturated_or_overloaded_preferred_node_hands_the_request_on()
+    {
+        var nodes = Enumerable.Range(0, 3).Select(i => new GatewayNode(new Uri($"http://10.0.0.{i}:8080/"), configured: true)).ToList();
+        var router = new NodeRouter(new GatewayOptions());
+        const string key = "system\nBe brief.\nuser\nHello\n";
+        var preferred = router.Pick(nodes, key)!;
+        Assert.Same(preferred, NodeRouter.RingOrder(nodes, NodeRouter.Hash(key)).First());
+        Assert.Same(preferred, router.Pick(nodes, key));
+
+        // Over the load bound (1.25 x the average, this request counted): the next node on the ring takes it.
+        for (int i = 0; i < 3; i++) preferred.Begin();
+        var second = NodeRouter.RingOrder(nodes, NodeRouter.Hash(key)).ElementAt(1);
+        Assert.Same(second, router.Pick(nodes, key));
+        for (int i = 0; i < 3; i++) preferred.End();
+
+        // Busy (a 503 lately) or queueing: passed over too; when all are, the least loaded one.
+        preferred.BusyUntil = DateTime.UtcNow.AddMinutes(1);
+        Assert.Same(second, router.Pick(nodes, key));
+        foreach (var node in nodes) node.QueueLength = 1;
+        second.Begin();
+        Assert.NotSame(second, router.Pick(nodes, key));
+        second.End();
     }
 
     [Fact]
