@@ -57,7 +57,7 @@ internal static class ServeCommand
             };
             if (options.MaxRequestBytes is < 0 or > VeloEngine.MaxBodyBytes)
                 throw new ArgumentException($"--max-body-bytes must be between 0 (derive from the context) and {VeloEngine.MaxBodyBytes}, got {options.MaxRequestBytes}");
-            if (!File.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
+            if (!File.Exists(options.ModelPath) && !Directory.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
             using var engine = new VeloEngine(options);
             var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning);
             app.Start();
