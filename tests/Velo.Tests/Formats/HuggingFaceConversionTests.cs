@@ -65,6 +65,49 @@ public sealed class HuggingFaceConversionTests : IDisposable
         AssertSameLogits(direct, converted);
     }
 
+    /// <summary>
+    /// The converted file against reference forward passes fed the Hugging Face tensors as they are, read with Hugging
+    /// Face's semantics: Llama's rope rotates each head's halves against each other (the reference's NeoX mode), and
+    /// Gemma's norms scale by 1 + w. Nothing of the converter's permutation or +1 is involved on the reference side.
+    /// </summary>
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("gemma2")]
+    public void ConvertedFileMatchesAForwardPassOverTheHuggingFaceTensors(string architecture)
+    {
+        var spec = Spec(architecture);
+        string folder = Folder(architecture), converted = Path.Combine(_root, $"{architecture}.gguf");
+        HuggingFaceFolder.Write(folder, spec);
+        HuggingFaceConverter.Convert(folder, converted, threads: 2);
+        using var checkpoint = SafetensorsCheckpoint.Open(folder);
+        bool gemma = architecture.StartsWith("gemma");
+        double[][] HfWeights(string name)
+        {
+            var t = checkpoint.Require(HuggingFaceFolder.HfName(name, gemma, architecture is "gemma2" or "gemma3", architecture));
+            long columns = SafetensorsCheckpoint.RowLength(t), rows = t.ElementCount / columns;
+            var row = new float[columns];
+            return Enumerable.Range(0, (int)rows).Select(r =>
+            {
+                checkpoint.ReadRow(t, r, row);
+                return row.Select(v => gemma && name.EndsWith("norm.weight") ? 1 + (double)v : v).ToArray();
+            }).ToArray();
+        }
+        int[] tokens = [1, 260, 17, 263, 5, 200, 42];
+        double[][] reference = gemma
+            ? new Velo.Tests.Models.ReferenceGemma(spec, HfWeights).Logits(tokens)
+            : new Velo.Tests.Models.ReferenceLlama(spec with { Architecture = "qwen2" }, HfWeights).Logits(tokens);
+        using var model = ModelRegistry.Load(converted);
+        var logits = Logits(model, tokens);
+        double error = 0, norm = 0;
+        for (int i = 0; i < tokens.Length; i++)
+            for (int v = 0; v < reference[i].Length; v++)
+            {
+                error += (logits[i][v] - reference[i][v]) * (logits[i][v] - reference[i][v]);
+                norm += reference[i][v] * reference[i][v];
+            }
+        Assert.True(Math.Sqrt(error / norm) < 1e-4, $"relative RMS logit error {Math.Sqrt(error / norm):E3}");
+    }
+
     [Fact]
     public void MistralConvertsAsLlamaAsLlamaCppWritesIt()
     {

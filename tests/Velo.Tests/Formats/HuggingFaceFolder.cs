@@ -176,7 +176,7 @@ public static class HuggingFaceFolder
         return hf;
     }
 
-    private static string HfName(string gguf, bool gemma, bool postNorms, string arch)
+    public static string HfName(string gguf, bool gemma, bool postNorms, string arch)
     {
         switch (gguf)
         {
