@@ -26,7 +26,10 @@ public sealed class VeloEngine : IDisposable
     public VeloEngine(VeloServerOptions options)
     {
         _options = options;
-        ModelId = options.ModelId ?? Path.GetFileNameWithoutExtension(options.ModelPath);
+        // A Hugging Face folder is named whole ("Qwen2.5-0.5B-Instruct"); a file without its extension.
+        ModelId = options.ModelId ?? (Directory.Exists(options.ModelPath)
+            ? Path.GetFileName(Path.TrimEndingDirectorySeparator(options.ModelPath))
+            : Path.GetFileNameWithoutExtension(options.ModelPath));
         ApiKey = options.ApiKey;
         PublicMetrics = options.PublicMetrics;
         MaxRequestBytes = options.MaxRequestBytes;

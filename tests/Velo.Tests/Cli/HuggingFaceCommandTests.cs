@@ -34,6 +34,7 @@ public sealed class HuggingFaceCommandTests : IDisposable
             var fromFile = CliRunner.Run(["run", "-m", converted, .. generate]);
             Assert.True(fromFolder.ExitCode == 0, fromFolder.Stderr);
             Assert.Equal(fromFile.Stdout, fromFolder.Stdout);
+            Assert.Contains("converting", fromFolder.Stderr);
             Assert.Single(Directory.GetFiles(Path.Combine(_root, "cache", "hf"), "*.gguf"));
 
             var info = CliRunner.Run("info", folder);

@@ -133,7 +133,21 @@ public sealed class HuggingFaceConversionTests : IDisposable
         string cache = Path.Combine(_root, "cache");
         string cached = HuggingFaceModelCache.Resolve(folder, cache);
         Assert.StartsWith(cache, cached);
-        Assert.Equal(cached, HuggingFaceModelCache.Resolve(folder, cache, converting: _ => Assert.Fail("converted twice")));
+        int conversions = 0;
+        void Count(string converting, string _)
+        {
+            if (converting == Path.GetFullPath(folder)) conversions++;
+        }
+        HuggingFaceModelCache.ConversionStarted += Count;
+        try
+        {
+            Assert.Equal(cached, HuggingFaceModelCache.Resolve(folder, cache));
+        }
+        finally
+        {
+            HuggingFaceModelCache.ConversionStarted -= Count;
+        }
+        Assert.Equal(0, conversions);
         AssertSameTensors(converted, cached);
         using var model = LanguageModel.Load(converted);
         Assert.Equal("sharded", model.Name);
@@ -158,7 +172,7 @@ public sealed class HuggingFaceConversionTests : IDisposable
     public void RealTokenizerAndChatTemplateCarryOver()
     {
         string tokenizerFolder = TestPaths.SharedFile("tokenizers", "hf", "qwen3");
-        var spec = Spec("qwen3") with { VocabSize = 151936, TiedEmbeddings = true, Dim = 32, Heads = 2, KvHeads = 1, HeadDim = 32, FfnDim = 32, Layers = 1 };
+        var spec = Spec("qwen3") with { VocabSize = 151936, TiedEmbeddings = true, Dim = 16, Heads = 1, KvHeads = 1, HeadDim = 16, FfnDim = 16, Layers = 1 };
         string folder = Folder("qwen3-real");
         HuggingFaceFolder.Write(folder, spec);
         foreach (string file in (string[])["tokenizer.json", "tokenizer_config.json"])

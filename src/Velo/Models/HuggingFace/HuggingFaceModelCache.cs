@@ -34,11 +34,14 @@ public static class HuggingFaceModelCache
         }
     }
 
+    /// <summary>Raised with the folder and the cache file when a folder is converted (it can take minutes), so a front end can say so.</summary>
+    public static event Action<string, string>? ConversionStarted;
+
     /// <summary>
     /// <paramref name="path"/> itself unless it is a Hugging Face model folder; then the GGUF file converted from it,
-    /// converting first when the cache has no current copy (<paramref name="converting"/> hears that, with the file).
+    /// converting first when the cache has no current copy.
     /// </summary>
-    public static string Resolve(string path, string? cacheDirectory = null, Action<string>? converting = null)
+    public static string Resolve(string path, string? cacheDirectory = null)
     {
         if (!HuggingFaceConverter.IsModelFolder(path)) return path;
         string folder = Path.GetFullPath(path);
@@ -48,7 +51,7 @@ public static class HuggingFaceModelCache
         if (File.Exists(cached)) return cached;
 
         Directory.CreateDirectory(directory);
-        converting?.Invoke(cached);
+        ConversionStarted?.Invoke(folder, cached);
         // A name of its own, so two processes converting the same folder at once do not write one file.
         string temporary = $"{cached}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         try
