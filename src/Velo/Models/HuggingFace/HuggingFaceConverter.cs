@@ -86,6 +86,7 @@ public static class HuggingFaceConverter
         string arch = config.Architecture;
         int dim = config.Dim, layers = config.Layers, heads = config.Heads, kvHeads = config.KvHeads, headDim = config.HeadDim, ffn = config.FfnDim;
         if (heads % kvHeads != 0) throw new InvalidDataException($"{config.Path}: {heads} attention heads cannot be shared by {kvHeads} KV heads");
+        if (headDim <= 0) throw new InvalidDataException($"{config.Path}: {heads} attention heads leave no dimensions of hidden_size {dim} to each head, and no head_dim is given");
         if (headDim % 2 != 0) throw new InvalidDataException($"{config.Path}: head dimension {headDim} is odd; rope needs pairs");
         long qDim = (long)heads * headDim, kvDim = (long)kvHeads * headDim;
         bool gemma = arch is "gemma" or "gemma2" or "gemma3";
