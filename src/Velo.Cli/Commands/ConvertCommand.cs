@@ -73,7 +73,8 @@ internal static class ConvertCommand
     {
         ModelFileType? fileType = typeName is null || typeName.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : QuantizationRecipe.Parse(typeName);
         var clock = Stopwatch.StartNew();
-        HuggingFaceConverter.Convert(folder, outputPath, fileType, threads);
+        ProgressBar.Run($"converting {Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder)))}", HuggingFaceConverter.OutputBytes(folder, fileType),
+            (describe, advance) => HuggingFaceConverter.Convert(folder, outputPath, fileType, threads, describe, advance));
         Console.Error.WriteLine($"written {outputPath} ({new FileInfo(outputPath).Length / (1024.0 * 1024):F2} MiB) in {clock.Elapsed.TotalSeconds:F1} s");
         return 0;
     }

@@ -166,6 +166,8 @@ public sealed class HuggingFaceConversionTests : IDisposable
         string quantized = Path.Combine(_root, "q8-quantized.gguf");
         using (var input = GgufFile.Open(direct)) ModelQuantizer.Quantize(input, quantized, ModelFileType.Q8_0, threads: 2);
         AssertSameTensors(quantized, converted);
+        using var file = GgufFile.Open(converted);
+        Assert.Equal(file.Tensors.Sum(t => t.ByteSize), HuggingFaceConverter.OutputBytes(folder, ModelFileType.Q8_0));
     }
 
     [Fact]

@@ -38,18 +38,13 @@ public static class HuggingFaceConverter
         var config = HuggingFaceConfig.Read(folder);
         using var checkpoint = SafetensorsCheckpoint.Open(folder);
         var tensors = Plan(config, checkpoint);
-        bool tied = tensors.All(t => t.Name != "output.weight");
-        int layers = config.Layers;
-        var recipe = fileType is { } ft ? new QuantizationRecipe(ft, layers, hasOutputTensor: !tied) : null;
-        GgmlType TypeOf(ConvertedTensor t) =>
-            t.Shape.Length == 1 ? GgmlType.F32 : recipe?.TargetType(t.Name, t.Shape) ?? t.SourceType;
+        var types = TypesOf(config, tensors, fileType);
 
         var writer = new GgufWriter();
         writer.Set("general.architecture", config.Architecture);
         writer.Set("general.name", Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(folder))));
         WriteHyperparameters(config, writer, tensors);
         writer.Set("general.file_type", (uint)(fileType ?? FileTypeOf(tensors.Where(t => t.Shape.Length > 1).Select(t => t.SourceType))));
-        var types = tensors.Select(TypeOf).ToArray();
         if (types.Any(t => t is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16))) writer.Set("general.quantization_version", 2u);
         int vocabulary = checked((int)tensors.First(t => t.Name == "token_embd.weight").Shape[1]);
         HuggingFaceVocabulary.Write(folder, vocabulary, writer);
@@ -69,6 +64,24 @@ public static class HuggingFaceConverter
             });
         }
         writer.WriteAtomically(outputPath);
+    }
+
+    /// <summary>Bytes of tensor data the converted file will hold, for a progress display; checks the folder as <see cref="Convert"/> does.</summary>
+    public static long OutputBytes(string folder, ModelFileType? fileType = null)
+    {
+        var config = HuggingFaceConfig.Read(folder);
+        using var checkpoint = SafetensorsCheckpoint.Open(folder);
+        var tensors = Plan(config, checkpoint);
+        var types = TypesOf(config, tensors, fileType);
+        return tensors.Select((t, i) => GgufWriter.ByteSize(types[i], t.Shape)).Sum();
+    }
+
+    /// <summary>Each tensor's stored type: vectors F32 as llama.cpp writes them; matrices their own type, or the file type's per-tensor mix.</summary>
+    private static GgmlType[] TypesOf(HuggingFaceConfig config, List<ConvertedTensor> tensors, ModelFileType? fileType)
+    {
+        bool tied = tensors.All(t => t.Name != "output.weight");
+        var recipe = fileType is { } ft ? new QuantizationRecipe(ft, config.Layers, hasOutputTensor: !tied) : null;
+        return tensors.Select(t => t.Shape.Length == 1 ? GgmlType.F32 : recipe?.TargetType(t.Name, t.Shape) ?? t.SourceType).ToArray();
     }
 
     /// <summary>What the file declares it mostly holds when matrices keep their own types.</summary>
