@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of Velo with SharpFuzz + afl-fuzz (Debian's afl++).
 #   fuzz/run.sh TARGET|all SECONDS
-# TARGET: gguf, tokenizer, jinja, http, onnx (comma-separated list or "all"). Builds fuzz/Velo.Fuzz into a scratch folder,
+# TARGET: gguf, tokenizer, jinja, http, onnx, safetensors (comma-separated list or "all"). Builds fuzz/Velo.Fuzz into a scratch folder,
 # instruments Velo.dll and Velo.Server.dll there, fuzzes each target for SECONDS, copies crashes and hangs to
 # fuzz/findings/TARGET/ and prints one summary line per target plus how each crashing input fails.
 # Exit status: 0 no crash, 1 a target crashed, 2 usage, 3 a tool is missing (afl-fuzz, dotnet, sharpfuzz).
@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_targets=(gguf tokenizer jinja http onnx)
+all_targets=(gguf tokenizer jinja http onnx safetensors)
 if [[ $# -ne 2 || ! $2 =~ ^[0-9]+$ ]]; then
     echo "usage: fuzz/run.sh TARGET|all SECONDS   (targets: ${all_targets[*]})" >&2
     exit 2

@@ -27,6 +27,7 @@ public static class FuzzSeeds
         "jinja" => Templates(sharedDir),
         "http" => RequestBodies(),
         "onnx" => [("tiny-bert.onnx", TinyBertOnnx())],
+        "safetensors" => [("tiny.safetensors", TinySafetensors())],
         _ => throw new ArgumentException($"unknown fuzz target '{target}'", nameof(target)),
     };
 
@@ -39,6 +40,32 @@ public static class FuzzSeeds
             Dim = 32, Layers = 1, Heads = 4, KvHeads = 2, FfnDim = 32, VocabSize = 260, ContextLength = 64,
             WeightType = GgmlType.Q8_0, QkNorm = true, TiedEmbeddings = false,
         }));
+    }
+
+    /// <summary>Three tensors of the three dtypes Velo reads and one it does not, with a __metadata__ entry, as PyTorch saves them.</summary>
+    private static byte[] TinySafetensors()
+    {
+        var tensors = new (string Name, string DType, long[] Shape, int Bytes)[]
+        {
+            ("model.embed_tokens.weight", "F32", [4, 8], 128), ("model.norm.weight", "BF16", [8], 16),
+            ("lm_head.weight", "F16", [4, 8], 64), ("position_ids", "I64", [1, 4], 32),
+        };
+        var header = new Dictionary<string, object> { ["__metadata__"] = new Dictionary<string, string> { ["format"] = "pt" } };
+        long offset = 0;
+        foreach (var t in tensors)
+        {
+            header[t.Name] = new Dictionary<string, object> { ["dtype"] = t.DType, ["shape"] = t.Shape, ["data_offsets"] = new[] { offset, offset + t.Bytes } };
+            offset += t.Bytes;
+        }
+        byte[] json = JsonSerializer.SerializeToUtf8Bytes(header);
+        var file = new MemoryStream();
+        file.Write(BitConverter.GetBytes((ulong)json.Length));
+        file.Write(json);
+        var random = new Random(3);
+        var data = new byte[offset];
+        random.NextBytes(data);
+        file.Write(data);
+        return file.ToArray();
     }
 
     /// <summary>

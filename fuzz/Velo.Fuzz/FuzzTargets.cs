@@ -18,7 +18,7 @@ namespace Velo.Fuzz;
 /// </summary>
 public static class FuzzTargets
 {
-    public static IReadOnlyList<string> Names { get; } = ["gguf", "tokenizer", "jinja", "http", "onnx"];
+    public static IReadOnlyList<string> Names { get; } = ["gguf", "tokenizer", "jinja", "http", "onnx", "safetensors"];
 
     /// <summary>The text the tokenizer target encodes: ASCII, control-token markup, accents, CJK, digits, whitespace runs.</summary>
     private const string TokenizerText = "Hello world! <s></s><|im_start|>user\n héllo ünïcödé 日本語 12345  \t\n<unk>[CLS]";
@@ -31,6 +31,7 @@ public static class FuzzTargets
         "jinja" => Jinja(input),
         "http" => Http(input),
         "onnx" => Onnx(input),
+        "safetensors" => Safetensors(input),
         _ => throw new ArgumentException($"unknown fuzz target '{target}'; targets: {string.Join(", ", Names)}", nameof(target)),
     };
 
@@ -68,6 +69,22 @@ public static class FuzzTargets
             return Rejected(e);
         }
     }
+
+    /// <summary>A safetensors file as <c>velo convert DIR</c> opens it: the header's checks, then every F32/F16/BF16 row converted to floats.</summary>
+    private static string Safetensors(byte[] input) => WithTempFile(input, path =>
+    {
+        using var file = SafetensorsFile.Open(path);
+        foreach (var tensor in file.Tensors)
+        {
+            if (tensor.FloatType is not { } type || tensor.ElementCount == 0) continue;
+            long length = tensor.Shape.Length == 0 ? 1 : tensor.Shape[^1];
+            int rowBytes = checked((int)Velo.Tensors.GgmlTypeInfo.RowBytes(type, length));
+            var values = new float[length];
+            for (long row = 0; row < tensor.ElementCount / length; row++)
+                Velo.Tensors.Dequantize.Row(type, file.Bytes(tensor, row * rowBytes, rowBytes), values);
+        }
+        return "ok";
+    }, e => e is SafetensorsFormatException);
 
     /// <summary>The tokenizer built from a GGUF's <c>tokenizer.*</c> metadata, then one encode/decode round.</summary>
     private static string TokenizerMetadata(byte[] input) => WithTempFile(input, path =>

@@ -5,6 +5,10 @@ using Velo.Cli.Commands;
 // Tables piped to a file or another program keep their full width instead of wrapping at 80 columns.
 if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
 
+// -m DIR converts a Hugging Face folder once before it loads; a user waiting on that is told what is happening.
+Velo.Models.HuggingFace.HuggingFaceModelCache.ConversionStarted += (folder, cached) =>
+    Console.Error.WriteLine($"velo: converting {folder} once into {cached} (reused while the folder is unchanged)");
+
 var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from GGUF files, in pure .NET.")
 {
     RunCommand.Create(),

@@ -2,6 +2,7 @@ using Microsoft.Extensions.Hosting;
 using Velo.Generation;
 using Velo.Inference;
 using Velo.Models;
+using Velo.Models.HuggingFace;
 using Velo.Text;
 using Velo.Threading;
 
@@ -26,7 +27,10 @@ public sealed class VeloEngine : IDisposable
     public VeloEngine(VeloServerOptions options)
     {
         _options = options;
-        ModelId = options.ModelId ?? Path.GetFileNameWithoutExtension(options.ModelPath);
+        // A Hugging Face folder is named whole ("Qwen2.5-0.5B-Instruct"); a file without its extension.
+        ModelId = options.ModelId ?? (Directory.Exists(options.ModelPath)
+            ? Path.GetFileName(Path.TrimEndingDirectorySeparator(options.ModelPath))
+            : Path.GetFileNameWithoutExtension(options.ModelPath));
         ModelPath = options.ModelPath;
         ApiKey = options.ApiKey;
         PublicMetrics = options.PublicMetrics;
@@ -71,7 +75,7 @@ public sealed class VeloEngine : IDisposable
 
     private static string ModelFileHash(string path)
     {
-        using var file = File.OpenRead(path);
+        using var file = File.OpenRead(HuggingFaceModelCache.Resolve(path));
         return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(file));
     }
 

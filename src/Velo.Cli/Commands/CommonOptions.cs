@@ -14,7 +14,7 @@ internal static class CommonOptions
 
     public static Option<string> Model() => new("--model", "-m")
     {
-        Description = "GGUF model file (default: the bundled stories260K demo model)",
+        Description = "GGUF model file or Hugging Face model folder (default: the bundled stories260K demo model)",
         DefaultValueFactory = _ => BundledModel,
     };
 

@@ -2,6 +2,7 @@ using System.CommandLine;
 using Spectre.Console;
 using Velo.Formats;
 using Velo.Models;
+using Velo.Models.HuggingFace;
 using Velo.Tensors;
 using Velo.Text;
 
@@ -12,7 +13,7 @@ internal static class InfoCommand
 {
     public static Command Create()
     {
-        var file = new Argument<string>("model") { Description = "GGUF file" };
+        var file = new Argument<string>("model") { Description = "GGUF file, or a Hugging Face model folder" };
         var tensors = new Option<bool>("--tensors") { Description = "List every tensor" };
         var command = new Command("info", "Describe a GGUF model file") { file, tensors };
         command.SetAction(parse => CommonOptions.Guard(() => Show(parse.GetValue(file)!, parse.GetValue(tensors))));
@@ -21,7 +22,7 @@ internal static class InfoCommand
 
     private static int Show(string path, bool listTensors)
     {
-        using var gguf = GgufFile.Open(path);
+        using var gguf = GgufFile.Open(HuggingFaceModelCache.Resolve(path));
         var m = gguf.Metadata;
         AnsiConsole.MarkupLineInterpolated($"[bold]{Path.GetFileName(path)}[/]: GGUF v{gguf.Version}, {gguf.FileSize / (1024.0 * 1024):F1} MiB, {m.Count} metadata keys, {gguf.Tensors.Count} tensors, alignment {gguf.Alignment}");
         if (m.GetString("general.name") is { } name) AnsiConsole.MarkupLineInterpolated($"name: {name}");

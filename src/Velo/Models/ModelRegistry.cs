@@ -1,6 +1,7 @@
 using Velo.Formats;
 using Velo.Models.Bert;
 using Velo.Models.Gemma;
+using Velo.Models.HuggingFace;
 using Velo.Models.Llama;
 using Velo.Models.Phi3;
 
@@ -39,11 +40,14 @@ public static class ModelRegistry
 
     public static bool IsSupported(string architecture) => ByArchitecture.ContainsKey(architecture);
 
-    /// <summary>Opens the GGUF file at <paramref name="path"/> and loads its model.</summary>
+    /// <summary>
+    /// Opens the GGUF file at <paramref name="path"/> and loads its model; a Hugging Face model folder is converted
+    /// once into a cached GGUF file (<see cref="HuggingFaceModelCache"/>) and that is loaded.
+    /// </summary>
     /// <exception cref="NotSupportedException">No family runs the file's architecture; the message names it and the supported ones.</exception>
     public static IModel Load(string path)
     {
-        var file = GgufFile.Open(path);
+        var file = GgufFile.Open(HuggingFaceModelCache.Resolve(path));
         try
         {
             return FamilyOf(file).Load(file);

@@ -169,7 +169,7 @@ public static class HuggingFaceTokenizerReader
     private static TokenizerData ReadSentencePieceBpe(JsonElement tokenizer, JsonElement model, Dictionary<int, string> vocab,
         JsonElement? config, List<(string, string)> merges)
     {
-        bool addSpacePrefix = false;
+        bool addSpacePrefix = false, spacesReplaced = false;
         if (tokenizer.TryGetProperty("normalizer", out var normalizer))
             foreach (var component in Components(normalizer))
             {
@@ -180,6 +180,7 @@ public static class HuggingFaceTokenizerReader
                         break;
                     case "Replace" when component.GetProperty("pattern").TryGetProperty("String", out var from) && from.GetString() == " "
                                         && component.GetProperty("content").GetString() == "▁":
+                        spacesReplaced = true;
                         break;
                     default:
                         throw new NotSupportedException($"normalizer {component} is not supported for SentencePiece-style BPE");
@@ -188,6 +189,10 @@ public static class HuggingFaceTokenizerReader
         if (tokenizer.TryGetProperty("pre_tokenizer", out var pre))
             foreach (var component in Components(pre))
             {
+                // Gemma splits at spaces after its normalizer has turned every space into ▁: a split that never matches.
+                if (spacesReplaced && component.GetProperty("type").GetString() == "Split"
+                    && component.GetProperty("pattern").TryGetProperty("String", out var splitAt) && splitAt.GetString() == " ")
+                    continue;
                 if (component.GetProperty("type").GetString() != "Metaspace"
                     || (component.TryGetProperty("split", out var split) && split.GetBoolean())
                     || (component.TryGetProperty("replacement", out var mark) && mark.GetString() != "▁"))
