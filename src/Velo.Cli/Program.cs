@@ -21,6 +21,7 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     EmbedCommand.Create(),
     PruneCommand.Create(),
     EvalCommand.Create(),
+    DistillCommand.Create(),
 };
 var parse = root.Parse(args);
 // A mistake in a command's options is one "error: ..." line each, as the commands report the errors they find

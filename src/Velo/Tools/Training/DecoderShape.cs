@@ -74,6 +74,36 @@ public sealed class ParameterLayout
 
     public ParameterTensor this[string name] => _byName[name];
 
+    /// <summary>
+    /// A from-scratch initialisation: matrices N(0, 0.02²) (the residual projections scaled by 1/√(2·layers), as
+    /// GPT-2 does, so the residual stream does not grow with depth), norm weights 1; seeded, so reproducible.
+    /// </summary>
+    public float[] RandomParameters(ulong seed)
+    {
+        var random = new Random(unchecked((int)(seed ^ (seed >> 32))));
+        var parameters = new float[Count];
+        float residualScale = 1 / MathF.Sqrt(2 * Shape.Layers);
+        foreach (var tensor in Tensors)
+        {
+            var values = parameters.AsSpan(tensor.Offset, tensor.Length);
+            if (!tensor.IsMatrix)
+            {
+                values.Fill(1);
+                continue;
+            }
+            float deviation = tensor.Name.EndsWith("attn_output.weight", StringComparison.Ordinal) || tensor.Name.EndsWith("ffn_down.weight", StringComparison.Ordinal)
+                ? 0.02f * residualScale
+                : 0.02f;
+            for (int i = 0; i < values.Length; i++)
+            {
+                // Box–Muller from two uniform draws in (0, 1].
+                double u1 = 1 - random.NextDouble(), u2 = random.NextDouble();
+                values[i] = (float)(deviation * Math.Sqrt(-2 * Math.Log(u1)) * Math.Cos(2 * Math.PI * u2));
+            }
+        }
+        return parameters;
+    }
+
     public ParameterTensor Layer(int layer, string tensor) => _byName[$"blk.{layer}.{tensor}.weight"];
 
     /// <summary>The output projection: its own tensor, or the token embedding when they are tied.</summary>
