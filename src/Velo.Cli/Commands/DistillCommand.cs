@@ -144,7 +144,11 @@ internal static class DistillCommand
         if (a.Generate > 0)
         {
             var clock = Stopwatch.StartNew();
-            sequences.AddRange(TrainingText.Generate(teacher, a.Generate, a.SequenceLength, a.Sampling, a.Settings.Seed, pool));
+            int every = Math.Max(1, a.Generate / 10);
+            sequences.AddRange(TrainingText.Generate(teacher, a.Generate, a.SequenceLength, a.Sampling, a.Settings.Seed, pool, i =>
+            {
+                if ((i + 1) % every == 0) Console.Error.WriteLine($"distill: generating {i + 1}/{a.Generate} sequences ..");
+            }));
             Console.Error.WriteLine(Invariant($"distill: the teacher generated {a.Generate} sequences of {a.SequenceLength} tokens in {clock.Elapsed.TotalSeconds:F1} s"));
         }
         return sequences;

@@ -80,6 +80,11 @@ public sealed class Distiller : IDisposable
         if (teacher.Info.VocabSize != studentLayout.Shape.VocabSize)
             throw new ArgumentException($"the teacher has {teacher.Info.VocabSize} output tokens and the student {studentLayout.Shape.VocabSize}: they cannot share a tokenizer");
         if (studentParameters.Length != studentLayout.Count) throw new ArgumentException("the student's parameters do not match its layout");
+        long needed = MemoryNeeded(studentLayout, settings.BatchSequences, _length, pool.ThreadCount);
+        long available = AvailableMemory.Measure();
+        if (needed > available)
+            throw new InvalidOperationException(
+                $"training this student needs about {needed >> 20} MiB (weights, moments and a gradient per thread in F32, activations of {_length}-token sequences) but {available >> 20} MiB are available; use a shorter -c, a smaller -b or fewer threads");
         _teacher = teacher;
         _pool = pool;
         _settings = settings;
@@ -101,6 +106,19 @@ public sealed class Distiller : IDisposable
 
     /// <summary>Steps done so far; a resumed run sets it from its checkpoint.</summary>
     public int Step { get; set; }
+
+    /// <summary>
+    /// Bytes a run allocates: parameters, two AdamW moments and one gradient buffer per thread, per-thread
+    /// activations and logit gradients, and the batch's teacher log-probabilities, all in float.
+    /// </summary>
+    public static long MemoryNeeded(ParameterLayout layout, int batch, int length, int threads)
+    {
+        var s = layout.Shape;
+        long perLayer = (long)length * (6L * s.Dim + 4L * s.QueryDim + 3L * s.KvDim + 4L * s.FfnDim + 2) + (long)s.Heads * length * length;
+        long activations = perLayer * s.Layers + (long)length * (3L * s.Dim + 2L * s.VocabSize);
+        long floats = (long)layout.Count * (3 + threads) + threads * activations + (long)batch * length * s.VocabSize;
+        return checked(floats * sizeof(float));
+    }
 
     /// <summary>Continues from a checkpoint (its sequences must be those this distiller was given).</summary>
     public void Restore(TrainingCheckpoint.State state)
