@@ -64,6 +64,8 @@ internal static class DistillCommand
         a.Settings.Validate();
         if ((a.Student == null) == (a.StudentShape == null)) throw new ArgumentException("give the student as --student FILE or --student-shape SIZES (one of them)");
         if (a.Resume && a.CheckpointDirectory == null) throw new ArgumentException("--resume needs --checkpoint DIR");
+        if (a.Resume && (a.TextFile != null || a.Generate > 0))
+            throw new ArgumentException("--resume trains on the sequences kept in the checkpoint; leave out -f and --generate");
         if (!a.Resume && a.TextFile == null && a.Generate == 0) throw new ArgumentException("there is no training text: give -f FILE and/or --generate N");
 
         using var teacher = LanguageModel.Load(a.Teacher);

@@ -101,5 +101,9 @@ public sealed class CompressionCommandTests : IDisposable
         var noText = CliRunner.Run("distill", "--teacher", TestPaths.Stories260K, "--student-shape", "dim=16,heads=4,kv-heads=2", "-o", In("out.gguf"));
         Assert.Equal(1, noText.ExitCode);
         Assert.Contains("there is no training text", noText.Stderr);
+        var resumeWithText = CliRunner.Run("distill", "--teacher", TestPaths.Stories260K, "--student", TestPaths.Stories260K, "-o", In("out.gguf"),
+            "--checkpoint", In("ck"), "--resume", "--generate", "2");
+        Assert.Equal(1, resumeWithText.ExitCode);
+        Assert.Contains("leave out -f and --generate", resumeWithText.Stderr);
     }
 }

@@ -50,6 +50,10 @@ public static unsafe class DecoderGguf
     /// <summary>Every tensor of the layout, dequantized to float, checked against the file's shapes.</summary>
     public static float[] ReadParameters(GgufFile file, ParameterLayout layout)
     {
+        long bytes = (long)layout.Count * sizeof(float);
+        long available = Inference.AvailableMemory.Measure();
+        if (bytes > available)
+            throw new InvalidOperationException($"{file.Path}: its {layout.Count} parameters take {bytes >> 20} MiB in F32, more than the {available >> 20} MiB available");
         var parameters = new float[layout.Count];
         foreach (var tensor in layout.Tensors)
             ReadTensor(file, tensor.Name, tensor.Shape, parameters.AsSpan(tensor.Offset, tensor.Length));

@@ -68,6 +68,7 @@ public sealed class Distiller : IDisposable
     private readonly int _length;
     private readonly int _vocab;
     private readonly StepWork _work;
+    private readonly float[] _scaledLogits;
 
     /// <param name="sequences">Training sequences, all of one length.</param>
     public Distiller(IModel teacher, ParameterLayout studentLayout, float[] studentParameters, IReadOnlyList<int[]> sequences,
@@ -95,6 +96,7 @@ public sealed class Distiller : IDisposable
         int warmup = settings.WarmupSteps >= 0 ? settings.WarmupSteps : Math.Max(1, settings.Steps / 10);
         _schedule = new LearningRateSchedule(settings.LearningRate, Math.Min(warmup, settings.Steps), settings.Steps);
         _student = new TrainableDecoder<float>(studentLayout);
+        _scaledLogits = new float[_vocab];
         _teacherBatch = new ForwardBatch(_length);
         _teacherState = teacher.CreateState(_length, _length, sequences: 1, maxLogitRows: _length, pool: pool);
         _work = new StepWork(_student, studentLayout, pool.ThreadCount, settings.BatchSequences, _length, _vocab);
@@ -182,7 +184,7 @@ public sealed class Distiller : IDisposable
         for (int j = 0; j < sequence.Length; j++) _teacherBatch.Add(sequence[j], j, 0, wantLogits: true);
         _teacher.Forward(_teacherState, _teacherBatch);
         float inverse = 1 / _settings.Temperature;
-        var scaled = new float[_vocab];
+        var scaled = _scaledLogits;
         for (int j = 0; j < sequence.Length; j++)
         {
             var logits = _teacherState.Output(j);
