@@ -24,6 +24,9 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     BenchServeCommand.Create(),
     ConvertCommand.Create(),
     EmbedCommand.Create(),
+    PruneCommand.Create(),
+    EvalCommand.Create(),
+    DistillCommand.Create(),
 };
 var parse = root.Parse(args);
 // A mistake in a command's options is one "error: ..." line each, as the commands report the errors they find
