@@ -10,7 +10,7 @@ namespace Velo.Sampling.Grammars;
 /// accepts: typed values, objects with required and optional properties, arrays with item counts and tuples, enum,
 /// const, string lengths and common formats, anyOf, and local $ref (recursion included). Every keyword outside it is
 /// refused by name and JSON path, never ignored. Where JSON Schema allows more than a grammar can cheaply state, the
-/// grammar generates a valid subset: declared properties only, numbers of at most 16 digits, dates up to the 28th,
+/// grammar generates a valid subset: declared properties only, numbers of at most 16 digits, dates from year 1000 and up to the 28th,
 /// no escaped surrogates (so every escape is one character and length bounds hold exactly).
 /// </summary>
 internal sealed class JsonSchemaConverter
@@ -35,7 +35,7 @@ internal sealed class JsonSchemaConverter
         """;
 
     private const string Formats = """
-        date ::= [0-9]{4} "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | "1" [0-9] | "2" [0-8])
+        date ::= [1-9] [0-9]{3} "-" ("0" [1-9] | "1" [0-2]) "-" ("0" [1-9] | "1" [0-9] | "2" [0-8])
         time ::= ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9] ":" [0-5] [0-9] ("." [0-9]{1,3})? ("Z" | [+-] ([01] [0-9] | "2" [0-3]) ":" [0-5] [0-9])
         date-time ::= date "T" time
         uuid ::= hex{8} "-" hex{4} "-" hex{4} "-" hex{4} "-" hex{12}
