@@ -17,6 +17,7 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     ServeCommand.Create(),
     ChatCommand.Create(),
     BenchServeCommand.Create(),
+    BenchGrammarCommand.Create(),
     ConvertCommand.Create(),
     EmbedCommand.Create(),
 };

@@ -79,6 +79,9 @@ public sealed class GrammarMatcher
     /// <summary>An end-of-generation token was accepted.</summary>
     public bool Ended { get; private set; }
 
+    /// <summary>The current state's mask is cached (the next <see cref="NextTokens"/> only returns it).</summary>
+    internal bool HasCachedMask => _masks[_state] != null;
+
     /// <summary>Automaton states built so far (a diagnostic of the caches).</summary>
     public int StateCount => _stateNodes.Count;
 
