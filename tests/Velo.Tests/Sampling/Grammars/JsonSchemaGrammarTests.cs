@@ -42,8 +42,8 @@ public class JsonSchemaGrammarTests
         var validator = JsonSchema.FromText(c.Schema);
         var random = new Random(c.Name.Length * 7919 + c.Schema.Length);
         int finished = 0;
-        foreach (var tokenizer in (string[])["stories260K (SentencePiece, 512)", "gpt-2 (byte-level BPE)"])
-            for (int sample = 0; sample < 6; sample++)
+        foreach (var (tokenizer, samples) in (ReadOnlySpan<(string, int)>)[("stories260K (SentencePiece, 512)", 6), ("gpt-2 (byte-level BPE)", 2)])
+            for (int sample = 0; sample < samples; sample++)
             {
                 string? output = GrammarTestKit.Sample(grammar, GrammarTestKit.Get(tokenizer), random, maxTokens: 400);
                 if (output == null) continue;
