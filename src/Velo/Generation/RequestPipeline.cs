@@ -96,6 +96,13 @@ public sealed class RequestPipeline
     /// <summary>Samples and emits one token; null when it is to be appended and generation goes on.</summary>
     private FinishReason? Next(ReadOnlySpan<float> logits, BatchSequence sequence, int row, out int token)
     {
+        // A grammar no token can continue (its next bytes are in no token, and the model has no end-of-generation
+        // token) ends the generation rather than leaving nothing to sample.
+        if (_grammar != null && _grammar.NextTokens().IndexOfAnyExcept(0UL) < 0)
+        {
+            token = -1;
+            return FinishReason.Stop;
+        }
         var sampled = SampleNext(logits, sequence.History, sequence.PendingDraft, row);
         token = sampled.Id;
         if (_tokenizer.IsEndOfGeneration(sampled.Id) && !Request.Options.IgnoreEos) return FinishReason.Stop;
