@@ -22,6 +22,7 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     GatewayCommand.Create(),
     ChatCommand.Create(),
     BenchServeCommand.Create(),
+    BenchGrammarCommand.Create(),
     ConvertCommand.Create(),
     EmbedCommand.Create(),
     PruneCommand.Create(),

@@ -4,7 +4,7 @@ using Velo.Inference;
 
 namespace Velo.Server;
 
-/// <summary>The request fields chat and text completions share: length, sampling and stop strings.</summary>
+/// <summary>The request fields chat and text completions share: length, sampling, stop strings and output constraints.</summary>
 internal static class GenerationParameters
 {
     private const int MaxStopStrings = 4;
@@ -38,12 +38,13 @@ internal static class GenerationParameters
             Sampling = sampling,
             IgnoreEos = body.Bool("ignore_eos") ?? false,
             Stop = [.. Stops(body), .. extraStops],
+            Grammar = OutputConstraints.Parse(body),
         };
     }
 
     /// <summary>
     /// Fields this server cannot honour yet are refused with a 400 naming them, not ignored: a client that asked for
-    /// tool calls or JSON output would otherwise get plain text and fail later. Their "off" values are accepted.
+    /// tool calls would otherwise get plain text and fail later. Their "off" values are accepted.
     /// </summary>
     private static void RefuseUnsupported(RequestBody body)
     {
@@ -53,9 +54,6 @@ internal static class GenerationParameters
             throw ApiException.BadRequest("'tool_choice' is not supported yet (only \"none\")", "tool_choice");
         foreach (string name in (string[])["functions", "function_call", "suffix"])
             if (body.Field(name) != null) throw ApiException.BadRequest($"'{name}' is not supported", name);
-        if (body.Field("response_format") is { } format
-            && !(format.ValueKind == JsonValueKind.Object && format.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "text"))
-            throw ApiException.BadRequest("'response_format' is not supported yet (only {\"type\": \"text\"})", "response_format");
         body.Integer("best_of", 1, 1);
     }
 

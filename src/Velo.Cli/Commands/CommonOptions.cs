@@ -138,6 +138,38 @@ internal static class CommonOptions
             Console.Error.WriteLine($"warning: the context of {contextLength} tokens is longer than the {trainedContext} {modelName} was trained on; expect worse output past that");
     }
 
+    /// <summary>llama.cpp's output constraints: <c>--grammar</c>, <c>--grammar-file</c>, <c>-j/--json-schema</c>,
+    /// <c>-jf/--json-schema-file</c>; at most one of them.</summary>
+    public sealed class GrammarOptionSet
+    {
+        public Option<string?> Gbnf { get; } = new("--grammar") { Description = "Constrain the output to this GBNF grammar (llama.cpp's format, start rule 'root')" };
+        public Option<FileInfo?> GbnfFile { get; } = new("--grammar-file") { Description = "Read the GBNF grammar from a file" };
+        public Option<string?> Schema { get; } = new("--json-schema", "-j") { Description = "Constrain the output to JSON valid against this JSON Schema" };
+        public Option<FileInfo?> SchemaFile { get; } = new("--json-schema-file", "-jf") { Description = "Read the JSON Schema from a file" };
+
+        public IEnumerable<Option> All => [Gbnf, GbnfFile, Schema, SchemaFile];
+
+        public Velo.Sampling.Grammars.Grammar? Grammar(ParseResult parse)
+        {
+            string? gbnf = parse.GetValue(GbnfFile) is { } gbnfFile ? File.ReadAllText(gbnfFile.FullName) : parse.GetValue(Gbnf);
+            string? schema = parse.GetValue(SchemaFile) is { } schemaFile ? File.ReadAllText(schemaFile.FullName) : parse.GetValue(Schema);
+            int given = (parse.GetValue(Gbnf) != null ? 1 : 0) + (parse.GetValue(GbnfFile) != null ? 1 : 0)
+                + (parse.GetValue(Schema) != null ? 1 : 0) + (parse.GetValue(SchemaFile) != null ? 1 : 0);
+            if (given > 1) throw new ArgumentException("give only one of --grammar, --grammar-file, --json-schema and --json-schema-file");
+            if (gbnf != null) return Velo.Sampling.Grammars.Grammar.FromGbnf(gbnf);
+            if (schema == null) return null;
+            try
+            {
+                using var document = System.Text.Json.JsonDocument.Parse(schema);
+                return Velo.Sampling.Grammars.Grammar.FromJsonSchema(document.RootElement);
+            }
+            catch (System.Text.Json.JsonException e)
+            {
+                throw new ArgumentException($"the JSON Schema is not valid JSON: {e.Message}");
+            }
+        }
+    }
+
     /// <summary>Runs a command body, turning the errors a user can cause into one clear line and exit code 1.</summary>
     public static int Guard(Func<int> body)
     {

@@ -30,12 +30,14 @@ internal static class RunCommand
         var cacheTypeK = CommonOptions.CacheTypeK();
         var cacheTypeV = CommonOptions.CacheTypeV();
         var speculation = new CommonOptions.SpeculationOptionSet();
+        var grammar = new CommonOptions.GrammarOptionSet();
 
         var command = new Command("run", "Generate text from a prompt")
         {
             model, prompt, promptFile, tokens, temperature, topK, topP, minP, repeatPenalty, seed, threads, context, ignoreEos, cacheTypeK, cacheTypeV,
         };
         foreach (var option in speculation.All) command.Options.Add(option);
+        foreach (var option in grammar.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
             string text = parse.GetValue(promptFile) is { } file ? File.ReadAllText(file.FullName) : parse.GetValue(prompt) ?? "";
@@ -43,6 +45,7 @@ internal static class RunCommand
             {
                 MaxTokens = parse.GetValue(tokens),
                 IgnoreEos = parse.GetValue(ignoreEos),
+                Grammar = grammar.Grammar(parse),
                 Sampling = new SamplerOptions
                 {
                     Temperature = parse.GetValue(temperature),

@@ -1,4 +1,5 @@
 using Velo.Inference;
+using Velo.Sampling.Grammars;
 
 namespace Velo.Generation;
 
@@ -14,6 +15,11 @@ public sealed record GenerationOptions
 
     /// <summary>Generation ends when the text produced contains one of these (the stop string itself is not output).</summary>
     public IReadOnlyList<string> Stop { get; init; } = [];
+
+    /// <summary>When set, the output is constrained to this grammar: each sequence decodes under its own grammar state,
+    /// end-of-generation comes only once the output is complete, and generation stops when nothing more can follow.
+    /// Output cut short by <see cref="MaxTokens"/> ends with <see cref="FinishReason.Length"/>.</summary>
+    public Grammar? Grammar { get; init; }
 }
 
 /// <summary>Why generation ended, in OpenAI's terms.</summary>

@@ -1,4 +1,5 @@
 using Velo.Sampling;
+using Velo.Sampling.Grammars;
 using System.Diagnostics;
 using Velo.Inference;
 using Velo.Text;
@@ -13,6 +14,7 @@ namespace Velo.Generation;
 public sealed class RequestPipeline
 {
     private readonly Sampler _sampler;
+    private readonly GrammarMatcher? _grammar;
     private readonly TokenizerBase _tokenizer;
     private readonly StreamingDecoder _decoder;
     private readonly StopStringMatcher _stop;
@@ -27,7 +29,8 @@ public sealed class RequestPipeline
     {
         Validate(request, vocabSize, contextLength);
         Request = request;
-        _sampler = new Sampler(request.Options.Sampling, vocabSize, request.LogitBias);
+        _grammar = request.Options.Grammar is { } grammar ? new GrammarMatcher(grammar, tokenizer, vocabSize) : null;
+        _sampler = new Sampler(request.Options.Sampling, vocabSize, request.LogitBias, _grammar is null ? null : [new GrammarStage(_grammar)]);
         _tokenizer = tokenizer;
         _decoder = new StreamingDecoder(tokenizer, skipSpecial: true);
         _stop = new StopStringMatcher(request.Options.Stop);
@@ -93,14 +96,23 @@ public sealed class RequestPipeline
     /// <summary>Samples and emits one token; null when it is to be appended and generation goes on.</summary>
     private FinishReason? Next(ReadOnlySpan<float> logits, BatchSequence sequence, int row, out int token)
     {
+        // A grammar no token can continue (its next bytes are in no token, and the model has no end-of-generation
+        // token) ends the generation rather than leaving nothing to sample.
+        if (_grammar != null && _grammar.NextTokens().IndexOfAnyExcept(0UL) < 0)
+        {
+            token = -1;
+            return FinishReason.Stop;
+        }
         var sampled = SampleNext(logits, sequence.History, sequence.PendingDraft, row);
         token = sampled.Id;
         if (_tokenizer.IsEndOfGeneration(sampled.Id) && !Request.Options.IgnoreEos) return FinishReason.Stop;
+        _grammar?.Accept(sampled.Id);
+        if (_grammar is { Ended: true }) return FinishReason.Stop;
 
         GeneratedTokens++;
         var (text, stopped) = _stop.Push(_decoder.Append(sampled.Id));
         _emit(new GeneratedPiece(sampled.Id, text, Clock.Elapsed, sampled.Logprob, sampled.TopLogprobs));
-        if (stopped) return FinishReason.Stop;
+        if (stopped || _grammar is { IsComplete: true }) return FinishReason.Stop;
         if (GeneratedTokens >= _maxTokens || sequence.IsFull) return FinishReason.Length;
         return null;
     }

@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Text;
 using Microsoft.Extensions.AI;
 using Velo.Inference;
+using Velo.Sampling.Grammars;
 using Velo.Threading;
 using TemplateMessage = Velo.Text.ChatTemplates.ChatMessage;
 
@@ -93,7 +94,6 @@ public sealed class VeloChatClient : IChatClient
             throw new ArgumentException($"this client serves '{ModelId}', not '{model}'", nameof(options));
         // Not built yet: refused by name rather than answered with plain text the caller would fail on later.
         if (options?.Tools is { Count: > 0 }) throw new NotSupportedException("ChatOptions.Tools: tool calling is not supported yet");
-        if (options?.ResponseFormat is ChatResponseFormatJson) throw new NotSupportedException("ChatOptions.ResponseFormat: JSON output is not supported yet");
         var conversation = new List<TemplateMessage>();
         if (options?.Instructions is { Length: > 0 } instructions) conversation.Add(new TemplateMessage("system", instructions));
         foreach (var message in messages) conversation.Add(new TemplateMessage(message.Role.Value, message.Text));
@@ -117,10 +117,21 @@ public sealed class VeloChatClient : IChatClient
                 MaxTokens = options?.MaxOutputTokens ?? -1,
                 Sampling = sampling,
                 Stop = [.. options?.StopSequences ?? [], .. _generator.Chat.StopStrings],
+                Grammar = GrammarOf(options?.ResponseFormat),
             },
         };
         return _generator.Submit(request, cancellation);
     }
+
+    /// <summary>JSON output is decoded under a grammar: the schema's when there is one (so <c>GetResponseAsync&lt;T&gt;</c>
+    /// always gets a T it can deserialize), else any JSON object. A schema outside the supported subset is refused with
+    /// a <see cref="GrammarException"/> naming the keyword.</summary>
+    private static Grammar? GrammarOf(ChatResponseFormat? format) => format switch
+    {
+        ChatResponseFormatJson { Schema: { } schema } => Grammar.FromJsonSchema(schema),
+        ChatResponseFormatJson => Grammar.AnyJsonObject(),
+        _ => null,
+    };
 
     private static ChatFinishReason FinishReasonOf(GenerationSummary summary) =>
         summary.FinishReason == FinishReason.Length ? ChatFinishReason.Length : ChatFinishReason.Stop;

@@ -94,6 +94,42 @@ public sealed class Candidates
         Count = kept;
     }
 
+    /// <summary>Drops every token whose bit in <paramref name="allowedBits"/> (bit i of word i/64) is clear, keeping the
+    /// order of the rest. In vocabulary order only the set bits are visited, so a narrow mask costs little.</summary>
+    public void Retain(ReadOnlySpan<ulong> allowedBits)
+    {
+        if (allowedBits.Length != (VocabSize + 63) / 64) throw new ArgumentException($"expected {(VocabSize + 63) / 64} mask words, got {allowedBits.Length}");
+        int kept = 0;
+        if (InVocabularyOrder)
+        {
+            for (int word = 0; word < allowedBits.Length; word++)
+                for (ulong bits = allowedBits[word]; bits != 0; bits &= bits - 1)
+                {
+                    int id = word * 64 + System.Numerics.BitOperations.TrailingZeroCount(bits);
+                    if (id >= Count) break;
+                    _ids[kept] = id; // id >= kept, so compaction in place is safe
+                    _logits[kept] = _logits[id];
+                    _probabilities[kept] = _probabilities[id];
+                    kept++;
+                }
+        }
+        else
+        {
+            var ids = Ids;
+            for (int i = 0; i < ids.Length; i++)
+            {
+                int id = ids[i];
+                if ((allowedBits[id >> 6] >> (id & 63) & 1) == 0) continue;
+                _ids[kept] = id;
+                _logits[kept] = _logits[i];
+                _probabilities[kept] = _probabilities[i];
+                kept++;
+            }
+        }
+        InVocabularyOrder = false;
+        Count = kept;
+    }
+
     /// <summary>Sorts (see <see cref="Sorted"/>) unless already sorted.</summary>
     public void Sort()
     {
