@@ -35,6 +35,8 @@ public sealed class BrowserFixture : IAsyncLifetime
     public async Task InitializeAsync()
     {
         if (Chromium.Path == null) return;
+        // A loaded machine (CI runs tests in parallel) makes the page slower than Playwright's 5 s default expects.
+        Assertions.SetDefaultExpectTimeout(30_000);
         _playwright = await Playwright.CreateAsync();
         Browser = await _playwright.Chromium.LaunchAsync(new BrowserTypeLaunchOptions { ExecutablePath = Chromium.Path, Headless = true });
     }
@@ -53,12 +55,10 @@ public sealed class BrowserFixture : IAsyncLifetime
 /// </summary>
 public sealed class ChatPageTests(BrowserFixture browser) : IClassFixture<BrowserFixture>
 {
-    private const int Timeout = 30_000;
-
     private async Task<IPage> OpenAsync(TestServer server)
     {
         var context = await browser.Browser.NewContextAsync(new BrowserNewContextOptions { ViewportSize = new ViewportSize { Width = 1000, Height = 700 } });
-        context.SetDefaultTimeout(Timeout);
+        context.SetDefaultTimeout(30_000);
         var page = await context.NewPageAsync();
         await page.GotoAsync(server.Address.ToString());
         return page;
@@ -165,6 +165,7 @@ public sealed class ChatPageTests(BrowserFixture browser) : IClassFixture<Browse
         await page.Locator("#api-key").DispatchEventAsync("change");
         await Assertions.Expect(page.Locator("#model-picker")).ToBeVisibleAsync();
         await page.Locator("#model").SelectOptionAsync(TestServer.ModelId);
+        await page.Locator("#max-tokens").FillAsync("16");
         var sent = page.WaitForRequestAsync("**/v1/chat/completions");
         await page.Locator("#prompt").FillAsync("Hi");
         await page.Locator("#send").ClickAsync();
