@@ -23,6 +23,7 @@ public static class VeloServer
         builder.Services.AddVelo(engine);
         var app = builder.Build();
         app.MapVelo();
+        app.MapVeloChatPage();
         return app;
     }
 

@@ -49,6 +49,7 @@ internal static unsafe class ActivationQuantizer
     /// the quants of each pair of blocks by halves — first halves of both blocks, then second halves — the order
     /// in which one 256-bit register of two blocks' nibbles unpacks (an odd last block stays as it is).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Quantize32(float* x, int cols, sbyte* quants, float* scales, float* sums, bool paired)
     {
         int blocks = cols / Block32;
@@ -82,6 +83,7 @@ internal static unsafe class ActivationQuantizer
     }
 
     /// <summary>Quantizes one row of <paramref name="cols"/> floats into 256-blocks.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Quantize256(float* x, int cols, sbyte* quants, float* scales, short* groupSums)
     {
         for (int b = 0; b < cols / Block256; b++)

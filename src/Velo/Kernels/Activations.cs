@@ -51,6 +51,7 @@ internal static class Activations
     }
 
     /// <summary><c>y = f(x)</c> elementwise; the struct type argument makes the JIT compile one loop per activation.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Map<TActivation>(ReadOnlySpan<float> x, Span<float> y) where TActivation : IActivation
     {
         CheckLengths(x, x, y);
@@ -70,6 +71,7 @@ internal static class Activations
     }
 
     /// <summary><c>y = f(gate) · up</c> elementwise, in one pass, so <paramref name="y"/> may be either input.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Gated<TActivation>(ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> y) where TActivation : IActivation
     {
         CheckLengths(gate, up, y);
@@ -144,6 +146,7 @@ internal static class Activations
     /// Abramowitz and Stegun's 7.1.26 (|error| ≤ 1.5e-7, below float's resolution of erf near 1), vectorized.
     /// <paramref name="y"/> may be <paramref name="x"/> itself.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void GeluErf(ReadOnlySpan<float> x, Span<float> y)
     {
         CheckLengths(x, x, y);

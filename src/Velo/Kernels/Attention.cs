@@ -147,6 +147,7 @@ internal static unsafe class Attention
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Execute<TKey, TValue>(int threadIndex) where TKey : IFloatRow where TValue : IFloatRow
         {
             ref readonly var a = ref Args;
@@ -213,6 +214,7 @@ internal static unsafe class Attention
     /// elements (<paramref name="keyRowBytes"/> bytes of keys) apart. A row's scores are computed group by group and
     /// its outputs tile by tile, in the same order as for a block of one.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Block<TKey, TValue>(in BlockRows rows, int count, int headDim, int keyRowBytes, float scale, float softCap, float* scores,
         int scoreStride)
         where TKey : IFloatRow where TValue : IFloatRow
@@ -273,6 +275,7 @@ internal static unsafe class Attention
     /// transposing reduction replaces eight horizontal sums. A short group repeats its final key in the unused
     /// lanes, so every key is scored by the same arithmetic wherever it falls.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void ScoreGroup<TKey>(float* q, byte* k0, int headDim, int remaining, float scale, float* scores)
         where TKey : IFloatRow
     {
@@ -311,6 +314,7 @@ internal static unsafe class Attention
         (dots * Vector256.Create(scale)).Store(scores);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot<TKey>(float* q, byte* keys, int offset, int from, int to) where TKey : IFloatRow
     {
         float sum = 0;
@@ -318,6 +322,7 @@ internal static unsafe class Attention
         return sum;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float MaxMagnitude(float* x, int n)
     {
         float max = 0;
@@ -327,6 +332,7 @@ internal static unsafe class Attention
 
     // Rows are short (a few hundred scores while decoding): one inline loop beats a chain of library calls, each
     // with its own setup.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Max(float* scores, int length)
     {
         int t = 0;
@@ -344,6 +350,7 @@ internal static unsafe class Attention
     }
 
     /// <summary>scores[t] = exp(scores[t] - max) for t &lt; length; returns their sum.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Exponentiate(float* scores, int length, float max)
     {
         if (!Vector256.IsHardwareAccelerated)
@@ -370,6 +377,7 @@ internal static unsafe class Attention
     /// output += Σ_{t in [from, to)} weights[t] · values[t], the value rows of <paramref name="n"/> elements one after
     /// another; 64 output floats stay in registers across the tile, and every output float sums its terms in order of t.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void AddWeightedValues<TValue>(float* weights, int from, int to, byte* values, float* output, int n)
         where TValue : IFloatRow
     {

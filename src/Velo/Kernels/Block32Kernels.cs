@@ -142,6 +142,7 @@ internal static unsafe class Block32Kernels
     internal const int TokenTile = 4;
     private const int Batch = 8;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rows<TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
         where TBlock : IBlock32 where TDot : IIntegerDot =>
         TileRows<Dots<TBlock, TDot>>(task, rowStart, rowEnd);
@@ -151,6 +152,7 @@ internal static unsafe class Block32Kernels
     /// 2 × <see cref="TokenTile"/> tokens through <see cref="IBlock32RowDots.Dot8"/>, then at most one tile each of
     /// <see cref="TokenTile"/>, two and one tokens.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void TileRows<TDots>(MatMulTask* task, int rowStart, int rowEnd) where TDots : IBlock32RowDots
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 32;
@@ -196,6 +198,7 @@ internal static unsafe class Block32Kernels
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
         where TBlock : IBlock32 where TDot : IIntegerDot
     {
@@ -226,6 +229,7 @@ internal static unsafe class Block32Kernels
     }
 
     /// <summary>One row against two tokens: each block is loaded once for both, each token summed as in Dot1.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dot2<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
         where TBlock : IBlock32 where TDot : IIntegerDot
     {
@@ -264,6 +268,7 @@ internal static unsafe class Block32Kernels
     }
 
     /// <summary>One row against four tokens: each block is unpacked once for all four.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dot4<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
         where TBlock : IBlock32 where TDot : IIntegerDot
     {

@@ -178,6 +178,7 @@ internal unsafe struct Q6_KBlock : IKBlock
     /// For batches too small to repay <see cref="Unpack"/>'s stores: each 32 quants are unpacked once, in
     /// registers, for all four tokens.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PackedDot4<TDot>(byte* row, int blocks, sbyte* quants, float* xScales, short* groupSums, int* tokens, float* y, int yStride)
         where TDot : IIntegerDot
     {
@@ -239,6 +240,7 @@ internal unsafe struct Q6_KBlock : IKBlock
         sum3 = TDot.WeightedDotAdd(sum3, q, Avx.LoadVector256(x3), scales);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
     {
         float d = F16Row.ToSingle(*(ushort*)(block + 208));
@@ -340,6 +342,7 @@ internal unsafe struct Q2_KBlock : IKBlock
         return KQuantKernels.AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
     {
         var dAndMin = F16Row.PairToSingle(*(uint*)(block + 80));
@@ -414,6 +417,7 @@ internal unsafe struct Q3_KBlock : IKBlock
 
     public static bool MinsScaledByD => true;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked)
     {
         float d = F16Row.ToSingle(*(ushort*)(block + 108));
@@ -467,6 +471,7 @@ internal static unsafe class KQuantKernels
             ? (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock)
             : 0;
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rows<TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
         where TBlock : IKBlock where TDot : IIntegerDot
     {
@@ -514,6 +519,7 @@ internal static unsafe class KQuantKernels
     }
 
     /// <summary>One unpacked row against four tokens.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dot4<TBlock, TDot>(UnpackedSuperBlock* row, int blocks, sbyte* xq, long cols, float* xd, short* groupSums, float* y, int yStride)
         where TBlock : IKBlock where TDot : IIntegerDot
     {
@@ -588,6 +594,7 @@ internal static unsafe class KQuantKernels
     }
 
     /// <summary>Rewrites a Q4_K or Q5_K super-block in the common unpacked form.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void UnpackSubBlockMin<TBlock>(byte* block, UnpackedSuperBlock* unpacked) where TBlock : ISubBlockMinBlock
     {
         Q4_KBlock.UnpackScalesOf(block, unpacked, out var scales);
@@ -604,6 +611,7 @@ internal static unsafe class KQuantKernels
     /// their own 6-bit scale and min (Q4_K, Q5_K): each pair of sub-blocks is unpacked once, in registers, for all
     /// four tokens, and each token is summed exactly as the type's Accumulate sums it.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void PackedDot4<TBlock, TDot>(byte* row, int blocks, sbyte* quants, float* xScales, short* groupSums, int* tokens, float* y, int yStride)
         where TBlock : ISubBlockMinBlock where TDot : IIntegerDot
     {

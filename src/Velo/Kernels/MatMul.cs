@@ -88,6 +88,7 @@ internal static unsafe class MatMul
     /// and up — quantizing the activations once and sharing out the rows of all of them in one dispatch. Mixed files
     /// (Q4_K_M keeps some matrices in Q6_K) need a kernel per type, so each run of same-type matrices is one dispatch.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Multiply(ReadOnlySpan<MatMulTarget> targets, float* x, int tokens, WorkerPool pool)
     {
         int start = 0;
@@ -105,6 +106,7 @@ internal static unsafe class MatMul
         Multiply(new ReadOnlySpan<MatMulTarget>(&target, 1), x, tokens, pool, path);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Multiply(ReadOnlySpan<MatMulTarget> targets, float* x, int tokens, WorkerPool pool, MatMulPath path)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
@@ -267,6 +269,7 @@ internal static unsafe class MatMul
     /// The portable path for every type: dequantize a row once into the thread's scratch, then
     /// <see cref="TensorPrimitives.Dot(ReadOnlySpan{float}, ReadOnlySpan{float})"/> it with each token.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantizedRows(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
     {
         int cols = task->W.Cols, rows = task->W.Rows;
@@ -323,6 +326,7 @@ internal static unsafe class MatMul
         public int NextToken;
         public int QuantizedTokens;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int threadIndex, int threadCount)
         {
             if (Format != ActivationFormat.Float)

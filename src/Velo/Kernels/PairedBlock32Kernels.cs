@@ -34,6 +34,7 @@ internal static unsafe class PairedBlock32Kernels
             Dot8<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
         where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
@@ -63,6 +64,7 @@ internal static unsafe class PairedBlock32Kernels
     }
 
     /// <summary>One row against two tokens: each pair of blocks is unpacked once for both, in the order of <see cref="Dot1{TBlock, TDot}"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dot2<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
         where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
@@ -96,6 +98,7 @@ internal static unsafe class PairedBlock32Kernels
     }
 
     /// <summary>One row against four tokens: each pair of blocks is unpacked once for all four.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dot4<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
         where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
@@ -141,6 +144,7 @@ internal static unsafe class PairedBlock32Kernels
     /// One row against eight tokens: each pair of blocks is unpacked, and each batch's weight scales widened, once
     /// for all eight. Each token's sum runs in the same order as in <see cref="Dot1{TBlock, TDot}"/>.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dot8<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
         where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {

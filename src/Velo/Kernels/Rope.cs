@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
@@ -28,6 +29,7 @@ internal static class Rope
     /// Both are multiplied by <paramref name="magnitude"/>, ggml's <c>attn_factor</c>: rotating queries and keys by
     /// it scales their dot products, and so the attention logits, by its square (LongRoPE's attention factor).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Angles(float position, float theta, ReadOnlySpan<float> freqFactors, Span<float> cos, Span<float> sin, float magnitude = 1)
     {
         int pairs = cos.Length;
@@ -44,6 +46,7 @@ internal static class Rope
     }
 
     /// <summary>Rotates, in place, every head of <paramref name="x"/> (a whole number of heads of <paramref name="headDim"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rotate(Span<float> x, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, RopeLayout layout)
     {
         CheckShape(x, headDim, cos, sin);
@@ -75,6 +78,7 @@ internal static class Rope
             }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RotateNeoX(Span<float> head, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
     {
         int pairs = cos.Length;
@@ -101,6 +105,7 @@ internal static class Rope
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RotateInterleaved(Span<float> head, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin)
     {
         int pairs = cos.Length;
