@@ -14,6 +14,11 @@ public sealed record GenerationOptions
 
     /// <summary>Generation ends when the text produced contains one of these (the stop string itself is not output).</summary>
     public IReadOnlyList<string> Stop { get; init; } = [];
+
+    /// <summary>Control tokens, by their text, that the output shows although it skips the others: the markers a
+    /// tool-call format starts calls with (<c>&lt;|python_tag|&gt;</c>, <c>[TOOL_CALLS]</c>). Texts the vocabulary
+    /// lacks are ignored.</summary>
+    public IReadOnlyList<string> ShownControlTokens { get; init; } = [];
 }
 
 /// <summary>Why generation ended, in OpenAI's terms.</summary>
