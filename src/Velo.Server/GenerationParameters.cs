@@ -43,16 +43,13 @@ internal static class GenerationParameters
 
     /// <summary>
     /// Fields this server cannot honour yet are refused with a 400 naming them, not ignored: a client that asked for
-    /// tool calls or JSON output would otherwise get plain text and fail later. Their "off" values are accepted.
+    /// JSON output would otherwise get plain text and fail later. Their "off" values are accepted.
     /// </summary>
     private static void RefuseUnsupported(RequestBody body)
     {
-        if (body.Field("tools") is { } tools && (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() > 0))
-            throw ApiException.BadRequest("'tools' (tool calling) is not supported yet", "tools");
-        if (body.Field("tool_choice") is { } choice && !(choice.ValueKind == JsonValueKind.String && choice.GetString() == "none"))
-            throw ApiException.BadRequest("'tool_choice' is not supported yet (only \"none\")", "tool_choice");
-        foreach (string name in (string[])["functions", "function_call", "suffix"])
-            if (body.Field(name) != null) throw ApiException.BadRequest($"'{name}' is not supported", name);
+        foreach (string name in (string[])["functions", "function_call"])
+            if (body.Field(name) != null) throw ApiException.BadRequest($"'{name}' (deprecated by OpenAI) is not supported: use 'tools' and 'tool_choice'", name);
+        if (body.Field("suffix") != null) throw ApiException.BadRequest("'suffix' is not supported", "suffix");
         if (body.Field("response_format") is { } format
             && !(format.ValueKind == JsonValueKind.Object && format.TryGetProperty("type", out var type) && type.ValueKind == JsonValueKind.String && type.GetString() == "text"))
             throw ApiException.BadRequest("'response_format' is not supported yet (only {\"type\": \"text\"})", "response_format");
