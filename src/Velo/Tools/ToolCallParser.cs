@@ -6,7 +6,7 @@ namespace Velo.Tools;
 /// Splits a model's output, as it streams, into text and tool calls in the model's format. Text streams on at once,
 /// except a tail that could begin a call's marker; a call is held until it is complete and well-formed, then comes
 /// out whole, so nothing that turns out malformed is ever sent as a call: malformed output is text. Whitespace
-/// between calls, and around calls that make up the whole output, is dropped.
+/// next to a call is dropped; elsewhere it waits for the text after it.
 /// </summary>
 public sealed class ToolCallParser(ToolCallFormat format, bool parallelCalls = true)
 {
@@ -20,7 +20,7 @@ public sealed class ToolCallParser(ToolCallFormat format, bool parallelCalls = t
     /// <summary>Calls read so far (those dropped because <c>parallel_tool_calls</c> is false included).</summary>
     public int CallCount => _calls;
 
-    /// <summary>Takes the next generated text; returns what can be shown now.</summary>
+    /// <summary>Takes the next generated text; returns what can be shown now (a list reused by the next call).</summary>
     public IReadOnlyList<ToolOutputPiece> Push(string text)
     {
         _pieces.Clear();
@@ -45,7 +45,10 @@ public sealed class ToolCallParser(ToolCallFormat format, bool parallelCalls = t
         var parser = new ToolCallParser(format, parallelCalls);
         var content = new StringBuilder();
         var calls = new List<ToolCall>();
-        foreach (var piece in parser.Push(output).Concat(parser.Finish()))
+        // Push and Finish answer in one reused list, so each answer is read before the next call.
+        var pieces = parser.Push(output).ToList();
+        pieces.AddRange(parser.Finish());
+        foreach (var piece in pieces)
         {
             if (piece.Call is { } call) calls.Add(call);
             else content.Append(piece.Content);
@@ -127,17 +130,18 @@ public sealed class ToolCallParser(ToolCallFormat format, bool parallelCalls = t
         return longest;
     }
 
-    /// <summary>Text goes out with any whitespace held before it; whitespace alone waits, as it may only separate calls.</summary>
+    /// <summary>Text goes out with any whitespace held before it; trailing whitespace waits, as it may only lead up to a
+    /// call (however the text was split into pieces).</summary>
     private void EmitText(string text)
     {
-        if (text.Length == 0) return;
-        if (string.IsNullOrWhiteSpace(text))
+        int end = text.Length;
+        while (end > 0 && char.IsWhiteSpace(text[end - 1])) end--;
+        if (end > 0)
         {
-            _whitespace.Append(text);
-            return;
+            _pieces.Add(ToolOutputPiece.Text(_whitespace.Length > 0 ? _whitespace + text[..end] : text[..end]));
+            _whitespace.Clear();
+            _sawContent = true;
         }
-        _pieces.Add(ToolOutputPiece.Text(_whitespace.Length > 0 ? _whitespace + text : text));
-        _whitespace.Clear();
-        _sawContent = true;
+        _whitespace.Append(text, end, text.Length - end);
     }
 }
