@@ -63,8 +63,6 @@ public sealed class ServerErrorTests(SharedTestServer server) : IClassFixture<Sh
     }
 
     [Theory]
-    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "tools")]
-    [InlineData("\"tool_choice\": \"auto\"", "tool_choice")]
     [InlineData("\"response_format\": {\"type\": \"json_object\"}", "response_format")]
     [InlineData("\"functions\": []", "functions")]
     [InlineData("\"best_of\": 2", "best_of")]
