@@ -199,7 +199,7 @@ public sealed class VeloChatClient : IChatClient
     private static IEnumerable<TemplateMessage> TemplateMessages(ChatMessage message)
     {
         var calls = message.Contents.OfType<FunctionCallContent>()
-            .Select(call => new ToolCall(call.CallId, call.Name, JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), AIJsonUtilities.DefaultOptions)))
+            .Select(call => new ToolCall(call.CallId, call.Name, JsonSerializer.Serialize(call.Arguments ?? new Dictionary<string, object?>(), CompactJson)))
             .ToList();
         var results = message.Contents.OfType<FunctionResultContent>().ToList();
         if (results.Count == 0 || message.Text.Length > 0 || calls.Count > 0)
@@ -208,11 +208,15 @@ public sealed class VeloChatClient : IChatClient
             yield return new TemplateMessage("tool", ResultText(result)) { ToolCallId = result.CallId };
     }
 
+    /// <summary>MEAI's serializer settings, on one line: arguments and results go into the prompt as the model writes them.</summary>
+    private static readonly JsonSerializerOptions CompactJson = new(AIJsonUtilities.DefaultOptions) { WriteIndented = false };
+
     private static string ResultText(FunctionResultContent result) => result.Result switch
     {
         null when result.Exception is { } error => $"Error: {error.Message}",
         string text => text,
-        var value => JsonSerializer.Serialize(value, AIJsonUtilities.DefaultOptions),
+        JsonElement { ValueKind: JsonValueKind.String } text => text.GetString()!,
+        var value => JsonSerializer.Serialize(value, CompactJson),
     };
 
     private static FunctionCallContent FunctionCallOf(ToolCall call) =>
