@@ -7,7 +7,7 @@ using OpenAI.Chat;
 using Velo.Generation;
 using Velo.Inference;
 using Velo.Server;
-using Velo.Tests.Tools;
+using Velo.Tests.ToolCalls;
 using Velo.Threading;
 using Velo.Tools;
 

@@ -4,7 +4,7 @@ using Velo.Text;
 using Velo.Text.ChatTemplates;
 using Velo.Tools;
 
-namespace Velo.Tests.Tools;
+namespace Velo.Tests.ToolCalls;
 
 /// <summary>
 /// Tools, an assistant's call and a tool's result rendered through real chat templates: Qwen3's and Llama 3.1's

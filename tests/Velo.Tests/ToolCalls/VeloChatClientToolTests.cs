@@ -4,7 +4,7 @@ using Velo.Generation;
 using Velo.Inference;
 using Velo.Threading;
 
-namespace Velo.Tests.Tools;
+namespace Velo.Tests.ToolCalls;
 
 /// <summary>
 /// <see cref="VeloChatClient"/> with <see cref="ChatOptions.Tools"/>: calls come back as <see cref="FunctionCallContent"/>,

@@ -2,7 +2,7 @@ using System.Text.Json;
 using Velo.Generation;
 using Velo.Tools;
 
-namespace Velo.Tests.Tools;
+namespace Velo.Tests.ToolCalls;
 
 /// <summary>Which format a model gets, the schema a forced call must match, and the check of a forced choice.</summary>
 public class ToolCallFormatTests

@@ -2,7 +2,7 @@ using System.Text;
 using System.Text.Json;
 using Velo.Tools;
 
-namespace Velo.Tests.Tools;
+namespace Velo.Tests.ToolCalls;
 
 /// <summary>Each family's call format read out of model output, whole and streamed, and malformed output kept as text.</summary>
 public class ToolCallParserTests

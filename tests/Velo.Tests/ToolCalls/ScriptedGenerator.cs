@@ -5,7 +5,7 @@ using Velo.Inference;
 using Velo.Models;
 using Velo.Text;
 
-namespace Velo.Tests.Tools;
+namespace Velo.Tests.ToolCalls;
 
 /// <summary>
 /// An <see cref="IGenerationService"/> that answers each request with the next scripted output, in pieces of a few
