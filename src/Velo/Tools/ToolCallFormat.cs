@@ -54,6 +54,9 @@ public abstract partial class ToolCallFormat
     /// <summary>Whether an output that begins (after whitespace) with <c>{</c> is read as a call without a marker.</summary>
     public virtual bool BareJsonAtStart => false;
 
+    /// <summary>Whether a call runs to the end of the output (no closing marker), so only the whole output can be read.</summary>
+    public virtual bool CallEndsWithOutput => false;
+
     /// <summary>An id for a call the model made.</summary>
     public virtual string NewCallId() => ToolCall.NewId();
 

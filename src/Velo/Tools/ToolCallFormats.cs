@@ -57,13 +57,13 @@ internal sealed class Llama3ToolCallFormat : ToolCallFormat
     public const string PythonTag = "<|python_tag|>";
 
     public override string Name => "llama3";
+    public override bool CallEndsWithOutput => true;
     public override IReadOnlyList<string> Markers { get; } = [PythonTag];
     public override IReadOnlyList<string> StartMarkers { get; } = [PythonTag];
     public override bool BareJsonAtStart => true;
 
     public override CallRead TryReadCall(string text, bool final)
     {
-        // There is no closing marker: the call runs to the end of the output.
         if (!final) return CallRead.NeedMore;
         int at = text.StartsWith(PythonTag, StringComparison.Ordinal) ? PythonTag.Length : 0;
         var calls = new List<(string, string)>();
@@ -97,6 +97,7 @@ internal sealed class MistralToolCallFormat : ToolCallFormat
     public const string Args = "[ARGS]";
 
     public override string Name => "mistral";
+    public override bool CallEndsWithOutput => true;
     public override IReadOnlyList<string> Markers { get; } = [ToolCalls, Args];
     public override IReadOnlyList<string> StartMarkers { get; } = [ToolCalls];
     public override string NewCallId() => ToolCall.NewMistralId();

@@ -56,10 +56,18 @@ public sealed class ToolCallParser(ToolCallFormat format, bool parallelCalls = t
         return new ToolCallOutput(content.ToString(), calls);
     }
 
+    /// <summary>
+    /// The most text a call whose end has a marker may hold before it counts as text: each new piece re-reads the held
+    /// call, so an output that opens a call and never closes it must not make every step slower.
+    /// </summary>
+    public const int MaxHeldCallChars = 32 * 1024;
+
     private void Drain(bool final)
     {
         while (_held.Length > 0)
         {
+            // A call that only the end of the output completes is read once, then.
+            if (_inCall && !final && format.CallEndsWithOutput) return;
             string held = _held.ToString();
             if (!_inCall)
             {
@@ -80,6 +88,10 @@ public sealed class ToolCallParser(ToolCallFormat format, bool parallelCalls = t
             switch (read.Status)
             {
                 case CallReadStatus.NeedMore:
+                    if (held.Length <= MaxHeldCallChars) return;
+                    EmitText(held);
+                    _held.Clear();
+                    _inCall = false;
                     return;
                 case CallReadStatus.Calls:
                     _whitespace.Clear();

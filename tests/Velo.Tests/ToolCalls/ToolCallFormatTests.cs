@@ -70,6 +70,20 @@ public class ToolCallFormatTests
     }
 
     [Fact]
+    public void Control_tokens_a_format_needs_are_decoded_though_others_are_skipped()
+    {
+        var tokenizer = Velo.Text.Tokenizer.FromHuggingFace(TestPaths.SharedFile("tokenizers", "hf", "llama3"));
+        // Llama 3.0's vocabulary has no <|python_tag|>; any control token shows the mechanism.
+        int tag = ((Velo.Text.TokenizerBase)tokenizer).TokenId("<|start_header_id|>");
+        Assert.True(tag >= 0);
+        int eot = ((Velo.Text.TokenizerBase)tokenizer).TokenId("<|eot_id|>");
+        var shown = new Velo.Text.StreamingDecoder(tokenizer, skipSpecial: true, shown: new HashSet<int> { tag });
+        Assert.Equal("<|start_header_id|>", shown.Append(tag));
+        Assert.Equal("", shown.Append(eot));
+        Assert.Equal("", new Velo.Text.StreamingDecoder(tokenizer, skipSpecial: true).Append(tag));
+    }
+
+    [Fact]
     public void A_forced_choice_that_the_output_misses_is_refused_not_passed_off()
     {
         var call = new ToolCall("call_1", "get_time", "{}");

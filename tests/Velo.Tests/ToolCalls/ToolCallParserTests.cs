@@ -95,6 +95,18 @@ public class ToolCallParserTests
     }
 
     [Fact]
+    public void A_call_that_never_closes_becomes_text_once_it_outgrows_the_limit()
+    {
+        var parser = new ToolCallParser(ToolCallFormat.Hermes);
+        Assert.Empty(parser.Push("<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": \""));
+        string released = "";
+        for (int i = 0; i < ToolCallParser.MaxHeldCallChars / 1000 + 1 && released.Length == 0; i++)
+            released = string.Concat(parser.Push(new string('x', 1000)).Select(p => p.Content));
+        Assert.StartsWith("<tool_call>", released);
+        Assert.Equal("y", Assert.Single(parser.Push("y")).Content);
+    }
+
+    [Fact]
     public void Text_streams_before_a_call_is_complete_and_the_call_comes_out_whole()
     {
         var parser = new ToolCallParser(ToolCallFormat.Hermes);
