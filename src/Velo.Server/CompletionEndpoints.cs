@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Http;
 using Velo.Generation;
 using Velo.Inference;
 using Velo.Text.ChatTemplates;
+using Velo.Tools;
 
 namespace Velo.Server;
 
@@ -20,13 +21,19 @@ internal static class CompletionEndpoints
         // The template only adds text around the contents, so their bytes alone bound the prompt's tokens from below.
         RejectByBytes(engine, messages.Sum(message => (long)Encoding.UTF8.GetByteCount(message.Content)), "messages");
         var options = GenerationParameters.Parse(body, engine.Generator.ContextLength, engine.Generator.Chat.StopStrings);
+        // With tool_choice "none" the tools are neither shown to the model nor looked for in its output.
+        var tools = ToolParameters.Parse(body) is { IsActive: true } active ? active : null;
+        var chat = engine.Generator.Chat;
+        if (tools is { Choice.ForcesCall: true } && options.Grammar != null)
+            throw ApiException.BadRequest("a forced 'tool_choice' constrains the output to the call: it cannot be combined with 'response_format', 'grammar' or 'json_schema'", "tool_choice");
+        var toolGeneration = ToolCalling.Prepare(options, tools, chat.ToolFormat);
         bool logprobs = body.Bool("logprobs") ?? false;
         long? topLogprobs = body.Integer("top_logprobs", 0, GenerationRequest.MaxTopLogprobs);
         if (topLogprobs != null && !logprobs) throw ApiException.BadRequest("'top_logprobs' needs 'logprobs' set to true", "top_logprobs");
         int[] prompt;
         try
         {
-            prompt = engine.Generator.Chat.Format(messages);
+            prompt = chat.Format(messages, tools?.Tools);
         }
         catch (ChatTemplateException e)
         {
@@ -38,10 +45,10 @@ internal static class CompletionEndpoints
         }
         var request = new GenerationRequest
         {
-            Prompt = prompt, Options = options, TopLogprobs = logprobs ? (int)(topLogprobs ?? 0) : null,
+            Prompt = prompt, Options = toolGeneration.Options, TopLogprobs = logprobs ? (int)(topLogprobs ?? 0) : null,
             LogitBias = GenerationParameters.LogitBias(body, engine.Generator.ModelInfo.VocabSize),
         };
-        await GenerateAsync(http, engine, body, request, new ChatShape(engine.ModelId));
+        await GenerateAsync(http, engine, body, request, new ChatShape(engine.ModelId), tools, chat.ToolFormat);
     }
 
     public static async Task CompletionAsync(HttpContext http, VeloEngine engine)
@@ -56,6 +63,8 @@ internal static class CompletionEndpoints
         };
         RejectByBytes(engine, Encoding.UTF8.GetByteCount(prompt), "prompt");
         if (body.Bool("echo") == true) throw ApiException.BadRequest("'echo' is not supported", "echo");
+        foreach (string name in (string[])["tools", "tool_choice", "parallel_tool_calls"])
+            if (body.Field(name) != null) throw ApiException.BadRequest($"'{name}' belongs to /v1/chat/completions, not /v1/completions", name);
         var options = GenerationParameters.Parse(body, engine.Generator.ContextLength, []);
         long? logprobs = body.Integer("logprobs", 0, 5);
         // The prompt is plain text unless the caller asks for control tokens written in it to be parsed (llama.cpp's
@@ -68,7 +77,7 @@ internal static class CompletionEndpoints
             Prompt = tokens, Options = options, TopLogprobs = logprobs is long n ? (int)n : null,
             LogitBias = GenerationParameters.LogitBias(body, engine.Generator.ModelInfo.VocabSize),
         };
-        await GenerateAsync(http, engine, body, request, new CompletionShape(engine.ModelId));
+        await GenerateAsync(http, engine, body, request, new CompletionShape(engine.ModelId), null, null);
     }
 
     private static void CheckModel(RequestBody body, VeloEngine engine)
@@ -102,10 +111,23 @@ internal static class CompletionEndpoints
             if (item.ValueKind != JsonValueKind.Object) throw RequestBody.WrongType(param, "an object");
             if (!item.TryGetProperty("role", out var role) || role.ValueKind != JsonValueKind.String || !Roles.Contains(role.GetString()!))
                 throw ApiException.BadRequest($"'{param}.role' must be one of {string.Join(", ", Roles)}", $"{param}.role");
-            messages.Add(new ChatMessage(role.GetString()!, Content(item, param)));
+            messages.Add(Message(item, role.GetString()!, param));
         }
         if (messages.Count == 0) throw ApiException.BadRequest("'messages' must hold at least one message", "messages");
         return messages;
+    }
+
+    /// <summary>A message with what its role may carry: an assistant's <c>tool_calls</c>, a tool result's <c>tool_call_id</c>.</summary>
+    private static ChatMessage Message(JsonElement item, string role, string param)
+    {
+        var message = new ChatMessage(role, Content(item, param));
+        if (role == "assistant") return message with { ToolCalls = ToolParameters.MessageCalls(item, param) };
+        if (item.TryGetProperty("tool_calls", out var calls) && calls.ValueKind != JsonValueKind.Null)
+            throw ApiException.BadRequest($"'{param}.tool_calls' is only allowed on assistant messages", $"{param}.tool_calls");
+        if (role != "tool") return message;
+        if (!item.TryGetProperty("tool_call_id", out var id) || id.ValueKind != JsonValueKind.String)
+            throw ApiException.BadRequest($"'{param}.tool_call_id' is required on tool messages and must be a string", $"{param}.tool_call_id");
+        return message with { ToolCallId = id.GetString() };
     }
 
     /// <summary>A message's text: a string, or the text parts of a list of content parts.</summary>
@@ -126,7 +148,9 @@ internal static class CompletionEndpoints
         return text.ToString();
     }
 
-    private static async Task GenerateAsync(HttpContext http, VeloEngine engine, RequestBody body, GenerationRequest request, ResponseShape shape)
+    /// <param name="tools">The chat request's active tools, whose calls are read out of the output; null for plain text.</param>
+    private static async Task GenerateAsync(HttpContext http, VeloEngine engine, RequestBody body, GenerationRequest request, ResponseShape shape,
+        ToolRequest? tools, ToolCallFormat? format)
     {
         bool stream = body.Bool("stream") ?? false;
         bool includeUsage = false;
@@ -172,9 +196,17 @@ internal static class CompletionEndpoints
                 }
                 var summary = await generation.Completion;
                 engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
+                string content = text.ToString();
+                IReadOnlyList<ToolCall>? calls = null;
+                if (tools != null)
+                {
+                    var output = ToolCallParser.Parse(format!, content, tools.ParallelCalls);
+                    CheckChoice(tools, output.Calls);
+                    (content, calls) = (output.Content, output.Calls);
+                }
                 http.Response.ContentType = "application/json";
                 await using var json = new Utf8JsonWriter(http.Response.Body, JsonOutput.Options);
-                shape.WriteWhole(json, text.ToString(), request.TopLogprobs != null ? tokens : null, summary, engine.Generator.Tokenizer);
+                shape.WriteWhole(json, content, calls, request.TopLogprobs != null ? tokens : null, summary, engine.Generator.Tokenizer);
                 return;
             }
 
@@ -186,6 +218,28 @@ internal static class CompletionEndpoints
             sse.Write(json => shape.WriteChunk(json, "", null, null, first: true, tokenizer));
             await sse.FlushAsync(http.RequestAborted);
             var pending = new List<GeneratedPiece>();
+            void WriteText(string text)
+            {
+                sse.Write(json => shape.WriteChunk(json, text, request.TopLogprobs != null ? pending : null, null, first: false, tokenizer));
+                pending.Clear();
+            }
+            // Text streams as it comes and each call once it is complete; a forced call is checked before anything goes out.
+            var parser = ToolCalling.Parser(tools, format!);
+            bool holdAll = tools?.Choice.ForcesCall == true;
+            var held = new List<ToolOutputPiece>();
+            void WriteParsed(IReadOnlyList<ToolOutputPiece> parsed)
+            {
+                foreach (var part in parsed)
+                {
+                    if (holdAll) held.Add(part);
+                    else if (part.Call is { } call)
+                    {
+                        sse.Write(json => ((ChatShape)shape).WriteToolCallDelta(json, part.Index, call, header: true));
+                        sse.Write(json => ((ChatShape)shape).WriteToolCallDelta(json, part.Index, call, header: false));
+                    }
+                    else WriteText(part.Content!);
+                }
+            }
             try
             {
                 var pieces = generation.Pieces;
@@ -197,13 +251,23 @@ internal static class CompletionEndpoints
                         observer.Observe(piece);
                         if (piece.Logprob != null) pending.Add(piece);
                         if (piece.Text.Length == 0) continue;
-                        sse.Write(json => shape.WriteChunk(json, piece.Text, request.TopLogprobs != null ? pending : null, null, first: false, tokenizer));
-                        pending.Clear();
+                        if (parser != null) WriteParsed(parser.Push(piece.Text));
+                        else WriteText(piece.Text);
                     }
                     await sse.FlushAsync(http.RequestAborted);
                 }
                 var summary = await generation.Completion;
                 engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
+                if (parser != null)
+                {
+                    WriteParsed(parser.Finish());
+                    if (holdAll)
+                    {
+                        CheckChoice(tools, [.. held.Where(part => part.Call != null).Select(part => part.Call!)]);
+                        holdAll = false;
+                        WriteParsed(held);
+                    }
+                }
                 sse.Write(json => shape.WriteChunk(json, "", request.TopLogprobs != null && pending.Count > 0 ? pending : null,
                     summary.FinishReason, first: false, tokenizer));
                 if (includeUsage) sse.Write(json => shape.WriteUsageChunk(json, summary));
@@ -213,7 +277,7 @@ internal static class CompletionEndpoints
             catch (Exception e) when (e is not OperationCanceledException && !http.RequestAborted.IsCancellationRequested)
             {
                 // The status line is gone; the error travels as an event, as OpenAI's streams send it.
-                var error = new ApiException(500, $"generation failed: {e.Message}");
+                var error = e as ApiException ?? new ApiException(500, $"generation failed: {e.Message}");
                 sse.Write(error.WriteBody);
                 await sse.FlushAsync(CancellationToken.None);
             }
@@ -222,6 +286,19 @@ internal static class CompletionEndpoints
         {
             // However the response ends (finished, client gone, write failed), the sequence must not go on generating.
             abandon.Cancel();
+        }
+    }
+
+    /// <summary>A forced tool_choice that the output did not meet fails the request rather than passing text off as an answer.</summary>
+    private static void CheckChoice(ToolRequest? tools, IReadOnlyList<ToolCall> calls)
+    {
+        try
+        {
+            ToolCalling.CheckChoice(tools, calls);
+        }
+        catch (ToolChoiceNotMetException e)
+        {
+            throw new ApiException(500, e.Message, "tool_choice", "tool_choice_not_met");
         }
     }
 

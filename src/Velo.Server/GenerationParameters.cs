@@ -43,17 +43,14 @@ internal static class GenerationParameters
     }
 
     /// <summary>
-    /// Fields this server cannot honour yet are refused with a 400 naming them, not ignored: a client that asked for
-    /// tool calls would otherwise get plain text and fail later. Their "off" values are accepted.
+    /// Fields this server cannot honour are refused with a 400 naming them, not ignored: a client that sent them would
+    /// otherwise get an answer that silently differs from what it asked for. Their "off" values are accepted.
     /// </summary>
     private static void RefuseUnsupported(RequestBody body)
     {
-        if (body.Field("tools") is { } tools && (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() > 0))
-            throw ApiException.BadRequest("'tools' (tool calling) is not supported yet", "tools");
-        if (body.Field("tool_choice") is { } choice && !(choice.ValueKind == JsonValueKind.String && choice.GetString() == "none"))
-            throw ApiException.BadRequest("'tool_choice' is not supported yet (only \"none\")", "tool_choice");
-        foreach (string name in (string[])["functions", "function_call", "suffix"])
-            if (body.Field(name) != null) throw ApiException.BadRequest($"'{name}' is not supported", name);
+        foreach (string name in (string[])["functions", "function_call"])
+            if (body.Field(name) != null) throw ApiException.BadRequest($"'{name}' (deprecated by OpenAI) is not supported: use 'tools' and 'tool_choice'", name);
+        if (body.Field("suffix") != null) throw ApiException.BadRequest("'suffix' is not supported", "suffix");
         body.Integer("best_of", 1, 1);
     }
 

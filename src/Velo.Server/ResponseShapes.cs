@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Http;
 using Velo.Generation;
 using Velo.Inference;
 using Velo.Text;
+using Velo.Tools;
 
 namespace Velo.Server;
 
@@ -22,7 +23,9 @@ internal abstract class ResponseShape(string model, string idPrefix)
     /// <summary>Whether every chunk carries <c>"usage": null</c> before the final usage chunk, as OpenAI's do.</summary>
     public bool IncludeUsage { get; set; }
 
-    public abstract void WriteWhole(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, GenerationSummary summary, TokenizerBase tokenizer);
+    /// <param name="calls">The tool calls read out of the output (chat only); null when tools were not in play.</param>
+    public abstract void WriteWhole(Utf8JsonWriter json, string text, IReadOnlyList<ToolCall>? calls, IReadOnlyList<GeneratedPiece>? logprobs,
+        GenerationSummary summary, TokenizerBase tokenizer);
 
     public abstract void WriteChunk(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, FinishReason? finish, bool first, TokenizerBase tokenizer);
 
@@ -48,17 +51,24 @@ internal abstract class ResponseShape(string model, string idPrefix)
         json.WriteEndObject();
     }
 
-    protected static string FinishReasonName(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
+    protected virtual string FinishReasonName(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
 
     protected static string TokenText(TokenizerBase tokenizer, int id) => Encoding.UTF8.GetString(tokenizer.TokenBytes(id));
 }
 
 internal sealed class ChatShape(string model) : ResponseShape(model, "chatcmpl-")
 {
+    /// <summary>Set once a tool call is written: the finish reason is then <c>tool_calls</c>.</summary>
+    private bool _calledTools;
+
     public override string PromptParam => "messages";
 
-    public override void WriteWhole(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, GenerationSummary summary, TokenizerBase tokenizer)
+    protected override string FinishReasonName(FinishReason reason) => _calledTools ? "tool_calls" : base.FinishReasonName(reason);
+
+    public override void WriteWhole(Utf8JsonWriter json, string text, IReadOnlyList<ToolCall>? calls, IReadOnlyList<GeneratedPiece>? logprobs,
+        GenerationSummary summary, TokenizerBase tokenizer)
     {
+        _calledTools = calls is { Count: > 0 };
         json.WriteStartObject();
         WriteHeader(json, "chat.completion");
         json.WriteStartArray("choices");
@@ -66,8 +76,26 @@ internal sealed class ChatShape(string model) : ResponseShape(model, "chatcmpl-"
         json.WriteNumber("index", 0);
         json.WriteStartObject("message");
         json.WriteString("role", "assistant");
-        json.WriteString("content", text);
+        // OpenAI's content is null in a message that only calls tools.
+        if (_calledTools && text.Length == 0) json.WriteNull("content");
+        else json.WriteString("content", text);
         json.WriteNull("refusal");
+        if (_calledTools)
+        {
+            json.WriteStartArray("tool_calls");
+            foreach (var call in calls!)
+            {
+                json.WriteStartObject();
+                json.WriteString("id", call.Id);
+                json.WriteString("type", "function");
+                json.WriteStartObject("function");
+                json.WriteString("name", call.Name);
+                json.WriteString("arguments", call.Arguments);
+                json.WriteEndObject();
+                json.WriteEndObject();
+            }
+            json.WriteEndArray();
+        }
         json.WriteEndObject();
         WriteLogprobs(json, logprobs, tokenizer);
         json.WriteString("finish_reason", FinishReasonName(summary.FinishReason));
@@ -91,6 +119,42 @@ internal sealed class ChatShape(string model) : ResponseShape(model, "chatcmpl-"
         WriteLogprobs(json, logprobs, tokenizer);
         if (finish is { } reason) json.WriteString("finish_reason", FinishReasonName(reason));
         else json.WriteNull("finish_reason");
+        json.WriteEndObject();
+        json.WriteEndArray();
+        if (IncludeUsage) json.WriteNull("usage");
+        json.WriteEndObject();
+    }
+
+    /// <summary>
+    /// One chunk of a call as OpenAI streams it: the <paramref name="header"/> with its index, id, type and name (and
+    /// empty arguments), then one with its arguments; a client appends each call's argument deltas by index.
+    /// </summary>
+    public void WriteToolCallDelta(Utf8JsonWriter json, int index, ToolCall call, bool header)
+    {
+        _calledTools = true;
+        json.WriteStartObject();
+        WriteHeader(json, "chat.completion.chunk");
+        json.WriteStartArray("choices");
+        json.WriteStartObject();
+        json.WriteNumber("index", 0);
+        json.WriteStartObject("delta");
+        json.WriteStartArray("tool_calls");
+        json.WriteStartObject();
+        json.WriteNumber("index", index);
+        if (header)
+        {
+            json.WriteString("id", call.Id);
+            json.WriteString("type", "function");
+        }
+        json.WriteStartObject("function");
+        if (header) json.WriteString("name", call.Name);
+        json.WriteString("arguments", header ? "" : call.Arguments);
+        json.WriteEndObject();
+        json.WriteEndObject();
+        json.WriteEndArray();
+        json.WriteEndObject();
+        json.WriteNull("logprobs");
+        json.WriteNull("finish_reason");
         json.WriteEndObject();
         json.WriteEndArray();
         if (IncludeUsage) json.WriteNull("usage");
@@ -151,7 +215,8 @@ internal sealed class CompletionShape(string model) : ResponseShape(model, "cmpl
 
     public override string PromptParam => "prompt";
 
-    public override void WriteWhole(Utf8JsonWriter json, string text, IReadOnlyList<GeneratedPiece>? logprobs, GenerationSummary summary, TokenizerBase tokenizer)
+    public override void WriteWhole(Utf8JsonWriter json, string text, IReadOnlyList<ToolCall>? calls, IReadOnlyList<GeneratedPiece>? logprobs,
+        GenerationSummary summary, TokenizerBase tokenizer)
     {
         json.WriteStartObject();
         WriteHeader(json, "text_completion");

@@ -20,6 +20,11 @@ public sealed record GenerationOptions
     /// end-of-generation comes only once the output is complete, and generation stops when nothing more can follow.
     /// Output cut short by <see cref="MaxTokens"/> ends with <see cref="FinishReason.Length"/>.</summary>
     public Grammar? Grammar { get; init; }
+
+    /// <summary>Control tokens, by their text, that the output shows although it skips the others: the markers a
+    /// tool-call format starts calls with (<c>&lt;|python_tag|&gt;</c>, <c>[TOOL_CALLS]</c>). Texts the vocabulary
+    /// lacks are ignored.</summary>
+    public IReadOnlyList<string> ShownControlTokens { get; init; } = [];
 }
 
 /// <summary>Why generation ended, in OpenAI's terms.</summary>

@@ -32,7 +32,8 @@ public sealed class RequestPipeline
         _grammar = request.Options.Grammar is { } grammar ? new GrammarMatcher(grammar, tokenizer, vocabSize) : null;
         _sampler = new Sampler(request.Options.Sampling, vocabSize, request.LogitBias, _grammar is null ? null : [new GrammarStage(_grammar)]);
         _tokenizer = tokenizer;
-        _decoder = new StreamingDecoder(tokenizer, skipSpecial: true);
+        var shown = request.Options.ShownControlTokens.Select(text => tokenizer.TokenId(text)).Where(id => id >= 0).ToHashSet();
+        _decoder = new StreamingDecoder(tokenizer, skipSpecial: true, shown.Count > 0 ? shown : null);
         _stop = new StopStringMatcher(request.Options.Stop);
         _emit = emit;
         _maxTokens = request.Options.MaxTokens < 0 ? int.MaxValue : request.Options.MaxTokens;

@@ -10,19 +10,23 @@ public sealed class StreamingDecoder
 {
     private readonly ITokenizer _tokenizer;
     private readonly bool _skipSpecial;
+    private readonly IReadOnlySet<int>? _shown;
     private byte[] _bytes = new byte[64];
     private int _pending; // bytes of an unfinished character held at the start of _bytes
 
-    public StreamingDecoder(ITokenizer tokenizer, bool skipSpecial = false)
+    /// <param name="shown">Control tokens decoded as their text even when <paramref name="skipSpecial"/> skips the others
+    /// (the markers a tool-call parser reads).</param>
+    public StreamingDecoder(ITokenizer tokenizer, bool skipSpecial = false, IReadOnlySet<int>? shown = null)
     {
         _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
         _skipSpecial = skipSpecial;
+        _shown = shown;
     }
 
     /// <summary>The text completed by this token; empty while a character is still unfinished.</summary>
     public string Append(int id)
     {
-        var piece = _tokenizer.TokenBytes(id, _skipSpecial);
+        var piece = _tokenizer.TokenBytes(id, _skipSpecial && _shown?.Contains(id) != true);
         if (piece.IsEmpty) return string.Empty;
         int length = _pending + piece.Length;
         if (length > _bytes.Length) Array.Resize(ref _bytes, Math.Max(length, _bytes.Length * 2));

@@ -30,13 +30,6 @@ public sealed class VeloChatClientTests : IDisposable
     private static readonly ChatMessage[] Conversation = [new(ChatRole.System, "You tell stories."), new(ChatRole.User, "Tell me about a dog.")];
 
     [Fact]
-    public async Task Tools_are_refused_by_name_not_ignored()
-    {
-        var tools = new ChatOptions { Tools = [AIFunctionFactory.Create(() => 42, "answer")] };
-        Assert.Contains("Tools", (await Assert.ThrowsAsync<NotSupportedException>(() => _client.GetResponseAsync(Conversation, tools))).Message);
-    }
-
-    [Fact]
     public async Task A_response_has_the_text_usage_and_finish_reason_of_the_generation()
     {
         var response = await _client.GetResponseAsync(Conversation, new ChatOptions { Temperature = 0, MaxOutputTokens = 20 });

@@ -63,8 +63,6 @@ public sealed class ServerErrorTests(SharedTestServer server) : IClassFixture<Sh
     }
 
     [Theory]
-    [InlineData("\"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", "tools")]
-    [InlineData("\"tool_choice\": \"auto\"", "tool_choice")]
     [InlineData("\"functions\": []", "functions")]
     [InlineData("\"best_of\": 2", "best_of")]
     public async Task Fields_that_cannot_be_honoured_are_400s_naming_them(string field, string param)

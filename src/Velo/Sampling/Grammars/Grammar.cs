@@ -57,6 +57,11 @@ public sealed class Grammar
     /// unsupported keyword and its JSON path.</summary>
     public static Grammar FromJsonSchema(JsonElement schema) => FromGbnf(JsonSchemaConverter.ToGbnf(schema));
 
+    /// <summary>JSON valid against <paramref name="schema"/> written between the literal texts <paramref name="prefix"/>
+    /// and <paramref name="suffix"/>, such as a tool call inside its format's markers.</summary>
+    public static Grammar FromJsonSchema(JsonElement schema, string prefix, string suffix) =>
+        FromGbnf(JsonSchemaConverter.ToGbnf(schema, prefix, suffix));
+
     /// <summary>Any JSON object (OpenAI's <c>response_format: {"type": "json_object"}</c>).</summary>
     public static Grammar AnyJsonObject() => FromGbnf(JsonSchemaConverter.AnyObjectGbnf);
 

@@ -69,12 +69,18 @@ internal sealed class JsonSchemaConverter
 
     private JsonSchemaConverter(JsonElement root) => _root = root;
 
-    public static string ToGbnf(JsonElement schema)
+    /// <summary>GBNF for a JSON value valid against <paramref name="schema"/>, between the literal texts
+    /// <paramref name="prefix"/> and <paramref name="suffix"/> when given (a tool call's markers).</summary>
+    public static string ToGbnf(JsonElement schema, string prefix = "", string suffix = "")
     {
         var converter = new JsonSchemaConverter(schema);
         string root = converter.Visit(schema, "$", "root", 0);
         var text = new StringBuilder();
-        text.Append("root ::= ").Append(root).Append('\n');
+        text.Append("root ::= ");
+        if (prefix.Length > 0) text.Append(GbnfLiteral(prefix)).Append(' ');
+        text.Append(root);
+        if (suffix.Length > 0) text.Append(' ').Append(GbnfLiteral(suffix));
+        text.Append('\n');
         foreach (string name in converter._order) text.Append(name).Append(" ::= ").Append(converter._rules[name]).Append('\n');
         text.Append(Primitives).Append('\n').Append(Formats).Append('\n');
         return text.ToString();

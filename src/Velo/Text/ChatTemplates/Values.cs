@@ -415,11 +415,7 @@ internal static class Py
             case int or short or sbyte or byte or ushort or uint: return Convert.ToInt64(value, CultureInfo.InvariantCulture);
             case ulong u: return u <= long.MaxValue ? (long)u : (double)u;
             case float or decimal: return Convert.ToDouble(value, CultureInfo.InvariantCulture);
-            case ChatMessage m:
-                var message = NewDict();
-                message["role"] = m.Role;
-                message["content"] = m.Content;
-                return message;
+            case ChatMessage m: return FromClr(TemplateValues.Message(m, text => text), depth);
             case JsonElement json: return FromJson(json, depth);
             case IDictionary<string, object?> map: return FromPairs(map, depth);
             case IReadOnlyDictionary<string, object?> map: return FromPairs(map, depth);
