@@ -82,7 +82,7 @@ internal static class CompletionEndpoints
     /// stands for more than <see cref="Velo.Text.ITokenizer.MaxInputBytesPerToken"/> bytes of input, so a huge body
     /// costs no tokenizing time.
     /// </summary>
-    private static void RejectByBytes(VeloEngine engine, long promptBytes, string param)
+    internal static void RejectByBytes(VeloEngine engine, long promptBytes, string param)
     {
         int bytesPerToken = engine.Generator.Tokenizer.MaxInputBytesPerToken;
         int contextLength = engine.Generator.ContextLength;
@@ -140,8 +140,8 @@ internal static class CompletionEndpoints
             }
         }
 
-        // Cancelled when the client disconnects, and when this handler leaves for any reason.
-        using var abandon = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
+        // Cancelled when the client disconnects, when the server stops, and when this handler leaves for any reason.
+        using var abandon = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted, engine.Stopping);
         GenerationStream generation;
         try
         {
@@ -159,7 +159,7 @@ internal static class CompletionEndpoints
 
         try
         {
-            var observer = new LatencyObserver(engine.Metrics);
+            var observer = new GenerationObserver(engine, http);
             if (!stream)
             {
                 var text = new StringBuilder();
@@ -171,7 +171,7 @@ internal static class CompletionEndpoints
                     if (piece.Logprob != null) tokens.Add(piece);
                 }
                 var summary = await generation.Completion;
-                engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
+                observer.Finish(summary);
                 http.Response.ContentType = "application/json";
                 await using var json = new Utf8JsonWriter(http.Response.Body, JsonOutput.Options);
                 shape.WriteWhole(json, text.ToString(), request.TopLogprobs != null ? tokens : null, summary, engine.Generator.Tokenizer);
@@ -203,17 +203,17 @@ internal static class CompletionEndpoints
                     await sse.FlushAsync(http.RequestAborted);
                 }
                 var summary = await generation.Completion;
-                engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
+                observer.Finish(summary);
                 sse.Write(json => shape.WriteChunk(json, "", request.TopLogprobs != null && pending.Count > 0 ? pending : null,
                     summary.FinishReason, first: false, tokenizer));
                 if (includeUsage) sse.Write(json => shape.WriteUsageChunk(json, summary));
                 sse.WriteDone();
                 await sse.FlushAsync(http.RequestAborted);
             }
-            catch (Exception e) when (e is not OperationCanceledException && !http.RequestAborted.IsCancellationRequested)
+            catch (Exception e) when (!http.RequestAborted.IsCancellationRequested && (e is not OperationCanceledException || engine.IsStopping))
             {
                 // The status line is gone; the error travels as an event, as OpenAI's streams send it.
-                var error = new ApiException(500, $"generation failed: {e.Message}");
+                var error = e is OperationCanceledException ? ServerInfo.ShuttingDownError() : new ApiException(500, $"generation failed: {e.Message}");
                 sse.Write(error.WriteBody);
                 await sse.FlushAsync(CancellationToken.None);
             }
@@ -222,20 +222,6 @@ internal static class CompletionEndpoints
         {
             // However the response ends (finished, client gone, write failed), the sequence must not go on generating.
             abandon.Cancel();
-        }
-    }
-
-    /// <summary>Feeds the time-to-first-token and inter-token histograms from one request's pieces.</summary>
-    private sealed class LatencyObserver(ServerMetrics metrics)
-    {
-        private TimeSpan? _last;
-
-        public void Observe(GeneratedPiece piece)
-        {
-            if (piece.TokenId < 0) return;
-            if (_last is { } last) metrics.TimePerOutputToken.Observe((piece.Elapsed - last).TotalSeconds);
-            else metrics.TimeToFirstToken.Observe(piece.Elapsed.TotalSeconds);
-            _last = piece.Elapsed;
         }
     }
 }

@@ -48,6 +48,8 @@ public static class VeloEndpoints
         endpoints.MapPost("/tokenize", Handle(engine, "/tokenize", true, http => TokenizeAsync(http, engine)));
         endpoints.MapPost("/detokenize", Handle(engine, "/detokenize", true, http => DetokenizeAsync(http, engine)));
         endpoints.MapGet("/metrics", Handle(engine, "/metrics", !engine.PublicMetrics, http => MetricsAsync(http, engine)));
+        endpoints.MapGet("/props", Handle(engine, "/props", true, http => ServerInfo.PropsAsync(http, engine)));
+        Ollama.OllamaEndpoints.MapOllama(endpoints, engine);
         return endpoints;
     }
 
@@ -75,6 +77,7 @@ public static class VeloEndpoints
                 ApiException api => api,
                 // Kestrel's own refusals while reading the body, such as 413 past the route's body limit.
                 BadHttpRequestException bad => new ApiException(bad.StatusCode, bad.Message),
+                OperationCanceledException when engine.IsStopping => ServerInfo.ShuttingDownError(),
                 _ => new ApiException(500, $"internal error: {e.Message}"),
             };
             await error.WriteResponseAsync(http.Response);
@@ -89,7 +92,7 @@ public static class VeloEndpoints
         }
     };
 
-    private static bool Authorized(HttpRequest request, string key)
+    internal static bool Authorized(HttpRequest request, string key)
     {
         string header = request.Headers.Authorization.ToString();
         const string scheme = "Bearer ";
@@ -200,7 +203,7 @@ public static class VeloEndpoints
         await http.Response.WriteAsync(text, http.RequestAborted);
     }
 
-    private static async Task WriteJsonAsync(HttpContext http, int status, Action<Utf8JsonWriter> write)
+    internal static async Task WriteJsonAsync(HttpContext http, int status, Action<Utf8JsonWriter> write)
     {
         http.Response.StatusCode = status;
         http.Response.ContentType = "application/json";

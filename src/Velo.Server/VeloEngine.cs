@@ -82,6 +82,19 @@ public sealed class VeloEngine : IDisposable
 
     public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
 
+    /// <summary>The model file the engine loads, when it was built from options.</summary>
+    public string? ModelPath => _options?.ModelPath;
+
+    private readonly CancellationTokenSource _stopping = new();
+
+    /// <summary>Cancelled when the server stops: the generations still running end, and their responses end properly.</summary>
+    public CancellationToken Stopping => _stopping.Token;
+
+    public bool IsStopping => _stopping.IsCancellationRequested;
+
+    /// <summary>Ends every generation still running (the host calls it once its grace period for them has passed).</summary>
+    public void Stop() => _stopping.Cancel();
+
     /// <summary>What requests generate through: the model's tokenizer, chat formatter and limits come from it too.</summary>
     public IGenerationService Generator => _generator ?? throw (_embeddings != null ? NotADecoderError() : NotReadyError());
 
@@ -134,6 +147,7 @@ public sealed class VeloEngine : IDisposable
 
     public void Dispose()
     {
+        _stopping.Cancel();
         _ownScheduler?.Dispose();
         _embedder?.Dispose();
         _pool?.Dispose();
