@@ -38,6 +38,9 @@ public static class VeloServer
         options ??= new VeloHostOptions();
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.SetMinimumLevel(logLevel);
+        // A failure to start (such as a port in use) reaches the caller as an exception; the host's own log of it would
+        // repeat it with a stack trace.
+        builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.None);
         builder.WebHost.UseKestrel(kestrel =>
         {
             if (host is "localhost") kestrel.ListenLocalhost(port);

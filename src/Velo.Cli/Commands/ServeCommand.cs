@@ -13,8 +13,31 @@ internal static class ServeCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var host = new Option<string>("--host") { Description = "Address to listen on (default: loopback only)", DefaultValueFactory = _ => "127.0.0.1" };
-        var port = new Option<int>("--port") { Description = "Port to listen on", DefaultValueFactory = _ => 8080 };
+        var host = new Option<string>("--host") { Description = "Address to listen on: an IP address or localhost (127.0.0.1 listens on loopback only)", DefaultValueFactory = _ => "127.0.0.1" };
+        host.Validators.Add(result =>
+        {
+            string value = result.GetValueOrDefault<string>();
+            if (value != "localhost" && !System.Net.IPAddress.TryParse(value, out _))
+                result.AddError($"--host must be an IP address (such as 127.0.0.1, or 0.0.0.0 for every interface) or localhost, got '{value}'");
+        });
+        var port = CommonOptions.Port("Port to listen on (0: any free port)", 8080);
+        var logFormat = new Option<string>("--log-format")
+        {
+            Description = "One line per request on standard error: text, json, or none",
+            DefaultValueFactory = _ => "text",
+        };
+        logFormat.AcceptOnlyFromAmong("text", "json", "none");
+        var cors = new Option<string[]>("--cors")
+        {
+            Description = "Let web pages from this origin (such as http://localhost:3000) call the server; repeat for more",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        cors.Validators.Add(result =>
+        {
+            foreach (string origin in result.GetValueOrDefault<string[]>() ?? [])
+                if (origin != "*" && !(Uri.TryCreate(origin, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.AbsolutePath == "/"))
+                    result.AddError($"--cors takes an origin such as https://example.com (scheme, host and port only) or *, got '{origin}'");
+        });
         var parallel = CommonOptions.Parallel("Sequences generated together, each with its own KV cache");
         var queue = new Option<int>("--queue") { Description = "Requests that may wait for a free sequence before the server answers 503", DefaultValueFactory = _ => 64 }
             .AtLeast(0);
@@ -36,7 +59,7 @@ internal static class ServeCommand
 
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
         {
-            model, host, port, parallel, queue, apiKey, metricsPublic, maxBodyBytes, alias, threads, context, cacheTypeK, cacheTypeV,
+            model, host, port, parallel, queue, apiKey, metricsPublic, maxBodyBytes, alias, threads, context, cacheTypeK, cacheTypeV, logFormat, cors,
         };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
@@ -59,8 +82,20 @@ internal static class ServeCommand
                 throw new ArgumentException($"--max-body-bytes must be between 0 (derive from the context) and {VeloEngine.MaxBodyBytes}, got {options.MaxRequestBytes}");
             if (!File.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
             using var engine = new VeloEngine(options);
-            var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning);
-            app.Start();
+            var hostOptions = new VeloHostOptions
+            {
+                LogFormat = Enum.Parse<RequestLogFormat>(parse.GetValue(logFormat)!, ignoreCase: true),
+                CorsOrigins = [.. (parse.GetValue(cors) ?? []).Select(origin => origin.TrimEnd('/'))],
+            };
+            var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning, hostOptions);
+            try
+            {
+                app.Start();
+            }
+            catch (IOException e) when (e.InnerException is System.Net.Sockets.SocketException or Microsoft.AspNetCore.Connections.AddressInUseException)
+            {
+                throw new IOException($"cannot listen on {options.Host}:{options.Port}: {Reason(e)}");
+            }
             Console.Error.WriteLine($"velo: serving {engine.ModelId} on {VeloServer.Address(app)} ({options.Parallel} parallel sequences); loading the model...");
             while (!engine.IsReady && engine.LoadFailure == null) Thread.Sleep(20);
             if (engine.LoadFailure is { } failure)
@@ -81,5 +116,14 @@ internal static class ServeCommand
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>Kestrel's reason, without its exception chain: "address already in use", "permission denied".</summary>
+    private static string Reason(Exception e)
+    {
+        while (e.InnerException != null) e = e.InnerException;
+        return e is Microsoft.AspNetCore.Connections.AddressInUseException
+            ? "the address is already in use (another server is listening there; choose another --port)"
+            : e.Message.TrimEnd('.');
     }
 }
