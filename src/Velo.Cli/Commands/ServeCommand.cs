@@ -121,9 +121,10 @@ internal static class ServeCommand
     /// <summary>Kestrel's reason, without its exception chain: "address already in use", "permission denied".</summary>
     private static string Reason(Exception e)
     {
+        for (var inner = e; inner != null; inner = inner.InnerException)
+            if (inner is Microsoft.AspNetCore.Connections.AddressInUseException)
+                return "the address is already in use (another server is listening there; choose another --port)";
         while (e.InnerException != null) e = e.InnerException;
-        return e is Microsoft.AspNetCore.Connections.AddressInUseException
-            ? "the address is already in use (another server is listening there; choose another --port)"
-            : e.Message.TrimEnd('.');
+        return e.Message.TrimEnd('.');
     }
 }
