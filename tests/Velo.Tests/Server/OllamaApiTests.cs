@@ -126,6 +126,18 @@ public sealed class OllamaApiTests(SharedTestServer server) : IClassFixture<Shar
         Assert.Equal(JsonValueKind.String, body.GetProperty("error").ValueKind);
     }
 
+    [Theory]
+    [InlineData("/api/chat")]
+    [InlineData("/api/generate")]
+    [InlineData("/api/show")]
+    [InlineData("/api/embed")]
+    public async Task Posts_that_are_not_JSON_are_415s(string route)
+    {
+        using var response = await server.Http.PostAsync(route, new StringContent("{\"model\": \"stories260K\"}", System.Text.Encoding.UTF8, "text/plain"));
+        Assert.Equal(System.Net.HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+        Assert.Contains("Content-Type: application/json", JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.GetProperty("error").GetString());
+    }
+
     [Fact]
     public async Task Num_ctx_smaller_than_the_servers_caps_the_answer()
     {

@@ -202,7 +202,8 @@ public sealed class ServerHardeningTests(SharedTestServer server) : IClassFixtur
     [InlineData(null)]
     public async Task Post_routes_without_a_json_content_type_are_415s(string? contentType)
     {
-        var posts = Routes(server).Where(route => route.Method == "POST").ToList();
+        // Ollama's routes answer the same 415 in Ollama's error body (OllamaApiTests).
+        var posts = Routes(server).Where(route => route.Method == "POST" && !route.Path.StartsWith("/api/", StringComparison.Ordinal)).ToList();
         Assert.Equal(5, posts.Count);
         foreach (var (_, path) in posts)
         {
