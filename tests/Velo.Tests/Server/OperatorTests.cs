@@ -1,7 +1,11 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json;
+using Microsoft.AspNetCore.Builder;
+using Velo.Generation;
+using Velo.Inference;
 using Velo.Server;
+using Velo.Threading;
 
 namespace Velo.Tests.Server;
 
@@ -14,7 +18,7 @@ public sealed class OperatorTests
     public async Task Each_request_is_one_log_line_with_its_tokens_and_never_the_key()
     {
         var log = new StringWriter();
-        using var server = new TestServer(parallel: 1, apiKey: "sekret-key-42", hostOptions: new VeloHostOptions { LogFormat = RequestLogFormat.Json, LogWriter = log });
+        using var server = new HostedServer(new VeloHostOptions { LogFormat = RequestLogFormat.Json, LogWriter = log }, apiKey: "sekret-key-42");
         var (status, _) = await server.PostAsync("/v1/chat/completions", ChatBody, apiKey: "sekret-key-42");
         Assert.Equal(200, status);
         (status, _) = await server.PostAsync("/api/generate", "{\"model\": \"stories260K\", \"prompt\": \"Once\", \"raw\": true, \"stream\": false, \"options\": {\"num_predict\": 3}}", apiKey: "sekret-key-42");
@@ -56,7 +60,7 @@ public sealed class OperatorTests
     [Fact]
     public async Task Unknown_routes_and_wrong_methods_get_JSON_errors_and_props_describe_the_server()
     {
-        using var server = new TestServer(parallel: 2, contextLength: 256);
+        using var server = new HostedServer(new VeloHostOptions(), parallel: 2, contextLength: 256);
         using (var missing = await server.Http.GetAsync("/v1/nothing-here"))
         {
             Assert.Equal(HttpStatusCode.NotFound, missing.StatusCode);
@@ -86,7 +90,7 @@ public sealed class OperatorTests
     [Fact]
     public async Task Cors_answers_the_allowed_origin_only()
     {
-        using var server = new TestServer(parallel: 1, hostOptions: new VeloHostOptions { CorsOrigins = ["http://localhost:3000"] });
+        using var server = new HostedServer(new VeloHostOptions { CorsOrigins = ["http://localhost:3000"] });
         foreach (var (origin, allowed) in new[] { ("http://localhost:3000", true), ("http://evil.example", false) })
         {
             using var preflight = new HttpRequestMessage(HttpMethod.Options, "/v1/chat/completions");
@@ -106,7 +110,7 @@ public sealed class OperatorTests
     [Fact]
     public async Task Shutdown_ends_running_streams_properly()
     {
-        using var server = new TestServer(parallel: 2, hostOptions: new VeloHostOptions { ShutdownGrace = TimeSpan.Zero });
+        using var server = new HostedServer(new VeloHostOptions { ShutdownGrace = TimeSpan.Zero }, parallel: 2);
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
         {
             Content = TestServer.JsonContent("{\"prompt\": \"Once\", \"max_tokens\": 400, \"ignore_eos\": true, \"stream\": true}"),
@@ -127,5 +131,45 @@ public sealed class OperatorTests
         await stopping;
         Assert.Contains("shutting down", rest);
         Assert.Contains("\"error\":\"the server is shutting down\"", ollamaRest);
+    }
+
+    /// <summary>Like <see cref="TestServer"/>, on a host built with the given host options.</summary>
+    private sealed class HostedServer : IDisposable
+    {
+        private readonly WorkerPool _pool = new(2);
+        private readonly LanguageModel _model = LanguageModel.Load(TestPaths.Stories260K);
+        private readonly BatchScheduler _scheduler;
+        private readonly VeloEngine _engine;
+
+        public HostedServer(VeloHostOptions options, string? apiKey = null, int parallel = 1, int contextLength = 512)
+        {
+            _scheduler = new BatchScheduler(_model, new BatchSchedulerOptions { Parallel = parallel, ContextLength = contextLength }, _pool);
+            _engine = new VeloEngine(_scheduler, TestServer.ModelId, apiKey);
+            App = VeloServer.Build(_engine, "127.0.0.1", 0, options: options);
+            App.StartAsync().GetAwaiter().GetResult();
+            Http = new HttpClient { BaseAddress = VeloServer.Address(App), Timeout = TimeSpan.FromMinutes(2) };
+        }
+
+        public WebApplication App { get; }
+        public HttpClient Http { get; }
+
+        public async Task<(int Status, JsonElement Body)> PostAsync(string path, string json, string? apiKey = null)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = TestServer.JsonContent(json) };
+            if (apiKey != null) request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+            using var response = await Http.SendAsync(request);
+            return ((int)response.StatusCode, JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone());
+        }
+
+        public void Dispose()
+        {
+            Http.Dispose();
+            App.StopAsync().GetAwaiter().GetResult();
+            ((IDisposable)App).Dispose();
+            _scheduler.Dispose();
+            _engine.Dispose();
+            _pool.Dispose();
+            _model.Dispose();
+        }
     }
 }

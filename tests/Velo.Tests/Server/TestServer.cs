@@ -21,13 +21,13 @@ public class TestServer : IDisposable
     private readonly WorkerPool _pool = new(2);
 
     public TestServer(int parallel, int contextLength = 512, int queueCapacity = 64, string? apiKey = null, bool startScheduler = true,
-        bool publicMetrics = false, long maxRequestBytes = 0, VeloHostOptions? hostOptions = null)
+        bool publicMetrics = false, long maxRequestBytes = 0)
     {
         Model = LanguageModel.Load(TestPaths.Stories260K);
         Scheduler = new BatchScheduler(Model, new BatchSchedulerOptions { Parallel = parallel, ContextLength = contextLength, QueueCapacity = queueCapacity },
             _pool, startScheduler);
         Engine = new VeloEngine(Scheduler, ModelId, apiKey) { PublicMetrics = publicMetrics, MaxRequestBytes = maxRequestBytes };
-        App = VeloServer.Build(Engine, "127.0.0.1", 0, options: hostOptions);
+        App = VeloServer.Build(Engine, "127.0.0.1", 0);
         App.StartAsync().GetAwaiter().GetResult();
         Address = VeloServer.Address(App);
         Http = new HttpClient { BaseAddress = Address, Timeout = TimeSpan.FromMinutes(2) };
