@@ -57,7 +57,13 @@ public static class VeloEndpoints
     /// Wraps a handler with the API key check, the JSON content type check, OpenAI error bodies for every failure, and
     /// request counting.
     /// </summary>
-    private static RequestDelegate Handle(VeloEngine engine, string route, bool needsKey, Func<HttpContext, Task> handler) => async http =>
+    private static RequestDelegate Handle(VeloEngine engine, string route, bool needsKey, Func<HttpContext, Task> handler) =>
+        Handle(engine, route, needsKey, handler, (response, error) => error.WriteResponseAsync(response));
+
+    /// <inheritdoc cref="Handle(VeloEngine, string, bool, Func{HttpContext, Task})"/>
+    /// <remarks>Errors are written by <paramref name="writeError"/>: Ollama's routes answer in Ollama's body.</remarks>
+    internal static RequestDelegate Handle(VeloEngine engine, string route, bool needsKey, Func<HttpContext, Task> handler,
+        Func<HttpResponse, ApiException, Task> writeError) => async http =>
     {
         try
         {
@@ -80,7 +86,7 @@ public static class VeloEndpoints
                 OperationCanceledException when engine.IsStopping => ServerInfo.ShuttingDownError(),
                 _ => new ApiException(500, $"internal error: {e.Message}"),
             };
-            await error.WriteResponseAsync(http.Response);
+            await writeError(http.Response, error);
         }
         catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
         {
@@ -92,7 +98,7 @@ public static class VeloEndpoints
         }
     };
 
-    internal static bool Authorized(HttpRequest request, string key)
+    private static bool Authorized(HttpRequest request, string key)
     {
         string header = request.Headers.Authorization.ToString();
         const string scheme = "Bearer ";

@@ -38,39 +38,9 @@ internal static class OllamaEndpoints
         })));
     }
 
-    /// <summary>The API key and JSON checks of the OpenAI routes, with Ollama's error body for every failure.</summary>
-    private static RequestDelegate Handle(VeloEngine engine, string route, Func<HttpContext, Task> handler) => async http =>
-    {
-        try
-        {
-            if (engine.ApiKey != null && !VeloEndpoints.Authorized(http.Request, engine.ApiKey))
-                throw new ApiException(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'");
-            // As on the OpenAI routes: a web page on another site cannot send JSON without a CORS preflight.
-            if (HttpMethods.IsPost(http.Request.Method) && !http.Request.HasJsonContentType())
-                throw new ApiException(415, "the request body must be JSON, sent with 'Content-Type: application/json'" +
-                    (http.Request.ContentType is { } type ? $", not '{type}'" : ""));
-            await handler(http);
-        }
-        catch (Exception e) when (!http.Response.HasStarted && !http.RequestAborted.IsCancellationRequested)
-        {
-            var (status, message) = e switch
-            {
-                ApiException api => (api.Status, api.Message),
-                BadHttpRequestException bad => (bad.StatusCode, bad.Message),
-                OperationCanceledException when engine.IsStopping => (503, "the server is shutting down"),
-                _ => (500, $"internal error: {e.Message}"),
-            };
-            await WriteErrorAsync(http.Response, status, message);
-        }
-        catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
-        {
-            // The client went away; nobody is left to answer.
-        }
-        finally
-        {
-            engine.Metrics.CountRequest(route, http.Response.StatusCode);
-        }
-    };
+    /// <summary>The OpenAI routes' API key and JSON checks and error handling, with Ollama's error body.</summary>
+    private static RequestDelegate Handle(VeloEngine engine, string route, Func<HttpContext, Task> handler) =>
+        VeloEndpoints.Handle(engine, route, needsKey: true, handler, (response, error) => WriteErrorAsync(response, error.Status, error.Message));
 
     /// <summary>Ollama's error body: <c>{"error": "message"}</c>.</summary>
     public static void WriteError(Utf8JsonWriter json, string message)

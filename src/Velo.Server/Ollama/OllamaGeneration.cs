@@ -194,7 +194,7 @@ internal static class OllamaGeneration
             catch (Exception e) when (!http.RequestAborted.IsCancellationRequested && (e is not OperationCanceledException || engine.IsStopping))
             {
                 // The status line is gone; as Ollama does, the error ends the stream as a line of its own.
-                string message = e is OperationCanceledException ? "the server is shutting down" : $"generation failed: {e.Message}";
+                string message = e is OperationCanceledException ? ServerInfo.ShuttingDownError().Message : $"generation failed: {e.Message}";
                 lines.Write(json => OllamaEndpoints.WriteError(json, message));
                 await lines.FlushAsync(CancellationToken.None);
             }
