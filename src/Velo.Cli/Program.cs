@@ -1,9 +1,8 @@
 using System.CommandLine;
-using Spectre.Console;
+using Velo.Cli;
 using Velo.Cli.Commands;
 
-// Tables piped to a file or another program keep their full width instead of wrapping at 80 columns.
-if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
+CliSetup.ConfigureConsole();
 
 // -m DIR converts a Hugging Face folder once before it loads; a user waiting on that is told what is happening.
 Velo.Models.HuggingFace.HuggingFaceModelCache.ConversionStarted += (folder, cached) =>
@@ -30,11 +29,19 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     DistillCommand.Create(),
 };
 var parse = root.Parse(args);
-// A mistake in a command's options is one "error: ..." line each, as the commands report the errors they find
-// themselves, rather than a line lost above the whole help text; without a command, the help listing them helps more.
+// A mistake in a command's options is one "error: ..." line each in plain words, as the commands report the errors
+// they find themselves, rather than .NET's type names or a line lost above the whole help text; without a command,
+// the help listing them helps more.
 if (parse.Errors.Count > 0 && parse.CommandResult.Command != root)
 {
-    foreach (var error in parse.Errors) Console.Error.WriteLine($"error: {error.Message}");
+    foreach (var error in parse.Errors) Console.Error.WriteLine($"error: {CliSetup.Plain(error)}");
     return 1;
+}
+if (parse.Action is System.CommandLine.Help.HelpAction)
+{
+    var help = new StringWriter();
+    int code = parse.Invoke(new InvocationConfiguration { Output = help });
+    Console.Out.Write(CliSetup.ShowDefaultsOnce(help.ToString()));
+    return code;
 }
 return parse.Invoke();

@@ -91,7 +91,7 @@ internal static class CompletionEndpoints
     /// stands for more than <see cref="Velo.Text.ITokenizer.MaxInputBytesPerToken"/> bytes of input, so a huge body
     /// costs no tokenizing time.
     /// </summary>
-    private static void RejectByBytes(VeloEngine engine, long promptBytes, string param)
+    internal static void RejectByBytes(VeloEngine engine, long promptBytes, string param)
     {
         int bytesPerToken = engine.Generator.Tokenizer.MaxInputBytesPerToken;
         int contextLength = engine.Generator.ContextLength;
@@ -164,8 +164,8 @@ internal static class CompletionEndpoints
             }
         }
 
-        // Cancelled when the client disconnects, and when this handler leaves for any reason.
-        using var abandon = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
+        // Cancelled when the client disconnects, when the server stops, and when this handler leaves for any reason.
+        using var abandon = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted, engine.Stopping);
         GenerationStream generation;
         try
         {
@@ -183,7 +183,7 @@ internal static class CompletionEndpoints
 
         try
         {
-            var observer = new LatencyObserver(engine.Metrics);
+            var observer = new GenerationObserver(engine, http);
             if (!stream)
             {
                 var text = new StringBuilder();
@@ -195,7 +195,7 @@ internal static class CompletionEndpoints
                     if (piece.Logprob != null) tokens.Add(piece);
                 }
                 var summary = await generation.Completion;
-                engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
+                observer.Finish(summary);
                 string content = text.ToString();
                 IReadOnlyList<ToolCall>? calls = null;
                 if (tools != null)
@@ -257,7 +257,7 @@ internal static class CompletionEndpoints
                     await sse.FlushAsync(http.RequestAborted);
                 }
                 var summary = await generation.Completion;
-                engine.Metrics.CountTokens(summary.PromptTokens, summary.GeneratedTokens);
+                observer.Finish(summary);
                 if (parser != null)
                 {
                     WriteParsed(parser.Finish());
@@ -274,10 +274,10 @@ internal static class CompletionEndpoints
                 sse.WriteDone();
                 await sse.FlushAsync(http.RequestAborted);
             }
-            catch (Exception e) when (e is not OperationCanceledException && !http.RequestAborted.IsCancellationRequested)
+            catch (Exception e) when (!http.RequestAborted.IsCancellationRequested && (e is not OperationCanceledException || engine.IsStopping))
             {
                 // The status line is gone; the error travels as an event, as OpenAI's streams send it.
-                var error = e as ApiException ?? new ApiException(500, $"generation failed: {e.Message}");
+                var error = e as ApiException ?? (e is OperationCanceledException ? ServerInfo.ShuttingDownError() : new ApiException(500, $"generation failed: {e.Message}"));
                 sse.Write(error.WriteBody);
                 await sse.FlushAsync(CancellationToken.None);
             }
@@ -302,17 +302,4 @@ internal static class CompletionEndpoints
         }
     }
 
-    /// <summary>Feeds the time-to-first-token and inter-token histograms from one request's pieces.</summary>
-    private sealed class LatencyObserver(ServerMetrics metrics)
-    {
-        private TimeSpan? _last;
-
-        public void Observe(GeneratedPiece piece)
-        {
-            if (piece.TokenId < 0) return;
-            if (_last is { } last) metrics.TimePerOutputToken.Observe((piece.Elapsed - last).TotalSeconds);
-            else metrics.TimeToFirstToken.Observe(piece.Elapsed.TotalSeconds);
-            _last = piece.Elapsed;
-        }
-    }
 }

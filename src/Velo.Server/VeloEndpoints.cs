@@ -48,6 +48,8 @@ public static class VeloEndpoints
         endpoints.MapPost("/tokenize", Handle(engine, "/tokenize", true, http => TokenizeAsync(http, engine)));
         endpoints.MapPost("/detokenize", Handle(engine, "/detokenize", true, http => DetokenizeAsync(http, engine)));
         endpoints.MapGet("/metrics", Handle(engine, "/metrics", !engine.PublicMetrics, http => MetricsAsync(http, engine)));
+        endpoints.MapGet("/props", Handle(engine, "/props", true, http => ServerInfo.PropsAsync(http, engine)));
+        Ollama.OllamaEndpoints.MapOllama(endpoints, engine);
         return endpoints;
     }
 
@@ -55,7 +57,13 @@ public static class VeloEndpoints
     /// Wraps a handler with the API key check, the JSON content type check, OpenAI error bodies for every failure, and
     /// request counting.
     /// </summary>
-    private static RequestDelegate Handle(VeloEngine engine, string route, bool needsKey, Func<HttpContext, Task> handler) => async http =>
+    private static RequestDelegate Handle(VeloEngine engine, string route, bool needsKey, Func<HttpContext, Task> handler) =>
+        Handle(engine, route, needsKey, handler, (response, error) => error.WriteResponseAsync(response));
+
+    /// <inheritdoc cref="Handle(VeloEngine, string, bool, Func{HttpContext, Task})"/>
+    /// <remarks>Errors are written by <paramref name="writeError"/>: Ollama's routes answer in Ollama's body.</remarks>
+    internal static RequestDelegate Handle(VeloEngine engine, string route, bool needsKey, Func<HttpContext, Task> handler,
+        Func<HttpResponse, ApiException, Task> writeError) => async http =>
     {
         try
         {
@@ -75,9 +83,10 @@ public static class VeloEndpoints
                 ApiException api => api,
                 // Kestrel's own refusals while reading the body, such as 413 past the route's body limit.
                 BadHttpRequestException bad => new ApiException(bad.StatusCode, bad.Message),
+                OperationCanceledException when engine.IsStopping => ServerInfo.ShuttingDownError(),
                 _ => new ApiException(500, $"internal error: {e.Message}"),
             };
-            await error.WriteResponseAsync(http.Response);
+            await writeError(http.Response, error);
         }
         catch (OperationCanceledException) when (http.RequestAborted.IsCancellationRequested)
         {
@@ -217,7 +226,7 @@ public static class VeloEndpoints
         await http.Response.WriteAsync(text, http.RequestAborted);
     }
 
-    private static async Task WriteJsonAsync(HttpContext http, int status, Action<Utf8JsonWriter> write)
+    internal static async Task WriteJsonAsync(HttpContext http, int status, Action<Utf8JsonWriter> write)
     {
         http.Response.StatusCode = status;
         http.Response.ContentType = "application/json";

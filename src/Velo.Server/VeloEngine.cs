@@ -110,6 +110,16 @@ public sealed class VeloEngine : IDisposable
 
     public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
 
+    private readonly CancellationTokenSource _stopping = new();
+
+    /// <summary>Cancelled when the server stops: the generations still running end, and their responses end properly.</summary>
+    public CancellationToken Stopping => _stopping.Token;
+
+    public bool IsStopping => _stopping.IsCancellationRequested;
+
+    /// <summary>Ends every generation still running (the host calls it once its grace period for them has passed).</summary>
+    public void Stop() => _stopping.Cancel();
+
     /// <summary>What requests generate through: the model's tokenizer, chat formatter and limits come from it too.</summary>
     public IGenerationService Generator => _generator ?? throw (_embeddings != null ? NotADecoderError() : NotReadyError());
 
@@ -162,6 +172,7 @@ public sealed class VeloEngine : IDisposable
 
     public void Dispose()
     {
+        _stopping.Cancel();
         _ownScheduler?.Dispose();
         _embedder?.Dispose();
         _pool?.Dispose();

@@ -40,6 +40,18 @@ internal static class CommonOptions
             : $"--threads must be between 1 and {Environment.ProcessorCount}, the logical processors of this machine " +
               $"(more threads than processors only take turns on them and slow every step), got {threads}";
 
+    /// <summary>A TCP port: 0 (any free one) to 65535.</summary>
+    public static Option<int> Port(string description, int defaultPort)
+    {
+        var option = new Option<int>("--port") { Description = description, DefaultValueFactory = _ => defaultPort };
+        option.Validators.Add(result =>
+        {
+            int value = result.GetValueOrDefault<int>();
+            if (value is < 0 or > 65535) result.AddError($"--port must be between 0 and 65535, got {value}");
+        });
+        return option;
+    }
+
     public static Option<int> Context() => new Option<int>("--ctx", "-c")
     {
         Description = $"Context length in tokens (default: the model's, capped at {ModelInfo.DefaultContextCap})",

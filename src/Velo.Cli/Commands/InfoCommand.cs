@@ -13,7 +13,12 @@ internal static class InfoCommand
 {
     public static Command Create()
     {
-        var file = new Argument<string>("model") { Description = "GGUF file, or a Hugging Face model folder" };
+        var file = new Argument<string>("model")
+        {
+            Description = "GGUF file or Hugging Face model folder (default: the bundled stories260K demo model)",
+            Arity = ArgumentArity.ZeroOrOne,
+            DefaultValueFactory = _ => CommonOptions.BundledModel,
+        };
         var tensors = new Option<bool>("--tensors") { Description = "List every tensor" };
         var command = new Command("info", "Describe a GGUF model file") { file, tensors };
         command.SetAction(parse => CommonOptions.Guard(() => Show(parse.GetValue(file)!, parse.GetValue(tensors))));
@@ -67,8 +72,12 @@ internal static class InfoCommand
         if (m.GetString("tokenizer.ggml.pre") is { } pre) table.AddRow("pre-tokenizer", Markup.Escape(pre));
         table.AddRow("tokens", (m.GetStringArray("tokenizer.ggml.tokens")?.Length ?? 0).ToString());
         if (m.GetStringArray("tokenizer.ggml.merges") is { } merges) table.AddRow("merges", merges.Length.ToString());
+        // BOS and EOS are always shown, the others when the file names them; an id a file stores as -1 means none.
         foreach (var special in new[] { "bos", "eos", "eot", "unknown", "padding", "cls", "seperator" })
-            if (m.TryGetUInt32($"tokenizer.ggml.{special}_token_id", out uint id)) table.AddRow($"{special} id", id.ToString());
+        {
+            bool present = m.TryGetUInt32($"tokenizer.ggml.{special}_token_id", out uint id);
+            if (present || special is "bos" or "eos") table.AddRow($"{special} id", present ? TokenId(id) : "none");
+        }
         try
         {
             var tokenizer = Tokenizer.FromGguf(m);
@@ -111,12 +120,15 @@ internal static class InfoCommand
         foreach (var (key, value) in m)
         {
             if (key.StartsWith("tokenizer.ggml.", StringComparison.Ordinal) && value is GgufArray) continue;
-            string shown = GgufMetadata.Describe(value);
+            string shown = key.EndsWith("_token_id", StringComparison.Ordinal) && value is uint.MaxValue or -1 ? "none" : GgufMetadata.Describe(value);
             if (shown.Length > 80) shown = shown[..80] + "…";
             table.AddRow(Markup.Escape(key), Markup.Escape(shown.ReplaceLineEndings("⏎")));
         }
         AnsiConsole.Write(table);
     }
+
+    /// <summary>A special token id, or "none" for the -1 (stored unsigned) files write for an absent token.</summary>
+    private static string TokenId(uint id) => id == uint.MaxValue ? "none" : id.ToString();
 
     private static string FormatCount(long n) => n switch
     {

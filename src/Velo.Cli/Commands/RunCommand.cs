@@ -16,7 +16,7 @@ internal static class RunCommand
         var model = CommonOptions.Model();
         var prompt = new Option<string?>("--prompt", "-p") { Description = "Prompt text" };
         var promptFile = new Option<FileInfo?>("--prompt-file", "-f") { Description = "Read the prompt from a file" };
-        var tokens = new Option<int>("--n-predict", "-n") { Description = "Tokens to generate (-1: until the context is full)", DefaultValueFactory = _ => 128 }
+        var tokens = new Option<int>("--n-predict", "-n") { Description = "Tokens to generate (-1: until the context is full, 0: none)", DefaultValueFactory = _ => 128 }
             .AtLeast(-1, "-1 means until the context is full");
         var temperature = CommonOptions.Temperature();
         var topK = CommonOptions.TopK();
@@ -73,13 +73,17 @@ internal static class RunCommand
             speculation: speculation, draft: draft);
         int[] promptTokens = model.Tokenizer.Encode(prompt, addSpecial: true);
         if (promptTokens.Length == 0) promptTokens = [model.Tokenizer.BosId >= 0 ? model.Tokenizer.BosId : 0];
+        // Said before the prompt is echoed, so the error is not glued to its end.
+        if (promptTokens.Length >= generator.ContextLength) throw new PromptTooLongException(promptTokens.Length, generator.ContextLength);
 
         var stdout = Console.OpenStandardOutput();
         // The prompt is echoed as its tokens decode, exactly as llama.cpp prints it.
         foreach (int id in promptTokens) stdout.Write(model.Tokenizer.TokenBytes(id, skipSpecial: true));
         stdout.Flush();
         var utf8 = new byte[256];
-        foreach (var piece in generator.Generate(promptTokens, options))
+        // -n 0 asks for no tokens: the prompt alone, as llama-cli prints it.
+        var pieces = options.MaxTokens == 0 ? [] : generator.Generate(promptTokens, options);
+        foreach (var piece in pieces)
         {
             int length = Encoding.UTF8.GetBytes(piece.Text, utf8);
             stdout.Write(utf8, 0, length);

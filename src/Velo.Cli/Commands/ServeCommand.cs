@@ -13,8 +13,31 @@ internal static class ServeCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var host = new Option<string>("--host") { Description = "Address to listen on (default: loopback only)", DefaultValueFactory = _ => "127.0.0.1" };
-        var port = new Option<int>("--port") { Description = "Port to listen on", DefaultValueFactory = _ => 8080 };
+        var host = new Option<string>("--host") { Description = "Address to listen on: an IP address or localhost (127.0.0.1 listens on loopback only)", DefaultValueFactory = _ => "127.0.0.1" };
+        host.Validators.Add(result =>
+        {
+            string value = result.GetValueOrDefault<string>();
+            if (value != "localhost" && !System.Net.IPAddress.TryParse(value, out _))
+                result.AddError($"--host must be an IP address (such as 127.0.0.1, or 0.0.0.0 for every interface) or localhost, got '{value}'");
+        });
+        var port = CommonOptions.Port("Port to listen on (0: any free port)", 8080);
+        var logFormat = new Option<string>("--log-format")
+        {
+            Description = "One line per request on standard error: text, json, or none",
+            DefaultValueFactory = _ => "text",
+        };
+        logFormat.AcceptOnlyFromAmong("text", "json", "none");
+        var cors = new Option<string[]>("--cors")
+        {
+            Description = "Let web pages from this origin (such as http://localhost:3000) call the server; repeat for more",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        cors.Validators.Add(result =>
+        {
+            foreach (string origin in result.GetValueOrDefault<string[]>() ?? [])
+                if (origin != "*" && !(Uri.TryCreate(origin, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.AbsolutePath == "/"))
+                    result.AddError($"--cors takes an origin such as https://example.com (scheme, host and port only) or *, got '{origin}'");
+        });
         var parallel = CommonOptions.Parallel("Sequences generated together, each with its own KV cache");
         var queue = new Option<int>("--queue") { Description = "Requests that may wait for a free sequence before the server answers 503", DefaultValueFactory = _ => 64 }
             .AtLeast(0);
@@ -43,6 +66,8 @@ internal static class ServeCommand
         {
             model, host, port, parallel, queue, apiKey, metricsPublic, maxBodyBytes, join, advertise, alias, threads, context, cacheTypeK, cacheTypeV,
         };
+        command.Options.Add(logFormat);
+        command.Options.Add(cors);
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
             var options = new VeloServerOptions
@@ -60,6 +85,12 @@ internal static class ServeCommand
                 MaxRequestBytes = parse.GetValue(maxBodyBytes),
                 CacheTypes = CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV),
             };
+            var hostOptions = new VeloHostOptions
+            {
+                LogFormat = Enum.Parse<RequestLogFormat>(parse.GetValue(logFormat)!, ignoreCase: true),
+                CorsOrigins = [.. (parse.GetValue(cors) ?? []).Select(origin => origin.TrimEnd('/'))],
+            };
+
             if (options.MaxRequestBytes is < 0 or > VeloEngine.MaxBodyBytes)
                 throw new ArgumentException($"--max-body-bytes must be between 0 (derive from the context) and {VeloEngine.MaxBodyBytes}, got {options.MaxRequestBytes}");
             if (!File.Exists(options.ModelPath) && !Directory.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
@@ -68,7 +99,7 @@ internal static class ServeCommand
             if (gateway != null && advertised == null && options.Host is "0.0.0.0" or "::")
                 throw new ArgumentException("with --host 0.0.0.0, --join needs --advertise URL: the address the gateway reaches this server at");
             using var engine = new VeloEngine(options);
-            var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning);
+            var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning, hostOptions);
             app.Start();
             using var membership = gateway == null ? null
                 : new GatewayMembership(gateway, advertised ?? VeloServer.Address(app), options.ApiKey,

@@ -8,7 +8,8 @@ internal static class TokenizeCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model", "-m") { Description = "A .gguf file, or a tokenizer.json file or the folder holding it", Required = true };
+        var model = CommonOptions.Model();
+        model.Description = "A .gguf file, or a tokenizer.json file or the folder holding it (default: the bundled stories260K demo model)";
         var text = new Option<string?>("--text") { Description = "Text to tokenize" };
         var file = new Option<FileInfo?>("--file") { Description = "Tokenize a file's contents" };
         var idsOnly = new Option<bool>("--ids") { Description = "Print only the ids, space-separated" };

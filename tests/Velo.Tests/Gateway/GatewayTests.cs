@@ -45,9 +45,9 @@ public sealed class GatewayTests(GatewayCluster cluster, ITestOutputHelper outpu
     {
         // The node's 400 (a field it refuses) and 404 (context too long is 400; an unknown model the gateway answers).
         var (status, body) = await Gateway.PostAsync("/v1/chat/completions",
-            """{"model": "stories260K", "messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function", "function": {"name": "f"}}]}""");
+            """{"model": "stories260K", "messages": [{"role": "user", "content": "Hi"}], "functions": [{"name": "f"}]}""");
         Assert.Equal(400, status);
-        Assert.Equal("tools", body.GetProperty("error").GetProperty("param").GetString());
+        Assert.Equal("functions", body.GetProperty("error").GetProperty("param").GetString());
         (status, body) = await Gateway.PostAsync("/v1/chat/completions", TestGateway.Chat("gpt-4", [("user", "Hi")], 4));
         Assert.Equal(404, status);
         Assert.Contains("'stories260K'", body.GetProperty("error").GetProperty("message").GetString());
