@@ -1,3 +1,4 @@
+using Velo.Sampling.Grammars;
 using System.Text;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http;
@@ -31,7 +32,7 @@ internal static class OllamaGeneration
         var (options, context) = OllamaOptions.Parse(body.Field("options"), generator.ContextLength, generator.Chat.StopStrings);
         int[] prompt = Format(generator, messages);
         options = OllamaOptions.FitToContext(options, prompt.Length, context, generator.ContextLength);
-        await RespondAsync(http, engine, body, new GenerationRequest { Prompt = prompt, Options = options }, chat: true);
+        await RespondAsync(http, engine, body, new GenerationRequest { Prompt = prompt, Options = options with { Grammar = FormatGrammar(body) } }, chat: true);
     }
 
     public static async Task GenerateAsync(HttpContext http, VeloEngine engine)
@@ -63,15 +64,33 @@ internal static class OllamaGeneration
         int[] prompt = raw ? generator.Tokenizer.Encode(text, addSpecial: true)
             : Format(generator, [.. system != null ? [new ChatMessage("system", system)] : Array.Empty<ChatMessage>(), new ChatMessage("user", text)]);
         options = OllamaOptions.FitToContext(options, prompt.Length, context, generator.ContextLength);
-        await RespondAsync(http, engine, body, new GenerationRequest { Prompt = prompt, Options = options }, chat: false);
+        await RespondAsync(http, engine, body, new GenerationRequest { Prompt = prompt, Options = options with { Grammar = FormatGrammar(body) } }, chat: false);
+    }
+
+    /// <summary>Ollama's <c>format</c>: <c>"json"</c> for any JSON object, or a JSON Schema the output must satisfy.</summary>
+    private static Grammar? FormatGrammar(RequestBody body)
+    {
+        if (body.Field("format") is not { } format || format.ValueKind == JsonValueKind.Null) return null;
+        try
+        {
+            return format.ValueKind switch
+            {
+                JsonValueKind.String when format.GetString() == "" => null,
+                JsonValueKind.String when format.GetString() == "json" => Grammar.AnyJsonObject(),
+                JsonValueKind.Object => Grammar.FromJsonSchema(format),
+                _ => throw ApiException.BadRequest("format must be \"json\" or a JSON Schema object", "format"),
+            };
+        }
+        catch (GrammarException e)
+        {
+            throw ApiException.BadRequest($"format: {e.Message}", "format");
+        }
     }
 
     /// <summary>What Ollama offers and Velo cannot honour yet, refused by name; their off values are accepted.</summary>
     private static void RefuseUnsupported(RequestBody body)
     {
         OllamaEndpoints.CheckKeepAlive(body);
-        if (body.Field("format") is { } format && !(format.ValueKind == JsonValueKind.String && format.GetString() == ""))
-            throw ApiException.BadRequest("format (JSON output) is not supported yet: velo serve cannot constrain the output", "format");
         if (body.Bool("think") == true) throw ApiException.BadRequest("think is not supported: velo serve does not separate thinking", "think");
         if (body.Field("tools") is { } tools && (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() > 0))
             throw ApiException.BadRequest("tools (tool calling) are not supported yet", "tools");
