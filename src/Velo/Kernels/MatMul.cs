@@ -8,7 +8,7 @@ namespace Velo.Kernels;
 
 /// <summary>
 /// Which implementation <see cref="MatMul"/> uses; tests force the portable one to check it on AVX2 machines, and
-/// the AVX2 one to check it on AVX-VNNI machines.
+/// the AVX2 one (no AVX-VNNI, no AVX-512) to check it on machines that have more.
 /// </summary>
 internal enum MatMulPath
 {
@@ -120,8 +120,10 @@ internal static unsafe class MatMul
         }
 
         bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
+        bool paired = !portable && path != MatMulPath.Avx2 && FloatKernels.PairsTokens(first.Type, tokens, first.Cols);
         ActivationFormat activations;
-        var kernel = portable ? PortableKernel(first.Type, out activations)
+        var kernel = paired ? PairedKernel(first.Type, out activations)
+            : portable ? PortableKernel(first.Type, out activations)
             : AvxVnni.IsSupported && path != MatMulPath.Avx2 ? FastKernel<VnniDot>(first.Type, tokens, out activations)
             : FastKernel<Avx2Dot>(first.Type, tokens, out activations);
         long scratchPerRow = portable ? 0
@@ -134,6 +136,7 @@ internal static unsafe class MatMul
         {
             ActivationFormat.Float => 0,
             ActivationFormat.ScaledFloat => (long)tokens * first.Cols * sizeof(float),
+            ActivationFormat.PairedFloat => FloatKernels.PairedBytes(tokens, first.Cols),
             ActivationFormat.Blocks256 => ActivationQuantizer.Bytes256(first.Cols, tokens),
             _ => ActivationQuantizer.Bytes32(first.Cols, tokens),
         };
@@ -202,6 +205,15 @@ internal static unsafe class MatMul
         Blocks32,
         PairedBlocks32,
         Blocks256,
+
+        /// <summary>Floats in token pairs, for <see cref="FloatKernels.PairedRows{TRow}"/>.</summary>
+        PairedFloat,
+    }
+
+    private static delegate*<MatMulTask*, int, int, int, void> PairedKernel(GgmlType type, out ActivationFormat activations)
+    {
+        activations = ActivationFormat.PairedFloat;
+        return type == GgmlType.F16 ? &FloatKernels.PairedRows<F16Row> : &FloatKernels.PairedRows<F32Row>;
     }
 
     private static delegate*<MatMulTask*, int, int, int, void> FastKernel<TDot>(GgmlType type, int tokens, out ActivationFormat activations)
@@ -291,7 +303,9 @@ internal static unsafe class MatMul
     {
         int cols = task->W.Cols, tokens = task->Tokens;
         float* x = task->X + (long)t * cols;
-        if (format != ActivationFormat.Blocks256)
+        if (format == ActivationFormat.PairedFloat)
+            FloatKernels.PackPairs(task->X, cols, tokens, t, (float*)task->Activations);
+        else if (format != ActivationFormat.Blocks256)
         {
             ActivationQuantizer.Layout32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
             int blocks = cols / ActivationQuantizer.Block32;
