@@ -258,8 +258,9 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
     }
 
     /// <summary>
-    /// Q8_0 weights (activations quantized to 8 bits in the products, as llama.cpp does) against F32: typical inputs
-    /// stay above 0.999; the near-empty ones ([CLS] [SEP] alone, a lone [UNK]) are the most sensitive, at about 0.998.
+    /// Q8_0 weights (activations quantized to 8 bits in the products, as llama.cpp does; the value projections kept
+    /// F16) against F32: every input at cosine ≥ 0.999, the near-empty ones ([CLS] [SEP] alone, a lone [UNK]) the
+    /// most sensitive.
     /// </summary>
     [Fact]
     public void Q8_0EmbeddingsStayCloseToF32()
@@ -272,8 +273,11 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
         var a = e32.Embed(Texts);
         var b = e8.Embed(Texts);
         var cosines = Enumerable.Range(0, Texts.Length).Select(i => Cosine(a[i].Select(v => (double)v).ToArray(), b[i])).ToArray();
-        for (int i = 0; i < Texts.Length; i++) Assert.True(cosines[i] >= 0.998, $"input {i}: Q8_0 cosine {cosines[i]} to F32");
-        Assert.True(cosines.Average() >= 0.9993, $"mean Q8_0 cosine {cosines.Average()} to F32");
+        for (int i = 0; i < Texts.Length; i++) Assert.True(cosines[i] >= 0.999, $"input {i}: Q8_0 cosine {cosines[i]} to F32");
+        Assert.True(cosines.Average() >= 0.9996, $"mean Q8_0 cosine {cosines.Average()} to F32");
+        using var file = GgufFile.Open(fixture.Q8Path);
+        Assert.Equal(GgmlType.F16, file.RequireTensor("blk.0.attn_v.weight").Type);
+        Assert.Equal(GgmlType.Q8_0, file.RequireTensor("blk.0.attn_k.weight").Type);
         Console.WriteLine($"Q8_0 vs F32 over {Texts.Length} inputs: min cosine {cosines.Min():F6}, mean {cosines.Average():F6}");
     }
 
