@@ -277,6 +277,26 @@ internal static unsafe class FloatKernels
         if (token + 1 < tokens) y[(long)(token + 1) * rows + r] = Vector256.Sum(acc.GetUpper());
     }
 
+    /// <summary>
+    /// Stores four rows' accumulators for one token pair: rows r..r+3 of both tokens, each half summed in
+    /// <see cref="Vector256.Sum{T}(Vector256{T})"/>'s order, ((a0+a1)+(a2+a3)) + ((a4+a5)+(a6+a7)), but for all
+    /// eight sums at once: pairs, then quads, by shuffling the four accumulators together, then the two quads of each
+    /// token. Each sum is the same additions of the same values, so the results are Sum's bit for bit.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRows4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d, float* y, int rows, int r, int token, int tokens)
+    {
+        // Per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3] and the same for c and d.
+        var ab = Avx512F.Shuffle(a, b, 0x88) + Avx512F.Shuffle(a, b, 0xDD);
+        var cd = Avx512F.Shuffle(c, d, 0x88) + Avx512F.Shuffle(c, d, 0xDD);
+        // Per 128-bit lane: [a0123, b0123, c0123, d0123].
+        var quads = Avx512F.Shuffle(ab, cd, 0x88) + Avx512F.Shuffle(ab, cd, 0xDD);
+        // Lane 0 + lane 1 is the first token's four sums, lane 2 + lane 3 the second's.
+        var sums = quads + Avx512F.Shuffle4x128(quads, quads, 0xB1);
+        Sse.Store(y + (long)token * rows + r, sums.GetLower().GetLower());
+        if (token + 1 < tokens) Sse.Store(y + (long)(token + 1) * rows + r, Avx512F.ExtractVector128(sums, 2));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Broadcast8(float* weights) => Avx512F.BroadcastVector256ToVector512((double*)weights).AsSingle();
 
@@ -316,22 +336,10 @@ internal static unsafe class FloatKernels
             a32 = Avx512F.FusedMultiplyAdd(w, v2, a32);
             a33 = Avx512F.FusedMultiplyAdd(w, v3, a33);
         }
-        StorePair(a00, y, rows, r, token, tokens);
-        StorePair(a01, y, rows, r, token + 2, tokens);
-        StorePair(a02, y, rows, r, token + 4, tokens);
-        StorePair(a03, y, rows, r, token + 6, tokens);
-        StorePair(a10, y, rows, r + 1, token, tokens);
-        StorePair(a11, y, rows, r + 1, token + 2, tokens);
-        StorePair(a12, y, rows, r + 1, token + 4, tokens);
-        StorePair(a13, y, rows, r + 1, token + 6, tokens);
-        StorePair(a20, y, rows, r + 2, token, tokens);
-        StorePair(a21, y, rows, r + 2, token + 2, tokens);
-        StorePair(a22, y, rows, r + 2, token + 4, tokens);
-        StorePair(a23, y, rows, r + 2, token + 6, tokens);
-        StorePair(a30, y, rows, r + 3, token, tokens);
-        StorePair(a31, y, rows, r + 3, token + 2, tokens);
-        StorePair(a32, y, rows, r + 3, token + 4, tokens);
-        StorePair(a33, y, rows, r + 3, token + 6, tokens);
+        StoreRows4(a00, a10, a20, a30, y, rows, r, token, tokens);
+        StoreRows4(a01, a11, a21, a31, y, rows, r, token + 2, tokens);
+        StoreRows4(a02, a12, a22, a32, y, rows, r, token + 4, tokens);
+        StoreRows4(a03, a13, a23, a33, y, rows, r, token + 6, tokens);
     }
 
     private static void Paired4x1(float* w0, long rowFloats, float* x, int cols, float* y, int rows, int r, int token, int tokens)
@@ -346,10 +354,7 @@ internal static unsafe class FloatKernels
             a2 = Avx512F.FusedMultiplyAdd(Broadcast8(w2 + c), v, a2);
             a3 = Avx512F.FusedMultiplyAdd(Broadcast8(w3 + c), v, a3);
         }
-        StorePair(a0, y, rows, r, token, tokens);
-        StorePair(a1, y, rows, r + 1, token, tokens);
-        StorePair(a2, y, rows, r + 2, token, tokens);
-        StorePair(a3, y, rows, r + 3, token, tokens);
+        StoreRows4(a0, a1, a2, a3, y, rows, r, token, tokens);
     }
 
     private static void Paired1x1(float* w, float* x, int cols, float* y, int rows, int r, int token, int tokens)
