@@ -39,7 +39,11 @@ internal static class EncoderBench
             using var pool = new WorkerPool(threads);
             var engines = new List<Engine> { new("ONNX Runtime F32", inputs => RunOrt(session, inputs)) };
             var disposables = new List<IDisposable>();
-            foreach (var type in new[] { GgmlType.F32, GgmlType.F16, GgmlType.Q8_0 })
+            int typesAt = Array.IndexOf(args, "--types");
+            var types = typesAt >= 0 && typesAt + 1 < args.Length
+                ? args[typesAt + 1].Split(',').Select(t => Enum.Parse<GgmlType>(t, ignoreCase: true)).ToArray()
+                : [GgmlType.F32, GgmlType.F16, GgmlType.Q8_0];
+            foreach (var type in types)
             {
                 string path = Path.Combine(folder, $"minilm-{type}.gguf");
                 BertOnnxImporter.Convert(onnx, vocab, path, new BertImportOptions { Type = type });

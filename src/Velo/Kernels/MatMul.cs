@@ -129,7 +129,7 @@ internal static unsafe class MatMul
         long scratchPerRow = portable ? 0
             : FloatKernels.WidensRows(first.Type, tokens) ? first.Cols * sizeof(float)
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1);
-        int chunkRows = ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
+        int chunkRows = paired ? PairedChunkRows(totalRows, pool.ThreadCount) : ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
 
         // One buffer for the activations in the kernel's format and each thread's room for a chunk of rows.
         long activationBytes = activations switch
@@ -268,6 +268,14 @@ internal static unsafe class MatMul
         int most = scratchPerRow > 0 ? (int)Math.Clamp(DecodeScratchBytes / scratchPerRow, 16, 512) : 512;
         return Math.Clamp(rows / (threads * 8), 1, most);
     }
+
+    /// <summary>
+    /// Rows per work item of the paired tiles, a multiple of their 4 rows: each item streams all the tokens'
+    /// activations once, so more rows per item read them fewer times, while every thread still gets about four
+    /// items. Up to 64 rows (at most 384 KiB of F32 weights, within L2): all-MiniLM-L6-v2 on one thread, 8 × 128
+    /// tokens, went from 0.77× to 0.88× ONNX Runtime's speed against 16-row items; 128 rows was no better.
+    /// </summary>
+    private static int PairedChunkRows(int rows, int threads) => Math.Clamp(rows / (threads * 4) / 4 * 4, 4, 64);
 
     /// <summary>
     /// Room for a decode chunk's widened or unpacked rows, well within L2 (against 16-row chunks, 4 tokens of
