@@ -56,11 +56,13 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
         "A very short one.", "Embeddings capture meaning; cosine similarity compares them.",
     ];
 
-    private static InferenceSession Session(int threads = 2) =>
-        new(MiniLMPackage.OnnxPath, new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1 });
+    private static InferenceSession Session(int threads = 2) => Session(MiniLMPackage.OnnxPath, threads);
+
+    internal static InferenceSession Session(string onnx, int threads) =>
+        new(onnx, new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1 });
 
     /// <summary>ORT's last hidden state for the ids: [tokens][dim].</summary>
-    private static float[][] OrtHidden(InferenceSession session, int[] ids)
+    internal static float[][] OrtHidden(InferenceSession session, int[] ids)
     {
         int n = ids.Length;
         var shape = new[] { 1, n };
@@ -68,8 +70,9 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
         {
             NamedOnnxValue.CreateFromTensor("input_ids", new DenseTensor<long>(ids.Select(i => (long)i).ToArray(), shape)),
             NamedOnnxValue.CreateFromTensor("attention_mask", new DenseTensor<long>(Enumerable.Repeat(1L, n).ToArray(), shape)),
-            NamedOnnxValue.CreateFromTensor("token_type_ids", new DenseTensor<long>(new long[n], shape)),
         };
+        if (session.InputMetadata.ContainsKey("token_type_ids"))
+            inputs.Add(NamedOnnxValue.CreateFromTensor("token_type_ids", new DenseTensor<long>(new long[n], shape)));
         string hiddenName = session.OutputMetadata.First(o => o.Value.Dimensions.Length == 3).Key;
         using var results = session.Run(inputs, [hiddenName]);
         var t = results.First().AsTensor<float>();
@@ -78,7 +81,7 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
     }
 
     /// <summary>sentence-transformers' mean pooling and normalization, in double precision.</summary>
-    private static double[] MeanNormalized(float[][] rows)
+    internal static double[] MeanNormalized(float[][] rows)
     {
         var mean = new double[rows[0].Length];
         foreach (var r in rows)
@@ -87,7 +90,7 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
         return mean.Select(v => v / norm).ToArray();
     }
 
-    private static double Cosine(IReadOnlyList<double> a, IReadOnlyList<float> b)
+    internal static double Cosine(IReadOnlyList<double> a, IReadOnlyList<float> b)
     {
         double dot = 0, na = 0, nb = 0;
         for (int i = 0; i < a.Count; i++)
