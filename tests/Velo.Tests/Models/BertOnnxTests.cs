@@ -197,7 +197,7 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
         }
     }
 
-    /// <summary>velo convert and velo embed end to end: the JSON vector is the in-process one.</summary>
+    /// <summary>velo convert, velo embed and velo bench end to end: the JSON vector is the in-process one.</summary>
     [Fact]
     public void ConvertAndEmbedCommands()
     {
@@ -214,6 +214,13 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
         using var model = ModelRegistry.Load(fixture.F32Path);
         using var embedder = new TextEmbedder(model, Tokenizer.FromGguf(model.File.Metadata));
         Assert.True(Cosine(embedder.Embed("Hello world").Select(v => (double)v).ToArray(), vector) >= 0.9999);
+
+        var bench = Velo.Tests.Cli.CliRunner.Run("bench", "-m", output, "-t", "1", "-r", "1", "--json");
+        Assert.True(bench.ExitCode == 0, bench.Stderr);
+        using var benchJson = System.Text.Json.JsonDocument.Parse(bench.Stdout);
+        var tests = benchJson.RootElement.GetProperty("results").EnumerateArray().ToArray();
+        Assert.Equal(["embed 1×16", "embed 32×128"], tests.Select(t => t.GetProperty("test").GetString()));
+        Assert.All(tests, t => Assert.True(t.GetProperty("inputs_per_second").GetDouble() > 0));
 
         var bad = Velo.Tests.Cli.CliRunner.Run("convert", MiniLMPackage.VocabPath, "--vocab", MiniLMPackage.VocabPath, "-o", output + ".bad");
         Assert.NotEqual(0, bad.ExitCode);
