@@ -311,6 +311,18 @@ public sealed class BertOnnxTests(MiniLMFixture fixture) : IClassFixture<MiniLMF
         Assert.Throws<OnnxFormatException>(() => OnnxModel.Parse(new byte[] { 0x3A, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F }, "huge.onnx"));
     }
 
+    /// <summary>Without --config the head count comes from the graph's attention reshape: 12 heads of 32, not 6 of 64.</summary>
+    [Fact]
+    public void TheHeadCountIsReadFromTheGraph()
+    {
+        var onnx = OnnxModel.Load(MiniLMPackage.OnnxPath);
+        var writer = BertOnnxImporter.Build(onnx, BertOnnxImporter.ReadVocabTxt(MiniLMPackage.VocabPath), new BertImportOptions());
+        string path = Path.Combine(fixture.Folder, "no-config.gguf");
+        writer.WriteAtomically(path);
+        using var file = GgufFile.Open(path);
+        Assert.Equal(12u, file.Metadata.RequireUInt32("bert.attention.head_count"));
+    }
+
     [Fact]
     public void AnOnnxThatIsNotBertNamesWhatIsMissing()
     {

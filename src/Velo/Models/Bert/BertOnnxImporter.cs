@@ -65,11 +65,6 @@ public static class BertOnnxImporter
         while (byName.ContainsKey($"{prefix}encoder.layer.{layers}.attention.self.query.bias")) layers++;
         if (layers == 0) throw new OnnxFormatException($"{onnx.Path}: not a BERT encoder: no initializer '{prefix}encoder.layer.0.attention.self.query.bias'");
 
-        var config = ReadConfig(options.ConfigDir);
-        int heads = config.Heads ?? (dim % 64 == 0 ? dim / 64 : throw new OnnxFormatException(
-            $"{onnx.Path}: the head count cannot be inferred for hidden size {dim}; pass --config with the model's config.json"));
-        if (dim % heads != 0) throw new OnnxFormatException($"{onnx.Path}: hidden size {dim} is not a multiple of {heads} heads");
-
         // The MatMul feeding each Add, by the Add's output; and each node's producer, to follow MatMul → Add.
         var producers = new Dictionary<string, OnnxNode>();
         foreach (var n in onnx.Nodes)
@@ -80,6 +75,12 @@ public static class BertOnnxImporter
             if (n.OpType == "Add")
                 foreach (string i in n.Inputs)
                     addsByInput.TryAdd(i, n);
+
+        var config = ReadConfig(options.ConfigDir);
+        int heads = config.Heads ?? HeadsFromGraph(onnx, byName, producers, addsByInput, prefix + "encoder.layer.0.attention.self.query.bias", dim)
+            ?? (dim % 64 == 0 ? dim / 64 : throw new OnnxFormatException(
+                $"{onnx.Path}: the head count cannot be inferred for hidden size {dim}; pass --config with the model's config.json"));
+        if (heads <= 0 || dim % heads != 0) throw new OnnxFormatException($"{onnx.Path}: hidden size {dim} is not a multiple of {heads} heads");
 
         OnnxTensor LinearWeight(string biasName)
         {
@@ -214,6 +215,27 @@ public static class BertOnnxImporter
 
     /// <summary>What a sentence-transformers folder says: heads and epsilon (config.json), pooling (1_Pooling), the
     /// truncation length (sentence_bert_config.json) and whether a Normalize module follows (modules.json).</summary>
+    /// <summary>
+    /// The head count the graph splits the queries into: PyTorch exports reshape the query projection (its bias Add's
+    /// output) to [batch, length, heads, headDim], the shape a Concat of int64 initializers ending in heads and
+    /// headDim. Null when the graph does not show it (then 64-wide heads are assumed, BERT's usual size).
+    /// </summary>
+    private static int? HeadsFromGraph(OnnxModel onnx, Dictionary<string, OnnxTensor> byName, Dictionary<string, OnnxNode> producers,
+        Dictionary<string, OnnxNode> addsByInput, string queryBias, int dim)
+    {
+        if (!addsByInput.TryGetValue(queryBias, out var add) || add.Outputs.Length == 0) return null;
+        var reshape = onnx.Nodes.FirstOrDefault(n => n.OpType == "Reshape" && n.Inputs.Length == 2 && n.Inputs[0] == add.Outputs[0]);
+        if (reshape == null || !producers.TryGetValue(reshape.Inputs[1], out var concat) || concat.OpType != "Concat" || concat.Inputs.Length != 4) return null;
+        long? Scalar(string name)
+        {
+            // An int64 initializer of one element, or one passed through Unsqueeze.
+            if (producers.TryGetValue(name, out var node) && node.OpType == "Unsqueeze" && node.Inputs.Length >= 1) name = node.Inputs[0];
+            return byName.TryGetValue(name, out var t) && t.DataType == 7 && t.ElementCount == 1 && t.RawData.Length == 8
+                ? System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(t.RawData.Span) : null;
+        }
+        return Scalar(concat.Inputs[2]) is { } heads && Scalar(concat.Inputs[3]) is { } headDim && heads > 0 && heads * headDim == dim ? (int)heads : null;
+    }
+
     private static SentenceTransformersConfig ReadConfig(string? dir)
     {
         if (dir == null) return new(null, null, null, null, null, null);
