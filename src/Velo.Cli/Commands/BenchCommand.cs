@@ -66,6 +66,7 @@ internal static class BenchCommand
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var model = ModelRegistry.Load(path);
         double loadSeconds = clock.Elapsed.TotalSeconds;
+        if (model.Info.Output == ModelOutput.Embeddings) return RunEncoder(model, path, threadCounts, repetitions, json, loadSeconds);
         // Refused before the bandwidth and FMA probes, which take seconds, rather than after them.
         if (promptTokens > 0) Benchmark.EnsurePromptProcessingFits(model, promptTokens, cacheTypes: cacheTypes);
         if (genTokens > 0)
@@ -111,6 +112,35 @@ internal static class BenchCommand
                 $"{r.Mean:F2} ± {r.StandardDeviation:F2}", $"{r.Median:F2}", $"{r.LimitTokensPerSecond:F1}", $"{r.ShareOfLimit:P0} of {r.Limit}");
         AnsiConsole.Write(table);
         AnsiConsole.MarkupLineInterpolated($"[grey]load {loadSeconds:F2} s; decode reads {bytesPerToken / (1024.0 * 1024):F1} MiB of weights per token; prefill needs {flopsPerToken / 1e9:F2} GFLOP per token[/]");
+        return 0;
+    }
+
+    /// <summary>An encoder: the latency of one 16-token input and the throughput of 32 inputs of 128 tokens.</summary>
+    private static int RunEncoder(IModel model, string path, int[] threadCounts, int repetitions, bool json, double loadSeconds)
+    {
+        var results = new List<(int Threads, EncoderBenchResult Result)>();
+        foreach (int threads in threadCounts)
+        {
+            using var pool = new WorkerPool(threads);
+            using var embedder = new Velo.Inference.TextEmbedder(model, Velo.Text.Tokenizer.FromGguf(model.File.Metadata), pool);
+            results.Add((threads, EncoderBenchmark.Run(embedder, 1, 16, Math.Max(repetitions, 5), model.Info.VocabSize)));
+            results.Add((threads, EncoderBenchmark.Run(embedder, 32, 128, repetitions, model.Info.VocabSize)));
+        }
+        if (json)
+        {
+            var rows = results.Select(r => new
+            {
+                threads = r.Threads, test = r.Result.Test, inputs = r.Result.Inputs, tokens_per_input = r.Result.TokensPerInput,
+                median_ms = r.Result.MedianMilliseconds, inputs_per_second = r.Result.InputsPerSecond, runs_ms = r.Result.Milliseconds,
+            });
+            Console.WriteLine(JsonSerializer.Serialize(new { model = path, load_seconds = loadSeconds, results = rows }, new JsonSerializerOptions { WriteIndented = true }));
+            return 0;
+        }
+        var table = new Table().AddColumns("model", "threads", "test", "median ms", "inputs/s");
+        foreach (var (threads, r) in results)
+            table.AddRow(Markup.Escape(Path.GetFileName(path)), threads.ToString(), r.Test, $"{r.MedianMilliseconds:F2}", $"{r.InputsPerSecond:F1}");
+        AnsiConsole.Write(table);
+        AnsiConsole.MarkupLineInterpolated($"[grey]load {loadSeconds:F2} s; load average {(File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Trim() : "unknown")}[/]");
         return 0;
     }
 }

@@ -72,6 +72,12 @@ internal unsafe interface IBackend
     /// position (or all of them when bidirectional), scored as <paramref name="scoring"/> says.</summary>
     void Attention(KvCache cache, int layer, ForwardBatch batch, float* queries, float* output, int heads, in AttentionScoring scoring);
 
+    /// <summary>Bidirectional attention of each token over every token of its sequence in this batch, from the batch's
+    /// own rows of keys and values (rows of <paramref name="heads"/> × <paramref name="headDim"/>, as the queries and
+    /// the output): an encoder's input comes whole in one batch, so nothing is cached. Scores are
+    /// <paramref name="scale"/> · q·k.</summary>
+    void BatchAttention(ForwardBatch batch, float* queries, float* keys, float* values, float* output, int heads, int headDim, float scale);
+
     /// <summary>Layer normalization (mean and variance) of each row, times <paramref name="weight"/> plus
     /// <paramref name="bias"/>; <paramref name="y"/> may be <paramref name="x"/>.</summary>
     void LayerNorm(float* x, float* weight, float* bias, float* y, int rows, int width, float epsilon);

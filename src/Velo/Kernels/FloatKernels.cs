@@ -193,6 +193,180 @@ internal static unsafe class FloatKernels
         Tiles<TRow>(task, task->W.Row(rowStart), task->W.RowBytes, task->X, rowStart, rowEnd);
     }
 
+    /// <summary>Tokens from which a product of F32 or F16 weights takes its activations in token pairs
+    /// (<see cref="PackPairs"/>) for <see cref="PairedRows{TRow}"/>.</summary>
+    public const int PairedTokens = 8;
+
+    /// <summary>
+    /// Whether <see cref="PairedRows{TRow}"/> runs this product: AVX-512, columns in whole vectors of 8, and enough
+    /// tokens for a tile of 4 pairs.
+    /// </summary>
+    public static bool PairsTokens(GgmlType type, int tokens, int cols) =>
+        type is GgmlType.F32 or GgmlType.F16 && tokens >= PairedTokens && cols % 8 == 0 && Avx512F.IsSupported;
+
+    /// <summary>Bytes of activations packed by <see cref="PackPairs"/>: whole pairs, the last one padded with zeros.</summary>
+    public static long PairedBytes(int tokens, int cols) => (tokens + 1) / 2 * 2L * cols * sizeof(float);
+
+    /// <summary>
+    /// Writes token <paramref name="t"/> of <paramref name="x"/> into its half of its pair: pair p holds, for each 8
+    /// columns, tokens 2p and 2p+1's values of them side by side, 16 floats, so one 512-bit register carries both
+    /// tokens' 8-lane partial sums. The odd last token also zeroes its missing partner.
+    /// </summary>
+    public static void PackPairs(float* x, int cols, int tokens, int t, float* packed)
+    {
+        float* source = x + (long)t * cols;
+        float* pair = packed + (long)(t / 2) * 2 * cols + (t % 2) * 8;
+        for (int c = 0; c < cols; c += 8)
+            Avx.Store(pair + 2 * c, Avx.LoadVector256(source + c));
+        if (t == tokens - 1 && t % 2 == 0)
+            for (int c = 0; c < cols; c += 8)
+                Avx.Store(pair + 2 * c + 8, Vector256<float>.Zero);
+    }
+
+    /// <summary>
+    /// Prefill with AVX-512: tiles of 4 rows × 4 token pairs, sixteen 512-bit accumulators each holding two tokens'
+    /// 8-lane sums, fed per 8 columns by 4 weight loads (each 8 weights broadcast to both halves) and 4 pair loads
+    /// for 16 FMAs. Each half runs exactly <see cref="Dot1{TRow}"/>'s chain and is summed as it is, so results are
+    /// bit-identical to the AVX2 tiles and to a token alone. F16 rows are widened once per chunk as in
+    /// <see cref="Rows{TRow}"/>. <see cref="MatMulTask.Activations"/> holds <see cref="PackPairs"/>' layout.
+    /// </summary>
+    public static void PairedRows<TRow>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TRow : IFloatRow
+    {
+        int cols = task->W.Cols;
+        byte* firstRow = task->W.Row(rowStart);
+        long rowBytes = task->W.RowBytes;
+        if (typeof(TRow) == typeof(F16Row))
+        {
+            float* widened = (float*)(task->RowScratch + threadIndex * task->RowScratchBytes);
+            for (int r = rowStart; r < rowEnd; r++)
+                F16Row.Widen(task->W.Row(r), widened + (long)(r - rowStart) * cols, cols);
+            firstRow = (byte*)widened;
+            rowBytes = cols * sizeof(float);
+        }
+        else if (typeof(TRow) != typeof(F32Row))
+        {
+            throw new NotSupportedException($"paired tiles read F32 or F16 rows, not {typeof(TRow).Name}");
+        }
+
+        int rows = task->W.Rows, tokens = task->Tokens, pairs = (tokens + 1) / 2;
+        long pairFloats = 2L * cols;
+        float* packed = (float*)task->Activations;
+        for (int p = 0; p < pairs; p += 4)
+        {
+            int tilePairs = Math.Min(4, pairs - p);
+            float* xTile = packed + p * pairFloats;
+            int r = rowStart;
+            byte* row = firstRow;
+            for (; r + 4 <= rowEnd; r += 4, row += 4 * rowBytes)
+            {
+                if (tilePairs == 4)
+                    Paired4x4((float*)row, rowBytes / sizeof(float), xTile, cols, task->Y, rows, r, 2 * p, tokens);
+                else
+                    for (int q = 0; q < tilePairs; q++)
+                        Paired4x1((float*)row, rowBytes / sizeof(float), xTile + q * pairFloats, cols, task->Y, rows, r, 2 * (p + q), tokens);
+            }
+            for (; r < rowEnd; r++, row += rowBytes)
+                for (int q = 0; q < tilePairs; q++)
+                    Paired1x1((float*)row, xTile + q * pairFloats, cols, task->Y, rows, r, 2 * (p + q), tokens);
+        }
+    }
+
+    /// <summary>Stores one accumulator's two tokens, each half summed as <see cref="Dot1{TRow}"/> sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StorePair(Vector512<float> acc, float* y, int rows, int r, int token, int tokens)
+    {
+        y[(long)token * rows + r] = Vector256.Sum(acc.GetLower());
+        if (token + 1 < tokens) y[(long)(token + 1) * rows + r] = Vector256.Sum(acc.GetUpper());
+    }
+
+    /// <summary>
+    /// Stores four rows' accumulators for one token pair: rows r..r+3 of both tokens, each half summed in
+    /// <see cref="Vector256.Sum{T}(Vector256{T})"/>'s order, ((a0+a1)+(a2+a3)) + ((a4+a5)+(a6+a7)), but for all
+    /// eight sums at once: pairs, then quads, by shuffling the four accumulators together, then the two quads of each
+    /// token. Each sum is the same additions of the same values, so the results are Sum's bit for bit.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRows4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d, float* y, int rows, int r, int token, int tokens)
+    {
+        // Per 128-bit lane: [a0+a1, a2+a3, b0+b1, b2+b3] and the same for c and d.
+        var ab = Avx512F.Shuffle(a, b, 0x88) + Avx512F.Shuffle(a, b, 0xDD);
+        var cd = Avx512F.Shuffle(c, d, 0x88) + Avx512F.Shuffle(c, d, 0xDD);
+        // Per 128-bit lane: [a0123, b0123, c0123, d0123].
+        var quads = Avx512F.Shuffle(ab, cd, 0x88) + Avx512F.Shuffle(ab, cd, 0xDD);
+        // Lane 0 + lane 1 is the first token's four sums, lane 2 + lane 3 the second's.
+        var sums = quads + Avx512F.Shuffle4x128(quads, quads, 0xB1);
+        Sse.Store(y + (long)token * rows + r, sums.GetLower().GetLower());
+        if (token + 1 < tokens) Sse.Store(y + (long)(token + 1) * rows + r, Avx512F.ExtractVector128(sums, 2));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Broadcast8(float* weights) => Avx512F.BroadcastVector256ToVector512((double*)weights).AsSingle();
+
+    private static void Paired4x4(float* w0, long rowFloats, float* x, int cols, float* y, int rows, int r, int token, int tokens)
+    {
+        float* w1 = w0 + rowFloats, w2 = w1 + rowFloats, w3 = w2 + rowFloats;
+        long pairFloats = 2L * cols;
+        float* x1 = x + pairFloats, x2 = x1 + pairFloats, x3 = x2 + pairFloats;
+        Vector512<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int c = 0; c < cols; c += 8)
+        {
+            var v0 = Avx512F.LoadVector512(x + 2 * c);
+            var v1 = Avx512F.LoadVector512(x1 + 2 * c);
+            var v2 = Avx512F.LoadVector512(x2 + 2 * c);
+            var v3 = Avx512F.LoadVector512(x3 + 2 * c);
+            var w = Broadcast8(w0 + c);
+            a00 = Avx512F.FusedMultiplyAdd(w, v0, a00);
+            a01 = Avx512F.FusedMultiplyAdd(w, v1, a01);
+            a02 = Avx512F.FusedMultiplyAdd(w, v2, a02);
+            a03 = Avx512F.FusedMultiplyAdd(w, v3, a03);
+            w = Broadcast8(w1 + c);
+            a10 = Avx512F.FusedMultiplyAdd(w, v0, a10);
+            a11 = Avx512F.FusedMultiplyAdd(w, v1, a11);
+            a12 = Avx512F.FusedMultiplyAdd(w, v2, a12);
+            a13 = Avx512F.FusedMultiplyAdd(w, v3, a13);
+            w = Broadcast8(w2 + c);
+            a20 = Avx512F.FusedMultiplyAdd(w, v0, a20);
+            a21 = Avx512F.FusedMultiplyAdd(w, v1, a21);
+            a22 = Avx512F.FusedMultiplyAdd(w, v2, a22);
+            a23 = Avx512F.FusedMultiplyAdd(w, v3, a23);
+            w = Broadcast8(w3 + c);
+            a30 = Avx512F.FusedMultiplyAdd(w, v0, a30);
+            a31 = Avx512F.FusedMultiplyAdd(w, v1, a31);
+            a32 = Avx512F.FusedMultiplyAdd(w, v2, a32);
+            a33 = Avx512F.FusedMultiplyAdd(w, v3, a33);
+        }
+        StoreRows4(a00, a10, a20, a30, y, rows, r, token, tokens);
+        StoreRows4(a01, a11, a21, a31, y, rows, r, token + 2, tokens);
+        StoreRows4(a02, a12, a22, a32, y, rows, r, token + 4, tokens);
+        StoreRows4(a03, a13, a23, a33, y, rows, r, token + 6, tokens);
+    }
+
+    private static void Paired4x1(float* w0, long rowFloats, float* x, int cols, float* y, int rows, int r, int token, int tokens)
+    {
+        float* w1 = w0 + rowFloats, w2 = w1 + rowFloats, w3 = w2 + rowFloats;
+        Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (int c = 0; c < cols; c += 8)
+        {
+            var v = Avx512F.LoadVector512(x + 2 * c);
+            a0 = Avx512F.FusedMultiplyAdd(Broadcast8(w0 + c), v, a0);
+            a1 = Avx512F.FusedMultiplyAdd(Broadcast8(w1 + c), v, a1);
+            a2 = Avx512F.FusedMultiplyAdd(Broadcast8(w2 + c), v, a2);
+            a3 = Avx512F.FusedMultiplyAdd(Broadcast8(w3 + c), v, a3);
+        }
+        StoreRows4(a0, a1, a2, a3, y, rows, r, token, tokens);
+    }
+
+    private static void Paired1x1(float* w, float* x, int cols, float* y, int rows, int r, int token, int tokens)
+    {
+        Vector512<float> a = default;
+        for (int c = 0; c < cols; c += 8)
+            a = Avx512F.FusedMultiplyAdd(Broadcast8(w + c), Avx512F.LoadVector512(x + 2 * c), a);
+        StorePair(a, y, rows, r, token, tokens);
+    }
+
     /// <summary>
     /// Rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of the output, reading their weights from
     /// <paramref name="firstRow"/> on and the activations from <paramref name="x"/>.

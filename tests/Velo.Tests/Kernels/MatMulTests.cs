@@ -73,6 +73,42 @@ public unsafe class MatMulTests
         }
     }
 
+    /// <summary>
+    /// The AVX-512 tiles of token pairs (F32 and F16 prefill) sum each token exactly as the AVX2 tiles and a token
+    /// alone do: every tile shape and remainder of rows and pairs, odd token counts, bit for bit.
+    /// </summary>
+    [Avx512Theory]
+    [InlineData(GgmlType.F32)]
+    [InlineData(GgmlType.F16)]
+    public void PairedTilesEqualAvx2AndATokenAloneBitForBit(GgmlType type)
+    {
+        var random = new Random((int)type * 7);
+        using var pool = new WorkerPool(3);
+        foreach (int cols in new[] { 8, 64, 384 })
+        foreach (int rows in new[] { 1, 7, 33, 70 })
+        {
+            using var weights = RandomWeights(type, rows, cols, random);
+            var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+            foreach (int tokens in new[] { 8, 9, 10, 15, 16, 17, 23, 40 })
+            {
+                Assert.True(FloatKernels.PairsTokens(type, tokens, cols));
+                float[] x = RandomActivations(tokens * cols, random);
+                float[] paired = new float[tokens * rows], avx2 = new float[tokens * rows], alone = new float[rows];
+                fixed (float* px = x, pp = paired, pa = avx2, p1 = alone)
+                {
+                    MatMul.Multiply(w, px, tokens, pp, pool, MatMulPath.Fastest);
+                    MatMul.Multiply(w, px, tokens, pa, pool, MatMulPath.Avx2);
+                    Assert.True(MemoryMarshal.Cast<float, int>(paired).SequenceEqual(MemoryMarshal.Cast<float, int>(avx2)),
+                        $"{type} rows={rows} cols={cols} tokens={tokens}: paired tiles and AVX2 differ");
+                    int t = random.Next(tokens);
+                    MatMul.Multiply(w, px + t * cols, 1, p1, pool, MatMulPath.Fastest);
+                    Assert.True(MemoryMarshal.Cast<float, int>(alone).SequenceEqual(MemoryMarshal.Cast<float, int>(paired.AsSpan(t * rows, rows))),
+                        $"{type} rows={rows} cols={cols} tokens={tokens}: token {t} alone differs from it in the batch");
+                }
+            }
+        }
+    }
+
     private static void CompareWithReference(GgmlType type, MatMulPath path)
     {
         var random = new Random((int)type * 7919 + (int)path);
@@ -393,6 +429,15 @@ public unsafe class MatMulTests
 }
 
 /// <summary>A theory that runs only where the CPU has AVX-VNNI (and the runtime uses it), reported as skipped elsewhere.</summary>
+public sealed class Avx512TheoryAttribute : TheoryAttribute
+{
+    public Avx512TheoryAttribute()
+    {
+        if (!Avx512F.IsSupported)
+            Skip = "This CPU has no AVX-512, or DOTNET_EnableAVX512F=0 turned it off.";
+    }
+}
+
 public sealed class VnniTheoryAttribute : TheoryAttribute
 {
     public VnniTheoryAttribute()

@@ -88,6 +88,19 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
         }
     }
 
+    public void BatchAttention(ForwardBatch batch, float* queries, float* keys, float* values, float* output, int heads, int headDim, float scale)
+    {
+        fixed (int* sequences = batch.Sequences)
+        {
+            var args = new Kernels.BatchAttention.Arguments
+            {
+                Queries = queries, Keys = keys, Values = values, Output = output, Sequences = sequences, Rows = batch.Count,
+                Heads = heads, HeadDim = headDim, Scale = scale,
+            };
+            Kernels.BatchAttention.Compute(args, pool);
+        }
+    }
+
     public void GatedActivation(GatedActivation activation, float* gate, float* up, long count)
     {
         var hidden = new Span<float>(gate, checked((int)count));

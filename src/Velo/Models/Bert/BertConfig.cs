@@ -32,8 +32,8 @@ internal sealed record BertConfig
 
     public int HeadDim => Dim / Heads;
 
-    /// <summary>Every token attends to every position of its input, scaled by 1/√headDim.</summary>
-    public Backends.AttentionScoring Scoring => new(1 / MathF.Sqrt(HeadDim), Bidirectional: true);
+    /// <summary>Every token attends to every token of its input, q·k scaled by 1/√headDim.</summary>
+    public float AttentionScale => 1 / MathF.Sqrt(HeadDim);
 
     public ModelInfo ToInfo() => new()
     {

@@ -13,8 +13,8 @@ namespace Velo.Models.Bert;
 /// out = LayerNorm(h + Wdown · gelu(Wup·h + bup) + bdown)
 /// </code>
 /// with bidirectional attention within each input and the exact (erf) GELU. Each input must come whole in one
-/// forward pass, from position 0: every token attends to all of it, so its keys and values are stored before any
-/// attention runs. A token that asks for an output row gets its input's pooled embedding (mean or [CLS], unit
+/// forward pass, from position 0: every token attends to all of it, straight from the batch's keys and values (the
+/// KV memory only counts positions). A token that asks for an output row gets its input's pooled embedding (mean or [CLS], unit
 /// length when the file says so), or its own last hidden state when the file pools nothing.
 /// </summary>
 internal sealed unsafe class BertModel : IModel
@@ -56,7 +56,6 @@ internal sealed unsafe class BertModel : IModel
         b.Add(s.X, s.Xb, (long)n * dim);
         b.LayerNorm(s.X, w.EmbeddingNorm.Weight, w.EmbeddingNorm.Bias, s.X, n, dim, c.NormEpsilon);
 
-        var scoring = c.Scoring;
         for (int l = 0; l < c.Layers; l++)
         {
             ref readonly var lw = ref w.Layers[l];
@@ -64,8 +63,7 @@ internal sealed unsafe class BertModel : IModel
             b.AddBias(s.Queries, lw.Query.Bias, n, dim);
             b.AddBias(s.Keys, lw.Key.Bias, n, dim);
             b.AddBias(s.Values, lw.Value.Bias, n, dim);
-            b.StoreKeysValues(s.Cache, l, batch, s.Keys, s.Values);
-            b.Attention(s.Cache, l, batch, s.Queries, s.AttentionOut, c.Heads, scoring);
+            b.BatchAttention(batch, s.Queries, s.Keys, s.Values, s.AttentionOut, c.Heads, c.HeadDim, c.AttentionScale);
             b.MatMul(lw.Output.Weight, s.AttentionOut, n, s.Xb);
             b.AddBias(s.Xb, lw.Output.Bias, n, dim);
             b.Add(s.X, s.Xb, (long)n * dim);

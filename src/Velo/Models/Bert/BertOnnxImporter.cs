@@ -9,7 +9,10 @@ namespace Velo.Models.Bert;
 public sealed record BertImportOptions
 {
     /// <summary>F32, F16 or Q8_0: the type of the linear and token-embedding matrices; norms, biases and the small
-    /// position and type tables stay F32.</summary>
+    /// position and type tables stay F32. With Q8_0 the value projections (<c>attn_v</c>) stay F16, as llama.cpp's
+    /// mixes give <c>attn_v</c> more bits: they carry BERT's outlier hidden dimensions straight into the output, and
+    /// quantized (with their 8-bit activations) they alone cost all-MiniLM-L6-v2's near-empty inputs a cosine of
+    /// 0.9985 to F32; kept F16, the worst is 0.9992 for a twelfth of the multiplications.</summary>
     public GgmlType Type { get; init; } = GgmlType.F32;
 
     /// <summary>Null: from the sentence-transformers folder when given, else mean.</summary>
@@ -62,11 +65,6 @@ public static class BertOnnxImporter
         while (byName.ContainsKey($"{prefix}encoder.layer.{layers}.attention.self.query.bias")) layers++;
         if (layers == 0) throw new OnnxFormatException($"{onnx.Path}: not a BERT encoder: no initializer '{prefix}encoder.layer.0.attention.self.query.bias'");
 
-        var config = ReadConfig(options.ConfigDir);
-        int heads = config.Heads ?? (dim % 64 == 0 ? dim / 64 : throw new OnnxFormatException(
-            $"{onnx.Path}: the head count cannot be inferred for hidden size {dim}; pass --config with the model's config.json"));
-        if (dim % heads != 0) throw new OnnxFormatException($"{onnx.Path}: hidden size {dim} is not a multiple of {heads} heads");
-
         // The MatMul feeding each Add, by the Add's output; and each node's producer, to follow MatMul → Add.
         var producers = new Dictionary<string, OnnxNode>();
         foreach (var n in onnx.Nodes)
@@ -77,6 +75,12 @@ public static class BertOnnxImporter
             if (n.OpType == "Add")
                 foreach (string i in n.Inputs)
                     addsByInput.TryAdd(i, n);
+
+        var config = ReadConfig(options.ConfigDir);
+        int heads = config.Heads ?? HeadsFromGraph(onnx, byName, producers, addsByInput, prefix + "encoder.layer.0.attention.self.query.bias", dim)
+            ?? (dim % 64 == 0 ? dim / 64 : throw new OnnxFormatException(
+                $"{onnx.Path}: the head count cannot be inferred for hidden size {dim}; pass --config with the model's config.json"));
+        if (heads <= 0 || dim % heads != 0) throw new OnnxFormatException($"{onnx.Path}: hidden size {dim} is not a multiple of {heads} heads");
 
         OnnxTensor LinearWeight(string biasName)
         {
@@ -116,7 +120,7 @@ public static class BertOnnxImporter
         void Table(string gguf, OnnxTensor t, GgmlType type) =>
             AddFloats(w, gguf, type, [t.Dims[1], t.Dims[0]], t.ToFloats(onnx.Path));
 
-        void Linear(string gguf, string biasName, int rows, int cols)
+        void Linear(string gguf, string biasName, int rows, int cols, GgmlType type)
         {
             var t = LinearWeight(biasName);
             if (t.Dims is not [var inDim, var outDim] || inDim != cols || outDim != rows) throw Shape(onnx, t, $"[{cols}, {rows}]");
@@ -124,7 +128,7 @@ public static class BertOnnxImporter
             for (int i = 0; i < cols; i++)
                 for (int o = 0; o < rows; o++)
                     transposed[(long)o * cols + i] = stored[(long)i * rows + o];
-            AddFloats(w, gguf, options.Type, [cols, rows], transposed);
+            AddFloats(w, gguf, type, [cols, rows], transposed);
             Vector(gguf.Replace(".weight", ".bias"), biasName, rows);
         }
 
@@ -133,6 +137,7 @@ public static class BertOnnxImporter
         Table("token_types.weight", types, GgmlType.F32);
         Vector("token_embd_norm.weight", "embeddings.LayerNorm.weight", dim);
         Vector("token_embd_norm.bias", "embeddings.LayerNorm.bias", dim);
+        var valueType = options.Type == GgmlType.Q8_0 ? GgmlType.F16 : options.Type;
         int ffn = 0;
         for (int l = 0; l < layers; l++)
         {
@@ -143,14 +148,14 @@ public static class BertOnnxImporter
                 ffn = (int)up.ElementCount;
                 w.Set("bert.feed_forward_length", (uint)ffn);
             }
-            Linear(b + "attn_q.weight", p + "attention.self.query.bias", dim, dim);
-            Linear(b + "attn_k.weight", p + "attention.self.key.bias", dim, dim);
-            Linear(b + "attn_v.weight", p + "attention.self.value.bias", dim, dim);
-            Linear(b + "attn_output.weight", p + "attention.output.dense.bias", dim, dim);
+            Linear(b + "attn_q.weight", p + "attention.self.query.bias", dim, dim, options.Type);
+            Linear(b + "attn_k.weight", p + "attention.self.key.bias", dim, dim, options.Type);
+            Linear(b + "attn_v.weight", p + "attention.self.value.bias", dim, dim, valueType);
+            Linear(b + "attn_output.weight", p + "attention.output.dense.bias", dim, dim, options.Type);
             Vector(b + "attn_output_norm.weight", p + "attention.output.LayerNorm.weight", dim);
             Vector(b + "attn_output_norm.bias", p + "attention.output.LayerNorm.bias", dim);
-            Linear(b + "ffn_up.weight", p + "intermediate.dense.bias", ffn, dim);
-            Linear(b + "ffn_down.weight", p + "output.dense.bias", dim, ffn);
+            Linear(b + "ffn_up.weight", p + "intermediate.dense.bias", ffn, dim, options.Type);
+            Linear(b + "ffn_down.weight", p + "output.dense.bias", dim, ffn, options.Type);
             Vector(b + "layer_output_norm.weight", p + "output.LayerNorm.weight", dim);
             Vector(b + "layer_output_norm.bias", p + "output.LayerNorm.bias", dim);
         }
@@ -210,6 +215,27 @@ public static class BertOnnxImporter
 
     /// <summary>What a sentence-transformers folder says: heads and epsilon (config.json), pooling (1_Pooling), the
     /// truncation length (sentence_bert_config.json) and whether a Normalize module follows (modules.json).</summary>
+    /// <summary>
+    /// The head count the graph splits the queries into: PyTorch exports reshape the query projection (its bias Add's
+    /// output) to [batch, length, heads, headDim], the shape a Concat of int64 initializers ending in heads and
+    /// headDim. Null when the graph does not show it (then 64-wide heads are assumed, BERT's usual size).
+    /// </summary>
+    private static int? HeadsFromGraph(OnnxModel onnx, Dictionary<string, OnnxTensor> byName, Dictionary<string, OnnxNode> producers,
+        Dictionary<string, OnnxNode> addsByInput, string queryBias, int dim)
+    {
+        if (!addsByInput.TryGetValue(queryBias, out var add) || add.Outputs.Length == 0) return null;
+        var reshape = onnx.Nodes.FirstOrDefault(n => n.OpType == "Reshape" && n.Inputs.Length == 2 && n.Inputs[0] == add.Outputs[0]);
+        if (reshape == null || !producers.TryGetValue(reshape.Inputs[1], out var concat) || concat.OpType != "Concat" || concat.Inputs.Length != 4) return null;
+        long? Scalar(string name)
+        {
+            // An int64 initializer of one element, or one passed through Unsqueeze.
+            if (producers.TryGetValue(name, out var node) && node.OpType == "Unsqueeze" && node.Inputs.Length >= 1) name = node.Inputs[0];
+            return byName.TryGetValue(name, out var t) && t.DataType == 7 && t.ElementCount == 1 && t.RawData.Length == 8
+                ? System.Buffers.Binary.BinaryPrimitives.ReadInt64LittleEndian(t.RawData.Span) : null;
+        }
+        return Scalar(concat.Inputs[2]) is { } heads && Scalar(concat.Inputs[3]) is { } headDim && heads > 0 && heads * headDim == dim ? (int)heads : null;
+    }
+
     private static SentenceTransformersConfig ReadConfig(string? dir)
     {
         if (dir == null) return new(null, null, null, null, null, null);
