@@ -13,9 +13,25 @@ internal static class CompletionEndpoints
 {
     private static readonly HashSet<string> Roles = ["system", "developer", "user", "assistant", "tool"];
 
+    /// <summary>Request fields both routes read (or refuse by name with a reason of their own); any other is a 400.
+    /// <c>user</c>, an end-user id OpenAI keeps for abuse monitoring, is accepted and has no effect on the answer.</summary>
+    private static readonly string[] CommonFields =
+    [
+        "model", "stream", "stream_options", "max_tokens", "n", "stop", "seed", "temperature", "top_p", "top_k", "min_p",
+        "presence_penalty", "frequency_penalty", "repeat_penalty", "logit_bias", "logprobs", "ignore_eos", "response_format",
+        "grammar", "json_schema", "suffix", "best_of", "functions", "function_call", "user", "store", "modalities",
+    ];
+
+    private static readonly HashSet<string> ChatFields =
+        [.. CommonFields, "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls"];
+
+    private static readonly HashSet<string> CompletionFields =
+        [.. CommonFields, "prompt", "echo", "parse_special", "tools", "tool_choice", "parallel_tool_calls"];
+
     public static async Task ChatAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, engine.CompletionBodyLimit, http.RequestAborted);
+        body.RefuseUnknownFields(ChatFields, "/v1/chat/completions");
         CheckModel(body, engine);
         var messages = Messages(body);
         // The template only adds text around the contents, so their bytes alone bound the prompt's tokens from below.
@@ -54,6 +70,7 @@ internal static class CompletionEndpoints
     public static async Task CompletionAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, engine.CompletionBodyLimit, http.RequestAborted);
+        body.RefuseUnknownFields(CompletionFields, "/v1/completions");
         CheckModel(body, engine);
         string prompt = body.Field("prompt") switch
         {

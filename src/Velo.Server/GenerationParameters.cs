@@ -51,6 +51,10 @@ internal static class GenerationParameters
         foreach (string name in (string[])["functions", "function_call"])
             if (body.Field(name) != null) throw ApiException.BadRequest($"'{name}' (deprecated by OpenAI) is not supported: use 'tools' and 'tool_choice'", name);
         if (body.Field("suffix") != null) throw ApiException.BadRequest("'suffix' is not supported", "suffix");
+        if (body.Bool("store") == true) throw ApiException.BadRequest("'store' is not supported: velo serve keeps no completions", "store");
+        if (body.Field("modalities") is { } modalities
+            && !(modalities.ValueKind == JsonValueKind.Array && modalities.EnumerateArray().All(m => m.ValueKind == JsonValueKind.String && m.GetString() == "text")))
+            throw ApiException.BadRequest("'modalities' other than [\"text\"] are not supported: the model writes text only", "modalities");
         body.Integer("best_of", 1, 1);
     }
 

@@ -137,6 +137,15 @@ internal sealed class RequestBody : IDisposable
     private static ApiException TooLarge(long maxBytes) => new(413, $"the request body is larger than this route's limit of {maxBytes} bytes");
 
     /// <summary>The field, or null when it is absent or JSON null.</summary>
+    /// <summary>Refuses the first top-level field (not null) outside <paramref name="known"/> with a 400 naming it, so
+    /// that no request field is silently ignored.</summary>
+    public void RefuseUnknownFields(IReadOnlySet<string> known, string route)
+    {
+        foreach (var field in Root.EnumerateObject())
+            if (field.Value.ValueKind != JsonValueKind.Null && !known.Contains(field.Name))
+                throw ApiException.BadRequest($"unknown field '{field.Name}': {route} does not support it", field.Name);
+    }
+
     public JsonElement? Field(string name) =>
         Root.TryGetProperty(name, out var value) && value.ValueKind != JsonValueKind.Null ? value : null;
 

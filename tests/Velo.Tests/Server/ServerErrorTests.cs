@@ -65,6 +65,10 @@ public sealed class ServerErrorTests(SharedTestServer server) : IClassFixture<Sh
     [Theory]
     [InlineData("\"functions\": []", "functions")]
     [InlineData("\"best_of\": 2", "best_of")]
+    [InlineData("\"modalities\": [\"text\", \"audio\"]", "modalities")]
+    [InlineData("\"store\": true", "store")]
+    [InlineData("\"reasoning_effort\": \"low\"", "reasoning_effort")]
+    [InlineData("\"mirostat\": 2", "mirostat")]
     public async Task Fields_that_cannot_be_honoured_are_400s_naming_them(string field, string param)
     {
         var (status, body) = await server.PostAsync("/v1/chat/completions", $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], {field}}}");
@@ -77,6 +81,7 @@ public sealed class ServerErrorTests(SharedTestServer server) : IClassFixture<Sh
     [InlineData("\"tools\": []")]
     [InlineData("\"tool_choice\": \"none\"")]
     [InlineData("\"response_format\": {\"type\": \"text\"}")]
+    [InlineData("\"modalities\": [\"text\"], \"store\": false, \"user\": \"u-1\", \"service_tier\": null")]
     public async Task Their_off_values_are_accepted(string field)
     {
         var (status, _) = await server.PostAsync("/v1/chat/completions", $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"hi\"}}], \"max_tokens\": 1, {field}}}");
