@@ -54,6 +54,8 @@ public sealed class PackageTests : IDisposable
         Assert.Contains("app optimized: False", output);
         Assert.Contains($"velo optimized: {Configuration == "Release"}", output);
         Assert.Contains("endpoints: Velo.Server.VeloEndpoints", output);
+        // The Velo package's buildTransitive props reach an app that references only Velo.Server.
+        Assert.Matches("tiered compilation: (?i:false)", output);
         Assert.Matches(@"answer: .*\S", output);
 
         string tools = Path.Combine(_folder, "tools");
@@ -119,6 +121,7 @@ public sealed class PackageTests : IDisposable
             Console.WriteLine($"app optimized: {Optimized(typeof(Program).Assembly)}");
             Console.WriteLine($"velo optimized: {Optimized(typeof(VeloChatClient).Assembly)}");
             Console.WriteLine($"endpoints: {typeof(Velo.Server.VeloEndpoints).FullName}");
+            Console.WriteLine($"tiered compilation: {AppContext.GetData("System.Runtime.TieredCompilation") ?? "default"}");
             """);
     }
 
