@@ -22,6 +22,8 @@ internal static class CompletionEndpoints
         "grammar", "json_schema", "suffix", "best_of", "functions", "function_call", "user", "store", "modalities",
     ];
 
+    private static readonly HashSet<string> MessageFields = ["role", "content", "tool_calls", "tool_call_id"];
+
     private static readonly HashSet<string> ChatFields =
         [.. CommonFields, "messages", "max_completion_tokens", "top_logprobs", "tools", "tool_choice", "parallel_tool_calls"];
 
@@ -137,6 +139,11 @@ internal static class CompletionEndpoints
     /// <summary>A message with what its role may carry: an assistant's <c>tool_calls</c>, a tool result's <c>tool_call_id</c>.</summary>
     private static ChatMessage Message(JsonElement item, string role, string param)
     {
+        foreach (var field in item.EnumerateObject())
+            if (field.Value.ValueKind != JsonValueKind.Null && !MessageFields.Contains(field.Name))
+                throw ApiException.BadRequest(field.Name == "name"
+                    ? $"'{param}.name' is not supported: chat templates have no participant names"
+                    : $"unknown field '{param}.{field.Name}'", $"{param}.{field.Name}");
         var message = new ChatMessage(role, Content(item, param));
         if (role == "assistant") return message with { ToolCalls = ToolParameters.MessageCalls(item, param) };
         if (item.TryGetProperty("tool_calls", out var calls) && calls.ValueKind != JsonValueKind.Null)

@@ -63,6 +63,15 @@ public sealed class ServerErrorTests(SharedTestServer server) : IClassFixture<Sh
     }
 
     [Theory]
+    [InlineData("{\"role\": \"user\", \"content\": \"hi\", \"name\": \"ann\"}", "messages[0].name")]
+    [InlineData("{\"role\": \"user\", \"content\": \"hi\", \"colour\": \"blue\"}", "messages[0].colour")]
+    public async Task Unknown_message_fields_are_400s_naming_them(string message, string param)
+    {
+        var (status, body) = await server.PostAsync("/v1/chat/completions", $"{{\"messages\": [{message}]}}");
+        AssertError(status, body, 400, param);
+    }
+
+    [Theory]
     [InlineData("\"functions\": []", "functions")]
     [InlineData("\"best_of\": 2", "best_of")]
     [InlineData("\"modalities\": [\"text\", \"audio\"]", "modalities")]
