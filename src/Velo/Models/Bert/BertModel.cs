@@ -8,14 +8,15 @@ namespace Velo.Models.Bert;
 /// <summary>
 /// A BERT encoder (BERT, MiniLM, BGE, E5, Arctic-embed), as llama.cpp's <c>build_bert</c> computes it:
 /// <code>
-/// x   = LayerNorm(embed(token) + embed_pos(position) + embed_type(0))
+/// x   = LayerNorm(embed(token) + embed_pos(position) + embed_type(token type))
 /// h   = LayerNorm(x + Wo · Attention(Wq·x + bq, Wk·x + bk, Wv·x + bv) + bo)
 /// out = LayerNorm(h + Wdown · gelu(Wup·h + bup) + bdown)
 /// </code>
 /// with bidirectional attention within each input and the exact (erf) GELU. Each input must come whole in one
 /// forward pass, from position 0: every token attends to all of it, straight from the batch's keys and values (the
 /// KV memory only counts positions). A token that asks for an output row gets its input's pooled embedding (mean or [CLS], unit
-/// length when the file says so), or its own last hidden state when the file pools nothing.
+/// length when the file says so), its own last hidden state when the file pools nothing, or with rank pooling its
+/// [CLS] row through the classification head: one score per label.
 /// </summary>
 internal sealed unsafe class BertModel : IModel
 {
@@ -52,7 +53,7 @@ internal sealed unsafe class BertModel : IModel
         b.EmbeddingLookup(w.TokenEmbedding, batch.Tokens.AsSpan(0, n), s.X);
         b.EmbeddingLookup(w.PositionEmbedding, batch.Positions.AsSpan(0, n), s.Xb);
         b.Add(s.X, s.Xb, (long)n * dim);
-        b.EmbeddingLookup(w.TokenTypes, s.TokenTypeIds.AsSpan(0, n), s.Xb);
+        b.EmbeddingLookup(w.TokenTypes, batch.TokenTypes.AsSpan(0, n), s.Xb);
         b.Add(s.X, s.Xb, (long)n * dim);
         b.LayerNorm(s.X, w.EmbeddingNorm.Weight, w.EmbeddingNorm.Bias, s.X, n, dim, c.NormEpsilon);
 
@@ -78,16 +79,40 @@ internal sealed unsafe class BertModel : IModel
             b.LayerNorm(s.X, lw.OutputNorm.Weight, lw.OutputNorm.Bias, s.X, n, dim, c.NormEpsilon);
         }
 
-        if (batch.LogitCount > 0)
-            b.Pool(s.X, batch, dim, c.Pooling, c.Normalize && c.Pooling != EmbeddingPooling.None, s.OutputPointer);
+        if (batch.LogitCount == 0) return;
+        if (c.Pooling == EmbeddingPooling.Rank) Classify(s, batch.LogitCount, batch);
+        else b.Pool(s.X, batch, dim, c.Pooling, c.Normalize && c.Pooling != EmbeddingPooling.None, s.OutputPointer);
     }
 
-    /// <summary>Refuses a batch holding part of an input: each sequence's first token in it must be at position 0.</summary>
+    /// <summary>llama.cpp's rank pooling: each input's [CLS] row through <c>tanh(cls·x + b)</c>, then <c>cls.output</c> when
+    /// the head has it; the output rows hold the raw scores (logits), one per label.</summary>
+    private void Classify(BertState s, int rows, ForwardBatch batch)
+    {
+        var c = Config;
+        var b = s.Backend;
+        var head = Weights.Classifier!.Value;
+        b.Pool(s.X, batch, c.Dim, EmbeddingPooling.Cls, normalize: false, s.Pooled);
+        float* hidden = c.HasClassifierOutput ? s.ClassifierHidden : s.OutputPointer;
+        b.MatMul(head.Weight, s.Pooled, rows, hidden);
+        b.AddBias(hidden, head.Bias, rows, c.ClassifierWidth);
+        var values = new Span<float>(hidden, checked(rows * c.ClassifierWidth));
+        System.Numerics.Tensors.TensorPrimitives.Tanh(values, values);
+        if (Weights.ClassifierOutput is { } output)
+        {
+            b.MatMul(output.Weight, hidden, rows, s.OutputPointer);
+            b.AddBias(s.OutputPointer, output.Bias, rows, c.Labels.Count);
+        }
+    }
+
+    /// <summary>Refuses a batch holding part of an input (each sequence's first token in it must be at position 0) or a
+    /// token type the model lacks.</summary>
     private static void CheckWholeInputs(BertState s, ForwardBatch batch)
     {
         Array.Clear(s.Started);
         for (int i = 0; i < batch.Count; i++)
         {
+            if ((uint)batch.TokenTypes[i] >= (uint)s.TokenTypes)
+                throw new ArgumentException($"token {i} of the batch has token type {batch.TokenTypes[i]}; the model has {s.TokenTypes} (0 to {s.TokenTypes - 1})");
             int sequence = batch.Sequences[i];
             // A sequence the memory lacks is refused by BatchChecks.Begin, by name.
             if ((uint)sequence >= (uint)s.Started.Length || s.Started[sequence]) continue;
