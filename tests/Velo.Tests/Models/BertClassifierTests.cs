@@ -128,6 +128,13 @@ internal sealed class ReferenceBertClassifier(SynthSpec spec, Func<string, doubl
 
     public double[] Scores(int[] tokens, int[] types)
     {
+        var hidden = Linear(Hidden(tokens, types)[0], "cls").Select(Math.Tanh).ToArray();
+        return Has("cls.output.weight") ? Linear(hidden, "cls.output") : hidden;
+    }
+
+    /// <summary>Each token's last hidden state.</summary>
+    public double[][] Hidden(int[] tokens, int[] types)
+    {
         int n = tokens.Length, dim = spec.Dim, heads = spec.Heads, hd = dim / heads;
         var x = new double[n][];
         for (int i = 0; i < n; i++)
@@ -170,8 +177,7 @@ internal sealed class ReferenceBertClassifier(SynthSpec spec, Func<string, doubl
                 x[i] = Norm(x[i].Zip(down, (a, b) => a + b).ToArray(), p + "layer_output_norm");
             }
         }
-        var hidden = Linear(x[0], "cls").Select(Math.Tanh).ToArray();
-        return Has("cls.output.weight") ? Linear(hidden, "cls.output") : hidden;
+        return x;
     }
 
     private double[] Linear(double[] x, string name)

@@ -17,13 +17,13 @@ namespace Velo.Tests.Server;
 /// </summary>
 public sealed class RerankServerTests
 {
-    private static SynthSpec Spec(IReadOnlyList<string>? labels) => BertClassifierTests.Spec(twoLayers: true, labels ?? []) with
+    internal static SynthSpec Spec(IReadOnlyList<string>? labels) => BertClassifierTests.Spec(twoLayers: true, labels ?? []) with
     {
         VocabSize = 30522,
         ClassifierLabels = labels,
     };
 
-    private static string Write(SynthSpec spec)
+    internal static string Write(SynthSpec spec)
     {
         string path = Path.Combine(Path.GetTempPath(), $"velo-rerank-{Guid.NewGuid():N}.gguf");
         var vocabulary = HuggingFaceTokenizerReader.Read(TestPaths.SharedFile("tokenizers", "hf", "minilm-l6-v2"));

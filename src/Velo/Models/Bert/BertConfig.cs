@@ -33,7 +33,7 @@ internal sealed record BertConfig
     /// <summary>The length inputs are truncated to (sentence-transformers' <c>max_seq_length</c>), at most <see cref="ContextLength"/>.</summary>
     public required int MaxSequenceLength { get; init; }
 
-    /// <summary>With rank pooling, the names of the classification head's scores (llama.cpp's labels, else LABEL_0…); empty otherwise.</summary>
+    /// <summary>The names of the classification head's scores (llama.cpp's labels, else LABEL_0…); empty without a head.</summary>
     public IReadOnlyList<string> Labels { get; init; } = [];
 
     /// <summary>Rows of <c>cls.weight</c>: the head's first layer (tanh after it); 0 without a head.</summary>
@@ -56,7 +56,7 @@ internal sealed record BertConfig
         VocabSize = VocabSize,
         ContextLength = ContextLength,
         EmbeddingLength = OutputWidth,
-        Labels = Labels,
+        Labels = Pooling == EmbeddingPooling.Rank ? Labels : [],
         Layers = Enumerable.Repeat(new KvLayerShape(Heads, HeadDim), Layers).ToArray(),
         Output = ModelOutput.Embeddings,
         MaxInputTokens = MaxSequenceLength,
@@ -101,9 +101,10 @@ internal sealed record BertConfig
             throw new GgufFormatException(
                 $"{file.Path}: tensor 'token_embd.weight' has shape [{string.Join(", ", embedding.Shape)}], expected [{dim} (embedding_length), vocabulary size of at most {int.MaxValue}]");
         int pooling = Int("pooling_type", (uint)EmbeddingPooling.Mean);
-        if (pooling is not ((int)EmbeddingPooling.None or (int)EmbeddingPooling.Mean or (int)EmbeddingPooling.Cls or (int)EmbeddingPooling.Rank))
-            throw new NotSupportedException($"{file.Path}: bert.pooling_type {pooling} is not supported (0 none, 1 mean, 2 cls, 4 rank)");
-        var (labels, classifierWidth, classifierOutput) = pooling == (int)EmbeddingPooling.Rank ? ReadClassifier(file, dim) : ([], 0, false);
+        if (pooling is < (int)EmbeddingPooling.None or > (int)EmbeddingPooling.Rank)
+            throw new NotSupportedException($"{file.Path}: bert.pooling_type {pooling} is not supported (0 none, 1 mean, 2 cls, 3 last, 4 rank)");
+        var (labels, classifierWidth, classifierOutput) = pooling == (int)EmbeddingPooling.Rank || file.FindTensor("cls.weight") != null
+            ? ReadClassifier(file, dim) : ([], 0, false);
         int context = Int("context_length");
         var config = new BertConfig
         {
@@ -149,6 +150,17 @@ internal sealed record BertConfig
         if (labels.Length != count)
             throw new GgufFormatException($"{file.Path}: '{LabelsKey}' names {labels.Length} labels but the classification head has {count} outputs");
         return (labels, width, hasOutput);
+    }
+
+    /// <summary>This config with the caller's pooling and normalisation in place of the file's.</summary>
+    /// <exception cref="NotSupportedException">Rank pooling asked of a model without a classification head.</exception>
+    public BertConfig WithPooling(EmbeddingPooling? pooling, bool? normalize)
+    {
+        var chosen = pooling ?? Pooling;
+        if (!Enum.IsDefined(chosen)) throw new ArgumentOutOfRangeException(nameof(pooling), chosen, "unknown pooling");
+        if (chosen == EmbeddingPooling.Rank && Labels.Count == 0)
+            throw new NotSupportedException("rank pooling needs a classification head (cls.weight), which this model lacks");
+        return this with { Pooling = chosen, Normalize = normalize ?? Normalize };
     }
 
     private void Validate(GgufFile file)

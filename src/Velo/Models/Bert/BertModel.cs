@@ -18,7 +18,7 @@ namespace Velo.Models.Bert;
 /// length when the file says so), its own last hidden state when the file pools nothing, or with rank pooling its
 /// [CLS] row through the classification head: one score per label.
 /// </summary>
-internal sealed unsafe class BertModel : IModel
+internal sealed unsafe class BertModel : IModel, IPoolingChoice
 {
     public static ModelFamily Family { get; } =
         new("BERT", [BertConfig.Architecture], file => new BertModel(file), file => BertConfig.FromGguf(file).ToInfo(), BertSynthesis.Tensors,
@@ -33,8 +33,8 @@ internal sealed unsafe class BertModel : IModel
     }
 
     public GgufFile File { get; }
-    public BertConfig Config { get; }
-    public ModelInfo Info { get; }
+    public BertConfig Config { get; private set; }
+    public ModelInfo Info { get; private set; }
     public BertWeights Weights { get; }
 
     public long WeightBytes => File.FileSize - File.DataOffset;
@@ -102,6 +102,12 @@ internal sealed unsafe class BertModel : IModel
             b.MatMul(output.Weight, hidden, rows, s.OutputPointer);
             b.AddBias(s.OutputPointer, output.Bias, rows, c.Labels.Count);
         }
+    }
+
+    public void ChoosePooling(EmbeddingPooling? pooling, bool? normalize)
+    {
+        Config = Config.WithPooling(pooling, normalize);
+        Info = Config.ToInfo();
     }
 
     /// <summary>Refuses a batch holding part of an input (each sequence's first token in it must be at position 0) or a
