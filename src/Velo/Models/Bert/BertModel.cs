@@ -44,6 +44,8 @@ internal sealed unsafe class BertModel : IModel, IPoolingChoice
         var s = state as BertState ?? throw new ArgumentException("the state was not created by a BERT model", nameof(state));
         var c = Config;
         int n = batch.Count, dim = c.Dim;
+        if (s.Pooling != c.Pooling)
+            throw new InvalidOperationException($"the state was created for {s.Pooling} pooling, the model now pools {c.Pooling}: create states after choosing the pooling");
         // Before the memory records the batch, so a refused one changes nothing.
         CheckWholeInputs(s, batch);
         Blocks.BatchChecks.Begin(s, batch, c.VocabSize);

@@ -23,6 +23,7 @@ internal sealed unsafe class BertState : IModelState
         MaxBatch = maxBatch;
         MaxLogitRows = maxOutputRows;
         TokenTypes = c.TokenTypes;
+        Pooling = c.Pooling;
         _dim = c.Dim;
         _width = c.OutputWidth;
         _ownsPool = pool == null;
@@ -62,6 +63,9 @@ internal sealed unsafe class BertState : IModelState
 
     public int MaxBatch { get; }
     public int MaxLogitRows { get; }
+
+    /// <summary>The pooling the output rows were sized for.</summary>
+    public Models.EmbeddingPooling Pooling { get; }
 
     /// <summary>Segment ids the model's type table holds.</summary>
     public int TokenTypes { get; }
