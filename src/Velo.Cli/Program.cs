@@ -24,6 +24,7 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     BenchGrammarCommand.Create(),
     ConvertCommand.Create(),
     EmbedCommand.Create(),
+    RerankCommand.Create(),
     PruneCommand.Create(),
     EvalCommand.Create(),
     DistillCommand.Create(),

@@ -42,6 +42,9 @@ public static class VeloEndpoints
         endpoints.MapPost("/v1/chat/completions", Handle(engine, "/v1/chat/completions", true, http => CompletionEndpoints.ChatAsync(http, engine)));
         endpoints.MapPost("/v1/completions", Handle(engine, "/v1/completions", true, http => CompletionEndpoints.CompletionAsync(http, engine)));
         endpoints.MapPost("/v1/embeddings", Handle(engine, "/v1/embeddings", true, http => EmbeddingsEndpoint.HandleAsync(http, engine)));
+        foreach (string route in (string[])["/v1/rerank", "/rerank", "/v1/reranking"])
+            endpoints.MapPost(route, Handle(engine, route, true, http => RerankEndpoints.RerankAsync(http, engine)));
+        endpoints.MapPost("/v1/classify", Handle(engine, "/v1/classify", true, http => RerankEndpoints.ClassifyAsync(http, engine)));
         endpoints.MapGet("/v1/models", Handle(engine, "/v1/models", true, http => ModelsAsync(http, engine)));
         endpoints.MapGet("/v1/models/{id}", Handle(engine, "/v1/models/{id}", true, http => ModelAsync(http, engine)));
         endpoints.MapGet("/health", Handle(engine, "/health", false, http => HealthAsync(http, engine)));

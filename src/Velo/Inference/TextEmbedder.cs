@@ -35,6 +35,9 @@ public sealed class TextEmbedder : IDisposable
     public int MaxInputTokens { get; }
     public int Dimensions => _model.Info.EmbeddingLength;
 
+    /// <summary>A classifier's or reranker's label names (one score each per output row); empty for an embedding model.</summary>
+    public IReadOnlyList<string> Labels => _model.Info.Labels;
+
     /// <summary>The token ids the model sees for <paramref name="text"/>: special tokens added, cut to <see cref="MaxInputTokens"/>.</summary>
     public int[] Tokenize(string text)
     {
@@ -47,13 +50,45 @@ public sealed class TextEmbedder : IDisposable
         return cut;
     }
 
+    /// <summary>
+    /// A text pair as a cross-encoder sees it: <c>[CLS] first [SEP] second [SEP]</c>, token types 0 through the first
+    /// [SEP] and 1 after it. Too long a pair is cut as Hugging Face's <c>longest_first</c> cuts it: a token at a time
+    /// from the end of the longer text (the second on a tie).
+    /// </summary>
+    public (int[] Tokens, int[] Types) TokenizePair(string first, string second)
+    {
+        if (Tokenizer.ClsId < 0 || Tokenizer.SepId < 0)
+            throw new NotSupportedException("the model's tokenizer has no [CLS] and [SEP] tokens to join a text pair");
+        if (MaxInputTokens < 3) throw new NotSupportedException($"the model's input limit of {MaxInputTokens} tokens leaves no room for a text pair");
+        int[] a = Tokenizer.Encode(first, addSpecial: false), b = Tokenizer.Encode(second, addSpecial: false);
+        int keepA = a.Length, keepB = b.Length;
+        for (int excess = 3 + keepA + keepB - MaxInputTokens; excess > 0; excess--)
+        {
+            if (keepA > keepB) keepA--;
+            else keepB--;
+        }
+        int length = 3 + keepA + keepB;
+        var tokens = new int[length];
+        var types = new int[length];
+        tokens[0] = Tokenizer.ClsId;
+        a.AsSpan(0, keepA).CopyTo(tokens.AsSpan(1));
+        tokens[1 + keepA] = Tokenizer.SepId;
+        b.AsSpan(0, keepB).CopyTo(tokens.AsSpan(2 + keepA));
+        tokens[^1] = Tokenizer.SepId;
+        types.AsSpan(2 + keepA).Fill(1);
+        return (tokens, types);
+    }
+
     public float[][] Embed(IReadOnlyList<string> texts) => EmbedTokens(texts.Select(Tokenize).ToArray());
 
     public float[] Embed(string text) => Embed([text])[0];
 
-    /// <summary>Embeds already tokenized inputs (each at most <see cref="MaxInputTokens"/> tokens, none empty).</summary>
-    public float[][] EmbedTokens(IReadOnlyList<int[]> inputs)
+    /// <summary>Embeds (or, for a classifier, scores) already tokenized inputs, each at most <see cref="MaxInputTokens"/>
+    /// tokens and none empty, with their token types when given (else all 0).</summary>
+    public float[][] EmbedTokens(IReadOnlyList<int[]> inputs, IReadOnlyList<int[]>? tokenTypes = null)
     {
+        if (tokenTypes != null && tokenTypes.Count != inputs.Count)
+            throw new ArgumentException($"{tokenTypes.Count} token type arrays for {inputs.Count} inputs", nameof(tokenTypes));
         var result = new float[inputs.Count][];
         int next = 0;
         while (next < inputs.Count)
@@ -65,8 +100,10 @@ public sealed class TextEmbedder : IDisposable
                 var ids = inputs[next];
                 if (ids.Length == 0) throw new ArgumentException($"input {next} has no tokens");
                 if (ids.Length > MaxInputTokens) throw new ArgumentException($"input {next} has {ids.Length} tokens, more than the model's {MaxInputTokens}");
+                var types = tokenTypes?[next];
+                if (types != null && types.Length != ids.Length) throw new ArgumentException($"input {next} has {ids.Length} tokens but {types.Length} token types");
                 if (_batch.Count + ids.Length > _batch.Capacity) break;
-                for (int t = 0; t < ids.Length; t++) _batch.Add(ids[t], t, next - first, wantLogits: t == ids.Length - 1);
+                for (int t = 0; t < ids.Length; t++) _batch.Add(ids[t], t, next - first, wantLogits: t == ids.Length - 1, tokenType: types?[t] ?? 0);
                 next++;
             }
             _model.Forward(_state, _batch);

@@ -65,6 +65,20 @@ public sealed class VeloEmbeddingGenerator : IEmbeddingGenerator<string, Embeddi
     }
 
     /// <summary>The embedder's tokenization: special tokens added, cut to the model's input limit.</summary>
+    /// <summary>A reranker's raw scores (its first output) of each document against <paramref name="query"/>, with the
+    /// tokens the pairs took.</summary>
+    public float[] Rerank(string query, IReadOnlyList<string> documents, out long tokenCount)
+    {
+        lock (_lock)
+        {
+            var pairs = documents.Select(d => _embedder.TokenizePair(query, d)).ToArray();
+            tokenCount = pairs.Sum(p => (long)p.Tokens.Length);
+            return _embedder.EmbedTokens(pairs.Select(p => p.Tokens).ToArray(), pairs.Select(p => p.Types).ToArray()).Select(row => row[0]).ToArray();
+        }
+    }
+
+    public IReadOnlyList<string> Labels => _embedder.Labels;
+
     public int[] Tokenize(string text)
     {
         lock (_lock) return _embedder.Tokenize(text);

@@ -11,4 +11,11 @@ public enum EmbeddingPooling
 
     /// <summary>The row of the input's first token ([CLS]).</summary>
     Cls = 2,
+
+    /// <summary>The row of the input's last token.</summary>
+    Last = 3,
+
+    /// <summary>llama.cpp's <c>rank</c> (4): the [CLS] row through the classification head (<c>cls</c>, then
+    /// <c>cls.output</c> when present), one score per label: a cross-encoder reranker or a classifier.</summary>
+    Rank = 4,
 }

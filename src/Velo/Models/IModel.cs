@@ -109,6 +109,9 @@ public sealed record ModelInfo
     public int MaxInputTokens { get; init; }
 
     /// <summary>Floats per output row.</summary>
+    /// <summary>A classifier's (or reranker's) names for its output row's scores, in order; empty for other models.</summary>
+    public IReadOnlyList<string> Labels { get; init; } = [];
+
     public int OutputWidth => Output == ModelOutput.Logits ? VocabSize : EmbeddingLength;
 
     /// <summary>The family's own hyperparameters as label and value, in the order <c>velo info</c> shows them.</summary>

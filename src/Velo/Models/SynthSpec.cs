@@ -26,6 +26,12 @@ public sealed record SynthSpec
     /// <summary>Keys a sliding-window layer attends to (Gemma 2 and 3).</summary>
     public int SlidingWindow { get; init; }
 
+    /// <summary>A BERT's sequence-classification head (<c>cls</c>, rank pooling) with these labels; null for none.</summary>
+    public IReadOnlyList<string>? ClassifierLabels { get; init; }
+
+    /// <summary>Whether the head has llama.cpp's second layer, <c>cls.output</c>, after <c>cls</c> (dim → dim, tanh).</summary>
+    public bool ClassifierOutput { get; init; }
+
     /// <summary>Gemma 2's soft caps of attention scores and of logits.</summary>
     public float AttentionSoftCap { get; init; }
     public float FinalSoftCap { get; init; }

@@ -14,6 +14,7 @@ public sealed class ForwardBatch
         Positions = new int[capacity];
         Sequences = new int[capacity];
         WantLogits = new bool[capacity];
+        TokenTypes = new int[capacity];
     }
 
     public int Capacity => Tokens.Length;
@@ -25,6 +26,9 @@ public sealed class ForwardBatch
     public int[] Sequences { get; }
     public bool[] WantLogits { get; }
 
+    /// <summary>Each token's segment (BERT's token type): 0, or 1 for the second text of a pair such as a reranker's document.</summary>
+    public int[] TokenTypes { get; }
+
     public void Clear()
     {
         Count = 0;
@@ -32,13 +36,14 @@ public sealed class ForwardBatch
     }
 
     /// <summary>Adds a token; returns the row of its logits in the output (or -1 if none were asked for).</summary>
-    public int Add(int token, int position, int sequence = 0, bool wantLogits = false)
+    public int Add(int token, int position, int sequence = 0, bool wantLogits = false, int tokenType = 0)
     {
         if (Count == Capacity) throw new InvalidOperationException($"the batch is full ({Capacity} tokens)");
         Tokens[Count] = token;
         Positions[Count] = position;
         Sequences[Count] = sequence;
         WantLogits[Count] = wantLogits;
+        TokenTypes[Count] = tokenType;
         Count++;
         return wantLogits ? LogitCount++ : -1;
     }

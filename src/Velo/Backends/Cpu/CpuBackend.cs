@@ -148,6 +148,12 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
                     if (first < 0) throw new ArgumentException($"sequence {sequence} has no first token in the batch to pool");
                     Row(x, first, width).CopyTo(o);
                     break;
+                case Models.EmbeddingPooling.Last:
+                    int last = -1;
+                    for (int j = 0; j < n; j++)
+                        if (batch.Sequences[j] == sequence && (last < 0 || batch.Positions[j] > batch.Positions[last])) last = j;
+                    Row(x, last, width).CopyTo(o);
+                    break;
                 default:
                     throw new NotSupportedException($"the CPU backend has no {pooling} pooling");
             }

@@ -8,16 +8,17 @@ namespace Velo.Models.Bert;
 /// <summary>
 /// A BERT encoder (BERT, MiniLM, BGE, E5, Arctic-embed), as llama.cpp's <c>build_bert</c> computes it:
 /// <code>
-/// x   = LayerNorm(embed(token) + embed_pos(position) + embed_type(0))
+/// x   = LayerNorm(embed(token) + embed_pos(position) + embed_type(token type))
 /// h   = LayerNorm(x + Wo · Attention(Wq·x + bq, Wk·x + bk, Wv·x + bv) + bo)
 /// out = LayerNorm(h + Wdown · gelu(Wup·h + bup) + bdown)
 /// </code>
 /// with bidirectional attention within each input and the exact (erf) GELU. Each input must come whole in one
 /// forward pass, from position 0: every token attends to all of it, straight from the batch's keys and values (the
 /// KV memory only counts positions). A token that asks for an output row gets its input's pooled embedding (mean or [CLS], unit
-/// length when the file says so), or its own last hidden state when the file pools nothing.
+/// length when the file says so), its own last hidden state when the file pools nothing, or with rank pooling its
+/// [CLS] row through the classification head: one score per label.
 /// </summary>
-internal sealed unsafe class BertModel : IModel
+internal sealed unsafe class BertModel : IModel, IPoolingChoice
 {
     public static ModelFamily Family { get; } =
         new("BERT", [BertConfig.Architecture], file => new BertModel(file), file => BertConfig.FromGguf(file).ToInfo(), BertSynthesis.Tensors,
@@ -32,8 +33,8 @@ internal sealed unsafe class BertModel : IModel
     }
 
     public GgufFile File { get; }
-    public BertConfig Config { get; }
-    public ModelInfo Info { get; }
+    public BertConfig Config { get; private set; }
+    public ModelInfo Info { get; private set; }
     public BertWeights Weights { get; }
 
     public long WeightBytes => File.FileSize - File.DataOffset;
@@ -43,6 +44,8 @@ internal sealed unsafe class BertModel : IModel
         var s = state as BertState ?? throw new ArgumentException("the state was not created by a BERT model", nameof(state));
         var c = Config;
         int n = batch.Count, dim = c.Dim;
+        if (s.Pooling != c.Pooling)
+            throw new InvalidOperationException($"the state was created for {s.Pooling} pooling, the model now pools {c.Pooling}: create states after choosing the pooling");
         // Before the memory records the batch, so a refused one changes nothing.
         CheckWholeInputs(s, batch);
         Blocks.BatchChecks.Begin(s, batch, c.VocabSize);
@@ -52,7 +55,7 @@ internal sealed unsafe class BertModel : IModel
         b.EmbeddingLookup(w.TokenEmbedding, batch.Tokens.AsSpan(0, n), s.X);
         b.EmbeddingLookup(w.PositionEmbedding, batch.Positions.AsSpan(0, n), s.Xb);
         b.Add(s.X, s.Xb, (long)n * dim);
-        b.EmbeddingLookup(w.TokenTypes, s.TokenTypeIds.AsSpan(0, n), s.Xb);
+        b.EmbeddingLookup(w.TokenTypes, batch.TokenTypes.AsSpan(0, n), s.Xb);
         b.Add(s.X, s.Xb, (long)n * dim);
         b.LayerNorm(s.X, w.EmbeddingNorm.Weight, w.EmbeddingNorm.Bias, s.X, n, dim, c.NormEpsilon);
 
@@ -78,16 +81,46 @@ internal sealed unsafe class BertModel : IModel
             b.LayerNorm(s.X, lw.OutputNorm.Weight, lw.OutputNorm.Bias, s.X, n, dim, c.NormEpsilon);
         }
 
-        if (batch.LogitCount > 0)
-            b.Pool(s.X, batch, dim, c.Pooling, c.Normalize && c.Pooling != EmbeddingPooling.None, s.OutputPointer);
+        if (batch.LogitCount == 0) return;
+        if (c.Pooling == EmbeddingPooling.Rank) Classify(s, batch.LogitCount, batch);
+        else b.Pool(s.X, batch, dim, c.Pooling, c.Normalize && c.Pooling != EmbeddingPooling.None, s.OutputPointer);
     }
 
-    /// <summary>Refuses a batch holding part of an input: each sequence's first token in it must be at position 0.</summary>
+    /// <summary>llama.cpp's rank pooling: each input's [CLS] row through <c>tanh(cls·x + b)</c>, then <c>cls.output</c> when
+    /// the head has it; the output rows hold the raw scores (logits), one per label.</summary>
+    private void Classify(BertState s, int rows, ForwardBatch batch)
+    {
+        var c = Config;
+        var b = s.Backend;
+        var head = Weights.Classifier!.Value;
+        b.Pool(s.X, batch, c.Dim, EmbeddingPooling.Cls, normalize: false, s.Pooled);
+        float* hidden = c.HasClassifierOutput ? s.ClassifierHidden : s.OutputPointer;
+        b.MatMul(head.Weight, s.Pooled, rows, hidden);
+        b.AddBias(hidden, head.Bias, rows, c.ClassifierWidth);
+        var values = new Span<float>(hidden, checked(rows * c.ClassifierWidth));
+        System.Numerics.Tensors.TensorPrimitives.Tanh(values, values);
+        if (Weights.ClassifierOutput is { } output)
+        {
+            b.MatMul(output.Weight, hidden, rows, s.OutputPointer);
+            b.AddBias(s.OutputPointer, output.Bias, rows, c.Labels.Count);
+        }
+    }
+
+    public void ChoosePooling(EmbeddingPooling? pooling, bool? normalize)
+    {
+        Config = Config.WithPooling(pooling, normalize);
+        Info = Config.ToInfo();
+    }
+
+    /// <summary>Refuses a batch holding part of an input (each sequence's first token in it must be at position 0) or a
+    /// token type the model lacks.</summary>
     private static void CheckWholeInputs(BertState s, ForwardBatch batch)
     {
         Array.Clear(s.Started);
         for (int i = 0; i < batch.Count; i++)
         {
+            if ((uint)batch.TokenTypes[i] >= (uint)s.TokenTypes)
+                throw new ArgumentException($"token {i} of the batch has token type {batch.TokenTypes[i]}; the model has {s.TokenTypes} (0 to {s.TokenTypes - 1})");
             int sequence = batch.Sequences[i];
             // A sequence the memory lacks is refused by BatchChecks.Begin, by name.
             if ((uint)sequence >= (uint)s.Started.Length || s.Started[sequence]) continue;

@@ -14,6 +14,7 @@ internal sealed unsafe class BertState : IModelState
     private readonly WorkerPool _pool;
     private readonly bool _ownsPool;
     private readonly int _dim;
+    private readonly int _width;
 
     public BertState(BertConfig c, int contextLength, int maxBatch, int sequences, int maxOutputRows, WorkerPool? pool, KvCacheTypes cacheTypes)
     {
@@ -21,7 +22,10 @@ internal sealed unsafe class BertState : IModelState
         ArgumentOutOfRangeException.ThrowIfLessThan(sequences, 1);
         MaxBatch = maxBatch;
         MaxLogitRows = maxOutputRows;
+        TokenTypes = c.TokenTypes;
+        Pooling = c.Pooling;
         _dim = c.Dim;
+        _width = c.OutputWidth;
         _ownsPool = pool == null;
         _pool = pool ?? new WorkerPool(1);
         Backend = new CpuBackend(_pool);
@@ -35,7 +39,11 @@ internal sealed unsafe class BertState : IModelState
         AttentionOut = Floats(floats.X);
         Hidden = Floats(floats.Hidden);
         OutputPointer = Floats(floats.Output);
-        TokenTypeIds = new int[maxBatch];
+        if (c.Pooling == Models.EmbeddingPooling.Rank)
+        {
+            Pooled = Floats(floats.Pooled);
+            ClassifierHidden = Floats(floats.ClassifierHidden);
+        }
         Started = new bool[sequences];
     }
 
@@ -47,12 +55,20 @@ internal sealed unsafe class BertState : IModelState
     {
         public long X => checked((long)MaxBatch * C.Dim);
         public long Hidden => checked((long)MaxBatch * C.FfnDim);
-        public long Output => checked((long)MaxOutputRows * C.Dim);
-        public long Total => checked(6 * X + Hidden + Output);
+        public long Output => checked((long)MaxOutputRows * C.OutputWidth);
+        public long Pooled => C.Pooling == Models.EmbeddingPooling.Rank ? checked((long)MaxOutputRows * C.Dim) : 0;
+        public long ClassifierHidden => C.HasClassifierOutput ? checked((long)MaxOutputRows * C.ClassifierWidth) : 0;
+        public long Total => checked(6 * X + Hidden + Output + Pooled + ClassifierHidden);
     }
 
     public int MaxBatch { get; }
     public int MaxLogitRows { get; }
+
+    /// <summary>The pooling the output rows were sized for.</summary>
+    public Models.EmbeddingPooling Pooling { get; }
+
+    /// <summary>Segment ids the model's type table holds.</summary>
+    public int TokenTypes { get; }
     public KvCache Cache { get; }
     public long ScratchBytes => _buffers.Sum(b => b.Length);
     public IBackend Backend { get; }
@@ -73,8 +89,11 @@ internal sealed unsafe class BertState : IModelState
 
     public float* OutputPointer { get; }
 
-    /// <summary>Segment ids, all 0: one text per input (a sentence pair would mark its second part 1).</summary>
-    public int[] TokenTypeIds { get; }
+    /// <summary>With rank pooling: each output row's [CLS] hidden state, the classification head's input.</summary>
+    public float* Pooled { get; }
+
+    /// <summary>With a two-layer head: its first layer's output rows (after tanh); a one-layer head writes the output rows.</summary>
+    public float* ClassifierHidden { get; }
 
     /// <summary>Per sequence, whether the batch being checked has met its first token yet.</summary>
     public bool[] Started { get; }
@@ -82,7 +101,7 @@ internal sealed unsafe class BertState : IModelState
     public ReadOnlySpan<float> Output(int row)
     {
         if ((uint)row >= (uint)MaxLogitRows) throw new ArgumentOutOfRangeException(nameof(row));
-        return new ReadOnlySpan<float>(OutputPointer + (long)row * _dim, _dim);
+        return new ReadOnlySpan<float>(OutputPointer + (long)row * _width, _width);
     }
 
     /// <summary>The last hidden state of the <paramref name="token"/>-th token of the last forward pass, before pooling.</summary>

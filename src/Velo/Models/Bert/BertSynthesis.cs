@@ -30,12 +30,27 @@ internal static class BertSynthesis
             yield return (p + "layer_output_norm.weight", [s.Dim]);
             yield return (p + "layer_output_norm.bias", [s.Dim]);
         }
+        if (s.ClassifierLabels is { } labels)
+        {
+            // Two layers: cls is dim → dim (then tanh) and cls.output dim → labels; one layer: cls is dim → labels.
+            long clsRows = s.ClassifierOutput ? s.Dim : labels.Count;
+            yield return ("cls.weight", [s.Dim, clsRows]);
+            yield return ("cls.bias", [clsRows]);
+            if (s.ClassifierOutput)
+            {
+                yield return ("cls.output.weight", [s.Dim, labels.Count]);
+                yield return ("cls.output.bias", [labels.Count]);
+            }
+        }
     }
 
     /// <summary>LayerNorm's epsilon, bidirectional attention and mean pooling, as llama.cpp's converter writes them.</summary>
-    public static void Metadata(SynthSpec s, GgufWriter writer) =>
+    public static void Metadata(SynthSpec s, GgufWriter writer)
+    {
         writer.Set("bert.attention.layer_norm_epsilon", s.NormEpsilon)
             .Set("bert.attention.causal", false)
-            .Set("bert.pooling_type", (uint)EmbeddingPooling.Mean)
+            .Set("bert.pooling_type", (uint)(s.ClassifierLabels != null ? EmbeddingPooling.Rank : EmbeddingPooling.Mean))
             .Set("tokenizer.ggml.token_type_count", 2u);
+        if (s.ClassifierLabels is { } labels) writer.Set(BertConfig.LabelsKey, labels.ToArray());
+    }
 }

@@ -71,6 +71,11 @@ internal sealed unsafe class BertWeights : IDisposable
                 OutputNorm = Norm.Bind(_bind, p + "layer_output_norm", c.Dim),
             };
         }
+        if (c.Labels.Count > 0)
+        {
+            Classifier = Linear.Bind(_bind, "cls", c.ClassifierWidth, c.Dim);
+            if (c.HasClassifierOutput) ClassifierOutput = Linear.Bind(_bind, "cls.output", c.Labels.Count, c.ClassifierWidth);
+        }
     }
 
     public WeightMatrix TokenEmbedding { get; }
@@ -78,6 +83,12 @@ internal sealed unsafe class BertWeights : IDisposable
     public WeightMatrix TokenTypes { get; }
     public Norm EmbeddingNorm { get; }
     public BertLayerWeights[] Layers { get; }
+
+    /// <summary>The classification head's first layer (tanh after it), when the file has one (rank pooling uses it).</summary>
+    public Linear? Classifier { get; }
+
+    /// <summary>The head's optional second layer.</summary>
+    public Linear? ClassifierOutput { get; }
 
     public void Dispose() => _bind.Dispose();
 }
