@@ -48,7 +48,7 @@ public static class VeloGateway
         var proxy = app.Services.GetRequiredService<GatewayProxy>();
         var checker = app.Services.GetRequiredService<NodeHealthChecker>();
         var metrics = app.Services.GetRequiredService<GatewayMetrics>();
-        foreach (string route in new[] { "/v1/chat/completions", "/v1/completions", "/v1/embeddings" })
+        foreach (string route in new[] { "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/classify" })
             app.MapPost(route, Handle(options, metrics, route, true, proxy.ForwardAsync));
         app.MapGet("/v1/models", Handle(options, metrics, "/v1/models", true, http => ModelsAsync(http, registry)));
         app.MapGet("/v1/models/{id}", Handle(options, metrics, "/v1/models/{id}", true, http => ModelAsync(http, registry)));
