@@ -69,6 +69,9 @@ foreach (string path in options.Models)
 string loadAfter = File.ReadAllText("/proc/loadavg").Trim();
 
 Console.WriteLine($"{options.Threads} thread(s), median of {options.Rounds} alternating round(s); llama.cpp: LLamaSharp 0.30.0, {nativeLibrary ?? "native library not found in /proc/self/maps"}");
+// LLamaSharp's llama.cpp is built with OpenMP, whose threads spin between operations unless told otherwise: on a busy
+// machine that decides llama.cpp's figures, so the table says which policy it ran under.
+Console.WriteLine($"OMP_WAIT_POLICY={Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") ?? "(unset: OpenMP's default, spinning)"}");
 Console.WriteLine($"load average before: {loadBefore}");
 Console.WriteLine($"load average after:  {loadAfter}");
 Console.WriteLine();
