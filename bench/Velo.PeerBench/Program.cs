@@ -1,0 +1,212 @@
+using System.Diagnostics;
+using System.Globalization;
+using LLama;
+using LLama.Common;
+using LLama.Native;
+using Velo.Diagnostics;
+using Velo.Models;
+using Velo.Threading;
+
+// llama-bench's pp and tg (and batched decode) on the same GGUF file in llama.cpp (LLamaSharp's native libraries)
+// and in Velo, in one process, the engines taking turns round by round; one markdown table of medians and ratios.
+CultureInfo.DefaultThreadCurrentCulture = CultureInfo.InvariantCulture;
+CultureInfo.CurrentCulture = CultureInfo.InvariantCulture;
+
+Options options;
+try { options = Options.Parse(args); }
+catch (ArgumentException e)
+{
+    Console.Error.WriteLine($"error: {e.Message}");
+    Console.Error.WriteLine(Options.Usage);
+    return 2;
+}
+if (options.Help) { Console.WriteLine(Options.Usage); return 0; }
+
+// llama.cpp's load chatter is kept back; its errors still reach stderr.
+NativeLibraryConfig.All.WithLogCallback((level, message) =>
+{
+    if (level == LLamaLogLevel.Error) Console.Error.Write($"llama.cpp: {message}");
+});
+
+string loadBefore = File.ReadAllText("/proc/loadavg").Trim();
+var rows = new List<(string Model, string Test, double Llama, double Velo)>();
+string? nativeLibrary = null;
+foreach (string path in options.Models)
+{
+    string modelName = Path.GetFileName(path);
+    using var veloModel = ModelRegistry.Load(path);
+    using var pool = new WorkerPool(options.Threads);
+    using var llamaModel = LLamaWeights.LoadFromFile(new ModelParams(path) { GpuLayerCount = 0 });
+    nativeLibrary ??= LoadedNativeLibrary();
+    int vocab = veloModel.Info.VocabSize;
+
+    var tests = new List<PeerTest>();
+    if (options.PromptTokens > 0)
+        tests.Add(new PeerTest($"pp{options.PromptTokens}", options.PromptTokens, 1,
+            () => LlamaCpp.PromptProcessing(llamaModel, options.PromptTokens, options.Threads, vocab),
+            () => Benchmark.PromptProcessing(veloModel, pool, options.PromptTokens, repetitions: 1, batchSize: options.PromptTokens).Median));
+    if (options.GenTokens > 0)
+        foreach (int sequences in options.Parallel)
+            tests.Add(new PeerTest(sequences == 1 ? $"tg{options.GenTokens}" : $"tg{options.GenTokens} x{sequences}", options.GenTokens, sequences,
+                () => LlamaCpp.TextGeneration(llamaModel, options.GenTokens, sequences, options.Threads, vocab),
+                () => Benchmark.TextGeneration(veloModel, pool, options.GenTokens, repetitions: 1, sequences: sequences).Median));
+
+    foreach (var test in tests)
+    {
+        var llama = new List<double>();
+        var velo = new List<double>();
+        for (int round = 0; round < options.Rounds; round++)
+        {
+            // Each engine's figure is one timed run right after one warm-up run (as velo bench and llama-bench do);
+            // which engine goes first alternates, so neither always runs on the cooler or the hotter machine.
+            if (round % 2 == 0) { llama.Add(test.RunLlama()); velo.Add(test.RunVelo()); }
+            else { velo.Add(test.RunVelo()); llama.Add(test.RunLlama()); }
+            Console.Error.WriteLine($"{modelName} {test.Name} round {round + 1}/{options.Rounds}: llama.cpp {llama[^1]:F1} t/s, Velo {velo[^1]:F1} t/s");
+        }
+        rows.Add((modelName, test.Name, Median(llama), Median(velo)));
+    }
+}
+string loadAfter = File.ReadAllText("/proc/loadavg").Trim();
+
+Console.WriteLine($"{options.Threads} thread(s), median of {options.Rounds} alternating round(s); llama.cpp: LLamaSharp 0.30.0, {nativeLibrary ?? "native library not found in /proc/self/maps"}");
+// LLamaSharp's llama.cpp is built with OpenMP, whose threads spin between operations unless told otherwise: on a busy
+// machine that decides llama.cpp's figures, so the table says which policy it ran under.
+Console.WriteLine($"OMP_WAIT_POLICY={Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") ?? "(unset: OpenMP's default, spinning)"}");
+Console.WriteLine($"load average before: {loadBefore}");
+Console.WriteLine($"load average after:  {loadAfter}");
+Console.WriteLine();
+Console.WriteLine("| model | test | llama.cpp t/s | Velo t/s | Velo / llama.cpp |");
+Console.WriteLine("|---|---|---:|---:|---:|");
+foreach (var r in rows)
+    Console.WriteLine($"| {r.Model} | {r.Test} | {r.Llama:F1} | {r.Velo:F1} | {r.Velo / r.Llama:F2} |");
+return 0;
+
+static double Median(List<double> values)
+{
+    var sorted = values.Order().ToArray();
+    return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+}
+
+// Which build of llama.cpp's CPU backend LLamaSharp chose (avx512, avx2, avx, noavx): the folder it was mapped from.
+static string? LoadedNativeLibrary()
+{
+    foreach (string line in File.ReadLines("/proc/self/maps"))
+    {
+        int at = line.IndexOf('/');
+        if (at >= 0 && line.EndsWith("/libggml-cpu.so", StringComparison.Ordinal))
+        {
+            string file = line[at..];
+            return $"{Path.GetFileName(Path.GetDirectoryName(file))} variant ({file})";
+        }
+    }
+    return null;
+}
+
+internal sealed record PeerTest(string Name, int Tokens, int Sequences, Func<double> RunLlama, Func<double> RunVelo);
+
+/// <summary>llama-bench's tests through llama.cpp's C API (LLamaSharp's thin wrappers), tokens per second.</summary>
+internal static class LlamaCpp
+{
+    /// <summary>N prompt tokens decoded in one batch (n_batch = n_ubatch = N) from an empty cache; one warm-up run first.</summary>
+    public static double PromptProcessing(LLamaWeights weights, int tokens, int threads, int vocab)
+    {
+        using var context = weights.CreateContext(new ModelParams("")
+        {
+            ContextSize = (uint)tokens, BatchSize = (uint)tokens, UBatchSize = (uint)tokens, SeqMax = 1,
+            Threads = threads, BatchThreads = threads,
+        });
+        var batch = new LLamaBatch();
+        double speed = 0;
+        for (int run = 0; run < 2; run++)
+        {
+            context.NativeHandle.MemoryClear(true);
+            batch.Clear();
+            for (int p = 0; p < tokens; p++) batch.Add(TokenAt(p, vocab), p, LLamaSeqId.Zero, p == tokens - 1);
+            long start = Stopwatch.GetTimestamp();
+            Decode(context, batch);
+            context.NativeHandle.Synchronize();
+            speed = tokens / Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+        return speed;
+    }
+
+    /// <summary>N decode steps of the given number of sequences (one token each, all logits wanted) from an empty cache; one warm-up run first.</summary>
+    public static double TextGeneration(LLamaWeights weights, int tokens, int sequences, int threads, int vocab)
+    {
+        using var context = weights.CreateContext(new ModelParams("")
+        {
+            ContextSize = (uint)(tokens * sequences), BatchSize = (uint)Math.Max(sequences, 32), UBatchSize = (uint)Math.Max(sequences, 32),
+            SeqMax = (uint)sequences, Threads = threads, BatchThreads = threads,
+        });
+        var batch = new LLamaBatch();
+        double speed = 0;
+        for (int run = 0; run < 2; run++)
+        {
+            context.NativeHandle.MemoryClear(true);
+            long start = Stopwatch.GetTimestamp();
+            for (int p = 0; p < tokens; p++)
+            {
+                batch.Clear();
+                for (int s = 0; s < sequences; s++) batch.Add(TokenAt(p + 31 * s, vocab), p, (LLamaSeqId)s, true);
+                Decode(context, batch);
+            }
+            context.NativeHandle.Synchronize();
+            speed = (double)tokens * sequences / Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+        return speed;
+    }
+
+    private static void Decode(LLamaContext context, LLamaBatch batch)
+    {
+        var result = context.NativeHandle.Decode(batch);
+        if (result != DecodeResult.Ok) throw new InvalidOperationException($"llama_decode failed: {result}");
+    }
+
+    // The same arbitrary ids as Velo's benchmark: speed does not depend on which.
+    private static LLamaToken TokenAt(int position, int vocab) => (int)((position * 2654435761L + 17) % vocab);
+}
+
+internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, int GenTokens, int Threads, int Rounds, int[] Parallel, bool Help)
+{
+    public const string Usage =
+        "usage: Velo.PeerBench -m MODEL.gguf [-m MODEL2.gguf ...] [-p 512] [-n 128] [-t 2] [-r 3] [-np 1[,2,4,8]]\n" +
+        "  llama-bench's pp (-p prompt tokens in one batch) and tg (-n tokens one at a time; -np sequences decoded together)\n" +
+        "  in llama.cpp (LLamaSharp) and Velo, alternating round by round; prints medians and the ratio Velo / llama.cpp.";
+
+    public static Options Parse(string[] args)
+    {
+        var models = new List<string>();
+        int prompt = 512, gen = 128, threads = 2, rounds = 3;
+        int[] parallel = [1];
+        bool help = false;
+        for (int i = 0; i < args.Length; i++)
+        {
+            string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
+            int Count(string name, int min) =>
+                int.TryParse(Value(), NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= min
+                    ? n : throw new ArgumentException($"{name}: '{args[i]}' is not a number >= {min}");
+            switch (args[i])
+            {
+                case "-m" or "--model": models.Add(Value()); break;
+                case "-p" or "--n-prompt": prompt = Count("--n-prompt", 0); break;
+                case "-n" or "--n-gen": gen = Count("--n-gen", 0); break;
+                case "-t" or "--threads": threads = Count("--threads", 1); break;
+                case "-r" or "--repetitions": rounds = Count("--repetitions", 1); break;
+                case "-np" or "--parallel":
+                    parallel = Value().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                        .Select(s => int.TryParse(s, NumberStyles.None, CultureInfo.InvariantCulture, out int n) && n >= 1
+                            ? n : throw new ArgumentException($"--parallel: '{s}' is not a positive number"))
+                        .ToArray();
+                    if (parallel.Length == 0) throw new ArgumentException("--parallel: give at least one count");
+                    break;
+                case "-h" or "--help": help = true; break;
+                default: throw new ArgumentException($"unknown argument '{args[i]}'");
+            }
+        }
+        if (!help && models.Count == 0) throw new ArgumentException("give a model with -m");
+        foreach (string m in models)
+            if (!File.Exists(m)) throw new ArgumentException($"model file '{m}' not found");
+        if (prompt == 0 && gen == 0) throw new ArgumentException("nothing to run: -p and -n are both 0");
+        return new Options(models, prompt, gen, threads, rounds, parallel, help);
+    }
+}
