@@ -138,25 +138,32 @@ public sealed class GatewayTests(GatewayCluster cluster, ITestOutputHelper outpu
     {
         var victim = cluster.StoriesA;
         long served = victim.ChatRequests;
-        var streams = Enumerable.Range(0, 8).Select(i => StreamAsync($"Long story {i} about a dog.", 160)).ToList();
+        // Long enough that on a quiet machine the streams are still running when the node dies.
+        var streams = Enumerable.Range(0, 8).Select(i => StreamAsync($"Long story {i} about a dog.", 420)).ToList();
         await OpenAiClientTests.Eventually(() => victim.Scheduler.ActiveSequences > 0 && cluster.StoriesB.Scheduler.ActiveSequences > 0);
         await victim.KillAsync();
-        // Sent after the kill, before any check noticed it: those routed to the dead node must go to the other one.
-        var after = Enumerable.Range(0, 6).Select(i => Gateway.PostAsync("/v1/chat/completions",
-            TestGateway.Chat(TestServer.ModelId, [("user", $"After the crash, story {i}.")], 8))).ToList();
-        var outcomes = await Task.WhenAll(streams);
-        var late = await Task.WhenAll(after);
-        var node = Gateway.Node(victim.Address);
-        output.WriteLine($"streams: {outcomes.Count(o => o == StreamOutcome.Completed)} completed, " +
-            $"{outcomes.Count(o => o == StreamOutcome.EndedWithErrorEvent)} ended with an error event; requests after the kill: " +
-            $"{late.Count(r => r.Status == 200)}/{late.Length} answered; retries on other nodes: {Gateway.Registry.Nodes.Sum(n => n.Retries)}");
-        Assert.DoesNotContain(StreamOutcome.FailedBeforeStreaming, outcomes);
-        Assert.DoesNotContain(StreamOutcome.BrokenWithoutErrorEvent, outcomes);
-        Assert.Contains(StreamOutcome.EndedWithErrorEvent, outcomes);
-        Assert.All(late, r => Assert.Equal(200, r.Status));
-        await OpenAiClientTests.Eventually(() => node.State == NodeState.Down);
-
-        await victim.RestartAsync();
+        try
+        {
+            // Sent after the kill, before any check noticed it: those routed to the dead node must go to the other one.
+            var after = Enumerable.Range(0, 6).Select(i => Gateway.PostAsync("/v1/chat/completions",
+                TestGateway.Chat(TestServer.ModelId, [("user", $"After the crash, story {i}.")], 8))).ToList();
+            var outcomes = await Task.WhenAll(streams);
+            var late = await Task.WhenAll(after);
+            var node = Gateway.Node(victim.Address);
+            output.WriteLine($"streams: {outcomes.Count(o => o == StreamOutcome.Completed)} completed, " +
+                $"{outcomes.Count(o => o == StreamOutcome.EndedWithErrorEvent)} ended with an error event; requests after the kill: " +
+                $"{late.Count(r => r.Status == 200)}/{late.Length} answered; retries on other nodes: {Gateway.Registry.Nodes.Sum(n => n.Retries)}");
+            Assert.DoesNotContain(StreamOutcome.FailedBeforeStreaming, outcomes);
+            Assert.DoesNotContain(StreamOutcome.BrokenWithoutErrorEvent, outcomes);
+            Assert.Contains(StreamOutcome.EndedWithErrorEvent, outcomes);
+            Assert.All(late, r => Assert.Equal(200, r.Status));
+            await OpenAiClientTests.Eventually(() => node.State == NodeState.Down);
+        }
+        finally
+        {
+            // The cluster is shared by the other tests: a failure here must not leave them one node short.
+            await victim.RestartAsync();
+        }
         await Gateway.UntilServingAsync(TestServer.ModelId, 2);
         for (int i = 0; i < 16 && victim.ChatRequests == served; i++)
             Assert.Equal(200, (await Gateway.PostAsync("/v1/chat/completions", TestGateway.Chat(TestServer.ModelId, [("user", $"Back again {i}.")], 2))).Status);
