@@ -134,6 +134,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
             throw new SafetensorsFormatException($"{Path}: the header is not valid JSON: {e.Message}");
         }
         using (header)
+        try
         {
             if (header.RootElement.ValueKind != JsonValueKind.Object)
                 throw new SafetensorsFormatException($"{Path}: the header is not a JSON object");
@@ -165,6 +166,11 @@ public sealed unsafe class SafetensorsFile : IDisposable
                     throw new SafetensorsFormatException($"{Path}: tensors '{prev.Name}' and '{byOffset[i].Name}' overlap in the data section");
             }
             return (tensors.OrderBy(t => t.Offset).ToArray(), metadata, dataOffset);
+        }
+        catch (InvalidOperationException e)
+        {
+            // System.Text.Json parses an escaped lone surrogate ("\ud800") but cannot turn it into a string.
+            throw new SafetensorsFormatException($"{Path}: a name or string in the header is not valid text: {e.Message}");
         }
     }
 
