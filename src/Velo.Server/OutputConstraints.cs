@@ -54,7 +54,8 @@ internal static class OutputConstraints
         }
     }
 
-    private static Grammar FromSchema(string field, JsonElement schema)
+    /// <summary>The grammar of a request field's JSON Schema; a schema it cannot compile is a 400 naming the field.</summary>
+    internal static Grammar FromSchema(string field, JsonElement schema)
     {
         if (schema.ValueKind is not (JsonValueKind.Object or JsonValueKind.True))
             throw RequestBody.WrongType(field, "a JSON Schema object");

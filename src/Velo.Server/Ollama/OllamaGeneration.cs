@@ -71,20 +71,13 @@ internal static class OllamaGeneration
     private static Grammar? FormatGrammar(RequestBody body)
     {
         if (body.Field("format") is not { } format || format.ValueKind == JsonValueKind.Null) return null;
-        try
+        return format.ValueKind switch
         {
-            return format.ValueKind switch
-            {
-                JsonValueKind.String when format.GetString() == "" => null,
-                JsonValueKind.String when format.GetString() == "json" => Grammar.AnyJsonObject(),
-                JsonValueKind.Object => Grammar.FromJsonSchema(format),
-                _ => throw ApiException.BadRequest("format must be \"json\" or a JSON Schema object", "format"),
-            };
-        }
-        catch (GrammarException e)
-        {
-            throw ApiException.BadRequest($"format: {e.Message}", "format");
-        }
+            JsonValueKind.String when format.GetString() == "" => null,
+            JsonValueKind.String when format.GetString() == "json" => Grammar.AnyJsonObject(),
+            JsonValueKind.Object => OutputConstraints.FromSchema("format", format),
+            _ => throw ApiException.BadRequest("format must be \"json\" or a JSON Schema object", "format"),
+        };
     }
 
     /// <summary>What Ollama offers and Velo cannot honour yet, refused by name; their off values are accepted.</summary>
