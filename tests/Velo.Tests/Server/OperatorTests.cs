@@ -110,15 +110,16 @@ public sealed class OperatorTests
     [Fact]
     public async Task Shutdown_ends_running_streams_properly()
     {
-        using var server = new HostedServer(new VeloHostOptions { ShutdownGrace = TimeSpan.Zero }, parallel: 2);
+        // Streams long enough (16000 tokens) that neither can finish on its own before the host stops, however fast the machine.
+        using var server = new HostedServer(new VeloHostOptions { ShutdownGrace = TimeSpan.Zero }, parallel: 2, contextLength: 16384);
         using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
         {
-            Content = TestServer.JsonContent("{\"prompt\": \"Once\", \"max_tokens\": 400, \"ignore_eos\": true, \"stream\": true}"),
+            Content = TestServer.JsonContent("{\"prompt\": \"Once\", \"max_tokens\": 16000, \"ignore_eos\": true, \"stream\": true}"),
         };
         using var response = await server.Http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
         using var ollamaRequest = new HttpRequestMessage(HttpMethod.Post, "/api/generate")
         {
-            Content = TestServer.JsonContent("{\"model\": \"stories260K\", \"prompt\": \"Once\", \"raw\": true, \"options\": {\"num_predict\": 400}}"),
+            Content = TestServer.JsonContent("{\"model\": \"stories260K\", \"prompt\": \"Once\", \"raw\": true, \"options\": {\"num_predict\": 16000}}"),
         };
         using var ollamaResponse = await server.Http.SendAsync(ollamaRequest, HttpCompletionOption.ResponseHeadersRead);
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
