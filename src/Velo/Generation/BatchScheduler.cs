@@ -27,6 +27,10 @@ public sealed record BatchSchedulerOptions
     /// <summary>Memory the scheduler may take; null measures what the machine has free (<see cref="AvailableMemory.Measure"/>).
     /// A configuration that needs more is refused with <see cref="NotEnoughMemoryException"/>.</summary>
     public long? AvailableMemoryBytes { get; init; }
+
+    /// <summary>Speculative decoding for every sequence: with the scheduler's draft model, or by prompt lookup
+    /// (<see cref="SpeculationOptions.NGram"/>); null: none.</summary>
+    public SpeculationOptions? Speculation { get; init; }
 }
 
 /// <summary>
@@ -38,7 +42,9 @@ public sealed record BatchSchedulerOptions
 /// is placed in the free sequence that shares the longest prefix with its prompt, skipping that part of the prefill
 /// (a chat's next turn resumes where the last one ended); among equals, the one free the longest, so that a new
 /// conversation, which shares only the chat template's opening with every sequence, does not evict the conversation
-/// served last.
+/// served last. With speculation, each step first has every decoding sequence's proposer guess its next tokens (a
+/// draft model for all of them in shared passes of its own, one KV sequence per slot), and the target's one pass
+/// verifies them all.
 /// </summary>
 public sealed class BatchScheduler : IGenerationService, IDisposable
 {
@@ -46,6 +52,17 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
     private readonly IModelState _state;
     private readonly BatchPlanner _planner;
     private readonly BatchSequence[] _sequences;
+    private readonly ISpeculatorSet? _speculators;
+    private readonly int _draftMax;
+
+    /// <summary>The decoding sequences of the step being planned, with how many drafts each may get; reused every step.</summary>
+    private readonly List<BatchSequence> _drafting = [];
+    private readonly List<int> _draftBudgets = [];
+
+    /// <summary>Whether each sequence decoded (rather than prefilled) in the step's pass, by slot.</summary>
+    private readonly bool[] _decodedInPass;
+
+    private long _decodeSteps, _decodedTokens, _draftedTokens, _acceptedDrafts;
 
     /// <summary>The request holding each sequence, by slot; null for a free one.</summary>
     private readonly Request?[] _owners;
@@ -65,7 +82,9 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
     private int _started;
 
     /// <param name="start">False leaves the loop stopped until <see cref="Start"/>, so tests can fill the queue deterministically.</param>
-    public BatchScheduler(LanguageModel model, BatchSchedulerOptions options, WorkerPool pool, bool start = true)
+    /// <param name="draft">The draft model of <see cref="BatchSchedulerOptions.Speculation"/>, which the caller keeps and disposes.</param>
+    /// <exception cref="ArgumentException">The draft does not share the model's vocabulary.</exception>
+    public BatchScheduler(LanguageModel model, BatchSchedulerOptions options, WorkerPool pool, bool start = true, LanguageModel? draft = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Parallel, 1, nameof(options.Parallel));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.QueueCapacity, 0, nameof(options.QueueCapacity));
@@ -77,9 +96,22 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(ContextLength, 2, nameof(options.ContextLength));
         MemoryPlan.EnsureFits((context, parallel) => PlanFor(model, options, context, parallel), ContextLength, options.Parallel,
             options.AvailableMemoryBytes, "--ctx", "--parallel");
-        _state = model.Model.CreateState(ContextLength, BatchTokens(options, options.Parallel), sequences: options.Parallel,
-            maxLogitRows: options.Parallel, pool: pool, cacheTypes: options.CacheTypes);
+        int batchTokens = BatchTokens(options, options.Parallel);
+        var speculation = options.Speculation?.Limited(batchTokens - options.Parallel);
+        _speculators = Speculators.Create(model, draft, speculation, ContextLength, options.Parallel, batchTokens, pool, options.CacheTypes);
+        _draftMax = _speculators != null ? speculation!.DraftMax : 0;
+        try
+        {
+            _state = model.Model.CreateState(ContextLength, batchTokens, sequences: options.Parallel,
+                maxLogitRows: LogitRows(options, options.Parallel), pool: pool, cacheTypes: options.CacheTypes);
+        }
+        catch
+        {
+            _speculators?.Dispose();
+            throw;
+        }
         _planner = new BatchPlanner(model.Model, _state);
+        _decodedInPass = new bool[options.Parallel];
         _sequences = new BatchSequence[options.Parallel];
         for (int i = 0; i < _sequences.Length; i++) _sequences[i] = new BatchSequence(i, ContextLength);
         _owners = new Request?[options.Parallel];
@@ -96,8 +128,12 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
     private static int BatchTokens(BatchSchedulerOptions options, int parallel) =>
         (int)Math.Min(int.MaxValue, Math.Max(options.MaxBatchTokens, parallel + 1L));
 
+    /// <summary>A logits row per sequence, and with speculation one per draft too, as far as a pass has tokens for them.</summary>
+    private static int LogitRows(BatchSchedulerOptions options, int parallel) => options.Speculation is not { } speculation ? parallel
+        : (int)Math.Min(BatchTokens(options, parallel), parallel * (1L + speculation.DraftMax));
+
     private static MemoryPlan PlanFor(LanguageModel model, BatchSchedulerOptions options, int contextLength, int parallel) =>
-        MemoryPlan.For(model.Model, contextLength, parallel, BatchTokens(options, parallel), parallel, options.CacheTypes);
+        MemoryPlan.For(model.Model, contextLength, parallel, BatchTokens(options, parallel), LogitRows(options, parallel), options.CacheTypes);
 
     public BatchSchedulerOptions Options { get; }
     public string ModelId { get; }
@@ -119,6 +155,9 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
     public long CancelledRequests => Interlocked.Read(ref _cancelledRequests);
 
     private long _cancelledRequests;
+
+    public SpeculationCounters Speculation => new(Interlocked.Read(ref _decodeSteps), Interlocked.Read(ref _decodedTokens),
+        Interlocked.Read(ref _draftedTokens), Interlocked.Read(ref _acceptedDrafts));
 
     public void Start()
     {
@@ -198,6 +237,7 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
                 var sequence = BestFreeSequence(request.Pipeline.Request.Prompt);
                 _owners[sequence.Slot] = request;
                 request.Pipeline.CachedPromptTokens = _planner.Start(sequence, request.Pipeline.Request.Prompt);
+                if (_speculators != null) request.Pipeline.Speculator = _speculators[sequence.Slot];
                 _active.Add(sequence);
             }
             Volatile.Write(ref _activeCount, _active.Count);
@@ -235,18 +275,63 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
         Volatile.Write(ref _activeCount, _active.Count);
         if (_active.Count == 0) return;
 
+        if (_speculators != null) Speculate();
+        for (int i = 0; i < _active.Count; i++) _decodedInPass[_active[i].Slot] = _active[i].IsDecoding;
         _planner.Run(_active);
 
+        long steps = 0, decoded = 0, drafted = 0, accepted = 0;
         for (int i = 0; i < _active.Count; i++)
         {
             var sequence = _active[i];
             var request = _owners[sequence.Slot]!;
-            if (request.Pipeline.Advance(_planner, sequence) is not FinishReason reason) continue;
+            int generated = request.Pipeline.GeneratedTokens, acceptedBefore = request.Pipeline.AcceptedDrafts;
+            var finish = request.Pipeline.Advance(_planner, sequence);
+            if (_decodedInPass[sequence.Slot])
+            {
+                steps++;
+                decoded += request.Pipeline.GeneratedTokens - generated;
+                drafted += sequence.PlannedDrafts;
+                accepted += request.Pipeline.AcceptedDrafts - acceptedBefore;
+            }
+            if (finish is not FinishReason reason) continue;
             Release(sequence);
             request.Complete(reason);
             _active.RemoveAt(i--);
         }
         Volatile.Write(ref _activeCount, _active.Count);
+        Interlocked.Add(ref _decodeSteps, steps);
+        Interlocked.Add(ref _decodedTokens, decoded);
+        Interlocked.Add(ref _draftedTokens, drafted);
+        Interlocked.Add(ref _acceptedDrafts, accepted);
+    }
+
+    /// <summary>
+    /// Has every decoding sequence's proposer guess its next tokens, for the pass to verify. The pass's tokens and logits
+    /// rows beyond one per sequence are shared evenly among the decoding ones, so no guess is made that the pass would
+    /// drop; and none past the last token a request wants, which the pass's last row gives anyway.
+    /// </summary>
+    private void Speculate()
+    {
+        int decoding = 0, prefilling = 0;
+        for (int i = 0; i < _active.Count; i++)
+            if (_active[i].IsDecoding) decoding++;
+            else if (_active[i].Count > _active[i].Cached) prefilling++;
+        if (decoding == 0) return;
+        int room = Math.Min(_planner.Batch.Capacity, _state.MaxLogitRows) - decoding - prefilling;
+        int share = Math.Min(_draftMax, Math.Max(room, 0) / decoding);
+        _drafting.Clear();
+        _draftBudgets.Clear();
+        for (int i = 0; i < _active.Count; i++)
+        {
+            var sequence = _active[i];
+            if (!sequence.IsDecoding) continue;
+            var pipeline = _owners[sequence.Slot]!.Pipeline;
+            int maxTokens = pipeline.Request.Options.MaxTokens;
+            int wanted = maxTokens < 0 ? int.MaxValue : maxTokens - pipeline.GeneratedTokens - 1;
+            _drafting.Add(sequence);
+            _draftBudgets.Add(Math.Min(Math.Min(share, wanted), sequence.ContextLength - sequence.Count));
+        }
+        _speculators!.Propose(_drafting, _draftBudgets);
     }
 
     /// <summary>Frees a sequence for the next request; it keeps its tokens (as far as the memory holds them) for prefix reuse.</summary>
@@ -282,6 +367,7 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
             lock (_gate)
                 while (_waiting.TryDequeue(out var request)) request.Fail(new ObjectDisposedException(nameof(BatchScheduler)));
         _state.Dispose();
+        _speculators?.Dispose();
         _wake.Dispose();
     }
 

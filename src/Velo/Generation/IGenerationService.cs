@@ -35,6 +35,9 @@ public interface IGenerationService
     /// <summary>Requests that ended because their caller cancelled them (or, for a server, disconnected).</summary>
     long CancelledRequests { get; }
 
+    /// <summary>What the decoding steps did so far: tokens per step, and drafts verified and accepted with speculation.</summary>
+    SpeculationCounters Speculation { get; }
+
     /// <summary>Queues a generation. Throws <see cref="PromptTooLongException"/> when the prompt leaves no room to generate,
     /// <see cref="ArgumentException"/> for a request the model cannot run, <see cref="SchedulerBusyException"/> when the queue is full.</summary>
     GenerationStream Submit(GenerationRequest request, CancellationToken cancellation = default);

@@ -21,6 +21,13 @@ public sealed record SpeculationOptions
     /// <summary>Prompt lookup: the last this many tokens are searched for earlier in the history (--spec-ngram); 0: off.</summary>
     public int NGram { get; init; }
 
+    /// <summary>These options with at most <paramref name="draftMax"/> drafts (at least one), where a pass has room for no more.</summary>
+    public SpeculationOptions Limited(int draftMax)
+    {
+        int max = Math.Clamp(draftMax, 1, DraftMax);
+        return this with { DraftMax = max, DraftMin = Math.Min(DraftMin, max) };
+    }
+
     public void Validate()
     {
         if (DraftMax < 1) throw new ArgumentException($"--draft-max must be at least 1, got {DraftMax}");
@@ -28,6 +35,18 @@ public sealed record SpeculationOptions
         if (!(DraftPMin >= 0 && DraftPMin <= 1)) throw new ArgumentException($"--draft-p-min must be in [0, 1], got {DraftPMin}");
         if (NGram < 0) throw new ArgumentException($"--spec-ngram must be 0 (off) or positive, got {NGram}");
     }
+}
+
+/// <summary>
+/// What decoding did over many steps (a scheduler's since it started). A step is one decoding sequence's share of a
+/// target pass: its last token and any drafts verified, giving one token and one more per accepted draft.
+/// </summary>
+public readonly record struct SpeculationCounters(long DecodeSteps, long DecodedTokens, long DraftedTokens, long AcceptedDrafts)
+{
+    public double AcceptanceRate => DraftedTokens == 0 ? 0 : AcceptedDrafts / (double)DraftedTokens;
+
+    /// <summary>Tokens each decoding sequence got per target pass: 1 without speculation.</summary>
+    public double TokensPerStep => DecodeSteps == 0 ? 0 : DecodedTokens / (double)DecodeSteps;
 }
 
 /// <summary>
@@ -92,38 +111,96 @@ public sealed class NGramSpeculator : ISpeculator
 }
 
 /// <summary>
-/// A smaller model of the same vocabulary as the draft: its own state and KV memory with one sequence, which follows
-/// the target's history (the common prefix kept, the rest rolled back) and proposes tokens one decode step each, drawn
-/// with the generation's own sampler settings (greedy when it is greedy), stopping at a token it is unsure of.
+/// Speculation for the sequences of a batch: one <see cref="ISpeculator"/> per sequence slot (its proposals and their
+/// distributions, for the verification of that slot's sequence), and proposals for several sequences at once, which a
+/// draft model makes in shared passes.
 /// </summary>
-public sealed class DraftModelSpeculator : ISpeculator
+public interface ISpeculatorSet : IDisposable
+{
+    /// <summary>The speculator of the sequence in <paramref name="slot"/>.</summary>
+    ISpeculator this[int slot] { get; }
+
+    /// <summary>Drafts for each of <paramref name="sequences"/>: up to <paramref name="budgets"/>[i] guesses of the tokens
+    /// after its history, appended to its <see cref="BatchSequence.Drafts"/>; a budget below 1 asks for none.</summary>
+    void Propose(IReadOnlyList<BatchSequence> sequences, IReadOnlyList<int> budgets);
+}
+
+/// <summary>Builds the speculation a run asks for: a draft model's, else prompt lookup's, else none.</summary>
+public static class Speculators
+{
+    /// <param name="sequences">Sequence slots the set serves, each with a KV sequence of the draft's.</param>
+    /// <exception cref="ArgumentException">The draft does not share the target's vocabulary.</exception>
+    public static ISpeculatorSet? Create(LanguageModel target, LanguageModel? draft, SpeculationOptions? options, int contextLength,
+        int sequences, int batchTokens, WorkerPool pool, KvCacheTypes cacheTypes)
+    {
+        if (draft != null && options == null) throw new ArgumentException("a draft model needs speculation options", nameof(options));
+        if (options == null) return null;
+        options.Validate();
+        if (draft != null) return new DraftModelSpeculator(target, draft, options, contextLength, sequences, batchTokens, pool, cacheTypes);
+        return options.NGram > 0 ? new NGramSpeculators(options.NGram, options.DraftMax, sequences) : null;
+    }
+}
+
+/// <summary>Prompt lookup for each sequence slot: each sequence looks up its own history.</summary>
+public sealed class NGramSpeculators : ISpeculatorSet
+{
+    private readonly NGramSpeculator[] _slots;
+
+    public NGramSpeculators(int n, int draftMax, int sequences)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(sequences, 1);
+        _slots = new NGramSpeculator[sequences];
+        for (int i = 0; i < sequences; i++) _slots[i] = new NGramSpeculator(n, draftMax);
+    }
+
+    public ISpeculator this[int slot] => _slots[slot];
+
+    public void Propose(IReadOnlyList<BatchSequence> sequences, IReadOnlyList<int> budgets)
+    {
+        for (int i = 0; i < sequences.Count; i++)
+            if (budgets[i] > 0) _slots[sequences[i].Slot].Propose(sequences[i].History, budgets[i], sequences[i].Drafts);
+    }
+
+    public void Dispose() { }
+}
+
+/// <summary>
+/// A smaller model of the same vocabulary as the draft: one state of its own with one KV sequence per slot, each of
+/// which follows its target sequence's history (the common prefix kept, the rest rolled back). Proposals come one
+/// decode step at a time, every drafting sequence in the same pass, each drawn with its own generation's sampler
+/// settings (greedy when it is greedy); a sequence stops at a token it is unsure of or at its budget.
+/// </summary>
+public sealed class DraftModelSpeculator : ISpeculatorSet
 {
     private readonly LanguageModel _draft;
     private readonly SpeculationOptions _options;
     private readonly IModelState _state;
     private readonly BatchPlanner _planner;
-    private readonly BatchSequence _sequence;
     private readonly BatchSequence[] _sequences;
-    private readonly int[] _proposed;
-    // Per proposal, the draft's distribution over the vocabulary; filled only when sampling (greedy is a point mass).
-    private readonly float[][] _distributions;
-    private Sampler? _sampler;
-    private bool _greedy = true;
+    private readonly Slot[] _slots;
+    // Draft sequences still proposing in the current round; reused so that a step allocates nothing.
+    private readonly List<BatchSequence> _drafting = [];
 
     /// <exception cref="ArgumentException">The two models do not share a vocabulary.</exception>
-    public DraftModelSpeculator(LanguageModel target, LanguageModel draft, SpeculationOptions options, int contextLength, int batchTokens,
-        WorkerPool pool, KvCacheTypes cacheTypes = default)
+    public DraftModelSpeculator(LanguageModel target, LanguageModel draft, SpeculationOptions options, int contextLength, int sequences,
+        int batchTokens, WorkerPool pool, KvCacheTypes cacheTypes = default)
     {
         options.Validate();
+        ArgumentOutOfRangeException.ThrowIfLessThan(sequences, 1);
         CheckVocabulary(target, draft);
         _draft = draft;
         _options = options;
-        _state = draft.Model.CreateState(contextLength, batchTokens, sequences: 1, maxLogitRows: 1, pool: pool, cacheTypes: cacheTypes);
+        // Every drafting sequence decodes one token per pass; a prompt being caught up takes what is left.
+        _state = draft.Model.CreateState(contextLength, Math.Max(batchTokens, sequences + 1), sequences: sequences, maxLogitRows: sequences,
+            pool: pool, cacheTypes: cacheTypes);
         _planner = new BatchPlanner(draft.Model, _state);
-        _sequence = new BatchSequence(0, contextLength);
-        _sequences = [_sequence];
-        _proposed = new int[options.DraftMax];
-        _distributions = new float[options.DraftMax][];
+        _sequences = new BatchSequence[sequences];
+        _slots = new Slot[sequences];
+        for (int i = 0; i < sequences; i++)
+        {
+            _sequences[i] = new BatchSequence(i, contextLength);
+            _slots[i] = new Slot(this, i);
+        }
         _planner.WarmUp();
     }
 
@@ -138,58 +215,65 @@ public sealed class DraftModelSpeculator : ISpeculator
                 throw new ArgumentException($"{where} do not share a vocabulary: token {id} is '{draft.Tokenizer.TokenText(id)}' in the draft but '{target.Tokenizer.TokenText(id)}' in the target");
     }
 
-    public void Begin(SamplerOptions sampling)
+    public ISpeculator this[int slot] => _slots[slot];
+
+    public void Propose(IReadOnlyList<BatchSequence> sequences, IReadOnlyList<int> budgets)
     {
-        _greedy = sampling.IsGreedy;
-        // Its own seed, so the draft's draws do not repeat the target's.
-        _sampler = new Sampler(sampling with { Seed = sampling.Seed is ulong seed ? seed ^ 0x5851F42D4C957F2D : null }, _draft.Info.VocabSize);
-        if (!_greedy)
-            for (int i = 0; i < _distributions.Length; i++) _distributions[i] ??= new float[_draft.Info.VocabSize];
+        _drafting.Clear();
+        for (int i = 0; i < sequences.Count; i++) Prepare(sequences[i].Slot, sequences[i].History, budgets[i]);
+        Draft();
+        for (int i = 0; i < sequences.Count; i++) _slots[sequences[i].Slot].Emit(sequences[i].Drafts);
     }
 
-    public void Propose(ReadOnlySpan<int> history, int max, List<int> drafts)
+    /// <summary>Lines up slot <paramref name="slot"/> to propose up to <paramref name="budget"/> tokens after <paramref name="history"/>.</summary>
+    private void Prepare(int slot, ReadOnlySpan<int> history, int budget)
     {
-        var sampler = _sampler ?? throw new InvalidOperationException("Begin was not called");
-        max = Math.Min(Math.Min(max, _proposed.Length), _sequence.ContextLength - history.Length);
-        if (max < 1) return;
-        Follow(history);
-        int count = 0;
-        while (true)
+        var state = _slots[slot];
+        var sequence = _sequences[slot];
+        state.Count = 0;
+        state.Budget = Math.Min(Math.Min(budget, _options.DraftMax), sequence.ContextLength - history.Length);
+        if (state.Budget < 1) return;
+        if (state.Sampler == null) throw new InvalidOperationException($"Begin was not called for slot {slot}");
+        Follow(sequence, history);
+        _drafting.Add(sequence);
+    }
+
+    /// <summary>Runs draft passes until every lined-up sequence has stopped proposing.</summary>
+    private void Draft()
+    {
+        try
         {
-            // A prompt longer than a pass takes several; only the last gives logits.
-            do _planner.Run(_sequences);
-            while (_sequence.Cached < _sequence.Count);
-            var logits = _planner.Logits(_sequence, 0);
-            int token = sampler.Sample(logits, _sequence.History);
-            if (Confidence(logits, token) < _options.DraftPMin) break;
-            if (!_greedy)
+            while (_drafting.Count > 0)
             {
-                // After a draw the chain's candidates hold the distribution it was drawn from.
-                var row = _distributions[count];
-                Array.Clear(row);
-                var candidates = sampler.Chain.Candidates;
-                for (int i = 0; i < candidates.Count; i++) row[candidates.Ids[i]] = candidates.Probabilities[i];
+                _planner.Run(_drafting);
+                for (int i = _drafting.Count - 1; i >= 0; i--)
+                {
+                    var sequence = _drafting[i];
+                    // A prompt longer than a pass takes several; only the pass with its last token gives logits.
+                    if (sequence.LogitsRows == 0) continue;
+                    if (!_slots[sequence.Slot].Next(_planner.Logits(sequence, 0), sequence)) _drafting.RemoveAt(i);
+                }
             }
-            _proposed[count++] = token;
-            if (count == max) break;
-            _sequence.Append(token);
         }
-        if (count < _options.DraftMin) return;
-        for (int i = 0; i < count; i++) drafts.Add(_proposed[i]);
+        catch
+        {
+            // What the failed pass stored is unknown: the next proposals start the draft's sequences afresh.
+            foreach (var sequence in _sequences) _planner.Reset(sequence);
+            _drafting.Clear();
+            throw;
+        }
     }
-
-    public float Probability(int index, int token) => _greedy ? (_proposed[index] == token ? 1 : 0) : _distributions[index][token];
 
     /// <summary>Makes the draft's sequence hold <paramref name="history"/>: the common prefix stays in its memory, what
     /// followed it there (rejected proposals) is removed, and at least the last token is left for the next pass.</summary>
-    private void Follow(ReadOnlySpan<int> history)
+    private void Follow(BatchSequence sequence, ReadOnlySpan<int> history)
     {
-        var known = _sequence.History;
+        var known = sequence.History;
         int shared = 0;
         while (shared < known.Length && shared < history.Length && known[shared] == history[shared]) shared++;
-        _sequence.Truncate(Math.Min(shared, history.Length - 1));
-        _planner.Settle(_sequence);
-        for (int i = _sequence.Count; i < history.Length; i++) _sequence.Append(history[i]);
+        sequence.Truncate(Math.Min(shared, history.Length - 1));
+        _planner.Settle(sequence);
+        for (int i = sequence.Count; i < history.Length; i++) sequence.Append(history[i]);
     }
 
     /// <summary>The draft's raw probability of <paramref name="token"/> (softmax of its logits), whatever the sampler settings.</summary>
@@ -203,4 +287,63 @@ public sealed class DraftModelSpeculator : ISpeculator
     }
 
     public void Dispose() => _state.Dispose();
+
+    /// <summary>One slot's generation: its sampler and the proposals of its last round with their distributions.</summary>
+    private sealed class Slot(DraftModelSpeculator owner, int slot) : ISpeculator
+    {
+        private readonly int[] _proposed = new int[owner._options.DraftMax];
+        // Per proposal, the draft's distribution over the vocabulary; filled only when sampling (greedy is a point mass).
+        private readonly float[]?[] _distributions = new float[owner._options.DraftMax][];
+        private bool _greedy = true;
+
+        public Sampler? Sampler { get; private set; }
+        public int Count { get; set; }
+        public int Budget { get; set; }
+
+        public void Begin(SamplerOptions sampling)
+        {
+            _greedy = sampling.IsGreedy;
+            // Its own seed, so the draft's draws do not repeat the target's.
+            Sampler = new Sampler(sampling with { Seed = sampling.Seed is ulong seed ? seed ^ 0x5851F42D4C957F2D : null }, owner._draft.Info.VocabSize);
+        }
+
+        public void Propose(ReadOnlySpan<int> history, int max, List<int> drafts)
+        {
+            owner._drafting.Clear();
+            owner.Prepare(slot, history, max);
+            owner.Draft();
+            Emit(drafts);
+        }
+
+        /// <summary>Takes the draft's logits after <paramref name="sequence"/>'s history; returns whether to propose another token.</summary>
+        public bool Next(ReadOnlySpan<float> logits, BatchSequence sequence)
+        {
+            var sampler = Sampler!;
+            int token = sampler.Sample(logits, sequence.History);
+            if (Confidence(logits, token) < owner._options.DraftPMin) return false;
+            if (!_greedy)
+            {
+                // After a draw the chain's candidates hold the distribution it was drawn from.
+                var row = _distributions[Count] ??= new float[owner._draft.Info.VocabSize];
+                Array.Clear(row);
+                var candidates = sampler.Chain.Candidates;
+                for (int i = 0; i < candidates.Count; i++) row[candidates.Ids[i]] = candidates.Probabilities[i];
+            }
+            _proposed[Count++] = token;
+            if (Count == Budget) return false;
+            sequence.Append(token);
+            return true;
+        }
+
+        /// <summary>Hands over the round's proposals, unless there are too few to be worth verifying.</summary>
+        public void Emit(List<int> drafts)
+        {
+            if (Count < owner._options.DraftMin) return;
+            for (int i = 0; i < Count; i++) drafts.Add(_proposed[i]);
+        }
+
+        public float Probability(int index, int token) => _greedy ? (_proposed[index] == token ? 1 : 0) : _distributions[index]![token];
+
+        public void Dispose() { }
+    }
 }

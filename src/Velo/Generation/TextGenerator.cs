@@ -21,6 +21,7 @@ public sealed class TextGenerator : IDisposable
     private readonly BatchSequence[] _sequences;
     private readonly WorkerPool _pool;
     private readonly bool _ownsPool;
+    private readonly ISpeculatorSet? _speculators;
     private readonly ISpeculator? _speculator;
     private readonly int _draftMax;
     private int _generation;
@@ -49,19 +50,16 @@ public sealed class TextGenerator : IDisposable
         _pool = pool ?? new WorkerPool(Environment.ProcessorCount);
         try
         {
-            if (speculation != null && (draft != null || speculation.NGram > 0))
-            {
-                // Each verified draft takes a token of the pass and a logits row.
-                _draftMax = Math.Min(speculation.DraftMax, batchTokens - 1);
-                _speculator = draft != null
-                    ? new DraftModelSpeculator(model, draft, speculation with { DraftMax = _draftMax }, ContextLength, batchTokens, _pool, cacheTypes)
-                    : new NGramSpeculator(speculation.NGram, _draftMax);
-            }
+            // Each verified draft takes a token of the pass and a logits row.
+            speculation = speculation?.Limited(batchTokens - 1);
+            _speculators = Speculators.Create(model, draft, speculation, ContextLength, sequences: 1, batchTokens, _pool, cacheTypes);
+            _speculator = _speculators?[0];
+            _draftMax = _speculators != null ? speculation!.DraftMax : 0;
             _state = model.Model.CreateState(ContextLength, batchTokens, sequences: 1, maxLogitRows: 1 + _draftMax, pool: _pool, cacheTypes: cacheTypes);
         }
         catch
         {
-            _speculator?.Dispose();
+            _speculators?.Dispose();
             if (_ownsPool) _pool.Dispose();
             throw;
         }
@@ -143,7 +141,7 @@ public sealed class TextGenerator : IDisposable
     public void Dispose()
     {
         _state.Dispose();
-        _speculator?.Dispose();
+        _speculators?.Dispose();
         if (_ownsPool) _pool.Dispose();
     }
 }

@@ -32,6 +32,7 @@ public sealed class ScriptedGenerator(IGenerationService model) : IGenerationSer
     public int QueueLength => 0;
     public int ActiveSequences => 0;
     public long CancelledRequests => 0;
+    public SpeculationCounters Speculation => default;
 
     public GenerationStream Submit(GenerationRequest request, CancellationToken cancellation = default)
     {
