@@ -27,7 +27,7 @@ public sealed class ServerMetrics
         Interlocked.Add(ref _generatedTokens, generated);
     }
 
-    public string Render(int queueLength, int activeSequences, int slots, long cancelledRequests)
+    public string Render(int queueLength, int activeSequences, int slots, long cancelledRequests, Velo.Generation.SpeculationCounters decoding = default)
     {
         var text = new StringBuilder();
         text.Append("# HELP velo_requests_total HTTP requests by endpoint and status code.\n# TYPE velo_requests_total counter\n");
@@ -41,6 +41,12 @@ public sealed class ServerMetrics
         Gauge(text, "velo_queue_length", "Requests waiting for a sequence slot.", queueLength);
         Gauge(text, "velo_active_sequences", "Sequences being prefilled or generated.", activeSequences);
         Gauge(text, "velo_sequence_slots", "Sequence slots (--parallel).", slots);
+        Counter(text, "velo_decode_steps_total", "Target passes of decoding sequences, counted once per sequence in a pass.", decoding.DecodeSteps);
+        Counter(text, "velo_decode_tokens_total", "Tokens those steps generated: one each, and one more per accepted draft.", decoding.DecodedTokens);
+        Counter(text, "velo_draft_tokens_total", "Speculated tokens the target verified.", decoding.DraftedTokens);
+        Counter(text, "velo_draft_tokens_accepted_total", "Speculated tokens the target accepted.", decoding.AcceptedDrafts);
+        Ratio(text, "velo_draft_acceptance_ratio", "Accepted over verified speculated tokens since the start.", decoding.AcceptanceRate);
+        Ratio(text, "velo_decode_tokens_per_step", "Tokens per decoding sequence per target pass since the start (1 without speculation).", decoding.TokensPerStep);
         // Prometheus' standard process metrics, so an operator (and velo bench-serve --duration) can watch memory.
         using var process = System.Diagnostics.Process.GetCurrentProcess();
         Gauge(text, "process_resident_memory_bytes", "Resident memory size in bytes.", process.WorkingSet64);
@@ -51,6 +57,9 @@ public sealed class ServerMetrics
 
     private static void Counter(StringBuilder text, string name, string help, long value) =>
         text.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
+
+    private static void Ratio(StringBuilder text, string name, string help, double value) =>
+        text.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value:0.####}\n");
 
     private static void Gauge(StringBuilder text, string name, string help, long value) =>
         text.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");

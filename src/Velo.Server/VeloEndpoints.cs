@@ -224,7 +224,7 @@ public static class VeloEndpoints
     {
         var generator = engine.LoadedGenerator;
         string text = engine.Metrics.Render(generator?.QueueLength ?? 0, generator?.ActiveSequences ?? 0, generator?.Parallel ?? 0,
-            generator?.CancelledRequests ?? 0);
+            generator?.CancelledRequests ?? 0, generator?.Speculation ?? default);
         http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
         await http.Response.WriteAsync(text, http.RequestAborted);
     }

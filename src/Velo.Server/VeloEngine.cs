@@ -20,6 +20,7 @@ public sealed class VeloEngine : IDisposable
     private BatchScheduler? _ownScheduler;
     private WorkerPool? _pool;
     private LanguageModel? _model;
+    private LanguageModel? _draft;
     private IModel? _encoder;
     private TextEmbedder? _embedder;
     private volatile VeloEmbeddingGenerator? _embeddings;
@@ -153,6 +154,7 @@ public sealed class VeloEngine : IDisposable
             }
             model.Dispose();
             _model = LanguageModel.Load(_options.ModelPath);
+            _draft = _options.DraftModelPath is { } draftPath ? LanguageModel.Load(draftPath) : null;
             _pool = new WorkerPool(_options.Threads);
             _ownScheduler = new BatchScheduler(_model, new BatchSchedulerOptions
             {
@@ -160,7 +162,8 @@ public sealed class VeloEngine : IDisposable
                 ContextLength = _options.ContextLength,
                 QueueCapacity = _options.QueueCapacity,
                 CacheTypes = _options.CacheTypes,
-            }, _pool);
+                Speculation = _options.Speculation,
+            }, _pool, draft: _draft);
             _generator = _ownScheduler;
         }
         catch (Exception e)
@@ -177,6 +180,7 @@ public sealed class VeloEngine : IDisposable
         _embedder?.Dispose();
         _pool?.Dispose();
         _model?.Dispose();
+        _draft?.Dispose();
         _encoder?.Dispose();
     }
 }

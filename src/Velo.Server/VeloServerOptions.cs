@@ -24,6 +24,12 @@ public sealed record VeloServerOptions
     /// <summary>How cached keys and values are stored: F32, or F16 in half the memory.</summary>
     public Velo.Runtime.KvCacheTypes CacheTypes { get; init; }
 
+    /// <summary>A draft model for speculative decoding (<c>--model-draft</c>), of the model's vocabulary; needs <see cref="Speculation"/>.</summary>
+    public string? DraftModelPath { get; init; }
+
+    /// <summary>Speculative decoding for every sequence: with the draft model, or by prompt lookup; null: none.</summary>
+    public Velo.Generation.SpeculationOptions? Speculation { get; init; }
+
     /// <summary>When set, every route except <c>/health</c> (and <c>/metrics</c> when <see cref="PublicMetrics"/>) needs
     /// <c>Authorization: Bearer</c> this key.</summary>
     public string? ApiKey { get; init; }

@@ -30,14 +30,17 @@ internal static class BenchCommand
             Description = "Sequences decoded together in the tg test, comma-separated (as the server's --parallel batches them)",
             DefaultValueFactory = _ => "1",
         };
+        var speculation = new CommonOptions.SpeculationOptionSet();
         var command = new Command("bench", "Measure prompt processing and generation speed")
         {
             model, prompt, generate, threads, repetitions, json, cacheTypeK, cacheTypeV, parallel,
         };
+        foreach (var option in speculation.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Guard(() => Run(
             parse.GetValue(model)!, parse.GetValue(prompt), parse.GetValue(generate),
             ParseThreadCounts(parse.GetValue(threads)!), parse.GetValue(repetitions), parse.GetValue(json),
-            CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV), ParseCounts("--parallel", parse.GetValue(parallel)!))));
+            CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV), ParseCounts("--parallel", parse.GetValue(parallel)!),
+            speculation.Speculation(parse), parse.GetValue(speculation.DraftModel))));
         return command;
     }
 
@@ -57,16 +60,25 @@ internal static class BenchCommand
         return counts;
     }
 
+    /// <summary>A result row; the speculative generation test's also says what speculation did and its speed over the
+    /// same generation without it (the median of alternating rounds' ratios).</summary>
     private sealed record Row(string Model, string Type, double SizeMiB, int Threads, string Test, double Mean, double StandardDeviation,
-        double Median, double[] Runs, double LimitTokensPerSecond, double ShareOfLimit, string Limit);
+        double Median, double[] Runs, double LimitTokensPerSecond, double ShareOfLimit, string Limit,
+        double? AcceptanceRate = null, double? TokensPerTargetPass = null, double? SpeedUp = null);
 
     private static int Run(string path, int promptTokens, int genTokens, int[] threadCounts, int repetitions, bool json, Velo.Runtime.KvCacheTypes cacheTypes,
-        int[] parallel)
+        int[] parallel, Velo.Generation.SpeculationOptions? speculation, string? draftPath)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
         using var model = ModelRegistry.Load(path);
         double loadSeconds = clock.Elapsed.TotalSeconds;
-        if (model.Info.Output == ModelOutput.Embeddings) return RunEncoder(model, path, threadCounts, repetitions, json, loadSeconds);
+        if (model.Info.Output == ModelOutput.Embeddings)
+            return speculation != null ? throw new ArgumentException($"{path} is an encoder: speculative decoding needs a model that generates text")
+                : RunEncoder(model, path, threadCounts, repetitions, json, loadSeconds);
+        // The speculative test generates real text, so it needs the tokenizer and, checked up front, a draft of the same vocabulary.
+        using var target = speculation != null && genTokens > 0 ? Velo.Inference.LanguageModel.Load(path) : null;
+        using var draft = target != null && draftPath != null ? Velo.Inference.LanguageModel.Load(draftPath) : null;
+        if (draft != null) Velo.Generation.DraftModelSpeculator.CheckVocabulary(target!, draft);
         // Refused before the bandwidth and FMA probes, which take seconds, rather than after them.
         if (promptTokens > 0) Benchmark.EnsurePromptProcessingFits(model, promptTokens, cacheTypes: cacheTypes);
         if (genTokens > 0)
@@ -98,6 +110,13 @@ internal static class BenchCommand
                     // Each step reads the weights once for all its sequences.
                     double limit = bandwidth / bytesPerToken * sequences;
                     rows.Add(new Row(name, type, sizeMiB, threads, r.Test, r.Mean, r.StandardDeviation, r.Median, [.. r.TokensPerSecond], limit, r.Median / limit, "bandwidth"));
+                    if (target == null) continue;
+                    var s = Benchmark.SpeculativeGeneration(target, draft, speculation!, pool, genTokens, repetitions, cacheTypes, sequences);
+                    rows.Add(new Row(name, type, sizeMiB, threads, s.Plain.Test, s.Plain.Mean, s.Plain.StandardDeviation, s.Plain.Median,
+                        [.. s.Plain.TokensPerSecond], limit, s.Plain.Median / limit, "bandwidth"));
+                    rows.Add(new Row(name, type, sizeMiB, threads, s.Speculative.Test, s.Speculative.Mean, s.Speculative.StandardDeviation, s.Speculative.Median,
+                        [.. s.Speculative.TokensPerSecond], limit, s.Speculative.Median / limit, "bandwidth",
+                        s.Counters.AcceptanceRate, s.Counters.TokensPerStep, s.SpeedUp));
                 }
         }
 
@@ -111,6 +130,10 @@ internal static class BenchCommand
             table.AddRow(Markup.Escape(r.Model), r.Type, $"{r.SizeMiB:F0} MiB", r.Threads.ToString(), r.Test,
                 $"{r.Mean:F2} ± {r.StandardDeviation:F2}", $"{r.Median:F2}", $"{r.LimitTokensPerSecond:F1}", $"{r.ShareOfLimit:P0} of {r.Limit}");
         AnsiConsole.Write(table);
+        string source = draft != null ? $"draft {draft.Path}" : $"prompt lookup, n-gram {speculation?.NGram}";
+        foreach (var r in rows.Where(r => r.SpeedUp != null))
+            AnsiConsole.MarkupLineInterpolated(
+                $"[grey]{r.Test} ({r.Threads} thread(s), {source}): {100 * r.AcceptanceRate:F1}% of drafts accepted, {r.TokensPerTargetPass:F2} tokens per target pass, {r.SpeedUp:F2}× the scheduler without speculation (median of alternating rounds); load average {LoadAverage()}[/]");
         AnsiConsole.MarkupLineInterpolated($"[grey]load {loadSeconds:F2} s; decode reads {bytesPerToken / (1024.0 * 1024):F1} MiB of weights per token; prefill needs {flopsPerToken / 1e9:F2} GFLOP per token[/]");
         return 0;
     }
@@ -140,7 +163,9 @@ internal static class BenchCommand
         foreach (var (threads, r) in results)
             table.AddRow(Markup.Escape(Path.GetFileName(path)), threads.ToString(), r.Test, $"{r.MedianMilliseconds:F2}", $"{r.InputsPerSecond:F1}");
         AnsiConsole.Write(table);
-        AnsiConsole.MarkupLineInterpolated($"[grey]load {loadSeconds:F2} s; load average {(File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Trim() : "unknown")}[/]");
+        AnsiConsole.MarkupLineInterpolated($"[grey]load {loadSeconds:F2} s; load average {LoadAverage()}[/]");
         return 0;
     }
+
+    private static string LoadAverage() => File.Exists("/proc/loadavg") ? File.ReadAllText("/proc/loadavg").Trim() : "unknown";
 }

@@ -28,11 +28,13 @@ internal static class ChatCommand
         var context = CommonOptions.Context();
         var cacheTypeK = CommonOptions.CacheTypeK();
         var cacheTypeV = CommonOptions.CacheTypeV();
+        var speculation = new CommonOptions.SpeculationOptionSet();
 
         var command = new Command("chat", "Chat with a model in the terminal (/help lists the commands; Ctrl+C stops an answer)")
         {
             model, system, tokens, temperature, seed, threads, context, cacheTypeK, cacheTypeV,
         };
+        foreach (var option in speculation.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
             var sampling = new SamplerOptions
@@ -43,19 +45,21 @@ internal static class ChatCommand
             Sampler.Validate(sampling);
             var options = new GenerationOptions { MaxTokens = parse.GetValue(tokens), Sampling = sampling };
             return Run(parse.GetValue(model)!, parse.GetValue(system), options, parse.GetValue(threads), parse.GetValue(context),
-                CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV));
+                CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV), speculation.Speculation(parse), parse.GetValue(speculation.DraftModel));
         }));
         return command;
     }
 
-    private static int Run(string modelPath, string? systemPrompt, GenerationOptions options, int threads, int context, KvCacheTypes cacheTypes)
+    private static int Run(string modelPath, string? systemPrompt, GenerationOptions options, int threads, int context, KvCacheTypes cacheTypes,
+        SpeculationOptions? speculation, string? draftPath)
     {
         using var model = LanguageModel.Load(modelPath);
+        using var draft = draftPath != null ? LanguageModel.Load(draftPath) : null;
         using var pool = new WorkerPool(threads);
         using var scheduler = new BatchScheduler(model, new BatchSchedulerOptions
         {
-            Parallel = 1, ContextLength = CommonOptions.ContextFor(model, context), CacheTypes = cacheTypes,
-        }, pool);
+            Parallel = 1, ContextLength = CommonOptions.ContextFor(model, context), CacheTypes = cacheTypes, Speculation = speculation,
+        }, pool, draft: draft);
         var formatter = scheduler.Chat;
         if (formatter.FallbackReason != null) Console.Error.WriteLine($"note: using the ChatML template because {formatter.FallbackReason}");
         options = options with { Stop = formatter.StopStrings };

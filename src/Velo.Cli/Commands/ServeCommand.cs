@@ -61,6 +61,7 @@ internal static class ServeCommand
         var cacheTypeV = CommonOptions.CacheTypeV();
         var context = CommonOptions.Context();
         context.Description = $"Context length per sequence in tokens (default: the model's, capped at {ModelInfo.DefaultContextCap})";
+        var speculation = new CommonOptions.SpeculationOptionSet();
 
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
         {
@@ -68,6 +69,7 @@ internal static class ServeCommand
         };
         command.Options.Add(logFormat);
         command.Options.Add(cors);
+        foreach (var option in speculation.All) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
             var options = new VeloServerOptions
@@ -84,6 +86,8 @@ internal static class ServeCommand
                 PublicMetrics = parse.GetValue(metricsPublic),
                 MaxRequestBytes = parse.GetValue(maxBodyBytes),
                 CacheTypes = CommonOptions.CacheTypes(parse, cacheTypeK, cacheTypeV),
+                DraftModelPath = parse.GetValue(speculation.DraftModel),
+                Speculation = speculation.Speculation(parse),
             };
             var hostOptions = new VeloHostOptions
             {
@@ -94,6 +98,8 @@ internal static class ServeCommand
             if (options.MaxRequestBytes is < 0 or > VeloEngine.MaxBodyBytes)
                 throw new ArgumentException($"--max-body-bytes must be between 0 (derive from the context) and {VeloEngine.MaxBodyBytes}, got {options.MaxRequestBytes}");
             if (!File.Exists(options.ModelPath) && !Directory.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
+            if (options.DraftModelPath is { } draftPath && !File.Exists(draftPath) && !Directory.Exists(draftPath))
+                throw new FileNotFoundException($"draft model file not found: {draftPath}");
             var gateway = parse.GetValue(join) is { } joinUrl ? GatewayAddress(joinUrl) : null;
             var advertised = parse.GetValue(advertise) is { } advertiseUrl ? AdvertisedAddress(advertiseUrl) : null;
             if (gateway != null && advertised == null && options.Host is "0.0.0.0" or "::")

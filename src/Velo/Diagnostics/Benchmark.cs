@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Velo.Generation;
 using Velo.Inference;
 using Velo.Models;
 using Velo.Runtime;
@@ -14,6 +15,10 @@ public sealed record BenchmarkResult(string Test, int Threads, int Tokens, IRead
     public double StandardDeviation =>
         TokensPerSecond.Count < 2 ? 0 : Math.Sqrt(TokensPerSecond.Sum(v => (v - Mean) * (v - Mean)) / (TokensPerSecond.Count - 1));
 }
+
+/// <summary>Greedy generation through the scheduler without and with speculation, measured in alternating rounds:
+/// each side's speeds, the median of the rounds' speed ratios, and what the speculation did.</summary>
+public sealed record SpeculationBenchmarkResult(BenchmarkResult Plain, BenchmarkResult Speculative, double SpeedUp, SpeculationCounters Counters);
 
 /// <summary>
 /// llama-bench's two tests: pp (a prompt of N tokens in one batch, from an empty cache) and tg (N tokens decoded
@@ -69,6 +74,54 @@ public static class Benchmark
             if (r >= 0) speeds.Add((double)tokens * sequences / Stopwatch.GetElapsedTime(start).TotalSeconds);
         }
         return new BenchmarkResult(sequences == 1 ? $"tg{tokens}" : $"tg{tokens} x{sequences}", pool.ThreadCount, tokens * sequences, speeds);
+    }
+
+    /// <summary>
+    /// Generates <paramref name="tokens"/> greedy tokens for each of <paramref name="sequences"/> sequences through a
+    /// <see cref="BatchScheduler"/>, end of text ignored, once without and once with speculation per round (a round before
+    /// the measured ones warms both up), from a short prompt that differs per sequence. Generated tokens per second of
+    /// wall time, prompts included (a few tokens against <paramref name="tokens"/>).
+    /// </summary>
+    public static SpeculationBenchmarkResult SpeculativeGeneration(LanguageModel target, LanguageModel? draft, SpeculationOptions speculation,
+        WorkerPool pool, int tokens, int repetitions, KvCacheTypes cacheTypes = default, int sequences = 1)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(sequences, 1);
+        int[] opening = target.Tokenizer.Encode("Once upon a time, there was a little girl", addSpecial: true);
+        var prompts = Enumerable.Range(0, sequences).Select(s => (int[])[.. opening, TokenAt(31 * s, target.Info.VocabSize)]).ToArray();
+        var options = new BatchSchedulerOptions
+        {
+            Parallel = sequences, ContextLength = opening.Length + 1 + tokens, CacheTypes = cacheTypes, QueueCapacity = sequences,
+        };
+        using var plain = new BatchScheduler(target, options, pool);
+        using var speculative = new BatchScheduler(target, options with { Speculation = speculation }, pool, draft: draft);
+        var plainSpeeds = new List<double>();
+        var speculativeSpeeds = new List<double>();
+        var ratios = new List<double>();
+        for (int r = -1; r < repetitions; r++)
+        {
+            double without = Generate(plain), with = Generate(speculative);
+            if (r < 0) continue;
+            plainSpeeds.Add(without);
+            speculativeSpeeds.Add(with);
+            ratios.Add(with / without);
+        }
+        string test = sequences == 1 ? $"tg{tokens}" : $"tg{tokens} x{sequences}";
+        return new SpeculationBenchmarkResult(new BenchmarkResult($"{test} scheduler", pool.ThreadCount, tokens * sequences, plainSpeeds),
+            new BenchmarkResult($"{test} speculative", pool.ThreadCount, tokens * sequences, speculativeSpeeds),
+            ratios.Order().ElementAt(ratios.Count / 2), speculative.Speculation);
+
+        double Generate(BatchScheduler scheduler)
+        {
+            long start = Stopwatch.GetTimestamp();
+            var streams = prompts.Select(prompt => scheduler.Submit(new GenerationRequest
+            {
+                Prompt = prompt,
+                Options = new GenerationOptions { MaxTokens = tokens, IgnoreEos = true, Sampling = SamplerOptions.Greedy },
+            })).ToArray();
+            long generated = 0;
+            foreach (var stream in streams) generated += stream.Completion.GetAwaiter().GetResult().GeneratedTokens;
+            return generated / Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
     }
 
     /// <summary>Refuses, with what would fit, a pp test whose state needs more memory than is available.</summary>
