@@ -94,8 +94,9 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
         Options = options;
         ContextLength = model.Info.ContextFor(options.ContextLength);
         ArgumentOutOfRangeException.ThrowIfLessThan(ContextLength, 2, nameof(options.ContextLength));
-        MemoryPlan.EnsureFits((context, parallel) => PlanFor(model, options, context, parallel), ContextLength, options.Parallel,
+        var plan = MemoryPlan.EnsureFits((context, parallel) => PlanFor(model, options, context, parallel), ContextLength, options.Parallel,
             options.AvailableMemoryBytes, "--ctx", "--parallel");
+        if (draft != null) EnsureDraftFits(draft, options, plan);
         int batchTokens = BatchTokens(options, options.Parallel);
         var speculation = options.Speculation?.Limited(batchTokens - options.Parallel);
         _speculators = Speculators.Create(model, draft, speculation, ContextLength, options.Parallel, batchTokens, pool, options.CacheTypes);
@@ -134,6 +135,23 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
 
     private static MemoryPlan PlanFor(LanguageModel model, BatchSchedulerOptions options, int contextLength, int parallel) =>
         MemoryPlan.For(model.Model, contextLength, parallel, BatchTokens(options, parallel), LogitRows(options, parallel), options.CacheTypes);
+
+    /// <summary>Refuses a draft model whose weights and state (a KV sequence per slot) do not fit in what the model's
+    /// <paramref name="plan"/> leaves of the available memory.</summary>
+    private void EnsureDraftFits(LanguageModel draft, BatchSchedulerOptions options, MemoryPlan plan)
+    {
+        long left = Math.Max((options.AvailableMemoryBytes ?? AvailableMemory.Measure()) - plan.TotalBytes, 0);
+        try
+        {
+            MemoryPlan.EnsureFits((context, parallel) => MemoryPlan.For(draft.Model, context, parallel, BatchTokens(options, parallel), parallel, options.CacheTypes),
+                ContextLength, options.Parallel, left, "--ctx", "--parallel");
+        }
+        catch (NotEnoughMemoryException e)
+        {
+            throw new NotEnoughMemoryException($"the draft model {draft.Path} does not fit beside the model: {e.Message}", e.NeededBytes, e.AvailableBytes,
+                e.FittingContextLength, e.FittingSequences);
+        }
+    }
 
     public BatchSchedulerOptions Options { get; }
     public string ModelId { get; }

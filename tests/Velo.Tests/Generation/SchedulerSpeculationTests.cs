@@ -160,6 +160,18 @@ public sealed class SchedulerSpeculationTests : IDisposable
     }
 
     [Fact]
+    public void A_draft_that_does_not_fit_beside_the_model_is_refused_with_what_would_fit()
+    {
+        var options = new BatchSchedulerOptions { Parallel = 2, ContextLength = Context, Speculation = new SpeculationOptions() };
+        // The model's own plan as the scheduler makes it (512 tokens a pass, a logits row per sequence and draft), with a
+        // tenth more for the reserve: room for the model, far too little for a draft as large beside it.
+        long model = MemoryPlan.For(_target.Model, Context, 2, 512, 2 * 17, default).TotalBytes;
+        var error = Assert.Throws<NotEnoughMemoryException>(() =>
+            new BatchScheduler(_target, options with { AvailableMemoryBytes = model * 10 / 9 + 4096 }, _pool, draft: _target));
+        Assert.StartsWith($"the draft model {_target.Path} does not fit beside the model: this configuration needs", error.Message);
+    }
+
+    [Fact]
     public void A_server_with_a_draft_of_another_vocabulary_fails_to_load_with_the_reason()
     {
         using var engine = new VeloEngine(new VeloServerOptions
