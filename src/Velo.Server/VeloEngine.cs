@@ -159,6 +159,7 @@ public sealed class VeloEngine : IDisposable
                 Parallel = _options.Parallel,
                 ContextLength = _options.ContextLength,
                 QueueCapacity = _options.QueueCapacity,
+                MaxBatchTokens = _options.BatchSize,
                 CacheTypes = _options.CacheTypes,
             }, _pool);
             _generator = _ownScheduler;

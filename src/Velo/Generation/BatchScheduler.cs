@@ -69,6 +69,7 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Parallel, 1, nameof(options.Parallel));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.QueueCapacity, 0, nameof(options.QueueCapacity));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxBatchTokens, 1, nameof(options.MaxBatchTokens));
         // Zero means the model's own context; a negative one is a mistake, not a request for the default.
         ArgumentOutOfRangeException.ThrowIfNegative(options.ContextLength, nameof(options.ContextLength));
         _model = model;
@@ -79,6 +80,8 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
             options.AvailableMemoryBytes, "--ctx", "--parallel");
         _state = model.Model.CreateState(ContextLength, BatchTokens(options, options.Parallel), sequences: options.Parallel,
             maxLogitRows: options.Parallel, pool: pool, cacheTypes: options.CacheTypes);
+        // A server runs for long: its KV memory is faulted in now rather than page by page in its first requests' passes.
+        _state.Cache.Commit();
         _planner = new BatchPlanner(model.Model, _state);
         _sequences = new BatchSequence[options.Parallel];
         for (int i = 0; i < _sequences.Length; i++) _sequences[i] = new BatchSequence(i, ContextLength);
