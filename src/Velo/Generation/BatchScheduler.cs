@@ -80,8 +80,6 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
             options.AvailableMemoryBytes, "--ctx", "--parallel");
         _state = model.Model.CreateState(ContextLength, BatchTokens(options, options.Parallel), sequences: options.Parallel,
             maxLogitRows: options.Parallel, pool: pool, cacheTypes: options.CacheTypes);
-        // A server runs for long: its KV memory is faulted in now rather than page by page in its first requests' passes.
-        _state.Cache.Commit();
         _planner = new BatchPlanner(model.Model, _state);
         _sequences = new BatchSequence[options.Parallel];
         for (int i = 0; i < _sequences.Length; i++) _sequences[i] = new BatchSequence(i, ContextLength);
@@ -89,6 +87,8 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
         _releasedAt = new long[options.Parallel];
         Chat = new ChatPromptFormatter(model);
         ModelId = Path.GetFileNameWithoutExtension(model.Path);
+        // A server runs for long: its KV memory is faulted in now rather than page by page in its first requests' passes.
+        _state.Cache.Commit();
         _planner.WarmUp();
         _thread = new Thread(Loop) { IsBackground = true, Name = "Velo batch scheduler" };
         if (start) Start();
