@@ -2,7 +2,6 @@ using System.CommandLine;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
-using Velo.Generation;
 using Velo.Models;
 using Velo.Server;
 
@@ -46,7 +45,7 @@ internal static class ServeCommand
         {
             Description = "Tokens per forward pass: one per decoding sequence, the rest for prompt chunks (fewer: shorter pauses for " +
                           "the sequences decoding while a prompt is read)",
-            DefaultValueFactory = _ => new BatchSchedulerOptions().MaxBatchTokens,
+            DefaultValueFactory = _ => new Velo.Generation.BatchSchedulerOptions().MaxBatchTokens,
         }.AtLeast(1);
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on every route except /health (and /metrics with --metrics-public)" };
         var metricsPublic = new Option<bool>("--metrics-public")
