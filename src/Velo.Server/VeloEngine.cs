@@ -161,6 +161,7 @@ public sealed class VeloEngine : IDisposable
                 Parallel = _options.Parallel,
                 ContextLength = _options.ContextLength,
                 QueueCapacity = _options.QueueCapacity,
+                MaxBatchTokens = _options.BatchSize,
                 CacheTypes = _options.CacheTypes,
                 Speculation = _options.Speculation,
             }, _pool, draft: _draft);

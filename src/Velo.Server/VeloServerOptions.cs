@@ -19,6 +19,9 @@ public sealed record VeloServerOptions
     /// <summary>Requests that may wait for a slot before the server answers 503.</summary>
     public int QueueCapacity { get; init; } = 64;
 
+    /// <summary>Tokens per forward pass (llama-server's <c>--batch-size</c>): one per decoding sequence, the rest for prompts.</summary>
+    public int BatchSize { get; init; } = new Velo.Generation.BatchSchedulerOptions().MaxBatchTokens;
+
     public int Threads { get; init; } = Environment.ProcessorCount;
 
     /// <summary>How cached keys and values are stored: F32, or F16 in half the memory.</summary>

@@ -41,6 +41,12 @@ internal static class ServeCommand
         var parallel = CommonOptions.Parallel("Sequences generated together, each with its own KV cache");
         var queue = new Option<int>("--queue") { Description = "Requests that may wait for a free sequence before the server answers 503", DefaultValueFactory = _ => 64 }
             .AtLeast(0);
+        var batchSize = new Option<int>("--batch-size", "-b")
+        {
+            Description = "Tokens per forward pass: one per decoding sequence, the rest for prompt chunks (fewer: shorter pauses for " +
+                          "the sequences decoding while a prompt is read)",
+            DefaultValueFactory = _ => new Velo.Generation.BatchSchedulerOptions().MaxBatchTokens,
+        }.AtLeast(1);
         var apiKey = new Option<string?>("--api-key") { Description = "Require 'Authorization: Bearer KEY' on every route except /health (and /metrics with --metrics-public)" };
         var metricsPublic = new Option<bool>("--metrics-public")
         {
@@ -65,7 +71,7 @@ internal static class ServeCommand
 
         var command = new Command("serve", "Serve a model over an OpenAI-compatible HTTP API")
         {
-            model, host, port, parallel, queue, apiKey, metricsPublic, maxBodyBytes, join, advertise, alias, threads, context, cacheTypeK, cacheTypeV,
+            model, host, port, parallel, queue, batchSize, apiKey, metricsPublic, maxBodyBytes, join, advertise, alias, threads, context, cacheTypeK, cacheTypeV,
         };
         command.Options.Add(logFormat);
         command.Options.Add(cors);
@@ -80,6 +86,7 @@ internal static class ServeCommand
                 Port = parse.GetValue(port),
                 Parallel = parse.GetValue(parallel),
                 QueueCapacity = parse.GetValue(queue),
+                BatchSize = parse.GetValue(batchSize),
                 ContextLength = parse.GetValue(context),
                 Threads = parse.GetValue(threads),
                 ApiKey = parse.GetValue(apiKey),

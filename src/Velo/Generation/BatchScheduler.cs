@@ -88,6 +88,7 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(options.Parallel, 1, nameof(options.Parallel));
         ArgumentOutOfRangeException.ThrowIfLessThan(options.QueueCapacity, 0, nameof(options.QueueCapacity));
+        ArgumentOutOfRangeException.ThrowIfLessThan(options.MaxBatchTokens, 1, nameof(options.MaxBatchTokens));
         // Zero means the model's own context; a negative one is a mistake, not a request for the default.
         ArgumentOutOfRangeException.ThrowIfNegative(options.ContextLength, nameof(options.ContextLength));
         _model = model;
@@ -119,6 +120,8 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
         _releasedAt = new long[options.Parallel];
         Chat = new ChatPromptFormatter(model);
         ModelId = Path.GetFileNameWithoutExtension(model.Path);
+        // A server runs for long: its KV memory is faulted in now rather than page by page in its first requests' passes.
+        _state.Cache.Commit();
         _planner.WarmUp();
         _thread = new Thread(Loop) { IsBackground = true, Name = "Velo batch scheduler" };
         if (start) Start();

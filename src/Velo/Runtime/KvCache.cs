@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using Velo.Kernels;
 using Velo.Tensors;
 
@@ -73,6 +74,23 @@ public sealed unsafe class KvCache : IDisposable
         {
             _keys[l] = new NativeBuffer(keyBytes, zero: false);
             _values[l] = new NativeBuffer(valueBytes, zero: false);
+        }
+    }
+
+    /// <summary>
+    /// Writes every page of the memory now, as llama.cpp clears its KV buffers when it creates them. The memory is
+    /// allocated untouched, so otherwise every pass that reaches new positions takes page faults (a fresh page per
+    /// sequence, layer and head every 4 KiB of rows): about 5 % of an 8-sequence decode step of tiny-110M in a new
+    /// server's first requests. Only for an empty cache: it would overwrite what a sequence holds.
+    /// </summary>
+    public void Commit()
+    {
+        for (int s = 0; s < Sequences; s++)
+            if (_lengths[s] > 0) throw new InvalidOperationException($"sequence {s} holds {_lengths[s]} positions: commit the KV memory before storing anything");
+        for (int l = 0; l < Layers; l++)
+        {
+            NativeMemory.Clear(_keys[l].Pointer, (nuint)_keys[l].Length);
+            NativeMemory.Clear(_values[l].Pointer, (nuint)_values[l].Length);
         }
     }
 

@@ -47,6 +47,42 @@ public sealed class BatchPlannerTests : IDisposable
         return logits;
     }
 
+    /// <summary>
+    /// The server's prompt policy: decoding sequences first, then the room left to prompts in the order of the list
+    /// (admission order), each taken to its end before the next starts, so the oldest request gets its first token first.
+    /// </summary>
+    [Fact]
+    public void Prompt_chunks_go_to_the_oldest_prompt_until_it_ends_and_then_to_the_next()
+    {
+        using var state = NewState(3, 3);
+        var planner = new BatchPlanner(_model.Model, state);
+        var decoding = new BatchSequence(0, Context);
+        var older = new BatchSequence(1, Context);
+        var newer = new BatchSequence(2, Context);
+        planner.Start(decoding, [1, 2, 3]);
+        planner.Run([decoding]);
+        decoding.Append(4);
+        planner.Settle(decoding);
+        planner.Start(older, [.. Enumerable.Range(10, 20)]);
+        planner.Start(newer, [.. Enumerable.Range(40, 20)]);
+
+        // 32 tokens: the decoding sequence's one, the older prompt's 20, and 11 of the newer one's.
+        planner.Plan([decoding, older, newer]);
+        int[] expected = [0, .. Enumerable.Repeat(1, 20), .. Enumerable.Repeat(2, 11)];
+        Assert.Equal(expected, planner.Batch.Sequences[..planner.Batch.Count]);
+        Assert.Equal((1, 1, 0), (decoding.LogitsRows, older.LogitsRows, newer.LogitsRows));
+        Assert.Equal(11, newer.Cached);
+
+        // The next pass: two decoding sequences, then the rest of the newer prompt, which now gets its logits.
+        decoding.Append(5);
+        older.Append(6);
+        planner.Plan([decoding, older, newer]);
+        int[] next = [0, 1, .. Enumerable.Repeat(2, 9)];
+        Assert.Equal(next, planner.Batch.Sequences[..planner.Batch.Count]);
+        Assert.Equal(1, newer.LogitsRows);
+        Assert.Equal(20, newer.Cached);
+    }
+
     [Fact]
     public void A_sequence_verifying_k_drafts_gets_the_logits_of_k_plus_one_single_steps_bit_for_bit()
     {

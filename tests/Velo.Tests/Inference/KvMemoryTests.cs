@@ -182,6 +182,25 @@ public sealed unsafe class KvMemoryTests : IDisposable
     }
 
     [Fact]
+    public void Commit_writes_an_empty_cache_and_refuses_one_that_holds_positions()
+    {
+        const int headDim = 4;
+        using var cache = new KvCache(2, 2, 8, 1, headDim);
+        cache.Commit();
+        Assert.All(new ReadOnlySpan<float>(cache.Layer(1).Head(1, 0).Values, 8 * headDim).ToArray(), x => Assert.Equal(0f, x));
+
+        var batch = new ForwardBatch(1);
+        batch.Add(0, 0, 1);
+        float[] keys = [1, 2, 3, 4], values = [5, 6, 7, 8];
+        cache.Append(batch);
+        fixed (float* k = keys, v = values)
+            for (int l = 0; l < 2; l++) cache.Store(l, batch, k, v);
+        var e = Assert.Throws<InvalidOperationException>(cache.Commit);
+        Assert.Contains("sequence 1 holds 1 positions", e.Message);
+        Assert.Equal(values, new ReadOnlySpan<float>(cache.Layer(1).Head(1, 0).Values, headDim).ToArray());
+    }
+
+    [Fact]
     public void Sequence_operations_refuse_what_a_contiguous_layout_cannot_hold()
     {
         using var cache = new KvCache(1, 2, 16, 1, 32);
