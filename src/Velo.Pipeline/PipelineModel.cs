@@ -21,8 +21,8 @@ public sealed record PipelineOptions
     public TimeSpan CallTimeout { get; init; } = TimeSpan.FromSeconds(60);
 }
 
-/// <summary>A stage failed or does not fit the pipeline; the message names it and says why.</summary>
-public sealed class PipelineStageException(string message, Exception? inner = null) : Exception(message, inner);
+/// <summary>A stage failed, could not be reached, or does not fit the pipeline; the message names it and says why.</summary>
+public sealed class PipelineStageException(string message, Exception? inner = null) : IOException(message, inner);
 
 /// <summary>
 /// A decoder split across processes, as the server sees it: it runs the first blocks itself (a local
