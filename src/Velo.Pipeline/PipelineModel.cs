@@ -245,7 +245,10 @@ public sealed class PipelineModel : IModel
                 // Hidden states of a whole batch, or its logits: as large as the stage's own limit allows.
                 MaxReceiveMessageSize = null,
                 MaxSendMessageSize = null,
-                HttpHandler = new SocketsHttpHandler { ConnectTimeout = options.ConnectTimeout, EnableMultipleHttp2Connections = false },
+                HttpHandler = new SocketsHttpHandler { ConnectTimeout = options.ConnectTimeout },
+                // A stage that stopped is retried at most a second apart, so one started again serves the next requests.
+                InitialReconnectBackoff = TimeSpan.FromMilliseconds(100),
+                MaxReconnectBackoff = TimeSpan.FromSeconds(1),
             });
             var stage = new Stage(address, channel);
             try
