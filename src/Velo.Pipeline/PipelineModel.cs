@@ -14,8 +14,9 @@ namespace Velo.Pipeline;
 /// <summary>How a server reaches its pipeline stages.</summary>
 public sealed record PipelineOptions
 {
-    /// <summary>How long connecting to a stage and its first answers may take.</summary>
-    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(10);
+    /// <summary>How long connecting to a stage and its first answers may take: generous, since a stage compiles its
+    /// gRPC stack on the first call (the CLI runs without tiered compilation), seconds on a busy machine.</summary>
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(30);
 
     /// <summary>How long one batch may take at one stage before the pass fails (a stage that hangs or stopped).</summary>
     public TimeSpan CallTimeout { get; init; } = TimeSpan.FromSeconds(60);
@@ -132,7 +133,7 @@ public sealed class PipelineModel : IModel
         var state = new PipelineState(this, local, _stages.Length, maxLogitRows * Info.VocabSize);
         try
         {
-            state.Open = new OpenRequest
+            state.SessionRequest = new OpenRequest
             {
                 ContextLength = contextLength,
                 Sequences = sequences,
@@ -153,7 +154,7 @@ public sealed class PipelineModel : IModel
 
     private void OpenSession(PipelineState state, int stage) =>
         state.Sessions[stage] = _stages[stage].Call("open a session", _options.ConnectTimeout,
-            (client, deadline) => client.Open(state.Open, deadline: deadline)).Session;
+            (client, deadline) => client.Open(state.SessionRequest, deadline: deadline)).Session;
 
     public long ScratchBytes(int maxBatch, int maxLogitRows) =>
         checked(_local.ScratchBytes(maxBatch, maxLogitRows) + (long)maxLogitRows * Info.VocabSize * sizeof(float));
@@ -282,7 +283,8 @@ public sealed class PipelineModel : IModel
             {
                 string why = e.StatusCode switch
                 {
-                    StatusCode.Unavailable => $"is unreachable ({e.Status.Detail})",
+                    // The detail of a refused connection is gRPC's "Error connecting to subchannel"; its cause says more.
+                    StatusCode.Unavailable => $"is unreachable ({e.Status.DebugException?.InnerException?.Message ?? e.Status.DebugException?.Message ?? e.Status.Detail})",
                     StatusCode.DeadlineExceeded => $"did not answer within {timeout.TotalSeconds:0.#} s",
                     _ => $"failed: {e.Status.Detail}",
                 };
@@ -299,7 +301,7 @@ public sealed class PipelineModel : IModel
         public PipelineModel Owner { get; } = owner;
         public IModelState Local { get; } = local;
         public ulong[] Sessions { get; } = new ulong[stages];
-        public OpenRequest Open { get; set; } = new();
+        public OpenRequest SessionRequest { get; set; } = new();
         public ForwardRequest Request { get; } = new();
         public float[] Logits { get; } = new float[logitFloats];
 
