@@ -231,6 +231,46 @@ public sealed class PipelineTests(SynthModelFixture synth) : IClassFixture<Synth
         }
     }
 
+    [Fact]
+    public async Task A_stage_refuses_batches_that_do_not_fit_its_session_or_memory()
+    {
+        await using var stage = new TestStage(TestPaths.Stories260K, "2-4");
+        using var channel = Grpc.Net.Client.GrpcChannel.ForAddress($"http://{stage.Address}");
+        var client = new Velo.Pipeline.Protocol.PipelineStage.PipelineStageClient(channel);
+        var session = client.Open(new Velo.Pipeline.Protocol.OpenRequest
+        {
+            ContextLength = 32, Sequences = 2, MaxBatch = 4, MaxLogitRows = 2, KeyCacheType = "f32", ValueCacheType = "f32",
+        }).Session;
+        Velo.Pipeline.Protocol.ForwardRequest Batch(ulong id, int lengthOfSequence0, int tokens, int hiddenRows)
+        {
+            var request = new Velo.Pipeline.Protocol.ForwardRequest { Session = id, SequenceLengths = { lengthOfSequence0, 0 } };
+            for (int i = 0; i < tokens; i++)
+            {
+                request.Tokens.Add(1);
+                request.Positions.Add(lengthOfSequence0 + i);
+                request.Sequences.Add(0);
+                request.WantLogits.Add(i == tokens - 1);
+            }
+            request.Hidden = Google.Protobuf.ByteString.CopyFrom(new byte[hiddenRows * 64 * sizeof(float)]);
+            return request;
+        }
+        Grpc.Core.RpcException Refused(Velo.Pipeline.Protocol.ForwardRequest request) =>
+            Assert.Throws<Grpc.Core.RpcException>(() => client.Forward(request));
+
+        Assert.Equal(512 * sizeof(float), client.Forward(Batch(session, 0, 2, 2)).Logits.Length);
+        Assert.Contains("the session is not open here", Refused(Batch(session + 1, 2, 1, 1)).Status.Detail);
+        Assert.Contains("sequence 0 holds 2 positions here but 5 in the server's memory", Refused(Batch(session, 5, 1, 1)).Status.Detail);
+        Assert.Contains("not 1 rows of 64 floats", Refused(Batch(session, 2, 1, 3)).Status.Detail);
+        Assert.Contains("1 to 4 tokens", Refused(Batch(session, 2, 5, 5)).Status.Detail);
+        // A shorter length is a rollback: the stage drops its tail and runs the batch from there.
+        Assert.Equal(512 * sizeof(float), client.Forward(Batch(session, 1, 1, 1)).Logits.Length);
+        var open = Assert.Throws<Grpc.Core.RpcException>(() => client.Open(new Velo.Pipeline.Protocol.OpenRequest
+        {
+            ContextLength = 32, Sequences = 1, MaxBatch = StageHost.MaxBatchLimit + 1, MaxLogitRows = 1, KeyCacheType = "f32", ValueCacheType = "f32",
+        }));
+        Assert.Contains("is not possible", open.Status.Detail);
+    }
+
     private static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
