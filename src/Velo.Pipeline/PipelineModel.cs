@@ -216,6 +216,18 @@ public sealed class PipelineModel : IModel
         }
     }
 
+    /// <summary>How long a health check waits for each stage.</summary>
+    public static readonly TimeSpan HealthTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>Asks every stage to describe itself: null when all answer, else which one does not and why (for /health).</summary>
+    public async Task<string?> CheckStagesAsync(CancellationToken cancellation)
+    {
+        foreach (var stage in _stages)
+            if (await stage.ProblemAsync(HealthTimeout, cancellation) is { } problem)
+                return problem;
+        return null;
+    }
+
     public void Dispose()
     {
         foreach (var stage in _stages) stage.Dispose();
@@ -281,16 +293,31 @@ public sealed class PipelineModel : IModel
             }
             catch (RpcException e)
             {
-                string why = e.StatusCode switch
-                {
-                    // The detail of a refused connection is gRPC's "Error connecting to subchannel"; its cause says more.
-                    StatusCode.Unavailable => $"is unreachable ({e.Status.DebugException?.InnerException?.Message ?? e.Status.DebugException?.Message ?? e.Status.Detail})",
-                    StatusCode.DeadlineExceeded => $"did not answer within {timeout.TotalSeconds:0.#} s",
-                    _ => $"failed: {e.Status.Detail}",
-                };
-                throw new PipelineStageException($"pipeline stage {Address} {why} (asked to {what})", e);
+                throw new PipelineStageException($"{Failure(e, timeout)} (asked to {what})", e);
             }
         }
+
+        /// <summary>Null when the stage describes itself within <paramref name="timeout"/>, else why it did not.</summary>
+        public async Task<string?> ProblemAsync(TimeSpan timeout, CancellationToken cancellation)
+        {
+            try
+            {
+                await _client.DescribeAsync(new DescribeRequest(), deadline: DateTime.UtcNow + timeout, cancellationToken: cancellation);
+                return null;
+            }
+            catch (RpcException e) when (!cancellation.IsCancellationRequested)
+            {
+                return Failure(e, timeout);
+            }
+        }
+
+        private string Failure(RpcException e, TimeSpan timeout) => $"pipeline stage {Address} " + e.StatusCode switch
+        {
+            // The detail of a refused connection is gRPC's "Error connecting to subchannel"; its cause says more.
+            StatusCode.Unavailable => $"is unreachable ({e.Status.DebugException?.InnerException?.Message ?? e.Status.DebugException?.Message ?? e.Status.Detail})",
+            StatusCode.DeadlineExceeded => $"did not answer within {timeout.TotalSeconds:0.#} s",
+            _ => $"failed: {e.Status.Detail}",
+        };
 
         public void Dispose() => _channel.Dispose();
     }

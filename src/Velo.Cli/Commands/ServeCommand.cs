@@ -201,6 +201,7 @@ internal sealed class PipelineServer : IDisposable
                 ModelPath = options.ModelPath,
                 PublicMetrics = options.PublicMetrics,
                 MaxRequestBytes = options.MaxRequestBytes,
+                HealthCheck = pipeline!.CheckStagesAsync,
             };
             return new PipelineServer(model, pipeline!, pool, scheduler, engine);
         }

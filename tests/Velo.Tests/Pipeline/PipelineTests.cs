@@ -163,6 +163,11 @@ public sealed class PipelineTests(SynthModelFixture synth) : IClassFixture<Synth
         var (status, error) = await PostAsync(split.Http, JsonSerializer.Serialize(new { model = TestServer.ModelId, prompt = "Once", max_tokens = 8 }));
         Assert.Equal(500, status);
         Assert.Contains($"pipeline stage {stage.Address} is unreachable", error.GetProperty("error").GetProperty("message").GetString());
+        using (var health = await split.Http.GetAsync("/health"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+            Assert.Contains($"pipeline stage {stage.Address} is unreachable", await health.Content.ReadAsStringAsync());
+        }
 
         // A stage started again on the same port gets a new session, in step with the server's reset memory, once the
         // channel reconnects (it retries at most a second apart).
@@ -174,6 +179,8 @@ public sealed class PipelineTests(SynthModelFixture synth) : IClassFixture<Synth
             Assert.True(DateTime.UtcNow < deadline, "the server did not recover once the stage was back");
             await Task.Delay(200);
         }
+        using var healthy = await split.Http.GetAsync("/health");
+        Assert.Equal(HttpStatusCode.OK, healthy.StatusCode);
     }
 
     private static async Task<(int Status, JsonElement Body)> PostAsync(HttpClient http, string json)
