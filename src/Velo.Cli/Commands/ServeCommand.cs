@@ -79,10 +79,10 @@ internal static class ServeCommand
         {
             model, host, port, parallel, queue, apiKey, metricsPublic, maxBodyBytes, join, advertise, alias, threads, context, cacheTypeK, cacheTypeV,
         };
-        command.Options.Add(logFormat);
-        command.Options.Add(cors);
         command.Options.Add(pipeline);
         command.Options.Add(pipelineTimeout);
+        command.Options.Add(logFormat);
+        command.Options.Add(cors);
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
             var options = new VeloServerOptions
