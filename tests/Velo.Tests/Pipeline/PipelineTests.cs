@@ -146,11 +146,11 @@ public sealed class PipelineTests(SynthModelFixture synth) : IClassFixture<Synth
         var stage = new TestStage(TestPaths.Stories260K, "2-4");
         int port = int.Parse(stage.Address.Split(':')[1]);
         // A long context, so the stream below is still generating when the stage stops.
-        await using var split = await PipelineTestServer.StartAsync([stage.Address], contextLength: 4096);
+        await using var split = await PipelineTestServer.StartAsync([stage.Address], contextLength: 16384);
         Assert.NotEmpty(await CompleteAsync(split.Http, "Once upon a time"));
 
         // A stream under way when the stage stops ends with an error event; the next request fails at once.
-        var body = JsonSerializer.Serialize(new { model = TestServer.ModelId, prompt = "Once", max_tokens = 4000, ignore_eos = true, stream = true });
+        var body = JsonSerializer.Serialize(new { model = TestServer.ModelId, prompt = "Once", max_tokens = 16000, ignore_eos = true, stream = true });
         using var response = await split.Http.SendAsync(new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = TestServer.JsonContent(body) },
             HttpCompletionOption.ResponseHeadersRead);
         using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
