@@ -19,6 +19,7 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     SynthCommand.Create(),
     ServeCommand.Create(),
     GatewayCommand.Create(),
+    StageCommand.Create(),
     ChatCommand.Create(),
     BenchServeCommand.Create(),
     BenchGrammarCommand.Create(),

@@ -153,10 +153,12 @@ public static class VeloEndpoints
         json.WriteEndObject();
     }
 
-    private static Task HealthAsync(HttpContext http, VeloEngine engine)
+    private static async Task HealthAsync(HttpContext http, VeloEngine engine)
     {
         if (!engine.IsReady) throw engine.NotReadyError();
-        return WriteJsonAsync(http, 200, json =>
+        if (engine.HealthCheck != null && await engine.HealthCheck(http.RequestAborted) is { } problem)
+            throw new ApiException(503, problem, code: "unhealthy");
+        await WriteJsonAsync(http, 200, json =>
         {
             json.WriteStartObject();
             json.WriteString("status", "ok");

@@ -106,6 +106,12 @@ public sealed class VeloEngine : IDisposable
     public ServerMetrics Metrics { get; } = new();
     public bool IsReady => _generator != null || _embeddings != null;
 
+    /// <summary>
+    /// What /health checks beyond the model being loaded: null when all is well, else why not, which /health answers
+    /// with a 503 (a pipeline's stage that does not answer, for one).
+    /// </summary>
+    public Func<CancellationToken, Task<string?>>? HealthCheck { get; init; }
+
     /// <summary>Why loading failed, if it did; /health reports it.</summary>
     public Exception? LoadFailure { get; private set; }
 

@@ -2,8 +2,12 @@ using System.CommandLine;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Velo.Generation;
+using Velo.Inference;
 using Velo.Models;
+using Velo.Pipeline;
 using Velo.Server;
+using Velo.Threading;
 
 namespace Velo.Cli.Commands;
 
@@ -61,6 +65,15 @@ internal static class ServeCommand
         {
             Description = "The address the gateway reaches this server at, for --join (default: http://HOST:PORT; needed with --host 0.0.0.0)",
         };
+        var pipeline = new Option<string?>("--pipeline")
+        {
+            Description = "Split the model across machines: run its first blocks here and the rest on these velo stage servers, in order (host:port[,host:port...])",
+        };
+        var pipelineTimeout = new Option<int>("--pipeline-timeout")
+        {
+            Description = "Seconds one batch may take at a pipeline stage before its requests fail",
+            DefaultValueFactory = _ => 60,
+        }.AtLeast(1);
         var alias = new Option<string?>("--alias") { Description = "Model id clients use (default: the file name)" };
         var threads = CommonOptions.Threads();
         var cacheTypeK = CommonOptions.CacheTypeK();
@@ -73,6 +86,8 @@ internal static class ServeCommand
         {
             model, host, port, parallel, queue, batchSize, apiKey, metricsPublic, maxBodyBytes, join, advertise, alias, threads, context, cacheTypeK, cacheTypeV,
         };
+        command.Options.Add(pipeline);
+        command.Options.Add(pipelineTimeout);
         command.Options.Add(logFormat);
         command.Options.Add(cors);
         foreach (var option in speculation.All) command.Options.Add(option);
@@ -111,7 +126,12 @@ internal static class ServeCommand
             var advertised = parse.GetValue(advertise) is { } advertiseUrl ? AdvertisedAddress(advertiseUrl) : null;
             if (gateway != null && advertised == null && options.Host is "0.0.0.0" or "::")
                 throw new ArgumentException("with --host 0.0.0.0, --join needs --advertise URL: the address the gateway reaches this server at");
-            using var engine = new VeloEngine(options);
+            using var split = parse.GetValue(pipeline) is { } stages
+                ? PipelineServer.Load(options, stages.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
+                    new PipelineOptions { CallTimeout = TimeSpan.FromSeconds(parse.GetValue(pipelineTimeout)) })
+                : null;
+            if (split != null) Console.Error.WriteLine($"velo: pipeline: {split.Describe()}");
+            using var engine = split?.Engine ?? new VeloEngine(options);
             var app = VeloServer.Build(engine, options.Host, options.Port, LogLevel.Warning, hostOptions);
             app.Start();
             using var membership = gateway == null ? null
@@ -149,4 +169,72 @@ internal static class ServeCommand
     private static Uri AdvertisedAddress(string advertise) =>
         Uri.TryCreate(advertise, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttp || uri.Scheme == Uri.UriSchemeHttps)
             ? uri : throw new ArgumentException($"--advertise must be an http:// or https:// URL, such as http://10.0.0.5:8080, not '{advertise}'");
+}
+
+/// <summary>
+/// What <c>velo serve --pipeline</c> serves: the model split between this server's first blocks and the stages
+/// (<see cref="PipelineModel"/>), behind the same scheduler and endpoints as an unsplit one. Connecting happens
+/// before the server listens, so a stage that does not answer or does not fit stops it at startup.
+/// </summary>
+internal sealed class PipelineServer : IDisposable
+{
+    private readonly LanguageModel _model;
+    private readonly WorkerPool _pool;
+    private readonly BatchScheduler _scheduler;
+    private readonly PipelineModel _pipeline;
+
+    private PipelineServer(LanguageModel model, PipelineModel pipeline, WorkerPool pool, BatchScheduler scheduler, VeloEngine engine)
+    {
+        _model = model;
+        _pipeline = pipeline;
+        _pool = pool;
+        _scheduler = scheduler;
+        Engine = engine;
+    }
+
+    /// <summary>The engine to serve; it does not own the scheduler, which this disposes.</summary>
+    public VeloEngine Engine { get; }
+
+    public static PipelineServer Load(VeloServerOptions options, IReadOnlyList<string> stages, PipelineOptions pipelineOptions)
+    {
+        PipelineModel? pipeline = null;
+        var model = LanguageModel.Load(options.ModelPath, path => pipeline = PipelineModel.Connect(path, stages, pipelineOptions));
+        var pool = new WorkerPool(options.Threads);
+        try
+        {
+            var scheduler = new BatchScheduler(model, new BatchSchedulerOptions
+            {
+                Parallel = options.Parallel,
+                ContextLength = options.ContextLength,
+                QueueCapacity = options.QueueCapacity,
+                CacheTypes = options.CacheTypes,
+            }, pool);
+            var engine = new VeloEngine(scheduler, options.ModelId, options.ApiKey)
+            {
+                ModelPath = options.ModelPath,
+                PublicMetrics = options.PublicMetrics,
+                MaxRequestBytes = options.MaxRequestBytes,
+                HealthCheck = pipeline!.CheckStagesAsync,
+            };
+            return new PipelineServer(model, pipeline!, pool, scheduler, engine);
+        }
+        catch
+        {
+            pool.Dispose();
+            model.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>Which blocks run where.</summary>
+    public string Describe() => $"blocks {_pipeline.LocalLayers} here, " +
+        string.Join(", ", _pipeline.Stages.Select(s => $"{s.Layers}{(s.Layers.IsLast ? " and the output head" : "")} at {s.Address}"));
+
+    public void Dispose()
+    {
+        Engine.Dispose();
+        _scheduler.Dispose();
+        _pool.Dispose();
+        _model.Dispose();
+    }
 }

@@ -27,10 +27,14 @@ public sealed class LanguageModel : IDisposable
 
     public string Name => Metadata.GetString("general.name") ?? System.IO.Path.GetFileNameWithoutExtension(Path);
 
-    public static LanguageModel Load(string path)
+    public static LanguageModel Load(string path) => Load(path, ModelRegistry.Load);
+
+    /// <summary>The model at <paramref name="path"/> as <paramref name="loadModel"/> loads it (split across a pipeline's
+    /// stages, for one), with the tokenizer of its file.</summary>
+    public static LanguageModel Load(string path, Func<string, IModel> loadModel)
     {
         var clock = System.Diagnostics.Stopwatch.StartNew();
-        var model = ModelRegistry.Load(path);
+        var model = loadModel(path);
         try
         {
             if (model.Info.Output != ModelOutput.Logits)

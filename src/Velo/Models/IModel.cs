@@ -42,6 +42,22 @@ public interface IModel : IDisposable
     void Forward(IModelState state, ForwardBatch batch);
 }
 
+/// <summary>
+/// A decoder that runs a range of its blocks (<see cref="ModelRegistry.LoadLayers"/>): one stage of a pipeline split
+/// across processes. Its KV memory holds only its blocks. A range that does not start at block 0 takes its input
+/// from <see cref="Hidden"/> instead of token embeddings (the batch's positions, sequences and logits flags still
+/// drive attention and the memory); one that does not end at the last block leaves its output there instead of
+/// writing output rows.
+/// </summary>
+public interface ILayerRangeModel : IModel
+{
+    LayerRange Layers { get; }
+
+    /// <summary>The residual stream of <paramref name="state"/>: a row of <see cref="ModelInfo.EmbeddingLength"/> floats
+    /// for each of the batch's first <paramref name="tokens"/> tokens, in batch order.</summary>
+    Span<float> Hidden(IModelState state, int tokens);
+}
+
 /// <summary>Everything a model's forward passes write: activations, the KV cache and the output rows, allocated once.</summary>
 public interface IModelState : IDisposable
 {

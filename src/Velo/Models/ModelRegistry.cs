@@ -11,7 +11,8 @@ namespace Velo.Models;
 /// An architecture family: the <c>general.architecture</c> values it runs, how it loads a model from an open file, how
 /// it reads a file's hyperparameters without loading the weights, and the tensors a random-weight file of a
 /// <see cref="SynthSpec"/> holds (for <see cref="ModelSynthesizer"/>), with any metadata of its own beyond the
-/// hyperparameters every family shares.
+/// hyperparameters every family shares. A family that can run a range of its blocks as a pipeline stage has
+/// <see cref="LoadLayers"/>.
 /// </summary>
 public sealed record ModelFamily(
     string Name,
@@ -19,7 +20,8 @@ public sealed record ModelFamily(
     Func<GgufFile, IModel> Load,
     Func<GgufFile, ModelInfo> ReadInfo,
     Func<SynthSpec, IEnumerable<(string Name, long[] Shape)>> SynthesisTensors,
-    Action<SynthSpec, GgufWriter>? SynthesisMetadata = null);
+    Action<SynthSpec, GgufWriter>? SynthesisMetadata = null,
+    Func<GgufFile, LayerRange, ILayerRangeModel>? LoadLayers = null);
 
 /// <summary>The architecture families Velo runs, keyed by <c>general.architecture</c>: adding a family is one line here.</summary>
 public static class ModelRegistry
@@ -51,6 +53,40 @@ public static class ModelRegistry
         try
         {
             return FamilyOf(file).Load(file);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Loads blocks <paramref name="layers"/> of the decoder at <paramref name="path"/> (a Hugging Face folder as in
+    /// <see cref="Load"/>) for one stage of a pipeline: only those blocks' tensors are bound (and the embedding for
+    /// the first stage, the output head for the last), so the stage touches no other part of the mapped file.
+    /// <paramref name="layers"/> gives the first and last block as <c>a-b</c>.
+    /// </summary>
+    /// <exception cref="NotSupportedException">The family cannot run a range of its blocks.</exception>
+    public static ILayerRangeModel LoadLayers(string path, string layers) => LoadLayers(path, total => LayerRange.Parse(layers, total));
+
+    /// <summary>As <see cref="LoadLayers(string, string)"/>, for blocks <paramref name="layers"/>, whose
+    /// <see cref="LayerRange.Total"/> must be the model's block count.</summary>
+    public static ILayerRangeModel LoadLayers(string path, LayerRange layers) => LoadLayers(path, total => total == layers.Total
+        ? layers
+        : throw new ArgumentException($"{path}: the model has {total} blocks, not {layers.Total}"));
+
+    private static ILayerRangeModel LoadLayers(string path, Func<int, LayerRange> layers)
+    {
+        var file = GgufFile.Open(HuggingFaceModelCache.Resolve(path));
+        try
+        {
+            var family = FamilyOf(file);
+            var info = family.ReadInfo(file);
+            if (family.LoadLayers == null || info.Output != ModelOutput.Logits)
+                throw new NotSupportedException($"{path}: a {file.Architecture} model cannot be split into pipeline stages " +
+                    $"(architectures that can: {string.Join(", ", Families.Where(f => f.LoadLayers != null).SelectMany(f => f.Architectures))})");
+            return family.LoadLayers(file, layers(info.Layers.Count));
         }
         catch
         {

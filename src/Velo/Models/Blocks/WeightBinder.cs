@@ -21,6 +21,16 @@ internal sealed unsafe class WeightBinder : IDisposable
 
     public bool Has(string name) => _file.FindTensor(name) != null;
 
+    /// <summary>The file bytes of every tensor bound so far (a tensor bound twice counts once).</summary>
+    public long BoundBytes { get; private set; }
+
+    private readonly HashSet<string> _bound = new(StringComparer.Ordinal);
+
+    private void Count(GgufTensorInfo t)
+    {
+        if (_bound.Add(t.Name)) BoundBytes += t.ByteSize;
+    }
+
     /// <summary>A matrix of <paramref name="rows"/> × <paramref name="cols"/> (ggml's shape [cols, rows]).</summary>
     public WeightMatrix Matrix(string name, int rows, int cols)
     {
@@ -29,6 +39,7 @@ internal sealed unsafe class WeightBinder : IDisposable
             throw new GgufFormatException($"{_file.Path}: tensor '{name}' has shape [{string.Join(", ", t.Shape)}], expected [{cols}, {rows}]");
         if (!GgmlTypeInfo.IsSupported(t.Type))
             throw new NotSupportedException($"{_file.Path}: tensor '{name}' has type {t.Type}, which Velo cannot compute with yet");
+        Count(t);
         return new WeightMatrix(_file.TensorData(t), t.Type, rows, cols);
     }
 
@@ -48,6 +59,7 @@ internal sealed unsafe class WeightBinder : IDisposable
         // The last guard before a raw copy into native memory: the buffer was sized from the file's 1-D tensors.
         if (bytes > _vectors.Length - _vectorsUsed)
             throw new InvalidOperationException($"{_file.Path}: tensor '{name}' does not fit in the {_vectors.Length} bytes reserved for vectors");
+        Count(t);
         float* dst = (float*)((byte*)_vectors.Pointer + _vectorsUsed);
         _vectorsUsed += bytes;
         Dequantize.Row(t.Type, _file.TensorBytes(t), new Span<float>(dst, length));

@@ -13,27 +13,42 @@ namespace Velo.Models.Llama;
 /// h   = x + Wo · Attention(rope(Wq·norm(x)), rope(Wk·norm(x)), Wv·norm(x))
 /// out = h + Wdown · (silu(Wgate·norm(h)) ⊙ Wup·norm(h))
 /// </code>
+/// Loaded for a range of its blocks (a pipeline stage), it runs only those.
 /// </summary>
-internal sealed unsafe class LlamaModel : IModel
+internal sealed unsafe class LlamaModel : ILayerRangeModel
 {
     public static ModelFamily Family { get; } =
-        new("Llama", LlamaConfig.Architectures, file => new LlamaModel(file), file => LlamaConfig.FromGguf(file).ToInfo(file), LlamaSynthesis.Tensors);
+        new("Llama", LlamaConfig.Architectures, file => new LlamaModel(file, layers: null), file => LlamaConfig.FromGguf(file).ToInfo(file), LlamaSynthesis.Tensors,
+            LoadLayers: (file, layers) => new LlamaModel(file, layers));
 
-    private LlamaModel(GgufFile file)
+    private LlamaModel(GgufFile file, LayerRange? layers)
     {
         File = file;
         Config = LlamaConfig.FromGguf(file);
-        Info = Config.ToInfo(file);
-        Weights = new LlamaWeights(file, Config);
+        Layers = layers ?? LayerRange.All(Config.Layers);
+        if (Layers.Total != Config.Layers)
+            throw new ArgumentException($"{file.Path}: blocks {Layers} are not a range of the model's {Config.Layers} blocks");
+        var info = Config.ToInfo(file);
+        Info = Layers.IsAll ? info : info with { Layers = [.. info.Layers.Skip(Layers.Start).Take(Layers.Count)] };
+        Weights = new LlamaWeights(file, Config, Layers);
     }
 
     public GgufFile File { get; }
     public LlamaConfig Config { get; }
     public ModelInfo Info { get; }
     public LlamaWeights Weights { get; }
+    public LayerRange Layers { get; }
 
-    // The file's tensor data is mapped, not read: it becomes resident page by page as the forward pass reads it.
-    public long WeightBytes => File.FileSize - File.DataOffset;
+    // The file's tensor data is mapped, not read: it becomes resident page by page as the forward pass reads it;
+    // a stage reads only its own blocks' tensors.
+    public long WeightBytes => Layers.IsAll ? File.FileSize - File.DataOffset : Weights.Bytes;
+
+    public Span<float> Hidden(IModelState state, int tokens)
+    {
+        var s = DecoderState.Of<DecoderState>(this, state, "Llama-family");
+        ArgumentOutOfRangeException.ThrowIfGreaterThan((uint)tokens, (uint)s.MaxBatch, nameof(tokens));
+        return new Span<float>(s.X, tokens * Config.Dim);
+    }
 
     public void Forward(IModelState state, ForwardBatch batch)
     {
@@ -44,10 +59,11 @@ internal sealed unsafe class LlamaModel : IModel
         var b = s.Backend;
         var attention = c.Attention;
 
-        b.EmbeddingLookup(Weights.TokenEmbedding, batch.Tokens.AsSpan(0, n), s.X);
+        // x = the tokens' embeddings, unless blocks before these (another stage) left their output in x
+        if (Layers.IsFirst) b.EmbeddingLookup(Weights.TokenEmbedding, batch.Tokens.AsSpan(0, n), s.X);
         b.RopeAngles(batch.Positions.AsSpan(0, n), c.RopeFrequencyScale, c.RopeBase, Weights.RopeFrequencyFactors, s.Rope.Pairs, s.Rope.Cos, s.Rope.Sin);
 
-        for (int l = 0; l < c.Layers; l++)
+        for (int l = 0; l < Weights.Layers.Length; l++)
         {
             ref readonly var w = ref Weights.Layers[l];
             // h = x + attention(norm(x))
@@ -60,12 +76,13 @@ internal sealed unsafe class LlamaModel : IModel
             b.Add(s.X, s.Xb, (long)n * c.Dim);
         }
 
-        OutputHead.Forward(b, s.X, Weights.OutputNorm, c.NormEpsilon, Weights.Output, batch, c.Dim, s.Xb, s.LogitsPointer);
+        // logits, unless blocks after these (another stage) take x on
+        if (Layers.IsLast) OutputHead.Forward(b, s.X, Weights.OutputNorm, c.NormEpsilon, Weights.Output, batch, c.Dim, s.Xb, s.LogitsPointer);
     }
 
     public IModelState CreateState(int contextLength = 0, int maxBatch = 512, int sequences = 1, int maxLogitRows = 0, WorkerPool? pool = null,
         KvCacheTypes cacheTypes = default) =>
-        new DecoderState(this, Config.Dimensions, slidingRope: false, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences,
+        new DecoderState(this, Config.Dimensions with { Layers = Layers.Count }, slidingRope: false, contextLength > 0 ? contextLength : Config.ContextLength, maxBatch, sequences,
             maxLogitRows > 0 ? maxLogitRows : sequences, pool, cacheTypes);
 
     public long ScratchBytes(int maxBatch, int maxLogitRows) => DecoderState.ScratchBytesFor(Config.Dimensions, slidingRope: false, maxBatch, maxLogitRows);
