@@ -179,13 +179,15 @@ internal static class ServeCommand
 internal sealed class PipelineServer : IDisposable
 {
     private readonly LanguageModel _model;
+    private readonly LanguageModel? _draft;
     private readonly WorkerPool _pool;
     private readonly BatchScheduler _scheduler;
     private readonly PipelineModel _pipeline;
 
-    private PipelineServer(LanguageModel model, PipelineModel pipeline, WorkerPool pool, BatchScheduler scheduler, VeloEngine engine)
+    private PipelineServer(LanguageModel model, LanguageModel? draft, PipelineModel pipeline, WorkerPool pool, BatchScheduler scheduler, VeloEngine engine)
     {
         _model = model;
+        _draft = draft;
         _pipeline = pipeline;
         _pool = pool;
         _scheduler = scheduler;
@@ -200,15 +202,20 @@ internal sealed class PipelineServer : IDisposable
         PipelineModel? pipeline = null;
         var model = LanguageModel.Load(options.ModelPath, path => pipeline = PipelineModel.Connect(path, stages, pipelineOptions));
         var pool = new WorkerPool(options.Threads);
+        LanguageModel? draft = null;
         try
         {
+            // The draft model, when there is one, runs here whole: it is the small one.
+            draft = options.DraftModelPath is { } draftPath ? LanguageModel.Load(draftPath) : null;
             var scheduler = new BatchScheduler(model, new BatchSchedulerOptions
             {
                 Parallel = options.Parallel,
                 ContextLength = options.ContextLength,
                 QueueCapacity = options.QueueCapacity,
+                MaxBatchTokens = options.BatchSize,
                 CacheTypes = options.CacheTypes,
-            }, pool);
+                Speculation = options.Speculation,
+            }, pool, draft: draft);
             var engine = new VeloEngine(scheduler, options.ModelId, options.ApiKey)
             {
                 ModelPath = options.ModelPath,
@@ -216,10 +223,11 @@ internal sealed class PipelineServer : IDisposable
                 MaxRequestBytes = options.MaxRequestBytes,
                 HealthCheck = pipeline!.CheckStagesAsync,
             };
-            return new PipelineServer(model, pipeline!, pool, scheduler, engine);
+            return new PipelineServer(model, draft, pipeline!, pool, scheduler, engine);
         }
         catch
         {
+            draft?.Dispose();
             pool.Dispose();
             model.Dispose();
             throw;
@@ -235,6 +243,7 @@ internal sealed class PipelineServer : IDisposable
         Engine.Dispose();
         _scheduler.Dispose();
         _pool.Dispose();
+        _draft?.Dispose();
         _model.Dispose();
     }
 }
