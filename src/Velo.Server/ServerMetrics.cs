@@ -27,7 +27,7 @@ public sealed class ServerMetrics
         Interlocked.Add(ref _generatedTokens, generated);
     }
 
-    public string Render(int queueLength, int activeSequences, int slots, long cancelledRequests)
+    public string Render(int queueLength, int activeSequences, int slots, long cancelledRequests, int loadedModels, long modelBytes)
     {
         var text = new StringBuilder();
         text.Append("# HELP velo_requests_total HTTP requests by endpoint and status code.\n# TYPE velo_requests_total counter\n");
@@ -40,7 +40,9 @@ public sealed class ServerMetrics
         TimePerOutputToken.Render(text, "velo_time_per_output_token_seconds", "Time between consecutive generated tokens of one request.");
         Gauge(text, "velo_queue_length", "Requests waiting for a sequence slot.", queueLength);
         Gauge(text, "velo_active_sequences", "Sequences being prefilled or generated.", activeSequences);
-        Gauge(text, "velo_sequence_slots", "Sequence slots (--parallel).", slots);
+        Gauge(text, "velo_sequence_slots", "Sequence slots (--parallel, for each loaded decoder).", slots);
+        Gauge(text, "velo_models_loaded", "Models loaded now.", loadedModels);
+        Gauge(text, "velo_model_memory_bytes", "Memory the loaded models plan to use, counted against --memory-cap.", modelBytes);
         // Prometheus' standard process metrics, so an operator (and velo bench-serve --duration) can watch memory.
         using var process = System.Diagnostics.Process.GetCurrentProcess();
         Gauge(text, "process_resident_memory_bytes", "Resident memory size in bytes.", process.WorkingSet64);
