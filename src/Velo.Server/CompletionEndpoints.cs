@@ -33,8 +33,9 @@ internal static class CompletionEndpoints
     public static async Task ChatAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, engine.CompletionBodyLimit, http.RequestAborted);
-        body.RefuseUnknownFields(ChatFields, "/v1/chat/completions");
+        // The model first: a request to an encoder is told so, whatever else it holds.
         using var lease = await engine.AcquireAsync(body.String("model"), ModelKind.Decoder, null, http.RequestAborted);
+        body.RefuseUnknownFields(ChatFields, "/v1/chat/completions");
         var generator = lease.Generator;
         var messages = Messages(body);
         // The template only adds text around the contents, so their bytes alone bound the prompt's tokens from below.
@@ -73,8 +74,9 @@ internal static class CompletionEndpoints
     public static async Task CompletionAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, engine.CompletionBodyLimit, http.RequestAborted);
-        body.RefuseUnknownFields(CompletionFields, "/v1/completions");
+        // The model first: a request to an encoder is told so, whatever else it holds.
         using var lease = await engine.AcquireAsync(body.String("model"), ModelKind.Decoder, null, http.RequestAborted);
+        body.RefuseUnknownFields(CompletionFields, "/v1/completions");
         var generator = lease.Generator;
         string prompt = body.Field("prompt") switch
         {

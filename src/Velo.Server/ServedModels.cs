@@ -65,7 +65,7 @@ public sealed class ServedModels : IModelRegistry, IDisposable
     public async Task<ModelLease> AcquireAsync(string? name, ModelKind? kind = null, TimeSpan? keepAlive = null, CancellationToken cancellation = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
-        var entry = (name == null ? _order[0] : Resolve(name)) ?? throw NotFound(name!);
+        var entry = (name == null ? DefaultFor(kind) : Resolve(name)) ?? throw NotFound(name!);
         if (kind is { } needed && entry.Source.Kind is { } known && known != needed) throw WrongKind(entry.Source.Name, known, needed);
         var span = keepAlive ?? _options.KeepAlive;
         if (span < TimeSpan.Zero || span > LongestTimer) span = Timeout.InfiniteTimeSpan;
@@ -91,6 +91,17 @@ public sealed class ServedModels : IModelRegistry, IDisposable
             throw WrongKind(entry.Source.Name, lease.Model.Kind, wanted);
         }
         return lease;
+    }
+
+    /// <summary>
+    /// The model for a request that names none: the default, unless it is known to be of another kind than the route
+    /// needs and another model is of that kind (an embeddings request to a server whose default is a decoder).
+    /// </summary>
+    private Entry DefaultFor(ModelKind? kind)
+    {
+        var first = _order[0];
+        if (kind == null || first.Source.Kind is not { } known || known == kind) return first;
+        return _order.FirstOrDefault(entry => entry.Source.Kind == kind) ?? first;
     }
 
     /// <summary>A name as clients write it; Ollama's clients add the tag <c>:latest</c> to a bare name.</summary>

@@ -65,8 +65,20 @@ public sealed class VeloEngine : IDisposable
         : Path.GetFileNameWithoutExtension(path);
 
     /// <summary>The models requests name; built on first use for an engine serving one generator.</summary>
-    public IModelRegistry Models => _models ?? LazyInitializer.EnsureInitialized(ref _models, () => new ServedModels(
-        [new LoadedModelSource(new ServedModel(ModelId, _fixedGenerator, _fixedEmbeddings), ModelPath)]));
+    public IModelRegistry Models => _models ?? LazyInitializer.EnsureInitialized(ref _models, FixedModels);
+
+    /// <summary>The generator under its id, and embeddings served beside it under theirs (under the same id, one model serving both).</summary>
+    private ServedModels FixedModels()
+    {
+        var embeddings = _fixedEmbeddings;
+        if (embeddings == null || embeddings.ModelId == ModelId)
+            return new ServedModels([new LoadedModelSource(new ServedModel(ModelId, _fixedGenerator, embeddings), ModelPath)]);
+        return new ServedModels(
+        [
+            new LoadedModelSource(new ServedModel(ModelId, _fixedGenerator, null), ModelPath),
+            new LoadedModelSource(new ServedModel(embeddings.ModelId, null, embeddings)),
+        ]);
+    }
 
     /// <summary>Serves an encoder's embeddings: <c>/v1/embeddings</c>. For an engine built from options, the default
     /// model's while it is loaded; one built from a generator may serve them beside it under the same name.</summary>
