@@ -223,6 +223,8 @@ internal sealed class VeloEngineLoader(VeloEngine engine) : BackgroundService
             engine.Load();
             // Hashed now rather than on the first /v1/models, which a gateway's health check asks with a timeout.
             _ = engine.ModelFileSha256;
+            foreach (var model in engine.Models.Models)
+                if (model.Path != null && File.Exists(model.Path)) _ = engine.FileSha256(model.Path);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
