@@ -146,6 +146,9 @@ public sealed class ModelLoadContext
 /// <summary>A model built in code and owned by its caller: always loaded, never unloaded.</summary>
 public sealed class LoadedModelSource(ServedModel model, string? path = null) : ModelSource(model.Id)
 {
+    /// <summary>The model, loaded from the start.</summary>
+    public ServedModel Model => model;
+
     public override string? Path => path;
     public override ModelKind? Kind => model.Generator != null && model.Embeddings != null ? null : model.Kind;
     public override bool CanUnload => false;

@@ -201,6 +201,8 @@ public sealed class ServedModels : IModelRegistry, IDisposable
             _owner = owner;
             Source = source;
             _idle = new Timer(_ => OnIdle());
+            // A model built in code is loaded before the registry is: listings show it at once.
+            if (source is LoadedModelSource loaded) _model = loaded.Model;
         }
 
         public ModelSource Source { get; }
