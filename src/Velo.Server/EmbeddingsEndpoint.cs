@@ -12,6 +12,9 @@ namespace Velo.Server;
 /// </summary>
 internal static class EmbeddingsEndpoint
 {
+    /// <summary>OpenAI's fields; <c>user</c> (an end-user id for abuse monitoring) is accepted and changes nothing.</summary>
+    private static readonly HashSet<string> Fields = ["model", "input", "encoding_format", "dimensions", "user"];
+
     /// <summary>OpenAI's limit on inputs per request.</summary>
     private const int MaxInputs = 2048;
 
@@ -22,6 +25,7 @@ internal static class EmbeddingsEndpoint
     {
         using var body = await RequestBody.ReadAsync(http.Request, MaxBodyBytes, http.RequestAborted);
         using var lease = await engine.AcquireAsync(body.String("model"), ModelKind.Encoder, null, http.RequestAborted);
+        body.RefuseUnknownFields(Fields, "/v1/embeddings");
         var embeddings = lease.Embeddings;
         var inputs = Inputs(body.Field("input") ?? throw ApiException.BadRequest("'input' is required", "input"), embeddings);
         string format = body.String("encoding_format") ?? "float";

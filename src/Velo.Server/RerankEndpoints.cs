@@ -18,11 +18,15 @@ internal static class RerankEndpoints
 
     private const long MaxBodyBytes = 16L << 20;
 
+    private static readonly HashSet<string> RerankFields = ["model", "query", "documents", "top_n", "return_documents"];
+    private static readonly HashSet<string> ClassifyFields = ["model", "input"];
+
     public static async Task RerankAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, MaxBodyBytes, http.RequestAborted);
         using var lease = await engine.AcquireAsync(body.String("model"), ModelKind.Encoder, null, http.RequestAborted);
         var model = Classifier(lease, "/v1/rerank");
+        body.RefuseUnknownFields(RerankFields, "/v1/rerank");
         string query = body.String("query") ?? throw ApiException.BadRequest("'query' is required", "query");
         var documents = Strings(body, "documents");
         int topN = (int)(body.Integer("top_n", 1, int.MaxValue) ?? documents.Length);
@@ -67,6 +71,7 @@ internal static class RerankEndpoints
         using var body = await RequestBody.ReadAsync(http.Request, MaxBodyBytes, http.RequestAborted);
         using var lease = await engine.AcquireAsync(body.String("model"), ModelKind.Encoder, null, http.RequestAborted);
         var model = Classifier(lease, "/v1/classify");
+        body.RefuseUnknownFields(ClassifyFields, "/v1/classify");
         string[] texts = body.Field("input") is { ValueKind: JsonValueKind.String } single ? [single.GetString()!] : Strings(body, "input");
 
         float[][] logits;

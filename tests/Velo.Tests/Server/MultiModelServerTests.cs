@@ -114,6 +114,12 @@ public sealed class MultiModelServerTests : IClassFixture<MultiModelServerTests.
         Assert.Contains("is a decoder", (await SendAsync(http, "/api/embed", "{\"model\": \"stories\", \"input\": \"a cat\"}", HttpStatusCode.BadRequest))
             .GetProperty("error").GetString());
 
+        // keep_alive belongs to Ollama's routes: the OpenAI routes name it instead of ignoring it.
+        Assert.Equal("keep_alive", (await SendAsync(http, "/v1/embeddings", "{\"model\": \"embed\", \"input\": \"a\", \"keep_alive\": \"1m\"}",
+            HttpStatusCode.BadRequest)).GetProperty("error").GetProperty("param").GetString());
+        Assert.Equal("keep_alive", (await SendAsync(http, "/v1/chat/completions", $"{{\"model\": \"small\", \"keep_alive\": -1, {chat}}}",
+            HttpStatusCode.BadRequest)).GetProperty("error").GetProperty("param").GetString());
+
         // The others keep serving after the refusals; /metrics counts every loaded model.
         Assert.Equal("small", (await SendAsync(http, "/v1/completions", "{\"model\": \"small\", \"prompt\": \"Once\", \"max_tokens\": 2}")).GetProperty("model").GetString());
         using var metrics = await http.GetAsync("/metrics");
