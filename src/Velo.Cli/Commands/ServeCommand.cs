@@ -165,6 +165,10 @@ internal static class ServeCommand
             {
                 Console.Error.WriteLine($"velo: encoder loaded: POST /v1/embeddings ({embeddings.Dimensions} dimensions); Ctrl+C stops");
             }
+            else
+            {
+                Console.Error.WriteLine("velo: model loaded, and unloaded again as --keep-alive asks; Ctrl+C stops");
+            }
             app.WaitForShutdown();
             membership?.StopAsync(CancellationToken.None).GetAwaiter().GetResult();
             return 0;

@@ -164,7 +164,8 @@ internal static class OllamaEndpoints
                 json.WriteStartObject();
                 json.WriteString("name", model.Name);
                 json.WriteString("model", model.Name);
-                json.WriteNumber("size", running ? model.ReservedBytes : ModelFileBytes(model));
+                // Running: the memory its plan reserved (a model built in code has none: its file's size).
+                json.WriteNumber("size", running && model.ReservedBytes > 0 ? model.ReservedBytes : ModelFileBytes(model));
                 json.WriteString("digest", model.Path != null && File.Exists(model.Path) ? engine.FileSha256(model.Path) : "");
                 WriteDetails(json, model);
                 if (running)
