@@ -54,14 +54,6 @@ public sealed class ServedModels : IModelRegistry, IDisposable
     /// <summary>The status of one model, or null when no model has that name.</summary>
     public ModelStatus? Find(string name) => Resolve(name)?.Status();
 
-    /// <summary>The memory the loaded models plan to use together.</summary>
-    public long ReservedBytes => Interlocked.Read(ref _reservedBytes);
-
-    /// <summary>Loads and unloads so far, for <c>/metrics</c>.</summary>
-    public long Loads => _order.Sum(entry => Interlocked.Read(ref entry.LoadCount));
-
-    public long Unloads => _order.Sum(entry => Interlocked.Read(ref entry.UnloadCount));
-
     public async Task<ModelLease> AcquireAsync(string? name, ModelKind? kind = null, TimeSpan? keepAlive = null, CancellationToken cancellation = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -191,8 +183,6 @@ public sealed class ServedModels : IModelRegistry, IDisposable
         /// <summary>One load at a time: concurrent first requests wait for the first one's load.</summary>
         public readonly SemaphoreSlim LoadGate = new(1, 1);
 
-        public long LoadCount, UnloadCount;
-
         /// <summary>Memory counted against the cap; written under <see cref="_memory"/>.</summary>
         public long ReservedBytes;
 
@@ -262,7 +252,6 @@ public sealed class ServedModels : IModelRegistry, IDisposable
             lock (_gate)
             {
                 _model = model;
-                Interlocked.Increment(ref LoadCount);
                 // Leased in the same lock that publishes it, so no idle check can unload it in between.
                 return LeaseLocked(keepAlive);
             }
@@ -285,9 +274,15 @@ public sealed class ServedModels : IModelRegistry, IDisposable
             {
                 lock (_gate)
                 {
-                    // A lease taken since the timer fired keeps it; so does a keep-alive lengthened by a later request.
-                    if (_leases > 0 || _model == null || _keepAlive == Timeout.InfiniteTimeSpan || DateTimeOffset.UtcNow < _idleSince + _keepAlive - TimeSpan.FromMilliseconds(5))
+                    // A lease taken since the timer fired keeps it loaded.
+                    if (_leases > 0 || _model == null || _keepAlive == Timeout.InfiniteTimeSpan) return;
+                    // A timer may fire a little early: wait out the rest.
+                    var left = _idleSince + _keepAlive - DateTimeOffset.UtcNow;
+                    if (left > TimeSpan.Zero)
+                    {
+                        _idle.Change(left, Timeout.InfiniteTimeSpan);
                         return;
+                    }
                 }
                 Unload();
             }
@@ -303,7 +298,6 @@ public sealed class ServedModels : IModelRegistry, IDisposable
                 model = _model;
                 _model = null;
                 _idle.Change(Timeout.Infinite, Timeout.Infinite);
-                if (!force) Interlocked.Increment(ref UnloadCount);
             }
             _owner.Unreserve(this);
             if (Source.CanUnload) model.Dispose();
