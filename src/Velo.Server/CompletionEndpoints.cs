@@ -33,15 +33,17 @@ internal static class CompletionEndpoints
     public static async Task ChatAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, engine.CompletionBodyLimit, http.RequestAborted);
+        // The model first: a request to an encoder is told so, whatever else it holds.
+        using var lease = await engine.AcquireAsync(body.String("model"), ModelKind.Decoder, null, http.RequestAborted);
         body.RefuseUnknownFields(ChatFields, "/v1/chat/completions");
-        CheckModel(body, engine);
+        var generator = lease.Generator;
         var messages = Messages(body);
         // The template only adds text around the contents, so their bytes alone bound the prompt's tokens from below.
-        RejectByBytes(engine, messages.Sum(message => (long)Encoding.UTF8.GetByteCount(message.Content)), "messages");
-        var options = GenerationParameters.Parse(body, engine.Generator.ContextLength, engine.Generator.Chat.StopStrings);
+        RejectByBytes(generator, messages.Sum(message => (long)Encoding.UTF8.GetByteCount(message.Content)), "messages");
+        var options = GenerationParameters.Parse(body, generator.ContextLength, generator.Chat.StopStrings);
         // With tool_choice "none" the tools are neither shown to the model nor looked for in its output.
         var tools = ToolParameters.Parse(body) is { IsActive: true } active ? active : null;
-        var chat = engine.Generator.Chat;
+        var chat = generator.Chat;
         if (tools is { Choice.ForcesCall: true } && options.Grammar != null)
             throw ApiException.BadRequest("a forced 'tool_choice' constrains the output to the call: it cannot be combined with 'response_format', 'grammar' or 'json_schema'", "tool_choice");
         var toolGeneration = ToolCalling.Prepare(options, tools, chat.ToolFormat);
@@ -64,45 +66,41 @@ internal static class CompletionEndpoints
         var request = new GenerationRequest
         {
             Prompt = prompt, Options = toolGeneration.Options, TopLogprobs = logprobs ? (int)(topLogprobs ?? 0) : null,
-            LogitBias = GenerationParameters.LogitBias(body, engine.Generator.ModelInfo.VocabSize),
+            LogitBias = GenerationParameters.LogitBias(body, generator.ModelInfo.VocabSize),
         };
-        await GenerateAsync(http, engine, body, request, new ChatShape(engine.ModelId), tools, chat.ToolFormat);
+        await GenerateAsync(http, engine, generator, lease.Model.Id, body, request, new ChatShape(lease.Model.Id), tools, chat.ToolFormat);
     }
 
     public static async Task CompletionAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, engine.CompletionBodyLimit, http.RequestAborted);
+        // The model first: a request to an encoder is told so, whatever else it holds.
+        using var lease = await engine.AcquireAsync(body.String("model"), ModelKind.Decoder, null, http.RequestAborted);
         body.RefuseUnknownFields(CompletionFields, "/v1/completions");
-        CheckModel(body, engine);
+        var generator = lease.Generator;
         string prompt = body.Field("prompt") switch
         {
             { ValueKind: JsonValueKind.String } text => text.GetString()!,
             null => throw ApiException.BadRequest("'prompt' is required", "prompt"),
             _ => throw RequestBody.WrongType("prompt", "a string"),
         };
-        RejectByBytes(engine, Encoding.UTF8.GetByteCount(prompt), "prompt");
+        RejectByBytes(generator, Encoding.UTF8.GetByteCount(prompt), "prompt");
         if (body.Bool("echo") == true) throw ApiException.BadRequest("'echo' is not supported", "echo");
         foreach (string name in (string[])["tools", "tool_choice", "parallel_tool_calls"])
             if (body.Field(name) != null) throw ApiException.BadRequest($"'{name}' belongs to /v1/chat/completions, not /v1/completions", name);
-        var options = GenerationParameters.Parse(body, engine.Generator.ContextLength, []);
+        var options = GenerationParameters.Parse(body, generator.ContextLength, []);
         long? logprobs = body.Integer("logprobs", 0, 5);
         // The prompt is plain text unless the caller asks for control tokens written in it to be parsed (llama.cpp's
         // completion endpoint always parses them, which lets any text forge turns and end-of-text markers).
         bool parseSpecial = body.Bool("parse_special") ?? false;
-        int[] tokens = engine.Generator.Tokenizer.Encode(prompt, addSpecial: true, parseSpecial);
+        int[] tokens = generator.Tokenizer.Encode(prompt, addSpecial: true, parseSpecial);
         if (tokens.Length == 0) throw ApiException.BadRequest("the prompt is empty", "prompt");
         var request = new GenerationRequest
         {
             Prompt = tokens, Options = options, TopLogprobs = logprobs is long n ? (int)n : null,
-            LogitBias = GenerationParameters.LogitBias(body, engine.Generator.ModelInfo.VocabSize),
+            LogitBias = GenerationParameters.LogitBias(body, generator.ModelInfo.VocabSize),
         };
-        await GenerateAsync(http, engine, body, request, new CompletionShape(engine.ModelId), null, null);
-    }
-
-    private static void CheckModel(RequestBody body, VeloEngine engine)
-    {
-        if (body.String("model") is { } model && model != engine.ModelId)
-            throw new ApiException(404, $"The model '{model}' does not exist; this server serves '{engine.ModelId}'", "model", "model_not_found");
+        await GenerateAsync(http, engine, generator, lease.Model.Id, body, request, new CompletionShape(lease.Model.Id), null, null);
     }
 
     /// <summary>
@@ -110,10 +108,10 @@ internal static class CompletionEndpoints
     /// stands for more than <see cref="Velo.Text.ITokenizer.MaxInputBytesPerToken"/> bytes of input, so a huge body
     /// costs no tokenizing time.
     /// </summary>
-    internal static void RejectByBytes(VeloEngine engine, long promptBytes, string param)
+    internal static void RejectByBytes(IGenerationService generator, long promptBytes, string param)
     {
-        int bytesPerToken = engine.Generator.Tokenizer.MaxInputBytesPerToken;
-        int contextLength = engine.Generator.ContextLength;
+        int bytesPerToken = generator.Tokenizer.MaxInputBytesPerToken;
+        int contextLength = generator.ContextLength;
         if (bytesPerToken > 0 && promptBytes / bytesPerToken >= contextLength)
             throw ApiException.BadRequest($"the prompt has at least {promptBytes / bytesPerToken} tokens but the context holds {contextLength}; " +
                 "shorten the prompt or raise --ctx", param, "context_length_exceeded");
@@ -173,7 +171,7 @@ internal static class CompletionEndpoints
     }
 
     /// <param name="tools">The chat request's active tools, whose calls are read out of the output; null for plain text.</param>
-    private static async Task GenerateAsync(HttpContext http, VeloEngine engine, RequestBody body, GenerationRequest request, ResponseShape shape,
+    private static async Task GenerateAsync(HttpContext http, VeloEngine engine, IGenerationService generator, string modelId, RequestBody body, GenerationRequest request, ResponseShape shape,
         ToolRequest? tools, ToolCallFormat? format)
     {
         bool stream = body.Bool("stream") ?? false;
@@ -193,7 +191,7 @@ internal static class CompletionEndpoints
         GenerationStream generation;
         try
         {
-            generation = engine.Generator.Submit(request, abandon.Token);
+            generation = generator.Submit(request, abandon.Token);
         }
         catch (PromptTooLongException e)
         {
@@ -207,7 +205,7 @@ internal static class CompletionEndpoints
 
         try
         {
-            var observer = new GenerationObserver(engine, http);
+            var observer = new GenerationObserver(engine, modelId, http);
             if (!stream)
             {
                 var text = new StringBuilder();
@@ -230,7 +228,7 @@ internal static class CompletionEndpoints
                 }
                 http.Response.ContentType = "application/json";
                 await using var json = new Utf8JsonWriter(http.Response.Body, JsonOutput.Options);
-                shape.WriteWhole(json, content, calls, request.TopLogprobs != null ? tokens : null, summary, engine.Generator.Tokenizer);
+                shape.WriteWhole(json, content, calls, request.TopLogprobs != null ? tokens : null, summary, generator.Tokenizer);
                 return;
             }
 
@@ -238,7 +236,7 @@ internal static class CompletionEndpoints
             http.Response.Headers.CacheControl = "no-cache";
             shape.IncludeUsage = includeUsage;
             var sse = new ServerSentEvents(http.Response);
-            var tokenizer = engine.Generator.Tokenizer;
+            var tokenizer = generator.Tokenizer;
             sse.Write(json => shape.WriteChunk(json, "", null, null, first: true, tokenizer));
             await sse.FlushAsync(http.RequestAborted);
             var pending = new List<GeneratedPiece>();

@@ -12,6 +12,9 @@ namespace Velo.Server;
 /// </summary>
 internal static class EmbeddingsEndpoint
 {
+    /// <summary>OpenAI's fields; <c>user</c> (an end-user id for abuse monitoring) is accepted and changes nothing.</summary>
+    private static readonly HashSet<string> Fields = ["model", "input", "encoding_format", "dimensions", "user"];
+
     /// <summary>OpenAI's limit on inputs per request.</summary>
     private const int MaxInputs = 2048;
 
@@ -20,10 +23,10 @@ internal static class EmbeddingsEndpoint
 
     public static async Task HandleAsync(HttpContext http, VeloEngine engine)
     {
-        var embeddings = engine.Embeddings ?? throw ApiException.BadRequest(
-            $"the model '{engine.ModelId}' is a decoder: it has no embeddings; serve an encoder (such as a bert GGUF) for /v1/embeddings",
-            "model", "model_not_supported");
         using var body = await RequestBody.ReadAsync(http.Request, MaxBodyBytes, http.RequestAborted);
+        using var lease = await engine.AcquireAsync(body.String("model"), ModelKind.Encoder, null, http.RequestAborted);
+        body.RefuseUnknownFields(Fields, "/v1/embeddings");
+        var embeddings = lease.Embeddings;
         var inputs = Inputs(body.Field("input") ?? throw ApiException.BadRequest("'input' is required", "input"), embeddings);
         string format = body.String("encoding_format") ?? "float";
         if (format is not ("float" or "base64")) throw ApiException.BadRequest($"'encoding_format' must be float or base64, not '{format}'", "encoding_format");
@@ -64,7 +67,7 @@ internal static class EmbeddingsEndpoint
             json.WriteEndObject();
         }
         json.WriteEndArray();
-        json.WriteString("model", engine.ModelId);
+        json.WriteString("model", lease.Model.Id);
         json.WriteStartObject("usage");
         json.WriteNumber("prompt_tokens", tokens);
         json.WriteNumber("total_tokens", tokens);

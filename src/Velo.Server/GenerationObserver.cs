@@ -13,11 +13,11 @@ internal sealed class GenerationObserver
     private readonly RequestLogEntry? _log;
     private TimeSpan? _last;
 
-    public GenerationObserver(VeloEngine engine, HttpContext http)
+    public GenerationObserver(VeloEngine engine, string modelId, HttpContext http)
     {
         _metrics = engine.Metrics;
         _log = RequestLogEntry.Of(http);
-        _log?.Model = engine.ModelId;
+        _log?.Model = modelId;
     }
 
     /// <summary>From submission to the first generated token, queueing included; null until one came.</summary>

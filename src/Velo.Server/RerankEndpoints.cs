@@ -18,10 +18,15 @@ internal static class RerankEndpoints
 
     private const long MaxBodyBytes = 16L << 20;
 
+    private static readonly HashSet<string> RerankFields = ["model", "query", "documents", "top_n", "return_documents"];
+    private static readonly HashSet<string> ClassifyFields = ["model", "input"];
+
     public static async Task RerankAsync(HttpContext http, VeloEngine engine)
     {
-        var model = Classifier(engine, "/v1/rerank");
         using var body = await RequestBody.ReadAsync(http.Request, MaxBodyBytes, http.RequestAborted);
+        using var lease = await engine.AcquireAsync(body.String("model"), ModelKind.Encoder, null, http.RequestAborted);
+        var model = Classifier(lease, "/v1/rerank");
+        body.RefuseUnknownFields(RerankFields, "/v1/rerank");
         string query = body.String("query") ?? throw ApiException.BadRequest("'query' is required", "query");
         var documents = Strings(body, "documents");
         int topN = (int)(body.Integer("top_n", 1, int.MaxValue) ?? documents.Length);
@@ -41,7 +46,7 @@ internal static class RerankEndpoints
 
         await using var json = Start(http);
         json.WriteStartObject();
-        json.WriteString("model", engine.ModelId);
+        json.WriteString("model", lease.Model.Id);
         json.WriteStartArray("results");
         foreach (int i in order)
         {
@@ -63,8 +68,10 @@ internal static class RerankEndpoints
 
     public static async Task ClassifyAsync(HttpContext http, VeloEngine engine)
     {
-        var model = Classifier(engine, "/v1/classify");
         using var body = await RequestBody.ReadAsync(http.Request, MaxBodyBytes, http.RequestAborted);
+        using var lease = await engine.AcquireAsync(body.String("model"), ModelKind.Encoder, null, http.RequestAborted);
+        var model = Classifier(lease, "/v1/classify");
+        body.RefuseUnknownFields(ClassifyFields, "/v1/classify");
         string[] texts = body.Field("input") is { ValueKind: JsonValueKind.String } single ? [single.GetString()!] : Strings(body, "input");
 
         float[][] logits;
@@ -82,7 +89,7 @@ internal static class RerankEndpoints
         await using var json = Start(http);
         json.WriteStartObject();
         json.WriteString("object", "list");
-        json.WriteString("model", engine.ModelId);
+        json.WriteString("model", lease.Model.Id);
         json.WriteStartArray("data");
         for (int i = 0; i < logits.Length; i++)
         {
@@ -106,14 +113,12 @@ internal static class RerankEndpoints
         json.WriteEndObject();
     }
 
-    /// <summary>The served encoder when it has a classification head; a 400 saying what the model is otherwise.</summary>
-    private static VeloEmbeddingGenerator Classifier(VeloEngine engine, string route)
+    /// <summary>The leased encoder when it has a classification head; a 400 saying what the model is otherwise.</summary>
+    private static VeloEmbeddingGenerator Classifier(ModelLease lease, string route)
     {
-        var model = engine.Embeddings ?? throw ApiException.BadRequest(
-            $"the model '{engine.ModelId}' is a decoder: {route} needs an encoder with a classification head (a bert GGUF with rank pooling)",
-            "model", "model_not_supported");
+        var model = lease.Embeddings;
         return model.Labels.Count > 0 ? model : throw ApiException.BadRequest(
-            $"the model '{engine.ModelId}' is an embedding model without a classification head (cls tensors, rank pooling): {route} needs a reranker or classifier",
+            $"the model '{lease.Model.Id}' is an embedding model without a classification head (cls tensors, rank pooling): {route} needs a reranker or classifier",
             "model", "model_not_supported");
     }
 

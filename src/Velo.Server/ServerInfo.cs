@@ -5,14 +5,16 @@ namespace Velo.Server;
 /// <summary><c>GET /props</c> (as llama.cpp's server names it): what the server serves and how.</summary>
 internal static class ServerInfo
 {
-    public static Task PropsAsync(HttpContext http, VeloEngine engine)
+    /// <summary>The default model's properties, or those of the one named by <c>?model=</c> (llama-server's router does the same).</summary>
+    public static async Task PropsAsync(HttpContext http, VeloEngine engine)
     {
-        if (!engine.IsReady) throw engine.NotReadyError();
-        var generator = engine.LoadedGenerator;
-        return VeloEndpoints.WriteJsonAsync(http, 200, json =>
+        string? name = http.Request.Query["model"] is { Count: > 0 } named ? named.ToString() : null;
+        using var lease = await engine.AcquireAsync(name, null, null, http.RequestAborted);
+        var generator = lease.Model.Generator;
+        await VeloEndpoints.WriteJsonAsync(http, 200, json =>
         {
             json.WriteStartObject();
-            json.WriteString("model", engine.ModelId);
+            json.WriteString("model", lease.Model.Id);
             if (generator != null)
             {
                 json.WriteString("architecture", generator.ModelInfo.Architecture);
@@ -24,8 +26,8 @@ internal static class ServerInfo
             }
             else
             {
-                json.WriteNumber("n_ctx", engine.Embeddings!.MaxInputTokens);
-                json.WriteNumber("embedding_length", engine.Embeddings.Dimensions);
+                json.WriteNumber("n_ctx", lease.Embeddings.MaxInputTokens);
+                json.WriteNumber("embedding_length", lease.Embeddings.Dimensions);
             }
             json.WriteString("build_info", Ollama.OllamaEndpoints.BuildInfo);
             json.WriteEndObject();

@@ -27,7 +27,8 @@ public sealed class ServerMetrics
         Interlocked.Add(ref _generatedTokens, generated);
     }
 
-    public string Render(int queueLength, int activeSequences, int slots, long cancelledRequests, Velo.Generation.SpeculationCounters decoding = default)
+    public string Render(int queueLength, int activeSequences, int slots, long cancelledRequests, int loadedModels, long modelBytes,
+        Velo.Generation.SpeculationCounters decoding = default)
     {
         var text = new StringBuilder();
         text.Append("# HELP velo_requests_total HTTP requests by endpoint and status code.\n# TYPE velo_requests_total counter\n");
@@ -40,7 +41,9 @@ public sealed class ServerMetrics
         TimePerOutputToken.Render(text, "velo_time_per_output_token_seconds", "Time between consecutive generated tokens of one request.");
         Gauge(text, "velo_queue_length", "Requests waiting for a sequence slot.", queueLength);
         Gauge(text, "velo_active_sequences", "Sequences being prefilled or generated.", activeSequences);
-        Gauge(text, "velo_sequence_slots", "Sequence slots (--parallel).", slots);
+        Gauge(text, "velo_sequence_slots", "Sequence slots (--parallel, for each loaded decoder).", slots);
+        Gauge(text, "velo_models_loaded", "Models loaded now.", loadedModels);
+        Gauge(text, "velo_model_memory_bytes", "Memory the loaded models plan to use, counted against --memory-cap.", modelBytes);
         Counter(text, "velo_decode_steps_total", "Target passes of decoding sequences, counted once per sequence in a pass.", decoding.DecodeSteps);
         Counter(text, "velo_decode_tokens_total", "Tokens those steps generated: one each, and one more per accepted draft.", decoding.DecodedTokens);
         Counter(text, "velo_draft_tokens_total", "Speculated tokens the target verified.", decoding.DraftedTokens);

@@ -109,34 +109,39 @@ public static class VeloEndpoints
         return CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header[scheme.Length..].Trim()), Encoding.UTF8.GetBytes(key));
     }
 
-    private static Task ModelsAsync(HttpContext http, VeloEngine engine) => WriteJsonAsync(http, 200, json =>
+    private static Task ModelsAsync(HttpContext http, VeloEngine engine)
     {
-        json.WriteStartObject();
-        json.WriteString("object", "list");
-        json.WriteStartArray("data");
-        WriteModel(json, engine);
-        json.WriteEndArray();
-        json.WriteEndObject();
-    });
+        var models = engine.Models.Models;
+        return WriteJsonAsync(http, 200, json =>
+        {
+            json.WriteStartObject();
+            json.WriteString("object", "list");
+            json.WriteStartArray("data");
+            foreach (var model in models) WriteModel(json, engine, model);
+            json.WriteEndArray();
+            json.WriteEndObject();
+        });
+    }
 
     private static Task ModelAsync(HttpContext http, VeloEngine engine)
     {
         string id = (string)http.Request.RouteValues["id"]!;
-        if (id != engine.ModelId) throw new ApiException(404, $"The model '{id}' does not exist", "model", "model_not_found");
-        return WriteJsonAsync(http, 200, json => WriteModel(json, engine));
+        var model = engine.Models.Models.FirstOrDefault(model => model.Name == id)
+            ?? throw new ApiException(404, $"The model '{id}' does not exist", "model", "model_not_found");
+        return WriteJsonAsync(http, 200, json => WriteModel(json, engine, model));
     }
 
-    private static void WriteModel(Utf8JsonWriter json, VeloEngine engine)
+    private static void WriteModel(Utf8JsonWriter json, VeloEngine engine, ModelStatus model)
     {
         json.WriteStartObject();
-        json.WriteString("id", engine.ModelId);
+        json.WriteString("id", model.Name);
         json.WriteString("object", "model");
         json.WriteNumber("created", engine.Created.ToUnixTimeSeconds());
         json.WriteString("owned_by", "velo");
         // llama.cpp's /v1/models "meta", with what identifies the model: a gateway in front of several servers
         // refuses one that serves a different model under the same name.
         json.WriteStartObject("meta");
-        if (engine.LoadedGenerator?.ModelInfo is { } info)
+        if (model.Loaded?.Generator?.ModelInfo is { } info)
         {
             json.WriteString("architecture", info.Architecture);
             json.WriteNumber("n_vocab", info.VocabSize);
@@ -144,14 +149,32 @@ public static class VeloEndpoints
             json.WriteNumber("n_layer", info.Layers.Count);
             json.WriteNumber("n_ctx_train", info.ContextLength);
         }
-        if (engine.ModelPath != null)
+        if (model.Path != null && File.Exists(model.Path))
         {
-            json.WriteNumber("size", new FileInfo(engine.ModelPath).Length);
-            json.WriteString("sha256", engine.ModelFileSha256);
+            json.WriteNumber("size", new FileInfo(model.Path).Length);
+            json.WriteString("sha256", engine.FileSha256(model.Path));
         }
+        // Ollama's capability names: what the model answers (the chat page lists only the models that complete).
+        if (Capabilities(model) is { Length: > 0 } capabilities)
+        {
+            json.WriteStartArray("capabilities");
+            foreach (string capability in capabilities) json.WriteStringValue(capability);
+            json.WriteEndArray();
+        }
+        json.WriteBoolean("loaded", model.Loaded != null);
         json.WriteEndObject();
         json.WriteEndObject();
     }
+
+    /// <summary>What a model answers, in Ollama's names: <c>completion</c> for a decoder, <c>embedding</c> for an encoder.</summary>
+    internal static string[] Capabilities(ModelStatus model) => model.Loaded is { } loaded
+        ? [.. loaded.Generator != null ? ["completion"] : Array.Empty<string>(), .. loaded.Embeddings != null ? ["embedding"] : Array.Empty<string>()]
+        : model.Kind switch
+        {
+            ModelKind.Decoder => ["completion"],
+            ModelKind.Encoder => ["embedding"],
+            _ => [],
+        };
 
     private static async Task HealthAsync(HttpContext http, VeloEngine engine)
     {
@@ -176,7 +199,8 @@ public static class VeloEndpoints
         bool withPieces = body.Bool("with_pieces") ?? false;
         // llama.cpp's /tokenize parses control tokens written in the text unless told not to; it generates nothing.
         bool parseSpecial = body.Bool("parse_special") ?? true;
-        var tokenizer = engine.Tokenizer;
+        using var lease = await engine.AcquireAsync(body.String("model"), null, null, http.RequestAborted);
+        var tokenizer = Tokenizer(lease.Model);
         int[] tokens = tokenizer.Encode(content, addSpecial, parseSpecial);
         await WriteJsonAsync(http, 200, json =>
         {
@@ -202,7 +226,8 @@ public static class VeloEndpoints
     private static async Task DetokenizeAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, TokenizerBodyBytes, http.RequestAborted);
-        var tokenizer = engine.Tokenizer;
+        using var lease = await engine.AcquireAsync(body.String("model"), null, null, http.RequestAborted);
+        var tokenizer = Tokenizer(lease.Model);
         if (body.Field("tokens") is not { ValueKind: JsonValueKind.Array } list) throw RequestBody.WrongType("tokens", "a list of token ids");
         if (list.GetArrayLength() > MaxDetokenizeTokens)
             throw ApiException.BadRequest($"'tokens' may hold at most {MaxDetokenizeTokens} ids, got {list.GetArrayLength()}", "tokens");
@@ -222,11 +247,17 @@ public static class VeloEndpoints
         });
     }
 
+    /// <summary>A model's tokenizer: its decoder's, or its encoder's.</summary>
+    private static Velo.Text.ITokenizer Tokenizer(ServedModel model) => model.Generator?.Tokenizer ?? model.Embeddings!.Tokenizer;
+
     private static async Task MetricsAsync(HttpContext http, VeloEngine engine)
     {
-        var generator = engine.LoadedGenerator;
-        string text = engine.Metrics.Render(generator?.QueueLength ?? 0, generator?.ActiveSequences ?? 0, generator?.Parallel ?? 0,
-            generator?.CancelledRequests ?? 0, generator?.Speculation ?? default);
+        // The loaded decoders together: each has its own slots and queue.
+        var models = engine.Models.Models;
+        var generators = models.Select(model => model.Loaded?.Generator).OfType<Velo.Generation.IGenerationService>().ToList();
+        string text = engine.Metrics.Render(generators.Sum(g => g.QueueLength), generators.Sum(g => g.ActiveSequences), generators.Sum(g => g.Parallel),
+            generators.Sum(g => g.CancelledRequests), models.Count(model => model.Loaded != null), models.Sum(model => model.ReservedBytes),
+            generators.Aggregate(default(Velo.Generation.SpeculationCounters), (sum, g) => sum + g.Speculation));
         http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
         await http.Response.WriteAsync(text, http.RequestAborted);
     }

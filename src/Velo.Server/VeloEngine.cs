@@ -9,33 +9,35 @@ using Velo.Threading;
 namespace Velo.Server;
 
 /// <summary>
-/// What the endpoints serve: one model behind one <see cref="IGenerationService"/>. Built from options it loads the
-/// model into a <see cref="BatchScheduler"/> in the background (the server answers /health with 503 meanwhile); built
-/// from a generator it is ready at once.
+/// What the endpoints serve: the models of an <see cref="IModelRegistry"/>, each request's <c>model</c> naming one (none:
+/// the default). Built from options it serves the options' model files, loading the default in the background (the server
+/// answers /health with 503 meanwhile) and the others on their first request; built from a generator it serves that one
+/// model, ready at once.
 /// </summary>
 public sealed class VeloEngine : IDisposable
 {
-    private readonly VeloServerOptions? _options;
-    private volatile IGenerationService? _generator;
-    private BatchScheduler? _ownScheduler;
-    private WorkerPool? _pool;
-    private LanguageModel? _model;
-    private LanguageModel? _draft;
-    private IModel? _encoder;
-    private TextEmbedder? _embedder;
-    private volatile VeloEmbeddingGenerator? _embeddings;
+    private readonly ServedModels? _ownModels;
+    private IModelRegistry? _models;
+    private readonly IGenerationService? _fixedGenerator;
+    private volatile VeloEmbeddingGenerator? _fixedEmbeddings;
+    private volatile bool _loaded;
+    private int _largestContext;
 
     public VeloEngine(VeloServerOptions options)
     {
-        _options = options;
-        // A Hugging Face folder is named whole ("Qwen2.5-0.5B-Instruct"); a file without its extension.
-        ModelId = options.ModelId ?? (Directory.Exists(options.ModelPath)
-            ? Path.GetFileName(Path.TrimEndingDirectorySeparator(options.ModelPath))
-            : Path.GetFileNameWithoutExtension(options.ModelPath));
+        ModelId = options.ModelId ?? DefaultName(options.ModelPath);
         ModelPath = options.ModelPath;
         ApiKey = options.ApiKey;
         PublicMetrics = options.PublicMetrics;
         MaxRequestBytes = options.MaxRequestBytes;
+        _ownModels = new ServedModels(
+            [
+                new FileModelSource(ModelId, options.ModelPath, options, options.DraftModelPath),
+                .. options.Models.Select(model => new FileModelSource(model.Name, model.Path, options)),
+                .. options.Routes,
+            ],
+            new ServedModelsOptions { KeepAlive = options.KeepAlive, MemoryCapBytes = options.MemoryCapBytes });
+        _models = _ownModels;
     }
 
     /// <summary>Serves an existing generator (a <see cref="BatchScheduler"/>), which the caller keeps and disposes.</summary>
@@ -43,36 +45,64 @@ public sealed class VeloEngine : IDisposable
     {
         ModelId = modelId ?? generator.ModelId;
         ApiKey = apiKey;
-        _generator = generator;
+        _fixedGenerator = generator;
+        _loaded = true;
     }
 
-    /// <summary>Serves an encoder's embeddings: <c>/v1/embeddings</c>. A server loaded from an encoder's file serves
-    /// only these; one built in code may serve them beside a decoder.</summary>
+    /// <summary>Serves the models of a registry the caller keeps and disposes (such as a <see cref="ServedModels"/>
+    /// with entries of its own).</summary>
+    public VeloEngine(IModelRegistry models, string? apiKey = null)
+    {
+        _models = models;
+        ModelId = models.DefaultModel;
+        ApiKey = apiKey;
+        _loaded = true;
+    }
+
+    /// <summary>A Hugging Face folder is named whole ("Qwen2.5-0.5B-Instruct"); a file by its name without the extension.</summary>
+    public static string DefaultName(string path) => Directory.Exists(path)
+        ? Path.GetFileName(Path.TrimEndingDirectorySeparator(path))
+        : Path.GetFileNameWithoutExtension(path);
+
+    /// <summary>The models requests name; built on first use for an engine serving one generator.</summary>
+    public IModelRegistry Models => _models ?? LazyInitializer.EnsureInitialized(ref _models, FixedModels);
+
+    /// <summary>The generator under its id, and embeddings served beside it under theirs (under the same id, one model serving both).</summary>
+    private ServedModels FixedModels()
+    {
+        var embeddings = _fixedEmbeddings;
+        if (embeddings == null || embeddings.ModelId == ModelId)
+            return new ServedModels([new LoadedModelSource(new ServedModel(ModelId, _fixedGenerator, embeddings), ModelPath)]);
+        return new ServedModels(
+        [
+            new LoadedModelSource(new ServedModel(ModelId, _fixedGenerator, null), ModelPath),
+            new LoadedModelSource(new ServedModel(embeddings.ModelId, null, embeddings)),
+        ]);
+    }
+
+    /// <summary>Serves an encoder's embeddings: <c>/v1/embeddings</c>. For an engine built from options, the default
+    /// model's while it is loaded; one built from a generator may serve them beside it under the same name.</summary>
     public VeloEmbeddingGenerator? Embeddings
     {
-        get => _embeddings;
-        init => _embeddings = value;
+        get => _fixedGenerator != null ? _fixedEmbeddings : DefaultStatus()?.Loaded?.Embeddings;
+        init => _fixedEmbeddings = value;
     }
 
+    /// <summary>The default model's id (<c>-m</c>, or <c>--alias</c>).</summary>
     public string ModelId { get; }
     public string? ApiKey { get; }
 
-    /// <summary>The model's file, when the engine knows it: <c>/v1/models</c> reports its size and SHA-256, so a gateway
-    /// can tell two different models served under one name apart.</summary>
-    public string? ModelPath
-    {
-        get;
-        init
-        {
-            field = value;
-            _fileHash = value == null ? null : new Lazy<string>(() => ModelFileHash(value));
-        }
-    }
+    /// <summary>The default model's file, when the engine knows it: <c>/v1/models</c> reports its size and SHA-256, so a
+    /// gateway can tell two different models served under one name apart.</summary>
+    public string? ModelPath { get; init; }
 
-    private Lazy<string>? _fileHash;
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, Lazy<string>> _fileHashes = new();
 
-    /// <summary>The lowercase hex SHA-256 of the model file, computed once on first use.</summary>
-    public string? ModelFileSha256 => _fileHash?.Value;
+    /// <summary>The lowercase hex SHA-256 of the default model's file, computed once on first use.</summary>
+    public string? ModelFileSha256 => ModelPath == null ? null : FileSha256(ModelPath);
+
+    /// <summary>The lowercase hex SHA-256 of a model file, computed once per file.</summary>
+    public string FileSha256(string path) => _fileHashes.GetOrAdd(path, file => new Lazy<string>(() => ModelFileHash(file))).Value;
 
     private static string ModelFileHash(string path)
     {
@@ -94,8 +124,10 @@ public sealed class VeloEngine : IDisposable
     /// <summary>The most any body limit may be: a body is buffered in one array.</summary>
     public const long MaxBodyBytes = 1L << 30;
 
-    /// <summary>The largest body the completion routes read.</summary>
-    public long CompletionBodyLimit => MaxRequestBytes > 0 ? MaxRequestBytes : DefaultMaxRequestBytes(Generator.ContextLength);
+    /// <summary>The largest body the completion routes read: read before the body names its model, so derived from the
+    /// largest context of the decoders loaded so far.</summary>
+    public long CompletionBodyLimit => MaxRequestBytes > 0 ? MaxRequestBytes
+        : DefaultMaxRequestBytes(Math.Max(Volatile.Read(ref _largestContext), LoadedGenerator?.ContextLength ?? 0));
 
     /// <summary>
     /// Room for a whole context in any encoding: 64 bytes per token covers a token of several characters each escaped
@@ -104,7 +136,6 @@ public sealed class VeloEngine : IDisposable
     /// </summary>
     public static long DefaultMaxRequestBytes(int contextLength) => Math.Clamp(contextLength * 64L, 1L << 20, 64L << 20);
     public ServerMetrics Metrics { get; } = new();
-    public bool IsReady => _generator != null || _embeddings != null;
 
     /// <summary>
     /// What /health checks beyond the model being loaded: null when all is well, else why not, which /health answers
@@ -112,7 +143,10 @@ public sealed class VeloEngine : IDisposable
     /// </summary>
     public Func<CancellationToken, Task<string?>>? HealthCheck { get; init; }
 
-    /// <summary>Why loading failed, if it did; /health reports it.</summary>
+    /// <summary>Whether the default model has loaded (it may since have been unloaded while idle).</summary>
+    public bool IsReady => _loaded;
+
+    /// <summary>Why loading the default model at start failed, if it did; /health reports it.</summary>
     public Exception? LoadFailure { get; private set; }
 
     public DateTimeOffset Created { get; } = DateTimeOffset.UtcNow;
@@ -127,51 +161,48 @@ public sealed class VeloEngine : IDisposable
     /// <summary>Ends every generation still running (the host calls it once its grace period for them has passed).</summary>
     public void Stop() => _stopping.Cancel();
 
-    /// <summary>What requests generate through: the model's tokenizer, chat formatter and limits come from it too.</summary>
-    public IGenerationService Generator => _generator ?? throw (_embeddings != null ? NotADecoderError() : NotReadyError());
+    /// <summary>The default model's generator while it is loaded; null otherwise or when it is an encoder.</summary>
+    public IGenerationService? LoadedGenerator => _fixedGenerator ?? DefaultStatus()?.Loaded?.Generator;
 
-    /// <summary>The generator once one is loaded; null while loading or when the server holds only an encoder.</summary>
-    public IGenerationService? LoadedGenerator => _generator;
+    /// <summary>The default model's generator (for code that serves one decoder).</summary>
+    public IGenerationService Generator => LoadedGenerator ?? throw NotReadyError();
 
-    /// <summary>The tokenizer of whichever model the server holds, for /tokenize and /detokenize.</summary>
-    public ITokenizer Tokenizer => _generator?.Tokenizer ?? _embeddings?.Tokenizer ?? throw NotReadyError();
+    private ModelStatus? DefaultStatus() => _models switch
+    {
+        ServedModels served => served.Find(ModelId),
+        { } models => models.Models.FirstOrDefault(model => model.Name == models.DefaultModel),
+        null => null,
+    };
 
-    /// <summary>The 400 the generation routes answer when the server holds only an encoder.</summary>
-    private ApiException NotADecoderError() => ApiException.BadRequest(
-        $"the model '{ModelId}' is an encoder: it serves /v1/embeddings only, not completions", "model", "model_not_supported");
+    /// <summary>
+    /// Leases the model a request names (null: the default) for the request's duration; see <see cref="IModelRegistry.AcquireAsync"/>.
+    /// The default answers 503 until its first load at start has finished.
+    /// </summary>
+    public async Task<ModelLease> AcquireAsync(string? name, ModelKind? kind, TimeSpan? keepAlive, CancellationToken cancellation)
+    {
+        if (!IsReady && (name == null || name == ModelId || name == ModelId + ":latest")) throw NotReadyError();
+        var lease = await Models.AcquireAsync(name, kind, keepAlive, cancellation);
+        if (lease.Model.Generator is { ContextLength: var context })
+        {
+            int largest;
+            while (context > (largest = Volatile.Read(ref _largestContext)) && Interlocked.CompareExchange(ref _largestContext, context, largest) != largest)
+            {
+            }
+        }
+        return lease;
+    }
 
     /// <summary>The 503 every endpoint answers while the model loads or after it failed to.</summary>
     public ApiException NotReadyError() => new(503, LoadFailure != null ? $"the model failed to load: {LoadFailure.Message}" : "the model is still loading", code: "model_loading");
 
-    /// <summary>Loads the model given in the options; no-op when already ready.</summary>
+    /// <summary>Loads the default model; no-op when already loaded or built from a generator.</summary>
     public void Load()
     {
-        if (_generator != null || _options == null) return;
+        if (_loaded || _ownModels == null) return;
         try
         {
-            var model = ModelRegistry.Load(_options.ModelPath);
-            if (model.Info.Output == ModelOutput.Embeddings)
-            {
-                _encoder = model;
-                _pool = new WorkerPool(_options.Threads);
-                _embedder = new TextEmbedder(model, Text.Tokenizer.FromGguf(model.File.Metadata), _pool);
-                _embeddings = new VeloEmbeddingGenerator(_embedder, ModelId);
-                return;
-            }
-            model.Dispose();
-            _model = LanguageModel.Load(_options.ModelPath);
-            _draft = _options.DraftModelPath is { } draftPath ? LanguageModel.Load(draftPath) : null;
-            _pool = new WorkerPool(_options.Threads);
-            _ownScheduler = new BatchScheduler(_model, new BatchSchedulerOptions
-            {
-                Parallel = _options.Parallel,
-                ContextLength = _options.ContextLength,
-                QueueCapacity = _options.QueueCapacity,
-                MaxBatchTokens = _options.BatchSize,
-                CacheTypes = _options.CacheTypes,
-                Speculation = _options.Speculation,
-            }, _pool, draft: _draft);
-            _generator = _ownScheduler;
+            _ownModels.AcquireAsync(null).GetAwaiter().GetResult().Dispose();
+            _loaded = true;
         }
         catch (Exception e)
         {
@@ -183,12 +214,8 @@ public sealed class VeloEngine : IDisposable
     public void Dispose()
     {
         _stopping.Cancel();
-        _ownScheduler?.Dispose();
-        _embedder?.Dispose();
-        _pool?.Dispose();
-        _model?.Dispose();
-        _draft?.Dispose();
-        _encoder?.Dispose();
+        if (_ownModels != null) _ownModels.Dispose();
+        else if (_fixedGenerator != null && _models is ServedModels wrapper) wrapper.Dispose();
     }
 }
 
@@ -202,6 +229,8 @@ internal sealed class VeloEngineLoader(VeloEngine engine) : BackgroundService
             engine.Load();
             // Hashed now rather than on the first /v1/models, which a gateway's health check asks with a timeout.
             _ = engine.ModelFileSha256;
+            foreach (var model in engine.Models.Models)
+                if (model.Path != null && File.Exists(model.Path)) _ = engine.FileSha256(model.Path);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

@@ -7,10 +7,24 @@ public sealed record VeloServerOptions
     /// <summary>The model id clients name in requests and see in <c>/v1/models</c>; default: the file name without extension.</summary>
     public string? ModelId { get; init; }
 
+    /// <summary>More models served beside the default one (<c>--model NAME=FILE</c>), each named by <c>model</c> in a
+    /// request, loaded on its first request.</summary>
+    public IReadOnlyList<NamedModelFile> Models { get; init; } = [];
+
+    /// <summary>Entries built over other entries (such as a cascade over a small and a large model), registered after the files.</summary>
+    public IReadOnlyList<ModelSource> Routes { get; init; } = [];
+
+    /// <summary>How long a model stays loaded once idle (<c>--keep-alive</c>, Ollama's keep-alive);
+    /// <see cref="Timeout.InfiniteTimeSpan"/> for ever.</summary>
+    public TimeSpan KeepAlive { get; init; } = TimeSpan.FromMinutes(5);
+
+    /// <summary>The most memory the loaded models may plan to use together (<c>--memory-cap</c>); null for no cap.</summary>
+    public long? MemoryCapBytes { get; init; }
+
     public string Host { get; init; } = "127.0.0.1";
     public int Port { get; init; } = 8080;
 
-    /// <summary>Sequences generated together (continuous batching slots).</summary>
+    /// <summary>Sequences generated together (continuous batching slots), for each decoder.</summary>
     public int Parallel { get; init; } = 4;
 
     /// <summary>Context per sequence in tokens; 0 means the model's own, capped at <see cref="Velo.Models.ModelInfo.DefaultContextCap"/>.</summary>
@@ -45,3 +59,6 @@ public sealed record VeloServerOptions
     /// (<see cref="VeloEngine.DefaultMaxRequestBytes"/>).</summary>
     public long MaxRequestBytes { get; init; }
 }
+
+/// <summary>A model file served under a name (<c>--model NAME=FILE</c>).</summary>
+public sealed record NamedModelFile(string Name, string Path);

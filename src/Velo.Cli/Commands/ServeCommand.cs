@@ -16,7 +16,35 @@ internal static class ServeCommand
 {
     public static Command Create()
     {
-        var model = CommonOptions.Model();
+        var model = new Option<string?>("-m")
+        {
+            Description = "The default model: a GGUF file or Hugging Face model folder, for requests that name none " +
+                          "(default: the first --model, else the bundled stories260K demo model)",
+        };
+        var models = new Option<string[]>("--model")
+        {
+            Description = "Another model to serve, as NAME=FILE (or FILE, named by its file name); requests pick one by 'model'; repeat for more",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var keepAlive = new Option<string>("--keep-alive")
+        {
+            Description = "How long a model stays loaded once idle, as Ollama's keep-alive: 5m, 1h30m, 300 (seconds), 0 (unload at once) or -1 (for ever)",
+            DefaultValueFactory = _ => "5m",
+        };
+        keepAlive.Validators.Add(result =>
+        {
+            if (KeepAliveDuration.Parse(result.GetValueOrDefault<string>()) == null)
+                result.AddError($"--keep-alive takes a duration such as 5m, 1h30m, 300 (seconds) or -1 (for ever), got '{result.GetValueOrDefault<string>()}'");
+        });
+        var memoryCap = new Option<string?>("--memory-cap")
+        {
+            Description = "The most memory all loaded models may plan to use together, such as 8GiB; idle models unload to make room (default: no cap)",
+        };
+        memoryCap.Validators.Add(result =>
+        {
+            if (result.GetValueOrDefault<string?>() is { } text && ByteSize(text) is not > 0)
+                result.AddError($"--memory-cap takes a size such as 8GiB, 512MiB or 1073741824 (bytes), got '{text}'");
+        });
         var host = new Option<string>("--host") { Description = "Address to listen on: an IP address or localhost (127.0.0.1 listens on loopback only)", DefaultValueFactory = _ => "127.0.0.1" };
         host.Validators.Add(result =>
         {
@@ -42,7 +70,7 @@ internal static class ServeCommand
                 if (origin != "*" && !(Uri.TryCreate(origin, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https" && uri.AbsolutePath == "/"))
                     result.AddError($"--cors takes an origin such as https://example.com (scheme, host and port only) or *, got '{origin}'");
         });
-        var parallel = CommonOptions.Parallel("Sequences generated together, each with its own KV cache");
+        var parallel = CommonOptions.Parallel("Sequences generated together by each decoder, each with its own KV cache");
         var queue = new Option<int>("--queue") { Description = "Requests that may wait for a free sequence before the server answers 503", DefaultValueFactory = _ => 64 }
             .AtLeast(0);
         var batchSize = new Option<int>("--batch-size", "-b")
@@ -74,7 +102,7 @@ internal static class ServeCommand
             Description = "Seconds one batch may take at a pipeline stage before its requests fail",
             DefaultValueFactory = _ => 60,
         }.AtLeast(1);
-        var alias = new Option<string?>("--alias") { Description = "Model id clients use (default: the file name)" };
+        var alias = new Option<string?>("--alias") { Description = "Model id clients use for the default model (default: the file name)" };
         var threads = CommonOptions.Threads();
         var cacheTypeK = CommonOptions.CacheTypeK();
         var cacheTypeV = CommonOptions.CacheTypeV();
@@ -91,12 +119,23 @@ internal static class ServeCommand
         command.Options.Add(logFormat);
         command.Options.Add(cors);
         foreach (var option in speculation.All) command.Options.Add(option);
+        command.Options.Add(models);
+        command.Options.Add(keepAlive);
+        command.Options.Add(memoryCap);
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
+            var named = (parse.GetValue(models) ?? []).Select(NamedModel).ToList();
+            // Without -m the first --model is the default; without either, the bundled demo model.
+            var defaultModel = parse.GetValue(model) is { } path ? new NamedModelFile(VeloEngine.DefaultName(path), path)
+                : named.Count > 0 ? named[0] : new NamedModelFile(VeloEngine.DefaultName(CommonOptions.BundledModel), CommonOptions.BundledModel);
+            if (parse.GetValue(model) == null && named.Count > 0) named.RemoveAt(0);
             var options = new VeloServerOptions
             {
-                ModelPath = parse.GetValue(model)!,
-                ModelId = parse.GetValue(alias),
+                ModelPath = defaultModel.Path,
+                ModelId = parse.GetValue(alias) ?? defaultModel.Name,
+                Models = named,
+                KeepAlive = KeepAliveDuration.Parse(parse.GetValue(keepAlive)!)!.Value,
+                MemoryCapBytes = parse.GetValue(memoryCap) is { } cap ? ByteSize(cap) : null,
                 Host = parse.GetValue(host)!,
                 Port = parse.GetValue(port),
                 Parallel = parse.GetValue(parallel),
@@ -119,13 +158,16 @@ internal static class ServeCommand
 
             if (options.MaxRequestBytes is < 0 or > VeloEngine.MaxBodyBytes)
                 throw new ArgumentException($"--max-body-bytes must be between 0 (derive from the context) and {VeloEngine.MaxBodyBytes}, got {options.MaxRequestBytes}");
-            if (!File.Exists(options.ModelPath) && !Directory.Exists(options.ModelPath)) throw new FileNotFoundException($"model file not found: {options.ModelPath}");
+            foreach (string file in (string[])[options.ModelPath, .. options.Models.Select(m => m.Path)])
+                if (!File.Exists(file) && !Directory.Exists(file)) throw new FileNotFoundException($"model file not found: {file}");
             if (options.DraftModelPath is { } draftPath && !File.Exists(draftPath) && !Directory.Exists(draftPath))
                 throw new FileNotFoundException($"draft model file not found: {draftPath}");
             var gateway = parse.GetValue(join) is { } joinUrl ? GatewayAddress(joinUrl) : null;
             var advertised = parse.GetValue(advertise) is { } advertiseUrl ? AdvertisedAddress(advertiseUrl) : null;
             if (gateway != null && advertised == null && options.Host is "0.0.0.0" or "::")
                 throw new ArgumentException("with --host 0.0.0.0, --join needs --advertise URL: the address the gateway reaches this server at");
+            if (parse.GetValue(pipeline) != null && (options.Models.Count > 0 || options.MemoryCapBytes != null))
+                throw new ArgumentException("--pipeline serves one model split across stages: it does not take --model NAME=FILE or --memory-cap");
             using var split = parse.GetValue(pipeline) is { } stages
                 ? PipelineServer.Load(options, stages.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
                     new PipelineOptions { CallTimeout = TimeSpan.FromSeconds(parse.GetValue(pipelineTimeout)) })
@@ -138,27 +180,62 @@ internal static class ServeCommand
                 : new GatewayMembership(gateway, advertised ?? VeloServer.Address(app), options.ApiKey,
                     line => Console.Error.WriteLine($"velo: {line}"));
             membership?.StartAsync(CancellationToken.None).GetAwaiter().GetResult();
-            Console.Error.WriteLine($"velo: serving {engine.ModelId} on {VeloServer.Address(app)} ({options.Parallel} parallel sequences); loading the model...");
+            string others = options.Models.Count > 0 ? $" (and {string.Join(", ", options.Models.Select(m => m.Name))}, loaded on first use)" : "";
+            Console.Error.WriteLine($"velo: serving {engine.ModelId}{others} on {VeloServer.Address(app)} ({options.Parallel} parallel sequences per decoder); loading the model...");
             while (!engine.IsReady && engine.LoadFailure == null) Thread.Sleep(20);
             if (engine.LoadFailure is { } failure)
             {
                 app.StopAsync().GetAwaiter().GetResult();
+                // The memory cap's refusal is written for a client; here it is the operator's error.
+                if (failure is ApiException refusal) throw new InvalidOperationException(refusal.Message);
                 throw failure;
             }
-            if (engine.LoadedGenerator is { } generator)
+            var loaded = engine.Models.Models[0].Loaded;
+            if (loaded?.Generator is { } generator)
             {
                 CommonOptions.WarnIfBeyondTraining(generator.ModelId, generator.ModelInfo.ContextLength, generator.ContextLength);
                 Console.Error.WriteLine($"velo: model loaded (context {generator.ContextLength} tokens per sequence); Ctrl+C stops");
             }
+            else if (loaded?.Embeddings is { } embeddings)
+            {
+                Console.Error.WriteLine($"velo: encoder loaded: POST /v1/embeddings ({embeddings.Dimensions} dimensions); Ctrl+C stops");
+            }
             else
             {
-                Console.Error.WriteLine($"velo: encoder loaded: POST /v1/embeddings ({engine.Embeddings!.Dimensions} dimensions); Ctrl+C stops");
+                Console.Error.WriteLine("velo: model loaded, and unloaded again as --keep-alive asks; Ctrl+C stops");
             }
             app.WaitForShutdown();
             membership?.StopAsync(CancellationToken.None).GetAwaiter().GetResult();
             return 0;
         }));
         return command;
+    }
+
+    /// <summary>A --model value: NAME=FILE, or FILE named by its file name.</summary>
+    private static NamedModelFile NamedModel(string value)
+    {
+        int equals = value.IndexOf('=');
+        if (equals > 0 && !File.Exists(value) && !Directory.Exists(value))
+        {
+            string name = value[..equals];
+            if (!System.Text.RegularExpressions.Regex.IsMatch(name, "^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"))
+                throw new ArgumentException($"--model NAME=FILE: the name '{name}' must be letters, digits and . _ : - (as Ollama's names are)");
+            return new NamedModelFile(name, value[(equals + 1)..]);
+        }
+        return new NamedModelFile(VeloEngine.DefaultName(value), value);
+    }
+
+    /// <summary>A size such as 8GiB, 512MiB, 2GB or a number of bytes; null when it is none.</summary>
+    internal static long? ByteSize(string text)
+    {
+        var match = System.Text.RegularExpressions.Regex.Match(text.Trim(), "^([0-9]+(?:\\.[0-9]+)?)\\s*([KMGT]?)(i?)(B?)$", System.Text.RegularExpressions.RegexOptions.IgnoreCase);
+        if (!match.Success || !double.TryParse(match.Groups[1].Value, System.Globalization.NumberStyles.AllowDecimalPoint, System.Globalization.CultureInfo.InvariantCulture, out double number))
+            return null;
+        // KiB and K are 1024; KB is 1000, as the SI prefixes are.
+        double unit = Math.Pow(match.Groups[3].Length == 0 && match.Groups[4].Length > 0 ? 1000 : 1024,
+            "KMGT".IndexOf(char.ToUpperInvariant(match.Groups[2].Value.FirstOrDefault('_'))) + 1);
+        double bytes = number * unit;
+        return bytes is >= 1 and < long.MaxValue ? (long)bytes : null;
     }
 
     private static Uri GatewayAddress(string url) =>

@@ -67,7 +67,9 @@
       return;
     }
     const body = await response.json();
-    models = (body.data || []).map((m) => String(m.id));
+    // Only the models that complete can chat; a server may also serve encoders (embeddings) by name.
+    const chats = (m) => !(m.meta && Array.isArray(m.meta.capabilities)) || m.meta.capabilities.includes("completion");
+    models = (body.data || []).filter(chats).map((m) => String(m.id));
     const chosen = ui.model.value;
     ui.model.replaceChildren(...models.map((id) => new Option(id, id)));
     if (models.includes(chosen)) ui.model.value = chosen;

@@ -79,27 +79,33 @@ internal static class OllamaEndpoints
         _ => false,
     };
 
-    /// <summary>The served model, named as Ollama names it (a bare name means its <c>latest</c> tag).</summary>
-    public static void CheckModel(RequestBody body, VeloEngine engine)
+    /// <summary>The model a request names: Ollama requires one (a bare name means its <c>latest</c> tag).</summary>
+    public static string ModelName(RequestBody body)
     {
         string model = body.String("model") ?? body.String("name") ?? "";
-        if (model.Length == 0) throw ApiException.BadRequest("model is required", "model");
-        if (model != engine.ModelId && model != engine.ModelId + ":latest")
-            throw new ApiException(404, $"model \"{model}\" not found; this server serves \"{engine.ModelId}\"", "model");
+        return model.Length > 0 ? model : throw ApiException.BadRequest("model is required", "model");
     }
 
-    /// <summary>Ollama's keep_alive: how long the model stays loaded. velo serve keeps its one model loaded, so only a
-    /// request to unload it (0) cannot be honoured.</summary>
-    public static void CheckKeepAlive(RequestBody body)
+    /// <summary>
+    /// Ollama's keep_alive: how long the model stays loaded once idle after this request. A number of seconds or a Go
+    /// duration such as "5m" or "1h30m"; negative keeps it loaded for ever, 0 unloads it as soon as the request ends.
+    /// Null when the request has none (the server's <c>--keep-alive</c> applies).
+    /// </summary>
+    public static TimeSpan? KeepAlive(RequestBody body)
     {
-        if (body.Field("keep_alive") is not { } keepAlive) return;
-        bool unload = keepAlive.ValueKind switch
+        const string expected = "a duration (a number of seconds or a string such as \"5m\")";
+        switch (body.Field("keep_alive"))
         {
-            JsonValueKind.Number => keepAlive.TryGetDouble(out double seconds) && seconds == 0,
-            JsonValueKind.String => keepAlive.GetString() is "0" or "0s" or "0m" or "0h",
-            _ => throw RequestBody.WrongType("keep_alive", "a duration (a number of seconds or a string such as \"5m\")"),
-        };
-        if (unload) throw ApiException.BadRequest("keep_alive 0 would unload the model; velo serve keeps its model loaded while it runs", "keep_alive");
+            case null or { ValueKind: JsonValueKind.Null }:
+                return null;
+            case { ValueKind: JsonValueKind.Number } number:
+                if (!number.TryGetDouble(out double seconds) || !double.IsFinite(seconds)) throw RequestBody.WrongType("keep_alive", expected);
+                return KeepAliveDuration.FromSeconds(seconds);
+            case { ValueKind: JsonValueKind.String } text:
+                return KeepAliveDuration.Parse(text.GetString()!) ?? throw RequestBody.WrongType("keep_alive", expected);
+            default:
+                throw RequestBody.WrongType("keep_alive", expected);
+        }
     }
 
     public static string Timestamp(DateTimeOffset time) => time.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ss.fffffffZ", CultureInfo.InvariantCulture);
@@ -110,17 +116,18 @@ internal static class OllamaEndpoints
     {
         using var body = await RequestBody.ReadAsync(http.Request, VeloEndpoints.TokenizerBodyBytes, http.RequestAborted);
         RefuseUnknownFields(body, ShowFields);
-        CheckModel(body, engine);
+        string name = ModelName(body);
         if (body.Bool("verbose") == true) throw ApiException.BadRequest("verbose is not supported: velo serve shows no tokenizer arrays", "verbose");
-        if (!engine.IsReady) throw engine.NotReadyError();
-        var info = engine.LoadedGenerator?.ModelInfo;
+        using var lease = await engine.AcquireAsync(name, null, null, http.RequestAborted);
+        var model = engine.Models.Models.First(status => status.Loaded == lease.Model);
+        var info = lease.Model.Generator?.ModelInfo;
         await WriteJsonAsync(http, json =>
         {
             json.WriteStartObject();
             json.WriteString("modelfile", "");
             json.WriteString("parameters", "");
             json.WriteString("template", "");
-            WriteDetails(json, engine);
+            WriteDetails(json, model);
             json.WriteStartObject("model_info");
             if (info != null)
             {
@@ -130,70 +137,75 @@ internal static class OllamaEndpoints
                 json.WriteNumber($"{info.Architecture}.block_count", info.Layers.Count);
                 json.WriteNumber($"{info.Architecture}.vocab_size", info.VocabSize);
             }
-            else if (engine.Embeddings is { } embeddings)
+            else if (lease.Model.Embeddings is { } embeddings)
             {
                 json.WriteNumber("embedding_length", embeddings.Dimensions);
                 json.WriteNumber("context_length", embeddings.MaxInputTokens);
             }
             json.WriteEndObject();
             json.WriteStartArray("capabilities");
-            json.WriteStringValue(info != null ? "completion" : "embedding");
+            foreach (string capability in VeloEndpoints.Capabilities(model)) json.WriteStringValue(capability);
             json.WriteEndArray();
-            json.WriteString("modified_at", Timestamp(ModifiedAt(engine)));
+            json.WriteString("modified_at", Timestamp(ModifiedAt(engine, model)));
             json.WriteEndObject();
         });
     }
 
+    /// <summary><c>/api/tags</c>: every configured model; <c>/api/ps</c>: the loaded ones, with when each unloads if idle.</summary>
     private static Task ModelListAsync(HttpContext http, VeloEngine engine, bool running)
     {
-        if (!engine.IsReady) throw engine.NotReadyError();
+        var models = engine.Models.Models.Where(model => !running || model.Loaded != null).ToList();
         return WriteJsonAsync(http, json =>
         {
             json.WriteStartObject();
             json.WriteStartArray("models");
-            json.WriteStartObject();
-            json.WriteString("name", engine.ModelId);
-            json.WriteString("model", engine.ModelId);
-            json.WriteNumber("size", ModelFileBytes(engine));
-            json.WriteString("digest", engine.ModelFileSha256 ?? "");
-            WriteDetails(json, engine);
-            if (running)
+            foreach (var model in models)
             {
-                // Loaded for as long as the server runs.
-                json.WriteString("expires_at", Timestamp(DateTimeOffset.MaxValue));
-                json.WriteNumber("size_vram", 0);
-                json.WriteNumber("context_length", engine.LoadedGenerator?.ContextLength ?? engine.Embeddings!.MaxInputTokens);
+                json.WriteStartObject();
+                json.WriteString("name", model.Name);
+                json.WriteString("model", model.Name);
+                // Running: the memory its plan reserved (a model built in code has none: its file's size).
+                json.WriteNumber("size", running && model.ReservedBytes > 0 ? model.ReservedBytes : ModelFileBytes(model));
+                json.WriteString("digest", model.Path != null && File.Exists(model.Path) ? engine.FileSha256(model.Path) : "");
+                WriteDetails(json, model);
+                if (running)
+                {
+                    json.WriteString("expires_at", Timestamp(model.ExpiresAt ?? DateTimeOffset.MaxValue));
+                    json.WriteNumber("size_vram", 0);
+                    if (model.Loaded!.Generator is { } generator) json.WriteNumber("context_length", generator.ContextLength);
+                    else json.WriteNumber("context_length", model.Loaded.Embeddings!.MaxInputTokens);
+                }
+                else
+                {
+                    json.WriteString("modified_at", Timestamp(ModifiedAt(engine, model)));
+                }
+                json.WriteEndObject();
             }
-            else
-            {
-                json.WriteString("modified_at", Timestamp(ModifiedAt(engine)));
-            }
-            json.WriteEndObject();
             json.WriteEndArray();
             json.WriteEndObject();
         });
     }
 
-    private static void WriteDetails(Utf8JsonWriter json, VeloEngine engine)
+    private static void WriteDetails(Utf8JsonWriter json, ModelStatus model)
     {
-        string family = engine.LoadedGenerator?.ModelInfo.Architecture ?? "bert";
+        string family = model.Loaded?.Generator?.ModelInfo.Architecture ?? (model.Kind == ModelKind.Encoder ? "bert" : "");
         json.WriteStartObject("details");
         json.WriteString("parent_model", "");
         json.WriteString("format", "gguf");
         json.WriteString("family", family);
         json.WriteStartArray("families");
-        json.WriteStringValue(family);
+        if (family.Length > 0) json.WriteStringValue(family);
         json.WriteEndArray();
         json.WriteString("parameter_size", "");
         json.WriteString("quantization_level", "");
         json.WriteEndObject();
     }
 
-    private static long ModelFileBytes(VeloEngine engine) =>
-        engine.ModelPath is { } path && File.Exists(path) ? new FileInfo(path).Length : 0;
+    private static long ModelFileBytes(ModelStatus model) =>
+        model.Path is { } path && File.Exists(path) ? new FileInfo(path).Length : 0;
 
-    private static DateTimeOffset ModifiedAt(VeloEngine engine) =>
-        engine.ModelPath is { } path && File.Exists(path) ? File.GetLastWriteTimeUtc(path) : engine.Created;
+    private static DateTimeOffset ModifiedAt(VeloEngine engine, ModelStatus model) =>
+        model.Path is { } path && File.Exists(path) ? File.GetLastWriteTimeUtc(path) : engine.Created;
 
     private static readonly HashSet<string> EmbedFields = ["model", "input", "truncate", "dimensions", "options", "keep_alive"];
 
@@ -206,11 +218,12 @@ internal static class OllamaEndpoints
     {
         using var body = await RequestBody.ReadAsync(http.Request, MaxEmbedBodyBytes, http.RequestAborted);
         RefuseUnknownFields(body, EmbedFields);
-        CheckModel(body, engine);
-        CheckKeepAlive(body);
-        if (!engine.IsReady) throw engine.NotReadyError();
-        var embeddings = engine.Embeddings ?? throw ApiException.BadRequest(
-            $"\"{engine.ModelId}\" is a decoder and has no embeddings; serve an encoder (such as a bert GGUF) for /api/embed", "model");
+        string name = ModelName(body);
+        var keepAlive = KeepAlive(body);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var lease = await engine.AcquireAsync(name, ModelKind.Encoder, keepAlive, http.RequestAborted);
+        var loaded = clock.Elapsed;
+        var embeddings = lease.Embeddings;
         if (body.Field("options") is { } options && (options.ValueKind != JsonValueKind.Object || options.EnumerateObject().Any(o => o.Value.ValueKind != JsonValueKind.Null)))
             throw ApiException.BadRequest("options are not supported for embeddings", "options");
         bool truncate = body.Bool("truncate") ?? true;
@@ -234,7 +247,6 @@ internal static class OllamaEndpoints
             default:
                 throw RequestBody.WrongType("input", "a string or a list of strings");
         }
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         var inputs = new int[texts.Count][];
         for (int i = 0; i < texts.Count; i++)
         {
@@ -245,12 +257,12 @@ internal static class OllamaEndpoints
         }
         float[][] vectors = inputs.Length > 0 ? embeddings.EmbedTokens(inputs) : [];
         long tokens = inputs.Sum(input => (long)input.Length);
-        RequestLogEntry.Of(http)?.Model = engine.ModelId;
+        RequestLogEntry.Of(http)?.Model = lease.Model.Id;
         RequestLogEntry.Of(http)?.PromptTokens = (int)Math.Min(tokens, int.MaxValue);
         await WriteJsonAsync(http, json =>
         {
             json.WriteStartObject();
-            json.WriteString("model", engine.ModelId);
+            json.WriteString("model", lease.Model.Id);
             json.WriteStartArray("embeddings");
             foreach (var vector in vectors)
             {
@@ -260,7 +272,7 @@ internal static class OllamaEndpoints
             }
             json.WriteEndArray();
             json.WriteNumber("total_duration", Nanoseconds(clock.Elapsed));
-            json.WriteNumber("load_duration", 0);
+            json.WriteNumber("load_duration", Nanoseconds(loaded));
             json.WriteNumber("prompt_eval_count", tokens);
             json.WriteEndObject();
         });

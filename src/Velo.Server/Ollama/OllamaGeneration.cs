@@ -24,25 +24,28 @@ internal static class OllamaGeneration
     {
         using var body = await RequestBody.ReadAsync(http.Request, engine.CompletionBodyLimit, http.RequestAborted);
         OllamaEndpoints.RefuseUnknownFields(body, ChatFields);
-        OllamaEndpoints.CheckModel(body, engine);
+        string name = OllamaEndpoints.ModelName(body);
+        var keepAlive = OllamaEndpoints.KeepAlive(body);
         RefuseUnsupported(body);
         var messages = Messages(body);
-        CompletionEndpoints.RejectByBytes(engine, messages.Sum(m => (long)Encoding.UTF8.GetByteCount(m.Content)), "messages");
-        var generator = engine.Generator;
+        using var lease = await engine.AcquireAsync(name, ModelKind.Decoder, keepAlive, http.RequestAborted);
+        var generator = lease.Generator;
+        CompletionEndpoints.RejectByBytes(generator, messages.Sum(m => (long)Encoding.UTF8.GetByteCount(m.Content)), "messages");
         var (options, context) = OllamaOptions.Parse(body.Field("options"), generator.ContextLength, generator.Chat.StopStrings);
         int[] prompt = Format(generator, messages);
         options = OllamaOptions.FitToContext(options, prompt.Length, context, generator.ContextLength);
-        await RespondAsync(http, engine, body, new GenerationRequest { Prompt = prompt, Options = options with { Grammar = FormatGrammar(body) } }, chat: true);
+        await RespondAsync(http, engine, lease.Model.Id, generator, body, new GenerationRequest { Prompt = prompt, Options = options with { Grammar = FormatGrammar(body) } }, chat: true);
     }
 
     public static async Task GenerateAsync(HttpContext http, VeloEngine engine)
     {
         using var body = await RequestBody.ReadAsync(http.Request, engine.CompletionBodyLimit, http.RequestAborted);
         OllamaEndpoints.RefuseUnknownFields(body, GenerateFields);
-        OllamaEndpoints.CheckModel(body, engine);
+        string name = OllamaEndpoints.ModelName(body);
+        var keepAlive = OllamaEndpoints.KeepAlive(body);
         RefuseUnsupported(body);
-        foreach (string name in (string[])["suffix", "template"])
-            if (body.String(name) is { Length: > 0 }) throw ApiException.BadRequest($"{name} is not supported", name);
+        foreach (string field in (string[])["suffix", "template"])
+            if (body.String(field) is { Length: > 0 }) throw ApiException.BadRequest($"{field} is not supported", field);
         if (body.Field("images") is { } images && (images.ValueKind != JsonValueKind.Array || images.GetArrayLength() > 0))
             throw ApiException.BadRequest("images are not supported: the model reads text only", "images");
         if (body.Field("context") is { } earlier && (earlier.ValueKind != JsonValueKind.Array || earlier.GetArrayLength() > 0))
@@ -51,20 +54,21 @@ internal static class OllamaGeneration
         string? system = body.String("system");
         bool raw = body.Bool("raw") ?? false;
         if (raw && system != null) throw ApiException.BadRequest("system has no place in a raw prompt, which skips the chat template", "system");
-        var generator = engine.Generator;
+        using var lease = await engine.AcquireAsync(name, ModelKind.Decoder, keepAlive, http.RequestAborted);
+        var generator = lease.Generator;
         if (text.Length == 0)
         {
-            // Ollama answers an empty prompt by loading the model; this one is loaded already.
-            await WriteLineAsync(http, json => WriteDone(json, engine.ModelId, chat: false, "load", null, null));
+            // Ollama answers an empty prompt by loading the model, or with keep_alive 0 by unloading it (once this lease ends).
+            await WriteLineAsync(http, json => WriteDone(json, lease.Model.Id, chat: false, keepAlive == TimeSpan.Zero ? "unload" : "load", null, null));
             return;
         }
-        CompletionEndpoints.RejectByBytes(engine, Encoding.UTF8.GetByteCount(text) + Encoding.UTF8.GetByteCount(system ?? ""), "prompt");
+        CompletionEndpoints.RejectByBytes(generator, Encoding.UTF8.GetByteCount(text) + Encoding.UTF8.GetByteCount(system ?? ""), "prompt");
         var (options, context) = OllamaOptions.Parse(body.Field("options"), generator.ContextLength, raw ? [] : generator.Chat.StopStrings);
         // A raw prompt is plain text, as on /v1/completions: no text a client sends becomes a control token.
         int[] prompt = raw ? generator.Tokenizer.Encode(text, addSpecial: true)
             : Format(generator, [.. system != null ? [new ChatMessage("system", system)] : Array.Empty<ChatMessage>(), new ChatMessage("user", text)]);
         options = OllamaOptions.FitToContext(options, prompt.Length, context, generator.ContextLength);
-        await RespondAsync(http, engine, body, new GenerationRequest { Prompt = prompt, Options = options with { Grammar = FormatGrammar(body) } }, chat: false);
+        await RespondAsync(http, engine, lease.Model.Id, generator, body, new GenerationRequest { Prompt = prompt, Options = options with { Grammar = FormatGrammar(body) } }, chat: false);
     }
 
     /// <summary>Ollama's <c>format</c>: <c>"json"</c> for any JSON object, or a JSON Schema the output must satisfy.</summary>
@@ -83,7 +87,6 @@ internal static class OllamaGeneration
     /// <summary>What Ollama offers and Velo cannot honour yet, refused by name; their off values are accepted.</summary>
     private static void RefuseUnsupported(RequestBody body)
     {
-        OllamaEndpoints.CheckKeepAlive(body);
         if (body.Bool("think") == true) throw ApiException.BadRequest("think is not supported: velo serve does not separate thinking", "think");
         if (body.Field("tools") is { } tools && (tools.ValueKind != JsonValueKind.Array || tools.GetArrayLength() > 0))
             throw ApiException.BadRequest("tools (tool calling) are not supported yet", "tools");
@@ -140,7 +143,8 @@ internal static class OllamaGeneration
         }
     }
 
-    private static async Task RespondAsync(HttpContext http, VeloEngine engine, RequestBody body, GenerationRequest request, bool chat)
+    private static async Task RespondAsync(HttpContext http, VeloEngine engine, string modelId, IGenerationService generator, RequestBody body,
+        GenerationRequest request, bool chat)
     {
         bool stream = body.Bool("stream") ?? true;
         // Cancelled when the client disconnects, when the server stops, and when this handler leaves for any reason.
@@ -148,7 +152,7 @@ internal static class OllamaGeneration
         GenerationStream generation;
         try
         {
-            generation = engine.Generator.Submit(request, abandon.Token);
+            generation = generator.Submit(request, abandon.Token);
         }
         catch (PromptTooLongException e)
         {
@@ -166,7 +170,7 @@ internal static class OllamaGeneration
 
         try
         {
-            var observer = new GenerationObserver(engine, http);
+            var observer = new GenerationObserver(engine, modelId, http);
             if (!stream)
             {
                 var text = new StringBuilder();
@@ -177,7 +181,7 @@ internal static class OllamaGeneration
                 }
                 var whole = await generation.Completion;
                 observer.Finish(whole);
-                await WriteLineAsync(http, json => WriteDone(json, engine.ModelId, chat, Reason(whole), text.ToString(), (whole, observer.FirstToken)));
+                await WriteLineAsync(http, json => WriteDone(json, modelId, chat, Reason(whole), text.ToString(), (whole, observer.FirstToken)));
                 return;
             }
 
@@ -194,13 +198,13 @@ internal static class OllamaGeneration
                     {
                         observer.Observe(piece);
                         if (piece.Text.Length == 0) continue;
-                        lines.Write(json => WriteChunk(json, engine.ModelId, chat, piece.Text));
+                        lines.Write(json => WriteChunk(json, modelId, chat, piece.Text));
                     }
                     await lines.FlushAsync(http.RequestAborted);
                 }
                 var summary = await generation.Completion;
                 observer.Finish(summary);
-                lines.Write(json => WriteDone(json, engine.ModelId, chat, Reason(summary), chat ? "" : null, (summary, observer.FirstToken)));
+                lines.Write(json => WriteDone(json, modelId, chat, Reason(summary), chat ? "" : null, (summary, observer.FirstToken)));
                 await lines.FlushAsync(http.RequestAborted);
             }
             catch (Exception e) when (!http.RequestAborted.IsCancellationRequested && (e is not OperationCanceledException || engine.IsStopping))

@@ -156,6 +156,10 @@ public sealed class BatchScheduler : IGenerationService, IDisposable
         }
     }
 
+    /// <summary>The memory a scheduler built with these options plans to use, before any of it is allocated.</summary>
+    public static MemoryPlan MemoryPlanFor(LanguageModel model, BatchSchedulerOptions options) =>
+        PlanFor(model, options, model.Info.ContextFor(options.ContextLength), options.Parallel);
+
     public BatchSchedulerOptions Options { get; }
     public string ModelId { get; }
     public ModelInfo ModelInfo => _model.Info;

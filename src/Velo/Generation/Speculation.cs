@@ -47,6 +47,10 @@ public readonly record struct SpeculationCounters(long DecodeSteps, long Decoded
 
     /// <summary>Tokens each decoding sequence got per target pass: 1 without speculation.</summary>
     public double TokensPerStep => DecodeSteps == 0 ? 0 : DecodedTokens / (double)DecodeSteps;
+
+    /// <summary>Two services' decoding together (a server's models, a cascade's two sizes).</summary>
+    public static SpeculationCounters operator +(SpeculationCounters a, SpeculationCounters b) => new(a.DecodeSteps + b.DecodeSteps,
+        a.DecodedTokens + b.DecodedTokens, a.DraftedTokens + b.DraftedTokens, a.AcceptedDrafts + b.AcceptedDrafts);
 }
 
 /// <summary>

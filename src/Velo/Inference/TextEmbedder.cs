@@ -24,7 +24,7 @@ public sealed class TextEmbedder : IDisposable
             throw new NotSupportedException($"{model.File.Path}: a {model.Info.Architecture} model outputs logits, not embeddings; embedding needs an encoder such as bert");
         _model = model;
         Tokenizer = tokenizer;
-        MaxInputTokens = model.Info.MaxInputTokens > 0 ? model.Info.MaxInputTokens : model.Info.ContextLength;
+        MaxInputTokens = InputLimit(model);
         maxBatchTokens = Math.Max(maxBatchTokens, MaxInputTokens);
         _maxSequences = Math.Max(1, maxSequences);
         _state = model.CreateState(MaxInputTokens, maxBatchTokens, _maxSequences, _maxSequences, pool);
@@ -33,6 +33,15 @@ public sealed class TextEmbedder : IDisposable
 
     public ITokenizer Tokenizer { get; }
     public int MaxInputTokens { get; }
+
+    private static int InputLimit(IModel model) => model.Info.MaxInputTokens > 0 ? model.Info.MaxInputTokens : model.Info.ContextLength;
+
+    /// <summary>The memory an embedder built with these arguments plans to use (a server counts it against its memory cap).</summary>
+    public static MemoryPlan MemoryPlanFor(IModel model, int maxBatchTokens = 4096, int maxSequences = 16)
+    {
+        int sequences = Math.Max(1, maxSequences);
+        return MemoryPlan.For(model, InputLimit(model), sequences, Math.Max(maxBatchTokens, InputLimit(model)), sequences, default);
+    }
     public int Dimensions => _model.Info.EmbeddingLength;
 
     /// <summary>A classifier's or reranker's label names (one score each per output row); empty for an embedding model.</summary>

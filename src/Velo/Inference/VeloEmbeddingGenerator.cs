@@ -20,6 +20,9 @@ public sealed class VeloEmbeddingGenerator : IEmbeddingGenerator<string, Embeddi
         _metadata = new EmbeddingGeneratorMetadata("velo", null, modelId, embedder.Dimensions);
     }
 
+    /// <summary>The name clients know the model by.</summary>
+    public string ModelId => _metadata.DefaultModelId!;
+
     /// <summary>The tokenizer the encoder reads its inputs with.</summary>
     public Velo.Text.ITokenizer Tokenizer => _embedder.Tokenizer;
 

@@ -9,6 +9,9 @@ public sealed class ServeCommandTests
     [InlineData("--ctx", "-5")]
     [InlineData("--threads", "0")]
     [InlineData("--threads", "1000")]
+    [InlineData("--keep-alive", "soon")]
+    [InlineData("--memory-cap", "lots")]
+    [InlineData("--model", "bad name=model.gguf")]
     public void Bad_options_end_with_one_error_line_instead_of_a_server(string option, string value)
     {
         var result = CliRunner.Run("serve", "-m", TestPaths.Stories260K, "--port", "0", option, value);
@@ -24,6 +27,29 @@ public sealed class ServeCommandTests
         Assert.Equal(1, result.ExitCode);
         Assert.Contains("model file not found", result.Stderr);
     }
+
+    [Fact]
+    public void A_named_model_file_that_is_missing_or_a_memory_cap_too_small_for_the_default_is_reported_before_serving()
+    {
+        var missing = CliRunner.Run("serve", "-m", TestPaths.Stories260K, "--model", "small=" + Path.Combine(Path.GetTempPath(), "velo-no-such-model.gguf"), "--port", "0");
+        Assert.Equal(1, missing.ExitCode);
+        Assert.Contains("model file not found", missing.Stderr);
+
+        var capped = CliRunner.Run("serve", "-m", TestPaths.Stories260K, "--memory-cap", "64KiB", "--port", "0");
+        Assert.Equal(1, capped.ExitCode);
+        Assert.Contains("error: the model 'stories260K' needs", capped.Stderr);
+        Assert.Contains("memory cap of 64.0 KiB", capped.Stderr);
+    }
+
+    [Theory]
+    [InlineData("8GiB", 8L << 30)]
+    [InlineData("512MiB", 512L << 20)]
+    [InlineData("512M", 512L << 20)]
+    [InlineData("2GB", 2_000_000_000L)]
+    [InlineData("1.5KiB", 1536L)]
+    [InlineData("1073741824", 1L << 30)]
+    public void Memory_caps_read_binary_and_decimal_units(string text, long bytes) =>
+        Assert.Equal(bytes, Velo.Cli.Commands.ServeCommand.ByteSize(text));
 
     /// <summary>1.2 PB of KV cache: refused by the memory plan with what fits, before allocating, instead of an OutOfMemoryException.</summary>
     [Fact]

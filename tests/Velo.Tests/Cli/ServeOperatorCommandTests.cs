@@ -65,4 +65,40 @@ public sealed class ServeOperatorCommandTests
             if (!process.HasExited) process.Kill();
         }
     }
+
+    /// <summary><c>velo serve -m FILE --model NAME=FILE</c>: both listed, each answering under its name.</summary>
+    [Fact]
+    public async Task Named_models_are_served_beside_the_default()
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "Velo.Cli.dll"), "serve", "-m", TestPaths.Stories260K, "--model",
+                     "tiny=" + TestPaths.Stories260K, "--port", "0", "-t", "1", "--parallel", "1", "--ctx", "256", "--keep-alive", "1s"])
+            start.ArgumentList.Add(arg);
+        using var process = Process.Start(start)!;
+        try
+        {
+            var stderr = new StringBuilder();
+            var loaded = new TaskCompletionSource();
+            process.ErrorDataReceived += (_, e) =>
+            {
+                lock (stderr) stderr.AppendLine(e.Data);
+                if (e.Data?.Contains("model loaded") == true) loaded.TrySetResult();
+            };
+            process.BeginErrorReadLine();
+            await loaded.Task.WaitAsync(TimeSpan.FromMinutes(2));
+            string address;
+            lock (stderr) address = Regex.Match(stderr.ToString(), @" on (http://[\d.:]+)").Groups[1].Value;
+
+            using var http = new HttpClient { BaseAddress = new Uri(address) };
+            string models = await http.GetStringAsync("/v1/models");
+            Assert.Matches("\"id\":\"stories260K\".*\"id\":\"tiny\"", models);
+            using var response = await http.PostAsync("/v1/completions",
+                new StringContent("{\"model\": \"tiny\", \"prompt\": \"Once\", \"max_tokens\": 3}", Encoding.UTF8, "application/json"));
+            Assert.Contains("\"model\":\"tiny\"", await response.Content.ReadAsStringAsync());
+        }
+        finally
+        {
+            process.Kill();
+        }
+    }
 }
