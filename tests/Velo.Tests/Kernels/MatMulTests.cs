@@ -470,13 +470,13 @@ public unsafe class MatMulTests
         Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
 }
 
-/// <summary>A theory that runs only where the CPU has AVX-VNNI (and the runtime uses it), reported as skipped elsewhere.</summary>
+/// <summary>A theory that runs only where the CPU has AVX-512 (and the runtime uses it), reported as skipped elsewhere.</summary>
 public sealed class Avx512TheoryAttribute : TheoryAttribute
 {
     public Avx512TheoryAttribute()
     {
         if (!Avx512F.IsSupported)
-            Skip = "This CPU has no AVX-512, or DOTNET_EnableAVX512F=0 turned it off.";
+            Skip = "This CPU has no AVX-512, or DOTNET_EnableAVX512=0 turned it off (on .NET 10 DOTNET_EnableAVX512F=0 no longer does).";
     }
 }
 
