@@ -465,11 +465,14 @@ internal static unsafe class KQuantKernels
     /// </summary>
     private const int UnpackTokens = 16;
 
-    /// <summary>Bytes of <see cref="MatMulTask.RowScratch"/> per thread that <see cref="Rows{TBlock}"/> needs.</summary>
-    public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows) =>
-        tokens >= (type is GgmlType.Q6_K or GgmlType.Q4_K or GgmlType.Q5_K ? UnpackTokens : TokenTile) && GgmlTypeInfo.BlockSize(type) == GgmlTypeInfo.QK_K
-            ? (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock)
-            : 0;
+    /// <summary>
+    /// Bytes of <see cref="MatMulTask.RowScratch"/> per thread that <see cref="Rows{TBlock, TDot}"/> needs, or with
+    /// <paramref name="wide"/> <see cref="KQuantWideKernels.Rows{TBlock, TDot}"/>.
+    /// </summary>
+    public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows, bool wide) =>
+        tokens < (type is GgmlType.Q6_K or GgmlType.Q4_K or GgmlType.Q5_K ? UnpackTokens : TokenTile) || GgmlTypeInfo.BlockSize(type) != GgmlTypeInfo.QK_K ? 0
+            : wide ? KQuantWideKernels.ScratchBytes(cols, chunkRows)
+            : (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rows<TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
@@ -490,7 +493,7 @@ internal static unsafe class KQuantKernels
                     TBlock.PackedDot4<TDot>(task->W.Row(r), blocks, quants, scales, groupSums, tile, task->Y + r, rows);
             }
         }
-        else if (tokens >= TokenTile)
+        else if (UnpacksFor<TBlock>(tokens))
         {
             var unpacked = (UnpackedSuperBlock*)(task->RowScratch + threadIndex * task->RowScratchBytes);
             for (int r = rowStart; r < rowEnd; r++)
@@ -502,7 +505,21 @@ internal static unsafe class KQuantKernels
                     Dot4<TBlock, TDot>(unpacked + (long)(r - rowStart) * blocks, blocks, quants + (long)tiled * cols, cols,
                         scales + (long)tiled * blocks, groupSums + (long)tiled * (cols / 16), task->Y + (long)tiled * rows + r, rows);
         }
-        for (int t = tiled; t < tokens; t++)
+        TokensAlone<TBlock, TDot>(task, rowStart, rowEnd, tiled);
+    }
+
+    /// <summary>Whether prefill of <paramref name="tokens"/> tokens unpacks a row chunk to memory.</summary>
+    internal static bool UnpacksFor<TBlock>(int tokens) where TBlock : IKBlock =>
+        tokens >= (TBlock.HasPackedDot4 ? UnpackTokens : TokenTile);
+
+    /// <summary>Tokens <paramref name="firstToken"/> onwards, each alone against the packed rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void TokensAlone<TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int firstToken)
+        where TBlock : IKBlock where TDot : IIntegerDot
+    {
+        int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 256;
+        ActivationQuantizer.Layout256(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out short* groupSums);
+        for (int t = firstToken; t < tokens; t++)
         {
             sbyte* xq = quants + (long)t * cols;
             float* xd = scales + (long)t * blocks;

@@ -8,13 +8,15 @@ namespace Velo.Kernels;
 
 /// <summary>
 /// Which implementation <see cref="MatMul"/> uses; tests force the portable one to check it on AVX2 machines, and
-/// the AVX2 one (no AVX-VNNI, no AVX-512) to check it on machines that have more.
+/// the AVX2 one (no AVX-VNNI, no AVX-512) to check it on machines that have more, and the 256-bit one (AVX2 with
+/// AVX-VNNI where the CPU has it, no AVX-512) to compare it with the AVX-512 kernels.
 /// </summary>
 internal enum MatMulPath
 {
     Fastest,
     Portable,
     Avx2,
+    Avx256,
 }
 
 /// <summary>Everything a row kernel needs, shared by all threads of one <see cref="MatMul.Multiply"/>.</summary>
@@ -122,15 +124,16 @@ internal static unsafe class MatMul
         }
 
         bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
-        bool paired = !portable && path != MatMulPath.Avx2 && FloatKernels.PairsTokens(first.Type, tokens, first.Cols);
+        bool wide = !portable && path == MatMulPath.Fastest && KQuantWideKernels.IsSupported;
+        bool paired = !portable && path is not (MatMulPath.Avx2 or MatMulPath.Avx256) && FloatKernels.PairsTokens(first.Type, tokens, first.Cols);
         ActivationFormat activations;
         var kernel = paired ? PairedKernel(first.Type, out activations)
             : portable ? PortableKernel(first.Type, out activations)
-            : AvxVnni.IsSupported && path != MatMulPath.Avx2 ? FastKernel<VnniDot>(first.Type, tokens, out activations)
-            : FastKernel<Avx2Dot>(first.Type, tokens, out activations);
+            : AvxVnni.IsSupported && path != MatMulPath.Avx2 ? FastKernel<VnniDot>(first.Type, tokens, wide, out activations)
+            : FastKernel<Avx2Dot>(first.Type, tokens, wide, out activations);
         long scratchPerRow = portable ? 0
             : FloatKernels.WidensRows(first.Type, tokens) ? first.Cols * sizeof(float)
-            : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1);
+            : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1, wide);
         int chunkRows = paired ? PairedChunkRows(totalRows, pool.ThreadCount) : ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
 
         // One buffer for the activations in the kernel's format and each thread's room for a chunk of rows.
@@ -144,7 +147,7 @@ internal static unsafe class MatMul
         };
         long rowScratchBytes = portable ? first.Cols * sizeof(float)
             : FloatKernels.WidensRows(first.Type, tokens) ? (long)chunkRows * first.Cols * sizeof(float)
-            : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, chunkRows);
+            : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, chunkRows, wide);
         long aligned = (activationBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
         byte* scratch = pool.SharedScratch(aligned + pool.ThreadCount * rowScratchBytes);
 
@@ -218,7 +221,8 @@ internal static unsafe class MatMul
         return type == GgmlType.F16 ? &FloatKernels.PairedRows<F16Row> : &FloatKernels.PairedRows<F32Row>;
     }
 
-    private static delegate*<MatMulTask*, int, int, int, void> FastKernel<TDot>(GgmlType type, int tokens, out ActivationFormat activations)
+    /// <summary>The AVX2 kernel of <paramref name="type"/>, or with <paramref name="wide"/> the AVX-512 one where it has one.</summary>
+    private static delegate*<MatMulTask*, int, int, int, void> FastKernel<TDot>(GgmlType type, int tokens, bool wide, out ActivationFormat activations)
         where TDot : IIntegerDot
     {
         activations = type switch
@@ -239,11 +243,11 @@ internal static unsafe class MatMul
             GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block, TDot>,
             GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block, TDot>,
             GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block, TDot>,
-            GgmlType.Q4_K => &KQuantKernels.Rows<Q4_KBlock, TDot>,
-            GgmlType.Q6_K => &KQuantKernels.Rows<Q6_KBlock, TDot>,
-            GgmlType.Q5_K => &KQuantKernels.Rows<Q5_KBlock, TDot>,
-            GgmlType.Q2_K => &KQuantKernels.Rows<Q2_KBlock, TDot>,
-            GgmlType.Q3_K => &KQuantKernels.Rows<Q3_KBlock, TDot>,
+            GgmlType.Q4_K => wide ? &KQuantWideKernels.Rows<Q4_KBlock, TDot> : &KQuantKernels.Rows<Q4_KBlock, TDot>,
+            GgmlType.Q6_K => wide ? &KQuantWideKernels.Rows<Q6_KBlock, TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
+            GgmlType.Q5_K => wide ? &KQuantWideKernels.Rows<Q5_KBlock, TDot> : &KQuantKernels.Rows<Q5_KBlock, TDot>,
+            GgmlType.Q2_K => wide ? &KQuantWideKernels.Rows<Q2_KBlock, TDot> : &KQuantKernels.Rows<Q2_KBlock, TDot>,
+            GgmlType.Q3_K => wide ? &KQuantWideKernels.Rows<Q3_KBlock, TDot> : &KQuantKernels.Rows<Q3_KBlock, TDot>,
             _ => PortableKernel(type, out activations),
         };
     }

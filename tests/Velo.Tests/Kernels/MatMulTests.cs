@@ -64,7 +64,7 @@ public unsafe class MatMulTests
                 float[] vnni = new float[tokens * rows], avx2 = new float[tokens * rows];
                 fixed (float* px = x, pv = vnni, pa = avx2)
                 {
-                    MatMul.Multiply(w, px, tokens, pv, pool, MatMulPath.Fastest);
+                    MatMul.Multiply(w, px, tokens, pv, pool, MatMulPath.Avx256);
                     MatMul.Multiply(w, px, tokens, pa, pool, MatMulPath.Avx2);
                 }
                 Assert.True(MemoryMarshal.Cast<float, int>(vnni).SequenceEqual(MemoryMarshal.Cast<float, int>(avx2)),
@@ -103,6 +103,48 @@ public unsafe class MatMulTests
                     int t = random.Next(tokens);
                     MatMul.Multiply(w, px + t * cols, 1, p1, pool, MatMulPath.Fastest);
                     Assert.True(MemoryMarshal.Cast<float, int>(alone).SequenceEqual(MemoryMarshal.Cast<float, int>(paired.AsSpan(t * rows, rows))),
+                        $"{type} rows={rows} cols={cols} tokens={tokens}: token {t} alone differs from it in the batch");
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The AVX-512 K-quant tiles (prefill of 16 tokens or more, 4 or more for Q2_K and Q3_K) sum each token exactly as
+    /// the 256-bit kernels (AVX-VNNI and AVX2) and a token alone do: odd row counts, whose last pair repeats its row,
+    /// odd pair counts, whose last tile repeats its pair, and every remainder of four tokens, bit for bit.
+    /// </summary>
+    [Avx512Theory]
+    [InlineData(GgmlType.Q2_K)]
+    [InlineData(GgmlType.Q3_K)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q5_K)]
+    [InlineData(GgmlType.Q6_K)]
+    public void KQuantWideTilesEqual256BitKernelsAndATokenAloneBitForBit(GgmlType type)
+    {
+        var random = new Random((int)type * 13);
+        using var pool = new WorkerPool(3);
+        foreach (int cols in new[] { 256, 768 })
+        foreach (int rows in new[] { 1, 2, 7, 33, 70 })
+        {
+            using var weights = RandomWeights(type, rows, cols, random);
+            var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+            foreach (int tokens in new[] { 4, 7, 16, 17, 18, 19, 24 })
+            {
+                float[] x = RandomActivations(tokens * cols, random);
+                float[] wide = new float[tokens * rows], narrow = new float[tokens * rows], avx2 = new float[tokens * rows], alone = new float[rows];
+                fixed (float* px = x, pw = wide, pn = narrow, pa = avx2, p1 = alone)
+                {
+                    MatMul.Multiply(w, px, tokens, pw, pool, MatMulPath.Fastest);
+                    MatMul.Multiply(w, px, tokens, pn, pool, MatMulPath.Avx256);
+                    MatMul.Multiply(w, px, tokens, pa, pool, MatMulPath.Avx2);
+                    Assert.True(MemoryMarshal.Cast<float, int>(wide).SequenceEqual(MemoryMarshal.Cast<float, int>(narrow)),
+                        $"{type} rows={rows} cols={cols} tokens={tokens}: AVX-512 and 256-bit results differ");
+                    Assert.True(MemoryMarshal.Cast<float, int>(wide).SequenceEqual(MemoryMarshal.Cast<float, int>(avx2)),
+                        $"{type} rows={rows} cols={cols} tokens={tokens}: AVX-512 and AVX2 results differ");
+                    int t = random.Next(tokens);
+                    MatMul.Multiply(w, px + t * cols, 1, p1, pool, MatMulPath.Fastest);
+                    Assert.True(MemoryMarshal.Cast<float, int>(alone).SequenceEqual(MemoryMarshal.Cast<float, int>(wide.AsSpan(t * rows, rows))),
                         $"{type} rows={rows} cols={cols} tokens={tokens}: token {t} alone differs from it in the batch");
                 }
             }
@@ -428,13 +470,13 @@ public unsafe class MatMulTests
         Math.Sqrt(-2 * Math.Log(1 - random.NextDouble())) * Math.Cos(2 * Math.PI * random.NextDouble());
 }
 
-/// <summary>A theory that runs only where the CPU has AVX-VNNI (and the runtime uses it), reported as skipped elsewhere.</summary>
+/// <summary>A theory that runs only where the CPU has AVX-512 (and the runtime uses it), reported as skipped elsewhere.</summary>
 public sealed class Avx512TheoryAttribute : TheoryAttribute
 {
     public Avx512TheoryAttribute()
     {
         if (!Avx512F.IsSupported)
-            Skip = "This CPU has no AVX-512, or DOTNET_EnableAVX512F=0 turned it off.";
+            Skip = "This CPU has no AVX-512, or DOTNET_EnableAVX512=0 turned it off (on .NET 10 DOTNET_EnableAVX512F=0 no longer does).";
     }
 }
 
