@@ -77,6 +77,8 @@ public sealed record CascadeOptions
 /// template) when the small one is unsure of its first <see cref="CascadeOptions.ProbeTokens"/> tokens. Those tokens
 /// are held back while they are judged, so a stream shows either the small model's answer, from its first token, or
 /// the large model's, never a mix. A request whose latency budget allows the large model goes to it directly.
+/// The two services run at the same time (an escalation starts the large model while the small one's abandoned pass
+/// may still run), so two <see cref="BatchScheduler"/>s under a cascade need a <see cref="Velo.Threading.WorkerPool"/> each.
 /// </summary>
 public sealed class CascadeGenerationService : IGenerationService
 {

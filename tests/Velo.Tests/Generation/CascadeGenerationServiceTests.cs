@@ -23,7 +23,10 @@ public sealed class CascadeGenerationServiceTests : IDisposable
     private readonly string _folder = Directory.CreateTempSubdirectory("velo-cascade-").FullName;
     private readonly LanguageModel _stories = LanguageModel.Load(TestPaths.Stories260K);
     private readonly LanguageModel _random;
+    // One pool per scheduler: both models run at once (an escalation starts the large one while the small one's
+    // cancelled generation may still be in its pass), and a pool runs one dispatch at a time.
     private readonly WorkerPool _pool = new(2);
+    private readonly WorkerPool _randomPool = new(1);
     private readonly BatchScheduler _storiesService;
     private readonly BatchScheduler _randomService;
 
@@ -35,7 +38,7 @@ public sealed class CascadeGenerationServiceTests : IDisposable
             ModelSynthesizer.Write(path, spec, SynthTokenizer.FromGguf(vocabulary.Metadata), threads: 2);
         _random = LanguageModel.Load(path);
         _storiesService = new BatchScheduler(_stories, new BatchSchedulerOptions { Parallel = 2, ContextLength = Context }, _pool);
-        _randomService = new BatchScheduler(_random, new BatchSchedulerOptions { Parallel = 2, ContextLength = Context }, _pool);
+        _randomService = new BatchScheduler(_random, new BatchSchedulerOptions { Parallel = 2, ContextLength = Context }, _randomPool);
     }
 
     public void Dispose()
@@ -43,6 +46,7 @@ public sealed class CascadeGenerationServiceTests : IDisposable
         _storiesService.Dispose();
         _randomService.Dispose();
         _pool.Dispose();
+        _randomPool.Dispose();
         _random.Dispose();
         _stories.Dispose();
         Directory.Delete(_folder, recursive: true);
@@ -156,7 +160,7 @@ public sealed class CascadeGenerationServiceTests : IDisposable
     [Fact]
     public async Task Cancelling_mid_stream_ends_the_stream_and_frees_the_models_sequence()
     {
-        using var longService = new BatchScheduler(_random, new BatchSchedulerOptions { Parallel = 1, ContextLength = LongContext }, _pool);
+        using var longService = new BatchScheduler(_random, new BatchSchedulerOptions { Parallel = 1, ContextLength = LongContext }, _randomPool);
         var cascade = Cascade(longService, _storiesService, double.NegativeInfinity);
         using var cancel = new CancellationTokenSource();
         var request = Greedy("Once upon a time", maxTokens: -1);
@@ -180,7 +184,7 @@ public sealed class CascadeGenerationServiceTests : IDisposable
         string path = Path.Combine(_folder, "other.gguf");
         ModelSynthesizer.Write(path, spec, null, threads: 2);
         using var other = LanguageModel.Load(path);
-        using var service = new BatchScheduler(other, new BatchSchedulerOptions { Parallel = 1, ContextLength = Context }, _pool);
+        using var service = new BatchScheduler(other, new BatchSchedulerOptions { Parallel = 1, ContextLength = Context }, _randomPool);
         var error = Assert.Throws<ArgumentException>(() => new CascadeGenerationService(_storiesService, service));
         Assert.Contains("do not share a vocabulary", error.Message);
     }
