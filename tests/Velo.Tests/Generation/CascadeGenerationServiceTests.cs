@@ -212,8 +212,12 @@ public sealed class CascadeGenerationServiceTests : IDisposable
         public int ActiveSequences => 0;
         public long CancelledRequests => 0;
 
+        /// <summary>Refuses every request as a full queue does.</summary>
+        public bool Busy { get; init; }
+
         public GenerationStream Submit(GenerationRequest request, CancellationToken cancellation = default)
         {
+            if (Busy) throw new SchedulerBusyException(0);
             var output = Channel.CreateUnbounded<GeneratedPiece>();
             var done = new TaskCompletionSource<GenerationSummary>(TaskCreationOptions.RunContinuationsAsynchronously);
             cancellation.Register(() =>
@@ -282,6 +286,22 @@ public sealed class CascadeGenerationServiceTests : IDisposable
         await stream.Completion;
         Assert.Empty(large.Submitted);
         Assert.Equal(1, cascade.Statistics[CascadePath.Small].Requests);
+    }
+
+    [Fact]
+    public async Task An_escalation_the_large_models_full_queue_refuses_keeps_the_small_models_answer()
+    {
+        var small = new ScriptedService(_storiesService);
+        var cascade = new CascadeGenerationService(small, new ScriptedService(_randomService) { Busy = true }, new CascadeOptions { ProbeTokens = 2 });
+        var stream = cascade.Submit(Greedy("Once upon a time"));
+        var probe = small.Submitted[0];
+        probe.Output.Writer.TryWrite(ScriptedService.Piece(1, -5f));
+        probe.Output.Writer.TryWrite(ScriptedService.Piece(2, -5f));
+        small.Finish(0, 2);
+        var answer = Tokens(await Read(stream));
+        Assert.Equal([1, 2], answer);
+        Assert.False(probe.Cancellation.IsCancellationRequested);
+        Assert.Equal((1L, 0L, 1L), (cascade.Statistics[CascadePath.Small].Requests, cascade.Statistics[CascadePath.Escalated].Requests, cascade.Statistics.BusyLarge));
     }
 
     [Fact]
