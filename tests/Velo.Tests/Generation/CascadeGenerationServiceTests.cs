@@ -190,6 +190,16 @@ public sealed class CascadeGenerationServiceTests : IDisposable
     }
 
     [Fact]
+    public void Models_whose_chat_templates_render_differently_are_refused()
+    {
+        var own = new ScriptedService(_randomService, new ChatPromptFormatter(_stories.Tokenizer, "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"));
+        var error = Assert.Throws<ArgumentException>(() => new CascadeGenerationService(_storiesService, own));
+        Assert.Contains("render chats differently", error.Message);
+        // No template on either side (ChatML for both) is the same handling.
+        _ = new CascadeGenerationService(_storiesService, new ScriptedService(_randomService, new ChatPromptFormatter(_stories.Tokenizer, null)));
+    }
+
+    [Fact]
     public void Bad_options_are_refused()
     {
         Assert.Throws<ArgumentOutOfRangeException>(() => new CascadeGenerationService(_storiesService, _randomService, new CascadeOptions { ProbeTokens = 0 }));
@@ -199,13 +209,13 @@ public sealed class CascadeGenerationServiceTests : IDisposable
     // ---- Scripted models: the test decides when each piece arrives. ----
 
     /// <summary>A service over a real model's tokenizer and template whose streams the test writes by hand.</summary>
-    private sealed class ScriptedService(BatchScheduler real) : IGenerationService
+    private sealed class ScriptedService(BatchScheduler real, ChatPromptFormatter? chat = null) : IGenerationService
     {
         public List<(GenerationRequest Request, CancellationToken Cancellation, Channel<GeneratedPiece> Output, TaskCompletionSource<GenerationSummary> Done)> Submitted { get; } = [];
         public string ModelId => real.ModelId;
         public ModelInfo ModelInfo => real.ModelInfo;
         public Velo.Text.TokenizerBase Tokenizer => real.Tokenizer;
-        public ChatPromptFormatter Chat => real.Chat;
+        public ChatPromptFormatter Chat => chat ?? real.Chat;
         public int ContextLength => real.ContextLength;
         public int Parallel => 1;
         public int QueueLength => 0;
