@@ -41,8 +41,11 @@ public sealed class GatewayNode(Uri address, bool configured)
     /// <summary>The address YARP forwards to: without the trailing slash, so the request path follows it.</summary>
     public string Prefix { get; } = address.ToString().TrimEnd('/');
 
-    /// <summary>Named in the configuration (never dropped) rather than joined by heartbeat.</summary>
-    public bool Configured { get; } = configured;
+    /// <summary>Named in the configuration (never dropped for silence) rather than joined by heartbeat; a joined node
+    /// becomes configured when the configuration file comes to list it.</summary>
+    public bool Configured { get => Volatile.Read(ref _configured); internal set => Volatile.Write(ref _configured, value); }
+
+    private bool _configured = configured;
 
     public volatile NodeState State;
 

@@ -22,6 +22,10 @@ public sealed record GatewayOptions
     /// <summary>Nodes named in the configuration (<c>--node URL</c>): checked from the start, never forgotten.</summary>
     public IReadOnlyList<string> Nodes { get; init; } = [];
 
+    /// <summary>An appsettings-style JSON file whose <c>Velo:Gateway:Nodes</c> array lists more nodes (<c>--config</c>),
+    /// read again whenever it changes (<see cref="NodeConfigurationFile"/>); null for none.</summary>
+    public string? ConfigFile { get; init; }
+
     /// <summary>When set, clients need <c>Authorization: Bearer</c> this key on every route but <c>/health</c>; the
     /// gateway sends it to the nodes too (the nodes of one gateway share its key, or have none), and nodes joining
     /// with <c>velo serve --join</c> present it.</summary>

@@ -1,16 +1,20 @@
 namespace Velo.Gateway;
 
-/// <summary>The nodes the gateway knows: those configured, and those that joined and keep announcing themselves.</summary>
+/// <summary>The nodes the gateway knows: those configured (with <c>--node</c> or in the configuration file), and those
+/// that joined and keep announcing themselves.</summary>
 public sealed class NodeRegistry
 {
     private readonly object _gate = new();
     private readonly TimeSpan _heartbeatTimeout;
+    private readonly HashSet<Uri> _commandLine;
+    private HashSet<Uri> _fromFile = [];
     private GatewayNode[] _nodes;
 
     public NodeRegistry(GatewayOptions options)
     {
         _heartbeatTimeout = options.HeartbeatInterval * 3;
         _nodes = options.Nodes.Select(url => new GatewayNode(ParseNodeAddress(url), configured: true)).DistinctBy(n => n.Address).ToArray();
+        _commandLine = _nodes.Select(n => n.Address).ToHashSet();
     }
 
     /// <summary>A snapshot of the nodes now known.</summary>
@@ -36,6 +40,31 @@ public sealed class NodeRegistry
         }
         NodeAdded?.Invoke(node);
         return (node, true);
+    }
+
+    /// <summary>
+    /// Makes the configuration file's nodes <paramref name="listed"/>: new addresses are added (and checked at once), a
+    /// node that had joined by heartbeat becomes configured, and nodes the file no longer lists are forgotten unless
+    /// <c>--node</c> names them (one still announcing itself comes back at its next heartbeat, as a joined node).
+    /// </summary>
+    public (List<Uri> Added, List<Uri> Removed) SetFileNodes(IEnumerable<Uri> listed)
+    {
+        var wanted = listed.ToHashSet();
+        var added = new List<GatewayNode>();
+        List<Uri> removed;
+        lock (_gate)
+        {
+            var kept = _nodes.Where(n => wanted.Contains(n.Address) || _commandLine.Contains(n.Address) || !_fromFile.Contains(n.Address)).ToList();
+            removed = _nodes.Except(kept).Select(n => n.Address).ToList();
+            foreach (var node in kept)
+                if (wanted.Contains(node.Address)) node.Configured = true;
+            foreach (var address in wanted.Where(a => !kept.Any(n => n.Address == a)).OrderBy(a => a.ToString(), StringComparer.Ordinal))
+                added.Add(new GatewayNode(address, configured: true));
+            _nodes = [.. kept, .. added];
+            _fromFile = wanted;
+        }
+        foreach (var node in added) NodeAdded?.Invoke(node);
+        return (added.Select(n => n.Address).ToList(), removed);
     }
 
     /// <summary>Forgets joined nodes that stopped announcing themselves; configured ones stay (and stay checked).</summary>

@@ -43,10 +43,24 @@ public static class VeloGateway
         builder.Services.AddSingleton<GatewayProxy>();
         builder.Services.AddSingleton<NodeHealthChecker>();
         builder.Services.AddHostedService(services => services.GetRequiredService<NodeHealthChecker>());
+        if (options.ConfigFile is { } configFile)
+            builder.Services.AddSingleton(services =>
+                new NodeConfigurationFile(configFile, registry, services.GetRequiredService<ILoggerFactory>().CreateLogger("Velo.Gateway.Nodes")));
         var app = builder.Build();
 
         var proxy = app.Services.GetRequiredService<GatewayProxy>();
         var checker = app.Services.GetRequiredService<NodeHealthChecker>();
+        // Read now, so a bad file fails the start; the container disposes it (and its file watcher) with the app.
+        if (options.ConfigFile != null)
+            try
+            {
+                app.Services.GetRequiredService<NodeConfigurationFile>();
+            }
+            catch
+            {
+                ((IDisposable)app).Dispose();
+                throw;
+            }
         var metrics = app.Services.GetRequiredService<GatewayMetrics>();
         foreach (string route in new[] { "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/classify" })
             app.MapPost(route, Handle(options, metrics, route, true, proxy.ForwardAsync));

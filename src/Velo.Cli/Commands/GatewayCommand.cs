@@ -1,5 +1,6 @@
 using System.CommandLine;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Velo.Gateway;
@@ -18,6 +19,10 @@ internal static class GatewayCommand
             Description = "A node's address, such as http://10.0.0.5:8080 (repeat for more; nodes may also join with velo serve --join)",
             AllowMultipleArgumentsPerToken = false,
         };
+        var config = new Option<string?>("--config")
+        {
+            Description = "A JSON file (appsettings style) whose Velo:Gateway:Nodes array lists node addresses; edits to it add and remove nodes",
+        };
         var apiKey = new Option<string?>("--api-key")
         {
             Description = "Require 'Authorization: Bearer KEY' on every route except /health; the nodes share this key (or have none) and joining nodes present it",
@@ -33,7 +38,7 @@ internal static class GatewayCommand
         var healthInterval = new Option<double>("--health-interval") { Description = "Seconds between health checks of each node", DefaultValueFactory = _ => 2 };
         var command = new Command("gateway", "Serve one OpenAI-compatible endpoint in front of several velo serve nodes")
         {
-            host, port, nodes, apiKey, policy, prefixChars, healthInterval,
+            host, port, nodes, config, apiKey, policy, prefixChars, healthInterval,
         };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
@@ -44,6 +49,7 @@ internal static class GatewayCommand
                 Host = parse.GetValue(host)!,
                 Port = parse.GetValue(port),
                 Nodes = parse.GetValue(nodes) ?? [],
+                ConfigFile = parse.GetValue(config),
                 ApiKey = parse.GetValue(apiKey),
                 Policy = parse.GetValue(policy) switch
                 {
@@ -56,7 +62,8 @@ internal static class GatewayCommand
             };
             var app = VeloGateway.Build(options, LogLevel.Information);
             app.Start();
-            Console.Error.WriteLine($"velo: gateway on {VeloGateway.Address(app)} in front of {options.Nodes.Count} configured node(s); " +
+            int configured = app.Services.GetRequiredService<NodeRegistry>().Nodes.Count;
+            Console.Error.WriteLine($"velo: gateway on {VeloGateway.Address(app)} in front of {configured} configured node(s); " +
                 $"nodes join with 'velo serve --join {VeloGateway.Address(app)}'; Ctrl+C stops");
             app.WaitForShutdown();
             return 0;

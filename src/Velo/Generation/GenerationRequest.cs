@@ -16,6 +16,11 @@ public sealed record GenerationRequest
     /// <summary>Added to the logits of these token ids before sampling (OpenAI's logit_bias; -100 effectively bans a token).</summary>
     public IReadOnlyDictionary<int, float>? LogitBias { get; init; }
 
+    /// <summary>How long the caller is prepared to wait for the whole answer, a hint for a service that routes between
+    /// models (<see cref="CascadeGenerationService"/> sends a request with a generous budget straight to its large model);
+    /// a single model has one way to answer and needs no hint. Null: no budget stated.</summary>
+    public TimeSpan? LatencyBudget { get; init; }
+
     public const int MaxTopLogprobs = 20;
 }
 
@@ -23,8 +28,11 @@ public sealed record GenerationRequest
 /// One step of a generation's output: the sampled token (-1 for text released by the stop-string matcher at the
 /// end) and the text that is ready now, which is empty while a UTF-8 character or a possible stop string is
 /// incomplete. <see cref="Elapsed"/> is measured from submission, so the first piece's is the time to first token.
+/// With log-probabilities (<see cref="GenerationRequest.TopLogprobs"/>) comes <see cref="Entropy"/>, the entropy in nats
+/// of the model's raw distribution the token was drawn at, which <see cref="CascadeGenerationService"/> may judge by.
 /// </summary>
-public sealed record GeneratedPiece(int TokenId, string Text, TimeSpan Elapsed, TokenLogprob? Logprob = null, TokenLogprob[]? TopLogprobs = null);
+public sealed record GeneratedPiece(int TokenId, string Text, TimeSpan Elapsed, TokenLogprob? Logprob = null, TokenLogprob[]? TopLogprobs = null,
+    float? Entropy = null);
 
 /// <summary>What a finished generation did.</summary>
 public sealed record GenerationSummary(int PromptTokens, int CachedPromptTokens, int GeneratedTokens, FinishReason FinishReason, TimeSpan Duration);

@@ -112,7 +112,7 @@ public sealed class RequestPipeline
 
         GeneratedTokens++;
         var (text, stopped) = _stop.Push(_decoder.Append(sampled.Id));
-        _emit(new GeneratedPiece(sampled.Id, text, Clock.Elapsed, sampled.Logprob, sampled.TopLogprobs));
+        _emit(new GeneratedPiece(sampled.Id, text, Clock.Elapsed, sampled.Logprob, sampled.TopLogprobs, sampled.Entropy));
         if (stopped || _grammar is { IsComplete: true }) return FinishReason.Stop;
         if (GeneratedTokens >= _maxTokens || sequence.IsFull) return FinishReason.Length;
         return null;
@@ -120,7 +120,7 @@ public sealed class RequestPipeline
 
     // ---- Sampling: the one place a token is chosen from logits (the sampler chain, log-probabilities). ----
 
-    private readonly record struct SampledToken(int Id, TokenLogprob? Logprob, TokenLogprob[]? TopLogprobs);
+    private readonly record struct SampledToken(int Id, TokenLogprob? Logprob, TokenLogprob[]? TopLogprobs, float? Entropy = null);
 
     /// <summary>Chooses the token after <paramref name="history"/>, with its log-probabilities when the request wants them.
     /// <paramref name="draft"/> is the speculated token the pass ran next (proposal <paramref name="index"/>), or -1.</summary>
@@ -129,8 +129,8 @@ public sealed class RequestPipeline
         int token = draft >= 0 && _speculator != null ? Verify(logits, history, draft, index) : _sampler.Sample(logits, history);
         if (Request.TopLogprobs is not int alternatives || _tokenizer.IsEndOfGeneration(token) && !Request.Options.IgnoreEos)
             return new SampledToken(token, null, null);
-        var (chosen, top) = Sampler.Logprobs(logits, token, alternatives);
-        return new SampledToken(token, chosen, top);
+        var (chosen, top) = Sampler.Logprobs(logits, token, alternatives, out float entropy);
+        return new SampledToken(token, chosen, top, entropy);
     }
 
     /// <summary>

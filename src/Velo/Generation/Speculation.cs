@@ -2,6 +2,7 @@ using Velo.Inference;
 using Velo.Models;
 using Velo.Runtime;
 using Velo.Sampling;
+using Velo.Text;
 using Velo.Threading;
 
 namespace Velo.Generation;
@@ -211,12 +212,8 @@ public sealed class DraftModelSpeculator : ISpeculatorSet
     /// <summary>Refuses a draft whose token ids mean other texts than the target's: its guesses would be of other tokens.</summary>
     public static void CheckVocabulary(LanguageModel target, LanguageModel draft)
     {
-        string where = $"the draft model {draft.Path} and the target {target.Path}";
-        if (draft.Info.VocabSize != target.Info.VocabSize || draft.Tokenizer.VocabSize != target.Tokenizer.VocabSize)
-            throw new ArgumentException($"{where} do not share a vocabulary: {draft.Info.VocabSize} tokens against {target.Info.VocabSize}");
-        for (int id = 0; id < target.Tokenizer.VocabSize; id++)
-            if (draft.Tokenizer.TokenText(id) != target.Tokenizer.TokenText(id))
-                throw new ArgumentException($"{where} do not share a vocabulary: token {id} is '{draft.Tokenizer.TokenText(id)}' in the draft but '{target.Tokenizer.TokenText(id)}' in the target");
+        SharedVocabulary.Ensure($"the draft model {draft.Path} and the target {target.Path}", "the draft", draft.Tokenizer, draft.Info.VocabSize,
+            "the target", target.Tokenizer, target.Info.VocabSize);
     }
 
     public ISpeculator this[int slot] => _slots[slot];

@@ -64,15 +64,27 @@ public sealed class Sampler
     /// (ties: lower id first) under the model's raw distribution, <paramref name="logits"/> before bias, penalties and
     /// truncation, as OpenAI's <c>logprobs</c> define them.
     /// </summary>
-    public static (TokenLogprob Chosen, TokenLogprob[] Top) Logprobs(ReadOnlySpan<float> logits, int token, int alternatives)
+    public static (TokenLogprob Chosen, TokenLogprob[] Top) Logprobs(ReadOnlySpan<float> logits, int token, int alternatives) =>
+        Logprobs(logits, token, alternatives, out _);
+
+    /// <inheritdoc cref="Logprobs(ReadOnlySpan{float}, int, int)"/>
+    /// <param name="entropy">The raw distribution's entropy in nats, from the same pass (a router's measure of confidence).</param>
+    public static (TokenLogprob Chosen, TokenLogprob[] Top) Logprobs(ReadOnlySpan<float> logits, int token, int alternatives, out float entropy)
     {
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual((uint)token, (uint)logits.Length, nameof(token));
         ArgumentOutOfRangeException.ThrowIfNegative(alternatives);
         float max = float.NegativeInfinity;
         foreach (float l in logits) max = MathF.Max(max, l);
-        double sum = 0;
-        foreach (float l in logits) sum += Math.Exp(l - max);
+        // H = -sum p_i (l_i - logSum) = ln S - sum e_i (l_i - max) / S, with e_i = exp(l_i - max) and S their sum.
+        double sum = 0, weighted = 0;
+        foreach (float l in logits)
+        {
+            double e = Math.Exp(l - max);
+            sum += e;
+            if (e > 0) weighted += e * (l - max);
+        }
         float logSum = max + (float)Math.Log(sum);
+        entropy = (float)Math.Max(0, Math.Log(sum) - weighted / sum);
 
         alternatives = Math.Min(alternatives, logits.Length);
         // Insertion into a short array sorted by logit, highest first; ties keep the lower id first.

@@ -291,6 +291,24 @@ public class SamplerChainTests
     }
 
     [Fact]
+    public void TheEntropyBesideTheLogprobsIsTheRawDistributions()
+    {
+        var logits = RandomLogits(new Random(22), 1000);
+        double max = logits.Max();
+        double logSum = max + Math.Log(logits.Sum(l => Math.Exp(l - max)));
+        double expected = -logits.Sum(l => Math.Exp(l - logSum) * (l - logSum));
+        Sampler.Logprobs(logits, 3, 0, out float entropy);
+        Assert.Equal(expected, entropy, 1e-4);
+        Sampler.Logprobs(new float[64], 3, 0, out float uniform);
+        Assert.Equal(Math.Log(64), uniform, 1e-5);
+        float[] certain = new float[64];
+        certain[5] = 1000;
+        certain[6] = float.NegativeInfinity;
+        Sampler.Logprobs(certain, 5, 0, out float none);
+        Assert.Equal(0, none, 1e-6);
+    }
+
+    [Fact]
     public void SamplingWithBiasAndDistributionsAllocatesNothing()
     {
         var logits = RandomLogits(new Random(5), 32000);
