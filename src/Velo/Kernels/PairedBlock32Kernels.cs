@@ -35,7 +35,7 @@ internal static unsafe class PairedBlock32Kernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
+    internal static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
         where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
         // One accumulator, in the order of each token of Dot4, so a token's result does not depend on how many
@@ -207,7 +207,7 @@ internal static unsafe class PairedBlock32Kernels
     /// one after it, with scales widened one by one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddTail<TBlock, TDot>(byte* block, int b, int blocks, sbyte* x, float* xd, float* xs,
+    internal static void AddTail<TBlock, TDot>(byte* block, int b, int blocks, sbyte* x, float* xd, float* xs,
         ref Vector256<float> acc, ref float offsetTail) where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
         float d0 = F16Row.ToSingle(*(ushort*)block);
