@@ -16,7 +16,7 @@ namespace Velo.Kernels;
 /// Every token's result is bit for bit the one <see cref="Block32Kernels"/> and <see cref="PairedBlock32Kernels"/>
 /// compute for it, alone or in any tile: each half of a register gets the same exact integer sums in the same lanes,
 /// the same scale products and the same FMAs in the same order (the offset term of Q4_0 first in each batch of 8
-/// blocks), and the tail blocks past the last whole batch run through the AVX2 kernels' own code.
+/// blocks), and Q8_0's tail blocks past the last whole batch widen their scales one by one as there.
 /// </para>
 /// </summary>
 internal static unsafe class Avx512Block32Kernels
@@ -26,9 +26,14 @@ internal static unsafe class Avx512Block32Kernels
 
     private const int Batch = 8;
 
-    /// <summary>Whether these kernels multiply <paramref name="type"/> weights of <paramref name="cols"/> columns by <paramref name="tokens"/> tokens.</summary>
+    /// <summary>
+    /// Whether these kernels multiply <paramref name="type"/> weights of <paramref name="cols"/> columns by
+    /// <paramref name="tokens"/> tokens. Q4_0 rows must be whole batches of 8 blocks: its tail blocks, run token by
+    /// token through the AVX2 code, made rows of 384 columns slower than the AVX2 tiles.
+    /// </summary>
     public static bool Handles(GgmlType type, int cols, int tokens) =>
-        type is GgmlType.Q4_0 or GgmlType.Q8_0 && tokens >= MinTokens && cols >= Batch * 32 && Avx512BW.IsSupported;
+        tokens >= MinTokens && cols >= Batch * 32 && Avx512BW.IsSupported
+        && (type == GgmlType.Q8_0 || type == GgmlType.Q4_0 && cols % (Batch * 32) == 0);
 
     /// <summary>The kernel for <paramref name="type"/>, one of those <see cref="Handles"/> accepts.</summary>
     public static delegate*<MatMulTask*, int, int, int, void> Kernel(GgmlType type) =>
@@ -38,7 +43,7 @@ internal static unsafe class Avx512Block32Kernels
 
     /// <summary>
     /// Bytes of activations: the 32-block layout of <see cref="ActivationQuantizer.Layout32"/> (paired for Q4_0),
-    /// which the tail blocks and an odd last token read, then each whole token pair's interleaved copy.
+    /// which an odd last token reads, then each whole token pair's interleaved copy.
     /// </summary>
     public static long ActivationBytes(GgmlType type, int cols, int tokens) =>
         PairsOffset(cols, tokens) + tokens / 2 * PairBytes(type, cols);
@@ -47,18 +52,20 @@ internal static unsafe class Avx512Block32Kernels
         (ActivationQuantizer.Bytes32(cols, tokens) + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
 
     /// <summary>
-    /// Bytes of one token pair's interleaved activations, a multiple of 64. Q8_0, every block: quants
-    /// <c>[x₀ | x₁]</c>, negated quants <c>[-x₀ | -x₁]</c>, scales <c>[d₀ ×8 | d₁ ×8]</c>, 64 bytes each. Q4_0,
-    /// the whole batches only: per pair of blocks the paired quants' halves <c>[lo₀ | lo₁ | hi₀ | hi₁]</c> (128 bytes)
-    /// and scales <c>[d₀(2p) ×4, d₀(2p+1) ×4, d₁(2p) ×4, d₁(2p+1) ×4]</c>; per batch of 8 blocks the sums
-    /// <c>[s₀ | s₁]</c>.
+    /// Bytes of one token pair's interleaved activations, a multiple of 64: the quants of each 32-byte chunk of
+    /// both tokens side by side, <c>[x₀ | x₁]</c> (for Q4_0 the paired layout's chunks, the first and second halves of
+    /// two blocks), then per batch of 8 blocks the scales <c>[d₀ | d₁]</c> (16 floats, the last batch padded).
+    /// Q8_0 stores the quants negated too, <c>[-x₀ | -x₁]</c>, after them; Q4_0 (whole batches only) adds the
+    /// batches' sums <c>[s₀ | s₁]</c>.
     /// </summary>
     private static long PairBytes(GgmlType type, int cols)
     {
-        int blocks = cols / 32, whole = blocks - blocks % Batch;
-        long bytes = type == GgmlType.Q8_0 ? blocks * 192L : whole * (64L + 32 + 8);
+        int blocks = cols / 32;
+        long bytes = type == GgmlType.Q8_0 ? blocks * 128L + BatchCount(blocks) * 64L : blocks * (64L + 8 + 8);
         return (bytes + 63) / 64 * 64;
     }
+
+    private static int BatchCount(int blocks) => (blocks + Batch - 1) / Batch;
 
     /// <summary>
     /// Copies tokens 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1, both already quantized into the
@@ -68,43 +75,40 @@ internal static unsafe class Avx512Block32Kernels
     public static void Interleave(GgmlType type, byte* activations, int cols, int tokens, int pair)
     {
         ActivationQuantizer.Layout32(activations, cols, tokens, out sbyte* quants, out float* scales, out float* sums);
-        int blocks = cols / 32, whole = blocks - blocks % Batch;
+        int blocks = cols / 32;
         int t0 = 2 * pair;
         sbyte* x0 = quants + (long)t0 * cols, x1 = x0 + cols;
         float* d0 = scales + (long)t0 * blocks, d1 = d0 + blocks;
         float* s0 = sums + (long)t0 * blocks, s1 = s0 + blocks;
         byte* dst = activations + PairsOffset(cols, tokens) + pair * PairBytes(type, cols);
-        int chunks = type == GgmlType.Q8_0 ? blocks : whole;
-        for (int c = 0; c < chunks; c++)
+        bool q8 = type == GgmlType.Q8_0;
+        for (int c = 0; c < blocks; c++)
         {
             var a = Avx.LoadVector256(x0 + c * 32);
             var b = Avx.LoadVector256(x1 + c * 32);
             Avx.Store((sbyte*)dst + c * 64, a);
             Avx.Store((sbyte*)dst + c * 64 + 32, b);
-            if (type == GgmlType.Q8_0)
+            if (q8)
             {
                 sbyte* negated = (sbyte*)dst + blocks * 64L + c * 64;
                 Avx.Store(negated, Vector256<sbyte>.Zero - a);
                 Avx.Store(negated + 32, Vector256<sbyte>.Zero - b);
-                float* scale = (float*)(dst + blocks * 128L) + c * 16;
-                Avx.Store(scale, Vector256.Create(d0[c]));
-                Avx.Store(scale + 8, Vector256.Create(d1[c]));
             }
         }
-        if (type == GgmlType.Q8_0) return;
-        float* pairScales = (float*)(dst + whole * 64L);
-        for (int p = 0; p < whole / 2; p++)
-        {
-            float* scale = pairScales + p * 16;
-            Avx.Store(scale, Vector256.Create(Vector128.Create(d0[2 * p]), Vector128.Create(d0[2 * p + 1])));
-            Avx.Store(scale + 8, Vector256.Create(Vector128.Create(d1[2 * p]), Vector128.Create(d1[2 * p + 1])));
-        }
-        float* batchSums = (float*)(dst + whole * 96L);
-        for (int b0 = 0; b0 < whole; b0 += Batch)
-        {
-            Avx.Store(batchSums + b0 * 2, Avx.LoadVector256(s0 + b0));
-            Avx.Store(batchSums + b0 * 2 + 8, Avx.LoadVector256(s1 + b0));
-        }
+        float* batchScales = (float*)(dst + blocks * (q8 ? 128L : 64L));
+        float* batchSums = batchScales + blocks * 2L;
+        for (int b0 = 0; b0 < blocks; b0 += Batch)
+            for (int j = 0; j < Batch; j++)
+            {
+                bool inside = b0 + j < blocks;
+                batchScales[b0 * 2 + j] = inside ? d0[b0 + j] : 0;
+                batchScales[b0 * 2 + Batch + j] = inside ? d1[b0 + j] : 0;
+                if (!q8)
+                {
+                    batchSums[b0 * 2 + j] = s0[b0 + j];
+                    batchSums[b0 * 2 + Batch + j] = s1[b0 + j];
+                }
+            }
     }
 
     /// <summary>One row against a tile of token pairs, and a lone token through the AVX2 kernels.</summary>
@@ -181,6 +185,24 @@ internal static unsafe class Avx512Block32Kernels
                 tile.Store(tokens - 1, r, TRow.Alone(tile, task->W.Row(r), tokens - 1));
     }
 
+    /// <summary>
+    /// Stores a tile's accumulators before anything is called with them: every vector register is caller-saved on
+    /// x64, so accumulators live across a call would be kept in memory through the whole loop.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Spill(Vector512<float>* to, Vector512<float> acc0, Vector512<float> acc1, Vector512<float> acc2, Vector512<float> acc3,
+        Vector512<float> acc4, Vector512<float> acc5, Vector512<float> acc6, Vector512<float> acc7)
+    {
+        to[0] = acc0;
+        to[1] = acc1;
+        to[2] = acc2;
+        to[3] = acc3;
+        to[4] = acc4;
+        to[5] = acc5;
+        to[6] = acc6;
+        to[7] = acc7;
+    }
+
     /// <summary>Q4_0: two blocks' 32 nibble bytes in both halves of a register, unpacked once for the whole tile.</summary>
     private struct Q4_0Row<TDot> : IPairRow where TDot : IIntegerDot
     {
@@ -193,35 +215,38 @@ internal static unsafe class Avx512Block32Kernels
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public static void Multiply<TPairs>(in Tile tile, byte* row, int r, int firstPair) where TPairs : IPairCount
         {
-            int blocks = tile.Blocks, whole = blocks - blocks % Batch;
+            int blocks = tile.Blocks;
             long stride = tile.PairBytes;
             byte* quants = tile.Pairs + firstPair * stride;
-            byte* scales = quants + whole * 64L;
-            byte* sums = quants + whole * 96L;
+            byte* scales = quants + blocks * 64L;
+            byte* sums = scales + blocks * 8L;
             Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
             Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
             var nibbles = Vector512.Create((byte)0x0F);
-            var halves = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-            for (int b0 = 0; b0 < whole; b0 += Batch)
+            var halves = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 8, 8, 8, 8, 9, 9, 9, 9);
+            for (int b0 = 0; b0 < blocks; b0 += Batch)
             {
                 byte* batch = row + b0 * BlockBytes;
                 Block32Kernels.WeightScales<Q4_0Block>(batch, out var d8, out var offset8);
                 var d = Vector512.Create(d8, d8);
                 var offset = Vector512.Create(offset8, offset8);
-                byte* s = sums + b0 * 8L;
-                acc0 = Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)s), acc0);
-                if (TPairs.Count > 1) acc1 = Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)(s + stride)), acc1);
+                // Per token pair, the batch's 16 products d·dx, as the AVX2 kernels form them 8 at a time.
+                long at = b0 * 8L;
+                Vector512<float> sc0 = default, sc1 = default, sc2 = default, sc3 = default;
+                Vector512<float> sc4 = default, sc5 = default, sc6 = default, sc7 = default;
+                acc0 = Offset(acc0, offset, d, sums + at, scales + at, out sc0);
+                if (TPairs.Count > 1) acc1 = Offset(acc1, offset, d, sums + at + stride, scales + at + stride, out sc1);
                 if (TPairs.Count > 2)
                 {
-                    acc2 = Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)(s + 2 * stride)), acc2);
-                    acc3 = Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)(s + 3 * stride)), acc3);
+                    acc2 = Offset(acc2, offset, d, sums + at + 2 * stride, scales + at + 2 * stride, out sc2);
+                    acc3 = Offset(acc3, offset, d, sums + at + 3 * stride, scales + at + 3 * stride, out sc3);
                 }
                 if (TPairs.Count > 4)
                 {
-                    acc4 = Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)(s + 4 * stride)), acc4);
-                    acc5 = Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)(s + 5 * stride)), acc5);
-                    acc6 = Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)(s + 6 * stride)), acc6);
-                    acc7 = Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)(s + 7 * stride)), acc7);
+                    acc4 = Offset(acc4, offset, d, sums + at + 4 * stride, scales + at + 4 * stride, out sc4);
+                    acc5 = Offset(acc5, offset, d, sums + at + 5 * stride, scales + at + 5 * stride, out sc5);
+                    acc6 = Offset(acc6, offset, d, sums + at + 6 * stride, scales + at + 6 * stride, out sc6);
+                    acc7 = Offset(acc7, offset, d, sums + at + 7 * stride, scales + at + 7 * stride, out sc7);
                 }
                 for (int p = 0; p < Batch / 2; p++)
                 {
@@ -230,41 +255,44 @@ internal static unsafe class Avx512Block32Kernels
                     var raw = Vector512.Create(packed, packed);
                     var low = raw & nibbles;
                     var high = Avx512BW.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & nibbles;
-                    var dq = Avx512F.PermuteVar16x32(d, halves + Vector512.Create(2 * p));
-                    long at = (b0 / 2 + p) * 128L;
-                    byte* q = quants + at;
-                    byte* sc = scales + at / 2;
-                    acc0 = Step(acc0, low, high, dq, q, sc);
-                    if (TPairs.Count > 1) acc1 = Step(acc1, low, high, dq, q + stride, sc + stride);
+                    var select = halves + Vector512.Create(2 * p);
+                    byte* q = quants + (b0 / 2 + p) * 128L;
+                    acc0 = Step(acc0, low, high, Avx512F.PermuteVar16x32(sc0, select), q);
+                    if (TPairs.Count > 1) acc1 = Step(acc1, low, high, Avx512F.PermuteVar16x32(sc1, select), q + stride);
                     if (TPairs.Count > 2)
                     {
-                        acc2 = Step(acc2, low, high, dq, q + 2 * stride, sc + 2 * stride);
-                        acc3 = Step(acc3, low, high, dq, q + 3 * stride, sc + 3 * stride);
+                        acc2 = Step(acc2, low, high, Avx512F.PermuteVar16x32(sc2, select), q + 2 * stride);
+                        acc3 = Step(acc3, low, high, Avx512F.PermuteVar16x32(sc3, select), q + 3 * stride);
                     }
                     if (TPairs.Count > 4)
                     {
-                        acc4 = Step(acc4, low, high, dq, q + 4 * stride, sc + 4 * stride);
-                        acc5 = Step(acc5, low, high, dq, q + 5 * stride, sc + 5 * stride);
-                        acc6 = Step(acc6, low, high, dq, q + 6 * stride, sc + 6 * stride);
-                        acc7 = Step(acc7, low, high, dq, q + 7 * stride, sc + 7 * stride);
+                        acc4 = Step(acc4, low, high, Avx512F.PermuteVar16x32(sc4, select), q + 4 * stride);
+                        acc5 = Step(acc5, low, high, Avx512F.PermuteVar16x32(sc5, select), q + 5 * stride);
+                        acc6 = Step(acc6, low, high, Avx512F.PermuteVar16x32(sc6, select), q + 6 * stride);
+                        acc7 = Step(acc7, low, high, Avx512F.PermuteVar16x32(sc7, select), q + 7 * stride);
                     }
                 }
             }
-            int t = 2 * firstPair;
-            Finish(tile, row, r, t, acc0);
-            if (TPairs.Count > 1) Finish(tile, row, r, t + 2, acc1);
-            if (TPairs.Count > 2)
+            var sums8 = stackalloc Vector512<float>[8];
+            Spill(sums8, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+            // The AVX2 kernels add each token's offset tail, zero without tail blocks, after the lanes' sum.
+            float tail = 0;
+            for (int i = 0; i < TPairs.Count; i++)
             {
-                Finish(tile, row, r, t + 4, acc2);
-                Finish(tile, row, r, t + 6, acc3);
+                tile.Store(2 * (firstPair + i), r, Vector256.Sum(sums8[i].GetLower()) + tail);
+                tile.Store(2 * (firstPair + i) + 1, r, Vector256.Sum(sums8[i].GetUpper()) + tail);
             }
-            if (TPairs.Count > 4)
-            {
-                Finish(tile, row, r, t + 8, acc4);
-                Finish(tile, row, r, t + 10, acc5);
-                Finish(tile, row, r, t + 12, acc6);
-                Finish(tile, row, r, t + 14, acc7);
-            }
+        }
+
+        /// <summary>
+        /// A batch's offset terms <c>c·(dx·Σxq)</c> for one token pair, added first as the AVX2 kernels do, and its
+        /// scales <c>d·dx</c> in <paramref name="scales"/>.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector512<float> Offset(Vector512<float> acc, Vector512<float> offset, Vector512<float> d, byte* sums, byte* dx, out Vector512<float> scales)
+        {
+            scales = d * Avx512F.LoadVector512((float*)dx);
+            return Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)sums), acc);
         }
 
         /// <summary>
@@ -272,31 +300,13 @@ internal static unsafe class Avx512Block32Kernels
         /// 4..7 the second's, as <see cref="PairedBlock32Kernels"/>' pair dot does.
         /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> low, Vector512<byte> high, Vector512<float> d, byte* quants, byte* scales)
+        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> low, Vector512<byte> high, Vector512<float> scales, byte* quants)
         {
             // Two products of at most 15·127 from each half: their sum fits the int16 they are added in.
             var pairs = Avx512BW.MultiplyAddAdjacent(low, Avx512F.LoadVector512((sbyte*)quants))
                 + Avx512BW.MultiplyAddAdjacent(high, Avx512F.LoadVector512((sbyte*)quants + 64));
             var sums = Avx512BW.MultiplyAddAdjacent(pairs, Vector512<short>.One);
-            return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), d * Avx512F.LoadVector512((float*)scales), acc);
-        }
-
-        /// <summary>Adds the tail blocks to both tokens of a pair, as the AVX2 kernels do, and stores their results.</summary>
-        private static void Finish(in Tile tile, byte* row, int r, int t, Vector512<float> acc)
-        {
-            Finish(tile, row, r, t, acc.GetLower());
-            Finish(tile, row, r, t + 1, acc.GetUpper());
-        }
-
-        private static void Finish(in Tile tile, byte* row, int r, int t, Vector256<float> acc)
-        {
-            int blocks = tile.Blocks, whole = blocks - blocks % Batch;
-            sbyte* x = tile.Quants + (long)t * tile.Cols;
-            float* xd = tile.Scales + (long)t * blocks, xs = tile.Sums + (long)t * blocks;
-            float offsetTail = 0;
-            for (int b = whole; b < blocks; b += 2)
-                PairedBlock32Kernels.AddTail<Q4_0Block, TDot>(row + b * BlockBytes, b, blocks, x + b * 32, xd, xs, ref acc, ref offsetTail);
-            tile.Store(t, r, Vector256.Sum(acc) + offsetTail);
+            return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), scales, acc);
         }
     }
 
@@ -318,76 +328,84 @@ internal static unsafe class Avx512Block32Kernels
             int blocks = tile.Blocks, whole = blocks - blocks % Batch;
             long stride = tile.PairBytes;
             byte* quants = tile.Pairs + firstPair * stride;
+            byte* scales = quants + blocks * 128L;
             Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
             Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
-            Vector256<float> d8 = default;
+            Vector512<float> sc0 = default, sc1 = default, sc2 = default, sc3 = default;
+            Vector512<float> sc4 = default, sc5 = default, sc6 = default, sc7 = default;
+            var halves = Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8);
             for (int b = 0; b < blocks; b++)
             {
                 byte* block = row + b * BlockBytes;
-                // Whole batches widen their scales eight at a time, the tail one by one, as the AVX2 kernels do.
-                Vector512<float> d;
-                if (b < whole)
+                var select = halves + Vector512.Create(b % Batch);
+                // Whole batches form their products d·dx 8 at a time, as the AVX2 kernels do; tail blocks one by one.
+                if (b % Batch == 0 || b >= whole)
                 {
-                    if (b % Batch == 0) Block32Kernels.WeightScales<Q8_0Block>(block, out d8, out _);
-                    d = Avx512F.PermuteVar16x32(Vector512.Create(d8, d8), Vector512.Create(b % Batch));
-                }
-                else
-                {
-                    d = Vector512.Create(F16Row.ToSingle(*(ushort*)block));
+                    Vector512<float> d;
+                    if (b < whole)
+                    {
+                        Block32Kernels.WeightScales<Q8_0Block>(block, out var d8, out _);
+                        d = Vector512.Create(d8, d8);
+                    }
+                    else
+                    {
+                        d = Vector512.Create(F16Row.ToSingle(*(ushort*)block));
+                    }
+                    byte* at = scales + (b - b % Batch) * 8L;
+                    sc0 = d * Avx512F.LoadVector512((float*)at);
+                    if (TPairs.Count > 1) sc1 = d * Avx512F.LoadVector512((float*)(at + stride));
+                    if (TPairs.Count > 2)
+                    {
+                        sc2 = d * Avx512F.LoadVector512((float*)(at + 2 * stride));
+                        sc3 = d * Avx512F.LoadVector512((float*)(at + 3 * stride));
+                    }
+                    if (TPairs.Count > 4)
+                    {
+                        sc4 = d * Avx512F.LoadVector512((float*)(at + 4 * stride));
+                        sc5 = d * Avx512F.LoadVector512((float*)(at + 5 * stride));
+                        sc6 = d * Avx512F.LoadVector512((float*)(at + 6 * stride));
+                        sc7 = d * Avx512F.LoadVector512((float*)(at + 7 * stride));
+                    }
                 }
                 var w = Avx512F.BroadcastVector256ToVector512((long*)(block + 2)).AsSByte();
                 var magnitudes = Avx512BW.Abs(w);
                 var negative = Vector512.LessThan(w, Vector512<sbyte>.Zero);
                 byte* q = quants + b * 64L;
-                acc0 = Step(acc0, magnitudes, negative, d, q, blocks);
-                if (TPairs.Count > 1) acc1 = Step(acc1, magnitudes, negative, d, q + stride, blocks);
+                acc0 = Step(acc0, magnitudes, negative, Avx512F.PermuteVar16x32(sc0, select), q, blocks);
+                if (TPairs.Count > 1) acc1 = Step(acc1, magnitudes, negative, Avx512F.PermuteVar16x32(sc1, select), q + stride, blocks);
                 if (TPairs.Count > 2)
                 {
-                    acc2 = Step(acc2, magnitudes, negative, d, q + 2 * stride, blocks);
-                    acc3 = Step(acc3, magnitudes, negative, d, q + 3 * stride, blocks);
+                    acc2 = Step(acc2, magnitudes, negative, Avx512F.PermuteVar16x32(sc2, select), q + 2 * stride, blocks);
+                    acc3 = Step(acc3, magnitudes, negative, Avx512F.PermuteVar16x32(sc3, select), q + 3 * stride, blocks);
                 }
                 if (TPairs.Count > 4)
                 {
-                    acc4 = Step(acc4, magnitudes, negative, d, q + 4 * stride, blocks);
-                    acc5 = Step(acc5, magnitudes, negative, d, q + 5 * stride, blocks);
-                    acc6 = Step(acc6, magnitudes, negative, d, q + 6 * stride, blocks);
-                    acc7 = Step(acc7, magnitudes, negative, d, q + 7 * stride, blocks);
+                    acc4 = Step(acc4, magnitudes, negative, Avx512F.PermuteVar16x32(sc4, select), q + 4 * stride, blocks);
+                    acc5 = Step(acc5, magnitudes, negative, Avx512F.PermuteVar16x32(sc5, select), q + 5 * stride, blocks);
+                    acc6 = Step(acc6, magnitudes, negative, Avx512F.PermuteVar16x32(sc6, select), q + 6 * stride, blocks);
+                    acc7 = Step(acc7, magnitudes, negative, Avx512F.PermuteVar16x32(sc7, select), q + 7 * stride, blocks);
                 }
             }
-            int t = 2 * firstPair;
-            Finish(tile, r, t, acc0);
-            if (TPairs.Count > 1) Finish(tile, r, t + 2, acc1);
-            if (TPairs.Count > 2)
+            var sums8 = stackalloc Vector512<float>[8];
+            Spill(sums8, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+            // The AVX2 kernels add each token's offset tail, zero for signed quants, after the lanes' sum.
+            float tail = 0;
+            for (int i = 0; i < TPairs.Count; i++)
             {
-                Finish(tile, r, t + 4, acc2);
-                Finish(tile, r, t + 6, acc3);
-            }
-            if (TPairs.Count > 4)
-            {
-                Finish(tile, r, t + 8, acc4);
-                Finish(tile, r, t + 10, acc5);
-                Finish(tile, r, t + 12, acc6);
-                Finish(tile, r, t + 14, acc7);
+                tile.Store(2 * (firstPair + i), r, Vector256.Sum(sums8[i].GetLower()) + tail);
+                tile.Store(2 * (firstPair + i) + 1, r, Vector256.Sum(sums8[i].GetUpper()) + tail);
             }
         }
 
-        /// <summary>One block for one token pair; <paramref name="quants"/> is the pair's block, the negated copy and the scales follow at <paramref name="blocks"/> · 64-byte steps.</summary>
+        /// <summary>One block for one token pair; <paramref name="quants"/> is the pair's block, the negated copy follows <paramref name="blocks"/> · 64 bytes on.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> magnitudes, Vector512<sbyte> negative, Vector512<float> d, byte* quants, int blocks)
+        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> magnitudes, Vector512<sbyte> negative, Vector512<float> scale, byte* quants, int blocks)
         {
             var x = Vector512.ConditionalSelect(negative,
                 Avx512F.LoadVector512((sbyte*)quants + blocks * 64L), Avx512F.LoadVector512((sbyte*)quants));
             // Products of at most 128·127, two to an int16: no saturation.
             var sums = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(magnitudes, x), Vector512<short>.One);
-            return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), d * Avx512F.LoadVector512((float*)(quants + blocks * 128L)), acc);
-        }
-
-        private static void Finish(in Tile tile, int r, int t, Vector512<float> acc)
-        {
-            // The AVX2 kernels add each token's offset tail, zero for signed quants, after the lanes' sum.
-            float tail = 0;
-            tile.Store(t, r, Vector256.Sum(acc.GetLower()) + tail);
-            tile.Store(t + 1, r, Vector256.Sum(acc.GetUpper()) + tail);
+            return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), scale, acc);
         }
     }
 }

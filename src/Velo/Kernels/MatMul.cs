@@ -15,6 +15,9 @@ internal enum MatMulPath
     Fastest,
     Portable,
     Avx2,
+
+    /// <summary>The fastest without <see cref="Avx512Block32Kernels"/>: AVX-VNNI's 256-bit tiles where the CPU has them.</summary>
+    NoQuantizedTokenPairs,
 }
 
 /// <summary>Everything a row kernel needs, shared by all threads of one <see cref="MatMul.Multiply"/>.</summary>
@@ -123,7 +126,7 @@ internal static unsafe class MatMul
 
         bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
         bool paired = !portable && path != MatMulPath.Avx2 && FloatKernels.PairsTokens(first.Type, tokens, first.Cols);
-        bool tokenPairs = !portable && path != MatMulPath.Avx2 && Avx512Block32Kernels.Handles(first.Type, first.Cols, tokens);
+        bool tokenPairs = !portable && path == MatMulPath.Fastest && Avx512Block32Kernels.Handles(first.Type, first.Cols, tokens);
         ActivationFormat activations;
         var kernel = paired ? PairedKernel(first.Type, out activations)
             : portable ? PortableKernel(first.Type, out activations)

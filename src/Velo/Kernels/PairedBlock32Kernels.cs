@@ -207,7 +207,7 @@ internal static unsafe class PairedBlock32Kernels
     /// one after it, with scales widened one by one.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void AddTail<TBlock, TDot>(byte* block, int b, int blocks, sbyte* x, float* xd, float* xs,
+    private static void AddTail<TBlock, TDot>(byte* block, int b, int blocks, sbyte* x, float* xd, float* xs,
         ref Vector256<float> acc, ref float offsetTail) where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
         float d0 = F16Row.ToSingle(*(ushort*)block);
