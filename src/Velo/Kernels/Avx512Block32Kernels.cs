@@ -55,13 +55,12 @@ internal static unsafe class Avx512Block32Kernels
     /// Bytes of one token pair's interleaved activations, a multiple of 64: the quants of each 32-byte chunk of
     /// both tokens side by side, <c>[x₀ | x₁]</c> (for Q4_0 the paired layout's chunks, the first and second halves of
     /// two blocks), then per batch of 8 blocks the scales <c>[d₀ | d₁]</c> (16 floats, the last batch padded).
-    /// Q8_0 stores the quants negated too, <c>[-x₀ | -x₁]</c>, after them; Q4_0 (whole batches only) adds the
-    /// batches' sums <c>[s₀ | s₁]</c>.
+    /// Q4_0 (whole batches only) adds the batches' sums <c>[s₀ | s₁]</c>.
     /// </summary>
     private static long PairBytes(GgmlType type, int cols)
     {
         int blocks = cols / 32;
-        long bytes = type == GgmlType.Q8_0 ? blocks * 128L + BatchCount(blocks) * 64L : blocks * (64L + 8 + 8);
+        long bytes = type == GgmlType.Q8_0 ? blocks * 64L + BatchCount(blocks) * 64L : blocks * (64L + 8 + 8);
         return (bytes + 63) / 64 * 64;
     }
 
@@ -88,14 +87,8 @@ internal static unsafe class Avx512Block32Kernels
             var b = Avx.LoadVector256(x1 + c * 32);
             Avx.Store((sbyte*)dst + c * 64, a);
             Avx.Store((sbyte*)dst + c * 64 + 32, b);
-            if (q8)
-            {
-                sbyte* negated = (sbyte*)dst + blocks * 64L + c * 64;
-                Avx.Store(negated, Vector256<sbyte>.Zero - a);
-                Avx.Store(negated + 32, Vector256<sbyte>.Zero - b);
-            }
         }
-        float* batchScales = (float*)(dst + blocks * (q8 ? 128L : 64L));
+        float* batchScales = (float*)(dst + blocks * 64L);
         float* batchSums = batchScales + blocks * 2L;
         for (int b0 = 0; b0 < blocks; b0 += Batch)
             for (int j = 0; j < Batch; j++)
@@ -312,7 +305,7 @@ internal static unsafe class Avx512Block32Kernels
 
     /// <summary>
     /// Q8_0: a block's 32 quants in both halves of a register. <c>vpmaddubsw</c> multiplies unsigned by signed
-    /// bytes, so the weights' signs move onto the activations, picked per byte from the stored negated copy.
+    /// bytes, so the weights' signs move onto the activations: negated under a mask of the negative weights.
     /// </summary>
     private struct Q8_0Row<TDot> : IPairRow where TDot : IIntegerDot
     {
@@ -328,7 +321,7 @@ internal static unsafe class Avx512Block32Kernels
             int blocks = tile.Blocks, whole = blocks - blocks % Batch;
             long stride = tile.PairBytes;
             byte* quants = tile.Pairs + firstPair * stride;
-            byte* scales = quants + blocks * 128L;
+            byte* scales = quants + blocks * 64L;
             Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
             Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
             Vector512<float> sc0 = default, sc1 = default, sc2 = default, sc3 = default;
@@ -371,19 +364,19 @@ internal static unsafe class Avx512Block32Kernels
                 var magnitudes = Avx512BW.Abs(w);
                 var negative = Vector512.LessThan(w, Vector512<sbyte>.Zero);
                 byte* q = quants + b * 64L;
-                acc0 = Step(acc0, magnitudes, negative, Avx512F.PermuteVar16x32(sc0, select), q, blocks);
-                if (TPairs.Count > 1) acc1 = Step(acc1, magnitudes, negative, Avx512F.PermuteVar16x32(sc1, select), q + stride, blocks);
+                acc0 = Step(acc0, magnitudes, negative, Avx512F.PermuteVar16x32(sc0, select), q);
+                if (TPairs.Count > 1) acc1 = Step(acc1, magnitudes, negative, Avx512F.PermuteVar16x32(sc1, select), q + stride);
                 if (TPairs.Count > 2)
                 {
-                    acc2 = Step(acc2, magnitudes, negative, Avx512F.PermuteVar16x32(sc2, select), q + 2 * stride, blocks);
-                    acc3 = Step(acc3, magnitudes, negative, Avx512F.PermuteVar16x32(sc3, select), q + 3 * stride, blocks);
+                    acc2 = Step(acc2, magnitudes, negative, Avx512F.PermuteVar16x32(sc2, select), q + 2 * stride);
+                    acc3 = Step(acc3, magnitudes, negative, Avx512F.PermuteVar16x32(sc3, select), q + 3 * stride);
                 }
                 if (TPairs.Count > 4)
                 {
-                    acc4 = Step(acc4, magnitudes, negative, Avx512F.PermuteVar16x32(sc4, select), q + 4 * stride, blocks);
-                    acc5 = Step(acc5, magnitudes, negative, Avx512F.PermuteVar16x32(sc5, select), q + 5 * stride, blocks);
-                    acc6 = Step(acc6, magnitudes, negative, Avx512F.PermuteVar16x32(sc6, select), q + 6 * stride, blocks);
-                    acc7 = Step(acc7, magnitudes, negative, Avx512F.PermuteVar16x32(sc7, select), q + 7 * stride, blocks);
+                    acc4 = Step(acc4, magnitudes, negative, Avx512F.PermuteVar16x32(sc4, select), q + 4 * stride);
+                    acc5 = Step(acc5, magnitudes, negative, Avx512F.PermuteVar16x32(sc5, select), q + 5 * stride);
+                    acc6 = Step(acc6, magnitudes, negative, Avx512F.PermuteVar16x32(sc6, select), q + 6 * stride);
+                    acc7 = Step(acc7, magnitudes, negative, Avx512F.PermuteVar16x32(sc7, select), q + 7 * stride);
                 }
             }
             var sums8 = stackalloc Vector512<float>[8];
@@ -397,12 +390,12 @@ internal static unsafe class Avx512Block32Kernels
             }
         }
 
-        /// <summary>One block for one token pair; <paramref name="quants"/> is the pair's block, the negated copy follows <paramref name="blocks"/> · 64 bytes on.</summary>
+        /// <summary>One block for one token pair, whose quants are at <paramref name="quants"/>.</summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> magnitudes, Vector512<sbyte> negative, Vector512<float> scale, byte* quants, int blocks)
+        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> magnitudes, Vector512<sbyte> negative, Vector512<float> scale, byte* quants)
         {
-            var x = Vector512.ConditionalSelect(negative,
-                Avx512F.LoadVector512((sbyte*)quants + blocks * 64L), Avx512F.LoadVector512((sbyte*)quants));
+            var x = Avx512F.LoadVector512((sbyte*)quants);
+            x = Vector512.ConditionalSelect(negative, Vector512<sbyte>.Zero - x, x);
             // Products of at most 128·127, two to an int16: no saturation.
             var sums = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(magnitudes, x), Vector512<short>.One);
             return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), scale, acc);
