@@ -129,13 +129,17 @@ public unsafe class MatMulTests
             {
                 Assert.True(Avx512Block32Kernels.Handles(type, cols, tokens));
                 float[] x = RandomActivations(tokens * cols, random);
-                float[] pairs = new float[tokens * rows], avx2 = new float[tokens * rows], alone = new float[rows];
-                fixed (float* px = x, pp = pairs, pa = avx2, p1 = alone)
+                float[] pairs = new float[tokens * rows], avx2 = new float[tokens * rows], tiles256 = new float[tokens * rows];
+                float[] alone = new float[rows];
+                fixed (float* px = x, pp = pairs, pa = avx2, p256 = tiles256, p1 = alone)
                 {
                     MatMul.Multiply(w, px, tokens, pp, pool, MatMulPath.Fastest);
                     MatMul.Multiply(w, px, tokens, pa, pool, MatMulPath.Avx2);
+                    MatMul.Multiply(w, px, tokens, p256, pool, MatMulPath.NoQuantizedTokenPairs);
                     Assert.True(MemoryMarshal.Cast<float, int>(pairs).SequenceEqual(MemoryMarshal.Cast<float, int>(avx2)),
                         $"{type} rows={rows} cols={cols} tokens={tokens}: token-pair tiles and AVX2 differ");
+                    Assert.True(MemoryMarshal.Cast<float, int>(pairs).SequenceEqual(MemoryMarshal.Cast<float, int>(tiles256)),
+                        $"{type} rows={rows} cols={cols} tokens={tokens}: token-pair tiles and the 256-bit (AVX-VNNI) tiles differ");
                     int t = random.Next(tokens);
                     MatMul.Multiply(w, px + t * cols, 1, p1, pool, MatMulPath.Fastest);
                     Assert.True(MemoryMarshal.Cast<float, int>(alone).SequenceEqual(MemoryMarshal.Cast<float, int>(pairs.AsSpan(t * rows, rows))),
@@ -470,7 +474,7 @@ public sealed class Avx512TheoryAttribute : TheoryAttribute
     public Avx512TheoryAttribute()
     {
         if (!Avx512F.IsSupported)
-            Skip = "This CPU has no AVX-512, or DOTNET_EnableAVX512F=0 turned it off.";
+            Skip = "This CPU has no AVX-512, or DOTNET_EnableAVX512=0 (.NET 10's name for it) turned it off.";
     }
 }
 
