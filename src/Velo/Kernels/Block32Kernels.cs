@@ -199,7 +199,7 @@ internal static unsafe class Block32Kernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
+    internal static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
         where TBlock : IBlock32 where TDot : IIntegerDot
     {
         // No calls inside the loops: every vector register is caller-saved on x64, so a call would make the JIT

@@ -16,6 +16,8 @@ internal enum MatMulPath
     Fastest,
     Portable,
     Avx2,
+
+    /// <summary>The fastest without the AVX-512 kernels: AVX-VNNI's 256-bit tiles where the CPU has them.</summary>
     Avx256,
 }
 
@@ -59,8 +61,8 @@ internal readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output
 /// results do not depend on the thread count.
 /// <para>
 /// With AVX2 and FMA, quantized weights multiply activations quantized to 8 bits per call (32-blocks for Q8_0 and
-/// the Q4/Q5 types, 256-blocks for the K-quants) with integer instructions (AVX-VNNI's where the CPU has them,
-/// bit for bit the same results), which moves each result by at most
+/// the Q4/Q5 types, 256-blocks for the K-quants) with integer instructions (AVX-VNNI's where the CPU has them, and
+/// for Q4_0 and Q8_0 prefill AVX-512's on two tokens per register: bit for bit the same results), which moves each result by at most
 /// Σ|w| · max|x| / 254 per activation block; float weights multiply float activations. Elsewhere every type is
 /// dequantized row by row and multiplied in float.
 /// </para>
@@ -126,9 +128,11 @@ internal static unsafe class MatMul
         bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
         bool wide = !portable && path == MatMulPath.Fastest && KQuantWideKernels.IsSupported;
         bool paired = !portable && path is not (MatMulPath.Avx2 or MatMulPath.Avx256) && FloatKernels.PairsTokens(first.Type, tokens, first.Cols);
+        bool tokenPairs = !portable && path == MatMulPath.Fastest && Avx512Block32Kernels.Handles(first.Type, first.Cols, tokens);
         ActivationFormat activations;
         var kernel = paired ? PairedKernel(first.Type, out activations)
             : portable ? PortableKernel(first.Type, out activations)
+            : tokenPairs ? TokenPairKernel(first.Type, out activations)
             : AvxVnni.IsSupported && path != MatMulPath.Avx2 ? FastKernel<VnniDot>(first.Type, tokens, wide, out activations)
             : FastKernel<Avx2Dot>(first.Type, tokens, wide, out activations);
         long scratchPerRow = portable ? 0
@@ -143,6 +147,8 @@ internal static unsafe class MatMul
             ActivationFormat.ScaledFloat => (long)tokens * first.Cols * sizeof(float),
             ActivationFormat.PairedFloat => FloatKernels.PairedBytes(tokens, first.Cols),
             ActivationFormat.Blocks256 => ActivationQuantizer.Bytes256(first.Cols, tokens),
+            ActivationFormat.Blocks32TokenPairs or ActivationFormat.PairedBlocks32TokenPairs =>
+                Avx512Block32Kernels.ActivationBytes(first.Type, first.Cols, tokens),
             _ => ActivationQuantizer.Bytes32(first.Cols, tokens),
         };
         long rowScratchBytes = portable ? first.Cols * sizeof(float)
@@ -213,6 +219,16 @@ internal static unsafe class MatMul
 
         /// <summary>Floats in token pairs, for <see cref="FloatKernels.PairedRows{TRow}"/>.</summary>
         PairedFloat,
+
+        /// <summary><see cref="Blocks32"/> or <see cref="PairedBlocks32"/>, then a copy in token pairs for <see cref="Avx512Block32Kernels"/>.</summary>
+        Blocks32TokenPairs,
+        PairedBlocks32TokenPairs,
+    }
+
+    private static delegate*<MatMulTask*, int, int, int, void> TokenPairKernel(GgmlType type, out ActivationFormat activations)
+    {
+        activations = type == GgmlType.Q8_0 ? ActivationFormat.Blocks32TokenPairs : ActivationFormat.PairedBlocks32TokenPairs;
+        return Avx512Block32Kernels.Kernel(type);
     }
 
     private static delegate*<MatMulTask*, int, int, int, void> PairedKernel(GgmlType type, out ActivationFormat activations)
@@ -325,7 +341,7 @@ internal static unsafe class MatMul
             ActivationQuantizer.Layout32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
             int blocks = cols / ActivationQuantizer.Block32;
             ActivationQuantizer.Quantize32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks,
-                paired: format == ActivationFormat.PairedBlocks32);
+                paired: format is ActivationFormat.PairedBlocks32 or ActivationFormat.PairedBlocks32TokenPairs);
         }
         else
         {
@@ -357,14 +373,26 @@ internal static unsafe class MatMul
         {
             if (Format != ActivationFormat.Float)
             {
+                // Token-pair formats hand out pairs: both tokens are quantized, then interleaved, by one thread.
                 int tokens = Tasks->Tokens;
-                for (int t; (t = Interlocked.Increment(ref NextToken) - 1) < tokens;)
+                bool pairs = Format is ActivationFormat.Blocks32TokenPairs or ActivationFormat.PairedBlocks32TokenPairs;
+                int units = pairs ? (tokens + 1) / 2 : tokens;
+                for (int u; (u = Interlocked.Increment(ref NextToken) - 1) < units;)
                 {
-                    QuantizeToken(Tasks, Format, t);
+                    if (!pairs) QuantizeToken(Tasks, Format, u);
+                    else
+                    {
+                        QuantizeToken(Tasks, Format, 2 * u);
+                        if (2 * u + 1 < tokens)
+                        {
+                            QuantizeToken(Tasks, Format, 2 * u + 1);
+                            Avx512Block32Kernels.Interleave(Tasks->W.Type, Tasks->Activations, Tasks->W.Cols, tokens, u);
+                        }
+                    }
                     Interlocked.Increment(ref QuantizedTokens);
                 }
                 var spinner = new SpinWait();
-                while (Volatile.Read(ref QuantizedTokens) < tokens) spinner.SpinOnce(sleep1Threshold: -1);
+                while (Volatile.Read(ref QuantizedTokens) < units) spinner.SpinOnce(sleep1Threshold: -1);
             }
             while (true)
             {

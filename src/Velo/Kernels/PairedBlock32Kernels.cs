@@ -35,7 +35,7 @@ internal static unsafe class PairedBlock32Kernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
+    internal static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
         where TBlock : INibbleBlock32 where TDot : IIntegerDot
     {
         // One accumulator, in the order of each token of Dot4, so a token's result does not depend on how many

@@ -1,0 +1,404 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Velo.Tensors;
+
+namespace Velo.Kernels;
+
+/// <summary>
+/// AVX-512 prefill kernels for Q4_0 and Q8_0 weights against activations quantized to 32-blocks. One 512-bit
+/// register holds the 8 float lanes of two tokens of one row: the row's quants are loaded and unpacked once into
+/// both halves and serve a tile of up to 8 token pairs (16 tokens), whose activations have been interleaved pair by
+/// pair (<see cref="Interleave"/>) so each is one aligned load. .NET 10 exposes no 512-bit <c>vpdpbusd</c>, so the
+/// integer sums come from AVX-512BW's <c>vpmaddubsw</c> + <c>vpmaddwd</c>; the float work per block (conversion,
+/// scale, FMA) is done for two tokens per instruction.
+/// <para>
+/// Every token's result is bit for bit the one <see cref="Block32Kernels"/> and <see cref="PairedBlock32Kernels"/>
+/// compute for it, alone or in any tile: each half of a register gets the same exact integer sums in the same lanes,
+/// the same scale products and the same FMAs in the same order (the offset term of Q4_0 first in each batch of 8
+/// blocks), and Q8_0's tail blocks past the last whole batch widen their scales one by one as there.
+/// </para>
+/// </summary>
+internal static unsafe class Avx512Block32Kernels
+{
+    /// <summary>Fewer tokens (decode, small batches) stay on the 256-bit tiles: at 4 the gain was already small (3–15 %).</summary>
+    private const int MinTokens = 4;
+
+    private const int Batch = 8;
+
+    /// <summary>
+    /// Whether these kernels multiply <paramref name="type"/> weights of <paramref name="cols"/> columns by
+    /// <paramref name="tokens"/> tokens. Q4_0 rows must be whole batches of 8 blocks: its tail blocks, run token by
+    /// token through the AVX2 code, made rows of 384 columns slower than the AVX2 tiles.
+    /// </summary>
+    public static bool Handles(GgmlType type, int cols, int tokens) =>
+        tokens >= MinTokens && cols >= Batch * 32 && Avx512BW.IsSupported
+        && (type == GgmlType.Q8_0 || type == GgmlType.Q4_0 && cols % (Batch * 32) == 0);
+
+    /// <summary>The kernel for <paramref name="type"/>, one of those <see cref="Handles"/> accepts.</summary>
+    public static delegate*<MatMulTask*, int, int, int, void> Kernel(GgmlType type) =>
+        type == GgmlType.Q8_0
+            ? AvxVnni.IsSupported ? &Rows<Q8_0Row<VnniDot>> : &Rows<Q8_0Row<Avx2Dot>>
+            : AvxVnni.IsSupported ? &Rows<Q4_0Row<VnniDot>> : &Rows<Q4_0Row<Avx2Dot>>;
+
+    /// <summary>
+    /// Bytes of activations: the 32-block layout of <see cref="ActivationQuantizer.Layout32"/> (paired for Q4_0),
+    /// which an odd last token reads, then each whole token pair's interleaved copy.
+    /// </summary>
+    public static long ActivationBytes(GgmlType type, int cols, int tokens) =>
+        PairsOffset(cols, tokens) + tokens / 2 * PairBytes(type, cols);
+
+    private static long PairsOffset(int cols, int tokens) =>
+        (ActivationQuantizer.Bytes32(cols, tokens) + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
+
+    /// <summary>
+    /// Bytes of one token pair's interleaved activations, a multiple of 64: the quants of each 32-byte chunk of
+    /// both tokens side by side, <c>[x₀ | x₁]</c> (for Q4_0 the paired layout's chunks, the first and second halves of
+    /// two blocks), then per batch of 8 blocks the scales <c>[d₀ | d₁]</c> (16 floats, the last batch padded).
+    /// Q4_0 (whole batches only) adds the batches' sums <c>[s₀ | s₁]</c>.
+    /// </summary>
+    private static long PairBytes(GgmlType type, int cols)
+    {
+        int blocks = cols / 32;
+        long bytes = type == GgmlType.Q8_0 ? blocks * 64L + BatchCount(blocks) * 64L : blocks * (64L + 8 + 8);
+        return (bytes + 63) / 64 * 64;
+    }
+
+    private static int BatchCount(int blocks) => (blocks + Batch - 1) / Batch;
+
+    /// <summary>
+    /// Copies tokens 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1, both already quantized into the
+    /// 32-block layout at the start of <paramref name="activations"/>, into their pair's interleaved form.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Interleave(GgmlType type, byte* activations, int cols, int tokens, int pair)
+    {
+        ActivationQuantizer.Layout32(activations, cols, tokens, out sbyte* quants, out float* scales, out float* sums);
+        int blocks = cols / 32;
+        int t0 = 2 * pair;
+        sbyte* x0 = quants + (long)t0 * cols, x1 = x0 + cols;
+        float* d0 = scales + (long)t0 * blocks, d1 = d0 + blocks;
+        float* s0 = sums + (long)t0 * blocks, s1 = s0 + blocks;
+        byte* dst = activations + PairsOffset(cols, tokens) + pair * PairBytes(type, cols);
+        bool q8 = type == GgmlType.Q8_0;
+        for (int c = 0; c < blocks; c++)
+        {
+            var a = Avx.LoadVector256(x0 + c * 32);
+            var b = Avx.LoadVector256(x1 + c * 32);
+            Avx.Store((sbyte*)dst + c * 64, a);
+            Avx.Store((sbyte*)dst + c * 64 + 32, b);
+        }
+        float* batchScales = (float*)(dst + blocks * 64L);
+        float* batchSums = batchScales + blocks * 2L;
+        for (int b0 = 0; b0 < blocks; b0 += Batch)
+            for (int j = 0; j < Batch; j++)
+            {
+                bool inside = b0 + j < blocks;
+                batchScales[b0 * 2 + j] = inside ? d0[b0 + j] : 0;
+                batchScales[b0 * 2 + Batch + j] = inside ? d1[b0 + j] : 0;
+                if (!q8)
+                {
+                    batchSums[b0 * 2 + j] = s0[b0 + j];
+                    batchSums[b0 * 2 + Batch + j] = s1[b0 + j];
+                }
+            }
+    }
+
+    /// <summary>One row against a tile of token pairs, and a lone token through the AVX2 kernels.</summary>
+    private interface IPairRow
+    {
+        static abstract void Multiply<TPairs>(in Tile tile, byte* row, int r, int firstPair) where TPairs : IPairCount;
+
+        static abstract float Alone(in Tile tile, byte* row, int token);
+    }
+
+    /// <summary>How many token pairs a tile holds, as a type so the JIT compiles one kernel per size with only its accumulators.</summary>
+    private interface IPairCount
+    {
+        static abstract int Count { get; }
+    }
+
+    private struct OnePair : IPairCount { public static int Count => 1; }
+
+    private struct TwoPairs : IPairCount { public static int Count => 2; }
+
+    private struct FourPairs : IPairCount { public static int Count => 4; }
+
+    private struct EightPairs : IPairCount { public static int Count => 8; }
+
+    /// <summary>What a row kernel needs besides its row: both activation layouts and where results go.</summary>
+    private readonly struct Tile
+    {
+        public required int Cols { get; init; }
+        public required int Blocks { get; init; }
+        public required int Rows { get; init; }
+        public required sbyte* Quants { get; init; }
+        public required float* Scales { get; init; }
+        public required float* Sums { get; init; }
+        public required byte* Pairs { get; init; }
+        public required long PairBytes { get; init; }
+        public required float* Y { get; init; }
+
+        /// <summary>Stores token <paramref name="t"/>'s result for row <paramref name="r"/>.</summary>
+        public void Store(int t, int r, float value) => Y[(long)t * Rows + r] = value;
+    }
+
+    /// <summary>
+    /// Rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> for every token: tiles of 8, 4, 2 and 1 token
+    /// pairs with rows inside (a tile's activations stay in L1 while the chunk's rows stream from L2), then an odd
+    /// last token alone.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows<TRow>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TRow : IPairRow
+    {
+        int cols = task->W.Cols, tokens = task->Tokens;
+        ActivationQuantizer.Layout32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out float* sums);
+        var tile = new Tile
+        {
+            Cols = cols, Blocks = cols / 32, Rows = task->W.Rows, Quants = quants, Scales = scales, Sums = sums,
+            Pairs = task->Activations + PairsOffset(cols, tokens), PairBytes = PairBytes(task->W.Type, cols), Y = task->Y,
+        };
+        int pairs = tokens / 2;
+        for (int p = 0; p < pairs;)
+        {
+            int left = pairs - p;
+            int count = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            for (int r = rowStart; r < rowEnd; r++)
+            {
+                byte* row = task->W.Row(r);
+                if (count == 8) TRow.Multiply<EightPairs>(tile, row, r, p);
+                else if (count == 4) TRow.Multiply<FourPairs>(tile, row, r, p);
+                else if (count == 2) TRow.Multiply<TwoPairs>(tile, row, r, p);
+                else TRow.Multiply<OnePair>(tile, row, r, p);
+            }
+            p += count;
+        }
+        if (tokens % 2 == 1)
+            for (int r = rowStart; r < rowEnd; r++)
+                tile.Store(tokens - 1, r, TRow.Alone(tile, task->W.Row(r), tokens - 1));
+    }
+
+    /// <summary>
+    /// Stores a tile's accumulators before anything is called with them: every vector register is caller-saved on
+    /// x64, so accumulators live across a call would be kept in memory through the whole loop.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Spill(Vector512<float>* to, Vector512<float> acc0, Vector512<float> acc1, Vector512<float> acc2, Vector512<float> acc3,
+        Vector512<float> acc4, Vector512<float> acc5, Vector512<float> acc6, Vector512<float> acc7)
+    {
+        to[0] = acc0;
+        to[1] = acc1;
+        to[2] = acc2;
+        to[3] = acc3;
+        to[4] = acc4;
+        to[5] = acc5;
+        to[6] = acc6;
+        to[7] = acc7;
+    }
+
+    /// <summary>Q4_0: two blocks' 32 nibble bytes in both halves of a register, unpacked once for the whole tile.</summary>
+    private struct Q4_0Row<TDot> : IPairRow where TDot : IIntegerDot
+    {
+        private const int BlockBytes = 18;
+
+        public static float Alone(in Tile tile, byte* row, int token) =>
+            PairedBlock32Kernels.Dot1<Q4_0Block, TDot>(row, tile.Blocks, tile.Quants + (long)token * tile.Cols,
+                tile.Scales + (long)token * tile.Blocks, tile.Sums + (long)token * tile.Blocks);
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public static void Multiply<TPairs>(in Tile tile, byte* row, int r, int firstPair) where TPairs : IPairCount
+        {
+            int blocks = tile.Blocks;
+            long stride = tile.PairBytes;
+            byte* quants = tile.Pairs + firstPair * stride;
+            byte* scales = quants + blocks * 64L;
+            byte* sums = scales + blocks * 8L;
+            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+            Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
+            var nibbles = Vector512.Create((byte)0x0F);
+            var halves = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 8, 8, 8, 8, 9, 9, 9, 9);
+            for (int b0 = 0; b0 < blocks; b0 += Batch)
+            {
+                byte* batch = row + b0 * BlockBytes;
+                Block32Kernels.WeightScales<Q4_0Block>(batch, out var d8, out var offset8);
+                var d = Vector512.Create(d8, d8);
+                var offset = Vector512.Create(offset8, offset8);
+                // Per token pair, the batch's 16 products d·dx, as the AVX2 kernels form them 8 at a time.
+                long at = b0 * 8L;
+                Vector512<float> sc0 = default, sc1 = default, sc2 = default, sc3 = default;
+                Vector512<float> sc4 = default, sc5 = default, sc6 = default, sc7 = default;
+                acc0 = Offset(acc0, offset, d, sums + at, scales + at, out sc0);
+                if (TPairs.Count > 1) acc1 = Offset(acc1, offset, d, sums + at + stride, scales + at + stride, out sc1);
+                if (TPairs.Count > 2)
+                {
+                    acc2 = Offset(acc2, offset, d, sums + at + 2 * stride, scales + at + 2 * stride, out sc2);
+                    acc3 = Offset(acc3, offset, d, sums + at + 3 * stride, scales + at + 3 * stride, out sc3);
+                }
+                if (TPairs.Count > 4)
+                {
+                    acc4 = Offset(acc4, offset, d, sums + at + 4 * stride, scales + at + 4 * stride, out sc4);
+                    acc5 = Offset(acc5, offset, d, sums + at + 5 * stride, scales + at + 5 * stride, out sc5);
+                    acc6 = Offset(acc6, offset, d, sums + at + 6 * stride, scales + at + 6 * stride, out sc6);
+                    acc7 = Offset(acc7, offset, d, sums + at + 7 * stride, scales + at + 7 * stride, out sc7);
+                }
+                for (int p = 0; p < Batch / 2; p++)
+                {
+                    byte* block = batch + 2 * p * BlockBytes;
+                    var packed = Vector256.Create(Sse2.LoadVector128(block + 2), Sse2.LoadVector128(block + BlockBytes + 2));
+                    var raw = Vector512.Create(packed, packed);
+                    var low = raw & nibbles;
+                    var high = Avx512BW.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & nibbles;
+                    var select = halves + Vector512.Create(2 * p);
+                    byte* q = quants + (b0 / 2 + p) * 128L;
+                    acc0 = Step(acc0, low, high, Avx512F.PermuteVar16x32(sc0, select), q);
+                    if (TPairs.Count > 1) acc1 = Step(acc1, low, high, Avx512F.PermuteVar16x32(sc1, select), q + stride);
+                    if (TPairs.Count > 2)
+                    {
+                        acc2 = Step(acc2, low, high, Avx512F.PermuteVar16x32(sc2, select), q + 2 * stride);
+                        acc3 = Step(acc3, low, high, Avx512F.PermuteVar16x32(sc3, select), q + 3 * stride);
+                    }
+                    if (TPairs.Count > 4)
+                    {
+                        acc4 = Step(acc4, low, high, Avx512F.PermuteVar16x32(sc4, select), q + 4 * stride);
+                        acc5 = Step(acc5, low, high, Avx512F.PermuteVar16x32(sc5, select), q + 5 * stride);
+                        acc6 = Step(acc6, low, high, Avx512F.PermuteVar16x32(sc6, select), q + 6 * stride);
+                        acc7 = Step(acc7, low, high, Avx512F.PermuteVar16x32(sc7, select), q + 7 * stride);
+                    }
+                }
+            }
+            var sums8 = stackalloc Vector512<float>[8];
+            Spill(sums8, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+            // The AVX2 kernels add each token's offset tail, zero without tail blocks, after the lanes' sum.
+            float tail = 0;
+            for (int i = 0; i < TPairs.Count; i++)
+            {
+                tile.Store(2 * (firstPair + i), r, Vector256.Sum(sums8[i].GetLower()) + tail);
+                tile.Store(2 * (firstPair + i) + 1, r, Vector256.Sum(sums8[i].GetUpper()) + tail);
+            }
+        }
+
+        /// <summary>
+        /// A batch's offset terms <c>c·(dx·Σxq)</c> for one token pair, added first as the AVX2 kernels do, and its
+        /// scales <c>d·dx</c> in <paramref name="scales"/>.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector512<float> Offset(Vector512<float> acc, Vector512<float> offset, Vector512<float> d, byte* sums, byte* dx, out Vector512<float> scales)
+        {
+            scales = d * Avx512F.LoadVector512((float*)dx);
+            return Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)sums), acc);
+        }
+
+        /// <summary>
+        /// One pair of blocks for one token pair: per half, lanes 0..3 sum the first block's products and lanes
+        /// 4..7 the second's, as <see cref="PairedBlock32Kernels"/>' pair dot does.
+        /// </summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> low, Vector512<byte> high, Vector512<float> scales, byte* quants)
+        {
+            // Two products of at most 15·127 from each half: their sum fits the int16 they are added in.
+            var pairs = Avx512BW.MultiplyAddAdjacent(low, Avx512F.LoadVector512((sbyte*)quants))
+                + Avx512BW.MultiplyAddAdjacent(high, Avx512F.LoadVector512((sbyte*)quants + 64));
+            var sums = Avx512BW.MultiplyAddAdjacent(pairs, Vector512<short>.One);
+            return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), scales, acc);
+        }
+    }
+
+    /// <summary>
+    /// Q8_0: a block's 32 quants in both halves of a register. <c>vpmaddubsw</c> multiplies unsigned by signed
+    /// bytes, so the weights' signs move onto the activations: negated under a mask of the negative weights.
+    /// </summary>
+    private struct Q8_0Row<TDot> : IPairRow where TDot : IIntegerDot
+    {
+        private const int BlockBytes = 34;
+
+        public static float Alone(in Tile tile, byte* row, int token) =>
+            Block32Kernels.Dot1<Q8_0Block, TDot>(row, tile.Blocks, tile.Quants + (long)token * tile.Cols,
+                tile.Scales + (long)token * tile.Blocks, tile.Sums + (long)token * tile.Blocks);
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public static void Multiply<TPairs>(in Tile tile, byte* row, int r, int firstPair) where TPairs : IPairCount
+        {
+            int blocks = tile.Blocks, whole = blocks - blocks % Batch;
+            long stride = tile.PairBytes;
+            byte* quants = tile.Pairs + firstPair * stride;
+            byte* scales = quants + blocks * 64L;
+            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+            Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
+            Vector512<float> sc0 = default, sc1 = default, sc2 = default, sc3 = default;
+            Vector512<float> sc4 = default, sc5 = default, sc6 = default, sc7 = default;
+            var halves = Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8);
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* block = row + b * BlockBytes;
+                var select = halves + Vector512.Create(b % Batch);
+                // Whole batches form their products d·dx 8 at a time, as the AVX2 kernels do; tail blocks one by one.
+                if (b % Batch == 0 || b >= whole)
+                {
+                    Vector512<float> d;
+                    if (b < whole)
+                    {
+                        Block32Kernels.WeightScales<Q8_0Block>(block, out var d8, out _);
+                        d = Vector512.Create(d8, d8);
+                    }
+                    else
+                    {
+                        d = Vector512.Create(F16Row.ToSingle(*(ushort*)block));
+                    }
+                    byte* at = scales + (b - b % Batch) * 8L;
+                    sc0 = d * Avx512F.LoadVector512((float*)at);
+                    if (TPairs.Count > 1) sc1 = d * Avx512F.LoadVector512((float*)(at + stride));
+                    if (TPairs.Count > 2)
+                    {
+                        sc2 = d * Avx512F.LoadVector512((float*)(at + 2 * stride));
+                        sc3 = d * Avx512F.LoadVector512((float*)(at + 3 * stride));
+                    }
+                    if (TPairs.Count > 4)
+                    {
+                        sc4 = d * Avx512F.LoadVector512((float*)(at + 4 * stride));
+                        sc5 = d * Avx512F.LoadVector512((float*)(at + 5 * stride));
+                        sc6 = d * Avx512F.LoadVector512((float*)(at + 6 * stride));
+                        sc7 = d * Avx512F.LoadVector512((float*)(at + 7 * stride));
+                    }
+                }
+                var w = Avx512F.BroadcastVector256ToVector512((long*)(block + 2)).AsSByte();
+                var magnitudes = Avx512BW.Abs(w);
+                var negative = Vector512.LessThan(w, Vector512<sbyte>.Zero);
+                byte* q = quants + b * 64L;
+                acc0 = Step(acc0, magnitudes, negative, Avx512F.PermuteVar16x32(sc0, select), q);
+                if (TPairs.Count > 1) acc1 = Step(acc1, magnitudes, negative, Avx512F.PermuteVar16x32(sc1, select), q + stride);
+                if (TPairs.Count > 2)
+                {
+                    acc2 = Step(acc2, magnitudes, negative, Avx512F.PermuteVar16x32(sc2, select), q + 2 * stride);
+                    acc3 = Step(acc3, magnitudes, negative, Avx512F.PermuteVar16x32(sc3, select), q + 3 * stride);
+                }
+                if (TPairs.Count > 4)
+                {
+                    acc4 = Step(acc4, magnitudes, negative, Avx512F.PermuteVar16x32(sc4, select), q + 4 * stride);
+                    acc5 = Step(acc5, magnitudes, negative, Avx512F.PermuteVar16x32(sc5, select), q + 5 * stride);
+                    acc6 = Step(acc6, magnitudes, negative, Avx512F.PermuteVar16x32(sc6, select), q + 6 * stride);
+                    acc7 = Step(acc7, magnitudes, negative, Avx512F.PermuteVar16x32(sc7, select), q + 7 * stride);
+                }
+            }
+            var sums8 = stackalloc Vector512<float>[8];
+            Spill(sums8, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+            // The AVX2 kernels add each token's offset tail, zero for signed quants, after the lanes' sum.
+            float tail = 0;
+            for (int i = 0; i < TPairs.Count; i++)
+            {
+                tile.Store(2 * (firstPair + i), r, Vector256.Sum(sums8[i].GetLower()) + tail);
+                tile.Store(2 * (firstPair + i) + 1, r, Vector256.Sum(sums8[i].GetUpper()) + tail);
+            }
+        }
+
+        /// <summary>One block for one token pair, whose quants are at <paramref name="quants"/>.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> magnitudes, Vector512<sbyte> negative, Vector512<float> scale, byte* quants)
+        {
+            var x = Avx512F.LoadVector512((sbyte*)quants);
+            x = Vector512.ConditionalSelect(negative, Vector512<sbyte>.Zero - x, x);
+            // Products of at most 128·127, two to an int16: no saturation.
+            var sums = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(magnitudes, x), Vector512<short>.One);
+            return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), scale, acc);
+        }
+    }
+}
