@@ -20,6 +20,7 @@ internal static class CompletionEndpoints
         "model", "stream", "stream_options", "max_tokens", "n", "stop", "seed", "temperature", "top_p", "top_k", "min_p",
         "presence_penalty", "frequency_penalty", "repeat_penalty", "logit_bias", "logprobs", "ignore_eos", "response_format",
         "grammar", "json_schema", "suffix", "best_of", "functions", "function_call", "user", "store", "modalities",
+        "latency_budget",
     ];
 
     private static readonly HashSet<string> MessageFields = ["role", "content", "tool_calls", "tool_call_id"];
@@ -67,6 +68,7 @@ internal static class CompletionEndpoints
         {
             Prompt = prompt, Options = toolGeneration.Options, TopLogprobs = logprobs ? (int)(topLogprobs ?? 0) : null,
             LogitBias = GenerationParameters.LogitBias(body, generator.ModelInfo.VocabSize),
+            LatencyBudget = GenerationParameters.LatencyBudget(body),
         };
         await GenerateAsync(http, engine, generator, lease.Model.Id, body, request, new ChatShape(lease.Model.Id), tools, chat.ToolFormat);
     }
@@ -99,6 +101,7 @@ internal static class CompletionEndpoints
         {
             Prompt = tokens, Options = options, TopLogprobs = logprobs is long n ? (int)n : null,
             LogitBias = GenerationParameters.LogitBias(body, generator.ModelInfo.VocabSize),
+            LatencyBudget = GenerationParameters.LatencyBudget(body),
         };
         await GenerateAsync(http, engine, generator, lease.Model.Id, body, request, new CompletionShape(lease.Model.Id), null, null);
     }

@@ -43,6 +43,14 @@ internal static class GenerationParameters
     }
 
     /// <summary>
+    /// Velo's <c>latency_budget</c>: seconds the client is prepared to wait for the whole answer. A route between sizes
+    /// (<c>--route</c>) sends a request whose budget is at least its <c>--route-large-within</c> straight to its large
+    /// model; a single model has one way to answer, and the hint changes nothing there.
+    /// </summary>
+    public static TimeSpan? LatencyBudget(RequestBody body) =>
+        body.Number("latency_budget", 0, 86400) is double seconds ? TimeSpan.FromSeconds(seconds) : null;
+
+    /// <summary>
     /// Fields this server cannot honour are refused with a 400 naming them, not ignored: a client that sent them would
     /// otherwise get an answer that silently differs from what it asked for. Their "off" values are accepted.
     /// </summary>

@@ -58,6 +58,33 @@ public sealed class ServerMetrics
         return text.ToString();
     }
 
+    /// <summary>
+    /// Per route between sizes (<c>--route</c>) and per path (<c>small</c>: the small model's answer kept,
+    /// <c>escalated</c>, <c>large</c>: sent there by its latency budget): requests answered and their latency added up,
+    /// since the route loaded; and the escalations a full large model refused.
+    /// </summary>
+    public static string RenderRoutes(IEnumerable<Velo.Generation.CascadeGenerationService> routes)
+    {
+        var text = new StringBuilder();
+        var list = routes.ToList();
+        if (list.Count == 0) return "";
+        string[] names = ["small", "escalated", "large"];
+        text.Append("# HELP velo_route_requests_total Requests a route between sizes answered, by path.\n# TYPE velo_route_requests_total counter\n");
+        foreach (var route in list)
+            for (int path = 0; path < names.Length; path++)
+                text.Append(CultureInfo.InvariantCulture,
+                    $"velo_route_requests_total{{route=\"{route.Options.Name}\",path=\"{names[path]}\"}} {route.Statistics[(Velo.Generation.CascadePath)path].Requests}\n");
+        text.Append("# HELP velo_route_latency_seconds_sum Those requests' latencies added up, from submission to the end of the answer.\n# TYPE velo_route_latency_seconds_sum counter\n");
+        foreach (var route in list)
+            for (int path = 0; path < names.Length; path++)
+                text.Append(CultureInfo.InvariantCulture,
+                    $"velo_route_latency_seconds_sum{{route=\"{route.Options.Name}\",path=\"{names[path]}\"}} {route.Statistics[(Velo.Generation.CascadePath)path].TotalLatency.TotalSeconds:0.######}\n");
+        text.Append("# HELP velo_route_escalations_refused_total Escalations the large model's full queue refused (the small model's answer was kept).\n# TYPE velo_route_escalations_refused_total counter\n");
+        foreach (var route in list)
+            text.Append(CultureInfo.InvariantCulture, $"velo_route_escalations_refused_total{{route=\"{route.Options.Name}\"}} {route.Statistics.BusyLarge}\n");
+        return text.ToString();
+    }
+
     private static void Counter(StringBuilder text, string name, string help, long value) =>
         text.Append(CultureInfo.InvariantCulture, $"# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n");
 

@@ -252,12 +252,15 @@ public static class VeloEndpoints
 
     private static async Task MetricsAsync(HttpContext http, VeloEngine engine)
     {
-        // The loaded decoders together: each has its own slots and queue.
+        // The loaded decoders together: each has its own slots and queue. A route between sizes only passes requests to
+        // two of them, which are counted on their own.
         var models = engine.Models.Models;
-        var generators = models.Select(model => model.Loaded?.Generator).OfType<Velo.Generation.IGenerationService>().ToList();
+        var all = models.Select(model => model.Loaded?.Generator).OfType<Velo.Generation.IGenerationService>().ToList();
+        var generators = all.Where(g => g is not Velo.Generation.CascadeGenerationService).ToList();
         string text = engine.Metrics.Render(generators.Sum(g => g.QueueLength), generators.Sum(g => g.ActiveSequences), generators.Sum(g => g.Parallel),
             generators.Sum(g => g.CancelledRequests), models.Count(model => model.Loaded != null), models.Sum(model => model.ReservedBytes),
             generators.Aggregate(default(Velo.Generation.SpeculationCounters), (sum, g) => sum + g.Speculation));
+        text += ServerMetrics.RenderRoutes(all.OfType<Velo.Generation.CascadeGenerationService>());
         http.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
         await http.Response.WriteAsync(text, http.RequestAborted);
     }

@@ -36,6 +36,31 @@ internal static class ServeCommand
             if (KeepAliveDuration.Parse(result.GetValueOrDefault<string>()) == null)
                 result.AddError($"--keep-alive takes a duration such as 5m, 1h30m, 300 (seconds) or -1 (for ever), got '{result.GetValueOrDefault<string>()}'");
         });
+        var routes = new Option<string[]>("--route")
+        {
+            Description = "A model name that answers with a small model and escalates to a large one when the small one is unsure, as " +
+                          "NAME=SMALL,LARGE (names of served models, such as auto=small,large); repeat for more",
+            AllowMultipleArgumentsPerToken = false,
+        };
+        var routeMeasure = new Option<string>("--route-measure")
+        {
+            Description = "How a route judges the small model's first tokens: logprob (their mean log-probability) or entropy (its mean entropy)",
+            DefaultValueFactory = _ => "logprob",
+        };
+        routeMeasure.AcceptOnlyFromAmong("logprob", "entropy");
+        var routeThreshold = new Option<double?>("--route-threshold")
+        {
+            Description = $"Escalate below this mean log-probability (default {CascadeOptions.DefaultLogprobThreshold}) or above this mean entropy in nats (default {CascadeOptions.DefaultEntropyThreshold})",
+        };
+        var routeProbe = new Option<int>("--route-probe")
+        {
+            Description = "Tokens of the small model's answer a route judges (and holds back) before it keeps or escalates it",
+            DefaultValueFactory = _ => CascadeOptions.DefaultProbeTokens,
+        }.AtLeast(1);
+        var routeLargeWithin = new Option<double?>("--route-large-within")
+        {
+            Description = "Send a request whose latency_budget (seconds) is at least this straight to the large model (default: never)",
+        };
         var memoryCap = new Option<string?>("--memory-cap")
         {
             Description = "The most memory all loaded models may plan to use together, such as 8GiB; idle models unload to make room (default: no cap)",
@@ -122,6 +147,7 @@ internal static class ServeCommand
         command.Options.Add(models);
         command.Options.Add(keepAlive);
         command.Options.Add(memoryCap);
+        foreach (var option in (Option[])[routes, routeMeasure, routeThreshold, routeProbe, routeLargeWithin]) command.Options.Add(option);
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
             var named = (parse.GetValue(models) ?? []).Select(NamedModel).ToList();
@@ -134,6 +160,13 @@ internal static class ServeCommand
                 ModelPath = defaultModel.Path,
                 ModelId = parse.GetValue(alias) ?? defaultModel.Name,
                 Models = named,
+                Routes = Routes(parse.GetValue(routes) ?? [], [defaultModel.Name, .. named.Select(m => m.Name)], new CascadeOptions
+                {
+                    Measure = parse.GetValue(routeMeasure) == "entropy" ? CascadeMeasure.MeanEntropy : CascadeMeasure.MeanLogprob,
+                    Threshold = parse.GetValue(routeThreshold),
+                    ProbeTokens = parse.GetValue(routeProbe),
+                    LargeWithinBudget = parse.GetValue(routeLargeWithin) is double within ? TimeSpan.FromSeconds(within) : null,
+                }),
                 KeepAlive = KeepAliveDuration.Parse(parse.GetValue(keepAlive)!)!.Value,
                 MemoryCapBytes = parse.GetValue(memoryCap) is { } cap ? ByteSize(cap) : null,
                 Host = parse.GetValue(host)!,
@@ -223,6 +256,29 @@ internal static class ServeCommand
             return new NamedModelFile(name, value[(equals + 1)..]);
         }
         return new NamedModelFile(VeloEngine.DefaultName(value), value);
+    }
+
+    /// <summary>The --route values, NAME=SMALL,LARGE, over the models served under <paramref name="served"/>.</summary>
+    private static List<ModelSource> Routes(string[] values, IReadOnlyList<string> served, CascadeOptions options)
+    {
+        options.Validate();
+        var routes = new List<ModelSource>();
+        foreach (string value in values)
+        {
+            int equals = value.IndexOf('=');
+            string[] sizes = equals > 0 ? value[(equals + 1)..].Split(',', StringSplitOptions.TrimEntries) : [];
+            if (sizes.Length != 2 || sizes.Any(string.IsNullOrEmpty))
+                throw new ArgumentException($"--route takes NAME=SMALL,LARGE (names of served models), got '{value}'");
+            string name = value[..equals];
+            if (served.Contains(name) || routes.Any(r => r.Name == name))
+                throw new ArgumentException($"--route {name}: that name is already served");
+            foreach (string size in sizes)
+                if (!served.Contains(size))
+                    throw new ArgumentException($"--route {name}: '{size}' is not a served model (served: {string.Join(", ", served)})");
+            if (sizes[0] == sizes[1]) throw new ArgumentException($"--route {name}: the small and the large model are both '{sizes[0]}'");
+            routes.Add(new CascadeModelSource(name, sizes[0], sizes[1], options with { Name = name }));
+        }
+        return routes;
     }
 
     /// <summary>A size such as 8GiB, 512MiB, 2GB or a number of bytes; null when it is none.</summary>

@@ -61,7 +61,8 @@ public sealed record CascadeOptions
 
     public double EffectiveThreshold => Threshold ?? (Measure == CascadeMeasure.MeanLogprob ? DefaultLogprobThreshold : DefaultEntropyThreshold);
 
-    internal void Validate()
+    /// <summary>Throws for options no cascade can run with (the constructor checks them too).</summary>
+    public void Validate()
     {
         if (string.IsNullOrWhiteSpace(Name)) throw new ArgumentException("the cascade needs a name", nameof(Name));
         ArgumentOutOfRangeException.ThrowIfLessThan(ProbeTokens, 1, nameof(ProbeTokens));
