@@ -36,15 +36,13 @@ internal unsafe interface IBackend
     /// <summary><c>y = W · x</c> for every row of <paramref name="x"/>.</summary>
     void MatMul(in WeightMatrix weights, float* x, int rows, float* y);
 
-    /// <summary>The same rows times several matrices of one width (Q, K and V; gate and up), each into its own target.</summary>
+    /// <summary>The same rows times several matrices of one width (Q, K and V; gate and up), each into its own target,
+    /// with its bias, GELU or residual add applied as the target's <see cref="MatMulEpilogue"/> says.</summary>
     void MatMul(ReadOnlySpan<MatMulTarget> targets, float* x, int rows);
 
     /// <summary>RMSNorm of each of <paramref name="rows"/> rows of <paramref name="width"/> times <paramref name="weight"/>;
     /// <paramref name="y"/> may be <paramref name="x"/>.</summary>
     void RmsNorm(float* x, float* weight, float* y, int rows, int width, float epsilon);
-
-    /// <summary>Adds <paramref name="bias"/> (<paramref name="width"/> floats) to each of <paramref name="rows"/> rows.</summary>
-    void AddBias(float* x, float* bias, int rows, int width);
 
     /// <summary><c>x += y</c> over <paramref name="count"/> floats: a residual connection.</summary>
     void Add(float* x, float* y, long count);
@@ -81,9 +79,6 @@ internal unsafe interface IBackend
     /// <summary>Layer normalization (mean and variance) of each row, times <paramref name="weight"/> plus
     /// <paramref name="bias"/>; <paramref name="y"/> may be <paramref name="x"/>.</summary>
     void LayerNorm(float* x, float* weight, float* bias, float* y, int rows, int width, float epsilon);
-
-    /// <summary><c>x = gelu(x)</c>, the exact (erf) GELU, over <paramref name="count"/> floats.</summary>
-    void GeluErf(float* x, long count);
 
     /// <summary><c>gate = activation(gate) ⊙ up</c> over <paramref name="count"/> floats.</summary>
     void GatedActivation(GatedActivation activation, float* gate, float* up, long count);

@@ -155,10 +155,7 @@ internal static class Activations
         {
             ref float xs = ref MemoryMarshal.GetReference(x), ys = ref MemoryMarshal.GetReference(y);
             for (; i + 8 <= x.Length; i += 8)
-            {
-                var v = Vector256.LoadUnsafe(ref xs, (nuint)i);
-                Vector256.StoreUnsafe(Vector256.Create(0.5f) * v * (Vector256<float>.One + Erf(v * Vector256.Create(InverseSqrt2))), ref ys, (nuint)i);
-            }
+                Vector256.StoreUnsafe(GeluErf(Vector256.LoadUnsafe(ref xs, (nuint)i)), ref ys, (nuint)i);
         }
         for (; i < x.Length; i++)
         {
@@ -166,6 +163,14 @@ internal static class Activations
             y[i] = 0.5f * v * (1 + Erf(Vector256.Create(v * InverseSqrt2)).GetElement(0));
         }
     }
+
+    /// <summary>
+    /// <see cref="GeluErf(ReadOnlySpan{float}, Span{float})"/> of eight floats, each lane exactly as that loop computes
+    /// it, so a matrix product can apply it to results as it stores them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> GeluErf(Vector256<float> v) =>
+        Vector256.Create(0.5f) * v * (Vector256<float>.One + Erf(v * Vector256.Create(InverseSqrt2)));
 
     private const float InverseSqrt2 = 0.70710678118654752f;
 

@@ -43,15 +43,26 @@ internal unsafe struct MatMulTask
 
     /// <summary>Bytes of <see cref="RowScratch"/> per thread: thread i's room starts at i times this.</summary>
     public long RowScratchBytes;
+
+    /// <summary>Applied to the results as they are stored (by <see cref="FloatGemm"/>), or after each work item.</summary>
+    public MatMulEpilogue Epilogue;
+
+    /// <summary>The target's output, when <see cref="Y"/> is a scratch buffer the epilogue adds into it from.</summary>
+    public float* Output;
 }
 
-/// <summary>One matrix of a <see cref="MatMul.Multiply(ReadOnlySpan{MatMulTarget}, float*, int, WorkerPool)"/> and where its products go.</summary>
-internal readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output)
+/// <summary>
+/// One matrix of a <see cref="MatMul.Multiply(ReadOnlySpan{MatMulTarget}, float*, int, WorkerPool)"/>, where its
+/// products go, and what is done to them on the way (<see cref="MatMulEpilogue"/>: bias, GELU, residual add).
+/// </summary>
+internal readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output, float* bias = null, MatMulOutput mode = MatMulOutput.Store)
 {
     public WeightMatrix Weights { get; } = weights;
 
-    /// <summary>tokens × Weights.Rows floats.</summary>
+    /// <summary>tokens × Weights.Rows floats; must not overlap the activations.</summary>
     public float* Output { get; } = output;
+
+    public MatMulEpilogue Epilogue { get; } = new(bias, mode);
 }
 
 /// <summary>
@@ -127,7 +138,7 @@ internal static unsafe class MatMul
 
         bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
         bool wide = !portable && path == MatMulPath.Fastest && KQuantWideKernels.IsSupported;
-        bool paired = !portable && path is not (MatMulPath.Avx2 or MatMulPath.Avx256) && FloatKernels.PairsTokens(first.Type, tokens, first.Cols);
+        bool paired = !portable && path is not (MatMulPath.Avx2 or MatMulPath.Avx256) && FloatGemm.Handles(first.Type, tokens, first.Cols);
         bool tokenPairs = !portable && path == MatMulPath.Fastest && Avx512Block32Kernels.Handles(first.Type, first.Cols, tokens);
         ActivationFormat activations;
         var kernel = paired ? PairedKernel(first.Type, out activations)
@@ -136,6 +147,7 @@ internal static unsafe class MatMul
             : AvxVnni.IsSupported && path != MatMulPath.Avx2 ? FastKernel<VnniDot>(first.Type, tokens, wide, out activations)
             : FastKernel<Avx2Dot>(first.Type, tokens, wide, out activations);
         long scratchPerRow = portable ? 0
+            : paired ? (FloatGemm.WidensRows(first.Type) ? first.Cols * sizeof(float) : 0)
             : FloatKernels.WidensRows(first.Type, tokens) ? first.Cols * sizeof(float)
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1, wide);
         int chunkRows = paired ? PairedChunkRows(totalRows, pool.ThreadCount) : ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
@@ -145,20 +157,31 @@ internal static unsafe class MatMul
         {
             ActivationFormat.Float => 0,
             ActivationFormat.ScaledFloat => (long)tokens * first.Cols * sizeof(float),
-            ActivationFormat.PairedFloat => FloatKernels.PairedBytes(tokens, first.Cols),
+            ActivationFormat.PairedFloat => FloatGemm.PairedBytes(tokens, first.Cols),
             ActivationFormat.Blocks256 => ActivationQuantizer.Bytes256(first.Cols, tokens),
             ActivationFormat.Blocks32TokenPairs or ActivationFormat.PairedBlocks32TokenPairs =>
                 Avx512Block32Kernels.ActivationBytes(first.Type, first.Cols, tokens),
             _ => ActivationQuantizer.Bytes32(first.Cols, tokens),
         };
         long rowScratchBytes = portable ? first.Cols * sizeof(float)
-            : FloatKernels.WidensRows(first.Type, tokens) ? (long)chunkRows * first.Cols * sizeof(float)
+            : paired || FloatKernels.WidensRows(first.Type, tokens) ? chunkRows * scratchPerRow
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, chunkRows, wide);
         long aligned = (activationBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
-        byte* scratch = pool.SharedScratch(aligned + pool.ThreadCount * rowScratchBytes);
+        rowScratchBytes = (rowScratchBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
+        // Kernels other than FloatGemm store plain products, which a residual add cannot overwrite the output with:
+        // those go to scratch first.
+        long productBytes = 0;
+        if (!paired)
+            foreach (var target in targets)
+                if (target.Epilogue.Output == MatMulOutput.AddToOutput)
+                    productBytes += (long)tokens * target.Weights.Rows * sizeof(float);
+        long rowScratchStart = aligned + productBytes;
+        byte* scratch = pool.SharedScratch(rowScratchStart + pool.ThreadCount * rowScratchBytes);
+        float* products = (float*)(scratch + aligned);
 
         MatMulTask* tasks = stackalloc MatMulTask[targets.Length];
         for (int i = 0; i < targets.Length; i++)
+        {
             tasks[i] = new MatMulTask
             {
                 W = targets[i].Weights,
@@ -167,9 +190,17 @@ internal static unsafe class MatMul
                 Tokens = tokens,
                 ChunkRows = chunkRows,
                 Activations = activationBytes > 0 ? scratch : null,
-                RowScratch = rowScratchBytes > 0 ? scratch + aligned : null,
+                RowScratch = rowScratchBytes > 0 ? scratch + rowScratchStart : null,
                 RowScratchBytes = rowScratchBytes,
+                Epilogue = targets[i].Epilogue,
+                Output = targets[i].Output,
             };
+            if (!paired && targets[i].Epilogue.Output == MatMulOutput.AddToOutput)
+            {
+                tasks[i].Y = products;
+                products += (long)tokens * targets[i].Weights.Rows;
+            }
+        }
 
         if (activations == ActivationFormat.ScaledFloat)
         {
@@ -180,7 +211,7 @@ internal static unsafe class MatMul
         }
         var job = new RowsJob
         {
-            Tasks = tasks, TaskCount = targets.Length, Kernel = kernel, ChunkRows = chunkRows,
+            Tasks = tasks, TaskCount = targets.Length, Kernel = kernel, ChunkRows = chunkRows, KernelAppliesEpilogue = paired,
             Format = activations is ActivationFormat.Float or ActivationFormat.ScaledFloat ? ActivationFormat.Float : activations,
         };
         pool.Run(ref job);
@@ -217,7 +248,7 @@ internal static unsafe class MatMul
         PairedBlocks32,
         Blocks256,
 
-        /// <summary>Floats in token pairs, for <see cref="FloatKernels.PairedRows{TRow}"/>.</summary>
+        /// <summary>Floats in token pairs, for <see cref="FloatGemm.Rows{TRow}"/>.</summary>
         PairedFloat,
 
         /// <summary><see cref="Blocks32"/> or <see cref="PairedBlocks32"/>, then a copy in token pairs for <see cref="Avx512Block32Kernels"/>.</summary>
@@ -234,7 +265,12 @@ internal static unsafe class MatMul
     private static delegate*<MatMulTask*, int, int, int, void> PairedKernel(GgmlType type, out ActivationFormat activations)
     {
         activations = ActivationFormat.PairedFloat;
-        return type == GgmlType.F16 ? &FloatKernels.PairedRows<F16Row> : &FloatKernels.PairedRows<F32Row>;
+        return type switch
+        {
+            GgmlType.F16 => &FloatGemm.Rows<F16Row>,
+            GgmlType.BF16 => &FloatGemm.Rows<BF16Row>,
+            _ => &FloatGemm.Rows<F32Row>,
+        };
     }
 
     /// <summary>The AVX2 kernel of <paramref name="type"/>, or with <paramref name="wide"/> the AVX-512 one where it has one.</summary>
@@ -297,7 +333,10 @@ internal static unsafe class MatMul
     /// items. Up to 64 rows (at most 384 KiB of F32 weights, within L2): all-MiniLM-L6-v2 on one thread, 8 × 128
     /// tokens, went from 0.77× to 0.88× ONNX Runtime's speed against 16-row items; 128 rows was no better.
     /// </summary>
-    private static int PairedChunkRows(int rows, int threads) => Math.Clamp(rows / (threads * 4) / 4 * 4, 4, 64);
+    private static int PairedChunkRows(int rows, int threads) => Math.Clamp(rows / (threads * 4) / 4 * 4, 4, MaxChunkRows);
+
+    /// <summary>The most rows of one work item of <see cref="FloatGemm"/>.</summary>
+    public const int MaxChunkRows = 64;
 
     /// <summary>
     /// Room for a decode chunk's widened or unpacked rows, well within L2 (against 16-row chunks, 4 tokens of
@@ -335,7 +374,7 @@ internal static unsafe class MatMul
         int cols = task->W.Cols, tokens = task->Tokens;
         float* x = task->X + (long)t * cols;
         if (format == ActivationFormat.PairedFloat)
-            FloatKernels.PackPairs(task->X, cols, tokens, t, (float*)task->Activations);
+            FloatGemm.PackPairs(task->X, cols, tokens, t, (float*)task->Activations);
         else if (format != ActivationFormat.Blocks256)
         {
             ActivationQuantizer.Layout32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
@@ -363,6 +402,7 @@ internal static unsafe class MatMul
         public int TaskCount;
         public delegate*<MatMulTask*, int, int, int, void> Kernel;
         public int ChunkRows;
+        public bool KernelAppliesEpilogue;
         public ActivationFormat Format;
         public int NextChunk;
         public int NextToken;
@@ -405,8 +445,11 @@ internal static unsafe class MatMul
                     chunk -= chunks;
                 }
                 if (task == TaskCount) return;
-                int start = chunk * ChunkRows;
-                Kernel(Tasks + task, start, Math.Min(Tasks[task].W.Rows, start + ChunkRows), threadIndex);
+                int start = chunk * ChunkRows, end = Math.Min(Tasks[task].W.Rows, start + ChunkRows);
+                var t = Tasks + task;
+                Kernel(t, start, end, threadIndex);
+                if (!KernelAppliesEpilogue && !t->Epilogue.IsNone)
+                    t->Epilogue.ApplyRows(t->Y, t->Output, t->W.Rows, t->Tokens, start, end);
             }
         }
     }

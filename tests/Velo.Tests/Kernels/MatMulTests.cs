@@ -74,24 +74,26 @@ public unsafe class MatMulTests
     }
 
     /// <summary>
-    /// The AVX-512 tiles of token pairs (F32 and F16 prefill) sum each token exactly as the AVX2 tiles and a token
-    /// alone do: every tile shape and remainder of rows and pairs, odd token counts, bit for bit.
+    /// The AVX-512 GEMM (F32, F16 and BF16 prefill) sums each token exactly as the AVX2 tiles and a token alone do:
+    /// every tile shape and remainder of rows and pairs, odd token counts, rows split into column blocks (1096 and
+    /// 2048 columns), bit for bit.
     /// </summary>
     [Avx512Theory]
     [InlineData(GgmlType.F32)]
     [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.BF16)]
     public void PairedTilesEqualAvx2AndATokenAloneBitForBit(GgmlType type)
     {
         var random = new Random((int)type * 7);
         using var pool = new WorkerPool(3);
-        foreach (int cols in new[] { 8, 64, 384 })
+        foreach (int cols in new[] { 8, 64, 384, 1096, 2048 })
         foreach (int rows in new[] { 1, 7, 33, 70 })
         {
             using var weights = RandomWeights(type, rows, cols, random);
             var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
             foreach (int tokens in new[] { 8, 9, 10, 15, 16, 17, 23, 40 })
             {
-                Assert.True(FloatKernels.PairsTokens(type, tokens, cols));
+                Assert.True(FloatGemm.Handles(type, tokens, cols));
                 float[] x = RandomActivations(tokens * cols, random);
                 float[] paired = new float[tokens * rows], avx2 = new float[tokens * rows], alone = new float[rows];
                 fixed (float* px = x, pp = paired, pa = avx2, p1 = alone)
@@ -415,6 +417,55 @@ public unsafe class MatMulTests
         finally
         {
             foreach (var w in weights) w.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// Bias, GELU and residual add applied by the product (fused in the AVX-512 GEMM's stores, or as passes after
+    /// each work item elsewhere) give what the separate element-wise passes give, bit for bit, on every path.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.F32, "Fastest")]
+    [InlineData(GgmlType.F16, "Fastest")]
+    [InlineData(GgmlType.BF16, "Fastest")]
+    [InlineData(GgmlType.Q8_0, "Fastest")]
+    [InlineData(GgmlType.F32, "Avx2")]
+    [InlineData(GgmlType.F32, "Portable")]
+    public void EpiloguesEqualTheSeparatePassesBitForBit(GgmlType type, string pathName)
+    {
+        var path = Enum.Parse<MatMulPath>(pathName);
+        var random = new Random((int)type * 31 + (int)path);
+        using var pool = new WorkerPool(3);
+        foreach (int cols in new[] { 64, 1120 })
+        foreach (int rows in new[] { 7, 70 })
+        {
+            using var weights = RandomWeights(type, rows, cols, random);
+            var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+            float[] bias = RandomActivations(rows, random);
+            foreach (int tokens in new[] { 1, 5, 9, 17 })
+            {
+                float[] x = RandomActivations(tokens * cols, random), residual = RandomActivations(tokens * rows, random);
+                float[] plain = new float[tokens * rows], biased = new float[tokens * rows], gelu = new float[tokens * rows];
+                float[] added = (float[])residual.Clone();
+                fixed (float* px = x, pb = bias, pp = plain, pBiased = biased, pGelu = gelu, pAdded = added)
+                {
+                    MatMul.Multiply(w, px, tokens, pp, pool, path);
+                    MatMulTarget[] targets =
+                    [
+                        new(w, pBiased, pb), new(w, pGelu, pb, MatMulOutput.GeluErf), new(w, pAdded, pb, MatMulOutput.AddToOutput),
+                    ];
+                    MatMul.Multiply(targets, px, tokens, pool, path);
+                }
+                float[] expectBiased = new float[tokens * rows], expectGelu = new float[tokens * rows], expectAdded = (float[])residual.Clone();
+                for (int t = 0; t < tokens; t++)
+                    Elementwise.Add(plain.AsSpan(t * rows, rows), bias, expectBiased.AsSpan(t * rows, rows));
+                Activations.GeluErf(expectBiased, expectGelu);
+                Elementwise.Add(expectAdded, expectBiased, expectAdded);
+                string where = $"{type} {path} rows={rows} cols={cols} tokens={tokens}";
+                Assert.True(MemoryMarshal.Cast<float, int>(biased).SequenceEqual(MemoryMarshal.Cast<float, int>(expectBiased)), $"{where}: bias");
+                Assert.True(MemoryMarshal.Cast<float, int>(gelu).SequenceEqual(MemoryMarshal.Cast<float, int>(expectGelu)), $"{where}: GELU");
+                Assert.True(MemoryMarshal.Cast<float, int>(added).SequenceEqual(MemoryMarshal.Cast<float, int>(expectAdded)), $"{where}: residual");
+            }
         }
     }
 

@@ -31,22 +31,6 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
         for (int i = 0; i < rows; i++) Kernels.LayerNorm.Apply(Row(x, i, width), w, b, Row(y, i, width), epsilon);
     }
 
-    public void GeluErf(float* x, long count)
-    {
-        var xs = new Span<float>(x, checked((int)count));
-        Activations.GeluErf(xs, xs);
-    }
-
-    public void AddBias(float* x, float* bias, int rows, int width)
-    {
-        var b = new ReadOnlySpan<float>(bias, width);
-        for (int i = 0; i < rows; i++)
-        {
-            var row = Row(x, i, width);
-            Elementwise.Add(row, b, row);
-        }
-    }
-
     public void Add(float* x, float* y, long count)
     {
         var xs = new Span<float>(x, checked((int)count));

@@ -1,4 +1,5 @@
 using Velo.Backends;
+using Velo.Kernels;
 using Velo.Formats;
 using Velo.Runtime;
 using Velo.Threading;
@@ -62,22 +63,18 @@ internal sealed unsafe class BertModel : IModel, IPoolingChoice
         for (int l = 0; l < c.Layers; l++)
         {
             ref readonly var lw = ref w.Layers[l];
-            b.MatMul([new Kernels.MatMulTarget(lw.Query.Weight, s.Queries), new Kernels.MatMulTarget(lw.Key.Weight, s.Keys), new Kernels.MatMulTarget(lw.Value.Weight, s.Values)], s.X, n);
-            b.AddBias(s.Queries, lw.Query.Bias, n, dim);
-            b.AddBias(s.Keys, lw.Key.Bias, n, dim);
-            b.AddBias(s.Values, lw.Value.Bias, n, dim);
+            // Bias, GELU and the residual adds ride on the products' stores (MatMulEpilogue), not passes of their own.
+            b.MatMul([
+                new MatMulTarget(lw.Query.Weight, s.Queries, lw.Query.Bias),
+                new MatMulTarget(lw.Key.Weight, s.Keys, lw.Key.Bias),
+                new MatMulTarget(lw.Value.Weight, s.Values, lw.Value.Bias),
+            ], s.X, n);
             b.BatchAttention(batch, s.Queries, s.Keys, s.Values, s.AttentionOut, c.Heads, c.HeadDim, c.AttentionScale);
-            b.MatMul(lw.Output.Weight, s.AttentionOut, n, s.Xb);
-            b.AddBias(s.Xb, lw.Output.Bias, n, dim);
-            b.Add(s.X, s.Xb, (long)n * dim);
+            b.MatMul([new MatMulTarget(lw.Output.Weight, s.X, lw.Output.Bias, MatMulOutput.AddToOutput)], s.AttentionOut, n);
             b.LayerNorm(s.X, lw.AttentionNorm.Weight, lw.AttentionNorm.Bias, s.X, n, dim, c.NormEpsilon);
 
-            b.MatMul(lw.Up.Weight, s.X, n, s.Hidden);
-            b.AddBias(s.Hidden, lw.Up.Bias, n, c.FfnDim);
-            b.GeluErf(s.Hidden, (long)n * c.FfnDim);
-            b.MatMul(lw.Down.Weight, s.Hidden, n, s.Xb);
-            b.AddBias(s.Xb, lw.Down.Bias, n, dim);
-            b.Add(s.X, s.Xb, (long)n * dim);
+            b.MatMul([new MatMulTarget(lw.Up.Weight, s.Hidden, lw.Up.Bias, MatMulOutput.GeluErf)], s.X, n);
+            b.MatMul([new MatMulTarget(lw.Down.Weight, s.X, lw.Down.Bias, MatMulOutput.AddToOutput)], s.Hidden, n);
             b.LayerNorm(s.X, lw.OutputNorm.Weight, lw.OutputNorm.Bias, s.X, n, dim, c.NormEpsilon);
         }
 
@@ -95,14 +92,12 @@ internal sealed unsafe class BertModel : IModel, IPoolingChoice
         var head = Weights.Classifier!.Value;
         b.Pool(s.X, batch, c.Dim, EmbeddingPooling.Cls, normalize: false, s.Pooled);
         float* hidden = c.HasClassifierOutput ? s.ClassifierHidden : s.OutputPointer;
-        b.MatMul(head.Weight, s.Pooled, rows, hidden);
-        b.AddBias(hidden, head.Bias, rows, c.ClassifierWidth);
+        b.MatMul([new MatMulTarget(head.Weight, hidden, head.Bias)], s.Pooled, rows);
         var values = new Span<float>(hidden, checked(rows * c.ClassifierWidth));
         System.Numerics.Tensors.TensorPrimitives.Tanh(values, values);
         if (Weights.ClassifierOutput is { } output)
         {
-            b.MatMul(output.Weight, hidden, rows, s.OutputPointer);
-            b.AddBias(s.OutputPointer, output.Bias, rows, c.Labels.Count);
+            b.MatMul([new MatMulTarget(output.Weight, s.OutputPointer, output.Bias)], hidden, rows);
         }
     }
 

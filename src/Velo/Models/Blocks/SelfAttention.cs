@@ -84,10 +84,8 @@ internal static unsafe class SelfAttention
     {
         int n = batch.Count;
         float* q = buffers.Queries, k = buffers.Keys, v = buffers.Values;
-        backend.MatMul([new MatMulTarget(w.Query, q), new MatMulTarget(w.Key, k), new MatMulTarget(w.Value, v)], input, n);
-        if (w.QueryBias != null) backend.AddBias(q, w.QueryBias, n, shape.QueryDim);
-        if (w.KeyBias != null) backend.AddBias(k, w.KeyBias, n, shape.KvDim);
-        if (w.ValueBias != null) backend.AddBias(v, w.ValueBias, n, shape.KvDim);
+        // Biases (where the family has them) are added as the products are stored.
+        backend.MatMul([new MatMulTarget(w.Query, q, w.QueryBias), new MatMulTarget(w.Key, k, w.KeyBias), new MatMulTarget(w.Value, v, w.ValueBias)], input, n);
         if (w.QueryNorm != null) backend.RmsNorm(q, w.QueryNorm, q, n * shape.Heads, shape.HeadDim, shape.NormEpsilon);
         if (w.KeyNorm != null) backend.RmsNorm(k, w.KeyNorm, k, n * shape.KvHeads, shape.HeadDim, shape.NormEpsilon);
         backend.Rope(q, n, shape.QueryDim, shape.HeadDim, rope.Cos, rope.Sin, rope.Pairs, shape.RopeLayout);
