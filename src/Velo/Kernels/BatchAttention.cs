@@ -208,7 +208,6 @@ internal static unsafe class BatchAttention
         }
     }
 
-    /// <summary>The definition, in double precision: softmax(scale · q·k) · v over the rows of the query's sequence.</summary>
     /// <summary><see cref="Scores"/> for 32 keys per step (<paramref name="stride"/> a multiple of 32).</summary>
     private static void Scores512(float* transposed, int stride, int hd, float* q0, float* q1, float* q2, float* q3, float* scores)
     {
@@ -281,6 +280,7 @@ internal static unsafe class BatchAttention
         }
     }
 
+    /// <summary>The definition, in double precision: softmax(scale · q·k) · v over the rows of the query's sequence.</summary>
     public static void Reference(in Arguments a)
     {
         int hd = a.HeadDim, width = a.Heads * hd;
