@@ -24,25 +24,10 @@ public sealed class ServeOperatorCommandTests
     [Fact]
     public async Task Sigterm_lets_a_running_stream_finish_and_exits_cleanly()
     {
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "Velo.Cli.dll"), "serve", "-m", TestPaths.Stories260K, "--port", "0",
-                     "-t", "1", "--parallel", "1", "--ctx", "2048", "--log-format", "json"])
-            start.ArgumentList.Add(arg);
-        using var process = Process.Start(start)!;
+        var (started, stderr, address) = await StartServeAsync("--ctx", "2048", "--log-format", "json");
+        using var process = started;
         try
         {
-            var stderr = new StringBuilder();
-            var loaded = new TaskCompletionSource();
-            process.ErrorDataReceived += (_, e) =>
-            {
-                lock (stderr) stderr.AppendLine(e.Data);
-                if (e.Data?.Contains("model loaded") == true) loaded.TrySetResult();
-            };
-            process.BeginErrorReadLine();
-            await loaded.Task.WaitAsync(TimeSpan.FromMinutes(2));
-            string address;
-            lock (stderr) address = Regex.Match(stderr.ToString(), @"on (http://[\d.:]+)").Groups[1].Value;
-
             using var http = new HttpClient { BaseAddress = new Uri(address) };
             using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
             {
@@ -70,11 +55,34 @@ public sealed class ServeOperatorCommandTests
     [Fact]
     public async Task Named_models_are_served_beside_the_default()
     {
+        var (started, _, address) = await StartServeAsync("--model", "tiny=" + TestPaths.Stories260K, "--ctx", "256", "--keep-alive", "1s");
+        using var process = started;
+        try
+        {
+            using var http = new HttpClient { BaseAddress = new Uri(address) };
+            string models = await http.GetStringAsync("/v1/models");
+            Assert.Matches("\"id\":\"stories260K\".*\"id\":\"tiny\"", models);
+            using var response = await http.PostAsync("/v1/completions",
+                new StringContent("{\"model\": \"tiny\", \"prompt\": \"Once\", \"max_tokens\": 3}", Encoding.UTF8, "application/json"));
+            Assert.Contains("\"model\":\"tiny\"", await response.Content.ReadAsStringAsync());
+        }
+        finally
+        {
+            process.Kill();
+        }
+    }
+
+    /// <summary>
+    /// Starts <c>velo serve -m stories260K --port 0 -t 1 --parallel 1</c> with <paramref name="args"/> and waits until it
+    /// says the model is loaded: the process, its standard error so far (lock it to read) and the address it serves on.
+    /// </summary>
+    private static async Task<(Process Process, StringBuilder Stderr, string Address)> StartServeAsync(params string[] args)
+    {
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "Velo.Cli.dll"), "serve", "-m", TestPaths.Stories260K, "--model",
-                     "tiny=" + TestPaths.Stories260K, "--port", "0", "-t", "1", "--parallel", "1", "--ctx", "256", "--keep-alive", "1s"])
+        foreach (string arg in (string[])[Path.Combine(AppContext.BaseDirectory, "Velo.Cli.dll"), "serve", "-m", TestPaths.Stories260K, "--port", "0",
+                     "-t", "1", "--parallel", "1", .. args])
             start.ArgumentList.Add(arg);
-        using var process = Process.Start(start)!;
+        var process = Process.Start(start)!;
         try
         {
             var stderr = new StringBuilder();
@@ -86,19 +94,13 @@ public sealed class ServeOperatorCommandTests
             };
             process.BeginErrorReadLine();
             await loaded.Task.WaitAsync(TimeSpan.FromMinutes(2));
-            string address;
-            lock (stderr) address = Regex.Match(stderr.ToString(), @" on (http://[\d.:]+)").Groups[1].Value;
-
-            using var http = new HttpClient { BaseAddress = new Uri(address) };
-            string models = await http.GetStringAsync("/v1/models");
-            Assert.Matches("\"id\":\"stories260K\".*\"id\":\"tiny\"", models);
-            using var response = await http.PostAsync("/v1/completions",
-                new StringContent("{\"model\": \"tiny\", \"prompt\": \"Once\", \"max_tokens\": 3}", Encoding.UTF8, "application/json"));
-            Assert.Contains("\"model\":\"tiny\"", await response.Content.ReadAsStringAsync());
+            lock (stderr) return (process, stderr, Regex.Match(stderr.ToString(), @" on (http://[\d.:]+)").Groups[1].Value);
         }
-        finally
+        catch
         {
-            process.Kill();
+            if (!process.HasExited) process.Kill();
+            process.Dispose();
+            throw;
         }
     }
 }
