@@ -66,23 +66,13 @@ public sealed class FileModelSource(string name, string path, VeloServerOptions 
         WorkerPool? workers = null;
         try
         {
-            var schedulerOptions = new BatchSchedulerOptions
-            {
-                Parallel = options.Parallel,
-                ContextLength = options.ContextLength,
-                QueueCapacity = options.QueueCapacity,
-                MaxBatchTokens = options.BatchSize,
-                CacheTypes = options.CacheTypes,
-                Speculation = draftPath != null || options.Speculation?.NGram > 0 ? options.Speculation : null,
-            };
+            var schedulerOptions = options.SchedulerOptions(withDraft: draftPath != null);
             draft = draftPath != null ? LanguageModel.Load(draftPath) : null;
             long draftBytes = draft == null ? 0 : BatchScheduler.MemoryPlanFor(draft, schedulerOptions with { Speculation = null }).TotalBytes;
             context.Reserve(BatchScheduler.MemoryPlanFor(language, schedulerOptions).TotalBytes + draftBytes);
             workers = new WorkerPool(options.Threads);
             var scheduler = new BatchScheduler(language, schedulerOptions, workers, draft: draft);
-            return draft == null
-                ? new ServedModel(Name, scheduler, null, scheduler, workers, language)
-                : new ServedModel(Name, scheduler, null, scheduler, workers, draft, language);
+            return new ServedModel(Name, scheduler, null, scheduler, workers, draft, language);
         }
         catch
         {

@@ -49,11 +49,11 @@ public sealed record ModelStatus(string Name, string? Path, ModelKind? Kind, Ser
 /// <summary>A loaded model as the routes use it: a decoder's generation service, an encoder's embeddings, or both.</summary>
 public sealed class ServedModel : IDisposable
 {
-    private readonly IDisposable[] _owned;
+    private readonly IDisposable?[] _owned;
     private int _disposed;
 
-    /// <param name="owned">What unloading it disposes, in order (the scheduler before the model it runs).</param>
-    public ServedModel(string id, IGenerationService? generator, VeloEmbeddingGenerator? embeddings, params IDisposable[] owned)
+    /// <param name="owned">What unloading it disposes, in order (the scheduler before the model it runs); nulls are skipped.</param>
+    public ServedModel(string id, IGenerationService? generator, VeloEmbeddingGenerator? embeddings, params IDisposable?[] owned)
     {
         if (generator == null && embeddings == null) throw new ArgumentException("a served model needs a generator, embeddings or both");
         Id = id;
@@ -74,7 +74,7 @@ public sealed class ServedModel : IDisposable
     public void Dispose()
     {
         if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
-        foreach (var owned in _owned) owned.Dispose();
+        foreach (var owned in _owned) owned?.Dispose();
     }
 }
 

@@ -58,6 +58,20 @@ public sealed record VeloServerOptions
     /// <summary>The largest request body the completion routes accept, in bytes; 0 derives it from the context length
     /// (<see cref="VeloEngine.DefaultMaxRequestBytes"/>).</summary>
     public long MaxRequestBytes { get; init; }
+
+    /// <summary>
+    /// The batch scheduler's options for a decoder served with these options: the draft's speculation only for the model
+    /// it drafts for (<paramref name="withDraft"/>), prompt lookup (<c>--spec-ngram</c>) for every decoder.
+    /// </summary>
+    public Velo.Generation.BatchSchedulerOptions SchedulerOptions(bool withDraft) => new()
+    {
+        Parallel = Parallel,
+        ContextLength = ContextLength,
+        QueueCapacity = QueueCapacity,
+        MaxBatchTokens = BatchSize,
+        CacheTypes = CacheTypes,
+        Speculation = withDraft || Speculation?.NGram > 0 ? Speculation : null,
+    };
 }
 
 /// <summary>A model file served under a name (<c>--model NAME=FILE</c>).</summary>

@@ -340,15 +340,7 @@ internal sealed class PipelineServer : IDisposable
         {
             // The draft model, when there is one, runs here whole: it is the small one.
             draft = options.DraftModelPath is { } draftPath ? LanguageModel.Load(draftPath) : null;
-            var scheduler = new BatchScheduler(model, new BatchSchedulerOptions
-            {
-                Parallel = options.Parallel,
-                ContextLength = options.ContextLength,
-                QueueCapacity = options.QueueCapacity,
-                MaxBatchTokens = options.BatchSize,
-                CacheTypes = options.CacheTypes,
-                Speculation = options.Speculation,
-            }, pool, draft: draft);
+            var scheduler = new BatchScheduler(model, options.SchedulerOptions(withDraft: draft != null), pool, draft: draft);
             var engine = new VeloEngine(scheduler, options.ModelId, options.ApiKey)
             {
                 ModelPath = options.ModelPath,
