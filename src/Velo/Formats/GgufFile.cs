@@ -1,4 +1,3 @@
-using System.IO.MemoryMappedFiles;
 using System.Text;
 using Velo.Tensors;
 
@@ -16,9 +15,7 @@ public sealed unsafe class GgufFile : IDisposable
     public const int MaxDimensions = 4;
     private const int MaxArrayNesting = 8;
 
-    private readonly MemoryMappedFile? _mapping;
-    private readonly MemoryMappedViewAccessor? _view;
-    private byte* _base;
+    private readonly MappedFile _file;
     private readonly Dictionary<string, GgufTensorInfo> _tensorsByName = new(StringComparer.Ordinal);
 
     private GgufFile(string path)
@@ -30,13 +27,10 @@ public sealed unsafe class GgufFile : IDisposable
         if (FileSize < 24)
             throw new GgufFormatException($"{path}: file is {FileSize} bytes, too small to be a GGUF file (the header alone is 24 bytes)");
 
-        _mapping = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        _file = new MappedFile(path);
         try
         {
-            _view = _mapping.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref _base);
-            _base += _view.PointerOffset;
-            var reader = new Reader(_base, FileSize, path);
+            var reader = new Reader(_file.Start(nameof(GgufFile)), FileSize, path);
             (Metadata, Tensors, Alignment, DataOffset) = Parse(ref reader, path);
             foreach (var t in Tensors) _tensorsByName[t.Name] = t;
         }
@@ -67,27 +61,14 @@ public sealed unsafe class GgufFile : IDisposable
         FindTensor(name) ?? throw new GgufFormatException($"{Path}: tensor '{name}' is missing");
 
     /// <summary>Pointer to a tensor's bytes inside the mapping; valid until the file is disposed.</summary>
-    public byte* TensorData(GgufTensorInfo tensor)
-    {
-        if (_base == null) throw new ObjectDisposedException(nameof(GgufFile));
-        return _base + DataOffset + tensor.Offset;
-    }
+    public byte* TensorData(GgufTensorInfo tensor) => _file.Start(nameof(GgufFile)) + DataOffset + tensor.Offset;
 
     public ReadOnlySpan<byte> TensorBytes(GgufTensorInfo tensor) =>
         tensor.ByteSize <= int.MaxValue
             ? new(TensorData(tensor), (int)tensor.ByteSize)
             : throw new NotSupportedException($"{Path}: tensor '{tensor.Name}' has {tensor.ByteSize} bytes, more than can be read as one span");
 
-    public void Dispose()
-    {
-        if (_base != null)
-        {
-            _view!.SafeMemoryMappedViewHandle.ReleasePointer();
-            _base = null;
-        }
-        _view?.Dispose();
-        _mapping?.Dispose();
-    }
+    public void Dispose() => _file.Dispose();
 
     private (GgufMetadata, GgufTensorInfo[], uint, long) Parse(ref Reader r, string path)
     {

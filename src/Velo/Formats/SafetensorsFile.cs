@@ -1,4 +1,3 @@
-using System.IO.MemoryMappedFiles;
 using System.Text.Json;
 using Velo.Tensors;
 
@@ -39,9 +38,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     private const int MaxDimensions = 8;
 
-    private readonly MemoryMappedFile? _mapping;
-    private readonly MemoryMappedViewAccessor? _view;
-    private byte* _base;
+    private readonly MappedFile _file;
     private readonly Dictionary<string, SafetensorsTensor> _byName = new(StringComparer.Ordinal);
 
     private SafetensorsFile(string path)
@@ -51,12 +48,9 @@ public sealed unsafe class SafetensorsFile : IDisposable
         if (!info.Exists) throw new FileNotFoundException($"safetensors file not found: {path}", path);
         FileSize = info.Length;
         if (FileSize < 8) throw new SafetensorsFormatException($"{path}: file is {FileSize} bytes, too small to be a safetensors file (the header length alone is 8 bytes)");
-        _mapping = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+        _file = new MappedFile(path);
         try
         {
-            _view = _mapping.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
-            _view.SafeMemoryMappedViewHandle.AcquirePointer(ref _base);
-            _base += _view.PointerOffset;
             (Tensors, Metadata, DataOffset) = Parse();
             foreach (var t in Tensors) _byName[t.Name] = t;
         }
@@ -86,22 +80,12 @@ public sealed unsafe class SafetensorsFile : IDisposable
     /// <summary>The tensor's bytes inside the mapping; valid until the file is disposed.</summary>
     public ReadOnlySpan<byte> Bytes(SafetensorsTensor tensor, long start, int length)
     {
-        if (_base == null) throw new ObjectDisposedException(nameof(SafetensorsFile));
         if (start < 0 || length < 0 || start > tensor.ByteSize - length)
             throw new ArgumentOutOfRangeException(nameof(start), $"bytes {start}+{length} are outside tensor '{tensor.Name}' of {tensor.ByteSize} bytes");
-        return new ReadOnlySpan<byte>(_base + DataOffset + tensor.Offset + start, length);
+        return new ReadOnlySpan<byte>(_file.Start(nameof(SafetensorsFile)) + DataOffset + tensor.Offset + start, length);
     }
 
-    public void Dispose()
-    {
-        if (_base != null)
-        {
-            _view!.SafeMemoryMappedViewHandle.ReleasePointer();
-            _base = null;
-        }
-        _view?.Dispose();
-        _mapping?.Dispose();
-    }
+    public void Dispose() => _file.Dispose();
 
     /// <summary>Bytes per element of every dtype the format defines; Velo reads F32, F16 and BF16, but checks the sizes of all.</summary>
     private static int ElementBytes(string dtype) => dtype switch
@@ -115,7 +99,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
 
     private (SafetensorsTensor[], Dictionary<string, string>, long) Parse()
     {
-        ulong headerLength = *(ulong*)_base;
+        ulong headerLength = *(ulong*)_file.Start(nameof(SafetensorsFile));
         if (headerLength > MaxHeaderBytes)
             throw new SafetensorsFormatException($"{Path}: header length {headerLength} exceeds the {MaxHeaderBytes}-byte limit of the format");
         if ((long)headerLength > FileSize - 8)
@@ -126,7 +110,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         JsonDocument header;
         try
         {
-            header = JsonDocument.Parse(new ReadOnlyMemory<byte>(new ReadOnlySpan<byte>(_base + 8, (int)headerLength).ToArray()),
+            header = JsonDocument.Parse(new ReadOnlyMemory<byte>(new ReadOnlySpan<byte>(_file.Start(nameof(SafetensorsFile)) + 8, (int)headerLength).ToArray()),
                 new JsonDocumentOptions { MaxDepth = 16 });
         }
         catch (JsonException e)
