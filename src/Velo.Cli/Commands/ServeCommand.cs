@@ -199,8 +199,9 @@ internal static class ServeCommand
             var advertised = parse.GetValue(advertise) is { } advertiseUrl ? AdvertisedAddress(advertiseUrl) : null;
             if (gateway != null && advertised == null && options.Host is "0.0.0.0" or "::")
                 throw new ArgumentException("with --host 0.0.0.0, --join needs --advertise URL: the address the gateway reaches this server at");
-            if (parse.GetValue(pipeline) != null && (options.Models.Count > 0 || options.MemoryCapBytes != null))
-                throw new ArgumentException("--pipeline serves one model split across stages: it does not take --model NAME=FILE or --memory-cap");
+            if (parse.GetValue(pipeline) != null
+                && (options.Models.Count > 0 || options.MemoryCapBytes != null || parse.GetResult(keepAlive) is { Implicit: false }))
+                throw new ArgumentException("--pipeline serves one model split across stages, loaded for the server's lifetime: it does not take --model NAME=FILE, --memory-cap or --keep-alive");
             using var split = parse.GetValue(pipeline) is { } stages
                 ? PipelineServer.Load(options, stages.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries),
                     new PipelineOptions { CallTimeout = TimeSpan.FromSeconds(parse.GetValue(pipelineTimeout)) })

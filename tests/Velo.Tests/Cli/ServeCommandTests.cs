@@ -42,6 +42,19 @@ public sealed class ServeCommandTests
     }
 
     [Theory]
+    [InlineData("--keep-alive", "10m")]
+    [InlineData("--memory-cap", "8GiB")]
+    [InlineData("--model", "small={stories}")]
+    public void A_pipeline_refuses_the_options_of_a_server_of_several_models(string option, string value)
+    {
+        var result = CliRunner.Run("serve", "-m", TestPaths.Stories260K, "--port", "0", "--pipeline", "http://127.0.0.1:1", option,
+            value.Replace("{stories}", TestPaths.Stories260K));
+        Assert.Equal(1, result.ExitCode);
+        Assert.Contains("--pipeline serves one model split across stages", result.Stderr);
+        Assert.Contains(option, result.Stderr);
+    }
+
+    [Theory]
     [InlineData("8GiB", 8L << 30)]
     [InlineData("512MiB", 512L << 20)]
     [InlineData("512M", 512L << 20)]
