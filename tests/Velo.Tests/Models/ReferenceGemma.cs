@@ -1,4 +1,5 @@
 using Velo.Models;
+using static Velo.Tests.Models.ReferenceMath;
 
 namespace Velo.Tests.Models;
 
@@ -65,23 +66,7 @@ public sealed class ReferenceGemma
             for (int i = 0; i < n; i++)
             {
                 int first = sliding ? Math.Max(0, i - _s.SlidingWindow + 1) : 0;
-                var attention = new double[heads * hd];
-                for (int h = 0; h < heads; h++)
-                {
-                    int kvh = h / (heads / kvHeads);
-                    var scores = new double[i + 1];
-                    for (int t = first; t <= i; t++)
-                    {
-                        double dot = 0;
-                        for (int d = 0; d < hd; d++) dot += q[i][h * hd + d] * k[t][kvh * hd + d];
-                        scores[t] = dot * queryScale;
-                        if (gemma2) scores[t] = _s.AttentionSoftCap * Math.Tanh(scores[t] / _s.AttentionSoftCap);
-                    }
-                    double max = scores[first..].Max(), sum = 0;
-                    for (int t = first; t <= i; t++) sum += scores[t] = Math.Exp(scores[t] - max);
-                    for (int t = first; t <= i; t++)
-                        for (int d = 0; d < hd; d++) attention[h * hd + d] += scores[t] / sum * v[t][kvh * hd + d];
-                }
+                var attention = Attention(q[i], k, v, first, i, heads, kvHeads, hd, queryScale, gemma2 ? _s.AttentionSoftCap : 0);
                 var attended = MatVec(W(p + "attn_output.weight"), attention);
                 if (postNorms) attended = RmsNorm(attended, W(p + "post_attention_norm.weight")[0]);
                 AddTo(x[i], attended);
@@ -102,12 +87,7 @@ public sealed class ReferenceGemma
         return logits;
     }
 
-    private double[] RmsNorm(double[] x, double[] weight)
-    {
-        double ms = x.Sum(e => e * e) / x.Length;
-        double scale = 1 / Math.Sqrt(ms + _s.NormEpsilon);
-        return x.Select((e, i) => e * scale * weight[i]).ToArray();
-    }
+    private double[] RmsNorm(double[] x, double[] weight) => ReferenceMath.RmsNorm(x, weight, _s.NormEpsilon);
 
     private void NormalizeHead(double[] x, int offset, int length, double[] weight) =>
         RmsNorm(x[offset..(offset + length)], weight).CopyTo(x, offset);
@@ -122,22 +102,5 @@ public sealed class ReferenceGemma
             x[a] = x0 * Math.Cos(angle) - x1 * Math.Sin(angle);
             x[b] = x0 * Math.Sin(angle) + x1 * Math.Cos(angle);
         }
-    }
-
-    private static double[] MatVec(double[][] w, double[] x)
-    {
-        var y = new double[w.Length];
-        for (int r = 0; r < w.Length; r++)
-        {
-            double acc = 0;
-            for (int c = 0; c < x.Length; c++) acc += w[r][c] * x[c];
-            y[r] = acc;
-        }
-        return y;
-    }
-
-    private static void AddTo(double[] x, double[] y)
-    {
-        for (int i = 0; i < x.Length; i++) x[i] += y[i];
     }
 }

@@ -1,4 +1,5 @@
 using Velo.Models;
+using static Velo.Tests.Models.ReferenceMath;
 
 namespace Velo.Tests.Models;
 
@@ -59,22 +60,7 @@ public sealed class ReferenceLlama
             }
             for (int i = 0; i < n; i++)
             {
-                var attention = new double[heads * hd];
-                for (int h = 0; h < heads; h++)
-                {
-                    int kvh = h / (heads / kvHeads);
-                    var scores = new double[i + 1];
-                    for (int t = 0; t <= i; t++)
-                    {
-                        double dot = 0;
-                        for (int d = 0; d < hd; d++) dot += q[i][h * hd + d] * k[t][kvh * hd + d];
-                        scores[t] = dot / Math.Sqrt(hd);
-                    }
-                    double max = scores.Max(), sum = 0;
-                    for (int t = 0; t <= i; t++) sum += scores[t] = Math.Exp(scores[t] - max);
-                    for (int t = 0; t <= i; t++)
-                        for (int d = 0; d < hd; d++) attention[h * hd + d] += scores[t] / sum * v[t][kvh * hd + d];
-                }
+                var attention = Attention(q[i], k, v, 0, i, heads, kvHeads, hd, 1 / Math.Sqrt(hd));
                 AddTo(x[i], MatVec(W(p + "attn_output.weight"), attention));
                 var hn = RmsNorm(x[i], W(p + "ffn_norm.weight")[0]);
                 var gate = MatVec(W(p + "ffn_gate.weight"), hn);
@@ -87,12 +73,7 @@ public sealed class ReferenceLlama
         return x.Select(xi => MatVec(output, RmsNorm(xi, W("output_norm.weight")[0]))).ToArray();
     }
 
-    private double[] RmsNorm(double[] x, double[] weight)
-    {
-        double ms = x.Sum(e => e * e) / x.Length;
-        double scale = 1 / Math.Sqrt(ms + _s.NormEpsilon);
-        return x.Select((e, i) => e * scale * weight[i]).ToArray();
-    }
+    private double[] RmsNorm(double[] x, double[] weight) => ReferenceMath.RmsNorm(x, weight, _s.NormEpsilon);
 
     private void NormalizeHead(double[] x, int offset, int length, double[] weight)
     {
@@ -112,22 +93,5 @@ public sealed class ReferenceLlama
             x[a] = x0 * Math.Cos(angle) - x1 * Math.Sin(angle);
             x[b] = x0 * Math.Sin(angle) + x1 * Math.Cos(angle);
         }
-    }
-
-    private static double[] MatVec(double[][] w, double[] x)
-    {
-        var y = new double[w.Length];
-        for (int r = 0; r < w.Length; r++)
-        {
-            double acc = 0;
-            for (int c = 0; c < x.Length; c++) acc += w[r][c] * x[c];
-            y[r] = acc;
-        }
-        return y;
-    }
-
-    private static void AddTo(double[] x, double[] y)
-    {
-        for (int i = 0; i < x.Length; i++) x[i] += y[i];
     }
 }

@@ -1,4 +1,5 @@
 using Velo.Models;
+using static Velo.Tests.Models.ReferenceMath;
 
 namespace Velo.Tests.Models;
 
@@ -55,22 +56,7 @@ public sealed class ReferencePhi3
             }
             for (int i = 0; i < n; i++)
             {
-                var attention = new double[qDim];
-                for (int h = 0; h < heads; h++)
-                {
-                    int kvh = h / (heads / kvHeads);
-                    var scores = new double[i + 1];
-                    for (int t = 0; t <= i; t++)
-                    {
-                        double dot = 0;
-                        for (int d = 0; d < hd; d++) dot += q[i][h * hd + d] * k[t][kvh * hd + d];
-                        scores[t] = dot / Math.Sqrt(hd);
-                    }
-                    double max = scores.Max(), sum = 0;
-                    for (int t = 0; t <= i; t++) sum += scores[t] = Math.Exp(scores[t] - max);
-                    for (int t = 0; t <= i; t++)
-                        for (int d = 0; d < hd; d++) attention[h * hd + d] += scores[t] / sum * v[t][kvh * hd + d];
-                }
+                var attention = Attention(q[i], k, v, 0, i, heads, kvHeads, hd, 1 / Math.Sqrt(hd));
                 AddTo(x[i], MatVec(W(p + "attn_output.weight"), attention));
                 // The fused up matrix: its first half of rows is the gate, its second the up projection (swiglu).
                 var gateUp = MatVec(W(p + "ffn_up.weight"), RmsNorm(x[i], W(p + "ffn_norm.weight")[0]));
@@ -83,12 +69,7 @@ public sealed class ReferencePhi3
         return x.Select(xi => MatVec(output, RmsNorm(xi, W("output_norm.weight")[0]))).ToArray();
     }
 
-    private double[] RmsNorm(double[] x, double[] weight)
-    {
-        double ms = x.Sum(e => e * e) / x.Length;
-        double scale = 1 / Math.Sqrt(ms + _s.NormEpsilon);
-        return x.Select((e, i) => e * scale * weight[i]).ToArray();
-    }
+    private double[] RmsNorm(double[] x, double[] weight) => ReferenceMath.RmsNorm(x, weight, _s.NormEpsilon);
 
     /// <summary>NeoX rope over the first rope dims of a head (pairs half the rotated span apart), rotated elements scaled by the attention factor.</summary>
     private void Rope(double[] x, int offset, int position)
@@ -103,22 +84,5 @@ public sealed class ReferencePhi3
             x[a] = _attentionFactor * (x0 * Math.Cos(angle) - x1 * Math.Sin(angle));
             x[b] = _attentionFactor * (x0 * Math.Sin(angle) + x1 * Math.Cos(angle));
         }
-    }
-
-    private static double[] MatVec(double[][] w, double[] x)
-    {
-        var y = new double[w.Length];
-        for (int r = 0; r < w.Length; r++)
-        {
-            double acc = 0;
-            for (int c = 0; c < x.Length; c++) acc += w[r][c] * x[c];
-            y[r] = acc;
-        }
-        return y;
-    }
-
-    private static void AddTo(double[] x, double[] y)
-    {
-        for (int i = 0; i < x.Length; i++) x[i] += y[i];
     }
 }
