@@ -38,7 +38,8 @@ internal sealed unsafe class BertModel : IModel, IPoolingChoice
     public ModelInfo Info { get; private set; }
     public BertWeights Weights { get; }
 
-    public long WeightBytes => File.FileSize - File.DataOffset;
+    /// <summary>The file's tensors and the float matrices' copies packed at load.</summary>
+    public long WeightBytes => File.FileSize - File.DataOffset + Weights.PackedBytes;
 
     public void Forward(IModelState state, ForwardBatch batch)
     {

@@ -97,6 +97,19 @@ internal sealed unsafe class BertWeights : IDisposable
     /// <summary>The head's optional second layer.</summary>
     public Linear? ClassifierOutput { get; }
 
+    /// <summary>Bytes of the copies packed at load (<see cref="Linear.Packed"/>).</summary>
+    public long PackedBytes
+    {
+        get
+        {
+            long bytes = 0;
+            foreach (var layer in Layers)
+                foreach (var linear in (ReadOnlySpan<Linear>)[layer.Query, layer.Key, layer.Value, layer.Output, layer.Up, layer.Down])
+                    if (linear.Packed is { } packed) bytes += (long)packed.Rows * packed.Cols * sizeof(float);
+            return bytes;
+        }
+    }
+
     public void Dispose()
     {
         foreach (var layer in Layers)
