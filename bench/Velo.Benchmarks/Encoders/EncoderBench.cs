@@ -62,22 +62,25 @@ internal static class EncoderBench
             }
             var batchTimes = engines.Select(_ => new List<double>()).ToArray();
             var singleTimes = engines.Select(_ => new List<double>()).ToArray();
+            var batchCpu = engines.Select(_ => new List<double>()).ToArray();
             for (int round = 0; round < rounds; round++)
                 for (int e = 0; e < engines.Count; e++)
                 {
+                    var cpu = Process.GetCurrentProcess().TotalProcessorTime;
                     batchTimes[e].Add(Time(() => engines[e].Run(batch)));
+                    batchCpu[e].Add((Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalMilliseconds);
                     // The median of several single-input runs, as each is short.
                     singleTimes[e].Add(Median(Enumerable.Range(0, 9).Select(_ => Time(() => engines[e].Run([single]))).ToList()));
                 }
 
             Console.WriteLine($"{threads} threads, {rounds} rounds, medians; batch: {batchSize} inputs × {batchTokens} tokens; single: {shortTokens} tokens");
-            Console.WriteLine($"{"engine",-18} {"batch ms",10} {"inputs/s",10} {"vs ORT",7} {"single ms",10} {"vs ORT",7}");
-            double ortBatch = Median(batchTimes[0]), ortSingle = Median(singleTimes[0]);
+            Console.WriteLine($"{"engine",-18} {"batch ms",10} {"inputs/s",10} {"vs ORT",7} {"single ms",10} {"vs ORT",7} {"batch cpu ms",13} {"vs ORT",7}");
+            double ortBatch = Median(batchTimes[0]), ortSingle = Median(singleTimes[0]), ortCpu = Median(batchCpu[0]);
             for (int e = 0; e < engines.Count; e++)
             {
-                double b = Median(batchTimes[e]), s = Median(singleTimes[e]);
+                double b = Median(batchTimes[e]), s = Median(singleTimes[e]), cpu = Median(batchCpu[e]);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{engines[e].Name,-18} {b,10:F1} {batchSize * 1000 / b,10:F1} {ortBatch / b,6:F2}× {s,10:F2} {ortSingle / s,6:F2}×"));
+                    $"{engines[e].Name,-18} {b,10:F1} {batchSize * 1000 / b,10:F1} {ortBatch / b,6:F2}× {s,10:F2} {ortSingle / s,6:F2}× {cpu,13:F1} {ortCpu / cpu,6:F2}×"));
             }
             Console.WriteLine($"load average after: {LoadAverage()}");
             foreach (var d in disposables) d.Dispose();

@@ -24,11 +24,33 @@ internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
         for (int i = 0; i < rows; i++) Kernels.RmsNorm.Apply(Row(x, i, width), w, Row(y, i, width), epsilon);
     }
 
+    /// <summary>Rows shared out over the pool from this many on (an encoder's batch); fewer are not worth waking the workers.</summary>
+    private const int ParallelNormRows = 64;
+
     public void LayerNorm(float* x, float* weight, float* bias, float* y, int rows, int width, float epsilon)
     {
-        var w = new ReadOnlySpan<float>(weight, width);
-        var b = new ReadOnlySpan<float>(bias, width);
-        for (int i = 0; i < rows; i++) Kernels.LayerNorm.Apply(Row(x, i, width), w, b, Row(y, i, width), epsilon);
+        var job = new LayerNormJob { X = x, Weight = weight, Bias = bias, Y = y, Rows = rows, Width = width, Epsilon = epsilon };
+        if (rows >= ParallelNormRows) pool.Run(ref job);
+        else job.Execute(0, 1);
+    }
+
+    /// <summary>LayerNorm of rows handed out in chunks of 16: each row is normalized alone, so the results do not depend on the split.</summary>
+    private struct LayerNormJob : IParallelJob
+    {
+        public float* X, Weight, Bias, Y;
+        public int Rows, Width;
+        public float Epsilon;
+        public int NextChunk;
+
+        public void Execute(int threadIndex, int threadCount)
+        {
+            const int chunkRows = 16;
+            var w = new ReadOnlySpan<float>(Weight, Width);
+            var b = new ReadOnlySpan<float>(Bias, Width);
+            for (int chunk; (chunk = Interlocked.Increment(ref NextChunk) - 1) * chunkRows < Rows;)
+                for (int i = chunk * chunkRows, end = Math.Min(Rows, i + chunkRows); i < end; i++)
+                    Kernels.LayerNorm.Apply(Row(X, i, Width), w, b, Row(Y, i, Width), Epsilon);
+        }
     }
 
     public void Add(float* x, float* y, long count)

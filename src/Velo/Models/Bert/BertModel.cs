@@ -38,7 +38,8 @@ internal sealed unsafe class BertModel : IModel, IPoolingChoice
     public ModelInfo Info { get; private set; }
     public BertWeights Weights { get; }
 
-    public long WeightBytes => File.FileSize - File.DataOffset;
+    /// <summary>The file's tensors and the float matrices' copies packed at load.</summary>
+    public long WeightBytes => File.FileSize - File.DataOffset + Weights.PackedBytes;
 
     public void Forward(IModelState state, ForwardBatch batch)
     {
@@ -64,23 +65,47 @@ internal sealed unsafe class BertModel : IModel, IPoolingChoice
         {
             ref readonly var lw = ref w.Layers[l];
             // Bias, GELU and the residual adds ride on the products' stores (MatMulEpilogue), not passes of their own.
-            b.MatMul([
-                new MatMulTarget(lw.Query.Weight, s.Queries, lw.Query.Bias),
-                new MatMulTarget(lw.Key.Weight, s.Keys, lw.Key.Bias),
-                new MatMulTarget(lw.Value.Weight, s.Values, lw.Value.Bias),
-            ], s.X, n);
+            Multiply(s, s.X, n, new LayerProduct(lw.Query, s.Queries), new LayerProduct(lw.Key, s.Keys), new LayerProduct(lw.Value, s.Values));
             b.BatchAttention(batch, s.Queries, s.Keys, s.Values, s.AttentionOut, c.Heads, c.HeadDim, c.AttentionScale);
-            b.MatMul([new MatMulTarget(lw.Output.Weight, s.X, lw.Output.Bias, MatMulOutput.AddToOutput)], s.AttentionOut, n);
+            Multiply(s, s.AttentionOut, n, new LayerProduct(lw.Output, s.X, MatMulOutput.AddToOutput));
             b.LayerNorm(s.X, lw.AttentionNorm.Weight, lw.AttentionNorm.Bias, s.X, n, dim, c.NormEpsilon);
 
-            b.MatMul([new MatMulTarget(lw.Up.Weight, s.Hidden, lw.Up.Bias, MatMulOutput.GeluErf)], s.X, n);
-            b.MatMul([new MatMulTarget(lw.Down.Weight, s.X, lw.Down.Bias, MatMulOutput.AddToOutput)], s.Hidden, n);
+            Multiply(s, s.X, n, new LayerProduct(lw.Up, s.Hidden, MatMulOutput.GeluErf));
+            Multiply(s, s.Hidden, n, new LayerProduct(lw.Down, s.X, MatMulOutput.AddToOutput));
             b.LayerNorm(s.X, lw.OutputNorm.Weight, lw.OutputNorm.Bias, s.X, n, dim, c.NormEpsilon);
         }
 
         if (batch.LogitCount == 0) return;
         if (c.Pooling == EmbeddingPooling.Rank) Classify(s, batch.LogitCount, batch);
         else b.Pool(s.X, batch, dim, c.Pooling, c.Normalize && c.Pooling != EmbeddingPooling.None, s.OutputPointer);
+    }
+
+    /// <summary>
+    /// Products of one input with a layer's matrices, bias and <paramref name="targets"/>' epilogue applied as they
+    /// are stored: through <see cref="PackedFloatGemm"/> when every matrix was packed at load, else the backend's MatMul.
+    /// </summary>
+    private static void Multiply(BertState s, float* x, int tokens, params ReadOnlySpan<LayerProduct> targets)
+    {
+        bool packed = true;
+        foreach (var t in targets) packed &= t.Linear.Packed != null;
+        if (packed)
+        {
+            Span<PackedTarget> products = stackalloc PackedTarget[targets.Length];
+            for (int i = 0; i < targets.Length; i++) products[i] = new PackedTarget(targets[i].Linear.Packed!, targets[i].Output, targets[i].Linear.Bias, targets[i].Mode);
+            PackedFloatGemm.Multiply(products, x, tokens, s.Pool);
+            return;
+        }
+        Span<MatMulTarget> matrices = stackalloc MatMulTarget[targets.Length];
+        for (int i = 0; i < targets.Length; i++) matrices[i] = new MatMulTarget(targets[i].Linear.Weight, targets[i].Output, targets[i].Linear.Bias, targets[i].Mode);
+        s.Backend.MatMul(matrices, x, tokens);
+    }
+
+    /// <summary>A layer's matrix, where its products go, and what is done to them on the way.</summary>
+    private readonly struct LayerProduct(Linear linear, float* output, MatMulOutput mode = MatMulOutput.Store)
+    {
+        public Linear Linear { get; } = linear;
+        public float* Output { get; } = output;
+        public MatMulOutput Mode { get; } = mode;
     }
 
     /// <summary>llama.cpp's rank pooling: each input's [CLS] row through <c>tanh(cls·x + b)</c>, then <c>cls.output</c> when

@@ -73,6 +73,9 @@ internal sealed unsafe class BertState : IModelState
     public long ScratchBytes => _buffers.Sum(b => b.Length);
     public IBackend Backend { get; }
 
+    /// <summary>The threads <see cref="Backend"/> runs on, for kernels the model calls directly.</summary>
+    public WorkerPool Pool => _pool;
+
     /// <summary>The residual stream; after a forward pass, each token's last hidden state.</summary>
     public float* X { get; }
 

@@ -1,4 +1,5 @@
 using Velo.Formats;
+using Velo.Kernels;
 using Velo.Models.Blocks;
 using Velo.Tensors;
 
@@ -10,11 +11,17 @@ internal readonly unsafe struct Linear
     public required WeightMatrix Weight { get; init; }
     public required float* Bias { get; init; }
 
+    /// <summary>The weights copied into <see cref="PackedFloatGemm"/>'s panels, where that kernel takes them; else null.</summary>
+    public PackedFloatMatrix? Packed { get; init; }
+
     public static Linear Bind(WeightBinder bind, string name, int rows, int cols) => new()
     {
         Weight = bind.Matrix(name + ".weight", rows, cols),
         Bias = bind.Vector(name + ".bias", rows),
     };
+
+    /// <summary>This layer with its weights packed, when <see cref="PackedFloatMatrix.CanPack"/> takes them.</summary>
+    public Linear WithPacked() => PackedFloatMatrix.CanPack(Weight) ? this with { Packed = new PackedFloatMatrix(Weight) } : this;
 }
 
 /// <summary>A LayerNorm's weight and bias.</summary>
@@ -61,13 +68,13 @@ internal sealed unsafe class BertWeights : IDisposable
             string p = $"blk.{i}.";
             Layers[i] = new BertLayerWeights
             {
-                Query = Linear.Bind(_bind, p + "attn_q", c.Dim, c.Dim),
-                Key = Linear.Bind(_bind, p + "attn_k", c.Dim, c.Dim),
-                Value = Linear.Bind(_bind, p + "attn_v", c.Dim, c.Dim),
-                Output = Linear.Bind(_bind, p + "attn_output", c.Dim, c.Dim),
+                Query = Linear.Bind(_bind, p + "attn_q", c.Dim, c.Dim).WithPacked(),
+                Key = Linear.Bind(_bind, p + "attn_k", c.Dim, c.Dim).WithPacked(),
+                Value = Linear.Bind(_bind, p + "attn_v", c.Dim, c.Dim).WithPacked(),
+                Output = Linear.Bind(_bind, p + "attn_output", c.Dim, c.Dim).WithPacked(),
                 AttentionNorm = Norm.Bind(_bind, p + "attn_output_norm", c.Dim),
-                Up = Linear.Bind(_bind, p + "ffn_up", c.FfnDim, c.Dim),
-                Down = Linear.Bind(_bind, p + "ffn_down", c.Dim, c.FfnDim),
+                Up = Linear.Bind(_bind, p + "ffn_up", c.FfnDim, c.Dim).WithPacked(),
+                Down = Linear.Bind(_bind, p + "ffn_down", c.Dim, c.FfnDim).WithPacked(),
                 OutputNorm = Norm.Bind(_bind, p + "layer_output_norm", c.Dim),
             };
         }
@@ -90,5 +97,24 @@ internal sealed unsafe class BertWeights : IDisposable
     /// <summary>The head's optional second layer.</summary>
     public Linear? ClassifierOutput { get; }
 
-    public void Dispose() => _bind.Dispose();
+    /// <summary>Bytes of the copies packed at load (<see cref="Linear.Packed"/>).</summary>
+    public long PackedBytes
+    {
+        get
+        {
+            long bytes = 0;
+            foreach (var layer in Layers)
+                foreach (var linear in (ReadOnlySpan<Linear>)[layer.Query, layer.Key, layer.Value, layer.Output, layer.Up, layer.Down])
+                    if (linear.Packed is { } packed) bytes += (long)packed.Rows * packed.Cols * sizeof(float);
+            return bytes;
+        }
+    }
+
+    public void Dispose()
+    {
+        foreach (var layer in Layers)
+            foreach (var linear in (ReadOnlySpan<Linear>)[layer.Query, layer.Key, layer.Value, layer.Output, layer.Up, layer.Down])
+                linear.Packed?.Dispose();
+        _bind.Dispose();
+    }
 }

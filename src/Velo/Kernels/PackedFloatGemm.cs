@@ -1,0 +1,280 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using Velo.Tensors;
+using Velo.Threading;
+
+namespace Velo.Kernels;
+
+/// <summary>
+/// A weight matrix (F32, or F16, BF16 or Q8_0 dequantized to F32) copied once, at load, into panels of
+/// <see cref="PanelRows"/> rows that hold each column's 32 weights side by side: column c of panel p starts at
+/// <c>(p · Cols + c) · 32</c>. <see cref="PackedFloatGemm"/> then reads a panel front to back, two 512-bit loads per
+/// column. Only encoders use it: their batches are large, and their matrices small enough to keep an F32 copy
+/// (all-MiniLM-L6-v2's take 85 MiB). The copy costs F16 and Q8_0 files the memory of F32 but runs their batches
+/// at F32's speed: .NET 10 has no 512-bit VNNI, and Q8_0's integer kernels ran MiniLM at half of F32's speed.
+/// </summary>
+internal sealed unsafe class PackedFloatMatrix : IDisposable
+{
+    public const int PanelRows = 32;
+
+    private readonly NativeBuffer _buffer;
+
+    public PackedFloatMatrix(in WeightMatrix w)
+    {
+        if (!CanPack(w)) throw new ArgumentException($"a {w.Type} matrix of {w.Rows} rows cannot be packed into panels of {PanelRows} rows", nameof(w));
+        Rows = w.Rows;
+        Cols = w.Cols;
+        _buffer = new NativeBuffer(SizeMath.Product("bytes of a packed weight matrix", SizeMath.Product("packed weights", w.Rows, w.Cols), sizeof(float)), zero: false);
+        var row = new float[w.Cols];
+        for (int r = 0; r < w.Rows; r++)
+        {
+            Dequantize.Row(w.Type, w.RowSpan(r), row);
+            float* panel = Data + (long)(r / PanelRows) * PanelRows * Cols + r % PanelRows;
+            for (int c = 0; c < Cols; c++) panel[(long)c * PanelRows] = row[c];
+        }
+    }
+
+    /// <summary>Whether <see cref="PackedFloatGemm"/> runs on this machine and takes <paramref name="w"/>: float or Q8_0 weights in whole panels.</summary>
+    public static bool CanPack(in WeightMatrix w) =>
+        PackedFloatGemm.IsSupported && w.Type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0 && w.Rows % PanelRows == 0 && w.Cols > 0;
+
+    public int Rows { get; }
+    public int Cols { get; }
+    public float* Data => _buffer.Floats;
+
+    public void Dispose() => _buffer.Dispose();
+}
+
+/// <summary>One matrix of a <see cref="PackedFloatGemm.Multiply"/>, its output (tokens × Rows floats) and epilogue.</summary>
+internal readonly unsafe struct PackedTarget(PackedFloatMatrix weights, float* output, float* bias = null, MatMulOutput mode = MatMulOutput.Store)
+{
+    public float* Weights { get; } = weights.Data;
+    public int Rows { get; } = weights.Rows;
+    public int Cols { get; } = weights.Cols;
+    public float* Output { get; } = output;
+    public MatMulEpilogue Epilogue { get; } = new(bias, mode);
+}
+
+/// <summary>
+/// An encoder's batched products with <see cref="PackedFloatMatrix"/> weights (AVX-512): tiles of 32 rows × 8
+/// tokens, sixteen 512-bit accumulators each holding one token's sums for 16 rows, fed per column by two weight
+/// loads and eight broadcast activations for 16 FMAs; no horizontal sums, and the results leave the registers
+/// straight into the output rows, through the epilogue (bias, GELU, residual add).
+/// <para>
+/// Every result is one chain of fused multiply-adds over the columns in order, from zero, the same however the
+/// tokens fall into tiles: a token gives the same numbers alone or in a batch of any size, and
+/// <see cref="Reference"/> computes exactly that chain, so the kernel matches it bit for bit. (The chain differs
+/// from <see cref="FloatGemm"/>'s eight-lane sums, which decoders use: encoders do not share their products with
+/// a decode path.)
+/// </para>
+/// <para>
+/// Work items are 64 rows × 64 tokens: an item's weights (at most 384 KiB for rows of 1536) stay in L2 while its
+/// eight token tiles pass over them, and each tile's activations (48 KiB) stay close while both panels use them.
+/// </para>
+/// </summary>
+internal static unsafe class PackedFloatGemm
+{
+    public static bool IsSupported => Avx512F.IsSupported;
+
+    private const int TileTokens = 8;
+    private const int ItemTokens = 64;
+    private const int ItemPanels = 2;
+    private const int Rows = PackedFloatMatrix.PanelRows;
+
+    /// <summary>The most matrices one call multiplies together (Q, K and V).</summary>
+    public const int MaxTargets = 4;
+
+    /// <summary>
+    /// <c>y[t · Rows + r] = epilogue(Σ_c W[r, c] · x[t · Cols + c])</c> for each target, all sharing the activations
+    /// <paramref name="x"/> (tokens × Cols floats), their rows and tokens handed out to the pool's threads together.
+    /// </summary>
+    public static void Multiply(ReadOnlySpan<PackedTarget> targets, float* x, int tokens, WorkerPool pool)
+    {
+        if (!IsSupported) throw new PlatformNotSupportedException("the packed float GEMM needs AVX-512");
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
+        if (targets.Length is 0 or > MaxTargets)
+            throw new ArgumentException($"a packed product takes 1 to {MaxTargets} matrices, not {targets.Length}", nameof(targets));
+        var tasks = stackalloc Product[MaxTargets];
+        int cols = targets[0].Cols, tokenItems = (tokens + ItemTokens - 1) / ItemTokens, items = 0;
+        for (int i = 0; i < targets.Length; i++)
+        {
+            var w = targets[i];
+            if (w.Cols != cols) throw new ArgumentException($"matrices multiplied together must share their width ({cols} vs {w.Cols})", nameof(targets));
+            int groups = (w.Rows / Rows + ItemPanels - 1) / ItemPanels;
+            tasks[i] = new Product { Weights = w.Weights, Rows = w.Rows, Y = targets[i].Output, Epilogue = targets[i].Epilogue, FirstItem = items, Groups = groups };
+            items += groups * tokenItems;
+        }
+        var job = new Job { Tasks = tasks, TaskCount = targets.Length, X = x, Tokens = tokens, Cols = cols, TokenItems = tokenItems, Items = items };
+        pool.Run(ref job);
+    }
+
+    /// <summary>
+    /// The definition the kernel is tested against: each result one fused multiply-add chain over the columns in
+    /// order, then <see cref="MatMulEpilogue.Apply(float, float, int)"/>.
+    /// </summary>
+    public static void Reference(in WeightMatrix w, float* x, int tokens, float* y, MatMulEpilogue epilogue)
+    {
+        var row = new float[w.Cols];
+        for (int r = 0; r < w.Rows; r++)
+        {
+            Dequantize.Row(w.Type, w.RowSpan(r), row);
+            for (int t = 0; t < tokens; t++)
+            {
+                float sum = 0;
+                float* xt = x + (long)t * w.Cols;
+                for (int c = 0; c < w.Cols; c++) sum = MathF.FusedMultiplyAdd(row[c], xt[c], sum);
+                float* result = y + (long)t * w.Rows + r;
+                *result = epilogue.Apply(sum, *result, r);
+            }
+        }
+    }
+
+    private struct Product
+    {
+        public float* Weights;
+        public int Rows;
+        public float* Y;
+        public MatMulEpilogue Epilogue;
+        public int FirstItem;
+        public int Groups;
+    }
+
+    private struct Job : IParallelJob
+    {
+        public Product* Tasks;
+        public int TaskCount;
+        public float* X;
+        public int Tokens;
+        public int Cols;
+        public int TokenItems;
+        public int Items;
+        public int NextItem;
+
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+        public void Execute(int threadIndex, int threadCount)
+        {
+            // A tile's sums on their way through the epilogue: 8 tokens × 32 rows.
+            float* results = stackalloc float[TileTokens * Rows];
+            for (int item; (item = Interlocked.Increment(ref NextItem) - 1) < Items;)
+            {
+                var task = Tasks;
+                while (item >= task->FirstItem + task->Groups * TokenItems) task++;
+                int local = item - task->FirstItem, group = local / TokenItems, tokenItem = local % TokenItems;
+                int rowStart = group * ItemPanels * Rows, rowEnd = Math.Min(task->Rows, rowStart + ItemPanels * Rows);
+                int tokenStart = tokenItem * ItemTokens, tokenEnd = Math.Min(Tokens, tokenStart + ItemTokens);
+                for (int t = tokenStart; t < tokenEnd; t += TileTokens)
+                {
+                    int count = Math.Min(TileTokens, tokenEnd - t);
+                    for (int r = rowStart; r < rowEnd; r += Rows)
+                    {
+                        float* panel = task->Weights + (long)r * Cols;
+                        float* x = X + (long)t * Cols;
+                        if (count == TileTokens) Tile8(panel, x, Cols, results);
+                        else
+                            for (int i = 0; i < count; i++)
+                                Tile1(panel, x + (long)i * Cols, Cols, results + i * Rows);
+                        Store(task, results, r, t, count);
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>32 rows × 8 tokens over all columns, the sums to <paramref name="results"/> (token-major, 32 floats each).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile8(float* panel, float* x0, int cols, float* results)
+    {
+        float* x1 = x0 + cols, x2 = x1 + cols, x3 = x2 + cols, x4 = x3 + cols, x5 = x4 + cols, x6 = x5 + cols, x7 = x6 + cols;
+        Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
+        Vector512<float> a4 = default, b4 = default, a5 = default, b5 = default, a6 = default, b6 = default, a7 = default, b7 = default;
+        for (int c = 0; c < cols; c++, panel += Rows)
+        {
+            var w0 = Avx512F.LoadVector512(panel);
+            var w1 = Avx512F.LoadVector512(panel + 16);
+            var v = Vector512.Create(x0[c]);
+            a0 = Avx512F.FusedMultiplyAdd(w0, v, a0);
+            b0 = Avx512F.FusedMultiplyAdd(w1, v, b0);
+            v = Vector512.Create(x1[c]);
+            a1 = Avx512F.FusedMultiplyAdd(w0, v, a1);
+            b1 = Avx512F.FusedMultiplyAdd(w1, v, b1);
+            v = Vector512.Create(x2[c]);
+            a2 = Avx512F.FusedMultiplyAdd(w0, v, a2);
+            b2 = Avx512F.FusedMultiplyAdd(w1, v, b2);
+            v = Vector512.Create(x3[c]);
+            a3 = Avx512F.FusedMultiplyAdd(w0, v, a3);
+            b3 = Avx512F.FusedMultiplyAdd(w1, v, b3);
+            v = Vector512.Create(x4[c]);
+            a4 = Avx512F.FusedMultiplyAdd(w0, v, a4);
+            b4 = Avx512F.FusedMultiplyAdd(w1, v, b4);
+            v = Vector512.Create(x5[c]);
+            a5 = Avx512F.FusedMultiplyAdd(w0, v, a5);
+            b5 = Avx512F.FusedMultiplyAdd(w1, v, b5);
+            v = Vector512.Create(x6[c]);
+            a6 = Avx512F.FusedMultiplyAdd(w0, v, a6);
+            b6 = Avx512F.FusedMultiplyAdd(w1, v, b6);
+            v = Vector512.Create(x7[c]);
+            a7 = Avx512F.FusedMultiplyAdd(w0, v, a7);
+            b7 = Avx512F.FusedMultiplyAdd(w1, v, b7);
+        }
+        Avx512F.Store(results, a0); Avx512F.Store(results + 16, b0);
+        Avx512F.Store(results + 32, a1); Avx512F.Store(results + 48, b1);
+        Avx512F.Store(results + 64, a2); Avx512F.Store(results + 80, b2);
+        Avx512F.Store(results + 96, a3); Avx512F.Store(results + 112, b3);
+        Avx512F.Store(results + 128, a4); Avx512F.Store(results + 144, b4);
+        Avx512F.Store(results + 160, a5); Avx512F.Store(results + 176, b5);
+        Avx512F.Store(results + 192, a6); Avx512F.Store(results + 208, b6);
+        Avx512F.Store(results + 224, a7); Avx512F.Store(results + 240, b7);
+    }
+
+    /// <summary>32 rows × one token: the tail of a token item.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tile1(float* panel, float* x, int cols, float* results)
+    {
+        Vector512<float> a = default, b = default;
+        for (int c = 0; c < cols; c++, panel += Rows)
+        {
+            var v = Vector512.Create(x[c]);
+            a = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(panel), v, a);
+            b = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(panel + 16), v, b);
+        }
+        Avx512F.Store(results, a);
+        Avx512F.Store(results + 16, b);
+    }
+
+    /// <summary>
+    /// Rows r..r+31 of <paramref name="count"/> tokens from <paramref name="token"/> on, through the epilogue. Out of
+    /// line, so the tiles keep their accumulators in registers.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void Store(Product* task, float* results, int r, int token, int count)
+    {
+        var epilogue = task->Epilogue;
+        int rows = task->Rows;
+        var bias0 = epilogue.Bias != null ? Avx512F.LoadVector512(epilogue.Bias + r) : Vector512<float>.Zero;
+        var bias1 = epilogue.Bias != null ? Avx512F.LoadVector512(epilogue.Bias + r + 16) : Vector512<float>.Zero;
+        for (int i = 0; i < count; i++, results += Rows)
+        {
+            float* y = task->Y + (long)(token + i) * rows + r;
+            var s0 = Avx512F.LoadVector512(results);
+            var s1 = Avx512F.LoadVector512(results + 16);
+            if (epilogue.Bias != null)
+            {
+                s0 += bias0;
+                s1 += bias1;
+            }
+            if (epilogue.Output == MatMulOutput.GeluErf)
+            {
+                s0 = Activations.GeluErf(s0);
+                s1 = Activations.GeluErf(s1);
+            }
+            else if (epilogue.Output == MatMulOutput.AddToOutput)
+            {
+                s0 = Avx512F.LoadVector512(y) + s0;
+                s1 = Avx512F.LoadVector512(y + 16) + s1;
+            }
+            Avx512F.Store(y, s0);
+            Avx512F.Store(y + 16, s1);
+        }
+    }
+}
