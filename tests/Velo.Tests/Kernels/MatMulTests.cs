@@ -164,7 +164,7 @@ public unsafe class MatMulTests
     {
         var random = new Random((int)type * 13);
         using var pool = new WorkerPool(3);
-        foreach (int cols in type == GgmlType.Q8_0 ? new[] { 256, 384, 32 * 21, 1024 } : new[] { 256, 1024 })
+        foreach (int cols in type == GgmlType.Q8_0 ? new[] { 256, 384, 32 * 21, 1024, 1056 } : new[] { 256, 1024 })
         foreach (int rows in new[] { 1, 7, 33 })
         {
             using var weights = RandomWeights(type, rows, cols, random);
