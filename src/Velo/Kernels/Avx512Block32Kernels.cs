@@ -17,7 +17,8 @@ namespace Velo.Kernels;
 /// (<see cref="IPairRow.Pack"/>: quants unpacked into the bytes the registers take, scales widened), so every tile
 /// of the chunk reads plain 64-byte lines instead of unpacking and widening the file's blocks again; the packed copy
 /// lives only for the work item, so it costs no memory beside the mapped file and no load time. Q8_0's activation
-/// pairs also carry their quants negated, so a weight's sign costs one select.
+/// pairs also carry their quants negated, so a weight's sign costs one select. Long rows go in column blocks
+/// (<see cref="TileActivationBytes"/>) so a tile's activations stay in L1 while a group of rows passes over them.
 /// </para>
 /// <para>
 /// Every token's result is bit for bit the one <see cref="Block32Kernels"/> and <see cref="PairedBlock32Kernels"/>
@@ -123,7 +124,16 @@ internal static unsafe class Avx512Block32Kernels
     /// </summary>
     private interface IPairRow
     {
-        static abstract void Multiply<TPairs, TLayout>(in Tile tile, byte* row, int r, int firstPair) where TPairs : IPairCount where TLayout : IWeightLayout;
+        /// <summary>
+        /// Blocks <paramref name="blockStart"/>..<paramref name="blockEnd"/> (whole batches but for a tail at the row's
+        /// end) of one row against a tile: the accumulators start from <paramref name="carried"/> unless the range
+        /// starts the row, and go back there unless it ends the row, where the results are stored.
+        /// </summary>
+        static abstract void Multiply<TPairs, TLayout>(in Tile tile, byte* row, int r, int firstPair, int blockStart, int blockEnd, Vector512<float>* carried)
+            where TPairs : IPairCount where TLayout : IWeightLayout;
+
+        /// <summary>Bytes of one token pair's activations per block, which the column blocks keep in L1.</summary>
+        static abstract int PairBytesPerBlock { get; }
 
         static abstract float Alone(in Tile tile, byte* row, int token);
 
@@ -156,20 +166,12 @@ internal static unsafe class Avx512Block32Kernels
     private const int MinPackedTokens = 16;
 
     /// <summary>
-    /// The widest Q8_0 rows packed: packed rows take 4 bytes per weight, and a chunk of longer ones no longer fits
-    /// L1 beside the tile's activations (1 thread, 256 tokens: rows of 768 columns 12 % faster packed, rows of 2048
-    /// 18 % slower). Q4_0's take 2.5 bytes per weight and were faster packed at 2048 columns too (9 %).
-    /// </summary>
-    private const int MaxPackedQ8_0Cols = 1024;
-
-    /// <summary>
     /// Bytes of <see cref="MatMulTask.RowScratch"/> per row that <see cref="Kernel"/> needs for <paramref name="tokens"/>
     /// tokens: room for its packed copy, or none where rows are read from the file.
     /// </summary>
     public static long RowScratchBytes(GgmlType type, int cols, int tokens) =>
         tokens < MinPackedTokens ? 0
-        : type == GgmlType.Q8_0 ? cols <= MaxPackedQ8_0Cols ? Q8_0Row<Avx2Dot>.PackedBytes(cols / 32) : 0
-        : Q4_0Row<Avx2Dot>.PackedBytes(cols / 32);
+        : type == GgmlType.Q8_0 ? Q8_0Row<Avx2Dot>.PackedBytes(cols / 32) : Q4_0Row<Avx2Dot>.PackedBytes(cols / 32);
 
     /// <summary>How many token pairs a tile holds, as a type so the JIT compiles one kernel per size with only its accumulators.</summary>
     private interface IPairCount
@@ -234,25 +236,101 @@ internal static unsafe class Avx512Block32Kernels
                 tile.Store(tokens - 1, r, TRow.Alone(tile, task->W.Row(r), tokens - 1));
     }
 
-    /// <summary>The token pairs' tiles over rows <paramref name="rowStart"/>..<paramref name="rowEnd"/>, the first at <paramref name="rows"/>.</summary>
+    /// <summary>Rows whose accumulators wait between column blocks: a tile's activations for a block are read from L1 by all of them.</summary>
+    private const int GroupRows = 16;
+
+    /// <summary>
+    /// The most bytes of a tile's activations for one column block. Whole rows of 3072 and 8192 columns made a tile's
+    /// activations 60–160 KiB, past L1, and Q4_0 ran at half its speed on rows of 768 (Q8_0, whose pairs take 136
+    /// bytes a block, from 2048 columns).
+    /// </summary>
+    private const int TileActivationBytes = 24 << 10;
+
+    /// <summary>Blocks per column block: whole batches, as even as the fewest blocks that keep a tile's activations within <see cref="TileActivationBytes"/>.</summary>
+    private static int ColumnBlockBlocks(int blocks, int pairBytesPerBlock)
+    {
+        int most = Math.Max(Batch, TileActivationBytes / (8 * pairBytesPerBlock) / Batch * Batch);
+        int count = (blocks + most - 1) / most;
+        return (blocks / count + Batch - 1) / Batch * Batch;
+    }
+
+    /// <summary>
+    /// The token pairs' tiles over rows <paramref name="rowStart"/>..<paramref name="rowEnd"/>, the first at
+    /// <paramref name="rows"/>: per tile, groups of rows, each over the columns block by block, the accumulators
+    /// stored and reloaded exactly between blocks (which changes no rounding).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tiles<TRow, TLayout>(in Tile tile, byte* rows, long rowBytes, int rowStart, int rowEnd, int tokens)
         where TRow : IPairRow where TLayout : IWeightLayout
     {
-        int pairs = tokens / 2;
+        int pairs = tokens / 2, blocks = tile.Blocks;
+        int columnBlock = ColumnBlockBlocks(blocks, TRow.PairBytesPerBlock);
+        var carried = stackalloc Vector512<float>[GroupRows * 8];
         for (int p = 0; p < pairs;)
         {
             int left = pairs - p;
             int count = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
-            for (int r = rowStart; r < rowEnd; r++)
+            for (int group = rowStart; group < rowEnd; group += GroupRows)
             {
-                byte* row = rows + (r - rowStart) * rowBytes;
-                if (count == 8) TRow.Multiply<EightPairs, TLayout>(tile, row, r, p);
-                else if (count == 4) TRow.Multiply<FourPairs, TLayout>(tile, row, r, p);
-                else if (count == 2) TRow.Multiply<TwoPairs, TLayout>(tile, row, r, p);
-                else TRow.Multiply<OnePair, TLayout>(tile, row, r, p);
+                int groupEnd = Math.Min(rowEnd, group + GroupRows);
+                for (int start = 0; start < blocks; start += columnBlock)
+                {
+                    int end = Math.Min(blocks, start + columnBlock);
+                    for (int r = group; r < groupEnd; r++)
+                    {
+                        byte* row = rows + (r - rowStart) * rowBytes;
+                        var acc = carried + (r - group) * 8;
+                        if (count == 8) TRow.Multiply<EightPairs, TLayout>(tile, row, r, p, start, end, acc);
+                        else if (count == 4) TRow.Multiply<FourPairs, TLayout>(tile, row, r, p, start, end, acc);
+                        else if (count == 2) TRow.Multiply<TwoPairs, TLayout>(tile, row, r, p, start, end, acc);
+                        else TRow.Multiply<OnePair, TLayout>(tile, row, r, p, start, end, acc);
+                    }
+                }
             }
             p += count;
+        }
+    }
+
+    /// <summary>The accumulators a range of blocks starts from: zero at the row's start, else those carried from the range before.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Carry<TPairs>(int blockStart, Vector512<float>* carried, out Vector512<float> acc0, out Vector512<float> acc1, out Vector512<float> acc2,
+        out Vector512<float> acc3, out Vector512<float> acc4, out Vector512<float> acc5, out Vector512<float> acc6, out Vector512<float> acc7)
+        where TPairs : IPairCount
+    {
+        acc0 = acc1 = acc2 = acc3 = acc4 = acc5 = acc6 = acc7 = default;
+        if (blockStart == 0) return;
+        acc0 = carried[0];
+        if (TPairs.Count > 1) acc1 = carried[1];
+        if (TPairs.Count > 2)
+        {
+            acc2 = carried[2];
+            acc3 = carried[3];
+        }
+        if (TPairs.Count > 4)
+        {
+            acc4 = carried[4];
+            acc5 = carried[5];
+            acc6 = carried[6];
+            acc7 = carried[7];
+        }
+    }
+
+    /// <summary>
+    /// Ends a range of blocks: at the row's end each token's sum of its 8 lanes (plus the AVX2 kernels' tail term,
+    /// zero here) is stored, else the accumulators wait in <paramref name="carried"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Finish<TPairs>(in Tile tile, int r, int firstPair, bool rowEnds, Vector512<float>* carried, Vector512<float> acc0, Vector512<float> acc1,
+        Vector512<float> acc2, Vector512<float> acc3, Vector512<float> acc4, Vector512<float> acc5, Vector512<float> acc6, Vector512<float> acc7)
+        where TPairs : IPairCount
+    {
+        Spill(carried, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+        if (!rowEnds) return;
+        float tail = 0;
+        for (int i = 0; i < TPairs.Count; i++)
+        {
+            tile.Store(2 * (firstPair + i), r, Vector256.Sum(carried[i].GetLower()) + tail);
+            tile.Store(2 * (firstPair + i) + 1, r, Vector256.Sum(carried[i].GetUpper()) + tail);
         }
     }
 
@@ -313,19 +391,21 @@ internal static unsafe class Avx512Block32Kernels
             }
         }
 
+        public static int PairBytesPerBlock => 64 + 8 + 8;
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static void Multiply<TPairs, TLayout>(in Tile tile, byte* row, int r, int firstPair) where TPairs : IPairCount where TLayout : IWeightLayout
+        public static void Multiply<TPairs, TLayout>(in Tile tile, byte* row, int r, int firstPair, int blockStart, int blockEnd, Vector512<float>* carried)
+            where TPairs : IPairCount where TLayout : IWeightLayout
         {
             int blocks = tile.Blocks;
             long stride = tile.PairBytes;
             byte* quants = tile.Pairs + firstPair * stride;
             byte* scales = quants + blocks * 64L;
             byte* sums = scales + blocks * 8L;
-            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-            Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
+            Carry<TPairs>(blockStart, carried, out var acc0, out var acc1, out var acc2, out var acc3, out var acc4, out var acc5, out var acc6, out var acc7);
             var nibbles = Vector512.Create((byte)0x0F);
             var halves = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 8, 8, 8, 8, 9, 9, 9, 9);
-            for (int b0 = 0; b0 < blocks; b0 += Batch)
+            for (int b0 = blockStart; b0 < blockEnd; b0 += Batch)
             {
                 byte* batch = TLayout.Packed ? row + b0 / Batch * PackedBatchBytes : row + b0 * BlockBytes;
                 Vector512<float> d, offset;
@@ -392,15 +472,7 @@ internal static unsafe class Avx512Block32Kernels
                     }
                 }
             }
-            var sums8 = stackalloc Vector512<float>[8];
-            Spill(sums8, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-            // The AVX2 kernels add each token's offset tail, zero without tail blocks, after the lanes' sum.
-            float tail = 0;
-            for (int i = 0; i < TPairs.Count; i++)
-            {
-                tile.Store(2 * (firstPair + i), r, Vector256.Sum(sums8[i].GetLower()) + tail);
-                tile.Store(2 * (firstPair + i) + 1, r, Vector256.Sum(sums8[i].GetUpper()) + tail);
-            }
+            Finish<TPairs>(tile, r, firstPair, blockEnd == blocks, carried, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
         }
 
         /// <summary>
@@ -469,20 +541,22 @@ internal static unsafe class Avx512Block32Kernels
             }
         }
 
+        public static int PairBytesPerBlock => 128 + 8;
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static void Multiply<TPairs, TLayout>(in Tile tile, byte* row, int r, int firstPair) where TPairs : IPairCount where TLayout : IWeightLayout
+        public static void Multiply<TPairs, TLayout>(in Tile tile, byte* row, int r, int firstPair, int blockStart, int blockEnd, Vector512<float>* carried)
+            where TPairs : IPairCount where TLayout : IWeightLayout
         {
             int blocks = tile.Blocks, whole = blocks - blocks % Batch;
             long stride = tile.PairBytes;
             byte* quants = tile.Pairs + firstPair * stride;
             long negated = blocks * 64L;
             byte* scales = quants + 2 * negated;
-            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-            Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
+            Carry<TPairs>(blockStart, carried, out var acc0, out var acc1, out var acc2, out var acc3, out var acc4, out var acc5, out var acc6, out var acc7);
             Vector512<float> sc0 = default, sc1 = default, sc2 = default, sc3 = default;
             Vector512<float> sc4 = default, sc5 = default, sc6 = default, sc7 = default;
             var halves = Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8);
-            for (int b = 0; b < blocks; b++)
+            for (int b = blockStart; b < blockEnd; b++)
             {
                 byte* block = TLayout.Packed ? row + b * 128L : row + b * BlockBytes;
                 float* packedScales = (float*)(row + blocks * 128L);
@@ -549,15 +623,7 @@ internal static unsafe class Avx512Block32Kernels
                     acc7 = Step(acc7, magnitudes, negative, Avx512F.PermuteVar16x32(sc7, select), q + 7 * stride, negated);
                 }
             }
-            var sums8 = stackalloc Vector512<float>[8];
-            Spill(sums8, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-            // The AVX2 kernels add each token's offset tail, zero for signed quants, after the lanes' sum.
-            float tail = 0;
-            for (int i = 0; i < TPairs.Count; i++)
-            {
-                tile.Store(2 * (firstPair + i), r, Vector256.Sum(sums8[i].GetLower()) + tail);
-                tile.Store(2 * (firstPair + i) + 1, r, Vector256.Sum(sums8[i].GetUpper()) + tail);
-            }
+            Finish<TPairs>(tile, r, firstPair, blockEnd == blocks, carried, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
         }
 
         /// <summary>
