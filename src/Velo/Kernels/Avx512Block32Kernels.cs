@@ -13,6 +13,14 @@ namespace Velo.Kernels;
 /// integer sums come from AVX-512BW's <c>vpmaddubsw</c> + <c>vpmaddwd</c>; the float work per block (conversion,
 /// scale, FMA) is done for two tokens per instruction.
 /// <para>
+/// From <see cref="MinPackedTokens"/> tokens a work item first packs its chunk of rows into the thread's scratch
+/// (<see cref="IPairRow.Pack"/>: quants unpacked into the bytes the registers take, scales widened), so every tile
+/// of the chunk reads plain 64-byte lines instead of unpacking and widening the file's blocks again; the packed copy
+/// lives only for the work item, so it costs no memory beside the mapped file and no load time. Q8_0's activation
+/// pairs also carry their quants negated, so a weight's sign costs one select. Long rows go in column blocks
+/// (<see cref="TileActivationBytes"/>) so a tile's activations stay in L1 while a group of rows passes over them.
+/// </para>
+/// <para>
 /// Every token's result is bit for bit the one <see cref="Block32Kernels"/> and <see cref="PairedBlock32Kernels"/>
 /// compute for it, alone or in any tile: each half of a register gets the same exact integer sums in the same lanes,
 /// the same scale products and the same FMAs in the same order (the offset term of Q4_0 first in each batch of 8
@@ -54,13 +62,13 @@ internal static unsafe class Avx512Block32Kernels
     /// <summary>
     /// Bytes of one token pair's interleaved activations, a multiple of 64: the quants of each 32-byte chunk of
     /// both tokens side by side, <c>[x₀ | x₁]</c> (for Q4_0 the paired layout's chunks, the first and second halves of
-    /// two blocks), then per batch of 8 blocks the scales <c>[d₀ | d₁]</c> (16 floats, the last batch padded).
-    /// Q4_0 (whole batches only) adds the batches' sums <c>[s₀ | s₁]</c>.
+    /// two blocks), for Q8_0 the same again negated, then per batch of 8 blocks the scales <c>[d₀ | d₁]</c> (16
+    /// floats, the last batch padded). Q4_0 (whole batches only) adds the batches' sums <c>[s₀ | s₁]</c>.
     /// </summary>
     private static long PairBytes(GgmlType type, int cols)
     {
         int blocks = cols / 32;
-        long bytes = type == GgmlType.Q8_0 ? blocks * 64L + BatchCount(blocks) * 64L : blocks * (64L + 8 + 8);
+        long bytes = type == GgmlType.Q8_0 ? blocks * 128L + BatchCount(blocks) * 64L : blocks * (64L + 8 + 8);
         return (bytes + 63) / 64 * 64;
     }
 
@@ -81,14 +89,20 @@ internal static unsafe class Avx512Block32Kernels
         float* s0 = sums + (long)t0 * blocks, s1 = s0 + blocks;
         byte* dst = activations + PairsOffset(cols, tokens) + pair * PairBytes(type, cols);
         bool q8 = type == GgmlType.Q8_0;
+        sbyte* negated = (sbyte*)dst + blocks * 64L;
         for (int c = 0; c < blocks; c++)
         {
             var a = Avx.LoadVector256(x0 + c * 32);
             var b = Avx.LoadVector256(x1 + c * 32);
             Avx.Store((sbyte*)dst + c * 64, a);
             Avx.Store((sbyte*)dst + c * 64 + 32, b);
+            if (q8)
+            {
+                Avx.Store(negated + c * 64, Vector256<sbyte>.Zero - a);
+                Avx.Store(negated + c * 64 + 32, Vector256<sbyte>.Zero - b);
+            }
         }
-        float* batchScales = (float*)(dst + blocks * 64L);
+        float* batchScales = (float*)(dst + (q8 ? blocks * 128L : blocks * 64L));
         float* batchSums = batchScales + blocks * 2L;
         for (int b0 = 0; b0 < blocks; b0 += Batch)
             for (int j = 0; j < Batch; j++)
@@ -104,13 +118,60 @@ internal static unsafe class Avx512Block32Kernels
             }
     }
 
-    /// <summary>One row against a tile of token pairs, and a lone token through the AVX2 kernels.</summary>
+    /// <summary>
+    /// One row against a tile of token pairs, read from the file's blocks or from the row's packed copy
+    /// (<see cref="Pack"/>), and a lone token through the AVX2 kernels.
+    /// </summary>
     private interface IPairRow
     {
-        static abstract void Multiply<TPairs>(in Tile tile, byte* row, int r, int firstPair) where TPairs : IPairCount;
+        /// <summary>
+        /// Blocks <paramref name="blockStart"/>..<paramref name="blockEnd"/> (whole batches but for a tail at the row's
+        /// end) of one row against a tile: the accumulators start from <paramref name="carried"/> unless the range
+        /// starts the row, and go back there unless it ends the row, where the results are stored.
+        /// </summary>
+        static abstract void Multiply<TPairs, TLayout>(in Tile tile, byte* row, int r, int firstPair, int blockStart, int blockEnd, Vector512<float>* carried)
+            where TPairs : IPairCount where TLayout : IWeightLayout;
+
+        /// <summary>Bytes of one token pair's activations per block, which the column blocks keep in L1.</summary>
+        static abstract int PairBytesPerBlock { get; }
 
         static abstract float Alone(in Tile tile, byte* row, int token);
+
+        /// <summary>Bytes of one row of <paramref name="blocks"/> blocks packed, a multiple of 64.</summary>
+        static abstract long PackedBytes(int blocks);
+
+        /// <summary>
+        /// Copies a row into the form the tiles read without unpacking: quants laid out as the registers take them,
+        /// scales widened to floats by the same conversions the kernel used on the file's blocks.
+        /// </summary>
+        static abstract void Pack(byte* row, int blocks, byte* packed);
     }
+
+    /// <summary>Where a tile's weights come from, as a type so the JIT compiles each kernel for one of them.</summary>
+    private interface IWeightLayout
+    {
+        static abstract bool Packed { get; }
+    }
+
+    /// <summary>The file's blocks, unpacked and their scales widened by every tile.</summary>
+    private struct FileLayout : IWeightLayout { public static bool Packed => false; }
+
+    /// <summary>The chunk's rows packed once into the thread's scratch (<see cref="IPairRow.Pack"/>), read by every tile.</summary>
+    private struct PackedLayout : IWeightLayout { public static bool Packed => true; }
+
+    /// <summary>
+    /// Tokens from which a chunk's rows are packed before its tiles run: packing a row costs about what one tile
+    /// spends unpacking it, so it pays once several tiles share it.
+    /// </summary>
+    private const int MinPackedTokens = 16;
+
+    /// <summary>
+    /// Bytes of <see cref="MatMulTask.RowScratch"/> per row that <see cref="Kernel"/> needs for <paramref name="tokens"/>
+    /// tokens: room for its packed copy, or none where rows are read from the file.
+    /// </summary>
+    public static long RowScratchBytes(GgmlType type, int cols, int tokens) =>
+        tokens < MinPackedTokens ? 0
+        : type == GgmlType.Q8_0 ? Q8_0Row<Avx2Dot>.PackedBytes(cols / 32) : Q4_0Row<Avx2Dot>.PackedBytes(cols / 32);
 
     /// <summary>How many token pairs a tile holds, as a type so the JIT compiles one kernel per size with only its accumulators.</summary>
     private interface IPairCount
@@ -158,24 +219,119 @@ internal static unsafe class Avx512Block32Kernels
             Cols = cols, Blocks = cols / 32, Rows = task->W.Rows, Quants = quants, Scales = scales, Sums = sums,
             Pairs = task->Activations + PairsOffset(cols, tokens), PairBytes = PairBytes(task->W.Type, cols), Y = task->Y,
         };
-        int pairs = tokens / 2;
-        for (int p = 0; p < pairs;)
+        if (RowScratchBytes(task->W.Type, cols, tokens) == 0)
         {
-            int left = pairs - p;
-            int count = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            Tiles<TRow, FileLayout>(tile, task->W.Data + rowStart * task->W.RowBytes, task->W.RowBytes, rowStart, rowEnd, tokens);
+        }
+        else
+        {
+            byte* packed = task->RowScratch + threadIndex * task->RowScratchBytes;
+            long packedBytes = TRow.PackedBytes(tile.Blocks);
             for (int r = rowStart; r < rowEnd; r++)
-            {
-                byte* row = task->W.Row(r);
-                if (count == 8) TRow.Multiply<EightPairs>(tile, row, r, p);
-                else if (count == 4) TRow.Multiply<FourPairs>(tile, row, r, p);
-                else if (count == 2) TRow.Multiply<TwoPairs>(tile, row, r, p);
-                else TRow.Multiply<OnePair>(tile, row, r, p);
-            }
-            p += count;
+                TRow.Pack(task->W.Row(r), tile.Blocks, packed + (r - rowStart) * packedBytes);
+            Tiles<TRow, PackedLayout>(tile, packed, packedBytes, rowStart, rowEnd, tokens);
         }
         if (tokens % 2 == 1)
             for (int r = rowStart; r < rowEnd; r++)
                 tile.Store(tokens - 1, r, TRow.Alone(tile, task->W.Row(r), tokens - 1));
+    }
+
+    /// <summary>Rows whose accumulators wait between column blocks: a tile's activations for a block are read from L1 by all of them.</summary>
+    private const int GroupRows = 16;
+
+    /// <summary>
+    /// The most bytes of a tile's activations for one column block. Whole rows of 3072 and 8192 columns made a tile's
+    /// activations 60–160 KiB, past L1, and Q4_0 ran at half its speed on rows of 768 (Q8_0, whose pairs take 136
+    /// bytes a block, from 2048 columns).
+    /// </summary>
+    private const int TileActivationBytes = 24 << 10;
+
+    /// <summary>Blocks per column block: whole batches, as even as the fewest blocks that keep a tile's activations within <see cref="TileActivationBytes"/>.</summary>
+    private static int ColumnBlockBlocks(int blocks, int pairBytesPerBlock)
+    {
+        int most = Math.Max(Batch, TileActivationBytes / (8 * pairBytesPerBlock) / Batch * Batch);
+        int count = (blocks + most - 1) / most;
+        return (blocks / count + Batch - 1) / Batch * Batch;
+    }
+
+    /// <summary>
+    /// The token pairs' tiles over rows <paramref name="rowStart"/>..<paramref name="rowEnd"/>, the first at
+    /// <paramref name="rows"/>: per tile, groups of rows, each over the columns block by block, the accumulators
+    /// stored and reloaded exactly between blocks (which changes no rounding).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Tiles<TRow, TLayout>(in Tile tile, byte* rows, long rowBytes, int rowStart, int rowEnd, int tokens)
+        where TRow : IPairRow where TLayout : IWeightLayout
+    {
+        int pairs = tokens / 2, blocks = tile.Blocks;
+        int columnBlock = ColumnBlockBlocks(blocks, TRow.PairBytesPerBlock);
+        var carried = stackalloc Vector512<float>[GroupRows * 8];
+        for (int p = 0; p < pairs;)
+        {
+            int left = pairs - p;
+            int count = left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            for (int group = rowStart; group < rowEnd; group += GroupRows)
+            {
+                int groupEnd = Math.Min(rowEnd, group + GroupRows);
+                for (int start = 0; start < blocks; start += columnBlock)
+                {
+                    int end = Math.Min(blocks, start + columnBlock);
+                    for (int r = group; r < groupEnd; r++)
+                    {
+                        byte* row = rows + (r - rowStart) * rowBytes;
+                        var acc = carried + (r - group) * 8;
+                        if (count == 8) TRow.Multiply<EightPairs, TLayout>(tile, row, r, p, start, end, acc);
+                        else if (count == 4) TRow.Multiply<FourPairs, TLayout>(tile, row, r, p, start, end, acc);
+                        else if (count == 2) TRow.Multiply<TwoPairs, TLayout>(tile, row, r, p, start, end, acc);
+                        else TRow.Multiply<OnePair, TLayout>(tile, row, r, p, start, end, acc);
+                    }
+                }
+            }
+            p += count;
+        }
+    }
+
+    /// <summary>The accumulators a range of blocks starts from: zero at the row's start, else those carried from the range before.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Carry<TPairs>(int blockStart, Vector512<float>* carried, out Vector512<float> acc0, out Vector512<float> acc1, out Vector512<float> acc2,
+        out Vector512<float> acc3, out Vector512<float> acc4, out Vector512<float> acc5, out Vector512<float> acc6, out Vector512<float> acc7)
+        where TPairs : IPairCount
+    {
+        acc0 = acc1 = acc2 = acc3 = acc4 = acc5 = acc6 = acc7 = default;
+        if (blockStart == 0) return;
+        acc0 = carried[0];
+        if (TPairs.Count > 1) acc1 = carried[1];
+        if (TPairs.Count > 2)
+        {
+            acc2 = carried[2];
+            acc3 = carried[3];
+        }
+        if (TPairs.Count > 4)
+        {
+            acc4 = carried[4];
+            acc5 = carried[5];
+            acc6 = carried[6];
+            acc7 = carried[7];
+        }
+    }
+
+    /// <summary>
+    /// Ends a range of blocks: at the row's end each token's sum of its 8 lanes (plus the AVX2 kernels' tail term,
+    /// zero here) is stored, else the accumulators wait in <paramref name="carried"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Finish<TPairs>(in Tile tile, int r, int firstPair, bool rowEnds, Vector512<float>* carried, Vector512<float> acc0, Vector512<float> acc1,
+        Vector512<float> acc2, Vector512<float> acc3, Vector512<float> acc4, Vector512<float> acc5, Vector512<float> acc6, Vector512<float> acc7)
+        where TPairs : IPairCount
+    {
+        Spill(carried, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
+        if (!rowEnds) return;
+        float tail = 0;
+        for (int i = 0; i < TPairs.Count; i++)
+        {
+            tile.Store(2 * (firstPair + i), r, Vector256.Sum(carried[i].GetLower()) + tail);
+            tile.Store(2 * (firstPair + i) + 1, r, Vector256.Sum(carried[i].GetUpper()) + tail);
+        }
     }
 
     /// <summary>
@@ -205,24 +361,65 @@ internal static unsafe class Avx512Block32Kernels
             PairedBlock32Kernels.Dot1<Q4_0Block, TDot>(row, tile.Blocks, tile.Quants + (long)token * tile.Cols,
                 tile.Scales + (long)token * tile.Blocks, tile.Sums + (long)token * tile.Blocks);
 
+        /// <summary>
+        /// Per batch of 8 blocks: each of the 4 block pairs' low and high nibbles as bytes, then d and the offset −8·d
+        /// (8 floats each), everything in both halves of a 64-byte line: plain loads, where broadcasting 32 bytes
+        /// from memory made the tiles slower than unpacking the file's nibbles.
+        /// </summary>
+        private const int PackedBatchBytes = 4 * 128 + 2 * 64;
+
+        public static long PackedBytes(int blocks) => blocks / Batch * (long)PackedBatchBytes;
+
+        public static void Pack(byte* row, int blocks, byte* packed)
+        {
+            var mask = Vector256.Create((byte)0x0F);
+            for (int b0 = 0; b0 < blocks; b0 += Batch, packed += PackedBatchBytes)
+            {
+                byte* batch = row + b0 * BlockBytes;
+                for (int p = 0; p < Batch / 2; p++)
+                {
+                    byte* block = batch + 2 * p * BlockBytes;
+                    var raw = Vector256.Create(Sse2.LoadVector128(block + 2), Sse2.LoadVector128(block + BlockBytes + 2));
+                    var low = raw & mask;
+                    var high = Avx2.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & mask;
+                    Avx512F.Store(packed + p * 128, Vector512.Create(low, low));
+                    Avx512F.Store(packed + p * 128 + 64, Vector512.Create(high, high));
+                }
+                Block32Kernels.WeightScales<Q4_0Block>(batch, out var d, out var offset);
+                Avx512F.Store((float*)(packed + 512), Vector512.Create(d, d));
+                Avx512F.Store((float*)(packed + 576), Vector512.Create(offset, offset));
+            }
+        }
+
+        public static int PairBytesPerBlock => 64 + 8 + 8;
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static void Multiply<TPairs>(in Tile tile, byte* row, int r, int firstPair) where TPairs : IPairCount
+        public static void Multiply<TPairs, TLayout>(in Tile tile, byte* row, int r, int firstPair, int blockStart, int blockEnd, Vector512<float>* carried)
+            where TPairs : IPairCount where TLayout : IWeightLayout
         {
             int blocks = tile.Blocks;
             long stride = tile.PairBytes;
             byte* quants = tile.Pairs + firstPair * stride;
             byte* scales = quants + blocks * 64L;
             byte* sums = scales + blocks * 8L;
-            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-            Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
+            Carry<TPairs>(blockStart, carried, out var acc0, out var acc1, out var acc2, out var acc3, out var acc4, out var acc5, out var acc6, out var acc7);
             var nibbles = Vector512.Create((byte)0x0F);
             var halves = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 8, 8, 8, 8, 9, 9, 9, 9);
-            for (int b0 = 0; b0 < blocks; b0 += Batch)
+            for (int b0 = blockStart; b0 < blockEnd; b0 += Batch)
             {
-                byte* batch = row + b0 * BlockBytes;
-                Block32Kernels.WeightScales<Q4_0Block>(batch, out var d8, out var offset8);
-                var d = Vector512.Create(d8, d8);
-                var offset = Vector512.Create(offset8, offset8);
+                byte* batch = TLayout.Packed ? row + b0 / Batch * PackedBatchBytes : row + b0 * BlockBytes;
+                Vector512<float> d, offset;
+                if (TLayout.Packed)
+                {
+                    d = Avx512F.LoadVector512((float*)(batch + 512));
+                    offset = Avx512F.LoadVector512((float*)(batch + 576));
+                }
+                else
+                {
+                    Block32Kernels.WeightScales<Q4_0Block>(batch, out var d8, out var offset8);
+                    d = Vector512.Create(d8, d8);
+                    offset = Vector512.Create(offset8, offset8);
+                }
                 // Per token pair, the batch's 16 products d·dx, as the AVX2 kernels form them 8 at a time.
                 long at = b0 * 8L;
                 Vector512<float> sc0 = default, sc1 = default, sc2 = default, sc3 = default;
@@ -243,11 +440,20 @@ internal static unsafe class Avx512Block32Kernels
                 }
                 for (int p = 0; p < Batch / 2; p++)
                 {
-                    byte* block = batch + 2 * p * BlockBytes;
-                    var packed = Vector256.Create(Sse2.LoadVector128(block + 2), Sse2.LoadVector128(block + BlockBytes + 2));
-                    var raw = Vector512.Create(packed, packed);
-                    var low = raw & nibbles;
-                    var high = Avx512BW.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & nibbles;
+                    Vector512<byte> low, high;
+                    if (TLayout.Packed)
+                    {
+                        low = Avx512F.LoadVector512(batch + p * 128);
+                        high = Avx512F.LoadVector512(batch + p * 128 + 64);
+                    }
+                    else
+                    {
+                        byte* block = batch + 2 * p * BlockBytes;
+                        var packed = Vector256.Create(Sse2.LoadVector128(block + 2), Sse2.LoadVector128(block + BlockBytes + 2));
+                        var raw = Vector512.Create(packed, packed);
+                        low = raw & nibbles;
+                        high = Avx512BW.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & nibbles;
+                    }
                     var select = halves + Vector512.Create(2 * p);
                     byte* q = quants + (b0 / 2 + p) * 128L;
                     acc0 = Step(acc0, low, high, Avx512F.PermuteVar16x32(sc0, select), q);
@@ -266,15 +472,7 @@ internal static unsafe class Avx512Block32Kernels
                     }
                 }
             }
-            var sums8 = stackalloc Vector512<float>[8];
-            Spill(sums8, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-            // The AVX2 kernels add each token's offset tail, zero without tail blocks, after the lanes' sum.
-            float tail = 0;
-            for (int i = 0; i < TPairs.Count; i++)
-            {
-                tile.Store(2 * (firstPair + i), r, Vector256.Sum(sums8[i].GetLower()) + tail);
-                tile.Store(2 * (firstPair + i) + 1, r, Vector256.Sum(sums8[i].GetUpper()) + tail);
-            }
+            Finish<TPairs>(tile, r, firstPair, blockEnd == blocks, carried, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
         }
 
         /// <summary>
@@ -315,27 +513,63 @@ internal static unsafe class Avx512Block32Kernels
             Block32Kernels.Dot1<Q8_0Block, TDot>(row, tile.Blocks, tile.Quants + (long)token * tile.Cols,
                 tile.Scales + (long)token * tile.Blocks, tile.Sums + (long)token * tile.Blocks);
 
+        /// <summary>
+        /// Per block the quants' magnitudes and a byte mask of the negative ones, each in both halves (128 bytes),
+        /// then per batch of 8 blocks their d as floats: whole batches widened 8 at a time into both halves, tail
+        /// blocks one by one, as the kernel widens the file's.
+        /// </summary>
+        public static long PackedBytes(int blocks) => blocks * 128L + BatchCount(blocks) * 64L;
+
+        public static void Pack(byte* row, int blocks, byte* packed)
+        {
+            int whole = blocks - blocks % Batch;
+            float* scales = (float*)(packed + blocks * 128L);
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* block = row + b * BlockBytes;
+                var w = Avx.LoadVector256((sbyte*)(block + 2));
+                var magnitudes = Avx2.Abs(w);
+                var negative = Avx2.CompareGreaterThan(Vector256<sbyte>.Zero, w);
+                Avx512F.Store(packed + b * 128L, Vector512.Create(magnitudes, magnitudes));
+                Avx512F.Store((sbyte*)(packed + b * 128L + 64), Vector512.Create(negative, negative));
+                if (b >= whole) scales[whole * 2 + b - whole] = F16Row.ToSingle(*(ushort*)block);
+            }
+            for (int b0 = 0; b0 < whole; b0 += Batch)
+            {
+                Block32Kernels.WeightScales<Q8_0Block>(row + b0 * BlockBytes, out var d8, out _);
+                Avx512F.Store(scales + b0 * 2, Vector512.Create(d8, d8));
+            }
+        }
+
+        public static int PairBytesPerBlock => 128 + 8;
+
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static void Multiply<TPairs>(in Tile tile, byte* row, int r, int firstPair) where TPairs : IPairCount
+        public static void Multiply<TPairs, TLayout>(in Tile tile, byte* row, int r, int firstPair, int blockStart, int blockEnd, Vector512<float>* carried)
+            where TPairs : IPairCount where TLayout : IWeightLayout
         {
             int blocks = tile.Blocks, whole = blocks - blocks % Batch;
             long stride = tile.PairBytes;
             byte* quants = tile.Pairs + firstPair * stride;
-            byte* scales = quants + blocks * 64L;
-            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-            Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
+            long negated = blocks * 64L;
+            byte* scales = quants + 2 * negated;
+            Carry<TPairs>(blockStart, carried, out var acc0, out var acc1, out var acc2, out var acc3, out var acc4, out var acc5, out var acc6, out var acc7);
             Vector512<float> sc0 = default, sc1 = default, sc2 = default, sc3 = default;
             Vector512<float> sc4 = default, sc5 = default, sc6 = default, sc7 = default;
             var halves = Vector512.Create(0, 0, 0, 0, 0, 0, 0, 0, 8, 8, 8, 8, 8, 8, 8, 8);
-            for (int b = 0; b < blocks; b++)
+            for (int b = blockStart; b < blockEnd; b++)
             {
-                byte* block = row + b * BlockBytes;
+                byte* block = TLayout.Packed ? row + b * 128L : row + b * BlockBytes;
+                float* packedScales = (float*)(row + blocks * 128L);
                 var select = halves + Vector512.Create(b % Batch);
                 // Whole batches form their products d·dx 8 at a time, as the AVX2 kernels do; tail blocks one by one.
                 if (b % Batch == 0 || b >= whole)
                 {
                     Vector512<float> d;
-                    if (b < whole)
+                    if (TLayout.Packed)
+                    {
+                        d = b < whole ? Avx512F.LoadVector512(packedScales + b * 2) : Vector512.Create(packedScales[whole * 2 + b - whole]);
+                    }
+                    else if (b < whole)
                     {
                         Block32Kernels.WeightScales<Q8_0Block>(block, out var d8, out _);
                         d = Vector512.Create(d8, d8);
@@ -360,42 +594,46 @@ internal static unsafe class Avx512Block32Kernels
                         sc7 = d * Avx512F.LoadVector512((float*)(at + 7 * stride));
                     }
                 }
-                var w = Avx512F.BroadcastVector256ToVector512((long*)(block + 2)).AsSByte();
-                var magnitudes = Avx512BW.Abs(w);
-                var negative = Vector512.LessThan(w, Vector512<sbyte>.Zero);
+                Vector512<byte> magnitudes;
+                Vector512<sbyte> negative;
+                if (TLayout.Packed)
+                {
+                    magnitudes = Avx512F.LoadVector512(block);
+                    negative = Avx512F.LoadVector512((sbyte*)(block + 64));
+                }
+                else
+                {
+                    var w = Avx512F.BroadcastVector256ToVector512((long*)(block + 2)).AsSByte();
+                    magnitudes = Avx512BW.Abs(w);
+                    negative = Vector512.LessThan(w, Vector512<sbyte>.Zero);
+                }
                 byte* q = quants + b * 64L;
-                acc0 = Step(acc0, magnitudes, negative, Avx512F.PermuteVar16x32(sc0, select), q);
-                if (TPairs.Count > 1) acc1 = Step(acc1, magnitudes, negative, Avx512F.PermuteVar16x32(sc1, select), q + stride);
+                acc0 = Step(acc0, magnitudes, negative, Avx512F.PermuteVar16x32(sc0, select), q, negated);
+                if (TPairs.Count > 1) acc1 = Step(acc1, magnitudes, negative, Avx512F.PermuteVar16x32(sc1, select), q + stride, negated);
                 if (TPairs.Count > 2)
                 {
-                    acc2 = Step(acc2, magnitudes, negative, Avx512F.PermuteVar16x32(sc2, select), q + 2 * stride);
-                    acc3 = Step(acc3, magnitudes, negative, Avx512F.PermuteVar16x32(sc3, select), q + 3 * stride);
+                    acc2 = Step(acc2, magnitudes, negative, Avx512F.PermuteVar16x32(sc2, select), q + 2 * stride, negated);
+                    acc3 = Step(acc3, magnitudes, negative, Avx512F.PermuteVar16x32(sc3, select), q + 3 * stride, negated);
                 }
                 if (TPairs.Count > 4)
                 {
-                    acc4 = Step(acc4, magnitudes, negative, Avx512F.PermuteVar16x32(sc4, select), q + 4 * stride);
-                    acc5 = Step(acc5, magnitudes, negative, Avx512F.PermuteVar16x32(sc5, select), q + 5 * stride);
-                    acc6 = Step(acc6, magnitudes, negative, Avx512F.PermuteVar16x32(sc6, select), q + 6 * stride);
-                    acc7 = Step(acc7, magnitudes, negative, Avx512F.PermuteVar16x32(sc7, select), q + 7 * stride);
+                    acc4 = Step(acc4, magnitudes, negative, Avx512F.PermuteVar16x32(sc4, select), q + 4 * stride, negated);
+                    acc5 = Step(acc5, magnitudes, negative, Avx512F.PermuteVar16x32(sc5, select), q + 5 * stride, negated);
+                    acc6 = Step(acc6, magnitudes, negative, Avx512F.PermuteVar16x32(sc6, select), q + 6 * stride, negated);
+                    acc7 = Step(acc7, magnitudes, negative, Avx512F.PermuteVar16x32(sc7, select), q + 7 * stride, negated);
                 }
             }
-            var sums8 = stackalloc Vector512<float>[8];
-            Spill(sums8, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-            // The AVX2 kernels add each token's offset tail, zero for signed quants, after the lanes' sum.
-            float tail = 0;
-            for (int i = 0; i < TPairs.Count; i++)
-            {
-                tile.Store(2 * (firstPair + i), r, Vector256.Sum(sums8[i].GetLower()) + tail);
-                tile.Store(2 * (firstPair + i) + 1, r, Vector256.Sum(sums8[i].GetUpper()) + tail);
-            }
+            Finish<TPairs>(tile, r, firstPair, blockEnd == blocks, carried, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
         }
 
-        /// <summary>One block for one token pair, whose quants are at <paramref name="quants"/>.</summary>
+        /// <summary>
+        /// One block for one token pair, whose quants are at <paramref name="quants"/> and negated
+        /// <paramref name="negated"/> bytes further: the weights' signs cost one select, not a negation too.
+        /// </summary>
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> magnitudes, Vector512<sbyte> negative, Vector512<float> scale, byte* quants)
+        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> magnitudes, Vector512<sbyte> negative, Vector512<float> scale, byte* quants, long negated)
         {
-            var x = Avx512F.LoadVector512((sbyte*)quants);
-            x = Vector512.ConditionalSelect(negative, Vector512<sbyte>.Zero - x, x);
+            var x = Vector512.ConditionalSelect(negative, Avx512F.LoadVector512((sbyte*)(quants + negated)), Avx512F.LoadVector512((sbyte*)quants));
             // Products of at most 128·127, two to an int16: no saturation.
             var sums = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(magnitudes, x), Vector512<short>.One);
             return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), scale, acc);

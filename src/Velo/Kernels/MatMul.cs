@@ -37,7 +37,7 @@ internal unsafe struct MatMulTask
 
     /// <summary>
     /// Per thread, room for the rows of one work item in the form the kernel works on (floats for F16 prefill,
-    /// unpacked super-blocks for K-quant prefill, one float row for the portable kernel), or null.
+    /// unpacked super-blocks for K-quant prefill, packed Q4_0/Q8_0 rows for the AVX-512 token-pair tiles, one float row for the portable kernel), or null.
     /// </summary>
     public byte* RowScratch;
 
@@ -148,6 +148,7 @@ internal static unsafe class MatMul
             : FastKernel<Avx2Dot>(first.Type, tokens, wide, out activations);
         long scratchPerRow = portable ? 0
             : paired ? (FloatGemm.WidensRows(first.Type) ? first.Cols * sizeof(float) : 0)
+            : tokenPairs ? Avx512Block32Kernels.RowScratchBytes(first.Type, first.Cols, tokens)
             : FloatKernels.WidensRows(first.Type, tokens) ? first.Cols * sizeof(float)
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1, wide);
         int chunkRows = paired ? PairedChunkRows(totalRows, pool.ThreadCount) : ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
@@ -164,7 +165,7 @@ internal static unsafe class MatMul
             _ => ActivationQuantizer.Bytes32(first.Cols, tokens),
         };
         long rowScratchBytes = portable ? first.Cols * sizeof(float)
-            : paired || FloatKernels.WidensRows(first.Type, tokens) ? chunkRows * scratchPerRow
+            : paired || tokenPairs || FloatKernels.WidensRows(first.Type, tokens) ? chunkRows * scratchPerRow
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, chunkRows, wide);
         long aligned = (activationBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
         rowScratchBytes = (rowScratchBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;

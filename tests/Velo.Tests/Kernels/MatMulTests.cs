@@ -155,7 +155,9 @@ public unsafe class MatMulTests
 
     /// <summary>
     /// The AVX-512 tiles of token pairs (Q4_0 and Q8_0 prefill) sum each token exactly as the AVX2 tiles and a token
-    /// alone do: tiles of 8, 4, 2 and 1 pairs, an odd last token, tail blocks after the whole batches of 8, bit for bit.
+    /// alone do: tiles of 8, 4, 2 and 1 pairs, an odd last token, tail blocks after the whole batches of 8, rows read
+    /// from the file (under 16 tokens) or packed, whole rows or column blocks (Q4_0 from 2048 columns, Q8_0 from
+    /// 672), chunks of more rows than a group whose accumulators wait between blocks (520 rows), bit for bit.
     /// </summary>
     [Avx512Theory]
     [InlineData(GgmlType.Q4_0)]
@@ -164,8 +166,8 @@ public unsafe class MatMulTests
     {
         var random = new Random((int)type * 13);
         using var pool = new WorkerPool(3);
-        foreach (int cols in type == GgmlType.Q8_0 ? new[] { 256, 384, 32 * 21, 1024 } : new[] { 256, 1024 })
-        foreach (int rows in new[] { 1, 7, 33 })
+        foreach (int cols in type == GgmlType.Q8_0 ? new[] { 256, 384, 32 * 21, 1024, 1056 } : new[] { 256, 1024, 2048 })
+        foreach (int rows in cols == 1024 ? new[] { 1, 7, 33, 520 } : new[] { 1, 7, 33 })
         {
             using var weights = RandomWeights(type, rows, cols, random);
             var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
