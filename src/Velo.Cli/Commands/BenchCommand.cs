@@ -64,7 +64,7 @@ internal static class BenchCommand
     /// same generation without it (the median of alternating rounds' ratios).</summary>
     private sealed record Row(string Model, string Type, double SizeMiB, int Threads, string Test, double Mean, double StandardDeviation,
         double Median, double[] Runs, double LimitTokensPerSecond, double ShareOfLimit, string Limit,
-        double? AcceptanceRate = null, double? TokensPerTargetPass = null, double? SpeedUp = null);
+        double? AcceptanceRate = null, double? TokensPerTargetPass = null, double? SpeedUp = null, double? BusyThreads = null, long? MajorPageFaults = null);
 
     private static int Run(string path, int promptTokens, int genTokens, int[] threadCounts, int repetitions, bool json, Velo.Runtime.KvCacheTypes cacheTypes,
         int[] parallel, Velo.Generation.SpeculationOptions? speculation, string? draftPath)
@@ -113,10 +113,11 @@ internal static class BenchCommand
                     if (target == null) continue;
                     var s = Benchmark.SpeculativeGeneration(target, draft, speculation!, pool, genTokens, repetitions, cacheTypes, sequences);
                     rows.Add(new Row(name, type, sizeMiB, threads, s.Plain.Test, s.Plain.Mean, s.Plain.StandardDeviation, s.Plain.Median,
-                        [.. s.Plain.TokensPerSecond], limit, s.Plain.Median / limit, "bandwidth"));
+                        [.. s.Plain.TokensPerSecond], limit, s.Plain.Median / limit, "bandwidth",
+                        BusyThreads: s.PlainCost.BusyThreads, MajorPageFaults: s.PlainCost.MajorPageFaults));
                     rows.Add(new Row(name, type, sizeMiB, threads, s.Speculative.Test, s.Speculative.Mean, s.Speculative.StandardDeviation, s.Speculative.Median,
                         [.. s.Speculative.TokensPerSecond], limit, s.Speculative.Median / limit, "bandwidth",
-                        s.Counters.AcceptanceRate, s.Counters.TokensPerStep, s.SpeedUp));
+                        s.Counters.AcceptanceRate, s.Counters.TokensPerStep, s.SpeedUp, s.SpeculativeCost.BusyThreads, s.SpeculativeCost.MajorPageFaults));
                 }
         }
 
@@ -131,6 +132,9 @@ internal static class BenchCommand
                 $"{r.Mean:F2} ± {r.StandardDeviation:F2}", $"{r.Median:F2}", $"{r.LimitTokensPerSecond:F1}", $"{r.ShareOfLimit:P0} of {r.Limit}");
         AnsiConsole.Write(table);
         string source = draft != null ? $"draft {draft.Path}" : $"prompt lookup, n-gram {speculation?.NGram}";
+        foreach (var r in rows.Where(r => r.BusyThreads != null))
+            AnsiConsole.MarkupLineInterpolated(
+                $"[grey]{r.Test}: {r.BusyThreads:F2} of {r.Threads} thread(s) busy on average, {(r.MajorPageFaults is long f ? f.ToString() : "unknown")} major page faults (weights read from disk)[/]");
         foreach (var r in rows.Where(r => r.SpeedUp != null))
             AnsiConsole.MarkupLineInterpolated(
                 $"[grey]{r.Test} ({r.Threads} thread(s), {source}): {100 * r.AcceptanceRate:F1}% of drafts accepted, {r.TokensPerTargetPass:F2} tokens per target pass, {r.SpeedUp:F2}× the scheduler without speculation (median of alternating rounds); load average {LoadAverage()}[/]");

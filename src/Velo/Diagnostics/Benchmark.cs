@@ -17,8 +17,17 @@ public sealed record BenchmarkResult(string Test, int Threads, int Tokens, IRead
 }
 
 /// <summary>Greedy generation through the scheduler without and with speculation, measured in alternating rounds:
-/// each side's speeds, the median of the rounds' speed ratios, and what the speculation did.</summary>
-public sealed record SpeculationBenchmarkResult(BenchmarkResult Plain, BenchmarkResult Speculative, double SpeedUp, SpeculationCounters Counters);
+/// each side's speeds, the median of the rounds' speed ratios, what the speculation did, and what each side got of the machine.</summary>
+public sealed record SpeculationBenchmarkResult(BenchmarkResult Plain, BenchmarkResult Speculative, double SpeedUp, SpeculationCounters Counters,
+    RunCost PlainCost, RunCost SpeculativeCost);
+
+/// <summary>
+/// What measured rounds got of the machine: the process's CPU time over their wall time (threads kept busy; on a
+/// shared machine far fewer than the pool's when other processes take the cores) and major page faults (weights
+/// read back from disk because the page cache could not hold them; null where the system does not count them).
+/// Either explains a side that is slow for reasons other than its own work.
+/// </summary>
+public readonly record struct RunCost(double BusyThreads, long? MajorPageFaults);
 
 /// <summary>
 /// llama-bench's two tests: pp (a prompt of N tokens in one batch, from an empty cache) and tg (N tokens decoded
@@ -97,9 +106,16 @@ public static class Benchmark
         var plainSpeeds = new List<double>();
         var speculativeSpeeds = new List<double>();
         var ratios = new List<double>();
+        var plainCost = new CostMeter();
+        var speculativeCost = new CostMeter();
         for (int r = -1; r < repetitions; r++)
         {
-            double without = Generate(plain), with = Generate(speculative);
+            plainCost.Start();
+            double without = Generate(plain);
+            plainCost.Stop(measured: r >= 0);
+            speculativeCost.Start();
+            double with = Generate(speculative);
+            speculativeCost.Stop(measured: r >= 0);
             if (r < 0) continue;
             plainSpeeds.Add(without);
             speculativeSpeeds.Add(with);
@@ -108,7 +124,7 @@ public static class Benchmark
         string test = sequences == 1 ? $"tg{tokens}" : $"tg{tokens} x{sequences}";
         return new SpeculationBenchmarkResult(new BenchmarkResult($"{test} scheduler", pool.ThreadCount, tokens * sequences, plainSpeeds),
             new BenchmarkResult($"{test} speculative", pool.ThreadCount, tokens * sequences, speculativeSpeeds),
-            ratios.Order().ElementAt(ratios.Count / 2), speculative.Speculation);
+            ratios.Order().ElementAt(ratios.Count / 2), speculative.Speculation, plainCost.Total, speculativeCost.Total);
 
         double Generate(BatchScheduler scheduler)
         {
@@ -154,4 +170,37 @@ public static class Benchmark
     }
 
     private static int TokenAt(int position, int vocab) => (int)((position * 2654435761L + 17) % vocab);
+
+    /// <summary>Sums <see cref="RunCost"/> over the measured rounds of one side.</summary>
+    private sealed class CostMeter
+    {
+        private readonly Process _process = Process.GetCurrentProcess();
+        private long _startTimestamp;
+        private TimeSpan _startCpu;
+        private long? _startFaults;
+        private double _wallSeconds, _cpuSeconds;
+        private long? _faults = 0;
+
+        public RunCost Total => new(_wallSeconds > 0 ? _cpuSeconds / _wallSeconds : 0, _faults);
+
+        public void Start()
+        {
+            _process.Refresh();
+            _startCpu = _process.TotalProcessorTime;
+            _startFaults = MachineProbe.MajorPageFaults();
+            _startTimestamp = Stopwatch.GetTimestamp();
+        }
+
+        public void Stop(bool measured)
+        {
+            double wall = Stopwatch.GetElapsedTime(_startTimestamp).TotalSeconds;
+            _process.Refresh();
+            double cpu = (_process.TotalProcessorTime - _startCpu).TotalSeconds;
+            long? faults = MachineProbe.MajorPageFaults() - _startFaults;
+            if (!measured) return;
+            _wallSeconds += wall;
+            _cpuSeconds += cpu;
+            _faults += faults;
+        }
+    }
 }

@@ -11,6 +11,26 @@ namespace Velo.Diagnostics;
 /// </summary>
 public static unsafe class MachineProbe
 {
+    /// <summary>
+    /// The major page faults of this process so far (pages read from disk, a memory-mapped model's weights among
+    /// them, when the page cache could not keep them), from /proc/self/stat; null where that does not exist.
+    /// </summary>
+    public static long? MajorPageFaults()
+    {
+        if (!OperatingSystem.IsLinux()) return null;
+        try
+        {
+            string stat = File.ReadAllText("/proc/self/stat");
+            // The command name, in parentheses, may hold spaces; majflt is the 10th field after it.
+            var fields = stat[(stat.LastIndexOf(')') + 2)..].Split(' ');
+            return long.Parse(fields[9], System.Globalization.CultureInfo.InvariantCulture);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Best of <paramref name="repetitions"/> read passes over <paramref name="bytes"/> bytes, in bytes per second.</summary>
     public static double ReadBandwidth(WorkerPool pool, long bytes = 1L << 30, int repetitions = 3)
     {

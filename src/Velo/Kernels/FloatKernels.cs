@@ -164,12 +164,21 @@ internal static unsafe class FloatKernels
         return ok;
     }
 
+    /// <summary>
+    /// Up to this many tokens, <see cref="Rows{TRow}"/> reads each weight row once for all of them, straight from the
+    /// weights (F16 as <see cref="F16ScaledRow"/>): a decode step's last token and the drafts a speculative step verifies.
+    /// Widening F16 rows exactly into scratch first (a dozen operations per 8 halves) cost a 5-token pass of llama-1B
+    /// F16 several times a one-token pass; from 8 tokens on (<see cref="FloatGemm.MinTokens"/> with AVX-512), a row
+    /// serves enough tokens that widening it once pays.
+    /// </summary>
+    public const int SmallBatchTokens = 8;
+
     /// <summary>Whether <see cref="Rows{TRow}"/> needs <see cref="MatMulTask.RowScratch"/> of ChunkRows × Cols floats per thread.</summary>
-    public static bool WidensRows(GgmlType type, int tokens) => type == GgmlType.F16 && tokens >= TokenTile;
+    public static bool WidensRows(GgmlType type, int tokens) => type == GgmlType.F16 && tokens >= SmallBatchTokens;
 
     /// <summary>
-    /// For F16 weights and fewer tokens than a tile, <see cref="MatMulTask.Activations"/> holds the activations
-    /// scaled by <see cref="ScaleForF16"/>, or is null when they could not be scaled.
+    /// For F16 weights and fewer than <see cref="SmallBatchTokens"/> tokens, <see cref="MatMulTask.Activations"/> holds
+    /// the activations scaled by <see cref="ScaleForF16"/>, or is null when they could not be scaled.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rows<TRow>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TRow : IFloatRow
@@ -187,10 +196,50 @@ internal static unsafe class FloatKernels
         }
         if (typeof(TRow) == typeof(F16Row) && task->Activations != null)
         {
-            Tiles<F16ScaledRow>(task, task->W.Row(rowStart), task->W.RowBytes, (float*)task->Activations, rowStart, rowEnd);
+            RowsFrom<F16ScaledRow>(task, task->W.Row(rowStart), task->W.RowBytes, (float*)task->Activations, rowStart, rowEnd);
             return;
         }
-        Tiles<TRow>(task, task->W.Row(rowStart), task->W.RowBytes, task->X, rowStart, rowEnd);
+        RowsFrom<TRow>(task, task->W.Row(rowStart), task->W.RowBytes, task->X, rowStart, rowEnd);
+    }
+
+    /// <summary>One token through <see cref="Tiles{TRow}"/>' four-row kernel, a few through <see cref="SmallBatch{TRow}"/>, more in tiles.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void RowsFrom<TRow>(MatMulTask* task, byte* firstRow, long rowBytes, float* x, int rowStart, int rowEnd) where TRow : IFloatRow
+    {
+        if (task->Tokens is > 1 and < SmallBatchTokens)
+            SmallBatch<TRow>(task, firstRow, rowBytes, x, rowStart, rowEnd);
+        else
+            Tiles<TRow>(task, firstRow, rowBytes, x, rowStart, rowEnd);
+    }
+
+    /// <summary>
+    /// Two to seven tokens: each pair of rows is read once (from memory, prefetched a pair ahead) for all of them, in
+    /// a tile of four tokens and then one of the rest, while the pair is still in L1. Every (row, token) keeps its own
+    /// accumulator summed in <see cref="Dot1{TRow}"/>'s order, so the results equal those of each token alone.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void SmallBatch<TRow>(MatMulTask* task, byte* firstRow, long rowBytes, float* x, int rowStart, int rowEnd) where TRow : IFloatRow
+    {
+        int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens;
+        float* y = task->Y;
+        int r = rowStart;
+        byte* row = firstRow;
+        for (; r + 2 <= rowEnd; r += 2, row += 2 * rowBytes)
+        {
+            int t = 0;
+            for (; t + TokenTile <= tokens; t += TokenTile)
+                Dot2xN<TRow, FourTokens>(row, rowBytes, x + (long)t * cols, cols, y + (long)t * rows + r, rows);
+            float* xt = x + (long)t * cols, yt = y + (long)t * rows + r;
+            switch (tokens - t)
+            {
+                case 3: Dot2xN<TRow, ThreeTokens>(row, rowBytes, xt, cols, yt, rows); break;
+                case 2: Dot2xN<TRow, TwoTokens>(row, rowBytes, xt, cols, yt, rows); break;
+                case 1: Dot2xN<TRow, OneToken>(row, rowBytes, xt, cols, yt, rows); break;
+            }
+        }
+        if (r < rowEnd)
+            for (int t = 0; t < tokens; t++)
+                y[(long)t * rows + r] = Dot1<TRow>(row, x + (long)t * cols, cols);
     }
 
     /// <summary>
@@ -211,7 +260,7 @@ internal static unsafe class FloatKernels
             if (tileTokens == TokenTile)
             {
                 for (; r + 2 <= rowEnd; r += 2, row += 2 * rowBytes)
-                    Dot2x4<TRow>(row, row + rowBytes, xTile, cols, y + r, rows);
+                    Dot2xN<TRow, FourTokens>(row, rowBytes, xTile, cols, y + r, rows);
                 if (r < rowEnd)
                     Dot4<TRow>(row, xTile, cols, y + r, rows);
             }
@@ -228,7 +277,7 @@ internal static unsafe class FloatKernels
     }
 
     /// <summary>
-    /// One accumulator, in the order of each token of <see cref="Dot2x4{TRow}"/> and <see cref="Dot4{TRow}"/>, so a
+    /// One accumulator, in the order of each token of <see cref="Dot2xN{TRow, TTokens}"/> and <see cref="Dot4{TRow}"/>, so a
     /// token's result does not depend on how many others share its batch.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -300,43 +349,69 @@ internal static unsafe class FloatKernels
     }
 
     /// <summary>
-    /// Two rows against four tokens: eight accumulators, and per 8 columns two weight and four activation loads
-    /// for eight FMAs, so the FMA units rather than the loads set the pace.
+    /// Two rows against <typeparamref name="TTokens"/> tokens (up to four): up to eight accumulators, and per 8 columns
+    /// two weight loads for up to eight FMAs, so with four tokens the FMA units rather than the loads set the pace.
+    /// Each cache line of the two rows read is matched by a prefetch of the same line of the next two (see
+    /// <see cref="Dot4Rows{TRow}"/>).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot2x4<TRow>(byte* row0, byte* row1, float* x, int cols, float* y, int yStride) where TRow : IFloatRow
+    private static void Dot2xN<TRow, TTokens>(byte* row0, long rowBytes, float* x, int cols, float* y, int yStride)
+        where TRow : IFloatRow where TTokens : ITokenCount
     {
+        int n = TTokens.Count;
+        byte* row1 = row0 + rowBytes;
+        int valueBytes = (int)(rowBytes / cols);
+        int lineMask = Math.Max(8, 64 / valueBytes) - 1;
+        long ahead = 2 * rowBytes;
         Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
         Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
         float* x1 = x + cols, x2 = x1 + cols, x3 = x2 + cols;
         int i = 0;
         for (; i + 8 <= cols; i += 8)
         {
+            if ((i & lineMask) == 0)
+            {
+                Sse.Prefetch0(row0 + ahead + (long)i * valueBytes);
+                Sse.Prefetch0(row1 + ahead + (long)i * valueBytes);
+            }
             var w0 = TRow.Load8(row0, i);
             var w1 = TRow.Load8(row1, i);
             var v = Avx.LoadVector256(x + i);
             a00 = Fma.MultiplyAdd(w0, v, a00);
             a10 = Fma.MultiplyAdd(w1, v, a10);
-            v = Avx.LoadVector256(x1 + i);
-            a01 = Fma.MultiplyAdd(w0, v, a01);
-            a11 = Fma.MultiplyAdd(w1, v, a11);
-            v = Avx.LoadVector256(x2 + i);
-            a02 = Fma.MultiplyAdd(w0, v, a02);
-            a12 = Fma.MultiplyAdd(w1, v, a12);
-            v = Avx.LoadVector256(x3 + i);
-            a03 = Fma.MultiplyAdd(w0, v, a03);
-            a13 = Fma.MultiplyAdd(w1, v, a13);
+            if (n > 1)
+            {
+                v = Avx.LoadVector256(x1 + i);
+                a01 = Fma.MultiplyAdd(w0, v, a01);
+                a11 = Fma.MultiplyAdd(w1, v, a11);
+            }
+            if (n > 2)
+            {
+                v = Avx.LoadVector256(x2 + i);
+                a02 = Fma.MultiplyAdd(w0, v, a02);
+                a12 = Fma.MultiplyAdd(w1, v, a12);
+            }
+            if (n > 3)
+            {
+                v = Avx.LoadVector256(x3 + i);
+                a03 = Fma.MultiplyAdd(w0, v, a03);
+                a13 = Fma.MultiplyAdd(w1, v, a13);
+            }
         }
         float s00 = Vector256.Sum(a00), s01 = Vector256.Sum(a01), s02 = Vector256.Sum(a02), s03 = Vector256.Sum(a03);
         float s10 = Vector256.Sum(a10), s11 = Vector256.Sum(a11), s12 = Vector256.Sum(a12), s13 = Vector256.Sum(a13);
         for (; i < cols; i++)
         {
             float w0 = TRow.Load1(row0, i), w1 = TRow.Load1(row1, i);
-            s00 += w0 * x[i]; s01 += w0 * x1[i]; s02 += w0 * x2[i]; s03 += w0 * x3[i];
-            s10 += w1 * x[i]; s11 += w1 * x1[i]; s12 += w1 * x2[i]; s13 += w1 * x3[i];
+            s00 += w0 * x[i]; s10 += w1 * x[i];
+            if (n > 1) { s01 += w0 * x1[i]; s11 += w1 * x1[i]; }
+            if (n > 2) { s02 += w0 * x2[i]; s12 += w1 * x2[i]; }
+            if (n > 3) { s03 += w0 * x3[i]; s13 += w1 * x3[i]; }
         }
-        y[0] = s00; y[yStride] = s01; y[2L * yStride] = s02; y[3L * yStride] = s03;
-        y[1] = s10; y[yStride + 1] = s11; y[2L * yStride + 1] = s12; y[3L * yStride + 1] = s13;
+        y[0] = s00; y[1] = s10;
+        if (n > 1) { y[yStride] = s01; y[yStride + 1] = s11; }
+        if (n > 2) { y[2L * yStride] = s02; y[2L * yStride + 1] = s12; }
+        if (n > 3) { y[3L * yStride] = s03; y[3L * yStride + 1] = s13; }
     }
 
     /// <summary>One row against four tokens: each weight is loaded and widened once for all four.</summary>
@@ -368,4 +443,30 @@ internal static unsafe class FloatKernels
         y[2L * yStride] = s2;
         y[3L * yStride] = s3;
     }
+}
+
+/// <summary>How many tokens a kernel of <see cref="FloatKernels"/> takes, as a constant the JIT folds into it.</summary>
+internal interface ITokenCount
+{
+    static abstract int Count { get; }
+}
+
+internal struct OneToken : ITokenCount
+{
+    public static int Count => 1;
+}
+
+internal struct TwoTokens : ITokenCount
+{
+    public static int Count => 2;
+}
+
+internal struct ThreeTokens : ITokenCount
+{
+    public static int Count => 3;
+}
+
+internal struct FourTokens : ITokenCount
+{
+    public static int Count => 4;
 }

@@ -55,5 +55,11 @@ public sealed class SpeculationCommandTests : IDisposable
         Assert.InRange(speculative.GetProperty("AcceptanceRate").GetDouble(), 0, 1);
         Assert.True(speculative.GetProperty("TokensPerTargetPass").GetDouble() >= 1);
         Assert.True(speculative.GetProperty("SpeedUp").GetDouble() > 0);
+        // Each side reports what it got of the machine: busy threads, and on Linux the major page faults it took.
+        foreach (var side in results[1..])
+        {
+            Assert.True(side.GetProperty("BusyThreads").GetDouble() > 0);
+            if (OperatingSystem.IsLinux()) Assert.True(side.GetProperty("MajorPageFaults").GetInt64() >= 0);
+        }
     }
 }

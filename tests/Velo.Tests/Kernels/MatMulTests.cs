@@ -282,10 +282,48 @@ public unsafe class MatMulTests
         }
     }
 
+    /// <summary>
+    /// Passes of 2 to 7 tokens (a decode step with drafts to verify) read each float row once for all tokens; every
+    /// token must still come out bit for bit as it does alone, on every path, with odd rows and column tails.
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.F32)]
+    [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.BF16)]
+    public void SmallBatchesEqualEachTokenAloneBitForBit(GgmlType type)
+    {
+        var random = new Random((int)type * 13);
+        using var pool = new WorkerPool(2);
+        foreach (int cols in new[] { 13, 64, 200, 2048 })
+        foreach (int rows in new[] { 1, 7, 33 })
+        {
+            using var weights = RandomWeights(type, rows, cols, random);
+            var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+            foreach (var path in new[] { MatMulPath.Fastest, MatMulPath.Avx2 })
+            foreach (int tokens in new[] { 2, 3, 4, 5, 6, 7, 8 })
+            {
+                float[] x = RandomActivations(tokens * cols, random);
+                float[] batch = new float[tokens * rows], alone = new float[rows];
+                fixed (float* px = x, pb = batch, pa = alone)
+                {
+                    MatMul.Multiply(w, px, tokens, pb, pool, path);
+                    for (int t = 0; t < tokens; t++)
+                    {
+                        MatMul.Multiply(w, px + t * cols, 1, pa, pool, path);
+                        Assert.True(MemoryMarshal.Cast<float, int>(alone).SequenceEqual(MemoryMarshal.Cast<float, int>(batch.AsSpan(t * rows, rows))),
+                            $"{type} {path} rows={rows} cols={cols} tokens={tokens}: token {t} alone differs from it in the batch");
+                    }
+                }
+            }
+        }
+    }
+
     [Theory]
     [InlineData(1, 256)]
     [InlineData(2, 256)]
     [InlineData(3, 200)]
+    [InlineData(5, 200)]
+    [InlineData(7, 13)]
     [InlineData(1, 13)]
     public void F16DecodeEqualsTheExactlyWidenedWeightsBitForBit(int tokens, int cols)
     {
