@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using Velo.Threading;
@@ -10,8 +11,8 @@ namespace Velo.Kernels;
 /// queries, keys and values: every row attends to every row of its sequence in the batch (an encoder's input comes
 /// whole in one batch, so nothing needs caching). Scores are <c>scale · q·k</c>. Rows are grouped by sequence
 /// (in any order in the batch); each (sequence, head) is one work item: its keys transposed once into
-/// scratch, so that scores for four queries at a time are FMAs over 8 keys per vector, then softmax, then values
-/// weighted by probability, four queries at a time over 8 dimensions per vector.
+/// scratch, so that scores for a tile of queries are FMAs over 8 (AVX2) or 32 (AVX-512) keys per step, then
+/// softmax, then values weighted by probability over 16 or 32 dimensions per step.
 /// </summary>
 internal static unsafe class BatchAttention
 {
@@ -28,7 +29,7 @@ internal static unsafe class BatchAttention
         public float Scale;
     }
 
-    private const int QueryTile = 4;
+    private const int QueryTile = 4, WideQueryTile = 8;
 
     /// <summary>Whether <see cref="Compute"/> runs the vector kernel (else the reference).</summary>
     public static bool Vectorized(int headDim) => headDim % 16 == 0 && Avx2.IsSupported && Fma.IsSupported;
@@ -36,10 +37,8 @@ internal static unsafe class BatchAttention
     public static void Compute(in Arguments args, WorkerPool pool) => Compute(args, pool, allowAvx512: true);
 
     /// <summary>
-    /// With AVX-512 and heads of a multiple of 32, scores take 32 keys and weighted values 32 dimensions per step in
-    /// two 512-bit registers: every lane still sums the same products in the same order as the AVX2 code (one key's
-    /// score over the dimensions, one dimension's output over the keys), so the results are the same bit for bit,
-    /// and the 8 accumulators (against the AVX2 scores' 4) keep both FMA units busy.
+    /// With AVX-512, heads of a multiple of 32 and a positive scale, <see cref="Head512"/> takes each (sequence, head):
+    /// eight queries at a time, softmax fused over each scores row; else the AVX2 code, four queries at a time.
     /// </summary>
     internal static void Compute(in Arguments args, WorkerPool pool, bool allowAvx512)
     {
@@ -52,12 +51,13 @@ internal static unsafe class BatchAttention
             return;
         }
         int rows = args.Rows;
-        bool wide = allowAvx512 && Avx512F.IsSupported && args.HeadDim % 32 == 0;
+        bool wide = allowAvx512 && Avx512F.IsSupported && args.HeadDim % 32 == 0 && args.Scale > 0;
+        int queryTile = wide ? WideQueryTile : QueryTile;
         int keyStep = wide ? 32 : 8;
         // Room for the worst case (one sequence of all rows), so the scratch is taken once: sort keys, the rows in
-        // sequence order, each sequence's start, then each thread's transposed keys and four rows of scores.
+        // sequence order, each sequence's start, then each thread's transposed keys and a query tile's rows of scores.
         int stride = (rows + keyStep - 1) / keyStep * keyStep;
-        long perThread = (long)(args.HeadDim + QueryTile) * stride;
+        long perThread = (long)(args.HeadDim + queryTile) * stride;
         long orderBytes = ((long)rows * (sizeof(long) + 2 * sizeof(int)) + sizeof(int) + 63) / 64 * 64;
         byte* scratch = pool.SharedScratch(orderBytes + pool.ThreadCount * perThread * sizeof(float));
         long* keys = (long*)scratch;
@@ -81,7 +81,7 @@ internal static unsafe class BatchAttention
         var job = new Job
         {
             Args = args, Order = order, Starts = starts, Segments = segments, Stride = stride, Wide = wide,
-            ThreadScratch = (float*)(scratch + orderBytes), PerThread = (long)(args.HeadDim + QueryTile) * stride,
+            ThreadScratch = (float*)(scratch + orderBytes), PerThread = (long)(args.HeadDim + queryTile) * stride,
         };
         pool.Run(ref job);
     }
@@ -104,13 +104,17 @@ internal static unsafe class BatchAttention
             for (int item; (item = Interlocked.Increment(ref Next) - 1) < Segments * Args.Heads;)
             {
                 int segment = item / Args.Heads, head = item % Args.Heads;
-                Head(Args, Order + Starts[segment], Starts[segment + 1] - Starts[segment], head, Stride, scratch, scratch + (long)Args.HeadDim * Stride, Wide);
+                int* rows = Order + Starts[segment];
+                int length = Starts[segment + 1] - Starts[segment];
+                float* scores = scratch + (long)Args.HeadDim * Stride;
+                if (Wide) Head512(Args, rows, length, head, Stride, scratch, scores);
+                else Head(Args, rows, length, head, Stride, scratch, scores);
             }
         }
     }
 
     /// <summary>One head of one sequence: its <paramref name="length"/> rows are <paramref name="rows"/>.</summary>
-    private static void Head(in Arguments a, int* rows, int length, int head, int stride, float* transposed, float* scores, bool wide)
+    private static void Head(in Arguments a, int* rows, int length, int head, int stride, float* transposed, float* scores)
     {
         int hd = a.HeadDim, width = a.Heads * hd, offset = head * hd;
         // transposed[d * stride + j] = key j's dimension d; padding keys are zero and never weighted.
@@ -129,8 +133,7 @@ internal static unsafe class BatchAttention
             float* q1Row = a.Queries + (long)rows[q0 + Math.Min(1, tile - 1)] * width + offset;
             float* q2Row = a.Queries + (long)rows[q0 + Math.Min(2, tile - 1)] * width + offset;
             float* q3Row = a.Queries + (long)rows[q0 + Math.Min(3, tile - 1)] * width + offset;
-            if (wide) Scores512(transposed, stride, hd, q0Row, q1Row, q2Row, q3Row, scores);
-            else Scores(transposed, stride, hd, q0Row, q1Row, q2Row, q3Row, scores);
+            Scores(transposed, stride, hd, q0Row, q1Row, q2Row, q3Row, scores);
             for (int t = 0; t < tile; t++)
             {
                 var s = new Span<float>(scores + (long)t * stride, length);
@@ -146,8 +149,7 @@ internal static unsafe class BatchAttention
             // A short tile repeats its last query: its rows are computed again and written alike.
             for (int t = tile; t < QueryTile; t++)
                 new Span<float>(scores + (long)(tile - 1) * stride, stride).CopyTo(new Span<float>(scores + (long)t * stride, stride));
-            if (wide) WeightedValues512(a.Values + offset, rows, length, width, hd, scores, stride, o0, o1, o2, o3);
-            else WeightedValues(a.Values + offset, rows, length, width, hd, scores, stride, o0, o1, o2, o3);
+            WeightedValues(a.Values + offset, rows, length, width, hd, scores, stride, o0, o1, o2, o3);
         }
     }
 
@@ -208,75 +210,218 @@ internal static unsafe class BatchAttention
         }
     }
 
-    /// <summary><see cref="Scores"/> for 32 keys per step (<paramref name="stride"/> a multiple of 32).</summary>
-    private static void Scores512(float* transposed, int stride, int hd, float* q0, float* q1, float* q2, float* q3, float* scores)
+    /// <summary>
+    /// One head of one sequence with AVX-512, eight queries at a time: their scores against all keys (eight queries
+    /// × 32 keys in 16 registers per step over the dimensions) into eight rows of scratch that stay in L1, then each
+    /// row's softmax in two passes over it (max; exponentials and their sum), then the unnormalized weights times
+    /// the values (eight queries × 32 dimensions in 16 registers per key), each output scaled by its row's 1/sum
+    /// as it is stored.
+    /// </summary>
+    private static void Head512(in Arguments a, int* rows, int length, int head, int stride, float* transposed, float* scores)
     {
-        for (int j = 0; j < stride; j += 32)
+        int hd = a.HeadDim, width = a.Heads * hd, offset = head * hd;
+        for (int j = 0; j < length; j++)
         {
-            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-            Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default;
-            for (int d = 0; d < hd; d++)
+            float* k = a.Keys + (long)rows[j] * width + offset;
+            for (int d = 0; d < hd; d++) transposed[(long)d * stride + j] = k[d];
+        }
+        // Padding keys' scores are masked out of the softmax; zeroing them keeps the products finite.
+        for (int d = 0; d < hd; d++)
+            for (int j = length; j < stride; j++) transposed[(long)d * stride + j] = 0;
+
+        float** q = stackalloc float*[WideQueryTile];
+        float** o = stackalloc float*[WideQueryTile];
+        float* inverseSums = stackalloc float[WideQueryTile];
+        for (int q0 = 0; q0 < length; q0 += WideQueryTile)
+        {
+            // A short tile repeats its last query: its row is computed again and written alike.
+            for (int t = 0; t < WideQueryTile; t++)
             {
-                float* keys = transposed + (long)d * stride + j;
-                var k = Avx512F.LoadVector512(keys);
-                var l = Avx512F.LoadVector512(keys + 16);
-                var q = Vector512.Create(q0[d]);
-                a0 = Avx512F.FusedMultiplyAdd(q, k, a0);
-                b0 = Avx512F.FusedMultiplyAdd(q, l, b0);
-                q = Vector512.Create(q1[d]);
-                a1 = Avx512F.FusedMultiplyAdd(q, k, a1);
-                b1 = Avx512F.FusedMultiplyAdd(q, l, b1);
-                q = Vector512.Create(q2[d]);
-                a2 = Avx512F.FusedMultiplyAdd(q, k, a2);
-                b2 = Avx512F.FusedMultiplyAdd(q, l, b2);
-                q = Vector512.Create(q3[d]);
-                a3 = Avx512F.FusedMultiplyAdd(q, k, a3);
-                b3 = Avx512F.FusedMultiplyAdd(q, l, b3);
+                long row = (long)rows[q0 + Math.Min(t, length - q0 - 1)] * width + offset;
+                q[t] = a.Queries + row;
+                o[t] = a.Output + row;
             }
-            Avx512F.Store(scores + j, a0);
-            Avx512F.Store(scores + j + 16, b0);
-            Avx512F.Store(scores + stride + j, a1);
-            Avx512F.Store(scores + stride + j + 16, b1);
-            Avx512F.Store(scores + 2L * stride + j, a2);
-            Avx512F.Store(scores + 2L * stride + j + 16, b2);
-            Avx512F.Store(scores + 3L * stride + j, a3);
-            Avx512F.Store(scores + 3L * stride + j + 16, b3);
+            Scores512(transposed, stride, hd, q, scores);
+            for (int t = 0; t < WideQueryTile; t++) inverseSums[t] = 1 / Softmax512(scores + (long)t * stride, length, a.Scale);
+            WeightedValues512(a.Values + offset, rows, length, width, hd, scores, stride, o, inverseSums);
         }
     }
 
-    /// <summary><see cref="WeightedValues"/> for 32 dimensions per step (<paramref name="hd"/> a multiple of 32).</summary>
+    /// <summary>Eight queries' q·k for all keys (and the zero padding), into eight rows of <paramref name="scores"/>;
+    /// <paramref name="stride"/> is a multiple of 32.</summary>
+    private static void Scores512(float* transposed, int stride, int hd, float** q, float* scores)
+    {
+        float* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3], q4 = q[4], q5 = q[5], q6 = q[6], q7 = q[7];
+        for (int j = 0; j < stride; j += 32)
+        {
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
+            float* keys = transposed + j;
+            for (int d = 0; d < hd; d++, keys += stride)
+            {
+                var k = Avx512F.LoadVector512(keys);
+                var l = Avx512F.LoadVector512(keys + 16);
+                var w = Vector512.Create(q0[d]);
+                a0 = Avx512F.FusedMultiplyAdd(w, k, a0);
+                b0 = Avx512F.FusedMultiplyAdd(w, l, b0);
+                w = Vector512.Create(q1[d]);
+                a1 = Avx512F.FusedMultiplyAdd(w, k, a1);
+                b1 = Avx512F.FusedMultiplyAdd(w, l, b1);
+                w = Vector512.Create(q2[d]);
+                a2 = Avx512F.FusedMultiplyAdd(w, k, a2);
+                b2 = Avx512F.FusedMultiplyAdd(w, l, b2);
+                w = Vector512.Create(q3[d]);
+                a3 = Avx512F.FusedMultiplyAdd(w, k, a3);
+                b3 = Avx512F.FusedMultiplyAdd(w, l, b3);
+                w = Vector512.Create(q4[d]);
+                a4 = Avx512F.FusedMultiplyAdd(w, k, a4);
+                b4 = Avx512F.FusedMultiplyAdd(w, l, b4);
+                w = Vector512.Create(q5[d]);
+                a5 = Avx512F.FusedMultiplyAdd(w, k, a5);
+                b5 = Avx512F.FusedMultiplyAdd(w, l, b5);
+                w = Vector512.Create(q6[d]);
+                a6 = Avx512F.FusedMultiplyAdd(w, k, a6);
+                b6 = Avx512F.FusedMultiplyAdd(w, l, b6);
+                w = Vector512.Create(q7[d]);
+                a7 = Avx512F.FusedMultiplyAdd(w, k, a7);
+                b7 = Avx512F.FusedMultiplyAdd(w, l, b7);
+            }
+            float* s = scores + j;
+            Avx512F.Store(s, a0);
+            Avx512F.Store(s + 16, b0);
+            Avx512F.Store(s += stride, a1);
+            Avx512F.Store(s + 16, b1);
+            Avx512F.Store(s += stride, a2);
+            Avx512F.Store(s + 16, b2);
+            Avx512F.Store(s += stride, a3);
+            Avx512F.Store(s + 16, b3);
+            Avx512F.Store(s += stride, a4);
+            Avx512F.Store(s + 16, b4);
+            Avx512F.Store(s += stride, a5);
+            Avx512F.Store(s + 16, b5);
+            Avx512F.Store(s += stride, a6);
+            Avx512F.Store(s + 16, b6);
+            Avx512F.Store(s += stride, a7);
+            Avx512F.Store(s + 16, b7);
+        }
+    }
+
+    /// <summary>
+    /// One row of <paramref name="length"/> scores, 16 at a time, into <c>exp(scale · (s − max))</c> (padding up to
+    /// the next 16 set to 0); returns their sum, by which the caller divides the weighted values.
+    /// </summary>
+    private static float Softmax512(float* s, int length, float scale)
+    {
+        int whole = length & ~15;
+        var padding = Vector512.GreaterThanOrEqual(Vector512<int>.Indices, Vector512.Create(length - whole)).AsSingle();
+        var max = Vector512.Create(float.NegativeInfinity);
+        for (int j = 0; j < whole; j += 16) max = Vector512.Max(max, Avx512F.LoadVector512(s + j));
+        if (whole < length) max = Vector512.Max(max, Vector512.ConditionalSelect(padding, max, Avx512F.LoadVector512(s + whole)));
+        var scaleV = Vector512.Create(scale);
+        var shift = Vector512.Create(-scale * MaxAcross(max));
+        var sum = Vector512<float>.Zero;
+        for (int j = 0; j < whole; j += 16)
+        {
+            var e = Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(s + j), scaleV, shift));
+            Avx512F.Store(s + j, e);
+            sum += e;
+        }
+        if (whole < length)
+        {
+            var e = Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(s + whole), scaleV, shift));
+            e = Vector512.ConditionalSelect(padding, Vector512<float>.Zero, e);
+            Avx512F.Store(s + whole, e);
+            sum += e;
+        }
+        return Vector512.Sum(sum);
+    }
+
+    /// <summary>
+    /// e^x for the softmax's x ≤ 0, in single precision (within 2 ulp; the scores' own rounding is far larger):
+    /// x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by Cephes' expf polynomial, times 2^n by <c>vscalefps</c>, which
+    /// goes to 0 below the float range rather than wrapping. .NET's <see cref="Vector512.Exp(Vector512{float})"/>
+    /// works in double precision and costs several times as much.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Exp(Vector512<float> x)
+    {
+        var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504088896341f), 0);
+        var r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
+        r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
+        var p = Vector512.Create(1.9875691500e-4f);
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
+        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
+        p = Avx512F.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
+        return Avx512F.Scale(p, n);
+    }
+
+    private static float MaxAcross(Vector512<float> v)
+    {
+        var m = Vector256.Max(v.GetLower(), v.GetUpper());
+        var n = Vector128.Max(m.GetLower(), m.GetUpper());
+        n = Vector128.Max(n, Vector128.Shuffle(n, Vector128.Create(2, 3, 0, 1)));
+        n = Vector128.Max(n, Vector128.Shuffle(n, Vector128.Create(1, 0, 3, 2)));
+        return n.ToScalar();
+    }
+
+    /// <summary>Eight queries' Σ p·v over the keys, 32 dimensions per step (<paramref name="hd"/> a multiple of 32),
+    /// each output times its row's <paramref name="inverseSums"/>.</summary>
     private static void WeightedValues512(float* values, int* rows, int length, int width, int hd, float* p, int stride,
-        float* o0, float* o1, float* o2, float* o3)
+        float** o, float* inverseSums)
     {
         for (int d = 0; d < hd; d += 32)
         {
-            Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
+            Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
             for (int j = 0; j < length; j++)
             {
                 float* v = values + (long)rows[j] * width + d;
                 var lo = Avx512F.LoadVector512(v);
                 var hi = Avx512F.LoadVector512(v + 16);
-                var w = Vector512.Create(p[j]);
+                float* pj = p + j;
+                var w = Vector512.Create(pj[0]);
                 a0 = Avx512F.FusedMultiplyAdd(w, lo, a0);
                 b0 = Avx512F.FusedMultiplyAdd(w, hi, b0);
-                w = Vector512.Create(p[stride + j]);
+                w = Vector512.Create(pj[stride]);
                 a1 = Avx512F.FusedMultiplyAdd(w, lo, a1);
                 b1 = Avx512F.FusedMultiplyAdd(w, hi, b1);
-                w = Vector512.Create(p[2L * stride + j]);
+                w = Vector512.Create(pj[2L * stride]);
                 a2 = Avx512F.FusedMultiplyAdd(w, lo, a2);
                 b2 = Avx512F.FusedMultiplyAdd(w, hi, b2);
-                w = Vector512.Create(p[3L * stride + j]);
+                w = Vector512.Create(pj[3L * stride]);
                 a3 = Avx512F.FusedMultiplyAdd(w, lo, a3);
                 b3 = Avx512F.FusedMultiplyAdd(w, hi, b3);
+                w = Vector512.Create(pj[4L * stride]);
+                a4 = Avx512F.FusedMultiplyAdd(w, lo, a4);
+                b4 = Avx512F.FusedMultiplyAdd(w, hi, b4);
+                w = Vector512.Create(pj[5L * stride]);
+                a5 = Avx512F.FusedMultiplyAdd(w, lo, a5);
+                b5 = Avx512F.FusedMultiplyAdd(w, hi, b5);
+                w = Vector512.Create(pj[6L * stride]);
+                a6 = Avx512F.FusedMultiplyAdd(w, lo, a6);
+                b6 = Avx512F.FusedMultiplyAdd(w, hi, b6);
+                w = Vector512.Create(pj[7L * stride]);
+                a7 = Avx512F.FusedMultiplyAdd(w, lo, a7);
+                b7 = Avx512F.FusedMultiplyAdd(w, hi, b7);
             }
-            Avx512F.Store(o0 + d, a0);
-            Avx512F.Store(o0 + d + 16, b0);
-            Avx512F.Store(o1 + d, a1);
-            Avx512F.Store(o1 + d + 16, b1);
-            Avx512F.Store(o2 + d, a2);
-            Avx512F.Store(o2 + d + 16, b2);
-            Avx512F.Store(o3 + d, a3);
-            Avx512F.Store(o3 + d + 16, b3);
+            Store(o[0] + d, a0, b0, inverseSums[0]);
+            Store(o[1] + d, a1, b1, inverseSums[1]);
+            Store(o[2] + d, a2, b2, inverseSums[2]);
+            Store(o[3] + d, a3, b3, inverseSums[3]);
+            Store(o[4] + d, a4, b4, inverseSums[4]);
+            Store(o[5] + d, a5, b5, inverseSums[5]);
+            Store(o[6] + d, a6, b6, inverseSums[6]);
+            Store(o[7] + d, a7, b7, inverseSums[7]);
+        }
+
+        static void Store(float* output, Vector512<float> lo, Vector512<float> hi, float inverseSum)
+        {
+            var scale = Vector512.Create(inverseSum);
+            Avx512F.Store(output, lo * scale);
+            Avx512F.Store(output + 16, hi * scale);
         }
     }
 
