@@ -40,11 +40,11 @@ foreach (string path in options.Models)
     using var llamaModel = LLamaWeights.LoadFromFile(new ModelParams(path) { GpuLayerCount = 0 });
     nativeLibrary ??= LoadedNativeLibrary();
     int vocab = veloModel.Info.VocabSize;
-    // Decode streams the weights once per step: its speed is judged against the read bandwidth measured now, with the
-    // same threads (each sums its slice of 1 GiB, far past the caches; best of 3 passes).
+    // Decode streams the weights once per step: its speed is judged against the read bandwidth measured with the
+    // same threads (each sums its slice of 1 GiB, far past the caches; best of 3 passes), before each tg test and
+    // after the last, the best of those, since on a shared machine what others take comes and goes.
     long bytesPerToken = Benchmark.WeightBytesPerToken(veloModel);
-    double bandwidth = MachineProbe.ReadBandwidth(pool);
-    bandwidths.Add((modelName, bandwidth, bytesPerToken));
+    double bandwidth = 0;
 
     var tests = new List<PeerTest>();
     if (options.PromptTokens > 0)
@@ -57,8 +57,10 @@ foreach (string path in options.Models)
                 () => LlamaCpp.TextGeneration(llamaModel, options.GenTokens, sequences, options.Threads, vocab),
                 () => Benchmark.TextGeneration(veloModel, pool, options.GenTokens, repetitions: 1, sequences: sequences).Median));
 
+    var results = new List<(string Test, int Sequences, double Llama, double Velo)>();
     foreach (var test in tests)
     {
+        if (test.Name.StartsWith("tg", StringComparison.Ordinal)) bandwidth = Math.Max(bandwidth, MachineProbe.ReadBandwidth(pool));
         var llama = new List<double>();
         var velo = new List<double>();
         for (int round = 0; round < options.Rounds; round++)
@@ -69,12 +71,17 @@ foreach (string path in options.Models)
             else { velo.Add(test.RunVelo()); llama.Add(test.RunLlama()); }
             Console.Error.WriteLine($"{modelName} {test.Name} round {round + 1}/{options.Rounds}: llama.cpp {llama[^1]:F1} t/s, Velo {velo[^1]:F1} t/s");
         }
-        double llamaSpeed = Median(llama), veloSpeed = Median(velo);
-        // The share of the bandwidth a decode step's weight reads take: bytes per step × steps per second ÷ bandwidth.
-        double? Share(double tokensPerSecond) => test.Name.StartsWith("tg", StringComparison.Ordinal)
-            ? bytesPerToken * (tokensPerSecond / test.Sequences) / bandwidth : null;
-        rows.Add((modelName, test.Name, llamaSpeed, veloSpeed, Share(llamaSpeed), Share(veloSpeed)));
+        results.Add((test.Name, test.Sequences, Median(llama), Median(velo)));
     }
+    if (bandwidth > 0) bandwidth = Math.Max(bandwidth, MachineProbe.ReadBandwidth(pool));
+    // The share of the bandwidth a decode step's weight reads take: bytes per step × steps per second ÷ bandwidth.
+    foreach (var r in results)
+    {
+        double? Share(double tokensPerSecond) => r.Test.StartsWith("tg", StringComparison.Ordinal)
+            ? bytesPerToken * (tokensPerSecond / r.Sequences) / bandwidth : null;
+        rows.Add((modelName, r.Test, r.Llama, r.Velo, Share(r.Llama), Share(r.Velo)));
+    }
+    if (bandwidth > 0) bandwidths.Add((modelName, bandwidth, bytesPerToken));
 }
 string loadAfter = File.ReadAllText("/proc/loadavg").Trim();
 
@@ -186,7 +193,8 @@ internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, i
         "usage: Velo.PeerBench -m MODEL.gguf [-m MODEL2.gguf ...] [-p 512] [-n 128] [-t 2] [-r 3] [-np 1[,2,4,8]]\n" +
         "  llama-bench's pp (-p prompt tokens in one batch) and tg (-n tokens one at a time; -np sequences decoded together)\n" +
         "  in llama.cpp (LLamaSharp) and Velo, alternating round by round; prints medians and the ratio Velo / llama.cpp,\n" +
-        "  and for tg the share of the read bandwidth (measured in the same run, same threads) each engine's weight reads take.";
+        "  and for tg the share of the read bandwidth (measured in the same run, same threads, best of before each tg test\n" +
+        "  and after the last) each engine's weight reads take.";
 
     public static Options Parse(string[] args)
     {
