@@ -29,7 +29,8 @@ NativeLibraryConfig.All.WithLogCallback((level, message) =>
 });
 
 string loadBefore = File.ReadAllText("/proc/loadavg").Trim();
-var rows = new List<(string Model, string Test, double Llama, double Velo)>();
+var rows = new List<(string Model, string Test, double Llama, double Velo, double? LlamaShare, double? VeloShare)>();
+var bandwidths = new List<(string Model, double BytesPerSecond, long BytesPerToken)>();
 string? nativeLibrary = null;
 foreach (string path in options.Models)
 {
@@ -39,6 +40,11 @@ foreach (string path in options.Models)
     using var llamaModel = LLamaWeights.LoadFromFile(new ModelParams(path) { GpuLayerCount = 0 });
     nativeLibrary ??= LoadedNativeLibrary();
     int vocab = veloModel.Info.VocabSize;
+    // Decode streams the weights once per step: its speed is judged against the read bandwidth measured with the
+    // same threads (each sums its slice of 1 GiB, far past the caches; best of 3 passes), before each tg test and
+    // after the last, the best of those, since on a shared machine what others take comes and goes.
+    long bytesPerToken = Benchmark.WeightBytesPerToken(veloModel);
+    double bandwidth = 0;
 
     var tests = new List<PeerTest>();
     if (options.PromptTokens > 0)
@@ -51,8 +57,10 @@ foreach (string path in options.Models)
                 () => LlamaCpp.TextGeneration(llamaModel, options.GenTokens, sequences, options.Threads, vocab),
                 () => Benchmark.TextGeneration(veloModel, pool, options.GenTokens, repetitions: 1, sequences: sequences).Median));
 
+    var results = new List<(string Test, int Sequences, double Llama, double Velo)>();
     foreach (var test in tests)
     {
+        if (test.Name.StartsWith("tg", StringComparison.Ordinal)) bandwidth = Math.Max(bandwidth, MachineProbe.ReadBandwidth(pool));
         var llama = new List<double>();
         var velo = new List<double>();
         for (int round = 0; round < options.Rounds; round++)
@@ -63,8 +71,17 @@ foreach (string path in options.Models)
             else { velo.Add(test.RunVelo()); llama.Add(test.RunLlama()); }
             Console.Error.WriteLine($"{modelName} {test.Name} round {round + 1}/{options.Rounds}: llama.cpp {llama[^1]:F1} t/s, Velo {velo[^1]:F1} t/s");
         }
-        rows.Add((modelName, test.Name, Median(llama), Median(velo)));
+        results.Add((test.Name, test.Sequences, Median(llama), Median(velo)));
     }
+    if (bandwidth > 0) bandwidth = Math.Max(bandwidth, MachineProbe.ReadBandwidth(pool));
+    // The share of the bandwidth a decode step's weight reads take: bytes per step × steps per second ÷ bandwidth.
+    foreach (var r in results)
+    {
+        double? Share(double tokensPerSecond) => r.Test.StartsWith("tg", StringComparison.Ordinal)
+            ? bytesPerToken * (tokensPerSecond / r.Sequences) / bandwidth : null;
+        rows.Add((modelName, r.Test, r.Llama, r.Velo, Share(r.Llama), Share(r.Velo)));
+    }
+    if (bandwidth > 0) bandwidths.Add((modelName, bandwidth, bytesPerToken));
 }
 string loadAfter = File.ReadAllText("/proc/loadavg").Trim();
 
@@ -74,12 +91,16 @@ Console.WriteLine($"{options.Threads} thread(s), median of {options.Rounds} alte
 Console.WriteLine($"OMP_WAIT_POLICY={Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") ?? "(unset: OpenMP's default, spinning)"}");
 Console.WriteLine($"load average before: {loadBefore}");
 Console.WriteLine($"load average after:  {loadAfter}");
+foreach (var b in bandwidths)
+    Console.WriteLine($"{b.Model}: read bandwidth {b.BytesPerSecond / 1e9:F1} GB/s with {options.Threads} thread(s); a decode step reads {b.BytesPerToken / (1024.0 * 1024):F1} MiB of weights");
 Console.WriteLine();
-Console.WriteLine("| model | test | llama.cpp t/s | Velo t/s | Velo / llama.cpp |");
-Console.WriteLine("|---|---|---:|---:|---:|");
+Console.WriteLine("| model | test | llama.cpp t/s | Velo t/s | Velo / llama.cpp | llama.cpp bandwidth share | Velo bandwidth share |");
+Console.WriteLine("|---|---|---:|---:|---:|---:|---:|");
 foreach (var r in rows)
-    Console.WriteLine($"| {r.Model} | {r.Test} | {r.Llama:F1} | {r.Velo:F1} | {r.Velo / r.Llama:F2} |");
+    Console.WriteLine($"| {r.Model} | {r.Test} | {r.Llama:F1} | {r.Velo:F1} | {r.Velo / r.Llama:F2} | {Percent(r.LlamaShare)} | {Percent(r.VeloShare)} |");
 return 0;
+
+static string Percent(double? share) => share is double s ? $"{100 * s:F0} %" : "";
 
 static double Median(List<double> values)
 {
@@ -171,7 +192,9 @@ internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, i
     public const string Usage =
         "usage: Velo.PeerBench -m MODEL.gguf [-m MODEL2.gguf ...] [-p 512] [-n 128] [-t 2] [-r 3] [-np 1[,2,4,8]]\n" +
         "  llama-bench's pp (-p prompt tokens in one batch) and tg (-n tokens one at a time; -np sequences decoded together)\n" +
-        "  in llama.cpp (LLamaSharp) and Velo, alternating round by round; prints medians and the ratio Velo / llama.cpp.";
+        "  in llama.cpp (LLamaSharp) and Velo, alternating round by round; prints medians and the ratio Velo / llama.cpp,\n" +
+        "  and for tg the share of the read bandwidth (measured in the same run, same threads, best of before each tg test\n" +
+        "  and after the last) each engine's weight reads take.";
 
     public static Options Parse(string[] args)
     {

@@ -114,7 +114,8 @@ public unsafe class MatMulTests
     /// <summary>
     /// The AVX-512 K-quant tiles (prefill of 16 tokens or more, 4 or more for Q2_K and Q3_K) sum each token exactly as
     /// the 256-bit kernels (AVX-VNNI and AVX2) and a token alone do: odd row counts, whose last pair repeats its row,
-    /// odd pair counts, whose last tile repeats its pair, and every remainder of four tokens, bit for bit.
+    /// odd pair counts, whose last tile repeats its pair, every remainder of four tokens, and rows long enough to
+    /// go in column blocks of unequal size (9 super-blocks: 5 and 4), bit for bit.
     /// </summary>
     [Avx512Theory]
     [InlineData(GgmlType.Q2_K)]
@@ -126,7 +127,7 @@ public unsafe class MatMulTests
     {
         var random = new Random((int)type * 13);
         using var pool = new WorkerPool(3);
-        foreach (int cols in new[] { 256, 768 })
+        foreach (int cols in new[] { 256, 768, 2304 })
         foreach (int rows in new[] { 1, 2, 7, 33, 70 })
         {
             using var weights = RandomWeights(type, rows, cols, random);
