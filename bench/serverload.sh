@@ -1,0 +1,47 @@
+#!/bin/bash
+# velo serve against llama-server under the same load, on this machine:
+#   LLAMA_SERVER=/path/to/llama-server bench/serverload.sh MODEL.gguf [ROUNDS] [REQUESTS] [TOKENS] [WORDS]
+# (after dotnet build -c Release; llama.cpp is built elsewhere, never here). Both servers load MODEL with 2 threads,
+# 8 sequences and a 512-token context per sequence, and stay up; each round then drives each of them with
+# velo bench-serve (REQUESTS streaming completions of TOKENS tokens, prompts of WORDS seeded words, end of text
+# ignored, at 1 and then 8 concurrent clients), the servers taking turns and swapping who goes first every round.
+# Every round's lines, then the medians per server and client count, with the load average before and after.
+set -euo pipefail
+: "${LLAMA_SERVER:?set LLAMA_SERVER to a llama-server binary}"
+M=$1; ROUNDS=${2:-6}; REQUESTS=${3:-32}; N=${4:-64}; WORDS=${5:-25}
+PARALLEL=8; CTX=512; THREADS=2
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+V="dotnet $ROOT/src/Velo.Cli/bin/Release/net10.0/Velo.Cli.dll"
+LOGS=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; wait; rm -rf "$LOGS"' EXIT
+$V serve -m "$M" -t $THREADS --parallel $PARALLEL --ctx $CTX --port 18201 --log-format none 2>"$LOGS/velo" & pids+=($!)
+# llama-server's -c is the context of all its slots together.
+"$LLAMA_SERVER" -m "$M" -t $THREADS -tb $THREADS -np $PARALLEL -c $((PARALLEL * CTX)) --port 18202 >"$LOGS/llama" 2>&1 & pids+=($!)
+for p in 18201 18202; do
+  until curl -sf http://127.0.0.1:$p/health >/dev/null; do
+    kill -0 "${pids[@]}" 2>/dev/null || { cat "$LOGS/velo" "$LOGS/llama" >&2; exit 1; }
+    sleep 1
+  done
+done
+echo "$(basename "$M"): $REQUESTS requests of $N tokens, prompts of $WORDS words, $PARALLEL sequences, $THREADS threads; llama.cpp $("$LLAMA_SERVER" --version 2>&1 | grep -m1 version)"
+echo "load average before: $(cat /proc/loadavg)"
+for r in $(seq "$ROUNDS"); do
+  order="18201 18202"; [ $((r % 2)) -eq 0 ] && order="18202 18201"
+  for p in $order; do
+    name=velo; [ $p = 18202 ] && name=llama.cpp
+    # The round's seed is both servers' prompts: the same text for each, none seen in an earlier round.
+    $V bench-serve --url http://127.0.0.1:$p --clients 1,$PARALLEL --requests "$REQUESTS" --max-tokens "$N" --prompt-words "$WORDS" --seed "$r" \
+      | tail -n +2 | sed "s/^/round $r $name /" | tee -a "$LOGS/rows"
+  done
+  echo "  load average: $(cat /proc/loadavg)"
+done
+echo "medians of $ROUNDS rounds:"
+printf '%-10s %7s %9s %11s %11s %14s %13s\n' server clients tokens/s "TTFT p50 ms" "TTFT p99 ms" "decode t/s p50" "prompt tokens"
+for name in velo llama.cpp; do
+  for c in 1 $PARALLEL; do
+    median() { awk -v n="$name" -v c="$c" -v k="$1" '$3 == n && $4 == c { print $k }' "$LOGS/rows" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+    printf '%-10s %7s %9.1f %11.0f %11.0f %14.1f %13.1f\n' $name $c "$(median 8)" "$(median 9)" "$(median 10)" "$(median 12)" "$(median 13)"
+  done
+done
+echo "load average after: $(cat /proc/loadavg)"
