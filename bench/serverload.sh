@@ -2,7 +2,8 @@
 # velo serve against llama-server under the same load, on this machine:
 #   LLAMA_SERVER=/path/to/llama-server bench/serverload.sh MODEL.gguf [ROUNDS] [REQUESTS] [TOKENS] [WORDS]
 # (after dotnet build -c Release; llama.cpp is built elsewhere, never here). Both servers load MODEL with 2 threads,
-# 8 sequences and a 512-token context per sequence, and stay up; each round then drives each of them with
+# 8 sequences, a 512-token context per sequence and an F16 KV cache (llama-server's default; VELO_CACHE=f32 for
+# Velo's; VELO_ARGS and LLAMA_ARGS add flags), and stay up; each round then drives each of them with
 # velo bench-serve (REQUESTS streaming completions of TOKENS tokens, prompts of WORDS seeded words, end of text
 # ignored, at 1 and then 8 concurrent clients), the servers taking turns and swapping who goes first every round.
 # Every round's lines, then the medians per server and client count, with the load average before and after.
@@ -15,15 +16,16 @@ V="dotnet $ROOT/src/Velo.Cli/bin/Release/net10.0/Velo.Cli.dll"
 LOGS=$(mktemp -d)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait; rm -rf "$LOGS"' EXIT
-$V serve -m "$M" -t $THREADS --parallel $PARALLEL --ctx $CTX --port 18201 --log-format none 2>"$LOGS/velo" & pids+=($!)
+$V serve -m "$M" -t $THREADS --parallel $PARALLEL --ctx $CTX --port 18201 --log-format none -ctk "${VELO_CACHE:-f16}" -ctv "${VELO_CACHE:-f16}" ${VELO_ARGS:-} 2>"$LOGS/velo" & pids+=($!)
 # llama-server's -c is the context of all its slots together.
-"$LLAMA_SERVER" -m "$M" -t $THREADS -tb $THREADS -np $PARALLEL -c $((PARALLEL * CTX)) --port 18202 >"$LOGS/llama" 2>&1 & pids+=($!)
+"$LLAMA_SERVER" -m "$M" -t $THREADS -tb $THREADS -np $PARALLEL -c $((PARALLEL * CTX)) -ctk f16 -ctv f16 --port 18202 ${LLAMA_ARGS:-} >"$LOGS/llama" 2>&1 & pids+=($!)
 for p in 18201 18202; do
   until curl -sf http://127.0.0.1:$p/health >/dev/null; do
     kill -0 "${pids[@]}" 2>/dev/null || { cat "$LOGS/velo" "$LOGS/llama" >&2; exit 1; }
     sleep 1
   done
 done
+echo "velo serve: KV cache ${VELO_CACHE:-f16} ${VELO_ARGS:-}; llama-server: KV cache f16 ${LLAMA_ARGS:-}"
 echo "$(basename "$M"): $REQUESTS requests of $N tokens, prompts of $WORDS words, $PARALLEL sequences, $THREADS threads; llama.cpp $("$LLAMA_SERVER" --version 2>&1 | grep -m1 version)"
 echo "load average before: $(cat /proc/loadavg)"
 for r in $(seq "$ROUNDS"); do
