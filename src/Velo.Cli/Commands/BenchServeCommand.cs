@@ -128,16 +128,25 @@ internal static class BenchServeCommand
             });
             var clock = Stopwatch.StartNew();
             using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            // A connection per request: llama-server's HTTP library closes a kept-alive connection after a few requests,
+            // and a POST sent on it as it closes fails.
+            request.Headers.ConnectionClose = true;
             using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
             if (!response.IsSuccessStatusCode)
                 throw new InvalidOperationException($"the server answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync()}");
             using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
-            double ttft = -1;
+            double ttft = -1, seconds = -1;
             int generated = 0, promptTokens = 0;
             while (await reader.ReadLineAsync() is { } line)
             {
-                if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
-                if (line == "data: [DONE]") break;
+                if (seconds >= 0 || !line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+                // The response is read to its end: llama-server (c392e50) aborts when a client closes a stream it has
+                // not finished.
+                if (line == "data: [DONE]")
+                {
+                    seconds = clock.Elapsed.TotalSeconds;
+                    continue;
+                }
                 // The client shares the server's cores, so it parses only the chunks it measures: until the first
                 // token, and the usage chunk (inside a JSON string the quotes would be escaped, so this text is
                 // only ever the usage object itself).
@@ -151,7 +160,7 @@ internal static class BenchServeCommand
                     promptTokens = usage.GetProperty("prompt_tokens").GetInt32();
                 }
             }
-            return (ttft, generated, promptTokens, clock.Elapsed.TotalSeconds);
+            return (ttft, generated, promptTokens, seconds >= 0 ? seconds : clock.Elapsed.TotalSeconds);
         }
     }
 
