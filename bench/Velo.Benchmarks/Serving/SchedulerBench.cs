@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Velo.Diagnostics;
 using Velo.Generation;
 using Velo.Inference;
 using Velo.Runtime;
@@ -9,11 +10,11 @@ namespace Velo.Benchmarks.Serving;
 
 /// <summary>
 /// The server's load test without HTTP: N clients each send streaming requests back to back (every prompt prefixed by
-/// its number, so none shares a cached prefix) to a <see cref="BatchScheduler"/> in this process, as
-/// <c>velo bench-serve</c> does to a running server. Each pair of a <c>--batch</c> value and a <c>--cache-type</c> (keys
+/// its number, or with <c>--prompt-words</c> drawn per request as <see cref="LoadPrompts"/>, so none shares a cached
+/// prefix) to a <see cref="BatchScheduler"/> in this process, as <c>velo bench-serve</c> does to a running server. Each pair of a <c>--batch</c> value and a <c>--cache-type</c> (keys
 /// and values alike) is its own scheduler on the same model and worker pool; rounds alternate between them, and the
 /// table gives the median of the rounds with the machine's load average beside it.
-/// <code>dotnet run -c Release --project bench/Velo.Benchmarks -- scheduler -m MODEL [--prompt-file F] [--clients 8]
+/// <code>dotnet run -c Release --project bench/Velo.Benchmarks -- scheduler -m MODEL [--prompt-file F | --prompt-words N] [--clients 8]
 ///   [--requests 32] [-n 64] [--parallel 8] [--threads 2] [--rounds 3] [--batch 512,256] [--cache-type f32,f16]</code>
 /// </summary>
 internal static class SchedulerBench
@@ -22,7 +23,7 @@ internal static class SchedulerBench
     {
         string? modelPath = null;
         string prompt = "Once upon a time";
-        int clients = 8, requests = 32, maxTokens = 64, parallel = 8, threads = 2, rounds = 3;
+        int clients = 8, requests = 32, maxTokens = 64, parallel = 8, threads = 2, rounds = 3, words = 0;
         int[] batches = [512];
         string[] cacheTypes = ["f32"];
         for (int i = 0; i < args.Length; i++)
@@ -32,6 +33,7 @@ internal static class SchedulerBench
             {
                 case "-m": modelPath = value; break;
                 case "--prompt-file": prompt = File.ReadAllText(value).Trim(); break;
+                case "--prompt-words": words = int.Parse(value, CultureInfo.InvariantCulture); break;
                 case "--clients": clients = int.Parse(value, CultureInfo.InvariantCulture); break;
                 case "--requests": requests = int.Parse(value, CultureInfo.InvariantCulture); break;
                 case "-n": maxTokens = int.Parse(value, CultureInfo.InvariantCulture); break;
@@ -44,6 +46,7 @@ internal static class SchedulerBench
             }
         }
         if (modelPath == null) throw new ArgumentException("-m MODEL is required");
+        Func<int, string> promptFor = words > 0 ? number => LoadPrompts.For(seed: 1, number, words) : number => $"{number}. {prompt}";
 
         using var model = LanguageModel.Load(modelPath);
         using var pool = new WorkerPool(threads);
@@ -55,16 +58,16 @@ internal static class SchedulerBench
         }, pool)).ToArray();
         try
         {
-            int promptTokens = model.Tokenizer.Encode($"1. {prompt}").Length;
+            int promptTokens = model.Tokenizer.Encode(promptFor(1)).Length;
             Console.WriteLine($"{Path.GetFileName(modelPath)}: {clients} clients, {requests} requests of {promptTokens} prompt tokens and {maxTokens} generated, " +
                               $"{parallel} sequences, {threads} threads");
             var results = configs.Select(_ => new List<Result>()).ToArray();
             int next = 0;
-            foreach (var scheduler in schedulers) Round(scheduler, model, prompt, 1, 1, maxTokens, ref next); // JIT and first touch
+            foreach (var scheduler in schedulers) Round(scheduler, model, promptFor, 1, 1, maxTokens, ref next); // JIT and first touch
             for (int r = 0; r < rounds; r++)
             for (int b = 0; b < configs.Length; b++)
             {
-                var result = Round(schedulers[b], model, prompt, clients, requests, maxTokens, ref next);
+                var result = Round(schedulers[b], model, promptFor, clients, requests, maxTokens, ref next);
                 results[b].Add(result);
                 Console.WriteLine($"  round {r + 1} batch {configs[b].Name}: {result.TokensPerSecond:F1} t/s, TTFT p50 {result.TtftP50Ms:F0} ms, " +
                                   $"p99 {result.TtftP99Ms:F0} ms  (load {File.ReadAllText("/proc/loadavg").Split(' ')[0]})");
@@ -90,7 +93,7 @@ internal static class SchedulerBench
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
-    private static Result Round(BatchScheduler scheduler, LanguageModel model, string prompt, int clients, int requests, int maxTokens, ref int next)
+    private static Result Round(BatchScheduler scheduler, LanguageModel model, Func<int, string> promptFor, int clients, int requests, int maxTokens, ref int next)
     {
         int remaining = requests, first = next;
         next += requests;
@@ -105,7 +108,7 @@ internal static class SchedulerBench
                 int number = Interlocked.Increment(ref first);
                 var request = new GenerationRequest
                 {
-                    Prompt = model.Tokenizer.Encode($"{number}. {prompt}"),
+                    Prompt = model.Tokenizer.Encode(promptFor(number)),
                     Options = new GenerationOptions { MaxTokens = maxTokens, IgnoreEos = true },
                 };
                 var started = Stopwatch.StartNew();

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
+using Velo.Diagnostics;
 
 namespace Velo.Cli.Commands;
 
@@ -20,6 +21,11 @@ internal static class BenchServeCommand
         var tokens = new Option<int>("--max-tokens", "-n") { Description = "Tokens generated per request (end-of-text is ignored)", DefaultValueFactory = _ => 64 }
             .AtLeast(1);
         var prompt = new Option<string>("--prompt", "-p") { Description = "Prompt; each request prefixes its number so no two share a cached prompt", DefaultValueFactory = _ => "Once upon a time" };
+        var promptWords = new Option<int>("--prompt-words")
+        {
+            Description = "Instead of --prompt, this many English words drawn per request from --seed (each request its own text, the same on every run)",
+        }.AtLeast(0);
+        var seed = new Option<int>("--seed") { Description = "Seed of the --prompt-words prompts; change it between runs against one server so no prompt is cached", DefaultValueFactory = _ => 1 };
         var apiKey = new Option<string?>("--api-key") { Description = "Bearer token for a server started with --api-key" };
         var duration = new Option<int>("--duration")
         {
@@ -31,7 +37,7 @@ internal static class BenchServeCommand
 
         var command = new Command("bench-serve", "Measure a running server's throughput and time to first token under concurrent streaming clients")
         {
-            url, clients, requests, tokens, prompt, apiKey, duration, requestTimeout,
+            url, clients, requests, tokens, prompt, promptWords, seed, apiKey, duration, requestTimeout,
         };
         command.SetAction(parse => CommonOptions.Guard(() =>
         {
@@ -46,22 +52,34 @@ internal static class BenchServeCommand
             if (parse.GetValue(duration) is > 0 and var seconds)
                 return new Soak(http, parse.GetValue(prompt)!, parse.GetValue(tokens), TimeSpan.FromSeconds(parse.GetValue(requestTimeout)))
                     .Run(rounds.Max(), TimeSpan.FromSeconds(seconds));
-            var bench = new Bench(http, parse.GetValue(prompt)!, parse.GetValue(tokens));
+            string fixedPrompt = parse.GetValue(prompt)!;
+            int words = parse.GetValue(promptWords), runSeed = parse.GetValue(seed);
+            Func<int, string> promptFor = words > 0 ? number => LoadPrompts.For(runSeed, number, words) : number => $"{number}. {fixedPrompt}";
+            int maxTokens = parse.GetValue(tokens);
+            var bench = new Bench(http, promptFor, maxTokens);
             bench.RunAsync(1, 1).GetAwaiter().GetResult(); // warm-up: JIT and first-touch of the weights on both sides
-            Console.WriteLine($"{"clients",7} {"requests",8} {"tokens",7} {"seconds",8} {"tokens/s",9} {"TTFT p50 ms",11} {"TTFT p99 ms",11} {"ms/token",8}");
+            Console.WriteLine($"{"clients",7} {"requests",8} {"tokens",7} {"seconds",8} {"tokens/s",9} {"TTFT p50 ms",11} {"TTFT p99 ms",11} {"ms/token",8} " +
+                              $"{"decode t/s p50",14} {"prompt tokens",13}");
             foreach (int round in rounds)
             {
                 var r = bench.RunAsync(round, parse.GetValue(requests)).GetAwaiter().GetResult();
-                Console.WriteLine($"{round,7} {r.Requests,8} {r.Tokens,7} {r.Seconds,8:F2} {r.Tokens / r.Seconds,9:F1} {r.TtftP50 * 1000,11:F1} {r.TtftP99 * 1000,11:F1} {r.MsPerToken,8:F2}");
+                Console.WriteLine($"{round,7} {r.Requests,8} {r.Tokens,7} {r.Seconds,8:F2} {r.Tokens / r.Seconds,9:F1} {r.TtftP50 * 1000,11:F1} {r.TtftP99 * 1000,11:F1} " +
+                                  $"{r.MsPerToken,8:F2} {r.DecodeP50,14:F1} {r.PromptTokens,13:F1}");
+                // Tokens per second compare servers only when each generated all it was asked for.
+                if (r.Tokens != (long)r.Requests * maxTokens)
+                    Console.Error.WriteLine($"bench-serve: {r.Requests * (long)maxTokens - r.Tokens} of {r.Requests * (long)maxTokens} tokens were not generated " +
+                                            "(a request ended early: end of text where ignore_eos is not honoured, a stop, or the context's end)");
             }
             return 0;
         }));
         return command;
     }
 
-    private sealed record RoundResult(int Requests, long Tokens, double Seconds, double TtftP50, double TtftP99, double MsPerToken);
+    /// <param name="DecodeP50">The median request's generated tokens per second after its first.</param>
+    /// <param name="PromptTokens">The mean prompt length in the server's tokens, as its usage reports it.</param>
+    private sealed record RoundResult(int Requests, long Tokens, double Seconds, double TtftP50, double TtftP99, double MsPerToken, double DecodeP50, double PromptTokens);
 
-    private sealed class Bench(HttpClient http, string prompt, int maxTokens)
+    private sealed class Bench(HttpClient http, Func<int, string> promptFor, int maxTokens)
     {
         private int _next;
 
@@ -70,35 +88,39 @@ internal static class BenchServeCommand
             int remaining = requests;
             var ttfts = new List<double>();
             var perToken = new List<double>();
-            long tokens = 0;
+            long tokens = 0, promptTokens = 0;
             var clock = Stopwatch.StartNew();
             await Task.WhenAll(Enumerable.Range(0, clients).Select(async _ =>
             {
                 while (Interlocked.Decrement(ref remaining) >= 0)
                 {
-                    var (ttft, generated, seconds) = await OneAsync(Interlocked.Increment(ref _next));
+                    var (ttft, generated, prompt, seconds) = await OneAsync(Interlocked.Increment(ref _next));
                     lock (ttfts)
                     {
                         ttfts.Add(ttft);
                         tokens += generated;
+                        promptTokens += prompt;
                         if (generated > 1) perToken.Add((seconds - ttft) / (generated - 1));
                     }
                 }
             }));
             double elapsed = clock.Elapsed.TotalSeconds;
             ttfts.Sort();
+            perToken.Sort();
             return new RoundResult(requests, tokens, elapsed, Percentile(ttfts, 0.50), Percentile(ttfts, 0.99),
-                perToken.Count > 0 ? perToken.Average() * 1000 : 0);
+                perToken.Count > 0 ? perToken.Average() * 1000 : 0, perToken.Count > 0 ? 1 / Percentile(perToken, 0.50) : 0,
+                (double)promptTokens / requests);
         }
 
         /// <summary>Nearest-rank percentile of sorted values.</summary>
         private static double Percentile(List<double> sorted, double p) => sorted[Math.Clamp((int)Math.Ceiling(p * sorted.Count) - 1, 0, sorted.Count - 1)];
 
-        private async Task<(double Ttft, int Tokens, double Seconds)> OneAsync(int number)
+        private async Task<(double Ttft, int Tokens, int PromptTokens, double Seconds)> OneAsync(int number)
         {
+            // Only fields llama-server and velo serve both honour, so the same requests drive either.
             string body = JsonSerializer.Serialize(new Dictionary<string, object>
             {
-                ["prompt"] = $"{number}. {prompt}",
+                ["prompt"] = promptFor(number),
                 ["max_tokens"] = maxTokens,
                 ["ignore_eos"] = true,
                 ["stream"] = true,
@@ -106,16 +128,25 @@ internal static class BenchServeCommand
             });
             var clock = Stopwatch.StartNew();
             using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+            // A connection per request: llama-server's HTTP library closes a kept-alive connection after a few requests,
+            // and a POST sent on it as it closes fails.
+            request.Headers.ConnectionClose = true;
             using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
             if (!response.IsSuccessStatusCode)
                 throw new InvalidOperationException($"the server answered {(int)response.StatusCode}: {await response.Content.ReadAsStringAsync()}");
             using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
-            double ttft = -1;
-            int generated = 0;
+            double ttft = -1, seconds = -1;
+            int generated = 0, promptTokens = 0;
             while (await reader.ReadLineAsync() is { } line)
             {
-                if (!line.StartsWith("data: ", StringComparison.Ordinal)) continue;
-                if (line == "data: [DONE]") break;
+                if (seconds >= 0 || !line.StartsWith("data: ", StringComparison.Ordinal)) continue;
+                // The response is read to its end: llama-server (c392e50) aborts when a client closes a stream it has
+                // not finished.
+                if (line == "data: [DONE]")
+                {
+                    seconds = clock.Elapsed.TotalSeconds;
+                    continue;
+                }
                 // The client shares the server's cores, so it parses only the chunks it measures: until the first
                 // token, and the usage chunk (inside a JSON string the quotes would be escaped, so this text is
                 // only ever the usage object itself).
@@ -124,9 +155,12 @@ internal static class BenchServeCommand
                 if (ttft < 0 && chunk.RootElement.GetProperty("choices") is { ValueKind: JsonValueKind.Array } choices && choices.GetArrayLength() > 0)
                     ttft = clock.Elapsed.TotalSeconds;
                 if (chunk.RootElement.TryGetProperty("usage", out var usage) && usage.ValueKind == JsonValueKind.Object)
+                {
                     generated = usage.GetProperty("completion_tokens").GetInt32();
+                    promptTokens = usage.GetProperty("prompt_tokens").GetInt32();
+                }
             }
-            return (ttft, generated, clock.Elapsed.TotalSeconds);
+            return (ttft, generated, promptTokens, seconds >= 0 ? seconds : clock.Elapsed.TotalSeconds);
         }
     }
 

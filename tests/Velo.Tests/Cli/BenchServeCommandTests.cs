@@ -19,4 +19,18 @@ public sealed class BenchServeCommandTests
         // The warm-up request and the two rounds all went through the server.
         Assert.Equal(7, server.Engine.Metrics.Requests("/v1/completions", 200));
     }
+
+    [Fact]
+    public void Bench_serve_sends_seeded_word_prompts_and_reports_their_length_in_tokens()
+    {
+        using var server = new TestServer(parallel: 2);
+        var result = CliRunner.Run("bench-serve", "--url", server.Address.ToString(), "--clients", "2", "--requests", "2", "--max-tokens", "3",
+            "--prompt-words", "12", "--seed", "5");
+        Assert.True(result.ExitCode == 0, result.Stderr);
+
+        var row = result.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)[1].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(["2", "2", "6"], row[..3]);
+        Assert.True(double.Parse(row[^1], System.Globalization.CultureInfo.InvariantCulture) > 12, result.Stdout); // prompt tokens
+        Assert.True(double.Parse(row[^2], System.Globalization.CultureInfo.InvariantCulture) > 0, result.Stdout); // decode t/s
+    }
 }
