@@ -113,11 +113,13 @@ internal static unsafe class BatchAttention
         }
     }
 
-    /// <summary>One head of one sequence: its <paramref name="length"/> rows are <paramref name="rows"/>.</summary>
-    private static void Head(in Arguments a, int* rows, int length, int head, int stride, float* transposed, float* scores)
+    /// <summary>
+    /// transposed[d * stride + j] = key j's dimension d of the head at <paramref name="offset"/>. Padding keys (from
+    /// <paramref name="length"/> to <paramref name="stride"/>) are zero: never weighted, and their products stay finite.
+    /// </summary>
+    private static void TransposeKeys(in Arguments a, int* rows, int length, int offset, int stride, float* transposed)
     {
-        int hd = a.HeadDim, width = a.Heads * hd, offset = head * hd;
-        // transposed[d * stride + j] = key j's dimension d; padding keys are zero and never weighted.
+        int hd = a.HeadDim, width = a.Heads * hd;
         for (int j = 0; j < length; j++)
         {
             float* k = a.Keys + (long)rows[j] * width + offset;
@@ -125,6 +127,13 @@ internal static unsafe class BatchAttention
         }
         for (int d = 0; d < hd; d++)
             for (int j = length; j < stride; j++) transposed[(long)d * stride + j] = 0;
+    }
+
+    /// <summary>One head of one sequence: its <paramref name="length"/> rows are <paramref name="rows"/>.</summary>
+    private static void Head(in Arguments a, int* rows, int length, int head, int stride, float* transposed, float* scores)
+    {
+        int hd = a.HeadDim, width = a.Heads * hd, offset = head * hd;
+        TransposeKeys(a, rows, length, offset, stride, transposed);
 
         for (int q0 = 0; q0 < length; q0 += QueryTile)
         {
@@ -220,14 +229,7 @@ internal static unsafe class BatchAttention
     private static void Head512(in Arguments a, int* rows, int length, int head, int stride, float* transposed, float* scores)
     {
         int hd = a.HeadDim, width = a.Heads * hd, offset = head * hd;
-        for (int j = 0; j < length; j++)
-        {
-            float* k = a.Keys + (long)rows[j] * width + offset;
-            for (int d = 0; d < hd; d++) transposed[(long)d * stride + j] = k[d];
-        }
-        // Padding keys' scores are masked out of the softmax; zeroing them keeps the products finite.
-        for (int d = 0; d < hd; d++)
-            for (int j = length; j < stride; j++) transposed[(long)d * stride + j] = 0;
+        TransposeKeys(a, rows, length, offset, stride, transposed);
 
         float** q = stackalloc float*[WideQueryTile];
         float** o = stackalloc float*[WideQueryTile];
