@@ -1,9 +1,7 @@
 using System.Net.Http.Json;
 using System.Text.Json;
-using Velo.Formats;
 using Velo.Generation;
 using Velo.Inference;
-using Velo.Models;
 using Velo.Server;
 using Velo.Threading;
 
@@ -37,21 +35,8 @@ public sealed class SchedulerSpeculationTests : IDisposable
         Directory.Delete(_folder, recursive: true);
     }
 
-    /// <summary>A small random-weight llama with stories260K's vocabulary (or a synthetic one of the same size): it disagrees
-    /// with the target most of the time, so rollback runs constantly.</summary>
-    private string RandomDraftPath(bool sameVocabulary = true)
-    {
-        string path = Path.Combine(_folder, $"draft-{sameVocabulary}.gguf");
-        if (File.Exists(path)) return path;
-        var spec = new SynthSpec
-        {
-            Name = "draft", Dim = 32, Layers = 1, Heads = 2, FfnDim = 64, VocabSize = _target.Info.VocabSize, ContextLength = Context,
-            WeightStd = 0.3f, Seed = 11,
-        };
-        using (var vocabulary = GgufFile.Open(TestPaths.Stories260K))
-            ModelSynthesizer.Write(path, spec, sameVocabulary ? SynthTokenizer.FromGguf(vocabulary.Metadata) : null, threads: 2);
-        return path;
-    }
+    private string RandomDraftPath(bool sameVocabulary = true) =>
+        RandomDraftModel.Path(_folder, _target.Info.VocabSize, Context, sameVocabulary);
 
     private LanguageModel RandomDraft(bool sameVocabulary = true)
     {

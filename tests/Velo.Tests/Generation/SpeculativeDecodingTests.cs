@@ -1,7 +1,5 @@
-using Velo.Formats;
 using Velo.Generation;
 using Velo.Inference;
-using Velo.Models;
 using Velo.Threading;
 
 namespace Velo.Tests.Generation;
@@ -27,18 +25,9 @@ public sealed class SpeculativeDecodingTests : IDisposable
         Directory.Delete(_folder, recursive: true);
     }
 
-    /// <summary>A small random-weight llama with stories260K's vocabulary (or a synthetic one of the same size).</summary>
     private LanguageModel RandomDraft(bool sameVocabulary = true)
     {
-        var spec = new SynthSpec
-        {
-            Name = "draft", Dim = 32, Layers = 1, Heads = 2, FfnDim = 64, VocabSize = _target.Info.VocabSize, ContextLength = Context,
-            WeightStd = 0.3f, Seed = 11,
-        };
-        string path = Path.Combine(_folder, $"draft-{sameVocabulary}.gguf");
-        using (var vocabulary = GgufFile.Open(TestPaths.Stories260K))
-            ModelSynthesizer.Write(path, spec, sameVocabulary ? SynthTokenizer.FromGguf(vocabulary.Metadata) : null, threads: 2);
-        var model = LanguageModel.Load(path);
+        var model = LanguageModel.Load(RandomDraftModel.Path(_folder, _target.Info.VocabSize, Context, sameVocabulary));
         _loaded.Add(model);
         return model;
     }
