@@ -286,11 +286,12 @@ internal static unsafe class MatMul
             GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 => ActivationFormat.PairedBlocks32,
             _ => ActivationFormat.Blocks256,
         };
+        bool floatWide = wide && FloatKernels.WideIsSupported;
         return type switch
         {
-            GgmlType.F32 => &FloatKernels.Rows<F32Row>,
-            GgmlType.F16 => &FloatKernels.Rows<F16Row>,
-            GgmlType.BF16 => &FloatKernels.Rows<BF16Row>,
+            GgmlType.F32 => floatWide ? &FloatKernels.WideRows<F32Row> : &FloatKernels.Rows<F32Row>,
+            GgmlType.F16 => floatWide ? &FloatKernels.WideRows<F16Row> : &FloatKernels.Rows<F16Row>,
+            GgmlType.BF16 => floatWide ? &FloatKernels.WideRows<BF16Row> : &FloatKernels.Rows<BF16Row>,
             GgmlType.Q8_0 => &Block32Kernels.Rows<Q8_0Block, TDot>,
             GgmlType.Q4_0 => &PairedBlock32Kernels.Rows<Q4_0Block, TDot>,
             GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block, TDot>,
