@@ -295,8 +295,9 @@ public unsafe class MatMulTests
     {
         var random = new Random((int)type * 13);
         using var pool = new WorkerPool(2);
+        // 150 rows make work items of 9 rows on 2 threads: groups of four rows and a row left over.
         foreach (int cols in new[] { 13, 64, 200, 2048 })
-        foreach (int rows in new[] { 1, 7, 33 })
+        foreach (int rows in new[] { 1, 7, 33, 150 })
         {
             using var weights = RandomWeights(type, rows, cols, random);
             var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
@@ -332,7 +333,7 @@ public unsafe class MatMulTests
         // exactly as the widened weights do, including zeros, subnormal halves and subnormal activations, and fall
         // back to exact widening where an activation cannot be scaled.
         var random = new Random(37);
-        const int rows = 11;
+        const int rows = 75; // work items of 4 rows on 2 threads, the last of 3
         using var halves = RandomWeights(GgmlType.F16, rows, cols, random);
         var h = (ushort*)halves.Pointer;
         for (int i = 0; i < rows * cols; i += random.Next(1, 6))
