@@ -27,7 +27,7 @@ public unsafe class PackedFloatGemmTests
             Assert.True(PackedFloatMatrix.CanPack(w));
             using var packed = new PackedFloatMatrix(w);
             float[] bias = MatMulTests.RandomActivations(rows, random);
-            foreach (int tokens in new[] { 1, 6, 13, 96, 101 })
+            foreach (int tokens in new[] { 1, 6, 13, 16, 96, 101 })
             {
                 float[] x = MatMulTests.RandomActivations(tokens * cols, random), residual = MatMulTests.RandomActivations(tokens * rows, random);
                 float[] plain = new float[tokens * rows], gelu = new float[tokens * rows], added = (float[])residual.Clone();
