@@ -72,8 +72,9 @@ internal readonly unsafe struct PackedTarget(PackedFloatMatrix weights, float* o
 /// a decode path.)
 /// </para>
 /// <para>
-/// Work items are one panel × 96 tokens: the panel (384 KiB for rows of 1536) stays in L2 while its sixteen token
-/// tiles pass over it, each tile's activations (36 KiB at most) in L1.
+/// Work items are one panel × 96 tokens, handed out token-major: the panel (384 KiB for rows of 1536) stays in L2
+/// while its sixteen token tiles pass over it, each tile's activations (36 KiB at most) in L1, and the 96 tokens'
+/// activations stay in L2 while the next items take the other panels (of every matrix of the call) over them.
 /// </para>
 /// </summary>
 internal static unsafe class PackedFloatGemm
@@ -98,16 +99,15 @@ internal static unsafe class PackedFloatGemm
         if (targets.Length is 0 or > MaxTargets)
             throw new ArgumentException($"a packed product takes 1 to {MaxTargets} matrices, not {targets.Length}", nameof(targets));
         var tasks = stackalloc Product[MaxTargets];
-        int cols = targets[0].Cols, tokenItems = (tokens + ItemTokens - 1) / ItemTokens, items = 0;
+        int cols = targets[0].Cols, tokenItems = (tokens + ItemTokens - 1) / ItemTokens, panels = 0;
         for (int i = 0; i < targets.Length; i++)
         {
             var w = targets[i];
             if (w.Cols != cols) throw new ArgumentException($"matrices multiplied together must share their width ({cols} vs {w.Cols})", nameof(targets));
-            int groups = w.Rows / Rows;
-            tasks[i] = new Product { Weights = w.Weights, Rows = w.Rows, Y = targets[i].Output, Epilogue = targets[i].Epilogue, FirstItem = items, Groups = groups };
-            items += groups * tokenItems;
+            tasks[i] = new Product { Weights = w.Weights, Rows = w.Rows, Y = targets[i].Output, Epilogue = targets[i].Epilogue, FirstPanel = panels };
+            panels += w.Rows / Rows;
         }
-        var job = new Job { Tasks = tasks, TaskCount = targets.Length, X = x, Tokens = tokens, Cols = cols, TokenItems = tokenItems, Items = items };
+        var job = new Job { Tasks = tasks, TaskCount = targets.Length, X = x, Tokens = tokens, Cols = cols, Panels = panels, Items = tokenItems * panels };
         pool.Run(ref job);
     }
 
@@ -138,8 +138,9 @@ internal static unsafe class PackedFloatGemm
         public int Rows;
         public float* Y;
         public MatMulEpilogue Epilogue;
-        public int FirstItem;
-        public int Groups;
+
+        /// <summary>Where this matrix's panels start in the numbering of all the call's panels.</summary>
+        public int FirstPanel;
     }
 
     private struct Job : IParallelJob
@@ -149,7 +150,7 @@ internal static unsafe class PackedFloatGemm
         public float* X;
         public int Tokens;
         public int Cols;
-        public int TokenItems;
+        public int Panels;
         public int Items;
         public int NextItem;
 
@@ -160,10 +161,11 @@ internal static unsafe class PackedFloatGemm
             float* results = stackalloc float[TileTokens * Rows];
             for (int item; (item = Interlocked.Increment(ref NextItem) - 1) < Items;)
             {
+                // Token-major: consecutive items share their tokens, which stay in L2 while every panel passes over them.
+                int tokenItem = item / Panels, index = item % Panels;
                 var task = Tasks;
-                while (item >= task->FirstItem + task->Groups * TokenItems) task++;
-                int local = item - task->FirstItem, group = local / TokenItems, tokenItem = local % TokenItems;
-                int r = group * Rows;
+                while (task + 1 < Tasks + TaskCount && index >= (task + 1)->FirstPanel) task++;
+                int r = (index - task->FirstPanel) * Rows;
                 float* panel = task->Weights + (long)r * Cols;
                 int tokenStart = tokenItem * ItemTokens, tokenEnd = Math.Min(Tokens, tokenStart + ItemTokens);
                 for (int t = tokenStart; t < tokenEnd;)
