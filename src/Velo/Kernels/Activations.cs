@@ -143,7 +143,8 @@ internal static class Activations
 
     /// <summary>
     /// <c>y = gelu(x) = ½x(1 + erf(x/√2))</c>, the exact GELU of BERT (not the tanh form). .NET has no erf, so it is
-    /// Abramowitz and Stegun's 7.1.26 (|error| ≤ 1.5e-7, below float's resolution of erf near 1), vectorized.
+    /// Abramowitz and Stegun's 7.1.26 (|error| ≤ 1.5e-7, below float's resolution of erf near 1), vectorized, all in
+    /// single precision: within 3e-7·(1 + |x|) of the definition (tested).
     /// <paramref name="y"/> may be <paramref name="x"/> itself.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -61,9 +61,9 @@ internal readonly unsafe struct PackedTarget(PackedFloatMatrix weights, float* o
 /// <summary>
 /// An encoder's batched products with <see cref="PackedFloatMatrix"/> weights (AVX-512): tiles of 64 rows × 6
 /// tokens, twenty-four 512-bit accumulators each holding one token's sums for 16 rows, fed per column by four weight
-/// loads and six broadcast activations for 24 FMAs (of the 32 registers, 29 in use; 8 tokens × 32 rows took 10 loads
-/// for 16 FMAs; a tail of four tokens or fewer takes a 64 × 4 tile); no horizontal sums, and the results leave the registers straight into the
-/// output rows, through the epilogue (bias, GELU, residual add).
+/// loads and six broadcast activations for 24 FMAs (29 of the 32 registers in use; 32 rows × 8 tokens took 10 loads
+/// for 16 FMAs). A tail of four tokens or fewer takes a 64 × 4 tile. No horizontal sums, and the results leave the
+/// registers straight into the output rows, through the epilogue (bias, GELU, residual add).
 /// <para>
 /// Every result is one chain of fused multiply-adds over the columns in order, from zero, the same however the
 /// tokens fall into tiles: a token gives the same numbers alone or in a batch of any size, and
@@ -107,7 +107,7 @@ internal static unsafe class PackedFloatGemm
             tasks[i] = new Product { Weights = w.Weights, Rows = w.Rows, Y = targets[i].Output, Epilogue = targets[i].Epilogue, FirstPanel = panels };
             panels += w.Rows / Rows;
         }
-        var job = new Job { Tasks = tasks, TaskCount = targets.Length, X = x, Tokens = tokens, Cols = cols, Panels = panels, Items = tokenItems * panels };
+        var job = new Job { Tasks = tasks, TaskCount = targets.Length, X = x, Tokens = tokens, Cols = cols, Panels = panels, Items = checked(tokenItems * panels) };
         pool.Run(ref job);
     }
 
