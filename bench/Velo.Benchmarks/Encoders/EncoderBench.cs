@@ -35,9 +35,11 @@ internal static class EncoderBench
             int[][] batch = Enumerable.Range(0, batchSize).Select(_ => Input(batchTokens)).ToArray();
             int[] single = Input(shortTokens);
 
+            var loading = Stopwatch.StartNew();
             using var session = new InferenceSession(onnx, new SessionOptions { IntraOpNumThreads = threads, InterOpNumThreads = 1 });
+            double ortLoad = loading.Elapsed.TotalMilliseconds;
             using var pool = new WorkerPool(threads);
-            var engines = new List<Engine> { new("ONNX Runtime F32", inputs => RunOrt(session, inputs)) };
+            var engines = new List<Engine> { new("ONNX Runtime F32", inputs => RunOrt(session, inputs), ortLoad) };
             var disposables = new List<IDisposable>();
             int typesAt = Array.IndexOf(args, "--types");
             var types = typesAt >= 0 && typesAt + 1 < args.Length
@@ -47,11 +49,13 @@ internal static class EncoderBench
             {
                 string path = Path.Combine(folder, $"minilm-{type}.gguf");
                 BertOnnxImporter.Convert(onnx, vocab, path, new BertImportOptions { Type = type });
+                loading.Restart();
                 var model = ModelRegistry.Load(path);
+                double load = loading.Elapsed.TotalMilliseconds;
                 var embedder = new TextEmbedder(model, Tokenizer.FromGguf(model.File.Metadata), pool);
                 disposables.Add(embedder);
                 disposables.Add(model);
-                engines.Add(new Engine($"Velo {type}", inputs => embedder.EmbedTokens(inputs)));
+                engines.Add(new Engine($"Velo {type}", inputs => embedder.EmbedTokens(inputs), load));
             }
 
             Console.WriteLine($"load average before: {LoadAverage()}");
@@ -74,13 +78,13 @@ internal static class EncoderBench
                 }
 
             Console.WriteLine($"{threads} threads, {rounds} rounds, medians; batch: {batchSize} inputs × {batchTokens} tokens; single: {shortTokens} tokens");
-            Console.WriteLine($"{"engine",-18} {"batch ms",10} {"inputs/s",10} {"vs ORT",7} {"single ms",10} {"vs ORT",7} {"batch cpu ms",13} {"vs ORT",7}");
+            Console.WriteLine($"{"engine",-18} {"batch ms",10} {"inputs/s",10} {"vs ORT",7} {"single ms",10} {"vs ORT",7} {"batch cpu ms",13} {"vs ORT",7} {"load ms",8}");
             double ortBatch = Median(batchTimes[0]), ortSingle = Median(singleTimes[0]), ortCpu = Median(batchCpu[0]);
             for (int e = 0; e < engines.Count; e++)
             {
                 double b = Median(batchTimes[e]), s = Median(singleTimes[e]), cpu = Median(batchCpu[e]);
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{engines[e].Name,-18} {b,10:F1} {batchSize * 1000 / b,10:F1} {ortBatch / b,6:F2}× {s,10:F2} {ortSingle / s,6:F2}× {cpu,13:F1} {ortCpu / cpu,6:F2}×"));
+                    $"{engines[e].Name,-18} {b,10:F1} {batchSize * 1000 / b,10:F1} {ortBatch / b,6:F2}× {s,10:F2} {ortSingle / s,6:F2}× {cpu,13:F1} {ortCpu / cpu,6:F2}× {engines[e].LoadMilliseconds,8:F0}"));
             }
             Console.WriteLine($"load average after: {LoadAverage()}");
             foreach (var d in disposables) d.Dispose();
@@ -92,7 +96,8 @@ internal static class EncoderBench
         }
     }
 
-    private sealed record Engine(string Name, Action<int[][]> Run);
+    /// <summary>An engine under test; <paramref name="LoadMilliseconds"/>: creating ORT's session, or loading Velo's file (packing included).</summary>
+    private sealed record Engine(string Name, Action<int[][]> Run, double LoadMilliseconds);
 
     private static void RunOrt(InferenceSession session, int[][] inputs)
     {

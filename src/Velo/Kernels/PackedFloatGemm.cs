@@ -8,15 +8,15 @@ namespace Velo.Kernels;
 
 /// <summary>
 /// A weight matrix (F32, or F16, BF16 or Q8_0 dequantized to F32) copied once, at load, into panels of
-/// <see cref="PanelRows"/> rows that hold each column's 32 weights side by side: column c of panel p starts at
-/// <c>(p · Cols + c) · 32</c>. <see cref="PackedFloatGemm"/> then reads a panel front to back, two 512-bit loads per
+/// <see cref="PanelRows"/> rows that hold each column's 64 weights side by side: column c of panel p starts at
+/// <c>(p · Cols + c) · 64</c>. <see cref="PackedFloatGemm"/> then reads a panel front to back, four 512-bit loads per
 /// column. Only encoders use it: their batches are large, and their matrices small enough to keep an F32 copy
 /// (all-MiniLM-L6-v2's take 85 MiB). The copy costs F16 and Q8_0 files the memory of F32 but runs their batches
 /// at F32's speed: .NET 10 has no 512-bit VNNI, and Q8_0's integer kernels ran MiniLM at half of F32's speed.
 /// </summary>
 internal sealed unsafe class PackedFloatMatrix : IDisposable
 {
-    public const int PanelRows = 32;
+    public const int PanelRows = 64;
 
     private readonly NativeBuffer _buffer;
 
@@ -26,12 +26,14 @@ internal sealed unsafe class PackedFloatMatrix : IDisposable
         Rows = w.Rows;
         Cols = w.Cols;
         _buffer = new NativeBuffer(SizeMath.Product("bytes of a packed weight matrix", SizeMath.Product("packed weights", w.Rows, w.Cols), sizeof(float)), zero: false);
-        var row = new float[w.Cols];
-        for (int r = 0; r < w.Rows; r++)
+        // A panel's rows widened to floats, then written out column by column: the packed copy is written in order.
+        var rows = new float[PanelRows * Cols];
+        for (int p = 0; p < Rows / PanelRows; p++)
         {
-            Dequantize.Row(w.Type, w.RowSpan(r), row);
-            float* panel = Data + (long)(r / PanelRows) * PanelRows * Cols + r % PanelRows;
-            for (int c = 0; c < Cols; c++) panel[(long)c * PanelRows] = row[c];
+            for (int r = 0; r < PanelRows; r++) Dequantize.Row(w.Type, w.RowSpan(p * PanelRows + r), rows.AsSpan(r * Cols, Cols));
+            float* panel = Data + (long)p * PanelRows * Cols;
+            for (int c = 0; c < Cols; c++, panel += PanelRows)
+                for (int r = 0; r < PanelRows; r++) panel[r] = rows[r * Cols + c];
         }
     }
 
@@ -57,10 +59,11 @@ internal readonly unsafe struct PackedTarget(PackedFloatMatrix weights, float* o
 }
 
 /// <summary>
-/// An encoder's batched products with <see cref="PackedFloatMatrix"/> weights (AVX-512): tiles of 32 rows × 8
-/// tokens, sixteen 512-bit accumulators each holding one token's sums for 16 rows, fed per column by two weight
-/// loads and eight broadcast activations for 16 FMAs; no horizontal sums, and the results leave the registers
-/// straight into the output rows, through the epilogue (bias, GELU, residual add).
+/// An encoder's batched products with <see cref="PackedFloatMatrix"/> weights (AVX-512): tiles of 64 rows × 6
+/// tokens, twenty-four 512-bit accumulators each holding one token's sums for 16 rows, fed per column by four weight
+/// loads and six broadcast activations for 24 FMAs (29 of the 32 registers in use; 32 rows × 8 tokens took 10 loads
+/// for 16 FMAs). A tail of four tokens or fewer takes a 64 × 4 tile. No horizontal sums, and the results leave the
+/// registers straight into the output rows, through the epilogue (bias, GELU, residual add).
 /// <para>
 /// Every result is one chain of fused multiply-adds over the columns in order, from zero, the same however the
 /// tokens fall into tiles: a token gives the same numbers alone or in a batch of any size, and
@@ -69,17 +72,17 @@ internal readonly unsafe struct PackedTarget(PackedFloatMatrix weights, float* o
 /// a decode path.)
 /// </para>
 /// <para>
-/// Work items are 64 rows × 64 tokens: an item's weights (at most 384 KiB for rows of 1536) stay in L2 while its
-/// eight token tiles pass over them, and each tile's activations (48 KiB) stay close while both panels use them.
+/// Work items are one panel × 96 tokens, handed out token-major: the panel (384 KiB for rows of 1536) stays in L2
+/// while its sixteen token tiles pass over it, each tile's activations (36 KiB at most) in L1, and the 96 tokens'
+/// activations stay in L2 while the next items take the other panels (of every matrix of the call) over them.
 /// </para>
 /// </summary>
 internal static unsafe class PackedFloatGemm
 {
     public static bool IsSupported => Avx512F.IsSupported;
 
-    private const int TileTokens = 8;
-    private const int ItemTokens = 64;
-    private const int ItemPanels = 2;
+    private const int TileTokens = 6;
+    private const int ItemTokens = 16 * TileTokens;
     private const int Rows = PackedFloatMatrix.PanelRows;
 
     /// <summary>The most matrices one call multiplies together (Q, K and V).</summary>
@@ -96,16 +99,15 @@ internal static unsafe class PackedFloatGemm
         if (targets.Length is 0 or > MaxTargets)
             throw new ArgumentException($"a packed product takes 1 to {MaxTargets} matrices, not {targets.Length}", nameof(targets));
         var tasks = stackalloc Product[MaxTargets];
-        int cols = targets[0].Cols, tokenItems = (tokens + ItemTokens - 1) / ItemTokens, items = 0;
+        int cols = targets[0].Cols, tokenItems = (tokens + ItemTokens - 1) / ItemTokens, panels = 0;
         for (int i = 0; i < targets.Length; i++)
         {
             var w = targets[i];
             if (w.Cols != cols) throw new ArgumentException($"matrices multiplied together must share their width ({cols} vs {w.Cols})", nameof(targets));
-            int groups = (w.Rows / Rows + ItemPanels - 1) / ItemPanels;
-            tasks[i] = new Product { Weights = w.Weights, Rows = w.Rows, Y = targets[i].Output, Epilogue = targets[i].Epilogue, FirstItem = items, Groups = groups };
-            items += groups * tokenItems;
+            tasks[i] = new Product { Weights = w.Weights, Rows = w.Rows, Y = targets[i].Output, Epilogue = targets[i].Epilogue, FirstPanel = panels };
+            panels += w.Rows / Rows;
         }
-        var job = new Job { Tasks = tasks, TaskCount = targets.Length, X = x, Tokens = tokens, Cols = cols, TokenItems = tokenItems, Items = items };
+        var job = new Job { Tasks = tasks, TaskCount = targets.Length, X = x, Tokens = tokens, Cols = cols, Panels = panels, Items = checked(tokenItems * panels) };
         pool.Run(ref job);
     }
 
@@ -136,8 +138,9 @@ internal static unsafe class PackedFloatGemm
         public int Rows;
         public float* Y;
         public MatMulEpilogue Epilogue;
-        public int FirstItem;
-        public int Groups;
+
+        /// <summary>Where this matrix's panels start in the numbering of all the call's panels.</summary>
+        public int FirstPanel;
     }
 
     private struct Job : IParallelJob
@@ -147,103 +150,133 @@ internal static unsafe class PackedFloatGemm
         public float* X;
         public int Tokens;
         public int Cols;
-        public int TokenItems;
+        public int Panels;
         public int Items;
         public int NextItem;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int threadIndex, int threadCount)
         {
-            // A tile's sums on their way through the epilogue: 8 tokens × 32 rows.
+            // A tile's sums on their way through the epilogue: 6 tokens × 64 rows.
             float* results = stackalloc float[TileTokens * Rows];
             for (int item; (item = Interlocked.Increment(ref NextItem) - 1) < Items;)
             {
+                // Token-major: consecutive items share their tokens, which stay in L2 while every panel passes over them.
+                int tokenItem = item / Panels, index = item % Panels;
                 var task = Tasks;
-                while (item >= task->FirstItem + task->Groups * TokenItems) task++;
-                int local = item - task->FirstItem, group = local / TokenItems, tokenItem = local % TokenItems;
-                int rowStart = group * ItemPanels * Rows, rowEnd = Math.Min(task->Rows, rowStart + ItemPanels * Rows);
+                while (task + 1 < Tasks + TaskCount && index >= (task + 1)->FirstPanel) task++;
+                int r = (index - task->FirstPanel) * Rows;
+                float* panel = task->Weights + (long)r * Cols;
                 int tokenStart = tokenItem * ItemTokens, tokenEnd = Math.Min(Tokens, tokenStart + ItemTokens);
-                for (int t = tokenStart; t < tokenEnd; t += TileTokens)
+                for (int t = tokenStart; t < tokenEnd;)
                 {
-                    int count = Math.Min(TileTokens, tokenEnd - t);
-                    for (int r = rowStart; r < rowEnd; r += Rows)
-                    {
-                        float* panel = task->Weights + (long)r * Cols;
-                        float* x = X + (long)t * Cols;
-                        if (count == TileTokens) Tile8(panel, x, Cols, results);
-                        else
-                            for (int i = 0; i < count; i++)
-                                Tile1(panel, x + (long)i * Cols, Cols, results + i * Rows);
-                        Store(task, results, r, t, count);
-                    }
+                    // Six tokens a tile; four or fewer left take the four-token tile. A short tile repeats its last
+                    // token: its sums are computed again, the same, and not stored.
+                    int count = Math.Min(TileTokens, tokenEnd - t), last = t + count - 1;
+                    float* x0 = X + (long)t * Cols, x1 = X + (long)Math.Min(t + 1, last) * Cols;
+                    float* x2 = X + (long)Math.Min(t + 2, last) * Cols, x3 = X + (long)Math.Min(t + 3, last) * Cols;
+                    if (count > 4) Tile6(panel, x0, x1, x2, x3, X + (long)Math.Min(t + 4, last) * Cols, X + (long)Math.Min(t + 5, last) * Cols, Cols, results);
+                    else Tile4(panel, x0, x1, x2, x3, Cols, results);
+                    Store(task, results, r, t, count);
+                    t += count;
                 }
             }
         }
     }
 
-    /// <summary>32 rows × 8 tokens over all columns, the sums to <paramref name="results"/> (token-major, 32 floats each).</summary>
+    /// <summary>64 rows × 6 tokens over all columns, the sums to <paramref name="results"/> (token-major, 64 floats each).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile8(float* panel, float* x0, int cols, float* results)
+    private static void Tile6(float* panel, float* x0, float* x1, float* x2, float* x3, float* x4, float* x5, int cols, float* results)
     {
-        float* x1 = x0 + cols, x2 = x1 + cols, x3 = x2 + cols, x4 = x3 + cols, x5 = x4 + cols, x6 = x5 + cols, x7 = x6 + cols;
-        Vector512<float> a0 = default, b0 = default, a1 = default, b1 = default, a2 = default, b2 = default, a3 = default, b3 = default;
-        Vector512<float> a4 = default, b4 = default, a5 = default, b5 = default, a6 = default, b6 = default, a7 = default, b7 = default;
+        Vector512<float> a0 = default, b0 = default, c0 = default, d0 = default, a1 = default, b1 = default, c1 = default, d1 = default;
+        Vector512<float> a2 = default, b2 = default, c2 = default, d2 = default, a3 = default, b3 = default, c3 = default, d3 = default;
+        Vector512<float> a4 = default, b4 = default, c4 = default, d4 = default, a5 = default, b5 = default, c5 = default, d5 = default;
         for (int c = 0; c < cols; c++, panel += Rows)
         {
             var w0 = Avx512F.LoadVector512(panel);
             var w1 = Avx512F.LoadVector512(panel + 16);
+            var w2 = Avx512F.LoadVector512(panel + 32);
+            var w3 = Avx512F.LoadVector512(panel + 48);
             var v = Vector512.Create(x0[c]);
             a0 = Avx512F.FusedMultiplyAdd(w0, v, a0);
             b0 = Avx512F.FusedMultiplyAdd(w1, v, b0);
+            c0 = Avx512F.FusedMultiplyAdd(w2, v, c0);
+            d0 = Avx512F.FusedMultiplyAdd(w3, v, d0);
             v = Vector512.Create(x1[c]);
             a1 = Avx512F.FusedMultiplyAdd(w0, v, a1);
             b1 = Avx512F.FusedMultiplyAdd(w1, v, b1);
+            c1 = Avx512F.FusedMultiplyAdd(w2, v, c1);
+            d1 = Avx512F.FusedMultiplyAdd(w3, v, d1);
             v = Vector512.Create(x2[c]);
             a2 = Avx512F.FusedMultiplyAdd(w0, v, a2);
             b2 = Avx512F.FusedMultiplyAdd(w1, v, b2);
+            c2 = Avx512F.FusedMultiplyAdd(w2, v, c2);
+            d2 = Avx512F.FusedMultiplyAdd(w3, v, d2);
             v = Vector512.Create(x3[c]);
             a3 = Avx512F.FusedMultiplyAdd(w0, v, a3);
             b3 = Avx512F.FusedMultiplyAdd(w1, v, b3);
+            c3 = Avx512F.FusedMultiplyAdd(w2, v, c3);
+            d3 = Avx512F.FusedMultiplyAdd(w3, v, d3);
             v = Vector512.Create(x4[c]);
             a4 = Avx512F.FusedMultiplyAdd(w0, v, a4);
             b4 = Avx512F.FusedMultiplyAdd(w1, v, b4);
+            c4 = Avx512F.FusedMultiplyAdd(w2, v, c4);
+            d4 = Avx512F.FusedMultiplyAdd(w3, v, d4);
             v = Vector512.Create(x5[c]);
             a5 = Avx512F.FusedMultiplyAdd(w0, v, a5);
             b5 = Avx512F.FusedMultiplyAdd(w1, v, b5);
-            v = Vector512.Create(x6[c]);
-            a6 = Avx512F.FusedMultiplyAdd(w0, v, a6);
-            b6 = Avx512F.FusedMultiplyAdd(w1, v, b6);
-            v = Vector512.Create(x7[c]);
-            a7 = Avx512F.FusedMultiplyAdd(w0, v, a7);
-            b7 = Avx512F.FusedMultiplyAdd(w1, v, b7);
+            c5 = Avx512F.FusedMultiplyAdd(w2, v, c5);
+            d5 = Avx512F.FusedMultiplyAdd(w3, v, d5);
         }
-        Avx512F.Store(results, a0); Avx512F.Store(results + 16, b0);
-        Avx512F.Store(results + 32, a1); Avx512F.Store(results + 48, b1);
-        Avx512F.Store(results + 64, a2); Avx512F.Store(results + 80, b2);
-        Avx512F.Store(results + 96, a3); Avx512F.Store(results + 112, b3);
-        Avx512F.Store(results + 128, a4); Avx512F.Store(results + 144, b4);
-        Avx512F.Store(results + 160, a5); Avx512F.Store(results + 176, b5);
-        Avx512F.Store(results + 192, a6); Avx512F.Store(results + 208, b6);
-        Avx512F.Store(results + 224, a7); Avx512F.Store(results + 240, b7);
+        Avx512F.Store(results, a0); Avx512F.Store(results + 16, b0); Avx512F.Store(results + 32, c0); Avx512F.Store(results + 48, d0);
+        Avx512F.Store(results + 64, a1); Avx512F.Store(results + 80, b1); Avx512F.Store(results + 96, c1); Avx512F.Store(results + 112, d1);
+        Avx512F.Store(results + 128, a2); Avx512F.Store(results + 144, b2); Avx512F.Store(results + 160, c2); Avx512F.Store(results + 176, d2);
+        Avx512F.Store(results + 192, a3); Avx512F.Store(results + 208, b3); Avx512F.Store(results + 224, c3); Avx512F.Store(results + 240, d3);
+        Avx512F.Store(results + 256, a4); Avx512F.Store(results + 272, b4); Avx512F.Store(results + 288, c4); Avx512F.Store(results + 304, d4);
+        Avx512F.Store(results + 320, a5); Avx512F.Store(results + 336, b5); Avx512F.Store(results + 352, c5); Avx512F.Store(results + 368, d5);
     }
 
-    /// <summary>32 rows × one token: the tail of a token item.</summary>
+    /// <summary>64 rows × 4 tokens: a short tail, where six would compute more repeated tokens.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile1(float* panel, float* x, int cols, float* results)
+    private static void Tile4(float* panel, float* x0, float* x1, float* x2, float* x3, int cols, float* results)
     {
-        Vector512<float> a = default, b = default;
+        Vector512<float> a0 = default, b0 = default, c0 = default, d0 = default, a1 = default, b1 = default, c1 = default, d1 = default;
+        Vector512<float> a2 = default, b2 = default, c2 = default, d2 = default, a3 = default, b3 = default, c3 = default, d3 = default;
         for (int c = 0; c < cols; c++, panel += Rows)
         {
-            var v = Vector512.Create(x[c]);
-            a = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(panel), v, a);
-            b = Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(panel + 16), v, b);
+            var w0 = Avx512F.LoadVector512(panel);
+            var w1 = Avx512F.LoadVector512(panel + 16);
+            var w2 = Avx512F.LoadVector512(panel + 32);
+            var w3 = Avx512F.LoadVector512(panel + 48);
+            var v = Vector512.Create(x0[c]);
+            a0 = Avx512F.FusedMultiplyAdd(w0, v, a0);
+            b0 = Avx512F.FusedMultiplyAdd(w1, v, b0);
+            c0 = Avx512F.FusedMultiplyAdd(w2, v, c0);
+            d0 = Avx512F.FusedMultiplyAdd(w3, v, d0);
+            v = Vector512.Create(x1[c]);
+            a1 = Avx512F.FusedMultiplyAdd(w0, v, a1);
+            b1 = Avx512F.FusedMultiplyAdd(w1, v, b1);
+            c1 = Avx512F.FusedMultiplyAdd(w2, v, c1);
+            d1 = Avx512F.FusedMultiplyAdd(w3, v, d1);
+            v = Vector512.Create(x2[c]);
+            a2 = Avx512F.FusedMultiplyAdd(w0, v, a2);
+            b2 = Avx512F.FusedMultiplyAdd(w1, v, b2);
+            c2 = Avx512F.FusedMultiplyAdd(w2, v, c2);
+            d2 = Avx512F.FusedMultiplyAdd(w3, v, d2);
+            v = Vector512.Create(x3[c]);
+            a3 = Avx512F.FusedMultiplyAdd(w0, v, a3);
+            b3 = Avx512F.FusedMultiplyAdd(w1, v, b3);
+            c3 = Avx512F.FusedMultiplyAdd(w2, v, c3);
+            d3 = Avx512F.FusedMultiplyAdd(w3, v, d3);
         }
-        Avx512F.Store(results, a);
-        Avx512F.Store(results + 16, b);
+        Avx512F.Store(results, a0); Avx512F.Store(results + 16, b0); Avx512F.Store(results + 32, c0); Avx512F.Store(results + 48, d0);
+        Avx512F.Store(results + 64, a1); Avx512F.Store(results + 80, b1); Avx512F.Store(results + 96, c1); Avx512F.Store(results + 112, d1);
+        Avx512F.Store(results + 128, a2); Avx512F.Store(results + 144, b2); Avx512F.Store(results + 160, c2); Avx512F.Store(results + 176, d2);
+        Avx512F.Store(results + 192, a3); Avx512F.Store(results + 208, b3); Avx512F.Store(results + 224, c3); Avx512F.Store(results + 240, d3);
     }
 
     /// <summary>
-    /// Rows r..r+31 of <paramref name="count"/> tokens from <paramref name="token"/> on, through the epilogue. Out of
+    /// Rows r..r+63 of <paramref name="count"/> tokens from <paramref name="token"/> on, through the epilogue. Out of
     /// line, so the tiles keep their accumulators in registers.
     /// </summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
@@ -251,30 +284,17 @@ internal static unsafe class PackedFloatGemm
     {
         var epilogue = task->Epilogue;
         int rows = task->Rows;
-        var bias0 = epilogue.Bias != null ? Avx512F.LoadVector512(epilogue.Bias + r) : Vector512<float>.Zero;
-        var bias1 = epilogue.Bias != null ? Avx512F.LoadVector512(epilogue.Bias + r + 16) : Vector512<float>.Zero;
-        for (int i = 0; i < count; i++, results += Rows)
+        for (int i = 0; i < count; i++)
         {
             float* y = task->Y + (long)(token + i) * rows + r;
-            var s0 = Avx512F.LoadVector512(results);
-            var s1 = Avx512F.LoadVector512(results + 16);
-            if (epilogue.Bias != null)
+            for (int j = 0; j < Rows; j += 16, results += 16)
             {
-                s0 += bias0;
-                s1 += bias1;
+                var sum = Avx512F.LoadVector512(results);
+                if (epilogue.Bias != null) sum += Avx512F.LoadVector512(epilogue.Bias + r + j);
+                if (epilogue.Output == MatMulOutput.GeluErf) sum = Activations.GeluErf(sum);
+                else if (epilogue.Output == MatMulOutput.AddToOutput) sum = Avx512F.LoadVector512(y + j) + sum;
+                Avx512F.Store(y + j, sum);
             }
-            if (epilogue.Output == MatMulOutput.GeluErf)
-            {
-                s0 = Activations.GeluErf(s0);
-                s1 = Activations.GeluErf(s1);
-            }
-            else if (epilogue.Output == MatMulOutput.AddToOutput)
-            {
-                s0 = Avx512F.LoadVector512(y) + s0;
-                s1 = Avx512F.LoadVector512(y + 16) + s1;
-            }
-            Avx512F.Store(y, s0);
-            Avx512F.Store(y + 16, s1);
         }
     }
 }

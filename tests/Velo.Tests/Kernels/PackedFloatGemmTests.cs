@@ -20,14 +20,14 @@ public unsafe class PackedFloatGemmTests
         var random = new Random(17 + (int)type);
         using var pool = new WorkerPool(3);
         foreach (int cols in type == GgmlType.Q8_0 ? new[] { 32, 384 } : new[] { 1, 37, 384 })
-        foreach (int rows in new[] { 32, 96 })
+        foreach (int rows in new[] { 64, 192 })
         {
             using var weights = MatMulTests.RandomWeights(type, rows, cols, random);
             var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
             Assert.True(PackedFloatMatrix.CanPack(w));
             using var packed = new PackedFloatMatrix(w);
             float[] bias = MatMulTests.RandomActivations(rows, random);
-            foreach (int tokens in new[] { 1, 8, 13, 64, 77 })
+            foreach (int tokens in new[] { 1, 6, 13, 16, 96, 101 })
             {
                 float[] x = MatMulTests.RandomActivations(tokens * cols, random), residual = MatMulTests.RandomActivations(tokens * rows, random);
                 float[] plain = new float[tokens * rows], gelu = new float[tokens * rows], added = (float[])residual.Clone();
@@ -68,9 +68,9 @@ public unsafe class PackedFloatGemmTests
     [Fact]
     public void RefusesMatricesItCannotPack()
     {
-        using var weights = new NativeBuffer(33 * 8 * sizeof(float));
-        Assert.False(PackedFloatMatrix.CanPack(new WeightMatrix((byte*)weights.Pointer, GgmlType.F32, 33, 8)));
-        Assert.False(PackedFloatMatrix.CanPack(new WeightMatrix((byte*)weights.Pointer, GgmlType.Q4_0, 32, 32)));
+        using var weights = new NativeBuffer(96 * 8 * sizeof(float));
+        Assert.False(PackedFloatMatrix.CanPack(new WeightMatrix((byte*)weights.Pointer, GgmlType.F32, 96, 8)));
+        Assert.False(PackedFloatMatrix.CanPack(new WeightMatrix((byte*)weights.Pointer, GgmlType.Q4_0, 64, 32)));
     }
 
     private static ReadOnlySpan<int> Bits(float[] values) => MemoryMarshal.Cast<float, int>(values);

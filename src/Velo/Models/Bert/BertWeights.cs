@@ -62,19 +62,33 @@ internal sealed unsafe class BertWeights : IDisposable
         PositionEmbedding = _bind.Matrix("position_embd.weight", c.ContextLength, c.Dim);
         TokenTypes = _bind.Matrix("token_types.weight", c.TokenTypes, c.Dim);
         EmbeddingNorm = Norm.Bind(_bind, "token_embd_norm", c.Dim);
+        // The six matrices of every layer, packed for PackedFloatGemm on all cores at once: copying and widening
+        // them is most of an encoder's load time.
+        var linears = new Linear[c.Layers * 6];
+        for (int i = 0; i < c.Layers; i++)
+        {
+            string p = $"blk.{i}.";
+            linears[6 * i] = Linear.Bind(_bind, p + "attn_q", c.Dim, c.Dim);
+            linears[6 * i + 1] = Linear.Bind(_bind, p + "attn_k", c.Dim, c.Dim);
+            linears[6 * i + 2] = Linear.Bind(_bind, p + "attn_v", c.Dim, c.Dim);
+            linears[6 * i + 3] = Linear.Bind(_bind, p + "attn_output", c.Dim, c.Dim);
+            linears[6 * i + 4] = Linear.Bind(_bind, p + "ffn_up", c.FfnDim, c.Dim);
+            linears[6 * i + 5] = Linear.Bind(_bind, p + "ffn_down", c.Dim, c.FfnDim);
+        }
+        Parallel.For(0, linears.Length, i => linears[i] = linears[i].WithPacked());
         Layers = new BertLayerWeights[c.Layers];
         for (int i = 0; i < c.Layers; i++)
         {
             string p = $"blk.{i}.";
             Layers[i] = new BertLayerWeights
             {
-                Query = Linear.Bind(_bind, p + "attn_q", c.Dim, c.Dim).WithPacked(),
-                Key = Linear.Bind(_bind, p + "attn_k", c.Dim, c.Dim).WithPacked(),
-                Value = Linear.Bind(_bind, p + "attn_v", c.Dim, c.Dim).WithPacked(),
-                Output = Linear.Bind(_bind, p + "attn_output", c.Dim, c.Dim).WithPacked(),
+                Query = linears[6 * i],
+                Key = linears[6 * i + 1],
+                Value = linears[6 * i + 2],
+                Output = linears[6 * i + 3],
                 AttentionNorm = Norm.Bind(_bind, p + "attn_output_norm", c.Dim),
-                Up = Linear.Bind(_bind, p + "ffn_up", c.FfnDim, c.Dim).WithPacked(),
-                Down = Linear.Bind(_bind, p + "ffn_down", c.Dim, c.FfnDim).WithPacked(),
+                Up = linears[6 * i + 4],
+                Down = linears[6 * i + 5],
                 OutputNorm = Norm.Bind(_bind, p + "layer_output_norm", c.Dim),
             };
         }
