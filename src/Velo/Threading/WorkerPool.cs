@@ -201,10 +201,11 @@ public sealed unsafe class WorkerPool : IDisposable
 
     /// <summary>
     /// Oversubscribed from this share of runnable time spent waiting for a core, quiet again below the lower one.
-    /// A worker waits about 10 % of it for wake-ups alone when it blocks after every job on a quiet machine, and
-    /// 50-90 % beside other processes at a load average of 8-12 per core.
+    /// A worker waits about 10 % of it for wake-ups alone when it blocks after every job on a quiet machine, up to
+    /// 30-50 % at times beside a few lightly weighted processes, and 50-90 % most of the time beside other
+    /// processes at a load average of 5-10 per core.
     /// </summary>
-    private const double OversubscribedShare = 0.3, QuietShare = 0.15;
+    private const double OversubscribedShare = 0.5, QuietShare = 0.25;
 
     private void WorkerLoop(int index)
     {
