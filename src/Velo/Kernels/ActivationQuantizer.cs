@@ -82,6 +82,70 @@ internal static unsafe class ActivationQuantizer
         }
     }
 
+    /// <summary>
+    /// Where each array of the exact 32-block layout (<see cref="QuantizeExact32"/>) starts inside a buffer of
+    /// <see cref="Bytes32"/> bytes: quants, scales, then each block's integer Σq.
+    /// </summary>
+    public static void LayoutExact32(byte* buffer, int cols, int tokens, out sbyte* quants, out float* scales, out int* sums)
+    {
+        Layout32(buffer, cols, tokens, out quants, out scales, out float* floatSums);
+        sums = (int*)floatSums;
+    }
+
+    /// <summary>
+    /// Quantizes one row into 32-blocks in element order with each block's integer <c>Σq</c>, for kernels whose
+    /// offset terms stay integers. Without AVX2 a scalar loop gives the same quants: the same scale, the same
+    /// product by its inverse, rounded half to even as the vector conversion rounds.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void QuantizeExact32(float* x, int cols, sbyte* quants, float* scales, int* sums)
+    {
+        int blocks = cols / Block32;
+        if (Avx2.IsSupported)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                float* src = x + b * Block32;
+                Vector256<float> v0 = Avx.LoadVector256(src), v1 = Avx.LoadVector256(src + 8);
+                Vector256<float> v2 = Avx.LoadVector256(src + 16), v3 = Avx.LoadVector256(src + 24);
+                float amax = HorizontalMax(Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)),
+                                                         Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3))));
+                var inverse = Vector256.Create(amax != 0 ? 127f / amax : 0f);
+                var q0 = Avx.ConvertToVector256Int32(v0 * inverse);
+                var q1 = Avx.ConvertToVector256Int32(v1 * inverse);
+                var q2 = Avx.ConvertToVector256Int32(v2 * inverse);
+                var q3 = Avx.ConvertToVector256Int32(v3 * inverse);
+                Avx.Store(quants + b * Block32, PackToBytes(q0, q1, q2, q3));
+                scales[b] = amax / 127f;
+                sums[b] = Vector256.Sum(q0 + q1 + q2 + q3);
+            }
+            return;
+        }
+        QuantizeExact32Portable(x, cols, quants, scales, sums);
+    }
+
+    /// <summary>The scalar form of <see cref="QuantizeExact32"/>, for machines without AVX2; it gives the same quants.</summary>
+    internal static void QuantizeExact32Portable(float* x, int cols, sbyte* quants, float* scales, int* sums)
+    {
+        int blocks = cols / Block32;
+        for (int b = 0; b < blocks; b++)
+        {
+            float* src = x + b * Block32;
+            float amax = 0;
+            for (int i = 0; i < Block32; i++) amax = MathF.Max(amax, MathF.Abs(src[i]));
+            float inverse = amax != 0 ? 127f / amax : 0f;
+            int sum = 0;
+            for (int i = 0; i < Block32; i++)
+            {
+                int q = Math.Clamp((int)MathF.Round(src[i] * inverse, MidpointRounding.ToEven), -128, 127);
+                quants[b * Block32 + i] = (sbyte)q;
+                sum += q;
+            }
+            scales[b] = amax / 127f;
+            sums[b] = sum;
+        }
+    }
+
     /// <summary>Quantizes one row of <paramref name="cols"/> floats into 256-blocks.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Quantize256(float* x, int cols, sbyte* quants, float* scales, short* groupSums)

@@ -40,14 +40,11 @@ internal static unsafe class Avx512Block32Kernels
     /// token through the AVX2 code, made rows of 384 columns slower than the AVX2 tiles.
     /// </summary>
     public static bool Handles(GgmlType type, int cols, int tokens) =>
-        tokens >= MinTokens && cols >= Batch * 32 && Avx512BW.IsSupported
-        && (type == GgmlType.Q8_0 || type == GgmlType.Q4_0 && cols % (Batch * 32) == 0);
+        tokens >= MinTokens && cols >= Batch * 32 && Avx512BW.IsSupported && type == GgmlType.Q8_0;
 
     /// <summary>The kernel for <paramref name="type"/>, one of those <see cref="Handles"/> accepts.</summary>
     public static delegate*<MatMulTask*, int, int, int, void> Kernel(GgmlType type) =>
-        type == GgmlType.Q8_0
-            ? AvxVnni.IsSupported ? &Rows<Q8_0Row<VnniDot>> : &Rows<Q8_0Row<Avx2Dot>>
-            : AvxVnni.IsSupported ? &Rows<Q4_0Row<VnniDot>> : &Rows<Q4_0Row<Avx2Dot>>;
+        AvxVnni.IsSupported ? &Rows<Q8_0Row<VnniDot>> : &Rows<Q8_0Row<Avx2Dot>>;
 
     /// <summary>
     /// Bytes of activations: the 32-block layout of <see cref="ActivationQuantizer.Layout32"/> (paired for Q4_0),
@@ -171,7 +168,7 @@ internal static unsafe class Avx512Block32Kernels
     /// </summary>
     public static long RowScratchBytes(GgmlType type, int cols, int tokens) =>
         tokens < MinPackedTokens ? 0
-        : type == GgmlType.Q8_0 ? Q8_0Row<Avx2Dot>.PackedBytes(cols / 32) : Q4_0Row<Avx2Dot>.PackedBytes(cols / 32);
+        : Q8_0Row<Avx2Dot>.PackedBytes(cols / 32);
 
     /// <summary>How many token pairs a tile holds, as a type so the JIT compiles one kernel per size with only its accumulators.</summary>
     private interface IPairCount
@@ -350,155 +347,6 @@ internal static unsafe class Avx512Block32Kernels
         to[5] = acc5;
         to[6] = acc6;
         to[7] = acc7;
-    }
-
-    /// <summary>Q4_0: two blocks' 32 nibble bytes in both halves of a register, unpacked once for the whole tile.</summary>
-    private struct Q4_0Row<TDot> : IPairRow where TDot : IIntegerDot
-    {
-        private const int BlockBytes = 18;
-
-        public static float Alone(in Tile tile, byte* row, int token) =>
-            PairedBlock32Kernels.Dot1<Q4_0Block, TDot>(row, tile.Blocks, tile.Quants + (long)token * tile.Cols,
-                tile.Scales + (long)token * tile.Blocks, tile.Sums + (long)token * tile.Blocks);
-
-        /// <summary>
-        /// Per batch of 8 blocks: each of the 4 block pairs' low and high nibbles as bytes, then d and the offset −8·d
-        /// (8 floats each), everything in both halves of a 64-byte line: plain loads, where broadcasting 32 bytes
-        /// from memory made the tiles slower than unpacking the file's nibbles.
-        /// </summary>
-        private const int PackedBatchBytes = 4 * 128 + 2 * 64;
-
-        public static long PackedBytes(int blocks) => blocks / Batch * (long)PackedBatchBytes;
-
-        public static void Pack(byte* row, int blocks, byte* packed)
-        {
-            var mask = Vector256.Create((byte)0x0F);
-            for (int b0 = 0; b0 < blocks; b0 += Batch, packed += PackedBatchBytes)
-            {
-                byte* batch = row + b0 * BlockBytes;
-                for (int p = 0; p < Batch / 2; p++)
-                {
-                    byte* block = batch + 2 * p * BlockBytes;
-                    var raw = Vector256.Create(Sse2.LoadVector128(block + 2), Sse2.LoadVector128(block + BlockBytes + 2));
-                    var low = raw & mask;
-                    var high = Avx2.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & mask;
-                    Avx512F.Store(packed + p * 128, Vector512.Create(low, low));
-                    Avx512F.Store(packed + p * 128 + 64, Vector512.Create(high, high));
-                }
-                Block32Kernels.WeightScales<Q4_0Block>(batch, out var d, out var offset);
-                Avx512F.Store((float*)(packed + 512), Vector512.Create(d, d));
-                Avx512F.Store((float*)(packed + 576), Vector512.Create(offset, offset));
-            }
-        }
-
-        public static int PairBytesPerBlock => 64 + 8 + 8;
-
-        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-        public static void Multiply<TPairs, TLayout>(in Tile tile, byte* row, int r, int firstPair, int blockStart, int blockEnd, Vector512<float>* carried)
-            where TPairs : IPairCount where TLayout : IWeightLayout
-        {
-            int blocks = tile.Blocks;
-            long stride = tile.PairBytes;
-            byte* quants = tile.Pairs + firstPair * stride;
-            byte* scales = quants + blocks * 64L;
-            byte* sums = scales + blocks * 8L;
-            Carry<TPairs>(blockStart, carried, out var acc0, out var acc1, out var acc2, out var acc3, out var acc4, out var acc5, out var acc6, out var acc7);
-            var nibbles = Vector512.Create((byte)0x0F);
-            var halves = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 8, 8, 8, 8, 9, 9, 9, 9);
-            for (int b0 = blockStart; b0 < blockEnd; b0 += Batch)
-            {
-                byte* batch = TLayout.Packed ? row + b0 / Batch * PackedBatchBytes : row + b0 * BlockBytes;
-                Vector512<float> d, offset;
-                if (TLayout.Packed)
-                {
-                    d = Avx512F.LoadVector512((float*)(batch + 512));
-                    offset = Avx512F.LoadVector512((float*)(batch + 576));
-                }
-                else
-                {
-                    Block32Kernels.WeightScales<Q4_0Block>(batch, out var d8, out var offset8);
-                    d = Vector512.Create(d8, d8);
-                    offset = Vector512.Create(offset8, offset8);
-                }
-                // Per token pair, the batch's 16 products d·dx, as the AVX2 kernels form them 8 at a time.
-                long at = b0 * 8L;
-                Vector512<float> sc0 = default, sc1 = default, sc2 = default, sc3 = default;
-                Vector512<float> sc4 = default, sc5 = default, sc6 = default, sc7 = default;
-                acc0 = Offset(acc0, offset, d, sums + at, scales + at, out sc0);
-                if (TPairs.Count > 1) acc1 = Offset(acc1, offset, d, sums + at + stride, scales + at + stride, out sc1);
-                if (TPairs.Count > 2)
-                {
-                    acc2 = Offset(acc2, offset, d, sums + at + 2 * stride, scales + at + 2 * stride, out sc2);
-                    acc3 = Offset(acc3, offset, d, sums + at + 3 * stride, scales + at + 3 * stride, out sc3);
-                }
-                if (TPairs.Count > 4)
-                {
-                    acc4 = Offset(acc4, offset, d, sums + at + 4 * stride, scales + at + 4 * stride, out sc4);
-                    acc5 = Offset(acc5, offset, d, sums + at + 5 * stride, scales + at + 5 * stride, out sc5);
-                    acc6 = Offset(acc6, offset, d, sums + at + 6 * stride, scales + at + 6 * stride, out sc6);
-                    acc7 = Offset(acc7, offset, d, sums + at + 7 * stride, scales + at + 7 * stride, out sc7);
-                }
-                for (int p = 0; p < Batch / 2; p++)
-                {
-                    Vector512<byte> low, high;
-                    if (TLayout.Packed)
-                    {
-                        low = Avx512F.LoadVector512(batch + p * 128);
-                        high = Avx512F.LoadVector512(batch + p * 128 + 64);
-                    }
-                    else
-                    {
-                        byte* block = batch + 2 * p * BlockBytes;
-                        var packed = Vector256.Create(Sse2.LoadVector128(block + 2), Sse2.LoadVector128(block + BlockBytes + 2));
-                        var raw = Vector512.Create(packed, packed);
-                        low = raw & nibbles;
-                        high = Avx512BW.ShiftRightLogical(raw.AsUInt16(), 4).AsByte() & nibbles;
-                    }
-                    var select = halves + Vector512.Create(2 * p);
-                    byte* q = quants + (b0 / 2 + p) * 128L;
-                    acc0 = Step(acc0, low, high, Avx512F.PermuteVar16x32(sc0, select), q);
-                    if (TPairs.Count > 1) acc1 = Step(acc1, low, high, Avx512F.PermuteVar16x32(sc1, select), q + stride);
-                    if (TPairs.Count > 2)
-                    {
-                        acc2 = Step(acc2, low, high, Avx512F.PermuteVar16x32(sc2, select), q + 2 * stride);
-                        acc3 = Step(acc3, low, high, Avx512F.PermuteVar16x32(sc3, select), q + 3 * stride);
-                    }
-                    if (TPairs.Count > 4)
-                    {
-                        acc4 = Step(acc4, low, high, Avx512F.PermuteVar16x32(sc4, select), q + 4 * stride);
-                        acc5 = Step(acc5, low, high, Avx512F.PermuteVar16x32(sc5, select), q + 5 * stride);
-                        acc6 = Step(acc6, low, high, Avx512F.PermuteVar16x32(sc6, select), q + 6 * stride);
-                        acc7 = Step(acc7, low, high, Avx512F.PermuteVar16x32(sc7, select), q + 7 * stride);
-                    }
-                }
-            }
-            Finish<TPairs>(tile, r, firstPair, blockEnd == blocks, carried, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
-        }
-
-        /// <summary>
-        /// A batch's offset terms <c>c·(dx·Σxq)</c> for one token pair, added first as the AVX2 kernels do, and its
-        /// scales <c>d·dx</c> in <paramref name="scales"/>.
-        /// </summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector512<float> Offset(Vector512<float> acc, Vector512<float> offset, Vector512<float> d, byte* sums, byte* dx, out Vector512<float> scales)
-        {
-            scales = d * Avx512F.LoadVector512((float*)dx);
-            return Avx512F.FusedMultiplyAdd(offset, Avx512F.LoadVector512((float*)sums), acc);
-        }
-
-        /// <summary>
-        /// One pair of blocks for one token pair: per half, lanes 0..3 sum the first block's products and lanes
-        /// 4..7 the second's, as <see cref="PairedBlock32Kernels"/>' pair dot does.
-        /// </summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        private static Vector512<float> Step(Vector512<float> acc, Vector512<byte> low, Vector512<byte> high, Vector512<float> scales, byte* quants)
-        {
-            // Two products of at most 15·127 from each half: their sum fits the int16 they are added in.
-            var pairs = Avx512BW.MultiplyAddAdjacent(low, Avx512F.LoadVector512((sbyte*)quants))
-                + Avx512BW.MultiplyAddAdjacent(high, Avx512F.LoadVector512((sbyte*)quants + 64));
-            var sums = Avx512BW.MultiplyAddAdjacent(pairs, Vector512<short>.One);
-            return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sums), scales, acc);
-        }
     }
 
     /// <summary>

@@ -41,21 +41,6 @@ internal unsafe struct Q8_0Block : IBlock32
     public static Vector256<byte> Quants(byte* block) => Avx.LoadVector256(block + 2);
 }
 
-internal unsafe struct Q4_0Block : INibbleBlock32
-{
-    public static int BlockBytes => 18;
-    public static bool SignedQuants => false;
-    public static bool HasMin => false;
-    public static float Offset => 8;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<byte> Quants(byte* block) => Block32Kernels.Nibbles(block + 2);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high) =>
-        Block32Kernels.PairNibbles(first + 2, first + BlockBytes + 2, out low, out high);
-}
-
 internal unsafe struct Q4_1Block : INibbleBlock32
 {
     public static int BlockBytes => 20;

@@ -136,22 +136,26 @@ internal static unsafe class MatMul
             totalRows += target.Weights.Rows;
         }
 
-        bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
+        bool rowGroups = RowGroupKernels.Handles(first.Type);
+        bool portable = !rowGroups && (path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported);
         bool wide = !portable && path == MatMulPath.Fastest && KQuantWideKernels.IsSupported;
         bool paired = !portable && path is not (MatMulPath.Avx2 or MatMulPath.Avx256) && FloatGemm.Handles(first.Type, tokens, first.Cols);
         bool tokenPairs = !portable && path == MatMulPath.Fastest && Avx512Block32Kernels.Handles(first.Type, first.Cols, tokens);
         ActivationFormat activations;
-        var kernel = paired ? PairedKernel(first.Type, out activations)
+        var kernel = rowGroups ? RowGroupKernel(path, out activations)
+            : paired ? PairedKernel(first.Type, out activations)
             : portable ? PortableKernel(first.Type, out activations)
             : tokenPairs ? TokenPairKernel(first.Type, out activations)
             : AvxVnni.IsSupported && path != MatMulPath.Avx2 ? FastKernel<VnniDot>(first.Type, tokens, wide, out activations)
             : FastKernel<Avx2Dot>(first.Type, tokens, wide, out activations);
-        long scratchPerRow = portable ? 0
+        long scratchPerRow = portable || rowGroups ? 0
             : paired ? (FloatGemm.WidensRows(first.Type) ? first.Cols * sizeof(float) : 0)
             : tokenPairs ? Avx512Block32Kernels.RowScratchBytes(first.Type, first.Cols, tokens)
             : FloatKernels.WidensRows(first.Type, tokens) ? first.Cols * sizeof(float)
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1, wide);
-        int chunkRows = paired ? PairedChunkRows(totalRows, pool.ThreadCount) : ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
+        int chunkRows = paired ? PairedChunkRows(totalRows, pool.ThreadCount)
+            : rowGroups ? RowGroupKernels.ChunkRows(ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow))
+            : ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
 
         // One buffer for the activations in the kernel's format and each thread's room for a chunk of rows.
         long activationBytes = activations switch
@@ -164,7 +168,8 @@ internal static unsafe class MatMul
                 Avx512Block32Kernels.ActivationBytes(first.Type, first.Cols, tokens),
             _ => ActivationQuantizer.Bytes32(first.Cols, tokens),
         };
-        long rowScratchBytes = portable ? first.Cols * sizeof(float)
+        long rowScratchBytes = rowGroups ? 0
+            : portable ? first.Cols * sizeof(float)
             : paired || tokenPairs || FloatKernels.WidensRows(first.Type, tokens) ? chunkRows * scratchPerRow
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, chunkRows, wide);
         long aligned = (activationBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
@@ -252,9 +257,18 @@ internal static unsafe class MatMul
         /// <summary>Floats in token pairs, for <see cref="FloatGemm.Rows{TRow}"/>.</summary>
         PairedFloat,
 
+        /// <summary>32-blocks in element order with integer sums, for <see cref="RowGroupKernels"/>.</summary>
+        ExactBlocks32,
+
         /// <summary><see cref="Blocks32"/> or <see cref="PairedBlocks32"/>, then a copy in token pairs for <see cref="Avx512Block32Kernels"/>.</summary>
         Blocks32TokenPairs,
         PairedBlocks32TokenPairs,
+    }
+
+    private static delegate*<MatMulTask*, int, int, int, void> RowGroupKernel(MatMulPath path, out ActivationFormat activations)
+    {
+        activations = ActivationFormat.ExactBlocks32;
+        return RowGroupKernels.Kernel(path);
     }
 
     private static delegate*<MatMulTask*, int, int, int, void> TokenPairKernel(GgmlType type, out ActivationFormat activations)
@@ -292,7 +306,6 @@ internal static unsafe class MatMul
             GgmlType.F16 => &FloatKernels.Rows<F16Row>,
             GgmlType.BF16 => &FloatKernels.Rows<BF16Row>,
             GgmlType.Q8_0 => &Block32Kernels.Rows<Q8_0Block, TDot>,
-            GgmlType.Q4_0 => &PairedBlock32Kernels.Rows<Q4_0Block, TDot>,
             GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block, TDot>,
             GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block, TDot>,
             GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block, TDot>,
@@ -376,6 +389,12 @@ internal static unsafe class MatMul
         float* x = task->X + (long)t * cols;
         if (format == ActivationFormat.PairedFloat)
             FloatGemm.PackPairs(task->X, cols, tokens, t, (float*)task->Activations);
+        else if (format == ActivationFormat.ExactBlocks32)
+        {
+            ActivationQuantizer.LayoutExact32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
+            int blocks = cols / ActivationQuantizer.Block32;
+            ActivationQuantizer.QuantizeExact32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks);
+        }
         else if (format != ActivationFormat.Blocks256)
         {
             ActivationQuantizer.Layout32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);

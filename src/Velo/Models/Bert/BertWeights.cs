@@ -58,9 +58,9 @@ internal sealed unsafe class BertWeights : IDisposable
     public BertWeights(GgufFile file, BertConfig c)
     {
         _bind = new WeightBinder(file);
-        TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim);
-        PositionEmbedding = _bind.Matrix("position_embd.weight", c.ContextLength, c.Dim);
-        TokenTypes = _bind.Matrix("token_types.weight", c.TokenTypes, c.Dim);
+        TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim, multiplied: false);
+        PositionEmbedding = _bind.Matrix("position_embd.weight", c.ContextLength, c.Dim, multiplied: false);
+        TokenTypes = _bind.Matrix("token_types.weight", c.TokenTypes, c.Dim, multiplied: false);
         EmbeddingNorm = Norm.Bind(_bind, "token_embd_norm", c.Dim);
         Layers = new BertLayerWeights[c.Layers];
         for (int i = 0; i < c.Layers; i++)
@@ -106,7 +106,7 @@ internal sealed unsafe class BertWeights : IDisposable
             foreach (var layer in Layers)
                 foreach (var linear in (ReadOnlySpan<Linear>)[layer.Query, layer.Key, layer.Value, layer.Output, layer.Up, layer.Down])
                     if (linear.Packed is { } packed) bytes += (long)packed.Rows * packed.Cols * sizeof(float);
-            return bytes;
+            return bytes + _bind.RepackedBytes;
         }
     }
 

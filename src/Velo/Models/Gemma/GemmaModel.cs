@@ -41,7 +41,7 @@ internal sealed unsafe class GemmaModel : IModel
     public ModelInfo Info { get; }
     public GemmaWeights Weights { get; }
 
-    public long WeightBytes => File.FileSize - File.DataOffset;
+    public long WeightBytes => File.FileSize - File.DataOffset + Weights.RepackedBytes;
 
     public void Forward(IModelState state, ForwardBatch batch)
     {

@@ -41,7 +41,8 @@ internal sealed unsafe class LlamaModel : ILayerRangeModel
 
     // The file's tensor data is mapped, not read: it becomes resident page by page as the forward pass reads it;
     // a stage reads only its own blocks' tensors.
-    public long WeightBytes => Layers.IsAll ? File.FileSize - File.DataOffset : Weights.Bytes;
+    // Q4_0 matrices are also repacked at load into a copy of about their size (RowGroups).
+    public long WeightBytes => (Layers.IsAll ? File.FileSize - File.DataOffset : Weights.Bytes) + Weights.RepackedBytes;
 
     public Span<float> Hidden(IModelState state, int tokens)
     {

@@ -25,7 +25,7 @@ internal sealed unsafe class LlamaWeights : IDisposable
     public LlamaWeights(GgufFile file, LlamaConfig c, LayerRange layers)
     {
         _bind = new WeightBinder(file);
-        if (layers.IsFirst) TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim);
+        if (layers.IsFirst) TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim, multiplied: false);
         if (layers.IsLast)
         {
             OutputNorm = _bind.Vector("output_norm.weight", c.Dim);
@@ -65,6 +65,9 @@ internal sealed unsafe class LlamaWeights : IDisposable
 
     /// <summary>The bytes of the tensors bound: what the forward pass reads of the file.</summary>
     public long Bytes => _bind.BoundBytes;
+
+    /// <summary>The bytes of the matrices repacked at load, beside the mapped file.</summary>
+    public long RepackedBytes => _bind.RepackedBytes;
 
     public void Dispose() => _bind.Dispose();
 }
