@@ -95,10 +95,11 @@ internal static unsafe class ActivationQuantizer
     /// <summary>
     /// Quantizes one row into 32-blocks in element order with each block's integer <c>Σq</c>, for kernels whose
     /// offset terms stay integers. Without AVX2 a scalar loop gives the same quants: the same scale, the same
-    /// product by its inverse, rounded half to even as the vector conversion rounds.
+    /// product by its inverse, rounded half to even as the vector conversion rounds. <paramref name="biased"/>
+    /// stores each quant plus 128 (its sign bit flipped), the unsigned operand that <c>vpdpbusd</c> takes.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void QuantizeExact32(float* x, int cols, sbyte* quants, float* scales, int* sums)
+    public static void QuantizeExact32(float* x, int cols, sbyte* quants, float* scales, int* sums, bool biased = false)
     {
         int blocks = cols / Block32;
         if (Avx2.IsSupported)
@@ -115,17 +116,18 @@ internal static unsafe class ActivationQuantizer
                 var q1 = Avx.ConvertToVector256Int32(v1 * inverse);
                 var q2 = Avx.ConvertToVector256Int32(v2 * inverse);
                 var q3 = Avx.ConvertToVector256Int32(v3 * inverse);
-                Avx.Store(quants + b * Block32, PackToBytes(q0, q1, q2, q3));
+                var packed = PackToBytes(q0, q1, q2, q3);
+                Avx.Store(quants + b * Block32, biased ? packed ^ Vector256.Create(unchecked((sbyte)0x80)) : packed);
                 scales[b] = amax / 127f;
                 sums[b] = Vector256.Sum(q0 + q1 + q2 + q3);
             }
             return;
         }
-        QuantizeExact32Portable(x, cols, quants, scales, sums);
+        QuantizeExact32Portable(x, cols, quants, scales, sums, biased);
     }
 
     /// <summary>The scalar form of <see cref="QuantizeExact32"/>, for machines without AVX2; it gives the same quants.</summary>
-    internal static void QuantizeExact32Portable(float* x, int cols, sbyte* quants, float* scales, int* sums)
+    internal static void QuantizeExact32Portable(float* x, int cols, sbyte* quants, float* scales, int* sums, bool biased = false)
     {
         int blocks = cols / Block32;
         for (int b = 0; b < blocks; b++)
@@ -138,7 +140,7 @@ internal static unsafe class ActivationQuantizer
             for (int i = 0; i < Block32; i++)
             {
                 int q = Math.Clamp((int)MathF.Round(src[i] * inverse, MidpointRounding.ToEven), -128, 127);
-                quants[b * Block32 + i] = (sbyte)q;
+                quants[b * Block32 + i] = (sbyte)(biased ? q ^ 0x80 : q);
                 sum += q;
             }
             scales[b] = amax / 127f;

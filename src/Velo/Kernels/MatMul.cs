@@ -142,7 +142,7 @@ internal static unsafe class MatMul
         bool paired = !portable && path is not (MatMulPath.Avx2 or MatMulPath.Avx256) && FloatGemm.Handles(first.Type, tokens, first.Cols);
         bool tokenPairs = !portable && path == MatMulPath.Fastest && Avx512Block32Kernels.Handles(first.Type, first.Cols, tokens);
         ActivationFormat activations;
-        var kernel = rowGroups ? RowGroupKernel(path, out activations)
+        var kernel = rowGroups ? RowGroupKernel(first.Type, path, out activations)
             : paired ? PairedKernel(first.Type, out activations)
             : portable ? PortableKernel(first.Type, out activations)
             : tokenPairs ? TokenPairKernel(first.Type, out activations)
@@ -154,7 +154,7 @@ internal static unsafe class MatMul
             : FloatKernels.WidensRows(first.Type, tokens) ? first.Cols * sizeof(float)
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1, wide);
         int chunkRows = paired ? PairedChunkRows(totalRows, pool.ThreadCount)
-            : rowGroups ? RowGroupKernels.ChunkRows(ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow))
+            : rowGroups ? RowGroupKernels.ChunkRows(totalRows, tokens, pool.ThreadCount)
             : ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
 
         // One buffer for the activations in the kernel's format and each thread's room for a chunk of rows.
@@ -265,10 +265,10 @@ internal static unsafe class MatMul
         PairedBlocks32TokenPairs,
     }
 
-    private static delegate*<MatMulTask*, int, int, int, void> RowGroupKernel(MatMulPath path, out ActivationFormat activations)
+    private static delegate*<MatMulTask*, int, int, int, void> RowGroupKernel(GgmlType type, MatMulPath path, out ActivationFormat activations)
     {
         activations = ActivationFormat.ExactBlocks32;
-        return RowGroupKernels.Kernel(path);
+        return RowGroupKernels.Kernel(type, path);
     }
 
     private static delegate*<MatMulTask*, int, int, int, void> TokenPairKernel(GgmlType type, out ActivationFormat activations)
@@ -393,7 +393,8 @@ internal static unsafe class MatMul
         {
             ActivationQuantizer.LayoutExact32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
             int blocks = cols / ActivationQuantizer.Block32;
-            ActivationQuantizer.QuantizeExact32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks);
+            ActivationQuantizer.QuantizeExact32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks,
+                biased: RowGroupKernels.BiasedActivations(task->W.Type));
         }
         else if (format != ActivationFormat.Blocks256)
         {

@@ -28,16 +28,36 @@ internal static unsafe class RowGroupKernels
     /// <summary>Whether these kernels multiply <paramref name="type"/> weights.</summary>
     public static bool Handles(GgmlType type) => RowGroups.Repacks(type);
 
-    /// <summary>The kernel for <paramref name="path"/>; each falls back to the portable one for a matrix without a repacked copy.</summary>
-    public static delegate*<MatMulTask*, int, int, int, void> Kernel(MatMulPath path)
+    /// <summary>
+    /// The kernel for <paramref name="type"/> on <paramref name="path"/>; each falls back to the portable one for a
+    /// matrix without a repacked copy. Q8_0 runs the 256-bit kernels on AVX-512 machines too: .NET 10 has no
+    /// 512-bit <c>vpdpbusd</c>, and AVX-VNNI's 256-bit one does a block's 32 products in one instruction.
+    /// </summary>
+    public static delegate*<MatMulTask*, int, int, int, void> Kernel(GgmlType type, MatMulPath path)
     {
         if (path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported) return &Portable;
+        bool vnni = AvxVnni.IsSupported && path != MatMulPath.Avx2;
+        if (type == GgmlType.Q8_0) return vnni ? &Rows256<Q8_0Halves<VnniDot>> : &Rows256<Q8_0Halves<Avx2Dot>>;
         if (path == MatMulPath.Fastest && Avx512BW.IsSupported) return &Rows512;
-        return AvxVnni.IsSupported && path != MatMulPath.Avx2 ? &Rows256<VnniDot> : &Rows256<Avx2Dot>;
+        return vnni ? &Rows256<Q4_0Halves<VnniDot>> : &Rows256<Q4_0Halves<Avx2Dot>>;
     }
 
-    /// <summary>Rows of a work item: whole groups, as many as the generic rule gives, so no group is split between items.</summary>
-    public static int ChunkRows(int chunkRows) => Math.Max(RowGroups.Rows, chunkRows / RowGroups.Rows * RowGroups.Rows);
+    /// <summary>Whether the activations are stored plus 128, as the unsigned operand of the Q8_0 kernels.</summary>
+    public static bool BiasedActivations(GgmlType type) => type == GgmlType.Q8_0;
+
+    /// <summary>
+    /// Rows of a work item, whole groups: each thread gets about four items (eight for decode steps), of at most
+    /// <see cref="MaxChunkRows"/> rows. Every token tile walks all of an item's groups while its activations stay in
+    /// L1, so an item of a single group made prefill reread the whole batch's activations per 16 rows.
+    /// </summary>
+    public static int ChunkRows(int rows, int tokens, int threads)
+    {
+        int share = rows / (threads * (tokens > 8 ? 4 : 8));
+        return Math.Clamp(share / RowGroups.Rows * RowGroups.Rows, RowGroups.Rows, MaxChunkRows);
+    }
+
+    /// <summary>About 300 KB of Q4_0 weights of 2048 columns: an item's groups stay in L2 while each token tile walks them.</summary>
+    private const int MaxChunkRows = 256;
 
     /// <summary>
     /// The definition every path matches bit for bit, read from the file's blocks: per row and token the blocks'
@@ -48,6 +68,8 @@ internal static unsafe class RowGroupKernels
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 32;
         ActivationQuantizer.LayoutExact32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out int* sums);
+        bool q8 = task->W.Type == GgmlType.Q8_0;
+        int blockBytes = q8 ? 34 : 18;
         for (int r = rowStart; r < rowEnd; r++)
         {
             byte* row = task->W.Row(r);
@@ -57,13 +79,22 @@ internal static unsafe class RowGroupKernels
                 float acc = 0;
                 for (int b = 0; b < blocks; b++)
                 {
-                    byte* block = row + b * 18;
-                    byte* nibbles = block + 2;
+                    byte* block = row + b * blockBytes;
                     sbyte* xb = x + b * 32;
                     int isum = 0;
-                    for (int i = 0; i < 16; i++)
-                        isum += (nibbles[i] & 0x0F) * xb[i] + (nibbles[i] >> 4) * xb[i + 16];
-                    isum -= 8 * sums[(long)t * blocks + b];
+                    if (q8)
+                    {
+                        // Q8_0's activations are stored plus 128: flipping the sign bit gives the quant back.
+                        for (int i = 0; i < 32; i++)
+                            isum += ((sbyte*)block)[2 + i] * (sbyte)(xb[i] ^ unchecked((sbyte)0x80));
+                    }
+                    else
+                    {
+                        byte* nibbles = block + 2;
+                        for (int i = 0; i < 16; i++)
+                            isum += (nibbles[i] & 0x0F) * xb[i] + (nibbles[i] >> 4) * xb[i + 16];
+                        isum -= 8 * sums[(long)t * blocks + b];
+                    }
                     float d = (float)BitConverter.UInt16BitsToHalf(*(ushort*)block);
                     acc = MathF.FusedMultiplyAdd(isum, d * scales[(long)t * blocks + b], acc);
                 }
@@ -120,7 +151,7 @@ internal static unsafe class RowGroupKernels
         }
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 32;
         ActivationQuantizer.LayoutExact32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out int* sums);
-        long groupBytes = RowGroups.GroupBytes(cols);
+        long groupBytes = RowGroups.GroupBytes(GgmlType.Q4_0, cols);
         int first = task->W.PackedFirstLane, laneStart = first + rowStart, laneEnd = first + rowEnd;
         for (int t = 0; t < tokens;)
         {
@@ -252,7 +283,7 @@ internal static unsafe class RowGroupKernels
     /// unpacked step by step, each step serving the tile's tokens, so 16 registers hold a tile.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Rows256<TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TDot : IIntegerDot
+    private static void Rows256<THalves>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where THalves : IHalfGroups
     {
         if (task->W.Packed == null)
         {
@@ -261,7 +292,7 @@ internal static unsafe class RowGroupKernels
         }
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 32;
         ActivationQuantizer.LayoutExact32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out int* sums);
-        long groupBytes = RowGroups.GroupBytes(cols);
+        long groupBytes = RowGroups.GroupBytes(task->W.Type, cols);
         const int Half = RowGroups.Rows / 2;
         int first = task->W.PackedFirstLane, laneStart = first + rowStart, laneEnd = first + rowEnd;
         for (int t = 0; t < tokens;)
@@ -280,12 +311,111 @@ internal static unsafe class RowGroupKernels
                 // The half's lanes inside its group: its scales and quant bytes start that far in.
                 byte* group = task->W.Packed + h / 2 * groupBytes;
                 int offset = h % 2;
-                if (count == 4) Half256<TDot, FourTokens>(tile, group, offset);
-                else if (count == 2) Half256<TDot, TwoTokens>(tile, group, offset);
-                else Half256<TDot, OneToken>(tile, group, offset);
+                if (count == 4) THalves.Multiply<FourTokens>(tile, group, offset);
+                else if (count == 2) THalves.Multiply<TwoTokens>(tile, group, offset);
+                else THalves.Multiply<OneToken>(tile, group, offset);
             }
             t += count;
         }
+    }
+
+    /// <summary>A type's 256-bit kernel for half a group, as a type so <see cref="Rows256{THalves}"/> is compiled once per type.</summary>
+    private interface IHalfGroups
+    {
+        static abstract void Multiply<TCount>(in Tile tile, byte* group, int half) where TCount : ITokenCount;
+    }
+
+    private struct Q4_0Halves<TDot> : IHalfGroups where TDot : IIntegerDot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Multiply<TCount>(in Tile tile, byte* group, int half) where TCount : ITokenCount => Half256<TDot, TCount>(tile, group, half);
+    }
+
+    private struct Q8_0Halves<TDot> : IHalfGroups where TDot : IIntegerDot
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Multiply<TCount>(in Tile tile, byte* group, int half) where TCount : ITokenCount => HalfQ8<TDot, TCount>(tile, group, half);
+    }
+
+    /// <summary>
+    /// Q8_0, 8 rows: with AVX-VNNI, <c>vpdpbusd</c> of the activations plus 128 (unsigned) by the signed weights,
+    /// minus 128·Σw, which <c>vpdpbusd</c> of ones by the weights gives once per tile; without it, the weights' signs
+    /// move onto the activations for <c>vpmaddubsw</c>, each product pair widened by <c>vpmaddwd</c> at once (a pair
+    /// of two −128 weights reaches 32512, so two pairs would not fit int16).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void HalfQ8<TDot, TCount>(in Tile tile, byte* group, int half) where TDot : IIntegerDot where TCount : ITokenCount
+    {
+        int blocks = tile.Blocks;
+        long cols = tile.Cols;
+        byte* weightScales = group + half * 16;
+        byte* q = group + tile.ScaleBytes + half * 32;
+        sbyte* x = tile.Quants;
+        float* xd = tile.Scales;
+        bool vnni = typeof(TDot) == typeof(VnniDot);
+        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        for (int b = 0; b < blocks; b++, q += 512, x += 32)
+        {
+            Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default, weightSums = default;
+            for (int j = 0; j < 8; j++)
+            {
+                var w = Avx.LoadVector256(q + j * 64).AsSByte();
+                sbyte* xj = x + 4 * j;
+                if (vnni)
+                {
+                    weightSums = AvxVnni.MultiplyWideningAndAdd(weightSums, Vector256.Create((byte)1), w);
+                    s0 = AvxVnni.MultiplyWideningAndAdd(s0, Vector256.Create(*(int*)xj).AsByte(), w);
+                    if (TCount.Count > 1) s1 = AvxVnni.MultiplyWideningAndAdd(s1, Vector256.Create(*(int*)(xj + cols)).AsByte(), w);
+                    if (TCount.Count > 2)
+                    {
+                        s2 = AvxVnni.MultiplyWideningAndAdd(s2, Vector256.Create(*(int*)(xj + 2 * cols)).AsByte(), w);
+                        s3 = AvxVnni.MultiplyWideningAndAdd(s3, Vector256.Create(*(int*)(xj + 3 * cols)).AsByte(), w);
+                    }
+                }
+                else
+                {
+                    var magnitude = Avx2.Abs(w);
+                    s0 += SignedDot(magnitude, w, xj);
+                    if (TCount.Count > 1) s1 += SignedDot(magnitude, w, xj + cols);
+                    if (TCount.Count > 2)
+                    {
+                        s2 += SignedDot(magnitude, w, xj + 2 * cols);
+                        s3 += SignedDot(magnitude, w, xj + 3 * cols);
+                    }
+                }
+            }
+            if (vnni)
+            {
+                var offset = weightSums << 7;
+                s0 -= offset;
+                s1 -= offset;
+                s2 -= offset;
+                s3 -= offset;
+            }
+            var d = F16Row.Load8(weightScales, b * RowGroups.Rows);
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0), d * Vector256.Create(xd[b]), acc0);
+            if (TCount.Count > 1) acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1), d * Vector256.Create(xd[blocks + b]), acc1);
+            if (TCount.Count > 2)
+            {
+                acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s2), d * Vector256.Create(xd[2 * blocks + b]), acc2);
+                acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3), d * Vector256.Create(xd[3 * blocks + b]), acc3);
+            }
+        }
+        Store(tile, 0, acc0);
+        if (TCount.Count > 1) Store(tile, 1, acc1);
+        if (TCount.Count > 2)
+        {
+            Store(tile, 2, acc2);
+            Store(tile, 3, acc3);
+        }
+    }
+
+    /// <summary>Per lane Σ w·x of four quants, x read plus 128 and broadcast: <c>vpmaddubsw</c> of |w| by x with w's sign.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> SignedDot(Vector256<byte> magnitude, Vector256<sbyte> w, sbyte* x)
+    {
+        var signed = Vector256.Create(*(int*)x).AsSByte() ^ Vector256.Create(unchecked((sbyte)0x80));
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(magnitude, Avx2.Sign(signed, w)), Vector256.Create((short)1));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -49,7 +49,7 @@ internal readonly unsafe struct WeightMatrix
         int lane = PackedFirstLane + first;
         return slice with
         {
-            Packed = Packed + lane / RowGroups.Rows * RowGroups.GroupBytes(Cols),
+            Packed = Packed + lane / RowGroups.Rows * RowGroups.GroupBytes(Type, Cols),
             PackedFirstLane = lane % RowGroups.Rows,
         };
     }

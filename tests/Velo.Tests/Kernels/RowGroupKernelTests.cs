@@ -6,7 +6,7 @@ using Velo.Threading;
 namespace Velo.Tests.Kernels;
 
 /// <summary>
-/// Q4_0 weights repacked into 16-row groups (<see cref="RowGroups"/>): every path and every batch size gives, bit for
+/// Q4_0 and Q8_0 weights repacked into 16-row groups (<see cref="RowGroups"/>): every path and every batch size gives, bit for
 /// bit, the scalar definition below, for row counts that fill whole groups and that do not, and for slices of a
 /// fused matrix that start inside a group.
 /// </summary>
@@ -16,7 +16,7 @@ public unsafe class RowGroupKernelTests
 
     /// <summary>
     /// The definition: activations quantized to 32-blocks, then per row and token over the blocks in order
-    /// <c>acc = fma((float)isum, d_w · d_x, acc)</c> with <c>isum = Σ q·x − 8·Σx</c>.
+    /// <c>acc = fma((float)isum, d_w · d_x, acc)</c> with <c>isum = Σ q·x − 8·Σx</c> (Q4_0) or <c>Σ w·x</c> (Q8_0).
     /// </summary>
     private static float[] Reference(in WeightMatrix w, float[] x, int tokens)
     {
@@ -38,11 +38,21 @@ public unsafe class RowGroupKernelTests
                 float acc = 0;
                 for (int b = 0; b < blocks; b++)
                 {
-                    byte* block = row + b * 18;
                     int isum = 0;
-                    for (int i = 0; i < 16; i++)
-                        isum += (block[2 + i] & 15) * quants[b * 32 + i] + (block[2 + i] >> 4) * quants[b * 32 + 16 + i];
-                    isum -= 8 * sums[b];
+                    byte* block;
+                    if (w.Type == GgmlType.Q8_0)
+                    {
+                        block = row + b * 34;
+                        for (int i = 0; i < 32; i++)
+                            isum += ((sbyte*)block)[2 + i] * quants[b * 32 + i];
+                    }
+                    else
+                    {
+                        block = row + b * 18;
+                        for (int i = 0; i < 16; i++)
+                            isum += (block[2 + i] & 15) * quants[b * 32 + i] + (block[2 + i] >> 4) * quants[b * 32 + 16 + i];
+                        isum -= 8 * sums[b];
+                    }
                     acc = MathF.FusedMultiplyAdd(isum, (float)BitConverter.UInt16BitsToHalf(*(ushort*)block) * scales[b], acc);
                 }
                 y[t * w.Rows + r] = acc;
@@ -74,16 +84,22 @@ public unsafe class RowGroupKernelTests
         }
     }
 
-    [Fact]
-    public void EveryPathAndBatchSizeGivesTheDefinitionBitForBit()
+    [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q8_0)]
+    public void EveryPathAndBatchSizeGivesTheDefinitionBitForBit(GgmlType type)
     {
         Assert.True(Avx2.IsSupported || !Avx512BW.IsSupported);
-        var random = new Random(17);
+        var random = new Random(17 + (int)type);
         using var pool = new WorkerPool(3);
         foreach (var (rows, cols) in new[] { (37, 256), (16, 32), (48, 96), (5, 672), (70, 64) })
         {
-            using var file = MatMulTests.RandomWeights(GgmlType.Q4_0, rows, cols, random);
-            var plain = new WeightMatrix((byte*)file.Pointer, GgmlType.Q4_0, rows, cols);
+            using var file = MatMulTests.RandomWeights(type, rows, cols, random);
+            var plain = new WeightMatrix((byte*)file.Pointer, type, rows, cols);
+            // Q8_0 quants of −128, which files may hold: a product pair of two reaches 2·128·127 in int16.
+            if (type == GgmlType.Q8_0)
+                for (int r = 0; r < rows; r += 2)
+                    plain.Row(r)[2] = plain.Row(r)[3] = 0x80;
             using var packedCopy = Repack(plain, out var w);
             int mostTokens = rows == 37 ? 40 : 9;
             var x = MatMulTests.RandomActivations(mostTokens * cols, random);
@@ -94,14 +110,16 @@ public unsafe class RowGroupKernelTests
         }
     }
 
-    [Fact]
-    public void LongBatchesGiveTheDefinitionBitForBit()
+    [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q8_0)]
+    public void LongBatchesGiveTheDefinitionBitForBit(GgmlType type)
     {
         var random = new Random(5);
         using var pool = new WorkerPool(2);
         const int Rows = 40, Cols = 128;
-        using var file = MatMulTests.RandomWeights(GgmlType.Q4_0, Rows, Cols, random);
-        var plain = new WeightMatrix((byte*)file.Pointer, GgmlType.Q4_0, Rows, Cols);
+        using var file = MatMulTests.RandomWeights(type, Rows, Cols, random);
+        var plain = new WeightMatrix((byte*)file.Pointer, type, Rows, Cols);
         using var packedCopy = Repack(plain, out var w);
         foreach (int tokens in new[] { 64, 517 })
         {
@@ -110,14 +128,16 @@ public unsafe class RowGroupKernelTests
         }
     }
 
-    [Fact]
-    public void SlicesOfAFusedMatrixGiveTheirRowsOfTheDefinition()
+    [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q8_0)]
+    public void SlicesOfAFusedMatrixGiveTheirRowsOfTheDefinition(GgmlType type)
     {
         var random = new Random(3);
         using var pool = new WorkerPool(2);
         const int Rows = 75, Cols = 96;
-        using var file = MatMulTests.RandomWeights(GgmlType.Q4_0, Rows, Cols, random);
-        var plain = new WeightMatrix((byte*)file.Pointer, GgmlType.Q4_0, Rows, Cols);
+        using var file = MatMulTests.RandomWeights(type, Rows, Cols, random);
+        var plain = new WeightMatrix((byte*)file.Pointer, type, Rows, Cols);
         using var packedCopy = Repack(plain, out var w);
         foreach (var (first, count) in new[] { (0, 16), (5, 30), (16, 21), (35, 40), (74, 1), (3, 7) })
         {
@@ -132,13 +152,15 @@ public unsafe class RowGroupKernelTests
         }
     }
 
-    [Fact]
-    public void AMatrixWithoutARepackedCopyGivesTheSameResults()
+    [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q8_0)]
+    public void AMatrixWithoutARepackedCopyGivesTheSameResults(GgmlType type)
     {
         var random = new Random(9);
         using var pool = new WorkerPool(2);
-        using var file = MatMulTests.RandomWeights(GgmlType.Q4_0, 20, 64, random);
-        var plain = new WeightMatrix((byte*)file.Pointer, GgmlType.Q4_0, 20, 64);
+        using var file = MatMulTests.RandomWeights(type, 20, 64, random);
+        var plain = new WeightMatrix((byte*)file.Pointer, type, 20, 64);
         var x = MatMulTests.RandomActivations(6 * 64, random);
         AssertEveryPathGives(Reference(plain, x, 6), plain, x, 6, pool, "no repacked copy");
     }
