@@ -8,8 +8,9 @@ namespace Velo.Kernels;
 /// Quantizes activation rows to 8 bits so quantized weights can be multiplied with integer instructions. Two
 /// layouts, each kept as separate arrays so the kernels load them with aligned vector reads:
 /// <list type="bullet">
-/// <item>32-blocks (for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1): per block a float scale and the float
-/// <c>scale * Σq</c>, which is what the weight's offset or min multiplies.</item>
+/// <item>32-blocks (for Q4_1, Q5_0, Q5_1): per block a float scale and the float <c>scale * Σq</c>, which is
+/// what the weight's offset or min multiplies; or, for the repacked Q4_0 and Q8_0 (<see cref="QuantizeExact32"/>),
+/// in element order with the integer <c>Σq</c>.</item>
 /// <item>256-blocks (for the K-quants, llama.cpp's Q8_K): per block a float scale and, per 16 values, the integer
 /// <c>Σq</c> as int16, which the K-quants' sub-block mins and offsets multiply.</item>
 /// </list>
@@ -45,12 +46,12 @@ internal static unsafe class ActivationQuantizer
     }
 
     /// <summary>
-    /// Quantizes one row of <paramref name="cols"/> floats into 32-blocks. <paramref name="paired"/> interleaves
-    /// the quants of each pair of blocks by halves — first halves of both blocks, then second halves — the order
-    /// in which one 256-bit register of two blocks' nibbles unpacks (an odd last block stays as it is).
+    /// Quantizes one row of <paramref name="cols"/> floats into 32-blocks, the quants of each pair of blocks
+    /// interleaved by halves — first halves of both blocks, then second halves — the order in which one 256-bit
+    /// register of two blocks' nibbles unpacks (an odd last block stays as it is).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Quantize32(float* x, int cols, sbyte* quants, float* scales, float* sums, bool paired)
+    public static void Quantize32(float* x, int cols, sbyte* quants, float* scales, float* sums)
     {
         int blocks = cols / Block32;
         for (int b = 0; b < blocks; b++)
@@ -67,7 +68,7 @@ internal static unsafe class ActivationQuantizer
             var q2 = Avx.ConvertToVector256Int32(v2 * inverse);
             var q3 = Avx.ConvertToVector256Int32(v3 * inverse);
             var packed = PackToBytes(q0, q1, q2, q3);
-            if (paired && (b | 1) < blocks)
+            if ((b | 1) < blocks)
             {
                 sbyte* pair = quants + (b & ~1) * Block32 + (b & 1) * 16;
                 Sse2.Store(pair, packed.GetLower());

@@ -154,47 +154,6 @@ public unsafe class MatMulTests
         }
     }
 
-    /// <summary>
-    /// The AVX-512 tiles of token pairs (Q4_0 and Q8_0 prefill) sum each token exactly as the AVX2 tiles and a token
-    /// alone do: tiles of 8, 4, 2 and 1 pairs, an odd last token, tail blocks after the whole batches of 8, rows read
-    /// from the file (under 16 tokens) or packed, whole rows or column blocks (Q4_0 from 2048 columns, Q8_0 from
-    /// 672), chunks of more rows than a group whose accumulators wait between blocks (520 rows), bit for bit.
-    /// </summary>
-    [Avx512Theory]
-    [InlineData(GgmlType.Q8_0)]
-    public void TokenPairTilesEqualAvx2AndATokenAloneBitForBit(GgmlType type)
-    {
-        var random = new Random((int)type * 13);
-        using var pool = new WorkerPool(3);
-        foreach (int cols in new[] { 256, 384, 32 * 21, 1024, 1056 })
-        foreach (int rows in cols == 1024 ? new[] { 1, 7, 33, 520 } : new[] { 1, 7, 33 })
-        {
-            using var weights = RandomWeights(type, rows, cols, random);
-            var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
-            foreach (int tokens in new[] { 4, 5, 15, 16, 17, 30, 33 })
-            {
-                Assert.True(Avx512Block32Kernels.Handles(type, cols, tokens));
-                float[] x = RandomActivations(tokens * cols, random);
-                float[] pairs = new float[tokens * rows], avx2 = new float[tokens * rows], tiles256 = new float[tokens * rows];
-                float[] alone = new float[rows];
-                fixed (float* px = x, pp = pairs, pa = avx2, p256 = tiles256, p1 = alone)
-                {
-                    MatMul.Multiply(w, px, tokens, pp, pool, MatMulPath.Fastest);
-                    MatMul.Multiply(w, px, tokens, pa, pool, MatMulPath.Avx2);
-                    MatMul.Multiply(w, px, tokens, p256, pool, MatMulPath.Avx256);
-                    Assert.True(MemoryMarshal.Cast<float, int>(pairs).SequenceEqual(MemoryMarshal.Cast<float, int>(avx2)),
-                        $"{type} rows={rows} cols={cols} tokens={tokens}: token-pair tiles and AVX2 differ");
-                    Assert.True(MemoryMarshal.Cast<float, int>(pairs).SequenceEqual(MemoryMarshal.Cast<float, int>(tiles256)),
-                        $"{type} rows={rows} cols={cols} tokens={tokens}: token-pair tiles and the 256-bit (AVX-VNNI) tiles differ");
-                    int t = random.Next(tokens);
-                    MatMul.Multiply(w, px + t * cols, 1, p1, pool, MatMulPath.Fastest);
-                    Assert.True(MemoryMarshal.Cast<float, int>(alone).SequenceEqual(MemoryMarshal.Cast<float, int>(pairs.AsSpan(t * rows, rows))),
-                        $"{type} rows={rows} cols={cols} tokens={tokens}: token {t} alone differs from it in the batch");
-                }
-            }
-        }
-    }
-
     private static void CompareWithReference(GgmlType type, MatMulPath path)
     {
         var random = new Random((int)type * 7919 + (int)path);

@@ -126,6 +126,14 @@ public unsafe class RowGroupKernelTests
             var x = MatMulTests.RandomActivations(tokens * Cols, random);
             AssertEveryPathGives(Reference(plain, x, tokens), w, x, tokens, pool, $"{tokens} tokens");
         }
+
+        // Work items of many groups, rows of many blocks.
+        const int ManyRows = 520, ManyCols = 2048, Tokens = 19;
+        using var largeFile = MatMulTests.RandomWeights(type, ManyRows, ManyCols, random);
+        var large = new WeightMatrix((byte*)largeFile.Pointer, type, ManyRows, ManyCols);
+        using var largeCopy = Repack(large, out var largePacked);
+        var xs = MatMulTests.RandomActivations(Tokens * ManyCols, random);
+        AssertEveryPathGives(Reference(large, xs, Tokens), largePacked, xs, Tokens, pool, $"{ManyRows}×{ManyCols}");
     }
 
     [Theory]
