@@ -20,8 +20,17 @@ internal readonly unsafe struct Linear
         Bias = bind.Vector(name + ".bias", rows),
     };
 
-    /// <summary>This layer with its weights packed, when <see cref="PackedFloatMatrix.CanPack"/> takes them.</summary>
-    public Linear WithPacked() => PackedFloatMatrix.CanPack(Weight) ? this with { Packed = new PackedFloatMatrix(Weight) } : this;
+    /// <summary>
+    /// A layer whose weights are packed into <see cref="PackedFloatGemm"/>'s panels where
+    /// <see cref="PackedFloatMatrix.CanPack"/> takes them (then not also repacked for the integer kernels), else
+    /// bound as <see cref="Bind"/> binds it.
+    /// </summary>
+    public static Linear BindPacked(WeightBinder bind, string name, int rows, int cols)
+    {
+        var plain = bind.Matrix(name + ".weight", rows, cols, multiplied: false);
+        if (!PackedFloatMatrix.CanPack(plain)) return Bind(bind, name, rows, cols);
+        return new Linear { Weight = plain, Bias = bind.Vector(name + ".bias", rows), Packed = new PackedFloatMatrix(plain) };
+    }
 }
 
 /// <summary>A LayerNorm's weight and bias.</summary>
@@ -68,13 +77,13 @@ internal sealed unsafe class BertWeights : IDisposable
             string p = $"blk.{i}.";
             Layers[i] = new BertLayerWeights
             {
-                Query = Linear.Bind(_bind, p + "attn_q", c.Dim, c.Dim).WithPacked(),
-                Key = Linear.Bind(_bind, p + "attn_k", c.Dim, c.Dim).WithPacked(),
-                Value = Linear.Bind(_bind, p + "attn_v", c.Dim, c.Dim).WithPacked(),
-                Output = Linear.Bind(_bind, p + "attn_output", c.Dim, c.Dim).WithPacked(),
+                Query = Linear.BindPacked(_bind, p + "attn_q", c.Dim, c.Dim),
+                Key = Linear.BindPacked(_bind, p + "attn_k", c.Dim, c.Dim),
+                Value = Linear.BindPacked(_bind, p + "attn_v", c.Dim, c.Dim),
+                Output = Linear.BindPacked(_bind, p + "attn_output", c.Dim, c.Dim),
                 AttentionNorm = Norm.Bind(_bind, p + "attn_output_norm", c.Dim),
-                Up = Linear.Bind(_bind, p + "ffn_up", c.FfnDim, c.Dim).WithPacked(),
-                Down = Linear.Bind(_bind, p + "ffn_down", c.Dim, c.FfnDim).WithPacked(),
+                Up = Linear.BindPacked(_bind, p + "ffn_up", c.FfnDim, c.Dim),
+                Down = Linear.BindPacked(_bind, p + "ffn_down", c.Dim, c.FfnDim),
                 OutputNorm = Norm.Bind(_bind, p + "layer_output_norm", c.Dim),
             };
         }
@@ -97,7 +106,10 @@ internal sealed unsafe class BertWeights : IDisposable
     /// <summary>The head's optional second layer.</summary>
     public Linear? ClassifierOutput { get; }
 
-    /// <summary>Bytes of the copies packed at load (<see cref="Linear.Packed"/>).</summary>
+    /// <summary>
+    /// Bytes of the copies packed at load (<see cref="Linear.Packed"/>), plus what repacking the matrices the
+    /// integer kernels read adds (<see cref="WeightBinder.RepackGrowth"/>).
+    /// </summary>
     public long PackedBytes
     {
         get
@@ -106,9 +118,11 @@ internal sealed unsafe class BertWeights : IDisposable
             foreach (var layer in Layers)
                 foreach (var linear in (ReadOnlySpan<Linear>)[layer.Query, layer.Key, layer.Value, layer.Output, layer.Up, layer.Down])
                     if (linear.Packed is { } packed) bytes += (long)packed.Rows * packed.Cols * sizeof(float);
-            return bytes + _bind.RepackedBytes;
+            return bytes + _bind.RepackGrowth;
         }
     }
+
+    public WeightRepack Repack => _bind.Repack;
 
     public void Dispose()
     {

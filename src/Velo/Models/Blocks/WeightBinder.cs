@@ -47,8 +47,30 @@ internal sealed unsafe class WeightBinder : IDisposable
             throw new NotSupportedException($"{_file.Path}: tensor '{name}' has type {t.Type}, which Velo cannot compute with yet");
         Count(t);
         var matrix = new WeightMatrix(_file.TensorData(t), t.Type, rows, cols);
+        if (!multiplied) _readFromFile.Add(name);
         return multiplied && RowGroups.Repacks(t.Type) && Avx2.IsSupported ? matrix.WithPacked(Repacked(name, matrix)) : matrix;
     }
+
+    /// <summary>Tensors bound to be read from the file (embedding lookups), even if also repacked.</summary>
+    private readonly HashSet<string> _readFromFile = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// What repacking adds to the bytes a forward pass keeps resident: the copies, less the file's bytes of tensors
+    /// that only the copies are read from (their mapped pages, read once to repack, are clean and reclaimable).
+    /// </summary>
+    public long RepackGrowth
+    {
+        get
+        {
+            long growth = RepackedBytes;
+            foreach (var name in _repacked.Keys)
+                if (!_readFromFile.Contains(name)) growth -= _file.RequireTensor(name).ByteSize;
+            return growth;
+        }
+    }
+
+    /// <summary>The bytes and time of the repacking at load.</summary>
+    public WeightRepack Repack => new(RepackedBytes, RepackTime);
 
     private readonly Dictionary<string, NativeBuffer> _repacked = new(StringComparer.Ordinal);
 

@@ -59,8 +59,10 @@ internal sealed unsafe class GemmaWeights : IDisposable
     public WeightMatrix Output { get; }
     public GemmaLayerWeights[] Layers { get; }
 
-    /// <summary>The bytes of the matrices repacked at load, beside the mapped file.</summary>
-    public long RepackedBytes => _bind.RepackedBytes;
+    /// <summary>What repacking matrices at load adds to the bytes a forward pass keeps resident.</summary>
+    public long RepackGrowth => _bind.RepackGrowth;
+
+    public WeightRepack Repack => _bind.Repack;
 
     public void Dispose() => _bind.Dispose();
 }

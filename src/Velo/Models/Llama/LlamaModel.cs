@@ -41,8 +41,10 @@ internal sealed unsafe class LlamaModel : ILayerRangeModel
 
     // The file's tensor data is mapped, not read: it becomes resident page by page as the forward pass reads it;
     // a stage reads only its own blocks' tensors.
-    // Q4_0 matrices are also repacked at load into a copy of about their size (RowGroups).
-    public long WeightBytes => (Layers.IsAll ? File.FileSize - File.DataOffset : Weights.Bytes) + Weights.RepackedBytes;
+    // Q4_0 and Q8_0 matrices are read from copies repacked at load instead (RowGroups).
+    public long WeightBytes => (Layers.IsAll ? File.FileSize - File.DataOffset : Weights.Bytes) + Weights.RepackGrowth;
+
+    public WeightRepack Repack => Weights.Repack;
 
     public Span<float> Hidden(IModelState state, int tokens)
     {

@@ -66,8 +66,10 @@ internal sealed unsafe class LlamaWeights : IDisposable
     /// <summary>The bytes of the tensors bound: what the forward pass reads of the file.</summary>
     public long Bytes => _bind.BoundBytes;
 
-    /// <summary>The bytes of the matrices repacked at load, beside the mapped file.</summary>
-    public long RepackedBytes => _bind.RepackedBytes;
+    /// <summary>What repacking matrices at load adds to the bytes a forward pass keeps resident.</summary>
+    public long RepackGrowth => _bind.RepackGrowth;
+
+    public WeightRepack Repack => _bind.Repack;
 
     public void Dispose() => _bind.Dispose();
 }
