@@ -109,7 +109,6 @@ internal static unsafe class RowGroupKernels
         public required int Cols { get; init; }
         public required int Blocks { get; init; }
         public required int Rows { get; init; }
-        public required long ScaleBytes { get; init; }
         public required sbyte* Quants { get; init; }
         public required float* Scales { get; init; }
         public required int* Sums { get; init; }
@@ -161,7 +160,7 @@ internal static unsafe class RowGroupKernels
                 int groupLane = g * RowGroups.Rows;
                 var tile = new Tile
                 {
-                    Cols = cols, Blocks = blocks, Rows = rows, ScaleBytes = RowGroups.ScaleBytes(blocks),
+                    Cols = cols, Blocks = blocks, Rows = rows,
                     Quants = quants + (long)t * cols, Scales = scales + (long)t * blocks, Sums = sums + (long)t * blocks,
                     Y = task->Y + (long)t * rows + (groupLane - first),
                     FirstLane = Math.Max(laneStart, groupLane) - groupLane, EndLane = Math.Min(laneEnd, groupLane + RowGroups.Rows) - groupLane,
@@ -176,22 +175,27 @@ internal static unsafe class RowGroupKernels
         }
     }
 
+    private const int Q4_0PairBytes = 64 + 2 * 256;
+
+    private const int Q8_0PairBytes = 64 + 2 * 512;
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Group512<TCount>(in Tile tile, byte* group) where TCount : ITokenCount
     {
         int blocks = tile.Blocks;
         long cols = tile.Cols;
-        ushort* weightScales = (ushort*)group;
-        byte* q = group + tile.ScaleBytes;
         sbyte* x = tile.Quants;
         float* xd = tile.Scales;
         int* xs = tile.Sums;
         var mask = Vector512.Create((byte)0x0F);
         Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
         Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
-        for (int b = 0; b < blocks; b++, q += 256, x += 32)
+        for (int b = 0; b < blocks; b++, x += 32)
         {
-            var d = Halves16(weightScales + b * RowGroups.Rows);
+            // A pair of blocks: their scales (32 bytes each), then their quants (256 bytes each).
+            byte* pair = group + (b >> 1) * Q4_0PairBytes;
+            byte* q = pair + 64 + (b & 1) * 256;
+            var d = Halves16((ushort*)(pair + (b & 1) * 32));
             var w0 = Vector512.Load(q);
             var w1 = Vector512.Load(q + 64);
             var w2 = Vector512.Load(q + 128);
@@ -303,7 +307,7 @@ internal static unsafe class RowGroupKernels
                 int halfLane = h * Half;
                 var tile = new Tile
                 {
-                    Cols = cols, Blocks = blocks, Rows = rows, ScaleBytes = RowGroups.ScaleBytes(blocks),
+                    Cols = cols, Blocks = blocks, Rows = rows,
                     Quants = quants + (long)t * cols, Scales = scales + (long)t * blocks, Sums = sums + (long)t * blocks,
                     Y = task->Y + (long)t * rows + (halfLane - first),
                     FirstLane = Math.Max(laneStart, halfLane) - halfLane, EndLane = Math.Min(laneEnd, halfLane + Half) - halfLane,
@@ -348,41 +352,58 @@ internal static unsafe class RowGroupKernels
     {
         int blocks = tile.Blocks;
         long cols = tile.Cols;
-        byte* weightScales = group + half * 16;
-        byte* q = group + tile.ScaleBytes + half * 32;
         sbyte* x = tile.Quants;
         float* xd = tile.Scales;
         bool vnni = typeof(TDot) == typeof(VnniDot);
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-        for (int b = 0; b < blocks; b++, q += 512, x += 32)
+        for (int b = 0; b < blocks; b++, x += 32)
         {
+            byte* pair = group + (b >> 1) * Q8_0PairBytes;
+            byte* q = pair + 64 + (b & 1) * 512 + half * 32;
             Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default, weightSums = default;
-            for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j += 2)
             {
                 var w = Avx.LoadVector256(q + j * 64).AsSByte();
+                var v = Avx.LoadVector256(q + j * 64 + 64).AsSByte();
                 sbyte* xj = x + 4 * j;
-                if (vnni)
+                if (vnni && TCount.Count == 1)
                 {
+                    // A lone token (decode) would wait on one chain of dependent vpdpbusd: even and odd steps
+                    // go to two chains each (s1 and s2 are free), added after the block.
                     weightSums = AvxVnni.MultiplyWideningAndAdd(weightSums, Vector256.Create((byte)1), w);
+                    s2 = AvxVnni.MultiplyWideningAndAdd(s2, Vector256.Create((byte)1), v);
                     s0 = AvxVnni.MultiplyWideningAndAdd(s0, Vector256.Create(*(int*)xj).AsByte(), w);
-                    if (TCount.Count > 1) s1 = AvxVnni.MultiplyWideningAndAdd(s1, Vector256.Create(*(int*)(xj + cols)).AsByte(), w);
+                    s1 = AvxVnni.MultiplyWideningAndAdd(s1, Vector256.Create(*(int*)(xj + 4)).AsByte(), v);
+                }
+                else if (vnni)
+                {
+                    weightSums = AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(weightSums, Vector256.Create((byte)1), w), Vector256.Create((byte)1), v);
+                    s0 = VnniPair(s0, w, v, xj);
+                    s1 = VnniPair(s1, w, v, xj + cols);
                     if (TCount.Count > 2)
                     {
-                        s2 = AvxVnni.MultiplyWideningAndAdd(s2, Vector256.Create(*(int*)(xj + 2 * cols)).AsByte(), w);
-                        s3 = AvxVnni.MultiplyWideningAndAdd(s3, Vector256.Create(*(int*)(xj + 3 * cols)).AsByte(), w);
+                        s2 = VnniPair(s2, w, v, xj + 2 * cols);
+                        s3 = VnniPair(s3, w, v, xj + 3 * cols);
                     }
                 }
                 else
                 {
-                    var magnitude = Avx2.Abs(w);
-                    s0 += SignedDot(magnitude, w, xj);
-                    if (TCount.Count > 1) s1 += SignedDot(magnitude, w, xj + cols);
+                    var wm = Avx2.Abs(w);
+                    var vm = Avx2.Abs(v);
+                    s0 += SignedDot(wm, w, xj) + SignedDot(vm, v, xj + 4);
+                    if (TCount.Count > 1) s1 += SignedDot(wm, w, xj + cols) + SignedDot(vm, v, xj + cols + 4);
                     if (TCount.Count > 2)
                     {
-                        s2 += SignedDot(magnitude, w, xj + 2 * cols);
-                        s3 += SignedDot(magnitude, w, xj + 3 * cols);
+                        s2 += SignedDot(wm, w, xj + 2 * cols) + SignedDot(vm, v, xj + 2 * cols + 4);
+                        s3 += SignedDot(wm, w, xj + 3 * cols) + SignedDot(vm, v, xj + 3 * cols + 4);
                     }
                 }
+            }
+            if (vnni && TCount.Count == 1)
+            {
+                // Integer sums: exact in any order.
+                s0 += s1;
+                weightSums += s2;
             }
             if (vnni)
             {
@@ -392,7 +413,7 @@ internal static unsafe class RowGroupKernels
                 s2 -= offset;
                 s3 -= offset;
             }
-            var d = F16Row.Load8(weightScales, b * RowGroups.Rows);
+            var d = F16Row.Load8(pair + (b & 1) * 32 + half * 16, 0);
             acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0), d * Vector256.Create(xd[b]), acc0);
             if (TCount.Count > 1) acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1), d * Vector256.Create(xd[blocks + b]), acc1);
             if (TCount.Count > 2)
@@ -410,6 +431,11 @@ internal static unsafe class RowGroupKernels
         }
     }
 
+    /// <summary><paramref name="s"/> plus two steps' <c>vpdpbusd</c> of the broadcast activations (plus 128) by the weights.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> VnniPair(Vector256<int> s, Vector256<sbyte> w, Vector256<sbyte> v, sbyte* x) =>
+        AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(s, Vector256.Create(*(int*)x).AsByte(), w), Vector256.Create(*(int*)(x + 4)).AsByte(), v);
+
     /// <summary>Per lane Σ w·x of four quants, x read plus 128 and broadcast: <c>vpmaddubsw</c> of |w| by x with w's sign.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> SignedDot(Vector256<byte> magnitude, Vector256<sbyte> w, sbyte* x)
@@ -423,15 +449,15 @@ internal static unsafe class RowGroupKernels
     {
         int blocks = tile.Blocks;
         long cols = tile.Cols;
-        byte* weightScales = group + half * 16;
-        byte* q = group + tile.ScaleBytes + half * 32;
         sbyte* x = tile.Quants;
         float* xd = tile.Scales;
         int* xs = tile.Sums;
         var mask = Vector256.Create((byte)0x0F);
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-        for (int b = 0; b < blocks; b++, q += 256, x += 32)
+        for (int b = 0; b < blocks; b++, x += 32)
         {
+            byte* pair = group + (b >> 1) * Q4_0PairBytes;
+            byte* q = pair + 64 + (b & 1) * 256 + half * 32;
             Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
             Vector256<short> p0 = default, p1 = default, p2 = default, p3 = default;
             for (int j = 0; j < 4; j++)
@@ -448,7 +474,7 @@ internal static unsafe class RowGroupKernels
                     Accumulate<TDot>(ref s3, ref p3, low, high, xj + 3 * cols);
                 }
             }
-            var d = F16Row.Load8(weightScales, b * RowGroups.Rows);
+            var d = F16Row.Load8(pair + (b & 1) * 32 + half * 16, 0);
             acc0 = Finish256<TDot>(acc0, s0, p0, xd[b], xs[b], d);
             if (TCount.Count > 1) acc1 = Finish256<TDot>(acc1, s1, p1, xd[blocks + b], xs[blocks + b], d);
             if (TCount.Count > 2)

@@ -5,9 +5,9 @@ namespace Velo.Tensors;
 /// same four quant bytes of 16 rows (lane r = row r) and an activation's four quants, broadcast, multiply all 16
 /// rows at once: each int32 lane then sums one row's block total with no horizontal sums.
 /// <para>
-/// A matrix is a run of groups of <see cref="Rows"/> rows (the last padded with zero rows). A group holds, for every
-/// block b, the 16 rows' fp16 scales (32 bytes; all blocks' scales first, padded to a whole 64-byte line), then each
-/// block's quants as 64-byte registers, register j holding bytes 4j..4j+3 of each row's quant bytes: for Q8_0 eight
+/// A matrix is a run of groups of <see cref="Rows"/> rows (the last padded with zero rows). A group is a run of
+/// block pairs (the last padded with a zero block), so a decode step reads each group as one stream of whole
+/// 64-byte lines: a pair holds both blocks' 16 fp16 scales (32 bytes each), then each block's quants as 64-byte registers, register j holding bytes 4j..4j+3 of each row's quant bytes: for Q8_0 eight
 /// registers, register j elements 4j..4j+3; for Q4_0 four registers of the 16 nibble bytes, so register j's low
 /// nibbles are elements 4j..4j+3 and its high nibbles elements 16+4j..16+4j+3. The scales stay fp16 so a decode
 /// step reads no more bytes than the file's blocks (18 or 34 per block and row).
@@ -26,15 +26,11 @@ internal static unsafe class RowGroups
 
     private static int QuantBytes(GgmlType type) => type == GgmlType.Q8_0 ? 32 : 16;
 
-    /// <summary>Bytes of one group's scales: 16 halves per block, padded to whole lines.</summary>
-    public static long ScaleBytes(int blocks) => ((long)blocks * Rows * sizeof(ushort) + 63) / 64 * 64;
+    /// <summary>Bytes of one pair of blocks of a group: both blocks' scales, then their quants.</summary>
+    public static int PairBytes(GgmlType type) => 2 * Rows * sizeof(ushort) + 2 * QuantBytesPerBlock(type);
 
-    /// <summary>Bytes of one group of <paramref name="cols"/> columns: its scales, then its quants.</summary>
-    public static long GroupBytes(GgmlType type, int cols)
-    {
-        int blocks = cols / 32;
-        return ScaleBytes(blocks) + (long)blocks * QuantBytesPerBlock(type);
-    }
+    /// <summary>Bytes of one group of <paramref name="cols"/> columns: its pairs of blocks.</summary>
+    public static long GroupBytes(GgmlType type, int cols) => (cols / 32 + 1) / 2 * (long)PairBytes(type);
 
     public static int GroupCount(int rows) => (rows + Rows - 1) / Rows;
 
@@ -54,13 +50,12 @@ internal static unsafe class RowGroups
     {
         if (!Repacks(w.Type)) throw new ArgumentException($"{w.Type} weights are not repacked.", nameof(w));
         int blocks = w.Cols / 32, quantBytes = QuantBytes(w.Type), blockBytes = 2 + quantBytes, registers = quantBytes / 4;
-        long groupBytes = GroupBytes(w.Type, w.Cols), scaleBytes = ScaleBytes(blocks), quantBytesPerBlock = QuantBytesPerBlock(w.Type);
+        long groupBytes = GroupBytes(w.Type, w.Cols);
+        int pairBytes = PairBytes(w.Type), quantBytesPerBlock = QuantBytesPerBlock(w.Type);
         for (int g = firstGroup; g < endGroup; g++)
         {
             byte* group = packed + g * groupBytes;
             new Span<byte>(group, checked((int)groupBytes)).Clear();
-            ushort* scales = (ushort*)group;
-            byte* quants = group + scaleBytes;
             for (int lane = 0; lane < Rows; lane++)
             {
                 int r = g * Rows + lane;
@@ -68,10 +63,12 @@ internal static unsafe class RowGroups
                 byte* block = w.Row(r);
                 for (int b = 0; b < blocks; b++, block += blockBytes)
                 {
-                    scales[b * Rows + lane] = *(ushort*)block;
+                    byte* pair = group + (long)(b / 2) * pairBytes;
+                    ((ushort*)pair)[b % 2 * Rows + lane] = *(ushort*)block;
+                    byte* quants = pair + 2 * Rows * sizeof(ushort) + b % 2 * quantBytesPerBlock;
                     uint* bytes = (uint*)(block + 2);
                     for (int j = 0; j < registers; j++)
-                        *(uint*)(quants + b * quantBytesPerBlock + j * 64 + lane * 4) = bytes[j];
+                        *(uint*)(quants + j * 64 + lane * 4) = bytes[j];
                 }
             }
         }
