@@ -302,6 +302,23 @@ internal static unsafe class RowGroupKernels
         for (int t = 0; t < tokens;)
         {
             int left = tokens - t, count = left >= 4 ? 4 : left >= 2 ? 2 : 1;
+            if (count == 1 && THalves.WholeGroupsAlone)
+            {
+                for (int g = laneStart / RowGroups.Rows; g * RowGroups.Rows < laneEnd; g++)
+                {
+                    int groupLane = g * RowGroups.Rows;
+                    var tile = new Tile
+                    {
+                        Cols = cols, Blocks = blocks, Rows = rows,
+                        Quants = quants + (long)t * cols, Scales = scales + (long)t * blocks, Sums = sums + (long)t * blocks,
+                        Y = task->Y + (long)t * rows + (groupLane - first),
+                        FirstLane = Math.Max(laneStart, groupLane) - groupLane, EndLane = Math.Min(laneEnd, groupLane + RowGroups.Rows) - groupLane,
+                    };
+                    THalves.MultiplyAlone(tile, task->W.Packed + g * groupBytes);
+                }
+                t++;
+                continue;
+            }
             for (int h = laneStart / Half; h * Half < laneEnd; h++)
             {
                 int halfLane = h * Half;
@@ -327,18 +344,79 @@ internal static unsafe class RowGroupKernels
     private interface IHalfGroups
     {
         static abstract void Multiply<TCount>(in Tile tile, byte* group, int half) where TCount : ITokenCount;
+
+        /// <summary>Whether a lone token (decode) runs a whole group per pass (<see cref="MultiplyAlone"/>) rather than a half.</summary>
+        static abstract bool WholeGroupsAlone { get; }
+
+        static abstract void MultiplyAlone(in Tile tile, byte* group);
     }
 
     private struct Q4_0Halves<TDot> : IHalfGroups where TDot : IIntegerDot
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static void Multiply<TCount>(in Tile tile, byte* group, int half) where TCount : ITokenCount => Half256<TDot, TCount>(tile, group, half);
+
+        public static bool WholeGroupsAlone => false;
+
+        public static void MultiplyAlone(in Tile tile, byte* group) => throw new NotSupportedException();
     }
 
     private struct Q8_0Halves<TDot> : IHalfGroups where TDot : IIntegerDot
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static void Multiply<TCount>(in Tile tile, byte* group, int half) where TCount : ITokenCount => HalfQ8<TDot, TCount>(tile, group, half);
+
+        /// <summary>
+        /// With AVX-VNNI: a pass over half a group read each line's other half from L2 on the second pass, while
+        /// memory idled; both halves in one pass made decode's stream of lines continuous.
+        /// </summary>
+        public static bool WholeGroupsAlone => typeof(TDot) == typeof(VnniDot);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void MultiplyAlone(in Tile tile, byte* group) => GroupQ8Alone(tile, group);
+    }
+
+    /// <summary>
+    /// Q8_0 with AVX-VNNI for one token over a whole group: each step's 64 bytes are two registers of 8 rows, each
+    /// with its own chain for the activations and for Σw, summed as <see cref="HalfQ8{TDot, TCount}"/> sums them.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GroupQ8Alone(in Tile tile, byte* group)
+    {
+        int blocks = tile.Blocks;
+        sbyte* x = tile.Quants;
+        float* xd = tile.Scales;
+        var ones = Vector256.Create((byte)1);
+        Vector256<float> low = default, high = default;
+        for (int b = 0; b < blocks; b++, x += 32)
+        {
+            byte* pair = group + (b >> 1) * Q8_0PairBytes;
+            byte* q = pair + 64 + (b & 1) * 512;
+            Vector256<int> s0 = default, s1 = default, w0 = default, w1 = default;
+            for (int j = 0; j < 8; j++)
+            {
+                var lo = Avx.LoadVector256(q + j * 64).AsSByte();
+                var hi = Avx.LoadVector256(q + j * 64 + 32).AsSByte();
+                var xj = Vector256.Create(*(int*)(x + 4 * j)).AsByte();
+                s0 = AvxVnni.MultiplyWideningAndAdd(s0, xj, lo);
+                s1 = AvxVnni.MultiplyWideningAndAdd(s1, xj, hi);
+                w0 = AvxVnni.MultiplyWideningAndAdd(w0, ones, lo);
+                w1 = AvxVnni.MultiplyWideningAndAdd(w1, ones, hi);
+            }
+            byte* weightScales = pair + (b & 1) * 32;
+            var dx = Vector256.Create(xd[b]);
+            low = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0 - (w0 << 7)), F16Row.Load8(weightScales, 0) * dx, low);
+            high = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1 - (w1 << 7)), F16Row.Load8(weightScales, 8) * dx, high);
+        }
+        float* y = tile.Y;
+        if (tile.FirstLane == 0 && tile.EndLane == RowGroups.Rows)
+        {
+            low.Store(y);
+            high.Store(y + 8);
+            return;
+        }
+        for (int lane = tile.FirstLane; lane < tile.EndLane; lane++)
+            y[lane] = lane < 8 ? low.GetElement(lane) : high.GetElement(lane - 8);
     }
 
     /// <summary>
