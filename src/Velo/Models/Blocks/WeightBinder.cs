@@ -85,7 +85,7 @@ internal sealed unsafe class WeightBinder : IDisposable
     {
         if (_repacked.TryGetValue(name, out var done)) return (byte*)done.Pointer;
         long start = Stopwatch.GetTimestamp();
-        var buffer = new NativeBuffer(RowGroups.Bytes(matrix.Type, matrix.Rows, matrix.Cols), zero: false);
+        var buffer = new NativeBuffer(RowGroups.Bytes(matrix.Type, matrix.Rows, matrix.Cols), zero: false, hugePages: true);
         _repacked.Add(name, buffer);
         RepackedBytes += buffer.Length;
         byte* packed = (byte*)buffer.Pointer;
