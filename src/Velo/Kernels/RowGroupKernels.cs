@@ -6,13 +6,13 @@ using Velo.Tensors;
 namespace Velo.Kernels;
 
 /// <summary>
-/// Q4_0 weights repacked into <see cref="RowGroups"/> (16 rows interleaved) times activations quantized to exact
-/// 32-blocks (<see cref="ActivationQuantizer.QuantizeExact32"/>), for any number of tokens. Every path sums in one
-/// order, so a token's result is bit for bit the same on every instruction set and alone or in any batch: for each
-/// row and token, over the blocks in order,
+/// Q4_0 and Q8_0 weights repacked into <see cref="RowGroups"/> (16 rows interleaved) times activations quantized to
+/// exact 32-blocks (<see cref="ActivationQuantizer.QuantizeExact32"/>), for any number of tokens. Every path sums in
+/// one order, so a token's result is bit for bit the same on every instruction set and alone or in any batch: for
+/// each row and token, over the blocks in order,
 /// <code>acc = fma((float)isum_b, d_w[b] * d_x[b], acc)</code>
-/// where <c>isum_b = Σ q·x − 8·Σx</c> is the block's exact integer dot (q the unsigned nibbles, Σx the integer sum
-/// of the token's block quants), and the result is acc. The integer sums are exact on every path; the float steps
+/// where <c>isum_b</c> is the block's exact integer dot, <c>Σ q·x − 8·Σx</c> for Q4_0 (q the unsigned nibbles, Σx
+/// the integer sum of the token's block quants) and <c>Σ w·x</c> for Q8_0, and the result is acc. The integer sums are exact on every path; the float steps
 /// are the same two roundings per block.
 /// <para>
 /// AVX-512: a register holds one block's four quant bytes of 16 rows; each of the token's four-quant groups is
@@ -20,7 +20,8 @@ namespace Velo.Kernels;
 /// 8·2·15·127 = 30480) before one <c>vpmaddwd</c> by ones gives each row's block total in its int32 lane: 9
 /// multiply instructions per 512 multiply-adds, then one conversion, one multiply and one FMA for 16 rows. Tiles of
 /// up to 8 tokens share each unpacked block. The 256-bit path reads the same layout 8 rows per register, summing
-/// with <c>vpdpbusd</c> (AVX-VNNI) or <c>vpmaddubsw</c> + <c>vpmaddwd</c>.
+/// with <c>vpdpbusd</c> (AVX-VNNI) or <c>vpmaddubsw</c> + <c>vpmaddwd</c>; Q8_0 runs there on every machine
+/// (<see cref="HalfQ8{TDot, TCount}"/>).
 /// </para>
 /// </summary>
 internal static unsafe class RowGroupKernels
