@@ -7,7 +7,7 @@ namespace Velo.Tensors;
 /// heap. Zeroed at allocation unless the caller opts out: large buffers that are always written before being read
 /// (KV caches) skip it so the pages they never reach stay out of resident memory.
 /// </summary>
-internal sealed unsafe partial class NativeBuffer : IDisposable
+internal sealed unsafe class NativeBuffer : IDisposable
 {
     public const int Alignment = 64;
 
@@ -23,20 +23,13 @@ internal sealed unsafe partial class NativeBuffer : IDisposable
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         Length = bytes;
         nuint size = (nuint)Math.Max(bytes, Alignment);
-        bool huge = hugePages && OperatingSystem.IsLinux() && bytes >= HugePage;
-        if (huge) size = (size + HugePage - 1) / HugePage * HugePage;
-        _pointer = NativeMemory.AlignedAlloc(size, huge ? (nuint)HugePage : Alignment);
-        // Advice only: where huge pages are off or the call fails, the buffer works the same with small pages.
-        if (huge) _ = Madvise(_pointer, size, MadviseHugePage);
+        bool huge = hugePages && bytes >= PageAdvice.HugePageBytes;
+        if (huge) size = (size + PageAdvice.HugePageBytes - 1) / PageAdvice.HugePageBytes * PageAdvice.HugePageBytes;
+        _pointer = NativeMemory.AlignedAlloc(size, huge ? (nuint)PageAdvice.HugePageBytes : Alignment);
+        if (huge) PageAdvice.UseHugePages(_pointer, size);
         if (zero) NativeMemory.Clear(_pointer, (nuint)Math.Max(bytes, Alignment));
     }
 
-    private const int HugePage = 2 << 20;
-
-    private const int MadviseHugePage = 14;
-
-    [LibraryImport("libc", EntryPoint = "madvise")]
-    private static partial int Madvise(void* address, nuint length, int advice);
 
     public long Length { get; }
 

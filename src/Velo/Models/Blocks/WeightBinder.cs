@@ -94,6 +94,8 @@ internal sealed unsafe class WeightBinder : IDisposable
         nint destination = (nint)packed;
         Parallel.For(0, (groups + GroupsPerItem - 1) / GroupsPerItem, item =>
             RowGroups.Repack(matrix, (byte*)destination, item * GroupsPerItem, Math.Min(groups, (item + 1) * GroupsPerItem)));
+        // The file's pages of this tensor, read once to copy, leave resident memory (an embedding lookup maps rows again).
+        PageAdvice.Release(matrix.Data, matrix.Rows * matrix.RowBytes);
         RepackTime += Stopwatch.GetElapsedTime(start);
         return packed;
     }
