@@ -8,8 +8,9 @@ namespace Velo.Kernels;
 /// Quantizes activation rows to 8 bits so quantized weights can be multiplied with integer instructions. Two
 /// layouts, each kept as separate arrays so the kernels load them with aligned vector reads:
 /// <list type="bullet">
-/// <item>32-blocks (for Q8_0, Q4_0, Q4_1, Q5_0, Q5_1): per block a float scale and the float
-/// <c>scale * Σq</c>, which is what the weight's offset or min multiplies.</item>
+/// <item>32-blocks (for Q4_1, Q5_0, Q5_1): per block a float scale and the float <c>scale * Σq</c>, which is
+/// what the weight's offset or min multiplies; or, for the repacked Q4_0 and Q8_0 (<see cref="QuantizeExact32"/>),
+/// in element order with the integer <c>Σq</c>.</item>
 /// <item>256-blocks (for the K-quants, llama.cpp's Q8_K): per block a float scale and, per 16 values, the integer
 /// <c>Σq</c> as int16, which the K-quants' sub-block mins and offsets multiply.</item>
 /// </list>
@@ -45,12 +46,12 @@ internal static unsafe class ActivationQuantizer
     }
 
     /// <summary>
-    /// Quantizes one row of <paramref name="cols"/> floats into 32-blocks. <paramref name="paired"/> interleaves
-    /// the quants of each pair of blocks by halves — first halves of both blocks, then second halves — the order
-    /// in which one 256-bit register of two blocks' nibbles unpacks (an odd last block stays as it is).
+    /// Quantizes one row of <paramref name="cols"/> floats into 32-blocks, the quants of each pair of blocks
+    /// interleaved by halves — first halves of both blocks, then second halves — the order in which one 256-bit
+    /// register of two blocks' nibbles unpacks (an odd last block stays as it is).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Quantize32(float* x, int cols, sbyte* quants, float* scales, float* sums, bool paired)
+    public static void Quantize32(float* x, int cols, sbyte* quants, float* scales, float* sums)
     {
         int blocks = cols / Block32;
         for (int b = 0; b < blocks; b++)
@@ -67,7 +68,7 @@ internal static unsafe class ActivationQuantizer
             var q2 = Avx.ConvertToVector256Int32(v2 * inverse);
             var q3 = Avx.ConvertToVector256Int32(v3 * inverse);
             var packed = PackToBytes(q0, q1, q2, q3);
-            if (paired && (b | 1) < blocks)
+            if ((b | 1) < blocks)
             {
                 sbyte* pair = quants + (b & ~1) * Block32 + (b & 1) * 16;
                 Sse2.Store(pair, packed.GetLower());
@@ -79,6 +80,72 @@ internal static unsafe class ActivationQuantizer
             }
             scales[b] = scale;
             sums[b] = scale * Vector256.Sum(q0 + q1 + q2 + q3);
+        }
+    }
+
+    /// <summary>
+    /// Where each array of the exact 32-block layout (<see cref="QuantizeExact32"/>) starts inside a buffer of
+    /// <see cref="Bytes32"/> bytes: quants, scales, then each block's integer Σq.
+    /// </summary>
+    public static void LayoutExact32(byte* buffer, int cols, int tokens, out sbyte* quants, out float* scales, out int* sums)
+    {
+        Layout32(buffer, cols, tokens, out quants, out scales, out float* floatSums);
+        sums = (int*)floatSums;
+    }
+
+    /// <summary>
+    /// Quantizes one row into 32-blocks in element order with each block's integer <c>Σq</c>, for kernels whose
+    /// offset terms stay integers. Without AVX2 a scalar loop gives the same quants: the same scale, the same
+    /// product by its inverse, rounded half to even as the vector conversion rounds. <paramref name="biased"/>
+    /// stores each quant plus 128 (its sign bit flipped), the unsigned operand that <c>vpdpbusd</c> takes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void QuantizeExact32(float* x, int cols, sbyte* quants, float* scales, int* sums, bool biased = false)
+    {
+        int blocks = cols / Block32;
+        if (Avx2.IsSupported)
+        {
+            for (int b = 0; b < blocks; b++)
+            {
+                float* src = x + b * Block32;
+                Vector256<float> v0 = Avx.LoadVector256(src), v1 = Avx.LoadVector256(src + 8);
+                Vector256<float> v2 = Avx.LoadVector256(src + 16), v3 = Avx.LoadVector256(src + 24);
+                float amax = HorizontalMax(Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)),
+                                                         Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3))));
+                var inverse = Vector256.Create(amax != 0 ? 127f / amax : 0f);
+                var q0 = Avx.ConvertToVector256Int32(v0 * inverse);
+                var q1 = Avx.ConvertToVector256Int32(v1 * inverse);
+                var q2 = Avx.ConvertToVector256Int32(v2 * inverse);
+                var q3 = Avx.ConvertToVector256Int32(v3 * inverse);
+                var packed = PackToBytes(q0, q1, q2, q3);
+                Avx.Store(quants + b * Block32, biased ? packed ^ Vector256.Create(unchecked((sbyte)0x80)) : packed);
+                scales[b] = amax / 127f;
+                sums[b] = Vector256.Sum(q0 + q1 + q2 + q3);
+            }
+            return;
+        }
+        QuantizeExact32Portable(x, cols, quants, scales, sums, biased);
+    }
+
+    /// <summary>The scalar form of <see cref="QuantizeExact32"/>, for machines without AVX2; it gives the same quants.</summary>
+    internal static void QuantizeExact32Portable(float* x, int cols, sbyte* quants, float* scales, int* sums, bool biased = false)
+    {
+        int blocks = cols / Block32;
+        for (int b = 0; b < blocks; b++)
+        {
+            float* src = x + b * Block32;
+            float amax = 0;
+            for (int i = 0; i < Block32; i++) amax = MathF.Max(amax, MathF.Abs(src[i]));
+            float inverse = amax != 0 ? 127f / amax : 0f;
+            int sum = 0;
+            for (int i = 0; i < Block32; i++)
+            {
+                int q = Math.Clamp((int)MathF.Round(src[i] * inverse, MidpointRounding.ToEven), -128, 127);
+                quants[b * Block32 + i] = (sbyte)(biased ? q ^ 0x80 : q);
+                sum += q;
+            }
+            scales[b] = amax / 127f;
+            sums[b] = sum;
         }
     }
 

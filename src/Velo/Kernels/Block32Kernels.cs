@@ -6,13 +6,12 @@ namespace Velo.Kernels;
 
 /// <summary>
 /// A weight type made of 32-element blocks that start with an fp16 scale d, whose values are
-/// <c>d * q + c</c>: q unsigned (or signed for Q8_0) and c either a stored fp16 min right after d or
-/// <c>-Offset * d</c>.
+/// <c>d * q + c</c>: q unsigned and c either a stored fp16 min right after d or <c>-Offset * d</c>. (Q4_0 and
+/// Q8_0 are repacked at load and run in <see cref="RowGroupKernels"/>.)
 /// </summary>
 internal unsafe interface IBlock32
 {
     static abstract int BlockBytes { get; }
-    static abstract bool SignedQuants { get; }
     static abstract bool HasMin { get; }
     static abstract float Offset { get; }
 
@@ -30,36 +29,9 @@ internal unsafe interface INibbleBlock32 : IBlock32
     static abstract void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high);
 }
 
-internal unsafe struct Q8_0Block : IBlock32
-{
-    public static int BlockBytes => 34;
-    public static bool SignedQuants => true;
-    public static bool HasMin => false;
-    public static float Offset => 0;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<byte> Quants(byte* block) => Avx.LoadVector256(block + 2);
-}
-
-internal unsafe struct Q4_0Block : INibbleBlock32
-{
-    public static int BlockBytes => 18;
-    public static bool SignedQuants => false;
-    public static bool HasMin => false;
-    public static float Offset => 8;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<byte> Quants(byte* block) => Block32Kernels.Nibbles(block + 2);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void PairQuants(byte* first, out Vector256<byte> low, out Vector256<byte> high) =>
-        Block32Kernels.PairNibbles(first + 2, first + BlockBytes + 2, out low, out high);
-}
-
 internal unsafe struct Q4_1Block : INibbleBlock32
 {
     public static int BlockBytes => 20;
-    public static bool SignedQuants => false;
     public static bool HasMin => true;
     public static float Offset => 0;
 
@@ -74,7 +46,6 @@ internal unsafe struct Q4_1Block : INibbleBlock32
 internal unsafe struct Q5_0Block : INibbleBlock32
 {
     public static int BlockBytes => 22;
-    public static bool SignedQuants => false;
     public static bool HasMin => false;
     public static float Offset => 16;
 
@@ -95,7 +66,6 @@ internal unsafe struct Q5_0Block : INibbleBlock32
 internal unsafe struct Q5_1Block : INibbleBlock32
 {
     public static int BlockBytes => 24;
-    public static bool SignedQuants => false;
     public static bool HasMin => true;
     public static float Offset => 0;
 
@@ -131,21 +101,16 @@ internal unsafe interface IBlock32RowDots
 }
 
 /// <summary>
-/// AVX2 kernels for the 32-block types against activations quantized to 32-blocks. Per block the integer dot
-/// <c>Σ q·xq</c> comes from an <see cref="IIntegerDot"/> (<c>maddubs</c> + <c>madd</c>, or AVX-VNNI's <c>vpdpbusd</c>);
-/// the offset or min term needs no per-element work because
-/// <c>Σ c·x = c · (dx·Σxq)</c> and the activation quantizer stores <c>dx·Σxq</c>. Scales are widened eight blocks
-/// at a time. Q8_0 runs here; the nibble types run two blocks at a time in <see cref="PairedBlock32Kernels"/>.
+/// What the AVX2 kernels of Q4_1, Q5_0 and Q5_1 (<see cref="PairedBlock32Kernels"/>, two blocks at a time) share,
+/// against activations quantized to 32-blocks. Per block the integer dot <c>Σ q·xq</c> comes from an
+/// <see cref="IIntegerDot"/> (<c>maddubs</c> + <c>madd</c>, or AVX-VNNI's <c>vpdpbusd</c>); the offset or min term
+/// needs no per-element work because <c>Σ c·x = c · (dx·Σxq)</c> and the activation quantizer stores <c>dx·Σxq</c>.
+/// Scales are widened eight blocks at a time.
 /// </summary>
 internal static unsafe class Block32Kernels
 {
     internal const int TokenTile = 4;
     private const int Batch = 8;
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Rows<TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
-        where TBlock : IBlock32 where TDot : IIntegerDot =>
-        TileRows<Dots<TBlock, TDot>>(task, rowStart, rowEnd);
 
     /// <summary>
     /// Rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of the output for every token: tiles of
@@ -180,148 +145,10 @@ internal static unsafe class Block32Kernels
         }
     }
 
-    private struct Dots<TBlock, TDot> : IBlock32RowDots where TBlock : IBlock32 where TDot : IIntegerDot
-    {
-        public static float Dot1(byte* row, int blocks, sbyte* xq, float* xd, float* xs) =>
-            Dot1<TBlock, TDot>(row, blocks, xq, xd, xs);
-
-        public static void Dot4(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
-            Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
-
-        public static void Dot2(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride) =>
-            Dot2<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
-
-        public static void Dot8(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
-        {
-            Dot4<TBlock, TDot>(row, blocks, xq, xd, xs, y, yStride);
-            Dot4<TBlock, TDot>(row, blocks, xq + TokenTile * blocks * 32L, xd + TokenTile * blocks, xs + TokenTile * blocks, y + (long)TokenTile * yStride, yStride);
-        }
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    internal static float Dot1<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs)
-        where TBlock : IBlock32 where TDot : IIntegerDot
-    {
-        // No calls inside the loops: every vector register is caller-saved on x64, so a call would make the JIT
-        // keep the accumulators in memory.
-        float* combined = stackalloc float[Batch];
-        // One accumulator, in the order of each token of Dot4, so a token's result does not depend on how many
-        // others share its batch. The FMA chain's latency hides under each block's integer work.
-        Vector256<float> acc = default;
-        int whole = blocks - blocks % Batch;
-        for (int b0 = 0; b0 < whole; b0 += Batch)
-        {
-            byte* batch = row + b0 * TBlock.BlockBytes;
-            WeightScales<TBlock>(batch, out var d, out var offset);
-            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc));
-            for (int j = 0; j < Batch; j++)
-                acc = Fma.MultiplyAdd(BlockDot<TBlock, TDot>(batch + j * TBlock.BlockBytes, xq + (b0 + j) * 32), Vector256.Create(combined[j]), acc);
-        }
-        float offsetTail = 0;
-        for (int b = whole; b < blocks; b++)
-        {
-            byte* block = row + b * TBlock.BlockBytes;
-            float d = F16Row.ToSingle(*(ushort*)block);
-            acc = Fma.MultiplyAdd(BlockDot<TBlock, TDot>(block, xq + b * 32), Vector256.Create(d * xd[b]), acc);
-            offsetTail += OffsetTerm<TBlock>(block, d, xs[b]);
-        }
-        return Vector256.Sum(acc) + offsetTail;
-    }
-
-    /// <summary>One row against two tokens: each block is loaded once for both, each token summed as in Dot1.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot2<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
-        where TBlock : IBlock32 where TDot : IIntegerDot
-    {
-        long cols = blocks * 32L;
-        float* combined = stackalloc float[Batch * 2];
-        Vector256<float> acc0 = default, acc1 = default;
-        int whole = blocks - blocks % Batch;
-        for (int b0 = 0; b0 < whole; b0 += Batch)
-        {
-            byte* batch = row + b0 * TBlock.BlockBytes;
-            WeightScales<TBlock>(batch, out var d, out var offset);
-            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc0));
-            Avx.Store(combined + Batch, TokenScales<TBlock>(d, offset, xd + blocks + b0, xs + blocks + b0, ref acc1));
-            for (int j = 0; j < Batch; j++)
-            {
-                var q = TBlock.Quants(batch + j * TBlock.BlockBytes);
-                sbyte* x = xq + (b0 + j) * 32;
-                acc0 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x), Vector256.Create(combined[j]), acc0);
-                acc1 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + cols), Vector256.Create(combined[Batch + j]), acc1);
-            }
-        }
-        float tail0 = 0, tail1 = 0;
-        for (int b = whole; b < blocks; b++)
-        {
-            byte* block = row + b * TBlock.BlockBytes;
-            float d = F16Row.ToSingle(*(ushort*)block);
-            var q = TBlock.Quants(block);
-            sbyte* x = xq + b * 32;
-            acc0 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x), Vector256.Create(d * xd[b]), acc0);
-            acc1 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + cols), Vector256.Create(d * xd[blocks + b]), acc1);
-            tail0 += OffsetTerm<TBlock>(block, d, xs[b]);
-            tail1 += OffsetTerm<TBlock>(block, d, xs[blocks + b]);
-        }
-        y[0] = Vector256.Sum(acc0) + tail0;
-        y[yStride] = Vector256.Sum(acc1) + tail1;
-    }
-
-    /// <summary>One row against four tokens: each block is unpacked once for all four.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dot4<TBlock, TDot>(byte* row, int blocks, sbyte* xq, float* xd, float* xs, float* y, int yStride)
-        where TBlock : IBlock32 where TDot : IIntegerDot
-    {
-        long cols = blocks * 32L;
-        float* combined = stackalloc float[Batch * TokenTile];
-        // The offset terms go straight into the accumulators: four more live vectors would not fit the registers.
-        Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
-        int whole = blocks - blocks % Batch;
-        for (int b0 = 0; b0 < whole; b0 += Batch)
-        {
-            byte* batch = row + b0 * TBlock.BlockBytes;
-            WeightScales<TBlock>(batch, out var d, out var offset);
-            Avx.Store(combined, TokenScales<TBlock>(d, offset, xd + b0, xs + b0, ref acc0));
-            Avx.Store(combined + Batch, TokenScales<TBlock>(d, offset, xd + blocks + b0, xs + blocks + b0, ref acc1));
-            Avx.Store(combined + 2 * Batch, TokenScales<TBlock>(d, offset, xd + 2 * blocks + b0, xs + 2 * blocks + b0, ref acc2));
-            Avx.Store(combined + 3 * Batch, TokenScales<TBlock>(d, offset, xd + 3 * blocks + b0, xs + 3 * blocks + b0, ref acc3));
-            for (int j = 0; j < Batch; j++)
-            {
-                var q = TBlock.Quants(batch + j * TBlock.BlockBytes);
-                sbyte* x = xq + (b0 + j) * 32;
-                acc0 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x), Vector256.Create(combined[j]), acc0);
-                acc1 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + cols), Vector256.Create(combined[Batch + j]), acc1);
-                acc2 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + 2 * cols), Vector256.Create(combined[2 * Batch + j]), acc2);
-                acc3 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + 3 * cols), Vector256.Create(combined[3 * Batch + j]), acc3);
-            }
-        }
-        float tail0 = 0, tail1 = 0, tail2 = 0, tail3 = 0;
-        for (int b = whole; b < blocks; b++)
-        {
-            byte* block = row + b * TBlock.BlockBytes;
-            float d = F16Row.ToSingle(*(ushort*)block);
-            var q = TBlock.Quants(block);
-            sbyte* x = xq + b * 32;
-            acc0 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x), Vector256.Create(d * xd[b]), acc0);
-            acc1 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + cols), Vector256.Create(d * xd[blocks + b]), acc1);
-            acc2 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + 2 * cols), Vector256.Create(d * xd[2 * blocks + b]), acc2);
-            acc3 = Fma.MultiplyAdd(QuantDot<TBlock, TDot>(q, x + 3 * cols), Vector256.Create(d * xd[3 * blocks + b]), acc3);
-            tail0 += OffsetTerm<TBlock>(block, d, xs[b]);
-            tail1 += OffsetTerm<TBlock>(block, d, xs[blocks + b]);
-            tail2 += OffsetTerm<TBlock>(block, d, xs[2 * blocks + b]);
-            tail3 += OffsetTerm<TBlock>(block, d, xs[3 * blocks + b]);
-        }
-        y[0] = Vector256.Sum(acc0) + tail0;
-        y[yStride] = Vector256.Sum(acc1) + tail1;
-        y[2L * yStride] = Vector256.Sum(acc2) + tail2;
-        y[3L * yStride] = Vector256.Sum(acc3) + tail3;
-    }
-
     /// <summary>The offset or min term <c>c·(dx·Σxq)</c> of one block, c being the stored min or <c>-Offset·d</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float OffsetTerm<TBlock>(byte* block, float d, float activationSum) where TBlock : IBlock32
     {
-        if (TBlock.SignedQuants) return 0;
         return (TBlock.HasMin ? F16Row.ToSingle(*(ushort*)(block + 2)) : -TBlock.Offset * d) * activationSum;
     }
 
@@ -339,8 +166,7 @@ internal static unsafe class Block32Kernels
             *(int*)batch, *(int*)(batch + stride), *(int*)(batch + 2 * stride), *(int*)(batch + 3 * stride),
             *(int*)(batch + 4 * stride), *(int*)(batch + 5 * stride), *(int*)(batch + 6 * stride), *(int*)(batch + 7 * stride));
         d = F16Row.LowHalvesToSingle(raw);
-        offset = TBlock.SignedQuants ? Vector256<float>.Zero
-            : TBlock.HasMin ? F16Row.HighHalvesToSingle(raw)
+        offset = TBlock.HasMin ? F16Row.HighHalvesToSingle(raw)
             : d * Vector256.Create(-TBlock.Offset);
     }
 
@@ -352,8 +178,7 @@ internal static unsafe class Block32Kernels
     internal static Vector256<float> TokenScales<TBlock>(Vector256<float> d, Vector256<float> offset, float* xd, float* xs, ref Vector256<float> acc)
         where TBlock : IBlock32
     {
-        if (!TBlock.SignedQuants)
-            acc = Fma.MultiplyAdd(offset, Avx.LoadVector256(xs), acc);
+        acc = Fma.MultiplyAdd(offset, Avx.LoadVector256(xs), acc);
         return d * Avx.LoadVector256(xd);
     }
 
@@ -365,10 +190,7 @@ internal static unsafe class Block32Kernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> QuantDot<TBlock, TDot>(Vector256<byte> q, sbyte* x) where TBlock : IBlock32 where TDot : IIntegerDot
     {
-        var xv = Avx.LoadVector256(x);
-        // The products take unsigned by signed bytes, so signed weights move their sign onto the activation.
-        var sums = TBlock.SignedQuants ? TDot.Dot(Avx2.Abs(q.AsSByte()), Avx2.Sign(xv, q.AsSByte())) : TDot.Dot(q, xv);
-        return Avx.ConvertToVector256Single(sums);
+        return Avx.ConvertToVector256Single(TDot.Dot(q, Avx.LoadVector256(x)));
     }
 
     /// <summary>The 32 nibbles of 16 bytes in element order: low nibbles are elements 0..15, high ones 16..31.</summary>

@@ -37,7 +37,7 @@ internal unsafe struct MatMulTask
 
     /// <summary>
     /// Per thread, room for the rows of one work item in the form the kernel works on (floats for F16 prefill,
-    /// unpacked super-blocks for K-quant prefill, packed Q4_0/Q8_0 rows for the AVX-512 token-pair tiles, one float row for the portable kernel), or null.
+    /// unpacked super-blocks for K-quant prefill, one float row for the portable kernel), or null.
     /// </summary>
     public byte* RowScratch;
 
@@ -73,9 +73,10 @@ internal readonly unsafe struct MatMulTarget(WeightMatrix weights, float* output
 /// <para>
 /// With AVX2 and FMA, quantized weights multiply activations quantized to 8 bits per call (32-blocks for Q8_0 and
 /// the Q4/Q5 types, 256-blocks for the K-quants) with integer instructions (AVX-VNNI's where the CPU has them, and
-/// for Q4_0 and Q8_0 prefill AVX-512's on two tokens per register: bit for bit the same results), which moves each result by at most
-/// Σ|w| · max|x| / 254 per activation block; float weights multiply float activations. Elsewhere every type is
-/// dequantized row by row and multiplied in float.
+/// AVX-512's where they pay: bit for bit the same results), which moves each result by at most
+/// Σ|w| · max|x| / 254 per activation block; float weights multiply float activations. Q4_0 and Q8_0 weights are
+/// repacked at load and multiplied by <see cref="RowGroupKernels"/> in one summation order on every machine
+/// (scalar code where there is no AVX2). Elsewhere every other type is dequantized row by row and multiplied in float.
 /// </para>
 /// </summary>
 internal static unsafe class MatMul
@@ -136,22 +137,23 @@ internal static unsafe class MatMul
             totalRows += target.Weights.Rows;
         }
 
-        bool portable = path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported;
+        bool rowGroups = RowGroupKernels.Handles(first.Type);
+        bool portable = !rowGroups && (path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported);
         bool wide = !portable && path == MatMulPath.Fastest && KQuantWideKernels.IsSupported;
         bool paired = !portable && path is not (MatMulPath.Avx2 or MatMulPath.Avx256) && FloatGemm.Handles(first.Type, tokens, first.Cols);
-        bool tokenPairs = !portable && path == MatMulPath.Fastest && Avx512Block32Kernels.Handles(first.Type, first.Cols, tokens);
         ActivationFormat activations;
-        var kernel = paired ? PairedKernel(first.Type, out activations)
+        var kernel = rowGroups ? RowGroupKernel(first.Type, path, out activations)
+            : paired ? PairedKernel(first.Type, out activations)
             : portable ? PortableKernel(first.Type, out activations)
-            : tokenPairs ? TokenPairKernel(first.Type, out activations)
             : AvxVnni.IsSupported && path != MatMulPath.Avx2 ? FastKernel<VnniDot>(first.Type, tokens, wide, out activations)
             : FastKernel<Avx2Dot>(first.Type, tokens, wide, out activations);
-        long scratchPerRow = portable ? 0
+        long scratchPerRow = portable || rowGroups ? 0
             : paired ? (FloatGemm.WidensRows(first.Type) ? first.Cols * sizeof(float) : 0)
-            : tokenPairs ? Avx512Block32Kernels.RowScratchBytes(first.Type, first.Cols, tokens)
             : FloatKernels.WidensRows(first.Type, tokens) ? first.Cols * sizeof(float)
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1, wide);
-        int chunkRows = paired ? PairedChunkRows(totalRows, pool.ThreadCount) : ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
+        int chunkRows = paired ? PairedChunkRows(totalRows, pool.ThreadCount)
+            : rowGroups ? RowGroupKernels.ChunkRows(totalRows, tokens, pool.ThreadCount)
+            : ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
 
         // One buffer for the activations in the kernel's format and each thread's room for a chunk of rows.
         long activationBytes = activations switch
@@ -160,12 +162,11 @@ internal static unsafe class MatMul
             ActivationFormat.ScaledFloat => (long)tokens * first.Cols * sizeof(float),
             ActivationFormat.PairedFloat => FloatGemm.PairedBytes(tokens, first.Cols),
             ActivationFormat.Blocks256 => ActivationQuantizer.Bytes256(first.Cols, tokens),
-            ActivationFormat.Blocks32TokenPairs or ActivationFormat.PairedBlocks32TokenPairs =>
-                Avx512Block32Kernels.ActivationBytes(first.Type, first.Cols, tokens),
             _ => ActivationQuantizer.Bytes32(first.Cols, tokens),
         };
-        long rowScratchBytes = portable ? first.Cols * sizeof(float)
-            : paired || tokenPairs || FloatKernels.WidensRows(first.Type, tokens) ? chunkRows * scratchPerRow
+        long rowScratchBytes = rowGroups ? 0
+            : portable ? first.Cols * sizeof(float)
+            : paired || FloatKernels.WidensRows(first.Type, tokens) ? chunkRows * scratchPerRow
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, chunkRows, wide);
         long aligned = (activationBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
         rowScratchBytes = (rowScratchBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
@@ -245,22 +246,20 @@ internal static unsafe class MatMul
 
         /// <summary>Floats times 2^112, for F16 weights read by <see cref="F16ScaledRow"/>.</summary>
         ScaledFloat,
-        Blocks32,
         PairedBlocks32,
         Blocks256,
 
         /// <summary>Floats in token pairs, for <see cref="FloatGemm.Rows{TRow}"/>.</summary>
         PairedFloat,
 
-        /// <summary><see cref="Blocks32"/> or <see cref="PairedBlocks32"/>, then a copy in token pairs for <see cref="Avx512Block32Kernels"/>.</summary>
-        Blocks32TokenPairs,
-        PairedBlocks32TokenPairs,
+        /// <summary>32-blocks in element order with integer sums (Q8_0's plus 128), for <see cref="RowGroupKernels"/>.</summary>
+        ExactBlocks32,
     }
 
-    private static delegate*<MatMulTask*, int, int, int, void> TokenPairKernel(GgmlType type, out ActivationFormat activations)
+    private static delegate*<MatMulTask*, int, int, int, void> RowGroupKernel(GgmlType type, MatMulPath path, out ActivationFormat activations)
     {
-        activations = type == GgmlType.Q8_0 ? ActivationFormat.Blocks32TokenPairs : ActivationFormat.PairedBlocks32TokenPairs;
-        return Avx512Block32Kernels.Kernel(type);
+        activations = ActivationFormat.ExactBlocks32;
+        return RowGroupKernels.Kernel(type, path);
     }
 
     private static delegate*<MatMulTask*, int, int, int, void> PairedKernel(GgmlType type, out ActivationFormat activations)
@@ -282,8 +281,7 @@ internal static unsafe class MatMul
         {
             GgmlType.F16 when !FloatKernels.WidensRows(type, tokens) => ActivationFormat.ScaledFloat,
             GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => ActivationFormat.Float,
-            GgmlType.Q8_0 => ActivationFormat.Blocks32,
-            GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 => ActivationFormat.PairedBlocks32,
+            GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 => ActivationFormat.PairedBlocks32,
             _ => ActivationFormat.Blocks256,
         };
         bool floatWide = wide && FloatKernels.WideIsSupported;
@@ -292,8 +290,6 @@ internal static unsafe class MatMul
             GgmlType.F32 => floatWide ? &FloatKernels.WideRows<F32Row> : &FloatKernels.Rows<F32Row>,
             GgmlType.F16 => floatWide ? &FloatKernels.WideRows<F16Row> : &FloatKernels.Rows<F16Row>,
             GgmlType.BF16 => floatWide ? &FloatKernels.WideRows<BF16Row> : &FloatKernels.Rows<BF16Row>,
-            GgmlType.Q8_0 => &Block32Kernels.Rows<Q8_0Block, TDot>,
-            GgmlType.Q4_0 => &PairedBlock32Kernels.Rows<Q4_0Block, TDot>,
             GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block, TDot>,
             GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block, TDot>,
             GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block, TDot>,
@@ -377,12 +373,18 @@ internal static unsafe class MatMul
         float* x = task->X + (long)t * cols;
         if (format == ActivationFormat.PairedFloat)
             FloatGemm.PackPairs(task->X, cols, tokens, t, (float*)task->Activations);
+        else if (format == ActivationFormat.ExactBlocks32)
+        {
+            ActivationQuantizer.LayoutExact32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
+            int blocks = cols / ActivationQuantizer.Block32;
+            ActivationQuantizer.QuantizeExact32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks,
+                biased: RowGroupKernels.BiasedActivations(task->W.Type));
+        }
         else if (format != ActivationFormat.Blocks256)
         {
             ActivationQuantizer.Layout32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
             int blocks = cols / ActivationQuantizer.Block32;
-            ActivationQuantizer.Quantize32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks,
-                paired: format is ActivationFormat.PairedBlocks32 or ActivationFormat.PairedBlocks32TokenPairs);
+            ActivationQuantizer.Quantize32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks);
         }
         else
         {
@@ -415,26 +417,14 @@ internal static unsafe class MatMul
         {
             if (Format != ActivationFormat.Float)
             {
-                // Token-pair formats hand out pairs: both tokens are quantized, then interleaved, by one thread.
                 int tokens = Tasks->Tokens;
-                bool pairs = Format is ActivationFormat.Blocks32TokenPairs or ActivationFormat.PairedBlocks32TokenPairs;
-                int units = pairs ? (tokens + 1) / 2 : tokens;
-                for (int u; (u = Interlocked.Increment(ref NextToken) - 1) < units;)
+                for (int t; (t = Interlocked.Increment(ref NextToken) - 1) < tokens;)
                 {
-                    if (!pairs) QuantizeToken(Tasks, Format, u);
-                    else
-                    {
-                        QuantizeToken(Tasks, Format, 2 * u);
-                        if (2 * u + 1 < tokens)
-                        {
-                            QuantizeToken(Tasks, Format, 2 * u + 1);
-                            Avx512Block32Kernels.Interleave(Tasks->W.Type, Tasks->Activations, Tasks->W.Cols, tokens, u);
-                        }
-                    }
+                    QuantizeToken(Tasks, Format, t);
                     Interlocked.Increment(ref QuantizedTokens);
                 }
                 var spinner = new SpinWait();
-                while (Volatile.Read(ref QuantizedTokens) < units) spinner.SpinOnce(sleep1Threshold: -1);
+                while (Volatile.Read(ref QuantizedTokens) < tokens) spinner.SpinOnce(sleep1Threshold: -1);
             }
             while (true)
             {

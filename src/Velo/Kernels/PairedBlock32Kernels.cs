@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace Velo.Kernels;
 
 /// <summary>
-/// AVX2 kernels for Q4_0, Q4_1, Q5_0 and Q5_1, working on two blocks at a time: the 16 nibble bytes of two
+/// AVX2 kernels for Q4_1, Q5_0 and Q5_1, working on two blocks at a time: the 16 nibble bytes of two
 /// blocks fill one 256-bit register, so one mask and one shift unpack 64 quants, and the activations are stored
 /// in the matching order (<see cref="ActivationQuantizer.Quantize32"/> with <c>paired</c>). Per pair: two
 /// <c>maddubs</c> and one <c>madd</c> (or two AVX-VNNI <c>vpdpbusd</c>), one conversion and one FMA whose scale

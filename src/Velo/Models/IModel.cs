@@ -19,6 +19,9 @@ public interface IModel : IDisposable
     /// <summary>The bytes of tensor data a forward pass reads, all of which becomes resident as it runs.</summary>
     long WeightBytes { get; }
 
+    /// <summary>The weights copied at load into the layouts the kernels read (Q4_0 and Q8_0 matrices), and the time it took.</summary>
+    WeightRepack Repack => default;
+
     /// <summary>
     /// Allocates what forward passes write: activations for batches of up to <paramref name="maxBatch"/> tokens, a KV
     /// cache of <paramref name="contextLength"/> positions (0: the trained context) for each of
@@ -133,3 +136,6 @@ public sealed record ModelInfo
     /// <summary>The family's own hyperparameters as label and value, in the order <c>velo info</c> shows them.</summary>
     public IReadOnlyList<KeyValuePair<string, string>> Properties { get; init; } = [];
 }
+
+/// <summary>Weights copied at load into the layouts the kernels read: the copies' bytes and the time it took.</summary>
+public readonly record struct WeightRepack(long Bytes, TimeSpan Time);

@@ -17,6 +17,16 @@ internal readonly unsafe struct WeightMatrix
     }
 
     public byte* Data { get; }
+
+    /// <summary>
+    /// The rows repacked at load into <see cref="RowGroups"/>' interleaved layout, which the Q4_0 kernels read, or
+    /// null (then they read <see cref="Data"/> with the portable kernel). Row r sits in lane
+    /// <see cref="PackedFirstLane"/> + r counted from this group on.
+    /// </summary>
+    public byte* Packed { get; private init; }
+
+    /// <summary>The lane of row 0 in the first group of <see cref="Packed"/>: nonzero for a slice that starts inside a group.</summary>
+    public int PackedFirstLane { get; private init; }
     public GgmlType Type { get; }
     public int Rows { get; }
     public int Cols { get; }
@@ -34,6 +44,16 @@ internal readonly unsafe struct WeightMatrix
     {
         if (first < 0 || count <= 0 || (long)first + count > Rows)
             throw new ArgumentOutOfRangeException(nameof(first), $"rows {first}..{(long)first + count - 1} are outside a matrix of {Rows} rows");
-        return new WeightMatrix(Row(first), Type, count, Cols);
+        var slice = new WeightMatrix(Row(first), Type, count, Cols);
+        if (Packed == null) return slice;
+        int lane = PackedFirstLane + first;
+        return slice with
+        {
+            Packed = Packed + lane / RowGroups.Rows * RowGroups.GroupBytes(Type, Cols),
+            PackedFirstLane = lane % RowGroups.Rows,
+        };
     }
+
+    /// <summary>This matrix with its rows' repacked copy (<see cref="RowGroups.Repack"/> of the whole matrix).</summary>
+    public WeightMatrix WithPacked(byte* packed) => this with { Packed = packed, PackedFirstLane = 0 };
 }

@@ -57,7 +57,7 @@ public unsafe class MatMulTests
         foreach (int rows in new[] { 1, 7, 33, 70 })
         {
             using var weights = RandomWeights(type, rows, cols, random);
-            var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+            using var repacked = Repacked(new WeightMatrix((byte*)weights.Pointer, type, rows, cols), out var w);
             foreach (int tokens in new[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17 })
             {
                 float[] x = RandomActivations(tokens * cols, random);
@@ -154,48 +154,6 @@ public unsafe class MatMulTests
         }
     }
 
-    /// <summary>
-    /// The AVX-512 tiles of token pairs (Q4_0 and Q8_0 prefill) sum each token exactly as the AVX2 tiles and a token
-    /// alone do: tiles of 8, 4, 2 and 1 pairs, an odd last token, tail blocks after the whole batches of 8, rows read
-    /// from the file (under 16 tokens) or packed, whole rows or column blocks (Q4_0 from 2048 columns, Q8_0 from
-    /// 672), chunks of more rows than a group whose accumulators wait between blocks (520 rows), bit for bit.
-    /// </summary>
-    [Avx512Theory]
-    [InlineData(GgmlType.Q4_0)]
-    [InlineData(GgmlType.Q8_0)]
-    public void TokenPairTilesEqualAvx2AndATokenAloneBitForBit(GgmlType type)
-    {
-        var random = new Random((int)type * 13);
-        using var pool = new WorkerPool(3);
-        foreach (int cols in type == GgmlType.Q8_0 ? new[] { 256, 384, 32 * 21, 1024, 1056 } : new[] { 256, 1024, 2048 })
-        foreach (int rows in cols == 1024 ? new[] { 1, 7, 33, 520 } : new[] { 1, 7, 33 })
-        {
-            using var weights = RandomWeights(type, rows, cols, random);
-            var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
-            foreach (int tokens in new[] { 4, 5, 15, 16, 17, 30, 33 })
-            {
-                Assert.True(Avx512Block32Kernels.Handles(type, cols, tokens));
-                float[] x = RandomActivations(tokens * cols, random);
-                float[] pairs = new float[tokens * rows], avx2 = new float[tokens * rows], tiles256 = new float[tokens * rows];
-                float[] alone = new float[rows];
-                fixed (float* px = x, pp = pairs, pa = avx2, p256 = tiles256, p1 = alone)
-                {
-                    MatMul.Multiply(w, px, tokens, pp, pool, MatMulPath.Fastest);
-                    MatMul.Multiply(w, px, tokens, pa, pool, MatMulPath.Avx2);
-                    MatMul.Multiply(w, px, tokens, p256, pool, MatMulPath.Avx256);
-                    Assert.True(MemoryMarshal.Cast<float, int>(pairs).SequenceEqual(MemoryMarshal.Cast<float, int>(avx2)),
-                        $"{type} rows={rows} cols={cols} tokens={tokens}: token-pair tiles and AVX2 differ");
-                    Assert.True(MemoryMarshal.Cast<float, int>(pairs).SequenceEqual(MemoryMarshal.Cast<float, int>(tiles256)),
-                        $"{type} rows={rows} cols={cols} tokens={tokens}: token-pair tiles and the 256-bit (AVX-VNNI) tiles differ");
-                    int t = random.Next(tokens);
-                    MatMul.Multiply(w, px + t * cols, 1, p1, pool, MatMulPath.Fastest);
-                    Assert.True(MemoryMarshal.Cast<float, int>(alone).SequenceEqual(MemoryMarshal.Cast<float, int>(pairs.AsSpan(t * rows, rows))),
-                        $"{type} rows={rows} cols={cols} tokens={tokens}: token {t} alone differs from it in the batch");
-                }
-            }
-        }
-    }
-
     private static void CompareWithReference(GgmlType type, MatMulPath path)
     {
         var random = new Random((int)type * 7919 + (int)path);
@@ -204,19 +162,19 @@ public unsafe class MatMulTests
         foreach (int rows in new[] { 1, 7, 33, 70 })
         {
             using var weights = RandomWeights(type, rows, cols, random);
-            // Token tiles of 8 (the 32-block types) and 4 (the K-quants' prefill), with every remainder and a second whole tile.
+            using var repacked = Repacked(new WeightMatrix((byte*)weights.Pointer, type, rows, cols), out var w);
             foreach (int tokens in new[] { 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17 })
             {
                 float[] x = RandomActivations(tokens * cols, random);
                 float[] fast = new float[tokens * rows], reference = new float[tokens * rows];
-                var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
                 fixed (float* px = x, pf = fast, pr = reference)
                 {
                     MatMul.Multiply(w, px, tokens, pf, pool, path);
                     MatMul.Reference(w, px, tokens, pr);
                 }
 
-                bool quantizedActivations = path != MatMulPath.Portable && GgmlTypeInfo.BlockSize(type) > 1;
+                // The portable path quantizes activations too for the repacked types, so all their paths agree bit for bit.
+                bool quantizedActivations = (path != MatMulPath.Portable || RowGroups.Repacks(type)) && GgmlTypeInfo.BlockSize(type) > 1;
                 for (int t = 0; t < tokens; t++)
                 for (int r = 0; r < rows; r++)
                 {
@@ -266,7 +224,7 @@ public unsafe class MatMulTests
         int cols = ColumnCounts(type)[^1];
         const int rows = 75;
         using var weights = RandomWeights(type, rows, cols, random);
-        var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+        using var repacked = Repacked(new WeightMatrix((byte*)weights.Pointer, type, rows, cols), out var w);
         foreach (int tokens in new[] { 1, 6 })
         {
             float[] x = RandomActivations(tokens * cols, random);
@@ -434,6 +392,8 @@ public unsafe class MatMulTests
         int[] rows = [64, 9, 33];
         var weights = rows.Select(r => RandomWeights(type, r, cols, random)).ToArray();
         var matrices = Enumerable.Range(0, 3).Select(i => new WeightMatrix((byte*)weights[i].Pointer, type, rows[i], cols)).ToArray();
+        var repacked = new NativeBuffer?[3];
+        for (int i = 0; i < 3; i++) repacked[i] = Repacked(matrices[i], out matrices[i]);
         MatMulTarget* targets = stackalloc MatMulTarget[3];
         try
         {
@@ -459,6 +419,7 @@ public unsafe class MatMulTests
         finally
         {
             foreach (var w in weights) w.Dispose();
+            foreach (var copy in repacked) copy?.Dispose();
         }
     }
 
@@ -562,7 +523,7 @@ public unsafe class MatMulTests
         using var pool = new WorkerPool(2);
         const int rows = 40, cols = 512;
         using var weights = RandomWeights(type, rows, cols, random);
-        var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
+        using var repacked = Repacked(new WeightMatrix((byte*)weights.Pointer, type, rows, cols), out var w);
         float[] x = RandomActivations(tokens * cols, random);
         float[] y = new float[tokens * rows];
         fixed (float* px = x, py = y)
@@ -576,6 +537,20 @@ public unsafe class MatMulTests
     }
 
     /// <summary>Weights as a model file would hold them: normal floats quantized by the reference quantizer.</summary>
+    /// <summary>
+    /// <paramref name="w"/> with the repacked copy the loader makes for types the kernels read interleaved, in the
+    /// buffer returned (null for other types, which stay as they are).
+    /// </summary>
+    internal static NativeBuffer? Repacked(WeightMatrix plain, out WeightMatrix w)
+    {
+        w = plain;
+        if (!RowGroups.Repacks(plain.Type)) return null;
+        var buffer = new NativeBuffer(RowGroups.Bytes(plain.Type, plain.Rows, plain.Cols), zero: false);
+        RowGroups.Repack(plain, (byte*)buffer.Pointer, 0, RowGroups.GroupCount(plain.Rows));
+        w = plain.WithPacked((byte*)buffer.Pointer);
+        return buffer;
+    }
+
     internal static NativeBuffer RandomWeights(GgmlType type, int rows, int cols, Random random)
     {
         long rowBytes = GgmlTypeInfo.RowBytes(type, cols);

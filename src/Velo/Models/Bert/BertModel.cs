@@ -41,6 +41,8 @@ internal sealed unsafe class BertModel : IModel, IPoolingChoice
     /// <summary>The file's tensors and the float matrices' copies packed at load.</summary>
     public long WeightBytes => File.FileSize - File.DataOffset + Weights.PackedBytes;
 
+    public WeightRepack Repack => Weights.Repack;
+
     public void Forward(IModelState state, ForwardBatch batch)
     {
         var s = state as BertState ?? throw new ArgumentException("the state was not created by a BERT model", nameof(state));

@@ -20,6 +20,18 @@ internal readonly unsafe struct Linear
         Bias = bind.Vector(name + ".bias", rows),
     };
 
+    /// <summary>
+    /// A layer bound for <see cref="WithPacked"/>: weights that <see cref="PackedFloatMatrix.CanPack"/> takes are
+    /// bound as the file has them (they go into <see cref="PackedFloatGemm"/>'s panels, so repacking them for the
+    /// integer kernels too would be wasted), others as <see cref="Bind"/> binds them.
+    /// </summary>
+    public static Linear BindForPacking(WeightBinder bind, string name, int rows, int cols)
+    {
+        var plain = bind.Matrix(name + ".weight", rows, cols, multiplied: false);
+        if (!PackedFloatMatrix.CanPack(plain)) return Bind(bind, name, rows, cols);
+        return new Linear { Weight = plain, Bias = bind.Vector(name + ".bias", rows) };
+    }
+
     /// <summary>This layer with its weights packed, when <see cref="PackedFloatMatrix.CanPack"/> takes them.</summary>
     public Linear WithPacked() => PackedFloatMatrix.CanPack(Weight) ? this with { Packed = new PackedFloatMatrix(Weight) } : this;
 }
@@ -58,9 +70,9 @@ internal sealed unsafe class BertWeights : IDisposable
     public BertWeights(GgufFile file, BertConfig c)
     {
         _bind = new WeightBinder(file);
-        TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim);
-        PositionEmbedding = _bind.Matrix("position_embd.weight", c.ContextLength, c.Dim);
-        TokenTypes = _bind.Matrix("token_types.weight", c.TokenTypes, c.Dim);
+        TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim, multiplied: false);
+        PositionEmbedding = _bind.Matrix("position_embd.weight", c.ContextLength, c.Dim, multiplied: false);
+        TokenTypes = _bind.Matrix("token_types.weight", c.TokenTypes, c.Dim, multiplied: false);
         EmbeddingNorm = Norm.Bind(_bind, "token_embd_norm", c.Dim);
         // The six matrices of every layer, packed for PackedFloatGemm on all cores at once: copying and widening
         // them is most of an encoder's load time.
@@ -68,12 +80,12 @@ internal sealed unsafe class BertWeights : IDisposable
         for (int i = 0; i < c.Layers; i++)
         {
             string p = $"blk.{i}.";
-            linears[6 * i] = Linear.Bind(_bind, p + "attn_q", c.Dim, c.Dim);
-            linears[6 * i + 1] = Linear.Bind(_bind, p + "attn_k", c.Dim, c.Dim);
-            linears[6 * i + 2] = Linear.Bind(_bind, p + "attn_v", c.Dim, c.Dim);
-            linears[6 * i + 3] = Linear.Bind(_bind, p + "attn_output", c.Dim, c.Dim);
-            linears[6 * i + 4] = Linear.Bind(_bind, p + "ffn_up", c.FfnDim, c.Dim);
-            linears[6 * i + 5] = Linear.Bind(_bind, p + "ffn_down", c.Dim, c.FfnDim);
+            linears[6 * i] = Linear.BindForPacking(_bind, p + "attn_q", c.Dim, c.Dim);
+            linears[6 * i + 1] = Linear.BindForPacking(_bind, p + "attn_k", c.Dim, c.Dim);
+            linears[6 * i + 2] = Linear.BindForPacking(_bind, p + "attn_v", c.Dim, c.Dim);
+            linears[6 * i + 3] = Linear.BindForPacking(_bind, p + "attn_output", c.Dim, c.Dim);
+            linears[6 * i + 4] = Linear.BindForPacking(_bind, p + "ffn_up", c.FfnDim, c.Dim);
+            linears[6 * i + 5] = Linear.BindForPacking(_bind, p + "ffn_down", c.Dim, c.FfnDim);
         }
         Parallel.For(0, linears.Length, i => linears[i] = linears[i].WithPacked());
         Layers = new BertLayerWeights[c.Layers];
@@ -111,7 +123,10 @@ internal sealed unsafe class BertWeights : IDisposable
     /// <summary>The head's optional second layer.</summary>
     public Linear? ClassifierOutput { get; }
 
-    /// <summary>Bytes of the copies packed at load (<see cref="Linear.Packed"/>).</summary>
+    /// <summary>
+    /// Bytes of the copies packed at load (<see cref="Linear.Packed"/>), plus what repacking the matrices the
+    /// integer kernels read adds (<see cref="WeightBinder.RepackGrowth"/>).
+    /// </summary>
     public long PackedBytes
     {
         get
@@ -120,9 +135,11 @@ internal sealed unsafe class BertWeights : IDisposable
             foreach (var layer in Layers)
                 foreach (var linear in (ReadOnlySpan<Linear>)[layer.Query, layer.Key, layer.Value, layer.Output, layer.Up, layer.Down])
                     if (linear.Packed is { } packed) bytes += (long)packed.Rows * packed.Cols * sizeof(float);
-            return bytes;
+            return bytes + _bind.RepackGrowth;
         }
     }
+
+    public WeightRepack Repack => _bind.Repack;
 
     public void Dispose()
     {

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+using System.Runtime.Intrinsics.X86;
 using Velo.Formats;
 using Velo.Tensors;
 
@@ -31,8 +33,12 @@ internal sealed unsafe class WeightBinder : IDisposable
         if (_bound.Add(t.Name)) BoundBytes += t.ByteSize;
     }
 
-    /// <summary>A matrix of <paramref name="rows"/> × <paramref name="cols"/> (ggml's shape [cols, rows]).</summary>
-    public WeightMatrix Matrix(string name, int rows, int cols)
+    /// <summary>
+    /// A matrix of <paramref name="rows"/> × <paramref name="cols"/> (ggml's shape [cols, rows]). Types the
+    /// kernels read interleaved (<see cref="RowGroups"/>) are repacked once per tensor, unless
+    /// <paramref name="multiplied"/> is false: an embedding table only looked up reads the file's rows.
+    /// </summary>
+    public WeightMatrix Matrix(string name, int rows, int cols, bool multiplied = true)
     {
         var t = _file.RequireTensor(name);
         if (t.Shape.Count != 2 || t.Shape[0] != cols || t.Shape[1] != rows)
@@ -40,7 +46,58 @@ internal sealed unsafe class WeightBinder : IDisposable
         if (!GgmlTypeInfo.IsSupported(t.Type))
             throw new NotSupportedException($"{_file.Path}: tensor '{name}' has type {t.Type}, which Velo cannot compute with yet");
         Count(t);
-        return new WeightMatrix(_file.TensorData(t), t.Type, rows, cols);
+        var matrix = new WeightMatrix(_file.TensorData(t), t.Type, rows, cols);
+        if (!multiplied) _readFromFile.Add(name);
+        return multiplied && RowGroups.Repacks(t.Type) && Avx2.IsSupported ? matrix.WithPacked(Repacked(name, matrix)) : matrix;
+    }
+
+    /// <summary>Tensors bound to be read from the file (embedding lookups), even if also repacked.</summary>
+    private readonly HashSet<string> _readFromFile = new(StringComparer.Ordinal);
+
+    /// <summary>
+    /// What repacking adds to the bytes a forward pass keeps resident: the copies, less the file's bytes of tensors
+    /// that only the copies are read from (their mapped pages, read once to repack, are clean and reclaimable).
+    /// </summary>
+    public long RepackGrowth
+    {
+        get
+        {
+            long growth = RepackedBytes;
+            foreach (var name in _repacked.Keys)
+                if (!_readFromFile.Contains(name)) growth -= _file.RequireTensor(name).ByteSize;
+            return growth;
+        }
+    }
+
+    /// <summary>The bytes and time of the repacking at load.</summary>
+    public WeightRepack Repack => new(RepackedBytes, RepackTime);
+
+    private readonly Dictionary<string, NativeBuffer> _repacked = new(StringComparer.Ordinal);
+
+    /// <summary>Bytes of the matrices repacked at load, which live beside the mapped file.</summary>
+    public long RepackedBytes { get; private set; }
+
+    /// <summary>Time spent repacking.</summary>
+    public TimeSpan RepackTime { get; private set; }
+
+    /// <summary>The tensor's repacked copy, made on first use: its groups shared out over the cores.</summary>
+    private byte* Repacked(string name, WeightMatrix matrix)
+    {
+        if (_repacked.TryGetValue(name, out var done)) return (byte*)done.Pointer;
+        long start = Stopwatch.GetTimestamp();
+        var buffer = new NativeBuffer(RowGroups.Bytes(matrix.Type, matrix.Rows, matrix.Cols), zero: false, hugePages: true);
+        _repacked.Add(name, buffer);
+        RepackedBytes += buffer.Length;
+        byte* packed = (byte*)buffer.Pointer;
+        int groups = RowGroups.GroupCount(matrix.Rows);
+        const int GroupsPerItem = 16;
+        nint destination = (nint)packed;
+        Parallel.For(0, (groups + GroupsPerItem - 1) / GroupsPerItem, item =>
+            RowGroups.Repack(matrix, (byte*)destination, item * GroupsPerItem, Math.Min(groups, (item + 1) * GroupsPerItem)));
+        // The file's pages of this tensor, read once to copy, leave resident memory (an embedding lookup maps rows again).
+        PageAdvice.Release(matrix.Data, matrix.Rows * matrix.RowBytes);
+        RepackTime += Stopwatch.GetElapsedTime(start);
+        return packed;
     }
 
     /// <summary>The vector as floats, or null when the file does not have it.</summary>
@@ -83,5 +140,9 @@ internal sealed unsafe class WeightBinder : IDisposable
         return total;
     }
 
-    public void Dispose() => _vectors.Dispose();
+    public void Dispose()
+    {
+        _vectors.Dispose();
+        foreach (var buffer in _repacked.Values) buffer.Dispose();
+    }
 }

@@ -41,7 +41,9 @@ internal sealed unsafe class GemmaModel : IModel
     public ModelInfo Info { get; }
     public GemmaWeights Weights { get; }
 
-    public long WeightBytes => File.FileSize - File.DataOffset;
+    public long WeightBytes => File.FileSize - File.DataOffset + Weights.RepackGrowth;
+
+    public WeightRepack Repack => Weights.Repack;
 
     public void Forward(IModelState state, ForwardBatch batch)
     {

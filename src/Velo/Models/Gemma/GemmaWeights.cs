@@ -27,7 +27,7 @@ internal sealed unsafe class GemmaWeights : IDisposable
     public GemmaWeights(GgufFile file, GemmaConfig c)
     {
         _bind = new WeightBinder(file);
-        TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim);
+        TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim, multiplied: !_bind.Has("output.weight"));
         OutputNorm = _bind.Vector("output_norm.weight", c.Dim);
         // Published Gemma files tie the classifier to the token embedding; llama.cpp takes an output matrix when one is there.
         Output = _bind.Has("output.weight") ? _bind.Matrix("output.weight", c.VocabSize, c.Dim) : TokenEmbedding;
@@ -58,6 +58,11 @@ internal sealed unsafe class GemmaWeights : IDisposable
     public float* OutputNorm { get; }
     public WeightMatrix Output { get; }
     public GemmaLayerWeights[] Layers { get; }
+
+    /// <summary>What repacking matrices at load adds to the bytes a forward pass keeps resident.</summary>
+    public long RepackGrowth => _bind.RepackGrowth;
+
+    public WeightRepack Repack => _bind.Repack;
 
     public void Dispose() => _bind.Dispose();
 }

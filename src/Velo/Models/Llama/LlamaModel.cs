@@ -41,7 +41,10 @@ internal sealed unsafe class LlamaModel : ILayerRangeModel
 
     // The file's tensor data is mapped, not read: it becomes resident page by page as the forward pass reads it;
     // a stage reads only its own blocks' tensors.
-    public long WeightBytes => Layers.IsAll ? File.FileSize - File.DataOffset : Weights.Bytes;
+    // Q4_0 and Q8_0 matrices are read from copies repacked at load instead (RowGroups).
+    public long WeightBytes => (Layers.IsAll ? File.FileSize - File.DataOffset : Weights.Bytes) + Weights.RepackGrowth;
+
+    public WeightRepack Repack => Weights.Repack;
 
     public Span<float> Hidden(IModelState state, int tokens)
     {

@@ -25,7 +25,7 @@ internal sealed unsafe class LlamaWeights : IDisposable
     public LlamaWeights(GgufFile file, LlamaConfig c, LayerRange layers)
     {
         _bind = new WeightBinder(file);
-        if (layers.IsFirst) TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim);
+        if (layers.IsFirst) TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim, multiplied: false);
         if (layers.IsLast)
         {
             OutputNorm = _bind.Vector("output_norm.weight", c.Dim);
@@ -65,6 +65,11 @@ internal sealed unsafe class LlamaWeights : IDisposable
 
     /// <summary>The bytes of the tensors bound: what the forward pass reads of the file.</summary>
     public long Bytes => _bind.BoundBytes;
+
+    /// <summary>What repacking matrices at load adds to the bytes a forward pass keeps resident.</summary>
+    public long RepackGrowth => _bind.RepackGrowth;
+
+    public WeightRepack Repack => _bind.Repack;
 
     public void Dispose() => _bind.Dispose();
 }

@@ -37,7 +37,9 @@ internal sealed unsafe class Phi3Model : IModel
     public Phi3Weights Weights { get; }
 
     // The file's tensor data is mapped, not read: it becomes resident page by page as the forward pass reads it.
-    public long WeightBytes => File.FileSize - File.DataOffset;
+    public long WeightBytes => File.FileSize - File.DataOffset + Weights.RepackGrowth;
+
+    public WeightRepack Repack => Weights.Repack;
 
     public void Forward(IModelState state, ForwardBatch batch)
     {

@@ -25,7 +25,7 @@ internal sealed unsafe class Phi3Weights : IDisposable
     public Phi3Weights(GgufFile file, Phi3Config c)
     {
         _bind = new WeightBinder(file);
-        TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim);
+        TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim, multiplied: !_bind.Has("output.weight"));
         OutputNorm = _bind.Vector("output_norm.weight", c.Dim);
         // Tied embeddings: without an output matrix the token embedding doubles as the classifier.
         Output = _bind.Has("output.weight") ? _bind.Matrix("output.weight", c.VocabSize, c.Dim) : TokenEmbedding;
@@ -77,6 +77,11 @@ internal sealed unsafe class Phi3Weights : IDisposable
     public float* RopeFactorsShort { get; }
 
     public Phi3LayerWeights[] Layers { get; }
+
+    /// <summary>What repacking matrices at load adds to the bytes a forward pass keeps resident.</summary>
+    public long RepackGrowth => _bind.RepackGrowth;
+
+    public WeightRepack Repack => _bind.Repack;
 
     public void Dispose() => _bind.Dispose();
 }
