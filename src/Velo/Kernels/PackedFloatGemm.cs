@@ -175,8 +175,8 @@ internal static unsafe class PackedFloatGemm
                     int count = Math.Min(TileTokens, tokenEnd - t), last = t + count - 1;
                     float* x0 = X + (long)t * Cols, x1 = X + (long)Math.Min(t + 1, last) * Cols;
                     float* x2 = X + (long)Math.Min(t + 2, last) * Cols, x3 = X + (long)Math.Min(t + 3, last) * Cols;
-                    if (count > 4) Tile6(panel, x0, x1, x2, x3, X + (long)Math.Min(t + 4, last) * Cols, X + (long)Math.Min(t + 5, last) * Cols, Cols, results);
-                    else Tile4(panel, x0, x1, x2, x3, Cols, results);
+                    if (count > 4) Tile<SixTokens>(panel, x0, x1, x2, x3, X + (long)Math.Min(t + 4, last) * Cols, X + (long)Math.Min(t + 5, last) * Cols, Cols, results);
+                    else Tile<FourTokens>(panel, x0, x1, x2, x3, null, null, Cols, results);
                     Store(task, results, r, t, count);
                     t += count;
                 }
@@ -184,9 +184,24 @@ internal static unsafe class PackedFloatGemm
         }
     }
 
-    /// <summary>64 rows × 6 tokens over all columns, the sums to <paramref name="results"/> (token-major, 64 floats each).</summary>
+    /// <summary>How many tokens a tile holds, as a type so the JIT compiles one tile per size with only its accumulators.</summary>
+    private interface ITileTokens
+    {
+        static abstract int Count { get; }
+    }
+
+    private struct SixTokens : ITileTokens { public static int Count => 6; }
+
+    /// <summary>A short tail, where six would compute more repeated tokens.</summary>
+    private struct FourTokens : ITileTokens { public static int Count => 4; }
+
+    /// <summary>
+    /// 64 rows × <typeparamref name="TTokens"/> tokens over all columns, the sums to <paramref name="results"/>
+    /// (token-major, 64 floats each); <paramref name="x4"/> and <paramref name="x5"/> are read only by six-token tiles.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile6(float* panel, float* x0, float* x1, float* x2, float* x3, float* x4, float* x5, int cols, float* results)
+    private static void Tile<TTokens>(float* panel, float* x0, float* x1, float* x2, float* x3, float* x4, float* x5, int cols, float* results)
+        where TTokens : ITileTokens
     {
         Vector512<float> a0 = default, b0 = default, c0 = default, d0 = default, a1 = default, b1 = default, c1 = default, d1 = default;
         Vector512<float> a2 = default, b2 = default, c2 = default, d2 = default, a3 = default, b3 = default, c3 = default, d3 = default;
@@ -217,62 +232,29 @@ internal static unsafe class PackedFloatGemm
             b3 = Avx512F.FusedMultiplyAdd(w1, v, b3);
             c3 = Avx512F.FusedMultiplyAdd(w2, v, c3);
             d3 = Avx512F.FusedMultiplyAdd(w3, v, d3);
-            v = Vector512.Create(x4[c]);
-            a4 = Avx512F.FusedMultiplyAdd(w0, v, a4);
-            b4 = Avx512F.FusedMultiplyAdd(w1, v, b4);
-            c4 = Avx512F.FusedMultiplyAdd(w2, v, c4);
-            d4 = Avx512F.FusedMultiplyAdd(w3, v, d4);
-            v = Vector512.Create(x5[c]);
-            a5 = Avx512F.FusedMultiplyAdd(w0, v, a5);
-            b5 = Avx512F.FusedMultiplyAdd(w1, v, b5);
-            c5 = Avx512F.FusedMultiplyAdd(w2, v, c5);
-            d5 = Avx512F.FusedMultiplyAdd(w3, v, d5);
+            if (TTokens.Count > 4)
+            {
+                v = Vector512.Create(x4[c]);
+                a4 = Avx512F.FusedMultiplyAdd(w0, v, a4);
+                b4 = Avx512F.FusedMultiplyAdd(w1, v, b4);
+                c4 = Avx512F.FusedMultiplyAdd(w2, v, c4);
+                d4 = Avx512F.FusedMultiplyAdd(w3, v, d4);
+                v = Vector512.Create(x5[c]);
+                a5 = Avx512F.FusedMultiplyAdd(w0, v, a5);
+                b5 = Avx512F.FusedMultiplyAdd(w1, v, b5);
+                c5 = Avx512F.FusedMultiplyAdd(w2, v, c5);
+                d5 = Avx512F.FusedMultiplyAdd(w3, v, d5);
+            }
         }
         Avx512F.Store(results, a0); Avx512F.Store(results + 16, b0); Avx512F.Store(results + 32, c0); Avx512F.Store(results + 48, d0);
         Avx512F.Store(results + 64, a1); Avx512F.Store(results + 80, b1); Avx512F.Store(results + 96, c1); Avx512F.Store(results + 112, d1);
         Avx512F.Store(results + 128, a2); Avx512F.Store(results + 144, b2); Avx512F.Store(results + 160, c2); Avx512F.Store(results + 176, d2);
         Avx512F.Store(results + 192, a3); Avx512F.Store(results + 208, b3); Avx512F.Store(results + 224, c3); Avx512F.Store(results + 240, d3);
-        Avx512F.Store(results + 256, a4); Avx512F.Store(results + 272, b4); Avx512F.Store(results + 288, c4); Avx512F.Store(results + 304, d4);
-        Avx512F.Store(results + 320, a5); Avx512F.Store(results + 336, b5); Avx512F.Store(results + 352, c5); Avx512F.Store(results + 368, d5);
-    }
-
-    /// <summary>64 rows × 4 tokens: a short tail, where six would compute more repeated tokens.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile4(float* panel, float* x0, float* x1, float* x2, float* x3, int cols, float* results)
-    {
-        Vector512<float> a0 = default, b0 = default, c0 = default, d0 = default, a1 = default, b1 = default, c1 = default, d1 = default;
-        Vector512<float> a2 = default, b2 = default, c2 = default, d2 = default, a3 = default, b3 = default, c3 = default, d3 = default;
-        for (int c = 0; c < cols; c++, panel += Rows)
+        if (TTokens.Count > 4)
         {
-            var w0 = Avx512F.LoadVector512(panel);
-            var w1 = Avx512F.LoadVector512(panel + 16);
-            var w2 = Avx512F.LoadVector512(panel + 32);
-            var w3 = Avx512F.LoadVector512(panel + 48);
-            var v = Vector512.Create(x0[c]);
-            a0 = Avx512F.FusedMultiplyAdd(w0, v, a0);
-            b0 = Avx512F.FusedMultiplyAdd(w1, v, b0);
-            c0 = Avx512F.FusedMultiplyAdd(w2, v, c0);
-            d0 = Avx512F.FusedMultiplyAdd(w3, v, d0);
-            v = Vector512.Create(x1[c]);
-            a1 = Avx512F.FusedMultiplyAdd(w0, v, a1);
-            b1 = Avx512F.FusedMultiplyAdd(w1, v, b1);
-            c1 = Avx512F.FusedMultiplyAdd(w2, v, c1);
-            d1 = Avx512F.FusedMultiplyAdd(w3, v, d1);
-            v = Vector512.Create(x2[c]);
-            a2 = Avx512F.FusedMultiplyAdd(w0, v, a2);
-            b2 = Avx512F.FusedMultiplyAdd(w1, v, b2);
-            c2 = Avx512F.FusedMultiplyAdd(w2, v, c2);
-            d2 = Avx512F.FusedMultiplyAdd(w3, v, d2);
-            v = Vector512.Create(x3[c]);
-            a3 = Avx512F.FusedMultiplyAdd(w0, v, a3);
-            b3 = Avx512F.FusedMultiplyAdd(w1, v, b3);
-            c3 = Avx512F.FusedMultiplyAdd(w2, v, c3);
-            d3 = Avx512F.FusedMultiplyAdd(w3, v, d3);
+            Avx512F.Store(results + 256, a4); Avx512F.Store(results + 272, b4); Avx512F.Store(results + 288, c4); Avx512F.Store(results + 304, d4);
+            Avx512F.Store(results + 320, a5); Avx512F.Store(results + 336, b5); Avx512F.Store(results + 352, c5); Avx512F.Store(results + 368, d5);
         }
-        Avx512F.Store(results, a0); Avx512F.Store(results + 16, b0); Avx512F.Store(results + 32, c0); Avx512F.Store(results + 48, d0);
-        Avx512F.Store(results + 64, a1); Avx512F.Store(results + 80, b1); Avx512F.Store(results + 96, c1); Avx512F.Store(results + 112, d1);
-        Avx512F.Store(results + 128, a2); Avx512F.Store(results + 144, b2); Avx512F.Store(results + 160, c2); Avx512F.Store(results + 176, d2);
-        Avx512F.Store(results + 192, a3); Avx512F.Store(results + 208, b3); Avx512F.Store(results + 224, c3); Avx512F.Store(results + 240, d3);
     }
 
     /// <summary>
