@@ -195,51 +195,25 @@ internal static class Activations
     }
 
     /// <summary>
-    /// e^x for x ≤ 0, in single precision (within 2 ulp, where .NET's <see cref="Vector512.Exp(Vector512{float})"/>
-    /// works in double precision at several times the cost): x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 in two parts),
-    /// e^r by Cephes' expf polynomial, times 2^n built in the exponent bits. x is first raised to −87, where e^x is
-    /// still a normal float (about 1.6e-38); erf only needs e^(−z²) while it is above float's resolution of 1.
+    /// e^x for x ≤ 0 by <see cref="FloatExp"/>, times 2^n built in the exponent bits. x is first raised to −87, where
+    /// e^x is still a normal float (about 1.6e-38); erf only needs e^(−z²) while it is above float's resolution of 1.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> ExpOfNonPositive(Vector512<float> x)
     {
-        x = Vector512.Max(x, Vector512.Create(ExpFloor));
-        var n = Vector512.Round(x * Vector512.Create(Log2E));
-        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-Ln2High), x);
-        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-Ln2Low), r);
-        var p = Vector512.Create(ExpC5);
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpC4));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpC3));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpC2));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpC1));
-        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(ExpC0));
-        p = Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
-        var twoToN = Vector512.ShiftLeft(Vector512.ConvertToInt32(n) + Vector512.Create(127), 23).AsSingle();
-        return p * twoToN;
+        var p = FloatExp.Reduced(Vector512.Max(x, Vector512.Create(ExpFloor)), out var n);
+        return p * Vector512.ShiftLeft(Vector512.ConvertToInt32(n) + Vector512.Create(127), 23).AsSingle();
     }
 
     /// <summary><see cref="ExpOfNonPositive(Vector512{float})"/> of eight floats: the same operations lane by lane.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> ExpOfNonPositive(Vector256<float> x)
     {
-        x = Vector256.Max(x, Vector256.Create(ExpFloor));
-        var n = Vector256.Round(x * Vector256.Create(Log2E));
-        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-Ln2High), x);
-        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-Ln2Low), r);
-        var p = Vector256.Create(ExpC5);
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpC4));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpC3));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpC2));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpC1));
-        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(ExpC0));
-        p = Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
-        var twoToN = Vector256.ShiftLeft(Vector256.ConvertToInt32(n) + Vector256.Create(127), 23).AsSingle();
-        return p * twoToN;
+        var p = FloatExp.Reduced(Vector256.Max(x, Vector256.Create(ExpFloor)), out var n);
+        return p * Vector256.ShiftLeft(Vector256.ConvertToInt32(n) + Vector256.Create(127), 23).AsSingle();
     }
 
-    private const float ExpFloor = -87f, Log2E = 1.44269504088896341f, Ln2High = 0.693359375f, Ln2Low = -2.12194440e-4f;
-    private const float ExpC5 = 1.9875691500e-4f, ExpC4 = 1.3981999507e-3f, ExpC3 = 8.3334519073e-3f, ExpC2 = 4.1665795894e-2f;
-    private const float ExpC1 = 1.6666665459e-1f, ExpC0 = 5.0000001201e-1f;
+    private const float ExpFloor = -87f;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Erf(Vector256<float> x)

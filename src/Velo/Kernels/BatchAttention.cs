@@ -339,26 +339,11 @@ internal static unsafe class BatchAttention
     }
 
     /// <summary>
-    /// e^x for the softmax's x ≤ 0, in single precision (within 2 ulp; the scores' own rounding is far larger):
-    /// x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^r by Cephes' expf polynomial, times 2^n by <c>vscalefps</c>, which
-    /// goes to 0 below the float range rather than wrapping. .NET's <see cref="Vector512.Exp(Vector512{float})"/>
-    /// works in double precision and costs several times as much.
+    /// e^x for the softmax's x ≤ 0 by <see cref="FloatExp"/> (the scores' own rounding is far larger than its 2 ulp),
+    /// times 2^n by <c>vscalefps</c>, which goes to 0 below the float range rather than wrapping.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Exp(Vector512<float> x)
-    {
-        var n = Avx512F.RoundScale(x * Vector512.Create(1.44269504088896341f), 0);
-        var r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(-0.693359375f), x);
-        r = Avx512F.FusedMultiplyAdd(n, Vector512.Create(2.12194440e-4f), r);
-        var p = Vector512.Create(1.9875691500e-4f);
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1.3981999507e-3f));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(8.3334519073e-3f));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(4.1665795894e-2f));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(1.6666665459e-1f));
-        p = Avx512F.FusedMultiplyAdd(p, r, Vector512.Create(5.0000001201e-1f));
-        p = Avx512F.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
-        return Avx512F.Scale(p, n);
-    }
+    private static Vector512<float> Exp(Vector512<float> x) => Avx512F.Scale(FloatExp.Reduced(x, out var n), n);
 
     private static float MaxAcross(Vector512<float> v)
     {

@@ -1,0 +1,49 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+
+namespace Velo.Kernels;
+
+/// <summary>
+/// The part of e^x in single precision that the kernels' exponentials share (Cephes' expf, within 2 ulp, where
+/// .NET's <see cref="Vector512.Exp(Vector512{float})"/> works in double precision at several times the cost):
+/// x = n·ln 2 + r with |r| ≤ ln 2 / 2 (ln 2 in two parts) and e^r by a polynomial. The caller multiplies by 2^n in
+/// the way its range of x needs.
+/// </summary>
+internal static class FloatExp
+{
+    private const float Log2E = 1.44269504088896341f, Ln2High = 0.693359375f, Ln2Low = -2.12194440e-4f;
+    private const float C5 = 1.9875691500e-4f, C4 = 1.3981999507e-3f, C3 = 8.3334519073e-3f, C2 = 4.1665795894e-2f;
+    private const float C1 = 1.6666665459e-1f, C0 = 5.0000001201e-1f;
+
+    /// <summary>e^r for x = n·ln 2 + r, and n (a whole number, as a float).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Reduced(Vector512<float> x, out Vector512<float> n)
+    {
+        n = Vector512.Round(x * Vector512.Create(Log2E));
+        var r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-Ln2High), x);
+        r = Vector512.FusedMultiplyAdd(n, Vector512.Create(-Ln2Low), r);
+        var p = Vector512.Create(C5);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(C4));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(C3));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(C2));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(C1));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(C0));
+        return Vector512.FusedMultiplyAdd(p, r * r, r + Vector512<float>.One);
+    }
+
+    /// <summary><see cref="Reduced(Vector512{float}, out Vector512{float})"/> of eight floats: the same operations lane by lane.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Reduced(Vector256<float> x, out Vector256<float> n)
+    {
+        n = Vector256.Round(x * Vector256.Create(Log2E));
+        var r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-Ln2High), x);
+        r = Vector256.FusedMultiplyAdd(n, Vector256.Create(-Ln2Low), r);
+        var p = Vector256.Create(C5);
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(C4));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(C3));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(C2));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(C1));
+        p = Vector256.FusedMultiplyAdd(p, r, Vector256.Create(C0));
+        return Vector256.FusedMultiplyAdd(p, r * r, r + Vector256<float>.One);
+    }
+}
