@@ -24,7 +24,7 @@ public interface IParallelJob
 /// </para>
 /// <para>
 /// Every wait, a worker's for the next job and the caller's for the workers still running, polls for up to 200 µs
-/// and then blocks: the forward pass dispatches thousands of small jobs per second and waking a blocked thread
+/// and then blocks (a <see cref="WaitPoint"/>): the forward pass dispatches thousands of small jobs per second and waking a blocked thread
 /// costs tens of microseconds. But a thread that polls on a core it shares with others spends the process's
 /// share of the machine on nothing and keeps that core from the thread it waits for (decode on 2 cores at a load
 /// average of ~18 ran 28 % faster without polling, 18 % slower on a quiet machine). So where the workers find
@@ -38,18 +38,16 @@ public sealed unsafe class WorkerPool : IDisposable
 
     /// <summary>Per thread index, the last generation whose share someone (the worker or the caller) has taken.</summary>
     private readonly long[] _claimed;
-    /// <summary>Where idle workers block.</summary>
-    private readonly object _gate = new();
-    /// <summary>Where the caller blocks until the last running worker finishes.</summary>
-    private readonly object _doneGate = new();
+    /// <summary>Where idle workers wait for the next job.</summary>
+    private readonly WaitPoint _nextJob = new();
+    /// <summary>Where the caller waits until the last running worker finishes.</summary>
+    private readonly WaitPoint _workersDone = new();
     private NativeBuffer? _sharedScratch;
 
     private void* _job;
     private delegate*<void*, int, int, void> _invoke;
     private long _generation;
     private int _pending;
-    private int _sleepers;
-    private int _callerSleeping;
     /// <summary>Set while the threads wait for a core for much of the time they want one: waits then barely poll.</summary>
     private volatile bool _oversubscribed;
     private int _busy;
@@ -99,8 +97,7 @@ public sealed unsafe class WorkerPool : IDisposable
             _failure = null;
             Volatile.Write(ref _pending, _workers.Length);
             long generation = Interlocked.Increment(ref _generation);
-            if (Volatile.Read(ref _sleepers) > 0)
-                lock (_gate) Monitor.PulseAll(_gate);
+            _nextJob.WakeAll();
 
             Execute(ref shared, 0);
             for (int index = 1; index < ThreadCount; index++)
@@ -109,7 +106,8 @@ public sealed unsafe class WorkerPool : IDisposable
                     Execute(ref shared, index);
                     Interlocked.Decrement(ref _pending);
                 }
-            WaitForWorkers();
+            var workersDone = new WorkersDone(this);
+            _workersDone.Wait(ref workersDone, PollTicks);
             _job = null;
             job = shared;
             if (_failure is { } failure)
@@ -162,32 +160,6 @@ public sealed unsafe class WorkerPool : IDisposable
     private static void Invoke<TJob>(void* job, int threadIndex, int threadCount) where TJob : struct, IParallelJob =>
         Unsafe.AsRef<TJob>(job).Execute(threadIndex, threadCount);
 
-    /// <summary>Waits until every worker that took its share has finished it: polls, then blocks until the last one signals.</summary>
-    private void WaitForWorkers()
-    {
-        if (Volatile.Read(ref _pending) == 0) return;
-        long deadline = Stopwatch.GetTimestamp() + PollTicks;
-        while (true)
-        {
-            for (int i = 0; i < 64; i++)
-            {
-                if (Volatile.Read(ref _pending) == 0) return;
-                Thread.SpinWait(1);
-            }
-            if (Stopwatch.GetTimestamp() > deadline) break;
-        }
-
-        lock (_doneGate)
-        {
-            // The same handshake as the workers' sleep: the flag is raised before the last check, and the worker
-            // that brings the count to zero looks at the flag after doing so, so one of the two sees the other.
-            Interlocked.Exchange(ref _callerSleeping, 1);
-            while (Volatile.Read(ref _pending) != 0)
-                Monitor.Wait(_doneGate);
-            Volatile.Write(ref _callerSleeping, 0);
-        }
-    }
-
     /// <summary>How long a wait polls before it blocks: 200 µs, or none but the first few polls on an oversubscribed machine.</summary>
     private long PollTicks => _oversubscribed ? 0 : MaxPollTicks;
 
@@ -220,10 +192,11 @@ public sealed unsafe class WorkerPool : IDisposable
                 Measure(meter);
                 nextMeasurement = Stopwatch.GetTimestamp() + MeasureEveryTicks;
             }
-            long generation = AwaitNextGeneration(seen);
+            var nextJob = new NextGeneration(this, seen);
+            _nextJob.Wait(ref nextJob, PollTicks);
             if (_disposed) return;
-            seen = generation;
-            if (!TryClaim(index, generation)) continue; // the caller ran this share already
+            seen = nextJob.Generation;
+            if (!TryClaim(index, seen)) continue; // the caller ran this share already
             try
             {
                 _invoke(_job, index, ThreadCount);
@@ -232,8 +205,8 @@ public sealed unsafe class WorkerPool : IDisposable
             {
                 Interlocked.CompareExchange(ref _failure, e, null);
             }
-            if (Interlocked.Decrement(ref _pending) == 0 && Volatile.Read(ref _callerSleeping) != 0)
-                lock (_doneGate) Monitor.Pulse(_doneGate);
+            if (Interlocked.Decrement(ref _pending) == 0)
+                _workersDone.WakeAll();
         }
     }
 
@@ -244,31 +217,18 @@ public sealed unsafe class WorkerPool : IDisposable
         else if (share < QuietShare) _oversubscribed = false;
     }
 
-    private long AwaitNextGeneration(long seen)
+    /// <summary>A worker's: a dispatch after the one it saw last (or disposal), whose number it keeps.</summary>
+    private struct NextGeneration(WorkerPool pool, long seen) : IWaitCondition
     {
-        long deadline = Stopwatch.GetTimestamp() + PollTicks;
-        while (true)
-        {
-            for (int i = 0; i < 64; i++)
-            {
-                long generation = Volatile.Read(ref _generation);
-                if (generation != seen) return generation;
-                Thread.SpinWait(1);
-            }
-            if (Stopwatch.GetTimestamp() > deadline) break;
-        }
+        public long Generation;
 
-        lock (_gate)
-        {
-            // Announcing the sleep before the last check pairs with Run, which bumps the generation before it
-            // looks for sleepers: one of the two always sees the other, so no wake-up is lost.
-            Interlocked.Increment(ref _sleepers);
-            long generation;
-            while ((generation = Volatile.Read(ref _generation)) == seen)
-                Monitor.Wait(_gate);
-            Interlocked.Decrement(ref _sleepers);
-            return generation;
-        }
+        public bool IsMet() => (Generation = Volatile.Read(ref pool._generation)) != seen;
+    }
+
+    /// <summary>The caller's: every worker that took its share has finished it.</summary>
+    private readonly struct WorkersDone(WorkerPool pool) : IWaitCondition
+    {
+        public bool IsMet() => Volatile.Read(ref pool._pending) == 0;
     }
 
     public void Dispose()
@@ -276,7 +236,7 @@ public sealed unsafe class WorkerPool : IDisposable
         if (_disposed) return;
         _disposed = true;
         Interlocked.Increment(ref _generation);
-        lock (_gate) Monitor.PulseAll(_gate);
+        _nextJob.WakeAll();
         foreach (var worker in _workers) worker.Join();
         _sharedScratch?.Dispose();
     }
