@@ -1,86 +1,119 @@
-using System.Globalization;
+using System.Buffers.Text;
 using Microsoft.Win32.SafeHandles;
 
 namespace Velo.Threading;
 
 /// <summary>
 /// How much of the time a thread wanted a core it spent waiting for one, from Linux's per-thread scheduler
-/// statistics (<c>/proc/thread-self/schedstat</c>: time on a core, time runnable but waiting, in nanoseconds).
-/// A thread on a machine with cores to spare waits only for the microseconds a wake-up takes; one on an
-/// oversubscribed machine (other processes, or more threads than cores) waits for most of its runnable time.
-/// Reading it is one system call into a buffer owned by the meter, allocating nothing.
+/// statistics (<c>/proc/thread-self/schedstat</c>: time on a core, time runnable but waiting, in nanoseconds, and
+/// the number of time slices). A thread on a machine with cores to spare waits only for the microseconds a wake-up
+/// takes; one on an oversubscribed machine (other processes, or more threads than cores) waits for most of its
+/// runnable time. Reading it is one system call into a stack buffer, allocating nothing.
 /// </summary>
 internal sealed class RunQueueMeter : IDisposable
 {
+    private const string ThreadStatisticsPath = "/proc/thread-self/schedstat";
+
+    /// <summary>Room for the three fields of up to 20 digits each, their separators and more than that.</summary>
+    private const int MaxContentBytes = 128;
+
     private readonly SafeFileHandle _schedstat;
-    private readonly byte[] _buffer = new byte[128];
     private long _running;
     private long _waiting;
 
-    private RunQueueMeter(SafeFileHandle schedstat)
+    private RunQueueMeter(SafeFileHandle schedstat, long running, long waiting)
     {
         _schedstat = schedstat;
-        if (!TryRead(out _running, out _waiting)) throw new IOException("unreadable schedstat");
-    }
-
-    /// <summary>A meter of the calling thread, or null where the system does not keep these statistics.</summary>
-    public static RunQueueMeter? ForCurrentThread()
-    {
-        if (!OperatingSystem.IsLinux()) return null;
-        SafeFileHandle? handle = null;
-        try
-        {
-            // thread-self resolves when opened, so the handle stays this thread's for good.
-            handle = File.OpenHandle("/proc/thread-self/schedstat");
-            return new RunQueueMeter(handle);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
-        {
-            handle?.Dispose();
-            return null;
-        }
+        _running = running;
+        _waiting = waiting;
     }
 
     /// <summary>
-    /// The share of the thread's runnable time since the last answer that it spent waiting for a core, or null
-    /// while it has been runnable for less than <paramref name="minimumNanoseconds"/> in all (too little to judge:
-    /// the time keeps adding up towards the next call).
+    /// A meter of the calling thread, or null where the system does not keep these statistics or they do not read
+    /// as expected (not Linux, a kernel without schedstats, a container that hides <c>/proc</c>).
     /// </summary>
-    public double? WaitingShare(long minimumNanoseconds)
+    public static RunQueueMeter? ForCurrentThread() =>
+        // thread-self resolves when opened, so the handle stays this thread's for good.
+        OperatingSystem.IsLinux() ? Open(ThreadStatisticsPath) : null;
+
+    /// <summary>A meter reading the statistics at <paramref name="path"/>, or null where they are missing or malformed.</summary>
+    internal static RunQueueMeter? Open(string path)
     {
-        if (!TryRead(out long running, out long waiting)) return null;
-        long ran = running - _running, waited = waiting - _waiting;
-        if (ran + waited < minimumNanoseconds) return null;
-        _running = running;
-        _waiting = waiting;
-        return (double)waited / (ran + waited);
+        SafeFileHandle handle;
+        try
+        {
+            handle = File.OpenHandle(path);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
+        {
+            return null;
+        }
+        if (!TryRead(handle, out long running, out long waiting))
+        {
+            handle.Dispose();
+            return null;
+        }
+        return new RunQueueMeter(handle, running, waiting);
     }
 
-    private bool TryRead(out long running, out long waiting)
+    /// <summary>
+    /// The share of the thread's runnable time since the last answer that it spent waiting for a core, in
+    /// <paramref name="waitingShare"/>; null there while it has been runnable for less than
+    /// <paramref name="minimumNanoseconds"/> in all (too little to judge: the time keeps adding up towards the next
+    /// call). False once the statistics can no longer be read or make no sense (a counter ran backwards): the meter
+    /// is then of no further use.
+    /// </summary>
+    public bool TryMeasure(long minimumNanoseconds, out double? waitingShare)
     {
-        running = waiting = 0;
+        waitingShare = null;
+        if (!TryRead(_schedstat, out long running, out long waiting)) return false;
+        long ran = running - _running, waited = waiting - _waiting;
+        if (ran < 0 || waited < 0) return false;
+        if (ran + waited < minimumNanoseconds) return true;
+        _running = running;
+        _waiting = waiting;
+        waitingShare = (double)waited / (ran + waited);
+        return true;
+    }
+
+    private static bool TryRead(SafeFileHandle schedstat, out long running, out long waiting)
+    {
+        Span<byte> content = stackalloc byte[MaxContentBytes];
         int length;
         try
         {
-            length = RandomAccess.Read(_schedstat, _buffer, 0);
+            length = RandomAccess.Read(schedstat, content, 0);
         }
-        catch (IOException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException)
         {
+            running = waiting = 0;
             return false;
         }
-        var fields = _buffer.AsSpan(0, length);
-        return TryTakeNumber(ref fields, out running) && TryTakeNumber(ref fields, out waiting);
+        return TryParse(content[..length], out running, out waiting);
     }
 
-    private static bool TryTakeNumber(ref Span<byte> text, out long value)
+    /// <summary>
+    /// The first two fields of schedstat's content: two non-negative decimal numbers, each followed by a space or a
+    /// line break. Anything else (empty, signs, other separators, a number cut short) is malformed.
+    /// </summary>
+    internal static bool TryParse(ReadOnlySpan<byte> content, out long running, out long waiting)
     {
-        int start = 0;
-        while (start < text.Length && text[start] == (byte)' ') start++;
-        int end = start;
-        while (end < text.Length && text[end] is >= (byte)'0' and <= (byte)'9') end++;
-        bool parsed = long.TryParse(text[start..end], NumberStyles.None, CultureInfo.InvariantCulture, out value);
-        text = text[end..];
-        return parsed;
+        waiting = 0;
+        return TryTakeField(ref content, out running) && TryTakeField(ref content, out waiting);
+    }
+
+    private static bool TryTakeField(ref ReadOnlySpan<byte> content, out long value)
+    {
+        // Utf8Parser takes a leading sign, which schedstat never writes: only a digit may start a field.
+        if (content.IsEmpty || !char.IsAsciiDigit((char)content[0])
+            || !Utf8Parser.TryParse(content, out value, out int digits)
+            || digits >= content.Length || content[digits] is not ((byte)' ' or (byte)'\n'))
+        {
+            value = 0;
+            return false;
+        }
+        content = content[(digits + 1)..];
+        return true;
     }
 
     public void Dispose() => _schedstat.Dispose();

@@ -182,14 +182,16 @@ public sealed unsafe class WorkerPool : IDisposable
     private void WorkerLoop(int index)
     {
         // One worker's view of the machine stands for the pool's: every thread of it competes for the same cores.
+        // Without one (no statistics, or they stop reading) every wait keeps the full poll budget.
         using var meter = index == 1 ? RunQueueMeter.ForCurrentThread() : null;
+        bool measuring = meter != null;
         long nextMeasurement = 0;
         long seen = 0;
         while (true)
         {
-            if (meter != null && Stopwatch.GetTimestamp() >= nextMeasurement)
+            if (measuring && Stopwatch.GetTimestamp() >= nextMeasurement)
             {
-                Measure(meter);
+                measuring = Measure(meter!);
                 nextMeasurement = Stopwatch.GetTimestamp() + MeasureEveryTicks;
             }
             var nextJob = new NextGeneration(this, seen);
@@ -210,11 +212,17 @@ public sealed unsafe class WorkerPool : IDisposable
         }
     }
 
-    private void Measure(RunQueueMeter meter)
+    /// <summary>Updates <see cref="_oversubscribed"/>; false, and quiet for good, once the meter cannot be read.</summary>
+    private bool Measure(RunQueueMeter meter)
     {
-        if (meter.WaitingShare(MinimumRunnableNanoseconds) is not double share) return;
-        if (share >= OversubscribedShare) _oversubscribed = true;
-        else if (share < QuietShare) _oversubscribed = false;
+        if (!meter.TryMeasure(MinimumRunnableNanoseconds, out double? waitingShare))
+        {
+            _oversubscribed = false;
+            return false;
+        }
+        if (waitingShare >= OversubscribedShare) _oversubscribed = true;
+        else if (waitingShare < QuietShare) _oversubscribed = false;
+        return true;
     }
 
     /// <summary>A worker's: a dispatch after the one it saw last (or disposal), whose number it keeps.</summary>
