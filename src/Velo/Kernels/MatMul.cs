@@ -47,7 +47,7 @@ internal unsafe struct MatMulTask
     /// <summary>Bytes of <see cref="RowScratch"/> per thread: thread i's room starts at i times this.</summary>
     public long RowScratchBytes;
 
-    /// <summary>Applied to the results as they are stored (by <see cref="FloatGemm"/>), or after each work item.</summary>
+    /// <summary>Applied to the results as they are stored (by <see cref="FloatGemm"/> and <see cref="RowGroupKernels"/>), or after each work item.</summary>
     public MatMulEpilogue Epilogue;
 
     /// <summary>The target's output, when <see cref="Y"/> is a scratch buffer the epilogue adds into it from.</summary>
@@ -173,10 +173,11 @@ internal static unsafe class MatMul
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, chunkRows, wide);
         long aligned = (activationBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
         rowScratchBytes = (rowScratchBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
-        // Kernels other than FloatGemm store plain products, which a residual add cannot overwrite the output with:
-        // those go to scratch first.
+        // Kernels other than FloatGemm and RowGroupKernels store plain products, which a residual add cannot
+        // overwrite the output with: those go to scratch first.
+        bool kernelAppliesEpilogue = paired || rowGroups;
         long productBytes = 0;
-        if (!paired)
+        if (!kernelAppliesEpilogue)
             foreach (var target in targets)
                 if (target.Epilogue.Output == MatMulOutput.AddToOutput)
                     productBytes += (long)tokens * target.Weights.Rows * sizeof(float);
@@ -201,7 +202,7 @@ internal static unsafe class MatMul
                 Epilogue = targets[i].Epilogue,
                 Output = targets[i].Output,
             };
-            if (!paired && targets[i].Epilogue.Output == MatMulOutput.AddToOutput)
+            if (!kernelAppliesEpilogue && targets[i].Epilogue.Output == MatMulOutput.AddToOutput)
             {
                 tasks[i].Y = products;
                 products += (long)tokens * targets[i].Weights.Rows;
@@ -217,7 +218,7 @@ internal static unsafe class MatMul
         }
         var job = new RowsJob
         {
-            Tasks = tasks, TaskCount = targets.Length, Kernel = kernel, ChunkRows = chunkRows, KernelAppliesEpilogue = paired,
+            Tasks = tasks, TaskCount = targets.Length, Kernel = kernel, ChunkRows = chunkRows, KernelAppliesEpilogue = kernelAppliesEpilogue,
             Format = activations is ActivationFormat.Float or ActivationFormat.ScaledFloat ? ActivationFormat.Float : activations,
         };
         pool.Run(ref job);

@@ -107,7 +107,8 @@ internal static unsafe class RowGroupKernels
                     float d = (float)BitConverter.UInt16BitsToHalf(*(ushort*)block);
                     acc = MathF.FusedMultiplyAdd(isum, d * scales[(long)t * blocks + b], acc);
                 }
-                task->Y[(long)t * rows + r] = acc;
+                float* y = task->Y + (long)t * rows + r;
+                *y = task->Epilogue.Apply(acc, *y, r);
             }
         }
     }
@@ -124,6 +125,12 @@ internal static unsafe class RowGroupKernels
 
         /// <summary>Where lane 0 of the group's results goes for the tile's first token (it may lie before the matrix's row 0).</summary>
         public required float* Y { get; init; }
+
+        /// <summary>The matrix row of lane 0 (negative for a slice that starts inside the group).</summary>
+        public required int Row { get; init; }
+
+        /// <summary>Applied to the results as they are stored.</summary>
+        public required MatMulEpilogue Epilogue { get; init; }
 
         /// <summary>The lanes of the group that are rows of this work item.</summary>
         public required int FirstLane { get; init; }
@@ -172,6 +179,7 @@ internal static unsafe class RowGroupKernels
                     Cols = cols, Blocks = blocks, Rows = rows,
                     Quants = quants + (long)t * cols, Scales = scales + (long)t * blocks, Sums = sums + (long)t * blocks,
                     Y = task->Y + (long)t * rows + (groupLane - first),
+                    Row = groupLane - first, Epilogue = task->Epilogue,
                     FirstLane = Math.Max(laneStart, groupLane) - groupLane, EndLane = Math.Min(laneEnd, groupLane + RowGroups.Rows) - groupLane,
                 };
                 byte* group = task->W.Packed + g * groupBytes;
@@ -401,11 +409,11 @@ internal static unsafe class RowGroupKernels
         float* y = tile.Y + (long)token * tile.Rows;
         if (tile.FirstLane == 0 && tile.EndLane == RowGroups.Rows)
         {
-            acc.Store(y);
+            tile.Epilogue.Store(acc, y, tile.Row);
             return;
         }
         for (int lane = tile.FirstLane; lane < tile.EndLane; lane++)
-            y[lane] = acc.GetElement(lane);
+            y[lane] = tile.Epilogue.Apply(acc.GetElement(lane), y[lane], tile.Row + lane);
     }
 
     /// <summary>
@@ -438,6 +446,7 @@ internal static unsafe class RowGroupKernels
                         Cols = cols, Blocks = blocks, Rows = rows,
                         Quants = quants + (long)t * cols, Scales = scales + (long)t * blocks, Sums = sums + (long)t * blocks,
                         Y = task->Y + (long)t * rows + (groupLane - first),
+                    Row = groupLane - first, Epilogue = task->Epilogue,
                         FirstLane = Math.Max(laneStart, groupLane) - groupLane, EndLane = Math.Min(laneEnd, groupLane + RowGroups.Rows) - groupLane,
                     };
                     THalves.MultiplyAlone(tile, task->W.Packed + g * groupBytes);
@@ -453,6 +462,7 @@ internal static unsafe class RowGroupKernels
                     Cols = cols, Blocks = blocks, Rows = rows,
                     Quants = quants + (long)t * cols, Scales = scales + (long)t * blocks, Sums = sums + (long)t * blocks,
                     Y = task->Y + (long)t * rows + (halfLane - first),
+                    Row = halfLane - first, Epilogue = task->Epilogue,
                     FirstLane = Math.Max(laneStart, halfLane) - halfLane, EndLane = Math.Min(laneEnd, halfLane + Half) - halfLane,
                 };
                 // The half's lanes inside its group: its scales and quant bytes start that far in.
@@ -535,14 +545,15 @@ internal static unsafe class RowGroupKernels
             high = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1 - (w1 << 7)), F16Row.Load8(weightScales, 8) * dx, high);
         }
         float* y = tile.Y;
+        var epilogue = tile.Epilogue;
         if (tile.FirstLane == 0 && tile.EndLane == RowGroups.Rows)
         {
-            low.Store(y);
-            high.Store(y + 8);
+            epilogue.Store(low, y, tile.Row);
+            epilogue.Store(high, y + 8, tile.Row + 8);
             return;
         }
         for (int lane = tile.FirstLane; lane < tile.EndLane; lane++)
-            y[lane] = lane < 8 ? low.GetElement(lane) : high.GetElement(lane - 8);
+            y[lane] = epilogue.Apply(lane < 8 ? low.GetElement(lane) : high.GetElement(lane - 8), y[lane], tile.Row + lane);
     }
 
     /// <summary>
@@ -727,10 +738,10 @@ internal static unsafe class RowGroupKernels
         float* y = tile.Y + (long)token * tile.Rows;
         if (tile.FirstLane == 0 && tile.EndLane == RowGroups.Rows / 2)
         {
-            acc.Store(y);
+            tile.Epilogue.Store(acc, y, tile.Row);
             return;
         }
         for (int lane = tile.FirstLane; lane < tile.EndLane; lane++)
-            y[lane] = acc.GetElement(lane);
+            y[lane] = tile.Epilogue.Apply(acc.GetElement(lane), y[lane], tile.Row + lane);
     }
 }
