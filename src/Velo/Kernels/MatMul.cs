@@ -32,6 +32,9 @@ internal unsafe struct MatMulTask
     /// <summary>The activations quantized in the layout the kernel expects, or null for float kernels.</summary>
     public byte* Activations;
 
+    /// <summary>Whether <see cref="Activations"/>' 32-block quants are stored plus 128 (<see cref="RowGroupKernels.BiasedActivations"/>).</summary>
+    public bool BiasedQuants;
+
     /// <summary>Rows per work item.</summary>
     public int ChunkRows;
 
@@ -44,7 +47,7 @@ internal unsafe struct MatMulTask
     /// <summary>Bytes of <see cref="RowScratch"/> per thread: thread i's room starts at i times this.</summary>
     public long RowScratchBytes;
 
-    /// <summary>Applied to the results as they are stored (by <see cref="FloatGemm"/>), or after each work item.</summary>
+    /// <summary>Applied to the results as they are stored (by <see cref="FloatGemm"/> and <see cref="RowGroupKernels"/>), or after each work item.</summary>
     public MatMulEpilogue Epilogue;
 
     /// <summary>The target's output, when <see cref="Y"/> is a scratch buffer the epilogue adds into it from.</summary>
@@ -170,10 +173,11 @@ internal static unsafe class MatMul
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, chunkRows, wide);
         long aligned = (activationBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
         rowScratchBytes = (rowScratchBytes + NativeBuffer.Alignment - 1) / NativeBuffer.Alignment * NativeBuffer.Alignment;
-        // Kernels other than FloatGemm store plain products, which a residual add cannot overwrite the output with:
-        // those go to scratch first.
+        // Kernels other than FloatGemm and RowGroupKernels store plain products, which a residual add cannot
+        // overwrite the output with: those go to scratch first.
+        bool kernelAppliesEpilogue = paired || rowGroups;
         long productBytes = 0;
-        if (!paired)
+        if (!kernelAppliesEpilogue)
             foreach (var target in targets)
                 if (target.Epilogue.Output == MatMulOutput.AddToOutput)
                     productBytes += (long)tokens * target.Weights.Rows * sizeof(float);
@@ -192,12 +196,13 @@ internal static unsafe class MatMul
                 Tokens = tokens,
                 ChunkRows = chunkRows,
                 Activations = activationBytes > 0 ? scratch : null,
+                BiasedQuants = activations == ActivationFormat.BiasedExactBlocks32,
                 RowScratch = rowScratchBytes > 0 ? scratch + rowScratchStart : null,
                 RowScratchBytes = rowScratchBytes,
                 Epilogue = targets[i].Epilogue,
                 Output = targets[i].Output,
             };
-            if (!paired && targets[i].Epilogue.Output == MatMulOutput.AddToOutput)
+            if (!kernelAppliesEpilogue && targets[i].Epilogue.Output == MatMulOutput.AddToOutput)
             {
                 tasks[i].Y = products;
                 products += (long)tokens * targets[i].Weights.Rows;
@@ -213,7 +218,7 @@ internal static unsafe class MatMul
         }
         var job = new RowsJob
         {
-            Tasks = tasks, TaskCount = targets.Length, Kernel = kernel, ChunkRows = chunkRows, KernelAppliesEpilogue = paired,
+            Tasks = tasks, TaskCount = targets.Length, Kernel = kernel, ChunkRows = chunkRows, KernelAppliesEpilogue = kernelAppliesEpilogue,
             Format = activations is ActivationFormat.Float or ActivationFormat.ScaledFloat ? ActivationFormat.Float : activations,
         };
         pool.Run(ref job);
@@ -252,13 +257,16 @@ internal static unsafe class MatMul
         /// <summary>Floats in token pairs, for <see cref="FloatGemm.Rows{TRow}"/>.</summary>
         PairedFloat,
 
-        /// <summary>32-blocks in element order with integer sums (Q8_0's plus 128), for <see cref="RowGroupKernels"/>.</summary>
+        /// <summary>32-blocks in element order with integer sums, for <see cref="RowGroupKernels"/>.</summary>
         ExactBlocks32,
+
+        /// <summary><see cref="ExactBlocks32"/> with each quant plus 128, for the Q8_0 kernels that take it unsigned.</summary>
+        BiasedExactBlocks32,
     }
 
     private static delegate*<MatMulTask*, int, int, int, void> RowGroupKernel(GgmlType type, MatMulPath path, out ActivationFormat activations)
     {
-        activations = ActivationFormat.ExactBlocks32;
+        activations = RowGroupKernels.BiasedActivations(type, path) ? ActivationFormat.BiasedExactBlocks32 : ActivationFormat.ExactBlocks32;
         return RowGroupKernels.Kernel(type, path);
     }
 
@@ -373,12 +381,12 @@ internal static unsafe class MatMul
         float* x = task->X + (long)t * cols;
         if (format == ActivationFormat.PairedFloat)
             FloatGemm.PackPairs(task->X, cols, tokens, t, (float*)task->Activations);
-        else if (format == ActivationFormat.ExactBlocks32)
+        else if (format is ActivationFormat.ExactBlocks32 or ActivationFormat.BiasedExactBlocks32)
         {
             ActivationQuantizer.LayoutExact32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
             int blocks = cols / ActivationQuantizer.Block32;
             ActivationQuantizer.QuantizeExact32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks,
-                biased: RowGroupKernels.BiasedActivations(task->W.Type));
+                biased: format == ActivationFormat.BiasedExactBlocks32);
         }
         else if (format != ActivationFormat.Blocks256)
         {

@@ -55,6 +55,29 @@ internal readonly unsafe struct MatMulEpilogue(float* bias, MatMulOutput output)
     }
 
     /// <summary>
+    /// Rows <paramref name="r"/>..r+15 of one token through the epilogue, stored at <paramref name="y"/> (which holds
+    /// the residual for <see cref="MatMulOutput.AddToOutput"/>): the same lane by lane as <see cref="Apply(float, float, int)"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Store(Vector512<float> sums, float* y, int r)
+    {
+        if (Bias != null) sums += Vector512.Load(Bias + r);
+        if (Output == MatMulOutput.GeluErf) sums = Activations.GeluErf(sums);
+        else if (Output == MatMulOutput.AddToOutput) sums = Vector512.Load(y) + sums;
+        sums.Store(y);
+    }
+
+    /// <summary>Rows <paramref name="r"/>..r+7 of one token through the epilogue, stored at <paramref name="y"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public void Store(Vector256<float> sums, float* y, int r)
+    {
+        if (Bias != null) sums += Vector256.Load(Bias + r);
+        if (Output == MatMulOutput.GeluErf) sums = Activations.GeluErf(sums);
+        else if (Output == MatMulOutput.AddToOutput) sums = Vector256.Load(y) + sums;
+        sums.Store(y);
+    }
+
+    /// <summary>
     /// The epilogue as passes over rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of every token, for
     /// kernels that store plain products: <paramref name="products"/> holds them (tokens × <paramref name="rows"/>),
     /// and for <see cref="MatMulOutput.AddToOutput"/> they are added into <paramref name="output"/>.

@@ -20,8 +20,9 @@ namespace Velo.Kernels;
 /// 8·2·15·127 = 30480) before one <c>vpmaddwd</c> by ones gives each row's block total in its int32 lane: 9
 /// multiply instructions per 512 multiply-adds, then one conversion, one multiply and one FMA for 16 rows. Tiles of
 /// up to 8 tokens share each unpacked block. The 256-bit path reads the same layout 8 rows per register, summing
-/// with <c>vpdpbusd</c> (AVX-VNNI) or <c>vpmaddubsw</c> + <c>vpmaddwd</c>; Q8_0 runs there on every machine
-/// (<see cref="HalfQ8{TDot, TCount}"/>).
+/// with <c>vpdpbusd</c> (AVX-VNNI) or <c>vpmaddubsw</c> + <c>vpmaddwd</c>; Q8_0 runs there with AVX-VNNI or
+/// without AVX-512 (<see cref="HalfQ8{TDot, TCount}"/>), else on AVX-512 as two nibbles per weight
+/// (<see cref="GroupQ8_512{TCount}"/>).
 /// </para>
 /// </summary>
 internal static unsafe class RowGroupKernels
@@ -31,20 +32,29 @@ internal static unsafe class RowGroupKernels
 
     /// <summary>
     /// The kernel for <paramref name="type"/> on <paramref name="path"/>; each falls back to the portable one for a
-    /// matrix without a repacked copy. Q8_0 runs the 256-bit kernels on AVX-512 machines too: .NET 10 has no
-    /// 512-bit <c>vpdpbusd</c>, and AVX-VNNI's 256-bit one does a block's 32 products in one instruction.
+    /// matrix without a repacked copy. Q8_0 runs the 256-bit kernels on AVX-512 machines with AVX-VNNI too: .NET 10
+    /// has no 512-bit <c>vpdpbusd</c>, and AVX-VNNI's 256-bit one does a block's 32 products in one instruction.
+    /// Without AVX-VNNI (AMD Zen 4) the AVX-512 nibble kernel took all-MiniLM-L6-v2's products from 0.8× to about
+    /// 1.1× the speed of F32 FMA panels, where the 256-bit one spent a sign, a multiply, a widening and an add per 32.
     /// </summary>
     public static delegate*<MatMulTask*, int, int, int, void> Kernel(GgmlType type, MatMulPath path)
     {
         if (path == MatMulPath.Portable || !Avx2.IsSupported || !Fma.IsSupported) return &Portable;
         bool vnni = AvxVnni.IsSupported && path != MatMulPath.Avx2;
-        if (type == GgmlType.Q8_0) return vnni ? &Rows256<Q8_0Halves<VnniDot>> : &Rows256<Q8_0Halves<Avx2Dot>>;
-        if (path == MatMulPath.Fastest && Avx512BW.IsSupported) return &Rows512;
+        bool wide = path == MatMulPath.Fastest && Avx512BW.IsSupported;
+        if (type == GgmlType.Q8_0)
+            return vnni ? &Rows256<Q8_0Halves<VnniDot>> : wide ? &Rows512<Q8_0Groups> : &Rows256<Q8_0Halves<Avx2Dot>>;
+        if (wide) return &Rows512<Q4_0Groups>;
         return vnni ? &Rows256<Q4_0Halves<VnniDot>> : &Rows256<Q4_0Halves<Avx2Dot>>;
     }
 
-    /// <summary>Whether the activations are stored plus 128, as the unsigned operand of the Q8_0 kernels.</summary>
-    public static bool BiasedActivations(GgmlType type) => type == GgmlType.Q8_0;
+    /// <summary>
+    /// Whether <see cref="Kernel"/>'s choice for <paramref name="type"/> on <paramref name="path"/> reads the
+    /// activations stored plus 128, as the unsigned operand of the 256-bit Q8_0 kernels (the AVX-512 one without
+    /// AVX-VNNI, <see cref="GroupQ8_512{TCount}"/>, reads them signed).
+    /// </summary>
+    public static bool BiasedActivations(GgmlType type, MatMulPath path) =>
+        type == GgmlType.Q8_0 && (AvxVnni.IsSupported && path != MatMulPath.Avx2 || path != MatMulPath.Fastest || !Avx512BW.IsSupported);
 
     /// <summary>
     /// Rows of a work item, whole groups: each thread gets about four items (eight for decode steps), of at most
@@ -71,6 +81,7 @@ internal static unsafe class RowGroupKernels
         ActivationQuantizer.LayoutExact32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out int* sums);
         bool q8 = task->W.Type == GgmlType.Q8_0;
         int blockBytes = q8 ? 34 : 18;
+        sbyte bias = task->BiasedQuants ? unchecked((sbyte)0x80) : (sbyte)0;
         for (int r = rowStart; r < rowEnd; r++)
         {
             byte* row = task->W.Row(r);
@@ -85,9 +96,9 @@ internal static unsafe class RowGroupKernels
                     int isum = 0;
                     if (q8)
                     {
-                        // Q8_0's activations are stored plus 128: flipping the sign bit gives the quant back.
+                        // Activations stored plus 128: flipping the sign bit gives the quant back.
                         for (int i = 0; i < 32; i++)
-                            isum += ((sbyte*)block)[2 + i] * (sbyte)(xb[i] ^ unchecked((sbyte)0x80));
+                            isum += ((sbyte*)block)[2 + i] * (sbyte)(xb[i] ^ bias);
                     }
                     else
                     {
@@ -99,7 +110,8 @@ internal static unsafe class RowGroupKernels
                     float d = (float)BitConverter.UInt16BitsToHalf(*(ushort*)block);
                     acc = MathF.FusedMultiplyAdd(isum, d * scales[(long)t * blocks + b], acc);
                 }
-                task->Y[(long)t * rows + r] = acc;
+                float* y = task->Y + (long)t * rows + r;
+                *y = task->Epilogue.Apply(acc, *y, r);
             }
         }
     }
@@ -116,6 +128,12 @@ internal static unsafe class RowGroupKernels
 
         /// <summary>Where lane 0 of the group's results goes for the tile's first token (it may lie before the matrix's row 0).</summary>
         public required float* Y { get; init; }
+
+        /// <summary>The matrix row of lane 0 (negative for a slice that starts inside the group).</summary>
+        public required int Row { get; init; }
+
+        /// <summary>Applied to the results as they are stored.</summary>
+        public required MatMulEpilogue Epilogue { get; init; }
 
         /// <summary>The lanes of the group that are rows of this work item.</summary>
         public required int FirstLane { get; init; }
@@ -142,7 +160,7 @@ internal static unsafe class RowGroupKernels
     /// 1 tokens, each over the item's groups (a tile's activations stay in cache while the groups stream past).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Rows512(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
+    private static void Rows512<TGroups>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TGroups : IGroups512
     {
         if (task->W.Packed == null)
         {
@@ -151,7 +169,7 @@ internal static unsafe class RowGroupKernels
         }
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 32;
         ActivationQuantizer.LayoutExact32(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out int* sums);
-        long groupBytes = RowGroups.GroupBytes(GgmlType.Q4_0, cols);
+        long groupBytes = RowGroups.GroupBytes(task->W.Type, cols);
         int first = task->W.PackedFirstLane, laneStart = first + rowStart, laneEnd = first + rowEnd;
         for (int t = 0; t < tokens;)
         {
@@ -164,16 +182,35 @@ internal static unsafe class RowGroupKernels
                     Cols = cols, Blocks = blocks, Rows = rows,
                     Quants = quants + (long)t * cols, Scales = scales + (long)t * blocks, Sums = sums + (long)t * blocks,
                     Y = task->Y + (long)t * rows + (groupLane - first),
+                    Row = groupLane - first, Epilogue = task->Epilogue,
                     FirstLane = Math.Max(laneStart, groupLane) - groupLane, EndLane = Math.Min(laneEnd, groupLane + RowGroups.Rows) - groupLane,
                 };
                 byte* group = task->W.Packed + g * groupBytes;
-                if (count == 8) Group512<EightTokens>(tile, group);
-                else if (count == 4) Group512<FourTokens>(tile, group);
-                else if (count == 2) Group512<TwoTokens>(tile, group);
-                else Group512<OneToken>(tile, group);
+                if (count == 8) TGroups.Multiply<EightTokens>(tile, group);
+                else if (count == 4) TGroups.Multiply<FourTokens>(tile, group);
+                else if (count == 2) TGroups.Multiply<TwoTokens>(tile, group);
+                else TGroups.Multiply<OneToken>(tile, group);
             }
             t += count;
         }
+    }
+
+    /// <summary>A type's AVX-512 kernel for a whole group, as a type so <see cref="Rows512{TGroups}"/> is compiled once per type.</summary>
+    private interface IGroups512
+    {
+        static abstract void Multiply<TCount>(in Tile tile, byte* group) where TCount : ITokenCount;
+    }
+
+    private struct Q4_0Groups : IGroups512
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Multiply<TCount>(in Tile tile, byte* group) where TCount : ITokenCount => Group512<TCount>(tile, group);
+    }
+
+    private struct Q8_0Groups : IGroups512
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Multiply<TCount>(in Tile tile, byte* group) where TCount : ITokenCount => GroupQ8_512<TCount>(tile, group);
     }
 
     private const int Q4_0PairBytes = 64 + 2 * 256;
@@ -241,6 +278,105 @@ internal static unsafe class RowGroupKernels
         }
     }
 
+    /// <summary>
+    /// Q8_0 with AVX-512 and no AVX-VNNI (.NET 10 has no 512-bit <c>vpdpbusd</c>): each weight byte w, read as
+    /// w + 128 = 16·hi + lo, splits into two unsigned nibbles, so <c>Σ w·x = Σ lo·x + 16·Σ hi·x − 128·Σx</c> with
+    /// the token's signed quants x and their integer sum Σx. The nibbles' <c>vpmaddubsw</c> products add up in int16
+    /// (at most 8·2·15·128 = 30720 after the block's 8 steps), one per half, then two <c>vpmaddwd</c> give each row's
+    /// block total exactly: 2 multiplies and 2 adds per 64 multiply-adds, each step's nibbles serving the tile's
+    /// tokens. (The sign trick of the 256-bit path needs <c>vpsignb</c>, which has no 512-bit form, and pairs of
+    /// full bytes overflow int16 at once.)
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void GroupQ8_512<TCount>(in Tile tile, byte* group) where TCount : ITokenCount
+    {
+        int blocks = tile.Blocks;
+        long cols = tile.Cols;
+        sbyte* x = tile.Quants;
+        float* xd = tile.Scales;
+        int* xs = tile.Sums;
+        var mask = Vector512.Create((byte)0x0F);
+        var eight = Vector512.Create((byte)0x08);
+        Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        Vector512<float> acc4 = default, acc5 = default, acc6 = default, acc7 = default;
+        for (int b = 0; b < blocks; b++, x += 32)
+        {
+            byte* pair = group + (b >> 1) * Q8_0PairBytes;
+            byte* q = pair + 64 + (b & 1) * 512;
+            Vector512<short> l0 = default, l1 = default, l2 = default, l3 = default, l4 = default, l5 = default, l6 = default, l7 = default;
+            Vector512<short> h0 = default, h1 = default, h2 = default, h3 = default, h4 = default, h5 = default, h6 = default, h7 = default;
+            for (int j = 0; j < 8; j++)
+            {
+                var w = Vector512.Load(q + j * 64);
+                // The low nibble of w + 128 is w's; the high one is w's high nibble with its top bit flipped.
+                var lo = w & mask;
+                var hi = (Vector512.ShiftRightLogical(w.AsUInt16(), 4).AsByte() & mask) ^ eight;
+                sbyte* xj = x + 4 * j;
+                NibbleStep(ref l0, ref h0, lo, hi, xj);
+                if (TCount.Count > 1) NibbleStep(ref l1, ref h1, lo, hi, xj + cols);
+                if (TCount.Count > 2)
+                {
+                    NibbleStep(ref l2, ref h2, lo, hi, xj + 2 * cols);
+                    NibbleStep(ref l3, ref h3, lo, hi, xj + 3 * cols);
+                }
+                if (TCount.Count > 4)
+                {
+                    NibbleStep(ref l4, ref h4, lo, hi, xj + 4 * cols);
+                    NibbleStep(ref l5, ref h5, lo, hi, xj + 5 * cols);
+                    NibbleStep(ref l6, ref h6, lo, hi, xj + 6 * cols);
+                    NibbleStep(ref l7, ref h7, lo, hi, xj + 7 * cols);
+                }
+            }
+            var d = Halves16((ushort*)(pair + (b & 1) * 32));
+            acc0 = NibbleFinish(acc0, l0, h0, xd[b], xs[b], d);
+            if (TCount.Count > 1) acc1 = NibbleFinish(acc1, l1, h1, xd[blocks + b], xs[blocks + b], d);
+            if (TCount.Count > 2)
+            {
+                acc2 = NibbleFinish(acc2, l2, h2, xd[2 * blocks + b], xs[2 * blocks + b], d);
+                acc3 = NibbleFinish(acc3, l3, h3, xd[3 * blocks + b], xs[3 * blocks + b], d);
+            }
+            if (TCount.Count > 4)
+            {
+                acc4 = NibbleFinish(acc4, l4, h4, xd[4 * blocks + b], xs[4 * blocks + b], d);
+                acc5 = NibbleFinish(acc5, l5, h5, xd[5 * blocks + b], xs[5 * blocks + b], d);
+                acc6 = NibbleFinish(acc6, l6, h6, xd[6 * blocks + b], xs[6 * blocks + b], d);
+                acc7 = NibbleFinish(acc7, l7, h7, xd[7 * blocks + b], xs[7 * blocks + b], d);
+            }
+        }
+        Store(tile, 0, acc0);
+        if (TCount.Count > 1) Store(tile, 1, acc1);
+        if (TCount.Count > 2)
+        {
+            Store(tile, 2, acc2);
+            Store(tile, 3, acc3);
+        }
+        if (TCount.Count > 4)
+        {
+            Store(tile, 4, acc4);
+            Store(tile, 5, acc5);
+            Store(tile, 6, acc6);
+            Store(tile, 7, acc7);
+        }
+    }
+
+    /// <summary>One step of a token: both nibbles of 16 rows' four weights times its four broadcast quants, into int16 pairs.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void NibbleStep(ref Vector512<short> low, ref Vector512<short> high, Vector512<byte> lo, Vector512<byte> hi, sbyte* x)
+    {
+        var xj = Broadcast512(x);
+        low += Avx512BW.MultiplyAddAdjacent(lo, xj);
+        high += Avx512BW.MultiplyAddAdjacent(hi, xj);
+    }
+
+    /// <summary>A token's Q8_0 block for 16 rows: <c>Σ lo·x + 16·Σ hi·x − 128·Σx</c>, then one conversion, multiply and FMA.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> NibbleFinish(Vector512<float> acc, Vector512<short> low, Vector512<short> high, float xd, int xs, Vector512<float> d)
+    {
+        var isum = Avx512BW.MultiplyAddAdjacent(low, Vector512.Create((short)1)) + Avx512BW.MultiplyAddAdjacent(high, Vector512.Create((short)16))
+            - Vector512.Create(xs << 7);
+        return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), d * Vector512.Create(xd), acc);
+    }
+
     /// <summary>One token's block for 16 rows: the exact integer totals, then one conversion, multiply and FMA.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Step512(Vector512<float> acc, Vector512<byte> l0, Vector512<byte> l1, Vector512<byte> l2, Vector512<byte> l3,
@@ -276,11 +412,11 @@ internal static unsafe class RowGroupKernels
         float* y = tile.Y + (long)token * tile.Rows;
         if (tile.FirstLane == 0 && tile.EndLane == RowGroups.Rows)
         {
-            acc.Store(y);
+            tile.Epilogue.Store(acc, y, tile.Row);
             return;
         }
         for (int lane = tile.FirstLane; lane < tile.EndLane; lane++)
-            y[lane] = acc.GetElement(lane);
+            y[lane] = tile.Epilogue.Apply(acc.GetElement(lane), y[lane], tile.Row + lane);
     }
 
     /// <summary>
@@ -313,6 +449,7 @@ internal static unsafe class RowGroupKernels
                         Cols = cols, Blocks = blocks, Rows = rows,
                         Quants = quants + (long)t * cols, Scales = scales + (long)t * blocks, Sums = sums + (long)t * blocks,
                         Y = task->Y + (long)t * rows + (groupLane - first),
+                    Row = groupLane - first, Epilogue = task->Epilogue,
                         FirstLane = Math.Max(laneStart, groupLane) - groupLane, EndLane = Math.Min(laneEnd, groupLane + RowGroups.Rows) - groupLane,
                     };
                     THalves.MultiplyAlone(tile, task->W.Packed + g * groupBytes);
@@ -328,6 +465,7 @@ internal static unsafe class RowGroupKernels
                     Cols = cols, Blocks = blocks, Rows = rows,
                     Quants = quants + (long)t * cols, Scales = scales + (long)t * blocks, Sums = sums + (long)t * blocks,
                     Y = task->Y + (long)t * rows + (halfLane - first),
+                    Row = halfLane - first, Epilogue = task->Epilogue,
                     FirstLane = Math.Max(laneStart, halfLane) - halfLane, EndLane = Math.Min(laneEnd, halfLane + Half) - halfLane,
                 };
                 // The half's lanes inside its group: its scales and quant bytes start that far in.
@@ -410,14 +548,15 @@ internal static unsafe class RowGroupKernels
             high = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1 - (w1 << 7)), F16Row.Load8(weightScales, 8) * dx, high);
         }
         float* y = tile.Y;
+        var epilogue = tile.Epilogue;
         if (tile.FirstLane == 0 && tile.EndLane == RowGroups.Rows)
         {
-            low.Store(y);
-            high.Store(y + 8);
+            epilogue.Store(low, y, tile.Row);
+            epilogue.Store(high, y + 8, tile.Row + 8);
             return;
         }
         for (int lane = tile.FirstLane; lane < tile.EndLane; lane++)
-            y[lane] = lane < 8 ? low.GetElement(lane) : high.GetElement(lane - 8);
+            y[lane] = epilogue.Apply(lane < 8 ? low.GetElement(lane) : high.GetElement(lane - 8), y[lane], tile.Row + lane);
     }
 
     /// <summary>
@@ -602,10 +741,10 @@ internal static unsafe class RowGroupKernels
         float* y = tile.Y + (long)token * tile.Rows;
         if (tile.FirstLane == 0 && tile.EndLane == RowGroups.Rows / 2)
         {
-            acc.Store(y);
+            tile.Epilogue.Store(acc, y, tile.Row);
             return;
         }
         for (int lane = tile.FirstLane; lane < tile.EndLane; lane++)
-            y[lane] = acc.GetElement(lane);
+            y[lane] = tile.Epilogue.Apply(acc.GetElement(lane), y[lane], tile.Row + lane);
     }
 }

@@ -110,6 +110,34 @@ public unsafe class RowGroupKernelTests
         }
     }
 
+    /// <summary>
+    /// Q8_0 rows whose quants are all 127 or all −128 against blocks of activations all at ±127: the extremes of
+    /// every path's integer sums (the AVX-512 kernel's int16 nibble sums reach 8·2·15·127 = 30480), still exact.
+    /// </summary>
+    [Fact]
+    public void ExtremeQ8_0QuantsGiveTheDefinitionBitForBit()
+    {
+        var random = new Random(23);
+        using var pool = new WorkerPool(2);
+        const int Rows = 35, Cols = 256, Tokens = 21;
+        using var file = MatMulTests.RandomWeights(GgmlType.Q8_0, Rows, Cols, random);
+        var plain = new WeightMatrix((byte*)file.Pointer, GgmlType.Q8_0, Rows, Cols);
+        for (int r = 0; r < Rows; r++)
+        {
+            if (r % 3 == 2) continue;
+            for (int b = 0; b < Cols / 32; b++)
+                new Span<byte>(plain.Row(r) + b * 34 + 2, 32).Fill(r % 3 == 0 ? (byte)127 : (byte)0x80);
+        }
+        using var packedCopy = Repack(plain, out var w);
+        var x = new float[Tokens * Cols];
+        for (int i = 0; i < x.Length; i += 32)
+        {
+            float value = random.Next(3) switch { 0 => 1f, 1 => -1f, _ => (float)(random.NextDouble() * 2 - 1) };
+            x.AsSpan(i, 32).Fill(value);
+        }
+        AssertEveryPathGives(Reference(plain, x, Tokens), w, x, Tokens, pool, "extreme quants");
+    }
+
     [Theory]
     [InlineData(GgmlType.Q4_0)]
     [InlineData(GgmlType.Q8_0)]

@@ -84,22 +84,21 @@ internal sealed unsafe class BertModel : IModel, IPoolingChoice
 
     /// <summary>
     /// Products of one input with a layer's matrices, bias and <paramref name="targets"/>' epilogue applied as they
-    /// are stored: through <see cref="PackedFloatGemm"/> when every matrix was packed at load, else the backend's MatMul.
+    /// are stored: those packed at load through <see cref="PackedFloatGemm"/>, the others (Q8_0's integer row groups,
+    /// beside Q8_0 files' F16 value projection) through the backend's MatMul, which quantizes the input once for them.
     /// </summary>
     private static void Multiply(BertState s, float* x, int tokens, params ReadOnlySpan<LayerProduct> targets)
     {
-        bool packed = true;
-        foreach (var t in targets) packed &= t.Linear.Packed != null;
-        if (packed)
+        Span<PackedTarget> packed = stackalloc PackedTarget[targets.Length];
+        Span<MatMulTarget> others = stackalloc MatMulTarget[targets.Length];
+        int packedCount = 0, otherCount = 0;
+        foreach (var t in targets)
         {
-            Span<PackedTarget> products = stackalloc PackedTarget[targets.Length];
-            for (int i = 0; i < targets.Length; i++) products[i] = new PackedTarget(targets[i].Linear.Packed!, targets[i].Output, targets[i].Linear.Bias, targets[i].Mode);
-            PackedFloatGemm.Multiply(products, x, tokens, s.Pool);
-            return;
+            if (t.Linear.Packed is { } panels) packed[packedCount++] = new PackedTarget(panels, t.Output, t.Linear.Bias, t.Mode);
+            else others[otherCount++] = new MatMulTarget(t.Linear.Weight, t.Output, t.Linear.Bias, t.Mode);
         }
-        Span<MatMulTarget> matrices = stackalloc MatMulTarget[targets.Length];
-        for (int i = 0; i < targets.Length; i++) matrices[i] = new MatMulTarget(targets[i].Linear.Weight, targets[i].Output, targets[i].Linear.Bias, targets[i].Mode);
-        s.Backend.MatMul(matrices, x, tokens);
+        if (packedCount > 0) PackedFloatGemm.Multiply(packed[..packedCount], x, tokens, s.Pool);
+        if (otherCount > 0) s.Backend.MatMul(others[..otherCount], x, tokens);
     }
 
     /// <summary>A layer's matrix, where its products go, and what is done to them on the way.</summary>

@@ -21,19 +21,22 @@ internal readonly unsafe struct Linear
     };
 
     /// <summary>
-    /// A layer bound for <see cref="WithPacked"/>: weights that <see cref="PackedFloatMatrix.CanPack"/> takes are
-    /// bound as the file has them (they go into <see cref="PackedFloatGemm"/>'s panels, so repacking them for the
-    /// integer kernels too would be wasted), others as <see cref="Bind"/> binds them.
+    /// A layer bound for <see cref="WithPacked"/>: float weights that <see cref="PackedFloatMatrix.CanPack"/> takes
+    /// are bound as the file has them (they go into <see cref="PackedFloatGemm"/>'s panels, so repacking them for the
+    /// integer kernels too would be wasted), others as <see cref="Bind"/> binds them. Q8_0 weights stay Q8_0, in
+    /// the integer kernels' row groups (<see cref="RowGroupKernels"/>), which run them faster than their F32 copy.
     /// </summary>
     public static Linear BindForPacking(WeightBinder bind, string name, int rows, int cols)
     {
         var plain = bind.Matrix(name + ".weight", rows, cols, multiplied: false);
-        if (!PackedFloatMatrix.CanPack(plain)) return Bind(bind, name, rows, cols);
+        if (!TakesPanels(plain)) return Bind(bind, name, rows, cols);
         return new Linear { Weight = plain, Bias = bind.Vector(name + ".bias", rows) };
     }
 
-    /// <summary>This layer with its weights packed, when <see cref="PackedFloatMatrix.CanPack"/> takes them.</summary>
-    public Linear WithPacked() => PackedFloatMatrix.CanPack(Weight) ? this with { Packed = new PackedFloatMatrix(Weight) } : this;
+    /// <summary>This layer with its weights packed, when bound for it (<see cref="BindForPacking"/>).</summary>
+    public Linear WithPacked() => TakesPanels(Weight) ? this with { Packed = new PackedFloatMatrix(Weight) } : this;
+
+    private static bool TakesPanels(in WeightMatrix w) => PackedFloatMatrix.CanPack(w) && !RowGroupKernels.Handles(w.Type);
 }
 
 /// <summary>A LayerNorm's weight and bias.</summary>
