@@ -116,17 +116,66 @@ internal static unsafe class BatchAttention
     /// <summary>
     /// transposed[d * stride + j] = key j's dimension d of the head at <paramref name="offset"/>. Padding keys (from
     /// <paramref name="length"/> to <paramref name="stride"/>) are zero: never weighted, and their products stay finite.
+    /// Blocks of 8 keys × 8 dimensions go through registers (<see cref="Transpose8x8"/>), the last keys short of 8 one
+    /// by one: it only moves floats, so every path gets the same numbers.
     /// </summary>
     private static void TransposeKeys(in Arguments a, int* rows, int length, int offset, int stride, float* transposed)
     {
-        int hd = a.HeadDim, width = a.Heads * hd;
-        for (int j = 0; j < length; j++)
+        int hd = a.HeadDim, width = a.Heads * hd, whole = length & ~7;
+        float** k = stackalloc float*[8];
+        for (int j = 0; j < whole; j += 8)
         {
-            float* k = a.Keys + (long)rows[j] * width + offset;
-            for (int d = 0; d < hd; d++) transposed[(long)d * stride + j] = k[d];
+            for (int i = 0; i < 8; i++) k[i] = a.Keys + (long)rows[j + i] * width + offset;
+            for (int d = 0; d < hd; d += 8) Transpose8x8(k, d, transposed + (long)d * stride + j, stride);
+        }
+        for (int j = whole; j < length; j++)
+        {
+            float* key = a.Keys + (long)rows[j] * width + offset;
+            for (int d = 0; d < hd; d++) transposed[(long)d * stride + j] = key[d];
         }
         for (int d = 0; d < hd; d++)
             for (int j = length; j < stride; j++) transposed[(long)d * stride + j] = 0;
+    }
+
+    /// <summary>Dimensions d..d+7 of eight keys, as eight rows of <paramref name="stride"/> floats from <paramref name="output"/>
+    /// (dimension d + i in row i): unpacks, shuffles within 128-bit lanes, then lanes swapped across.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float** k, int d, float* output, int stride)
+    {
+        var r0 = Avx.LoadVector256(k[0] + d);
+        var r1 = Avx.LoadVector256(k[1] + d);
+        var r2 = Avx.LoadVector256(k[2] + d);
+        var r3 = Avx.LoadVector256(k[3] + d);
+        var r4 = Avx.LoadVector256(k[4] + d);
+        var r5 = Avx.LoadVector256(k[5] + d);
+        var r6 = Avx.LoadVector256(k[6] + d);
+        var r7 = Avx.LoadVector256(k[7] + d);
+        // Within each 128-bit lane: t0 = (k0[0], k1[0], k0[1], k1[1]), t1 = (k0[2], k1[2], k0[3], k1[3]), ...
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
+        // u0 = (k0[0], k1[0], k2[0], k3[0]) in each lane (lane 1 holding dimension 4), and so on.
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(output, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(output + stride, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(output + 2L * stride, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(output + 3L * stride, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(output + 4L * stride, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(output + 5L * stride, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(output + 6L * stride, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(output + 7L * stride, Avx.Permute2x128(u3, u7, 0x31));
     }
 
     /// <summary>One head of one sequence: its <paramref name="length"/> rows are <paramref name="rows"/>.</summary>
