@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -195,14 +194,7 @@ internal static unsafe class BatchAttention
             float* q2Row = a.Queries + (long)rows[q0 + Math.Min(2, tile - 1)] * width + offset;
             float* q3Row = a.Queries + (long)rows[q0 + Math.Min(3, tile - 1)] * width + offset;
             Scores(transposed, stride, hd, q0Row, q1Row, q2Row, q3Row, scores);
-            for (int t = 0; t < tile; t++)
-            {
-                var s = new Span<float>(scores + (long)t * stride, length);
-                TensorPrimitives.Multiply(s, a.Scale, s);
-                TensorPrimitives.Subtract(s, TensorPrimitives.Max(s), s);
-                TensorPrimitives.Exp(s, s);
-                TensorPrimitives.Multiply(s, 1f / TensorPrimitives.Sum(s), s);
-            }
+            for (int t = 0; t < tile; t++) Softmax256(scores + (long)t * stride, length, a.Scale);
             float* o0 = a.Output + (long)rows[q0] * width + offset;
             float* o1 = a.Output + (long)rows[q0 + Math.Min(1, tile - 1)] * width + offset;
             float* o2 = a.Output + (long)rows[q0 + Math.Min(2, tile - 1)] * width + offset;
@@ -212,6 +204,47 @@ internal static unsafe class BatchAttention
                 new Span<float>(scores + (long)(tile - 1) * stride, stride).CopyTo(new Span<float>(scores + (long)t * stride, stride));
             WeightedValues(a.Values + offset, rows, length, width, hd, scores, stride, o0, o1, o2, o3);
         }
+    }
+
+    /// <summary>
+    /// One row of <paramref name="length"/> scores into <c>softmax(scale · s)</c>, 8 at a time (padding up to the next
+    /// 8 set to 0), in three passes over the row in L1: scaled and their max; <see cref="FloatExp.NonPositive(Vector256{float})"/>
+    /// of each less the max, and their sum; each times 1/sum.
+    /// </summary>
+    private static void Softmax256(float* s, int length, float scale)
+    {
+        int whole = length & ~7;
+        var padding = Vector256.GreaterThanOrEqual(Vector256<int>.Indices, Vector256.Create(length - whole)).AsSingle();
+        var scaleV = Vector256.Create(scale);
+        var max = Vector256.Create(float.NegativeInfinity);
+        for (int j = 0; j < whole; j += 8)
+        {
+            var x = Avx.LoadVector256(s + j) * scaleV;
+            Avx.Store(s + j, x);
+            max = Avx.Max(max, x);
+        }
+        if (whole < length)
+        {
+            var x = Avx.LoadVector256(s + whole) * scaleV;
+            Avx.Store(s + whole, x);
+            max = Avx.Max(max, Vector256.ConditionalSelect(padding, Vector256.Create(float.NegativeInfinity), x));
+        }
+        var shift = Vector256.Create(MaxAcross(max));
+        var sum = Vector256<float>.Zero;
+        for (int j = 0; j < whole; j += 8)
+        {
+            var e = FloatExp.NonPositive(Avx.LoadVector256(s + j) - shift);
+            Avx.Store(s + j, e);
+            sum += e;
+        }
+        if (whole < length)
+        {
+            var e = Vector256.ConditionalSelect(padding, Vector256<float>.Zero, FloatExp.NonPositive(Avx.LoadVector256(s + whole) - shift));
+            Avx.Store(s + whole, e);
+            sum += e;
+        }
+        var inverse = Vector256.Create(1 / Vector256.Sum(sum));
+        for (int j = 0; j < length; j += 8) Avx.Store(s + j, Avx.LoadVector256(s + j) * inverse);
     }
 
     /// <summary>Four queries' q·k for all keys (and the zero padding), into four rows of <paramref name="scores"/>.</summary>
@@ -421,9 +454,10 @@ internal static unsafe class BatchAttention
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Exp(Vector512<float> x) => Avx512F.Scale(FloatExp.Reduced(x, out var n), n);
 
-    private static float MaxAcross(Vector512<float> v)
+    private static float MaxAcross(Vector512<float> v) => MaxAcross(Vector256.Max(v.GetLower(), v.GetUpper()));
+
+    private static float MaxAcross(Vector256<float> m)
     {
-        var m = Vector256.Max(v.GetLower(), v.GetUpper());
         var n = Vector128.Max(m.GetLower(), m.GetUpper());
         n = Vector128.Max(n, Vector128.Shuffle(n, Vector128.Create(2, 3, 0, 1)));
         n = Vector128.Max(n, Vector128.Shuffle(n, Vector128.Create(1, 0, 3, 2)));
