@@ -190,30 +190,10 @@ internal static class Activations
         poly = poly * t + Vector512.Create(1.421413741f);
         poly = poly * t + Vector512.Create(-0.284496736f);
         poly = poly * t + Vector512.Create(0.254829592f);
-        var magnitude = Vector512<float>.One - poly * t * ExpOfNonPositive(-a * a);
+        var magnitude = Vector512<float>.One - poly * t * FloatExp.NonPositive(-a * a);
         return Vector512.ConditionalSelect(Vector512.Create(-0f), x, magnitude);
     }
 
-    /// <summary>
-    /// e^x for x ≤ 0 by <see cref="FloatExp"/>, times 2^n built in the exponent bits. x is first raised to −87, where
-    /// e^x is still a normal float (about 1.6e-38); erf only needs e^(−z²) while it is above float's resolution of 1.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> ExpOfNonPositive(Vector512<float> x)
-    {
-        var p = FloatExp.Reduced(Vector512.Max(x, Vector512.Create(ExpFloor)), out var n);
-        return p * Vector512.ShiftLeft(Vector512.ConvertToInt32(n) + Vector512.Create(127), 23).AsSingle();
-    }
-
-    /// <summary><see cref="ExpOfNonPositive(Vector512{float})"/> of eight floats: the same operations lane by lane.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<float> ExpOfNonPositive(Vector256<float> x)
-    {
-        var p = FloatExp.Reduced(Vector256.Max(x, Vector256.Create(ExpFloor)), out var n);
-        return p * Vector256.ShiftLeft(Vector256.ConvertToInt32(n) + Vector256.Create(127), 23).AsSingle();
-    }
-
-    private const float ExpFloor = -87f;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Erf(Vector256<float> x)
@@ -225,7 +205,7 @@ internal static class Activations
         poly = poly * t + Vector256.Create(1.421413741f);
         poly = poly * t + Vector256.Create(-0.284496736f);
         poly = poly * t + Vector256.Create(0.254829592f);
-        var magnitude = Vector256<float>.One - poly * t * ExpOfNonPositive(-a * a);
+        var magnitude = Vector256<float>.One - poly * t * FloatExp.NonPositive(-a * a);
         // erf is odd: the sign of x onto |erf(x)|.
         return Vector256.ConditionalSelect(Vector256.Create(-0f), x, magnitude);
     }

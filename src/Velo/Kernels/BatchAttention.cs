@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -116,17 +115,69 @@ internal static unsafe class BatchAttention
     /// <summary>
     /// transposed[d * stride + j] = key j's dimension d of the head at <paramref name="offset"/>. Padding keys (from
     /// <paramref name="length"/> to <paramref name="stride"/>) are zero: never weighted, and their products stay finite.
+    /// Blocks of 8 keys × 8 dimensions go through registers (<see cref="Transpose8x8"/>), the last keys short of 8 one
+    /// by one: it only moves floats, so every path gets the same numbers.
     /// </summary>
     private static void TransposeKeys(in Arguments a, int* rows, int length, int offset, int stride, float* transposed)
     {
-        int hd = a.HeadDim, width = a.Heads * hd;
-        for (int j = 0; j < length; j++)
+        int hd = a.HeadDim, width = a.Heads * hd, whole = length & ~7;
+        float** k = stackalloc float*[8];
+        for (int j = 0; j < whole; j += 8)
         {
-            float* k = a.Keys + (long)rows[j] * width + offset;
-            for (int d = 0; d < hd; d++) transposed[(long)d * stride + j] = k[d];
+            // The next block's keys, and this block's values for the first query tile's weighted sum: all far apart.
+            for (int i = j + 8; i < Math.Min(j + 16, length); i++) PrefetchRow(a.Keys + (long)rows[i] * width + offset, hd);
+            for (int i = j; i < j + 8; i++) PrefetchRow(a.Values + (long)rows[i] * width + offset, hd);
+            for (int i = 0; i < 8; i++) k[i] = a.Keys + (long)rows[j + i] * width + offset;
+            for (int d = 0; d < hd; d += 8) Transpose8x8(k, d, transposed + (long)d * stride + j, stride);
+        }
+        for (int j = whole; j < length; j++)
+        {
+            float* key = a.Keys + (long)rows[j] * width + offset;
+            for (int d = 0; d < hd; d++) transposed[(long)d * stride + j] = key[d];
         }
         for (int d = 0; d < hd; d++)
             for (int j = length; j < stride; j++) transposed[(long)d * stride + j] = 0;
+    }
+
+    /// <summary>Dimensions d..d+7 of eight keys, as eight rows of <paramref name="stride"/> floats from <paramref name="output"/>
+    /// (dimension d + i in row i): unpacks, shuffles within 128-bit lanes, then lanes swapped across.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Transpose8x8(float** k, int d, float* output, int stride)
+    {
+        var r0 = Avx.LoadVector256(k[0] + d);
+        var r1 = Avx.LoadVector256(k[1] + d);
+        var r2 = Avx.LoadVector256(k[2] + d);
+        var r3 = Avx.LoadVector256(k[3] + d);
+        var r4 = Avx.LoadVector256(k[4] + d);
+        var r5 = Avx.LoadVector256(k[5] + d);
+        var r6 = Avx.LoadVector256(k[6] + d);
+        var r7 = Avx.LoadVector256(k[7] + d);
+        // Within each 128-bit lane: t0 = (k0[0], k1[0], k0[1], k1[1]), t1 = (k0[2], k1[2], k0[3], k1[3]), ...
+        var t0 = Avx.UnpackLow(r0, r1);
+        var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3);
+        var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5);
+        var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7);
+        var t7 = Avx.UnpackHigh(r6, r7);
+        // u0 = (k0[0], k1[0], k2[0], k3[0]) in each lane (lane 1 holding dimension 4), and so on.
+        var u0 = Avx.Shuffle(t0, t2, 0x44);
+        var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44);
+        var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44);
+        var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44);
+        var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(output, Avx.Permute2x128(u0, u4, 0x20));
+        Avx.Store(output + stride, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(output + 2L * stride, Avx.Permute2x128(u2, u6, 0x20));
+        Avx.Store(output + 3L * stride, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(output + 4L * stride, Avx.Permute2x128(u0, u4, 0x31));
+        Avx.Store(output + 5L * stride, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(output + 6L * stride, Avx.Permute2x128(u2, u6, 0x31));
+        Avx.Store(output + 7L * stride, Avx.Permute2x128(u3, u7, 0x31));
     }
 
     /// <summary>One head of one sequence: its <paramref name="length"/> rows are <paramref name="rows"/>.</summary>
@@ -143,14 +194,7 @@ internal static unsafe class BatchAttention
             float* q2Row = a.Queries + (long)rows[q0 + Math.Min(2, tile - 1)] * width + offset;
             float* q3Row = a.Queries + (long)rows[q0 + Math.Min(3, tile - 1)] * width + offset;
             Scores(transposed, stride, hd, q0Row, q1Row, q2Row, q3Row, scores);
-            for (int t = 0; t < tile; t++)
-            {
-                var s = new Span<float>(scores + (long)t * stride, length);
-                TensorPrimitives.Multiply(s, a.Scale, s);
-                TensorPrimitives.Subtract(s, TensorPrimitives.Max(s), s);
-                TensorPrimitives.Exp(s, s);
-                TensorPrimitives.Multiply(s, 1f / TensorPrimitives.Sum(s), s);
-            }
+            for (int t = 0; t < tile; t++) Softmax256(scores + (long)t * stride, length, a.Scale);
             float* o0 = a.Output + (long)rows[q0] * width + offset;
             float* o1 = a.Output + (long)rows[q0 + Math.Min(1, tile - 1)] * width + offset;
             float* o2 = a.Output + (long)rows[q0 + Math.Min(2, tile - 1)] * width + offset;
@@ -160,6 +204,47 @@ internal static unsafe class BatchAttention
                 new Span<float>(scores + (long)(tile - 1) * stride, stride).CopyTo(new Span<float>(scores + (long)t * stride, stride));
             WeightedValues(a.Values + offset, rows, length, width, hd, scores, stride, o0, o1, o2, o3);
         }
+    }
+
+    /// <summary>
+    /// One row of <paramref name="length"/> scores into <c>softmax(scale · s)</c>, 8 at a time (padding up to the next
+    /// 8 set to 0), in three passes over the row in L1: scaled and their max; <see cref="FloatExp.NonPositive(Vector256{float})"/>
+    /// of each less the max, and their sum; each times 1/sum.
+    /// </summary>
+    private static void Softmax256(float* s, int length, float scale)
+    {
+        int whole = length & ~7;
+        var padding = Vector256.GreaterThanOrEqual(Vector256<int>.Indices, Vector256.Create(length - whole)).AsSingle();
+        var scaleV = Vector256.Create(scale);
+        var max = Vector256.Create(float.NegativeInfinity);
+        for (int j = 0; j < whole; j += 8)
+        {
+            var x = Avx.LoadVector256(s + j) * scaleV;
+            Avx.Store(s + j, x);
+            max = Avx.Max(max, x);
+        }
+        if (whole < length)
+        {
+            var x = Avx.LoadVector256(s + whole) * scaleV;
+            Avx.Store(s + whole, x);
+            max = Avx.Max(max, Vector256.ConditionalSelect(padding, Vector256.Create(float.NegativeInfinity), x));
+        }
+        var shift = Vector256.Create(MaxAcross(max));
+        var sum = Vector256<float>.Zero;
+        for (int j = 0; j < whole; j += 8)
+        {
+            var e = FloatExp.NonPositive(Avx.LoadVector256(s + j) - shift);
+            Avx.Store(s + j, e);
+            sum += e;
+        }
+        if (whole < length)
+        {
+            var e = Vector256.ConditionalSelect(padding, Vector256<float>.Zero, FloatExp.NonPositive(Avx.LoadVector256(s + whole) - shift));
+            Avx.Store(s + whole, e);
+            sum += e;
+        }
+        var inverse = Vector256.Create(1 / Vector256.Sum(sum));
+        for (int j = 0; j < length; j += 8) Avx.Store(s + j, Avx.LoadVector256(s + j) * inverse);
     }
 
     /// <summary>Four queries' q·k for all keys (and the zero padding), into four rows of <paramref name="scores"/>.</summary>
@@ -243,10 +328,34 @@ internal static unsafe class BatchAttention
                 q[t] = a.Queries + row;
                 o[t] = a.Output + row;
             }
+            PrefetchRows(a, rows + q0 + WideQueryTile, Math.Min(WideQueryTile, length - q0 - WideQueryTile), offset);
             Scores512(transposed, stride, hd, q, scores);
             for (int t = 0; t < WideQueryTile; t++) inverseSums[t] = 1 / Softmax512(scores + (long)t * stride, length, a.Scale);
             WeightedValues512(a.Values + offset, rows, length, width, hd, scores, stride, o, inverseSums);
         }
+    }
+
+    /// <summary>
+    /// Asks for the next tile's query and output rows while this one computes: each query row is read by one tile
+    /// only, a token's projections apart (1.5 KiB for MiniLM) and written by the products long before, so without this
+    /// the tile's score loop waits on their misses; the output rows are written once, and their misses wait alike.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchRows(in Arguments a, int* rows, int count, int offset)
+    {
+        long width = (long)a.Heads * a.HeadDim;
+        for (int t = 0; t < count; t++)
+        {
+            PrefetchRow(a.Queries + rows[t] * width + offset, a.HeadDim);
+            PrefetchRow(a.Output + rows[t] * width + offset, a.HeadDim);
+        }
+    }
+
+    /// <summary>One head's <paramref name="length"/> floats from <paramref name="row"/> into L1, a cache line per 16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchRow(float* row, int length)
+    {
+        for (int d = 0; d < length; d += 16) Sse.Prefetch0(row + d);
     }
 
     /// <summary>Eight queries' q·k for all keys (and the zero padding), into eight rows of <paramref name="scores"/>;
@@ -345,9 +454,10 @@ internal static unsafe class BatchAttention
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Exp(Vector512<float> x) => Avx512F.Scale(FloatExp.Reduced(x, out var n), n);
 
-    private static float MaxAcross(Vector512<float> v)
+    private static float MaxAcross(Vector512<float> v) => MaxAcross(Vector256.Max(v.GetLower(), v.GetUpper()));
+
+    private static float MaxAcross(Vector256<float> m)
     {
-        var m = Vector256.Max(v.GetLower(), v.GetUpper());
         var n = Vector128.Max(m.GetLower(), m.GetUpper());
         n = Vector128.Max(n, Vector128.Shuffle(n, Vector128.Create(2, 3, 0, 1)));
         n = Vector128.Max(n, Vector128.Shuffle(n, Vector128.Create(1, 0, 3, 2)));
