@@ -53,8 +53,11 @@ internal sealed unsafe class WeightBinder : IDisposable
             throw new NotSupportedException($"{_file.Path}: tensor '{name}' has type {t.Type}, which Velo cannot compute with yet");
         Count(t);
         var matrix = new WeightMatrix(_file.TensorData(t), t.Type, rows, cols);
-        if (!multiplied) _readFromFile.Add(name);
-        if (!multiplied) return matrix;
+        if (!multiplied)
+        {
+            _readFromFile.Add(name);
+            return matrix;
+        }
         if (RowGroups.Repacks(t.Type) && Avx2.IsSupported) return matrix.WithPacked(Repacked(name, matrix));
         return _copyMultiplied ? new WeightMatrix(Copied(t), t.Type, rows, cols) : matrix;
     }
