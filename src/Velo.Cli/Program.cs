@@ -30,7 +30,16 @@ var root = new RootCommand("Velo: run, serve, benchmark and quantize LLMs from G
     EvalCommand.Create(),
     DistillCommand.Create(),
 };
+// llama.cpp's --mmap names reading weights in the mapped file; Velo's default copies the multiplied ones (see WeightLoading).
+var mmap = new Option<bool>("--mmap")
+{
+    Description = "Read F16/F32/BF16 and K-quant matrices in the memory-mapped model file instead of copying them at load " +
+        "into huge pages (a faster load and pages shared between processes, slower decoding)",
+    Recursive = true,
+};
+root.Options.Add(mmap);
 var parse = root.Parse(args);
+Velo.Models.WeightLoading.ReadMappedFile = parse.GetValue(mmap);
 // A mistake in a command's options is one "error: ..." line each in plain words, as the commands report the errors
 // they find themselves, rather than .NET's type names or a line lost above the whole help text; without a command,
 // the help listing them helps more.

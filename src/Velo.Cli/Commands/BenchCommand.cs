@@ -138,8 +138,7 @@ internal static class BenchCommand
         foreach (var r in rows.Where(r => r.SpeedUp != null))
             AnsiConsole.MarkupLineInterpolated(
                 $"[grey]{r.Test} ({r.Threads} thread(s), {source}): {100 * r.AcceptanceRate:F1}% of drafts accepted, {r.TokensPerTargetPass:F2} tokens per target pass, {r.SpeedUp:F2}× the scheduler without speculation (median of alternating rounds); load average {LoadAverage()}[/]");
-        string repacked = model.Repack.Bytes > 0
-            ? $" (repacking {model.Repack.Bytes / (1024.0 * 1024):F1} MiB of Q4_0/Q8_0 weights: {model.Repack.Time.TotalSeconds:F2} s)" : "";
+        string repacked = model.Repack.Describe() is { Length: > 0 } copies ? $" ({copies})" : "";
         AnsiConsole.MarkupLineInterpolated($"[grey]load {loadSeconds:F2} s{repacked}; decode reads {bytesPerToken / (1024.0 * 1024):F1} MiB of weights per token; prefill needs {flopsPerToken / 1e9:F2} GFLOP per token[/]");
         return 0;
     }

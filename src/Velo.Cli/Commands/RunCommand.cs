@@ -96,8 +96,7 @@ internal static class RunCommand
 
         var stats = generator.LastStats;
         var repack = model.Model.Repack;
-        Console.Error.WriteLine($"load time:  {model.LoadTime.TotalMilliseconds,9:F1} ms" + (repack.Bytes > 0
-            ? $" (repacking {repack.Bytes / (1024.0 * 1024):F1} MiB of Q4_0/Q8_0 weights: {repack.Time.TotalMilliseconds:F1} ms)" : ""));
+        Console.Error.WriteLine($"load time:  {model.LoadTime.TotalMilliseconds,9:F1} ms" + (repack.Describe() is { Length: > 0 } copies ? $" ({copies})" : ""));
         Console.Error.WriteLine($"prompt:     {stats.PromptTokens,6} tokens in {stats.PromptTime.TotalMilliseconds,9:F1} ms ({stats.PromptTokensPerSecond:F1} tokens/s)");
         Console.Error.WriteLine($"generation: {stats.GeneratedTokens,6} tokens in {stats.GenerationTime.TotalMilliseconds,9:F1} ms ({stats.GenerationTokensPerSecond:F1} tokens/s)");
         if (speculation != null)

@@ -68,7 +68,39 @@ public sealed unsafe class GgufFile : IDisposable
             ? new(TensorData(tensor), (int)tensor.ByteSize)
             : throw new NotSupportedException($"{Path}: tensor '{tensor.Name}' has {tensor.ByteSize} bytes, more than can be read as one span");
 
-    public void Dispose() => _file.Dispose();
+    private readonly Lock _readerLock = new();
+    private Microsoft.Win32.SafeHandles.SafeFileHandle? _reader;
+
+    /// <summary>
+    /// Copies bytes <paramref name="offset"/>.. of a tensor's data into <paramref name="destination"/> with
+    /// <c>read</c> calls rather than through the mapping, which would first map every 4 KiB page into this process
+    /// (a page fault each) only for the copy to leave them. Safe to call from several threads at once.
+    /// </summary>
+    internal void ReadTensorBytes(GgufTensorInfo tensor, long offset, Span<byte> destination)
+    {
+        if (offset < 0 || !SizeMath.TryAdd(offset, destination.Length, out long end) || end > tensor.ByteSize)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"bytes {offset}..{offset}+{destination.Length} lie outside tensor '{tensor.Name}' ({tensor.ByteSize} bytes)");
+        Microsoft.Win32.SafeHandles.SafeFileHandle reader;
+        lock (_readerLock)
+        {
+            _file.Start(nameof(GgufFile)); // refused once disposed, as reads through the mapping are
+            reader = _reader ??= File.OpenHandle(Path);
+        }
+        long position = DataOffset + tensor.Offset + offset;
+        while (!destination.IsEmpty)
+        {
+            int read = RandomAccess.Read(reader, destination, position);
+            if (read == 0) throw new GgufFormatException($"{Path}: the file ended inside tensor '{tensor.Name}' (was it truncated after loading began?)");
+            destination = destination[read..];
+            position += read;
+        }
+    }
+
+    public void Dispose()
+    {
+        _file.Dispose();
+        lock (_readerLock) _reader?.Dispose();
+    }
 
     private (GgufMetadata, GgufTensorInfo[], uint, long) Parse(ref Reader r, string path)
     {

@@ -19,7 +19,7 @@ public interface IModel : IDisposable
     /// <summary>The bytes of tensor data a forward pass reads, all of which becomes resident as it runs.</summary>
     long WeightBytes { get; }
 
-    /// <summary>The weights copied at load into the layouts the kernels read (Q4_0 and Q8_0 matrices), and the time it took.</summary>
+    /// <summary>The weights copied at load, into the layouts the kernels read (Q4_0 and Q8_0 matrices) or as they are, and the time it took.</summary>
     WeightRepack Repack => default;
 
     /// <summary>
@@ -137,5 +137,18 @@ public sealed record ModelInfo
     public IReadOnlyList<KeyValuePair<string, string>> Properties { get; init; } = [];
 }
 
-/// <summary>Weights copied at load into the layouts the kernels read: the copies' bytes and the time it took.</summary>
-public readonly record struct WeightRepack(long Bytes, TimeSpan Time);
+/// <summary>
+/// Weights copied at load: into the layouts the kernels read (Q4_0 and Q8_0 matrices), the copies' bytes and the time
+/// it took; and as the file has them, into memory of 2 MiB pages (<see cref="WeightLoading"/>), likewise.
+/// </summary>
+public readonly record struct WeightRepack(long Bytes, TimeSpan Time, long CopiedBytes = 0, TimeSpan CopyTime = default)
+{
+    /// <summary>The load's report of both, as <c>velo run</c> and <c>velo bench</c> print it; empty when nothing was copied.</summary>
+    public string Describe()
+    {
+        var parts = new List<string>(2);
+        if (Bytes > 0) parts.Add($"repacking {Bytes / (1024.0 * 1024):F1} MiB of Q4_0/Q8_0 weights: {Time.TotalSeconds:F2} s");
+        if (CopiedBytes > 0) parts.Add($"copying {CopiedBytes / (1024.0 * 1024):F1} MiB of weights into huge pages: {CopyTime.TotalSeconds:F2} s");
+        return string.Join("; ", parts);
+    }
+}

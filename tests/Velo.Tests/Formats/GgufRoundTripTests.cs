@@ -20,6 +20,22 @@ public class GgufRoundTripTests
         Assert.Equal(64 * 512 * 4, embedding.ByteSize);
     }
 
+    [Fact]
+    public void ReadingATensorsBytesGivesWhatTheMappingHoldsAndNothingOutsideTheTensor()
+    {
+        using var file = GgufFile.Open(TestPaths.Stories260K);
+        var embedding = file.RequireTensor("token_embd.weight");
+        var bytes = new byte[1000];
+
+        file.ReadTensorBytes(embedding, 300, bytes);
+
+        Assert.True(file.TensorBytes(embedding).Slice(300, 1000).SequenceEqual(bytes));
+        Assert.Throws<ArgumentOutOfRangeException>(() => file.ReadTensorBytes(embedding, embedding.ByteSize - 999, bytes));
+        Assert.Throws<ArgumentOutOfRangeException>(() => file.ReadTensorBytes(embedding, -1, bytes));
+        file.Dispose();
+        Assert.Throws<ObjectDisposedException>(() => file.ReadTensorBytes(embedding, 0, bytes));
+    }
+
     [Theory]
     [InlineData(2u, 32u)]
     [InlineData(3u, 32u)]

@@ -70,6 +70,41 @@ public sealed class BatchInvarianceTests
         }
     }
 
+    [Theory]
+    [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q4_0)]
+    public void Logits_are_bit_identical_from_weights_copied_at_load_and_read_in_the_mapped_file(GgmlType type)
+    {
+        var spec = ReferenceForwardTests.Variant("llama-gqa") with { WeightType = type, Dim = 256, FfnDim = 512 + 256 };
+        string path = Path.Combine(Path.GetTempPath(), $"velo-weight-copies-{type}-{Environment.ProcessId}.gguf");
+        try
+        {
+            ModelSynthesizer.Write(path, spec);
+            using var pool = new WorkerPool(2);
+            WeightLoading.ReadMappedFile = true;
+            using var mapped = ModelRegistry.Load(path);
+            WeightLoading.ReadMappedFile = false;
+            using var copied = ModelRegistry.Load(path);
+
+            Assert.Equal(0, mapped.Repack.CopiedBytes);
+            // Q4_0 is repacked either way; other types are copied as the file has them, every matrix multiplied (the
+            // embedding only when tied to the output, not for its lookups).
+            using var file = Velo.Formats.GgufFile.Open(path);
+            bool tied = file.FindTensor("output.weight") == null;
+            long multiplied = file.Tensors.Where(t => t.Shape.Count == 2 && (tied || t.Name != "token_embd.weight")).Sum(t => t.ByteSize);
+            Assert.Equal(type == GgmlType.Q4_0 ? 0 : multiplied, copied.Repack.CopiedBytes);
+            Assert.Equal(mapped.Repack.Bytes, copied.Repack.Bytes);
+            Assert.True(Logits(mapped, pool, companions: 0).AsSpan().SequenceEqual(Logits(copied, pool, companions: 0)));
+            Assert.True(Logits(mapped, pool, companions: 4).AsSpan().SequenceEqual(Logits(copied, pool, companions: 4)));
+        }
+        finally
+        {
+            WeightLoading.ReadMappedFile = false;
+            File.Delete(path);
+        }
+    }
+
     /// <summary>Sequence 0 prefills 5 tokens and decodes 3, each step sharing the batch with other sequences' tokens; returns its last logits.</summary>
     private static float[] Logits(IModel model, WorkerPool pool, int companions, KvCacheTypes cacheTypes = default)
     {

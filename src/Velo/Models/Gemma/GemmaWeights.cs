@@ -26,7 +26,7 @@ internal sealed unsafe class GemmaWeights : IDisposable
 
     public GemmaWeights(GgufFile file, GemmaConfig c)
     {
-        _bind = new WeightBinder(file);
+        _bind = new WeightBinder(file, WeightLoading.CopiesMatrices);
         TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim, multiplied: !_bind.Has("output.weight"));
         OutputNorm = _bind.Vector("output_norm.weight", c.Dim);
         // Published Gemma files tie the classifier to the token embedding; llama.cpp takes an output matrix when one is there.

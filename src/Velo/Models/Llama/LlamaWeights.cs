@@ -24,7 +24,7 @@ internal sealed unsafe class LlamaWeights : IDisposable
 
     public LlamaWeights(GgufFile file, LlamaConfig c, LayerRange layers)
     {
-        _bind = new WeightBinder(file);
+        _bind = new WeightBinder(file, WeightLoading.CopiesMatrices);
         if (layers.IsFirst) TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim, multiplied: false);
         if (layers.IsLast)
         {

@@ -24,7 +24,7 @@ internal sealed unsafe class Phi3Weights : IDisposable
 
     public Phi3Weights(GgufFile file, Phi3Config c)
     {
-        _bind = new WeightBinder(file);
+        _bind = new WeightBinder(file, WeightLoading.CopiesMatrices);
         TokenEmbedding = _bind.Matrix("token_embd.weight", c.VocabSize, c.Dim, multiplied: !_bind.Has("output.weight"));
         OutputNorm = _bind.Vector("output_norm.weight", c.Dim);
         // Tied embeddings: without an output matrix the token embedding doubles as the classifier.
