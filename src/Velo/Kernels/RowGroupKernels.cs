@@ -262,20 +262,7 @@ internal static unsafe class RowGroupKernels
                 acc7 = Step512(acc7, l0, l1, l2, l3, h0, h1, h2, h3, x + 7 * cols, xd[7 * blocks + b], xs[7 * blocks + b], d);
             }
         }
-        Store(tile, 0, acc0);
-        if (TCount.Count > 1) Store(tile, 1, acc1);
-        if (TCount.Count > 2)
-        {
-            Store(tile, 2, acc2);
-            Store(tile, 3, acc3);
-        }
-        if (TCount.Count > 4)
-        {
-            Store(tile, 4, acc4);
-            Store(tile, 5, acc5);
-            Store(tile, 6, acc6);
-            Store(tile, 7, acc7);
-        }
+        StoreTile<TCount>(tile, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
     }
 
     /// <summary>
@@ -343,20 +330,7 @@ internal static unsafe class RowGroupKernels
                 acc7 = NibbleFinish(acc7, l7, h7, xd[7 * blocks + b], xs[7 * blocks + b], d);
             }
         }
-        Store(tile, 0, acc0);
-        if (TCount.Count > 1) Store(tile, 1, acc1);
-        if (TCount.Count > 2)
-        {
-            Store(tile, 2, acc2);
-            Store(tile, 3, acc3);
-        }
-        if (TCount.Count > 4)
-        {
-            Store(tile, 4, acc4);
-            Store(tile, 5, acc5);
-            Store(tile, 6, acc6);
-            Store(tile, 7, acc7);
-        }
+        StoreTile<TCount>(tile, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
     }
 
     /// <summary>One step of a token: both nibbles of 16 rows' four weights times its four broadcast quants, into int16 pairs.</summary>
@@ -404,6 +378,27 @@ internal static unsafe class RowGroupKernels
         var subnormal = (magnitude + Vector512.Create(113 << 23)).AsSingle() - Vector512.Create(6.103515625e-05f);
         var isSubnormal = Vector512.Equals(magnitude & Vector512.Create(0x0F800000), Vector512<int>.Zero).AsSingle();
         return Vector512.ConditionalSelect(isSubnormal, subnormal, normal) | (packed & Vector512.Create(unchecked((int)0x80000000))).AsSingle();
+    }
+
+    /// <summary>The tile's results, one accumulator per token (those past its count are unused).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTile<TCount>(in Tile tile, Vector512<float> acc0, Vector512<float> acc1, Vector512<float> acc2, Vector512<float> acc3,
+        Vector512<float> acc4, Vector512<float> acc5, Vector512<float> acc6, Vector512<float> acc7) where TCount : ITokenCount
+    {
+        Store(tile, 0, acc0);
+        if (TCount.Count > 1) Store(tile, 1, acc1);
+        if (TCount.Count > 2)
+        {
+            Store(tile, 2, acc2);
+            Store(tile, 3, acc3);
+        }
+        if (TCount.Count > 4)
+        {
+            Store(tile, 4, acc4);
+            Store(tile, 5, acc5);
+            Store(tile, 6, acc6);
+            Store(tile, 7, acc7);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -640,13 +635,7 @@ internal static unsafe class RowGroupKernels
                 acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3), d * Vector256.Create(xd[3 * blocks + b]), acc3);
             }
         }
-        Store(tile, 0, acc0);
-        if (TCount.Count > 1) Store(tile, 1, acc1);
-        if (TCount.Count > 2)
-        {
-            Store(tile, 2, acc2);
-            Store(tile, 3, acc3);
-        }
+        StoreTile<TCount>(tile, acc0, acc1, acc2, acc3);
     }
 
     /// <summary><paramref name="s"/> plus two steps' <c>vpdpbusd</c> of the broadcast activations (plus 128) by the weights.</summary>
@@ -701,13 +690,7 @@ internal static unsafe class RowGroupKernels
                 acc3 = Finish256<TDot>(acc3, s3, p3, xd[3 * blocks + b], xs[3 * blocks + b], d);
             }
         }
-        Store(tile, 0, acc0);
-        if (TCount.Count > 1) Store(tile, 1, acc1);
-        if (TCount.Count > 2)
-        {
-            Store(tile, 2, acc2);
-            Store(tile, 3, acc3);
-        }
+        StoreTile<TCount>(tile, acc0, acc1, acc2, acc3);
     }
 
     /// <summary>
@@ -733,6 +716,20 @@ internal static unsafe class RowGroupKernels
         var total = typeof(TDot) == typeof(VnniDot) ? s : Avx2.MultiplyAddAdjacent(p, Vector256.Create((short)1));
         var isum = total - Vector256.Create(xs << 3);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(isum), d * Vector256.Create(xd), acc);
+    }
+
+    /// <summary>The tile's results, one accumulator per token (those past its count are unused).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTile<TCount>(in Tile tile, Vector256<float> acc0, Vector256<float> acc1, Vector256<float> acc2, Vector256<float> acc3)
+        where TCount : ITokenCount
+    {
+        Store(tile, 0, acc0);
+        if (TCount.Count > 1) Store(tile, 1, acc1);
+        if (TCount.Count > 2)
+        {
+            Store(tile, 2, acc2);
+            Store(tile, 3, acc3);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
