@@ -126,7 +126,7 @@ internal sealed unsafe class WeightBinder : IDisposable
     /// The tensor's bytes copied, on first use, into memory backed by 2 MiB pages (<see cref="HugePageArena"/>): read
     /// from the mapped file's 4 KiB pages (Linux maps page-cache pages of most file systems no larger), a decode
     /// step misses the TLB at every page and the hardware prefetchers stop at each page boundary; on the 2-core
-    /// Zen 5 VM (December 2026, load average 4–14) llama-1B F16 decoded 18–26 % and Q4_K_M 9–13 % faster from the
+    /// Zen 4 VM (December 2026, load average 4–14) llama-1B F16 decoded 18–26 % and Q4_K_M 9–13 % faster from the
     /// copies (medians of alternating rounds). The file is read with <c>read</c> calls in chunks shared out over the
     /// cores, so its pages never enter this process.
     /// </summary>
