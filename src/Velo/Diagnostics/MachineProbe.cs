@@ -31,10 +31,12 @@ public static unsafe class MachineProbe
         }
     }
 
-    /// <summary>Best of <paramref name="repetitions"/> read passes over <paramref name="bytes"/> bytes, in bytes per second.</summary>
+    /// <summary>Best of <paramref name="repetitions"/> read passes over <paramref name="bytes"/> bytes of memory backed by huge pages, in bytes per second.</summary>
     public static double ReadBandwidth(WorkerPool pool, long bytes = 1L << 30, int repetitions = 3)
     {
-        using var buffer = new NativeBuffer(bytes); // zeroed, so every page is really mapped before timing
+        // Zeroed, so every page is really mapped before timing; in 2 MiB pages, as decoders hold the weights they
+        // multiply (copied or repacked at load), so that a decode's share of this figure compares like with like.
+        using var buffer = new NativeBuffer(bytes, zero: true, hugePages: true);
         var job = new SumJob { Data = (float*)buffer.Pointer, Count = bytes / sizeof(float) };
         pool.Run(ref job); // warm
         double best = 0;
