@@ -144,13 +144,19 @@ internal unsafe struct Q6_KBlock : IKBlock
 
         // The −32 offset contributes −32 · Σ scale·Σx over the 16 groups: one madd against the group sums
         // instead of a subtraction per value.
-        var offsetTerm = Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(scales), Avx.LoadVector256(groupSums));
+        var wideScales = Avx2.ConvertToVector256Int16(scales);
+        var offsetTerm = Avx2.MultiplyAddAdjacent(wideScales, Avx.LoadVector256(groupSums));
         var sum = Vector256<int>.Zero - Avx2.ShiftLeftLogical(offsetTerm, 5);
 
+        // The int16 scales of each half's 8 groups in both 128-bit lanes, so that a chunk's two takes one vpshufb
+        // (ChunkScales takes a vpshufb and a vpmovsxbw per chunk).
+        var firstScales = Avx2.Permute4x64(wideScales.AsInt64(), 0b01_00_01_00).AsByte();
+        var lastScales = Avx2.Permute4x64(wideScales.AsInt64(), 0b11_10_11_10).AsByte();
         var nibbleMask = Vector256.Create((byte)0x0F);
         var pairMask = Vector256.Create((byte)0x30);
         for (int half = 0; half < 2; half++)
         {
+            var halfScales = half == 0 ? firstScales : lastScales;
             byte* ql = block + 64 * half;
             byte* qh = block + 128 + 32 * half;
             sbyte* x = xq + 128 * half;
@@ -162,10 +168,10 @@ internal unsafe struct Q6_KBlock : IKBlock
             var q1 = (low1 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 2).AsByte() & pairMask);
             var q2 = (Avx2.ShiftRightLogical(low0.AsUInt16(), 4).AsByte() & nibbleMask) | (high.AsByte() & pairMask);
             var q3 = (Avx2.ShiftRightLogical(low1.AsUInt16(), 4).AsByte() & nibbleMask) | (Avx2.ShiftRightLogical(high, 2).AsByte() & pairMask);
-            sum = KQuantKernels.ScaledDot<TDot>(sum, q0, x, scales.AsByte(), 4 * half, signedScales: true);
-            sum = KQuantKernels.ScaledDot<TDot>(sum, q1, x + 32, scales.AsByte(), 4 * half + 1, signedScales: true);
-            sum = KQuantKernels.ScaledDot<TDot>(sum, q2, x + 64, scales.AsByte(), 4 * half + 2, signedScales: true);
-            sum = KQuantKernels.ScaledDot<TDot>(sum, q3, x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
+            sum = TDot.WeightedDotAdd(sum, q0, Avx.LoadVector256(x), KQuantKernels.ChunkScalesOfWords(halfScales, 0));
+            sum = TDot.WeightedDotAdd(sum, q1, Avx.LoadVector256(x + 32), KQuantKernels.ChunkScalesOfWords(halfScales, 1));
+            sum = TDot.WeightedDotAdd(sum, q2, Avx.LoadVector256(x + 64), KQuantKernels.ChunkScalesOfWords(halfScales, 2));
+            sum = TDot.WeightedDotAdd(sum, q3, Avx.LoadVector256(x + 96), KQuantKernels.ChunkScalesOfWords(halfScales, 3));
         }
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
     }
@@ -457,6 +463,9 @@ internal static unsafe class KQuantKernels
     /// <summary>Shuffle masks: 8 copies of byte 2p then 8 of byte 2p+1, for p = 0..7.</summary>
     private static readonly byte* SplitPairMasks = CreateMasks(16, p => i => (byte)(2 * p + (i >= 8 ? 1 : 0)));
 
+    /// <summary>Shuffle masks: int16 element 2p of each 128-bit lane repeated in the low lane, 2p+1 in the high lane, for p = 0..3.</summary>
+    private static readonly byte* SplitWordMasks = CreateMasks(32, p => i => (byte)(2 * (2 * (p % 4) + i / 16) + (i & 1)));
+
     private const int TokenTile = 4;
 
     /// <summary>
@@ -693,6 +702,14 @@ internal static unsafe class KQuantKernels
         where TDot : IIntegerDot =>
         TDot.WeightedDotAdd(sum, q, Avx.LoadVector256(x), ChunkScales(scales, pair, signedScales));
 
+    /// <summary>
+    /// Int16 elements 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of 8, which <paramref name="words"/>
+    /// holds in both 128-bit lanes, each in 8 int16 lanes: what <see cref="ChunkScales"/> makes of the same scales as bytes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<short> ChunkScalesOfWords(Vector256<byte> words, int pair) =>
+        Avx2.Shuffle(words, Avx.LoadVector256(SplitWordMasks + 32 * pair)).AsInt16();
+
     /// <summary>Scales 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of 16 8-bit ones, each in 8 int16 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<short> ChunkScales(Vector128<byte> scales, int pair, bool signedScales)
@@ -714,7 +731,9 @@ internal static unsafe class KQuantKernels
         uint scales4to7 = (w2 & low4) | (((w0 >> 6) & low2) << 4);
         uint mins0to3 = w1 & low6;
         uint mins4to7 = ((w2 >> 4) & low4) | (((w1 >> 6) & low2) << 4);
-        return Avx2.ConvertToVector256Int16(Vector128.Create(scales0to3, scales4to7, mins0to3, mins4to7).AsByte()).AsInt16();
+        // Two 64-bit words (vmovq + vpinsrq) instead of four 32-bit ones (a vpinsrd each).
+        ulong scales = scales0to3 | (ulong)scales4to7 << 32, mins = mins0to3 | (ulong)mins4to7 << 32;
+        return Avx2.ConvertToVector256Int16(Vector128.Create(scales, mins).AsByte()).AsInt16();
     }
 
     private static byte* CreateMasks(int width, Func<int, Func<int, byte>> maskByte)
