@@ -75,9 +75,13 @@ internal unsafe struct F16Row : IWideFloatRow
     public static float ToSingle(ushort half) => HighHalvesToSingle(Vector128.CreateScalar(half << 16)).ToScalar();
 
     /// <summary>Widens the two halves of <paramref name="pair"/> (low half first) into lanes 0 and 1.</summary>
+    /// <remarks>
+    /// Interleaving zero words below the pair's (<c>vmovd</c> + <c>vpunpcklwd</c>) puts each half in the high bits of
+    /// its lane; <c>Vector128.Create</c> of four ints took a <c>vpinsrd</c> per lane, several per K-quant super-block.
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector128<float> PairToSingle(uint pair) =>
-        HighHalvesToSingle(Vector128.Create((int)(pair << 16), (int)(pair & 0xFFFF0000), 0, 0));
+        HighHalvesToSingle(Sse2.UnpackLow(Vector128<ushort>.Zero, Vector128.CreateScalar(pair).AsUInt16()).AsInt32());
 
     /// <summary>Widens 8 halves held in the low 16 bits of each int32 lane (upper bits ignored).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -86,13 +86,18 @@ internal unsafe struct Q4_KBlock : ISubBlockMinBlock
     /// so a token's result does not depend on its batch.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<float> MinTerm(Vector128<short> mins, short* groupSums) =>
-        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(MinsPerGroup(mins), Avx.LoadVector256(groupSums)));
+    internal static Vector256<float> MinTerm(Vector256<short> minsPerGroup, short* groupSums) =>
+        Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(minsPerGroup, Avx.LoadVector256(groupSums)));
 
-    /// <summary>The 8 sub-block mins, each repeated for the two groups of 16 it covers.</summary>
+    /// <summary>
+    /// The 8 sub-block mins of <see cref="KQuantKernels.UnpackScalesAndMins"/>' result, each repeated for the two
+    /// groups of 16 it covers: the mins copied to both 128-bit lanes and one vpshufb (an extract, two unpacks and an
+    /// insert took twice the instructions).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> MinsPerGroup(Vector128<short> mins) =>
-        Vector256.Create(Sse2.UnpackLow(mins, mins), Sse2.UnpackHigh(mins, mins));
+    internal static Vector256<short> MinsPerGroup(Vector256<short> scalesAndMins) =>
+        Avx2.Shuffle(Avx2.Permute4x64(scalesAndMins.AsInt64(), 0b11_10_11_10).AsByte(), Vector256.Create(
+            (byte)0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 8, 9, 10, 11, 10, 11, 12, 13, 12, 13, 14, 15, 14, 15)).AsInt16();
 
     public static bool HasPackedDot4 => true;
 
@@ -106,7 +111,7 @@ internal unsafe struct Q4_KBlock : ISubBlockMinBlock
         var nibbleMask = Vector256.Create((byte)0x0F);
         var bits = Avx.LoadVector256(block + 16 + 32 * j);
         low = bits & nibbleMask;
-        high = Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask;
+        high = KQuantKernels.HighNibbles(bits);
     }
 
     public static void Unpack(byte* block, UnpackedSuperBlock* unpacked) => KQuantKernels.UnpackSubBlockMin<Q4_KBlock>(block, unpacked);
@@ -123,7 +128,7 @@ internal unsafe struct Q4_KBlock : ISubBlockMinBlock
         unpacked->DMin = dAndMin.GetElement(1);
         var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
         scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
-        Avx.Store(unpacked->Mins, MinsPerGroup(scalesAndMins.GetUpper()));
+        Avx.Store(unpacked->Mins, MinsPerGroup(scalesAndMins));
     }
 }
 
@@ -144,28 +149,33 @@ internal unsafe struct Q6_KBlock : IKBlock
 
         // The −32 offset contributes −32 · Σ scale·Σx over the 16 groups: one madd against the group sums
         // instead of a subtraction per value.
-        var offsetTerm = Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(scales), Avx.LoadVector256(groupSums));
+        var wideScales = Avx2.ConvertToVector256Int16(scales);
+        var offsetTerm = Avx2.MultiplyAddAdjacent(wideScales, Avx.LoadVector256(groupSums));
         var sum = Vector256<int>.Zero - Avx2.ShiftLeftLogical(offsetTerm, 5);
 
+        // The int16 scales of each half's 8 groups in both 128-bit lanes, so that a chunk's two takes one vpshufb
+        // (ChunkScales takes a vpshufb and a vpmovsxbw per chunk).
+        var firstScales = Avx2.Permute4x64(wideScales.AsInt64(), 0b01_00_01_00).AsByte();
+        var lastScales = Avx2.Permute4x64(wideScales.AsInt64(), 0b11_10_11_10).AsByte();
         var nibbleMask = Vector256.Create((byte)0x0F);
         var pairMask = Vector256.Create((byte)0x30);
         for (int half = 0; half < 2; half++)
         {
+            var halfScales = half == 0 ? firstScales : lastScales;
             byte* ql = block + 64 * half;
             byte* qh = block + 128 + 32 * half;
             sbyte* x = xq + 128 * half;
             var low0 = Avx.LoadVector256(ql);
             var low1 = Avx.LoadVector256(ql + 32);
             var high = Avx.LoadVector256(qh).AsUInt16();
-            // Shifting 16-bit lanes moves bits across the byte boundary too, but the mask keeps only bits 4-5.
-            var q0 = (low0 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 4).AsByte() & pairMask);
-            var q1 = (low1 & nibbleMask) | (Avx2.ShiftLeftLogical(high, 2).AsByte() & pairMask);
-            var q2 = (Avx2.ShiftRightLogical(low0.AsUInt16(), 4).AsByte() & nibbleMask) | (high.AsByte() & pairMask);
-            var q3 = (Avx2.ShiftRightLogical(low1.AsUInt16(), 4).AsByte() & nibbleMask) | (Avx2.ShiftRightLogical(high, 2).AsByte() & pairMask);
-            sum = KQuantKernels.ScaledDot<TDot>(sum, q0, x, scales.AsByte(), 4 * half, signedScales: true);
-            sum = KQuantKernels.ScaledDot<TDot>(sum, q1, x + 32, scales.AsByte(), 4 * half + 1, signedScales: true);
-            sum = KQuantKernels.ScaledDot<TDot>(sum, q2, x + 64, scales.AsByte(), 4 * half + 2, signedScales: true);
-            sum = KQuantKernels.ScaledDot<TDot>(sum, q3, x + 96, scales.AsByte(), 4 * half + 3, signedScales: true);
+            var q0 = (low0 & nibbleMask) | KQuantKernels.PairToBits4And5(high.AsByte(), 0);
+            var q1 = (low1 & nibbleMask) | KQuantKernels.PairToBits4And5(high.AsByte(), 2);
+            var q2 = KQuantKernels.HighNibbles(low0) | (high.AsByte() & pairMask);
+            var q3 = KQuantKernels.HighNibbles(low1) | KQuantKernels.PairToBits4And5(high.AsByte(), 6);
+            sum = TDot.WeightedDotAdd(sum, q0, Avx.LoadVector256(x), KQuantKernels.ChunkScalesOfWords(halfScales, 0));
+            sum = TDot.WeightedDotAdd(sum, q1, Avx.LoadVector256(x + 32), KQuantKernels.ChunkScalesOfWords(halfScales, 1));
+            sum = TDot.WeightedDotAdd(sum, q2, Avx.LoadVector256(x + 64), KQuantKernels.ChunkScalesOfWords(halfScales, 2));
+            sum = TDot.WeightedDotAdd(sum, q3, Avx.LoadVector256(x + 96), KQuantKernels.ChunkScalesOfWords(halfScales, 3));
         }
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
     }
@@ -457,6 +467,9 @@ internal static unsafe class KQuantKernels
     /// <summary>Shuffle masks: 8 copies of byte 2p then 8 of byte 2p+1, for p = 0..7.</summary>
     private static readonly byte* SplitPairMasks = CreateMasks(16, p => i => (byte)(2 * p + (i >= 8 ? 1 : 0)));
 
+    /// <summary>Shuffle masks: int16 element 2p of each 128-bit lane repeated in the low lane, 2p+1 in the high lane, for p = 0..3.</summary>
+    private static readonly byte* SplitWordMasks = CreateMasks(32, p => i => (byte)(2 * (2 * (p % 4) + i / 16) + (i & 1)));
+
     private const int TokenTile = 4;
 
     /// <summary>
@@ -591,7 +604,7 @@ internal static unsafe class KQuantKernels
     {
         var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd); // d·dx, dmin·dx
         var scalesAndMins = UnpackScalesAndMins(block + 4); // int16: 8 scales, then 8 mins
-        var minTerm = Q4_KBlock.MinTerm(scalesAndMins.GetUpper(), groupSums);
+        var minTerm = Q4_KBlock.MinTerm(Q4_KBlock.MinsPerGroup(scalesAndMins), groupSums);
         var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
         var sum = SubBlockPairDot<TBlock, TDot>(default, block, xq, scales, 0);
         sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scales, 1);
@@ -656,7 +669,7 @@ internal static unsafe class KQuantKernels
             }
             var dAndMin = F16Row.PairToSingle(*(uint*)block);
             float d = dAndMin.ToScalar(), dMin = dAndMin.GetElement(1);
-            var mins = scalesAndMins.GetUpper();
+            var mins = Q4_KBlock.MinsPerGroup(scalesAndMins);
             float xd0 = xScales[tokens[0] * blocks + b], xd1 = xScales[tokens[1] * blocks + b];
             float xd2 = xScales[tokens[2] * blocks + b], xd3 = xScales[tokens[3] * blocks + b];
             acc0 = AddSuperBlock(acc0, sum0, Q4_KBlock.MinTerm(mins, g0 + 16 * b), d * xd0, dMin * xd0);
@@ -693,6 +706,43 @@ internal static unsafe class KQuantKernels
         where TDot : IIntegerDot =>
         TDot.WeightedDotAdd(sum, q, Avx.LoadVector256(x), ChunkScales(scales, pair, signedScales));
 
+    /// <summary>Each byte shifted right by 4 (its high nibble): with GFNI one <c>gf2p8affineqb</c> instead of a shift and a mask.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<byte> HighNibbles(Vector256<byte> bits) =>
+        // Row 7−i of the bit matrix picks the input bit that becomes output bit i: bits 4..7 for i = 0..3, none above.
+        Gfni.V256.IsSupported ? Gfni.V256.GaloisFieldAffineTransform(bits, Vector256.Create(0x10_20_40_80_00_00_00_00UL).AsByte(), 0)
+            : Avx2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & Vector256.Create((byte)0x0F);
+
+    /// <summary>
+    /// Bits <paramref name="from"/> and <paramref name="from"/>+1 of each byte moved to bits 4-5, the others cleared
+    /// (Q6_K's high pairs): with GFNI one <c>gf2p8affineqb</c> instead of a shift and a mask.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<byte> PairToBits4And5(Vector256<byte> bits, int from)
+    {
+        if (Gfni.V256.IsSupported)
+            return Gfni.V256.GaloisFieldAffineTransform(bits, Vector256.Create((ulong)(1 << from) << 24 | (ulong)(2 << from) << 16).AsByte(), 0);
+        // Shifting 16-bit lanes moves bits across the byte boundary too, but the mask keeps only bits 4-5.
+        var pairMask = Vector256.Create((byte)0x30);
+        var words = bits.AsUInt16();
+        return from switch
+        {
+            0 => Avx2.ShiftLeftLogical(words, 4).AsByte() & pairMask,
+            2 => Avx2.ShiftLeftLogical(words, 2).AsByte() & pairMask,
+            4 => bits & pairMask,
+            6 => Avx2.ShiftRightLogical(words, 2).AsByte() & pairMask,
+            _ => throw new ArgumentOutOfRangeException(nameof(from)),
+        };
+    }
+
+    /// <summary>
+    /// Int16 elements 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of 8, which <paramref name="words"/>
+    /// holds in both 128-bit lanes, each in 8 int16 lanes: what <see cref="ChunkScales"/> makes of the same scales as bytes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<short> ChunkScalesOfWords(Vector256<byte> words, int pair) =>
+        Avx2.Shuffle(words, Avx.LoadVector256(SplitWordMasks + 32 * pair)).AsInt16();
+
     /// <summary>Scales 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of 16 8-bit ones, each in 8 int16 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<short> ChunkScales(Vector128<byte> scales, int pair, bool signedScales)
@@ -714,7 +764,9 @@ internal static unsafe class KQuantKernels
         uint scales4to7 = (w2 & low4) | (((w0 >> 6) & low2) << 4);
         uint mins0to3 = w1 & low6;
         uint mins4to7 = ((w2 >> 4) & low4) | (((w1 >> 6) & low2) << 4);
-        return Avx2.ConvertToVector256Int16(Vector128.Create(scales0to3, scales4to7, mins0to3, mins4to7).AsByte()).AsInt16();
+        // Two 64-bit words (vmovq + vpinsrq) instead of four 32-bit ones (a vpinsrd each).
+        ulong scales = scales0to3 | (ulong)scales4to7 << 32, mins = mins0to3 | (ulong)mins4to7 << 32;
+        return Avx2.ConvertToVector256Int16(Vector128.Create(scales, mins).AsByte()).AsInt16();
     }
 
     private static byte* CreateMasks(int width, Func<int, Func<int, byte>> maskByte)
