@@ -56,18 +56,8 @@ internal static unsafe class ActivationQuantizer
         int blocks = cols / Block32;
         for (int b = 0; b < blocks; b++)
         {
-            float* src = x + b * Block32;
-            Vector256<float> v0 = Avx.LoadVector256(src), v1 = Avx.LoadVector256(src + 8);
-            Vector256<float> v2 = Avx.LoadVector256(src + 16), v3 = Avx.LoadVector256(src + 24);
-            float amax = HorizontalMax(Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)),
-                                                     Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3))));
+            var packed = QuantizeBlock32(x + b * Block32, out float amax, out int quantSum);
             float scale = amax / 127f;
-            var inverse = Vector256.Create(amax != 0 ? 127f / amax : 0f);
-            var q0 = Avx.ConvertToVector256Int32(v0 * inverse);
-            var q1 = Avx.ConvertToVector256Int32(v1 * inverse);
-            var q2 = Avx.ConvertToVector256Int32(v2 * inverse);
-            var q3 = Avx.ConvertToVector256Int32(v3 * inverse);
-            var packed = PackToBytes(q0, q1, q2, q3);
             if ((b | 1) < blocks)
             {
                 sbyte* pair = quants + (b & ~1) * Block32 + (b & 1) * 16;
@@ -79,7 +69,7 @@ internal static unsafe class ActivationQuantizer
                 Avx.Store(quants + b * Block32, packed);
             }
             scales[b] = scale;
-            sums[b] = scale * Vector256.Sum(q0 + q1 + q2 + q3);
+            sums[b] = scale * quantSum;
         }
     }
 
@@ -107,20 +97,9 @@ internal static unsafe class ActivationQuantizer
         {
             for (int b = 0; b < blocks; b++)
             {
-                float* src = x + b * Block32;
-                Vector256<float> v0 = Avx.LoadVector256(src), v1 = Avx.LoadVector256(src + 8);
-                Vector256<float> v2 = Avx.LoadVector256(src + 16), v3 = Avx.LoadVector256(src + 24);
-                float amax = HorizontalMax(Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)),
-                                                         Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3))));
-                var inverse = Vector256.Create(amax != 0 ? 127f / amax : 0f);
-                var q0 = Avx.ConvertToVector256Int32(v0 * inverse);
-                var q1 = Avx.ConvertToVector256Int32(v1 * inverse);
-                var q2 = Avx.ConvertToVector256Int32(v2 * inverse);
-                var q3 = Avx.ConvertToVector256Int32(v3 * inverse);
-                var packed = PackToBytes(q0, q1, q2, q3);
+                var packed = QuantizeBlock32(x + b * Block32, out float amax, out sums[b]);
                 Avx.Store(quants + b * Block32, biased ? packed ^ Vector256.Create(unchecked((sbyte)0x80)) : packed);
                 scales[b] = amax / 127f;
-                sums[b] = Vector256.Sum(q0 + q1 + q2 + q3);
             }
             return;
         }
@@ -173,6 +152,26 @@ internal static unsafe class ActivationQuantizer
                 groupSums[(b * Block256 + i) / 16 + 1] = (short)Vector256.Sum(q2 + q3);
             }
         }
+    }
+
+    /// <summary>
+    /// One 32-block's quants, round(x · 127 / amax) packed in element order, with its largest magnitude and the
+    /// quants' integer sum: the step both 32-block layouts share.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<sbyte> QuantizeBlock32(float* src, out float amax, out int quantSum)
+    {
+        Vector256<float> v0 = Avx.LoadVector256(src), v1 = Avx.LoadVector256(src + 8);
+        Vector256<float> v2 = Avx.LoadVector256(src + 16), v3 = Avx.LoadVector256(src + 24);
+        amax = HorizontalMax(Vector256.Max(Vector256.Max(Vector256.Abs(v0), Vector256.Abs(v1)),
+                                           Vector256.Max(Vector256.Abs(v2), Vector256.Abs(v3))));
+        var inverse = Vector256.Create(amax != 0 ? 127f / amax : 0f);
+        var q0 = Avx.ConvertToVector256Int32(v0 * inverse);
+        var q1 = Avx.ConvertToVector256Int32(v1 * inverse);
+        var q2 = Avx.ConvertToVector256Int32(v2 * inverse);
+        var q3 = Avx.ConvertToVector256Int32(v3 * inverse);
+        quantSum = Vector256.Sum(q0 + q1 + q2 + q3);
+        return PackToBytes(q0, q1, q2, q3);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
