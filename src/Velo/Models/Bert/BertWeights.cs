@@ -28,6 +28,9 @@ internal readonly unsafe struct Linear
     /// </summary>
     public static Linear BindForPacking(WeightBinder bind, string name, int rows, int cols)
     {
+        // Types the integer kernels take are bound for them at once: bound first as only looked up, their file
+        // pages would count as still read (WeightBinder.RepackGrowth) after the repack released them.
+        if (RowGroupKernels.Handles(bind.TypeOf(name + ".weight"))) return Bind(bind, name, rows, cols);
         var plain = bind.Matrix(name + ".weight", rows, cols, multiplied: false);
         if (!TakesPanels(plain)) return Bind(bind, name, rows, cols);
         return new Linear { Weight = plain, Bias = bind.Vector(name + ".bias", rows) };

@@ -28,6 +28,9 @@ internal sealed unsafe class WeightBinder : IDisposable
 
     public bool Has(string name) => _file.FindTensor(name) != null;
 
+    /// <summary>The type of tensor <paramref name="name"/>, which must exist; binds nothing.</summary>
+    public GgmlType TypeOf(string name) => _file.RequireTensor(name).Type;
+
     /// <summary>The file bytes of every tensor bound so far (a tensor bound twice counts once).</summary>
     public long BoundBytes { get; private set; }
 
