@@ -290,13 +290,7 @@ internal static unsafe class PackedFloatGemm
         {
             float* y = task->Y + (long)(token + i) * rows + r;
             for (int j = 0; j < Rows; j += 16, results += 16)
-            {
-                var sum = Avx512F.LoadVector512(results);
-                if (epilogue.Bias != null) sum += Avx512F.LoadVector512(epilogue.Bias + r + j);
-                if (epilogue.Output == MatMulOutput.GeluErf) sum = Activations.GeluErf(sum);
-                else if (epilogue.Output == MatMulOutput.AddToOutput) sum = Avx512F.LoadVector512(y + j) + sum;
-                Avx512F.Store(y + j, sum);
-            }
+                epilogue.Store(Avx512F.LoadVector512(results), y + j, r + j);
         }
     }
 }
