@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Velo.Benchmarks.Kernels;
 using Velo.Kernels;
 using Velo.Tensors;
 using Velo.Threading;
@@ -9,7 +10,8 @@ namespace Velo.Benchmarks.Encoders;
 /// <summary>
 /// all-MiniLM-L6-v2's matrix shapes (384 → 384, 384 → 1536, 1536 → 384) times a batch of encoder tokens: Q8_0 weights
 /// through the integer row-group kernels (<see cref="MatMul"/>) against the same weights widened into
-/// <see cref="PackedFloatGemm"/>'s F32 panels, alternating, in GMAC/s per thread (medians).
+/// <see cref="PackedFloatGemm"/>'s F32 panels, alternating, in GMAC/s per thread (medians), and GMAC per second of the
+/// process's CPU time (steadier on a shared machine, though it also counts workers polling for work).
 /// </summary>
 internal static unsafe class EncoderGemmBench
 {
@@ -40,21 +42,29 @@ internal static unsafe class EncoderGemmBench
             using var y = new NativeBuffer((long)tokens * rows * sizeof(float));
             var integer = new List<double>();
             var floats = new List<double>();
+            var integerCpu = new List<double>();
+            var floatsCpu = new List<double>();
             double macs = (double)tokens * rows * cols;
             for (int round = 0; round <= rounds; round++)
             {
+                long cpu = CpuClock.Nanoseconds();
                 var clock = Stopwatch.StartNew();
                 MatMul.Multiply(grouped, x.Floats, tokens, y.Floats, pool);
                 double a = clock.Elapsed.TotalSeconds;
+                long aCpu = CpuClock.Nanoseconds() - cpu;
+                cpu = CpuClock.Nanoseconds();
                 clock.Restart();
                 PackedFloatGemm.Multiply([new PackedTarget(panels, y.Floats)], x.Floats, tokens, pool);
                 double b = clock.Elapsed.TotalSeconds;
+                long bCpu = CpuClock.Nanoseconds() - cpu;
                 if (round == 0) continue;
                 integer.Add(macs / a / threads / 1e9);
                 floats.Add(macs / b / threads / 1e9);
+                integerCpu.Add(macs / aCpu);
+                floatsCpu.Add(macs / bCpu);
             }
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{rows,5} × {cols,-5} Q8_0 row groups {Median(integer),6:F1}   F32 panels {Median(floats),6:F1}"));
+                $"{rows,5} × {cols,-5} Q8_0 row groups {Median(integer),6:F1}   F32 panels {Median(floats),6:F1}   per CPU second: row groups {Median(integerCpu),6:F1}   F32 panels {Median(floatsCpu),6:F1}"));
         }
         Console.WriteLine($"load average after: {File.ReadAllText("/proc/loadavg").Trim()}");
         return 0;

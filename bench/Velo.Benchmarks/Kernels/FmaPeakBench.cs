@@ -22,13 +22,16 @@ internal static unsafe class FmaPeakBench
         Console.WriteLine($"load average before: {File.ReadAllText("/proc/loadavg").Trim()}");
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"zmm FMA, 12 chains, registers only   {BestAndMedian(rounds, Registers512)}"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"ymm FMA, 12 chains, registers only   {BestAndMedian(rounds, Registers256)}"));
-        float* panel = (float*)NativeMemory.AlignedAlloc(64 * 64 * sizeof(float), 64);
-        float* x = (float*)NativeMemory.AlignedAlloc(8 * 64 * sizeof(float), 64);
+        // Panels of 64 columns (16 KiB, in L1) and of MiniLM's widths 384 and 1536 (96 and 384 KiB, in L2).
+        float* panel = (float*)NativeMemory.AlignedAlloc(64 * MaxCols * sizeof(float), 64);
+        float* x = (float*)NativeMemory.AlignedAlloc(6 * MaxCols * sizeof(float), 64);
         try
         {
-            for (int i = 0; i < 64 * 64; i++) panel[i] = 1e-3f;
-            for (int i = 0; i < 8 * 64; i++) x[i] = 1e-3f;
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"64 × 6 tile mix (4 loads, 6 broadcasts, 24 FMAs a column), L1   {BestAndMedian(rounds, () => TileMix(panel, x))}"));
+            for (int i = 0; i < 64 * MaxCols; i++) panel[i] = 1e-3f;
+            for (int i = 0; i < 6 * MaxCols; i++) x[i] = 1e-3f;
+            foreach (int cols in new[] { 64, 384, MaxCols })
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"64 × 6 tile mix (4 loads, 6 broadcasts, 24 FMAs a column), panel of {cols,4} columns   {BestAndMedian(rounds, () => TileMix(panel, x, cols))}"));
         }
         finally
         {
@@ -47,7 +50,7 @@ internal static unsafe class FmaPeakBench
     }
 
     private const long Iterations = 1_000_000;
-    private const int Passes = 5_000, PanelCols = 64;
+    private const int MaxCols = 1536, ColumnsPerRun = 320_000;
 
     private static double Registers512()
     {
@@ -64,11 +67,11 @@ internal static unsafe class FmaPeakBench
         return Iterations * 12.0 * 8 * 2 / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9;
     }
 
-    private static double TileMix(float* panel, float* x)
+    private static double TileMix(float* panel, float* x, int cols)
     {
         long start = Stopwatch.GetTimestamp();
-        Keep(Tiles(panel, x));
-        return (double)Passes * PanelCols * 24 * 16 * 2 / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9;
+        Keep(Tiles(panel, x, cols, ColumnsPerRun / cols));
+        return (double)(ColumnsPerRun / cols) * cols * 24 * 16 * 2 / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9;
     }
 
     // The loops below call nothing: a call inside would make the JIT keep the accumulators in memory.
@@ -109,18 +112,18 @@ internal static unsafe class FmaPeakBench
         return a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9 + a10 + a11;
     }
 
-    /// <summary>The packed GEMM's 64 × 6 tile over a 64-column panel (16 KiB) and six tokens, both in L1, again and again.</summary>
+    /// <summary>The packed GEMM's 64 × 6 tile over a panel of <paramref name="cols"/> columns and six tokens, again and again.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization | MethodImplOptions.NoInlining)]
-    private static Vector512<float> Tiles(float* panel0, float* x)
+    private static Vector512<float> Tiles(float* panel0, float* x, int cols, int passes)
     {
         Vector512<float> a0 = default, b0 = default, c0 = default, d0 = default, a1 = default, b1 = default, c1 = default, d1 = default;
         Vector512<float> a2 = default, b2 = default, c2 = default, d2 = default, a3 = default, b3 = default, c3 = default, d3 = default;
         Vector512<float> a4 = default, b4 = default, c4 = default, d4 = default, a5 = default, b5 = default, c5 = default, d5 = default;
-        float* x0 = x, x1 = x + 64, x2 = x + 128, x3 = x + 192, x4 = x + 256, x5 = x + 320;
-        for (int pass = 0; pass < Passes; pass++)
+        float* x0 = x, x1 = x + cols, x2 = x + 2 * cols, x3 = x + 3 * cols, x4 = x + 4 * cols, x5 = x + 5 * cols;
+        for (int pass = 0; pass < passes; pass++)
         {
             float* panel = panel0;
-            for (int c = 0; c < PanelCols; c++, panel += 64)
+            for (int c = 0; c < cols; c++, panel += 64)
             {
                 var w0 = Avx512F.LoadVector512(panel);
                 var w1 = Avx512F.LoadVector512(panel + 16);
