@@ -86,6 +86,12 @@ internal static unsafe class PackedFloatGemm
     private const int ItemTokens = 16 * TileTokens;
     private const int Rows = PackedFloatMatrix.PanelRows;
 
+    /// <summary>
+    /// How many columns before a tile's end its output lines are asked into L1: 24 lines from L2, in flight while the
+    /// last columns compute (about 24 cycles each), and too few columns of panel (256 B each) pass to evict them.
+    /// </summary>
+    private const int OutputLeadColumns = 32;
+
     /// <summary>The most matrices one call multiplies together (Q, K and V).</summary>
     public const int MaxTargets = 4;
 
@@ -174,11 +180,25 @@ internal static unsafe class PackedFloatGemm
                     // Six tokens a tile; four or fewer left take the four-token tile. A short tile repeats its last
                     // token: its sums are computed again, the same, and not stored.
                     int count = Math.Min(TileTokens, tokenEnd - t), last = t + count - 1;
-                    PrefetchOutput(task, r, t, count);
+                    PrefetchOutput(task, r, t, count, toL1: false);
                     float* x0 = X + (long)t * Cols, x1 = X + (long)Math.Min(t + 1, last) * Cols;
                     float* x2 = X + (long)Math.Min(t + 2, last) * Cols, x3 = X + (long)Math.Min(t + 3, last) * Cols;
-                    if (count > 4) Tile<SixTokens>(panel, x0, x1, x2, x3, X + (long)Math.Min(t + 4, last) * Cols, X + (long)Math.Min(t + 5, last) * Cols, Cols, results);
-                    else Tile<FourTokens>(panel, x0, x1, x2, x3, null, null, Cols, results);
+                    float* x4 = X + (long)Math.Min(t + 4, last) * Cols, x5 = X + (long)Math.Min(t + 5, last) * Cols;
+                    // The last columns run apart, after the output's lines are asked into L1: asked for earlier, the
+                    // panel streaming through L1 would evict them before the store.
+                    int split = Math.Max(0, Cols - OutputLeadColumns);
+                    if (count > 4)
+                    {
+                        Tile<SixTokens>(panel, x0, x1, x2, x3, x4, x5, 0, split, results);
+                        PrefetchOutput(task, r, t, count, toL1: true);
+                        Tile<SixTokens>(panel, x0, x1, x2, x3, x4, x5, split, Cols, results);
+                    }
+                    else
+                    {
+                        Tile<FourTokens>(panel, x0, x1, x2, x3, null, null, 0, split, results);
+                        PrefetchOutput(task, r, t, count, toL1: true);
+                        Tile<FourTokens>(panel, x0, x1, x2, x3, null, null, split, Cols, results);
+                    }
                     Store(task, results, r, t, count);
                     t += count;
                 }
@@ -198,17 +218,33 @@ internal static unsafe class PackedFloatGemm
     private struct FourTokens : ITileTokens { public static int Count => 4; }
 
     /// <summary>
-    /// 64 rows × <typeparamref name="TTokens"/> tokens over all columns, the sums to <paramref name="results"/>
-    /// (token-major, 64 floats each); <paramref name="x4"/> and <paramref name="x5"/> are read only by six-token tiles.
+    /// 64 rows × <typeparamref name="TTokens"/> tokens over columns <paramref name="from"/>..<paramref name="to"/>
+    /// of <paramref name="panel"/>, the sums to <paramref name="results"/> (token-major, 64 floats each), continuing
+    /// the sums found there unless <paramref name="from"/> is 0: a float kept in memory between two ranges is the
+    /// same float, so the chains are those of one pass. <paramref name="x4"/> and <paramref name="x5"/> are read only
+    /// by six-token tiles.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile<TTokens>(float* panel, float* x0, float* x1, float* x2, float* x3, float* x4, float* x5, int cols, float* results)
+    private static void Tile<TTokens>(float* panel, float* x0, float* x1, float* x2, float* x3, float* x4, float* x5, int from, int to, float* results)
         where TTokens : ITileTokens
     {
         Vector512<float> a0 = default, b0 = default, c0 = default, d0 = default, a1 = default, b1 = default, c1 = default, d1 = default;
         Vector512<float> a2 = default, b2 = default, c2 = default, d2 = default, a3 = default, b3 = default, c3 = default, d3 = default;
         Vector512<float> a4 = default, b4 = default, c4 = default, d4 = default, a5 = default, b5 = default, c5 = default, d5 = default;
-        for (int c = 0; c < cols; c++, panel += Rows)
+        if (from > 0)
+        {
+            a0 = Avx512F.LoadVector512(results); b0 = Avx512F.LoadVector512(results + 16); c0 = Avx512F.LoadVector512(results + 32); d0 = Avx512F.LoadVector512(results + 48);
+            a1 = Avx512F.LoadVector512(results + 64); b1 = Avx512F.LoadVector512(results + 80); c1 = Avx512F.LoadVector512(results + 96); d1 = Avx512F.LoadVector512(results + 112);
+            a2 = Avx512F.LoadVector512(results + 128); b2 = Avx512F.LoadVector512(results + 144); c2 = Avx512F.LoadVector512(results + 160); d2 = Avx512F.LoadVector512(results + 176);
+            a3 = Avx512F.LoadVector512(results + 192); b3 = Avx512F.LoadVector512(results + 208); c3 = Avx512F.LoadVector512(results + 224); d3 = Avx512F.LoadVector512(results + 240);
+            if (TTokens.Count > 4)
+            {
+                a4 = Avx512F.LoadVector512(results + 256); b4 = Avx512F.LoadVector512(results + 272); c4 = Avx512F.LoadVector512(results + 288); d4 = Avx512F.LoadVector512(results + 304);
+                a5 = Avx512F.LoadVector512(results + 320); b5 = Avx512F.LoadVector512(results + 336); c5 = Avx512F.LoadVector512(results + 352); d5 = Avx512F.LoadVector512(results + 368);
+            }
+        }
+        panel += (long)from * Rows;
+        for (int c = from; c < to; c++, panel += Rows)
         {
             var w0 = Avx512F.LoadVector512(panel);
             var w1 = Avx512F.LoadVector512(panel + 16);
@@ -260,28 +296,31 @@ internal static unsafe class PackedFloatGemm
     }
 
     /// <summary>
-    /// Asks for the cache lines that <see cref="Store"/> will write (and, adding to them, read), into L2 while the tile
-    /// computes: outputs such as the FFN's hidden rows (25 MiB for 4096 tokens) are far from the core, and a miss
-    /// at the store stalls the core for its whole latency.
+    /// Asks for the cache lines that <see cref="Store"/> will write (and, adding to them, read): into L2 as the tile
+    /// starts, as outputs such as the FFN's hidden rows (25 MiB for 4096 tokens) are far from the core, then into L1
+    /// <see cref="OutputLeadColumns"/> columns before its end. A miss at the store stalls the core for its whole
+    /// latency (with the L2 prefetch alone, a sixteenth of the GEMM's time went to the stores).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void PrefetchOutput(Product* task, int r, int token, int count)
+    private static void PrefetchOutput(Product* task, int r, int token, int count, bool toL1)
     {
         for (int i = 0; i < count; i++)
         {
             float* y = task->Y + (long)(token + i) * task->Rows + r;
-            Sse.Prefetch1(y);
-            Sse.Prefetch1(y + 16);
-            Sse.Prefetch1(y + 32);
-            Sse.Prefetch1(y + 48);
+            for (int j = 0; j < Rows; j += 16)
+            {
+                if (toL1) Sse.Prefetch0(y + j);
+                else Sse.Prefetch1(y + j);
+            }
         }
     }
 
     /// <summary>
     /// Rows r..r+63 of <paramref name="count"/> tokens from <paramref name="token"/> on, through the epilogue. Out of
-    /// line, so the tiles keep their accumulators in registers.
+    /// line, so the tiles keep their accumulators in registers; fully optimized from the first call, like the tiles
+    /// (with tiering, a model's first batches would store through unoptimized code).
     /// </summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
+    [MethodImpl(MethodImplOptions.NoInlining | MethodImplOptions.AggressiveOptimization)]
     private static void Store(Product* task, float* results, int r, int token, int count)
     {
         var epilogue = task->Epilogue;
