@@ -16,10 +16,11 @@ internal static unsafe class EncoderGemmBench
     public static int Run(string[] args)
     {
         int threads = Option(args, "--threads", 1), rounds = Option(args, "--rounds", 7), tokens = Option(args, "--tokens", 4096);
+        bool cpuTime = args.Contains("--cpu-time");
         using var pool = new WorkerPool(threads);
         var random = new Random(1);
         Console.WriteLine($"load average before: {File.ReadAllText("/proc/loadavg").Trim()}");
-        Console.WriteLine($"{threads} threads, {tokens} tokens, {rounds} rounds; GMAC/s per thread (median)");
+        Console.WriteLine($"{threads} threads, {tokens} tokens, {rounds} rounds; GMAC/s per thread (median{(cpuTime ? ", of the process's CPU time" : "")})");
         foreach (var (rows, cols) in new[] { (384, 384), (1536, 384), (384, 1536) })
         {
             long rowBytes = GgmlTypeInfo.RowBytes(GgmlType.Q8_0, cols);
@@ -43,12 +44,11 @@ internal static unsafe class EncoderGemmBench
             double macs = (double)tokens * rows * cols;
             for (int round = 0; round <= rounds; round++)
             {
-                var clock = Stopwatch.StartNew();
+                var clock = new RoundClock(cpuTime, threads);
                 MatMul.Multiply(grouped, x.Floats, tokens, y.Floats, pool);
-                double a = clock.Elapsed.TotalSeconds;
-                clock.Restart();
+                double a = clock.Lap();
                 PackedFloatGemm.Multiply([new PackedTarget(panels, y.Floats)], x.Floats, tokens, pool);
-                double b = clock.Elapsed.TotalSeconds;
+                double b = clock.Lap();
                 if (round == 0) continue;
                 integer.Add(macs / a / threads / 1e9);
                 floats.Add(macs / b / threads / 1e9);
@@ -58,6 +58,30 @@ internal static unsafe class EncoderGemmBench
         }
         Console.WriteLine($"load average after: {File.ReadAllText("/proc/loadavg").Trim()}");
         return 0;
+    }
+
+    /// <summary>
+    /// Seconds since the last lap: wall-clock, or with <c>--cpu-time</c> the process's CPU time divided by the
+    /// threads (as if each kept a core), which other processes sharing the cores do not inflate (for A/B runs on a loaded machine).
+    /// </summary>
+    private sealed class RoundClock(bool cpuTime, int threads)
+    {
+        private readonly Stopwatch wall = Stopwatch.StartNew();
+        private TimeSpan cpu = Process.GetCurrentProcess().TotalProcessorTime;
+
+        public double Lap()
+        {
+            if (!cpuTime)
+            {
+                double seconds = wall.Elapsed.TotalSeconds;
+                wall.Restart();
+                return seconds;
+            }
+            var now = Process.GetCurrentProcess().TotalProcessorTime;
+            double used = (now - cpu).TotalSeconds;
+            cpu = now;
+            return used / threads;
+        }
     }
 
     private static double Median(List<double> values)
