@@ -111,8 +111,9 @@ public unsafe class RowGroupKernelTests
     }
 
     /// <summary>
-    /// Q8_0 rows whose quants are all 127 or all −128 against blocks of activations all at ±127: the extremes of
-    /// every path's integer sums (the AVX-512 kernel's int16 nibble sums reach 8·2·15·127 = 30480), still exact.
+    /// Q8_0 rows whose quants are all 127 or all −128 against blocks of activations all at ±127, or at ±127 with the
+    /// sign flipping every two: the extremes of every path's integer sums (the AVX-512 kernel's int16 nibble sums
+    /// reach 8·2·15·127 = 30480), still exact.
     /// </summary>
     [Fact]
     public void ExtremeQ8_0QuantsGiveTheDefinitionBitForBit()
@@ -132,7 +133,16 @@ public unsafe class RowGroupKernelTests
         var x = new float[Tokens * Cols];
         for (int i = 0; i < x.Length; i += 32)
         {
-            float value = random.Next(3) switch { 0 => 1f, 1 => -1f, _ => (float)(random.NextDouble() * 2 - 1) };
+            int pattern = random.Next(5);
+            if (pattern >= 3)
+            {
+                // ±127 by pairs of quants, the sign flipping every two: each int16 lane of a row sees one sign, the
+                // largest spread between a row's two lanes (the AVX-512 kernel's high sums start at −4·Σx in both).
+                for (int k = 0; k < 32; k++)
+                    x[i + k] = (k / 2 % 2 == 0) == (pattern == 3) ? 1f : -1f;
+                continue;
+            }
+            float value = pattern switch { 0 => 1f, 1 => -1f, _ => (float)(random.NextDouble() * 2 - 1) };
             x.AsSpan(i, 32).Fill(value);
         }
         AssertEveryPathGives(Reference(plain, x, Tokens), w, x, Tokens, pool, "extreme quants");
