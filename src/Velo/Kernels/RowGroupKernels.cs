@@ -397,17 +397,21 @@ internal static unsafe class RowGroupKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<sbyte> Broadcast512(sbyte* x) => Vector512.Create(*(int*)x).AsSByte();
 
-    /// <summary>16 fp16 scales widened exactly to floats (<see cref="F16Row.HighHalvesToSingle(Vector256{int})"/>'s steps, 16 wide).</summary>
+    /// <summary>
+    /// 16 fp16 scales widened exactly to floats, the same floats as <see cref="F16Row.HighHalvesToSingle(Vector256{int})"/>
+    /// gives: a half's exponent and mantissa bits moved to a float's places read as the value times 2^−112 (a float
+    /// subnormal for a subnormal half), which one multiply by 2^112 makes the value exactly; then the sign. Six
+    /// operations instead of that rebias and subnormal select's eleven, once per block and group.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Halves16(ushort* halves)
     {
-        var packed = Avx512F.ConvertToVector512Int32(Vector256.Load(halves)) << 16;
-        var magnitude = Vector512.ShiftRightLogical(packed, 3) & Vector512.Create(0x0FFFE000);
-        var normal = (magnitude + Vector512.Create(112 << 23)).AsSingle();
-        var subnormal = (magnitude + Vector512.Create(113 << 23)).AsSingle() - Vector512.Create(6.103515625e-05f);
-        var isSubnormal = Vector512.Equals(magnitude & Vector512.Create(0x0F800000), Vector512<int>.Zero).AsSingle();
-        return Vector512.ConditionalSelect(isSubnormal, subnormal, normal) | (packed & Vector512.Create(unchecked((int)0x80000000))).AsSingle();
+        var bits = Avx512F.ConvertToVector512Int32(Vector256.Load(halves));
+        var magnitude = (Vector512.ShiftLeft(bits, 13) & Vector512.Create(0x0FFFE000)).AsSingle() * Vector512.Create(TwoPow112);
+        return magnitude | (Vector512.ShiftLeft(bits, 16) & Vector512.Create(unchecked((int)0x80000000))).AsSingle();
     }
+
+    private static float TwoPow112 => BitConverter.Int32BitsToSingle((127 + 112) << 23);
 
     /// <summary>The tile's results, one accumulator per token (those past its count are unused).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -148,6 +148,30 @@ public unsafe class RowGroupKernelTests
         AssertEveryPathGives(Reference(plain, x, Tokens), w, x, Tokens, pool, "extreme quants");
     }
 
+    /// <summary>
+    /// Weight scales at the ends of fp16's range — zeros of both signs, subnormals, the smallest normal, the largest
+    /// finite — widen to the same floats on every path (the AVX-512 kernels widen 16 at once their own way).
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q8_0)]
+    public void ExtremeScalesGiveTheDefinitionBitForBit(GgmlType type)
+    {
+        ushort[] scales = [0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x83FF, 0x0400, 0x8400, 0x7BFF, 0xFBFF, 0x3C00, 0x1234];
+        var random = new Random(29 + (int)type);
+        using var pool = new WorkerPool(2);
+        const int Rows = 40, Cols = 128, Tokens = 11;
+        int blockBytes = type == GgmlType.Q8_0 ? 34 : 18;
+        using var file = MatMulTests.RandomWeights(type, Rows, Cols, random);
+        var plain = new WeightMatrix((byte*)file.Pointer, type, Rows, Cols);
+        for (int r = 0; r < Rows; r++)
+            for (int b = 0; b < Cols / 32; b++)
+                *(ushort*)(plain.Row(r) + b * blockBytes) = scales[(r * 3 + b) % scales.Length];
+        using var packedCopy = Repack(plain, out var w);
+        var x = MatMulTests.RandomActivations(Tokens * Cols, random);
+        AssertEveryPathGives(Reference(plain, x, Tokens), w, x, Tokens, pool, "extreme scales");
+    }
+
     [Theory]
     [InlineData(GgmlType.Q4_0)]
     [InlineData(GgmlType.Q8_0)]
