@@ -278,8 +278,11 @@ internal static unsafe class RowGroupKernels
     /// 512-bit form, and pairs of full bytes overflow int16 at once.)
     /// <para>
     /// On Zen 4 (no AVX-VNNI) a token's block costs 16 <c>vpmaddubsw</c>, 16 <c>vpaddw</c> and 8 broadcast loads of
-    /// its quants, plus about 10 shared or per-block operations; the broadcasts cost about as much as the adds, and
-    /// larger tiles (32 rows for 4 tokens) trade them for as many weight loads and unpacks.
+    /// its quants, plus about 8 shared or per-block operations. Measured there, 512-bit operations issue about 2.3 a
+    /// cycle (multiplies at most 1) and each 512-bit load or broadcast takes about 0.75 cycle more, so the broadcasts
+    /// cost about as much as the adds; by that count 32-row tiles of 4 tokens would trade half of them for as many
+    /// weight loads and unpacks, and int16 weights (<c>vpmaddwd</c>) or pairs of nibbles per broadcast need as many
+    /// operations or twice the broadcasts.
     /// </para>
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
