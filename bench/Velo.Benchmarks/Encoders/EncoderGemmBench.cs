@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using Velo.Benchmarks.Kernels;
 using Velo.Kernels;
 using Velo.Tensors;
 using Velo.Threading;
@@ -10,18 +9,19 @@ namespace Velo.Benchmarks.Encoders;
 /// <summary>
 /// all-MiniLM-L6-v2's matrix shapes (384 → 384, 384 → 1536, 1536 → 384) times a batch of encoder tokens: Q8_0 weights
 /// through the integer row-group kernels (<see cref="MatMul"/>) against the same weights widened into
-/// <see cref="PackedFloatGemm"/>'s F32 panels, alternating, in GMAC/s per thread (medians), and GMAC per second of the
-/// process's CPU time (steadier on a shared machine, though it also counts workers polling for work).
+/// <see cref="PackedFloatGemm"/>'s F32 panels, alternating, in GMAC/s per thread (medians).
 /// </summary>
 internal static unsafe class EncoderGemmBench
 {
     public static int Run(string[] args)
     {
         int threads = Option(args, "--threads", 1), rounds = Option(args, "--rounds", 7), tokens = Option(args, "--tokens", 4096);
+        bool cpuTime = args.Contains("--cpu-time"), best = args.Contains("--best");
+        Func<List<double>, double> summary = best ? values => values.Max() : Median;
         using var pool = new WorkerPool(threads);
         var random = new Random(1);
         Console.WriteLine($"load average before: {File.ReadAllText("/proc/loadavg").Trim()}");
-        Console.WriteLine($"{threads} threads, {tokens} tokens, {rounds} rounds; GMAC/s per thread (median)");
+        Console.WriteLine($"{threads} threads, {tokens} tokens, {rounds} rounds; GMAC/s per thread ({(best ? "best round" : "median")}{(cpuTime ? ", of the process's CPU time" : "")})");
         foreach (var (rows, cols) in new[] { (384, 384), (1536, 384), (384, 1536) })
         {
             long rowBytes = GgmlTypeInfo.RowBytes(GgmlType.Q8_0, cols);
@@ -42,32 +42,47 @@ internal static unsafe class EncoderGemmBench
             using var y = new NativeBuffer((long)tokens * rows * sizeof(float));
             var integer = new List<double>();
             var floats = new List<double>();
-            var integerCpu = new List<double>();
-            var floatsCpu = new List<double>();
             double macs = (double)tokens * rows * cols;
             for (int round = 0; round <= rounds; round++)
             {
-                long cpu = CpuClock.Nanoseconds();
-                var clock = Stopwatch.StartNew();
+                var clock = new RoundClock(cpuTime, threads);
                 MatMul.Multiply(grouped, x.Floats, tokens, y.Floats, pool);
-                double a = clock.Elapsed.TotalSeconds;
-                long aCpu = CpuClock.Nanoseconds() - cpu;
-                cpu = CpuClock.Nanoseconds();
-                clock.Restart();
+                double a = clock.Lap();
                 PackedFloatGemm.Multiply([new PackedTarget(panels, y.Floats)], x.Floats, tokens, pool);
-                double b = clock.Elapsed.TotalSeconds;
-                long bCpu = CpuClock.Nanoseconds() - cpu;
+                double b = clock.Lap();
                 if (round == 0) continue;
                 integer.Add(macs / a / threads / 1e9);
                 floats.Add(macs / b / threads / 1e9);
-                integerCpu.Add(macs / aCpu);
-                floatsCpu.Add(macs / bCpu);
             }
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{rows,5} × {cols,-5} Q8_0 row groups {Median(integer),6:F1}   F32 panels {Median(floats),6:F1}   per CPU second: row groups {Median(integerCpu),6:F1}   F32 panels {Median(floatsCpu),6:F1}"));
+                $"{rows,5} × {cols,-5} Q8_0 row groups {summary(integer),6:F1}   F32 panels {summary(floats),6:F1}"));
         }
         Console.WriteLine($"load average after: {File.ReadAllText("/proc/loadavg").Trim()}");
         return 0;
+    }
+
+    /// <summary>
+    /// Seconds since the last lap: wall-clock, or with <c>--cpu-time</c> the process's CPU time divided by the
+    /// threads (as if each kept a core), which other processes sharing the cores do not inflate (for A/B runs on a loaded machine).
+    /// </summary>
+    private sealed class RoundClock(bool cpuTime, int threads)
+    {
+        private readonly Stopwatch wall = Stopwatch.StartNew();
+        private TimeSpan cpu = Process.GetCurrentProcess().TotalProcessorTime;
+
+        public double Lap()
+        {
+            if (!cpuTime)
+            {
+                double seconds = wall.Elapsed.TotalSeconds;
+                wall.Restart();
+                return seconds;
+            }
+            var now = Process.GetCurrentProcess().TotalProcessorTime;
+            double used = (now - cpu).TotalSeconds;
+            cpu = now;
+            return used / threads;
+        }
     }
 
     private static double Median(List<double> values)

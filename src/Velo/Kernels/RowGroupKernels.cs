@@ -268,11 +268,22 @@ internal static unsafe class RowGroupKernels
     /// <summary>
     /// Q8_0 with AVX-512 and no AVX-VNNI (.NET 10 has no 512-bit <c>vpdpbusd</c>): each weight byte w, read as
     /// w + 128 = 16·hi + lo, splits into two unsigned nibbles, so <c>Σ w·x = Σ lo·x + 16·Σ hi·x − 128·Σx</c> with
-    /// the token's signed quants x and their integer sum Σx. The nibbles' <c>vpmaddubsw</c> products add up in int16
-    /// (at most 8·2·15·128 = 30720 after the block's 8 steps), one per half, then two <c>vpmaddwd</c> give each row's
-    /// block total exactly: 2 multiplies and 2 adds per 64 multiply-adds, each step's nibbles serving the tile's
-    /// tokens. (The sign trick of the 256-bit path needs <c>vpsignb</c>, which has no 512-bit form, and pairs of
-    /// full bytes overflow int16 at once.)
+    /// the token's signed quants x and their integer sum Σx. The nibbles' <c>vpmaddubsw</c> products add up in int16,
+    /// one per half, then two <c>vpmaddwd</c> give each row's block total exactly: 2 multiplies and 2 adds per 64
+    /// multiply-adds, each step's nibbles serving the tile's tokens. The −128·Σx enters as the start of the high
+    /// sums, −4·Σx in each int16 lane (<see cref="HighStart"/>), so no step after the block corrects for it. Every
+    /// lane ends in int16 range, so the wrapping adds give it exactly: a low lane sums 16 products lo·x, at most
+    /// 16·15·128 = 30720; a high lane, Σ over its 16 positions of (hi − 4)·x minus 4·Σx over the other lane's, at
+    /// most 16·11·128 + 4·16·128 = 30720. (The sign trick of the 256-bit path needs <c>vpsignb</c>, which has no
+    /// 512-bit form, and pairs of full bytes overflow int16 at once.)
+    /// <para>
+    /// On Zen 4 (no AVX-VNNI) a token's block costs 16 <c>vpmaddubsw</c>, 16 <c>vpaddw</c> and 8 broadcast loads of
+    /// its quants, plus about 8 shared or per-block operations. Measured there, 512-bit operations issue about 2.3 a
+    /// cycle (multiplies at most 1) and each 512-bit load or broadcast takes about 0.75 cycle more, so the broadcasts
+    /// cost about as much as the adds; by that count 32-row tiles of 4 tokens would trade half of them for as many
+    /// weight loads and unpacks, and int16 weights (<c>vpmaddwd</c>) or pairs of nibbles per broadcast need as many
+    /// operations or twice the broadcasts.
+    /// </para>
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void GroupQ8_512<TCount>(in Tile tile, byte* group) where TCount : ITokenCount
@@ -291,7 +302,22 @@ internal static unsafe class RowGroupKernels
             byte* pair = group + (b >> 1) * Q8_0PairBytes;
             byte* q = pair + 64 + (b & 1) * 512;
             Vector512<short> l0 = default, l1 = default, l2 = default, l3 = default, l4 = default, l5 = default, l6 = default, l7 = default;
-            Vector512<short> h0 = default, h1 = default, h2 = default, h3 = default, h4 = default, h5 = default, h6 = default, h7 = default;
+            Vector512<short> h1 = default, h2 = default, h3 = default, h4 = default, h5 = default, h6 = default, h7 = default;
+            // Each token's high-nibble sums start at its share of −128·Σx.
+            var h0 = HighStart(xs[b]);
+            if (TCount.Count > 1) h1 = HighStart(xs[blocks + b]);
+            if (TCount.Count > 2)
+            {
+                h2 = HighStart(xs[2 * blocks + b]);
+                h3 = HighStart(xs[3 * blocks + b]);
+            }
+            if (TCount.Count > 4)
+            {
+                h4 = HighStart(xs[4 * blocks + b]);
+                h5 = HighStart(xs[5 * blocks + b]);
+                h6 = HighStart(xs[6 * blocks + b]);
+                h7 = HighStart(xs[7 * blocks + b]);
+            }
             for (int j = 0; j < 8; j++)
             {
                 var w = Vector512.Load(q + j * 64);
@@ -315,19 +341,19 @@ internal static unsafe class RowGroupKernels
                 }
             }
             var d = Halves16((ushort*)(pair + (b & 1) * 32));
-            acc0 = NibbleFinish(acc0, l0, h0, xd[b], xs[b], d);
-            if (TCount.Count > 1) acc1 = NibbleFinish(acc1, l1, h1, xd[blocks + b], xs[blocks + b], d);
+            acc0 = NibbleFinish(acc0, l0, h0, xd[b], d);
+            if (TCount.Count > 1) acc1 = NibbleFinish(acc1, l1, h1, xd[blocks + b], d);
             if (TCount.Count > 2)
             {
-                acc2 = NibbleFinish(acc2, l2, h2, xd[2 * blocks + b], xs[2 * blocks + b], d);
-                acc3 = NibbleFinish(acc3, l3, h3, xd[3 * blocks + b], xs[3 * blocks + b], d);
+                acc2 = NibbleFinish(acc2, l2, h2, xd[2 * blocks + b], d);
+                acc3 = NibbleFinish(acc3, l3, h3, xd[3 * blocks + b], d);
             }
             if (TCount.Count > 4)
             {
-                acc4 = NibbleFinish(acc4, l4, h4, xd[4 * blocks + b], xs[4 * blocks + b], d);
-                acc5 = NibbleFinish(acc5, l5, h5, xd[5 * blocks + b], xs[5 * blocks + b], d);
-                acc6 = NibbleFinish(acc6, l6, h6, xd[6 * blocks + b], xs[6 * blocks + b], d);
-                acc7 = NibbleFinish(acc7, l7, h7, xd[7 * blocks + b], xs[7 * blocks + b], d);
+                acc4 = NibbleFinish(acc4, l4, h4, xd[4 * blocks + b], d);
+                acc5 = NibbleFinish(acc5, l5, h5, xd[5 * blocks + b], d);
+                acc6 = NibbleFinish(acc6, l6, h6, xd[6 * blocks + b], d);
+                acc7 = NibbleFinish(acc7, l7, h7, xd[7 * blocks + b], d);
             }
         }
         StoreTile<TCount>(tile, acc0, acc1, acc2, acc3, acc4, acc5, acc6, acc7);
@@ -342,14 +368,20 @@ internal static unsafe class RowGroupKernels
         high += Avx512BW.MultiplyAddAdjacent(hi, xj);
     }
 
-    /// <summary>A token's Q8_0 block for 16 rows: <c>Σ lo·x + 16·Σ hi·x − 128·Σx</c>, then one conversion, multiply and FMA.</summary>
+    /// <summary>A token's Q8_0 block for 16 rows: <c>Σ lo·x + 16·(Σ hi·x − 8·Σx)</c>, then one conversion, multiply and FMA.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> NibbleFinish(Vector512<float> acc, Vector512<short> low, Vector512<short> high, float xd, int xs, Vector512<float> d)
+    private static Vector512<float> NibbleFinish(Vector512<float> acc, Vector512<short> low, Vector512<short> high, float xd, Vector512<float> d)
     {
-        var isum = Avx512BW.MultiplyAddAdjacent(low, Vector512.Create((short)1)) + Avx512BW.MultiplyAddAdjacent(high, Vector512.Create((short)16))
-            - Vector512.Create(xs << 7);
+        var isum = Avx512BW.MultiplyAddAdjacent(low, Vector512.Create((short)1)) + Avx512BW.MultiplyAddAdjacent(high, Vector512.Create((short)16));
         return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(isum), d * Vector512.Create(xd), acc);
     }
+
+    /// <summary>
+    /// Where a token's high-nibble int16 sums of a Q8_0 block start: −4·Σx in every lane (|Σx| ≤ 32·128, so it fits),
+    /// a row's two lanes −8·Σx together, which <c>vpmaddwd</c> by 16 makes the −128·Σx of the nibbles' offset.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<short> HighStart(int xs) => Vector512.Create((short)(-4 * xs));
 
     /// <summary>One token's block for 16 rows: the exact integer totals, then one conversion, multiply and FMA.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -368,17 +400,21 @@ internal static unsafe class RowGroupKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<sbyte> Broadcast512(sbyte* x) => Vector512.Create(*(int*)x).AsSByte();
 
-    /// <summary>16 fp16 scales widened exactly to floats (<see cref="F16Row.HighHalvesToSingle(Vector256{int})"/>'s steps, 16 wide).</summary>
+    /// <summary>
+    /// 16 fp16 scales widened exactly to floats, the same floats as <see cref="F16Row.HighHalvesToSingle(Vector256{int})"/>
+    /// gives: a half's exponent and mantissa bits moved to a float's places read as the value times 2^−112 (a float
+    /// subnormal for a subnormal half), which one multiply by 2^112 makes the value exactly; then the sign. Six
+    /// operations instead of that rebias and subnormal select's eleven, once per block and group.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Halves16(ushort* halves)
     {
-        var packed = Avx512F.ConvertToVector512Int32(Vector256.Load(halves)) << 16;
-        var magnitude = Vector512.ShiftRightLogical(packed, 3) & Vector512.Create(0x0FFFE000);
-        var normal = (magnitude + Vector512.Create(112 << 23)).AsSingle();
-        var subnormal = (magnitude + Vector512.Create(113 << 23)).AsSingle() - Vector512.Create(6.103515625e-05f);
-        var isSubnormal = Vector512.Equals(magnitude & Vector512.Create(0x0F800000), Vector512<int>.Zero).AsSingle();
-        return Vector512.ConditionalSelect(isSubnormal, subnormal, normal) | (packed & Vector512.Create(unchecked((int)0x80000000))).AsSingle();
+        var bits = Avx512F.ConvertToVector512Int32(Vector256.Load(halves));
+        var magnitude = (Vector512.ShiftLeft(bits, 13) & Vector512.Create(0x0FFFE000)).AsSingle() * Vector512.Create(TwoPow112);
+        return magnitude | (Vector512.ShiftLeft(bits, 16) & Vector512.Create(unchecked((int)0x80000000))).AsSingle();
     }
+
+    private static float TwoPow112 => BitConverter.Int32BitsToSingle((127 + 112) << 23);
 
     /// <summary>The tile's results, one accumulator per token (those past its count are unused).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

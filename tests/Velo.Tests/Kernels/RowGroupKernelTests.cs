@@ -111,8 +111,9 @@ public unsafe class RowGroupKernelTests
     }
 
     /// <summary>
-    /// Q8_0 rows whose quants are all 127 or all −128 against blocks of activations all at ±127: the extremes of
-    /// every path's integer sums (the AVX-512 kernel's int16 nibble sums reach 8·2·15·127 = 30480), still exact.
+    /// Q8_0 rows whose quants are all 127 or all −128 against blocks of activations all at ±127, or at ±127 with the
+    /// sign flipping every two: the extremes of every path's integer sums (the AVX-512 kernel's int16 nibble sums
+    /// reach 8·2·15·127 = 30480), still exact.
     /// </summary>
     [Fact]
     public void ExtremeQ8_0QuantsGiveTheDefinitionBitForBit()
@@ -132,10 +133,43 @@ public unsafe class RowGroupKernelTests
         var x = new float[Tokens * Cols];
         for (int i = 0; i < x.Length; i += 32)
         {
-            float value = random.Next(3) switch { 0 => 1f, 1 => -1f, _ => (float)(random.NextDouble() * 2 - 1) };
+            int pattern = random.Next(5);
+            if (pattern >= 3)
+            {
+                // ±127 by pairs of quants, the sign flipping every two: each int16 lane of a row sees one sign, the
+                // largest spread between a row's two lanes (the AVX-512 kernel's high sums start at −4·Σx in both).
+                for (int k = 0; k < 32; k++)
+                    x[i + k] = (k / 2 % 2 == 0) == (pattern == 3) ? 1f : -1f;
+                continue;
+            }
+            float value = pattern switch { 0 => 1f, 1 => -1f, _ => (float)(random.NextDouble() * 2 - 1) };
             x.AsSpan(i, 32).Fill(value);
         }
         AssertEveryPathGives(Reference(plain, x, Tokens), w, x, Tokens, pool, "extreme quants");
+    }
+
+    /// <summary>
+    /// Weight scales at the ends of fp16's range — zeros of both signs, subnormals, the smallest normal, the largest
+    /// finite — widen to the same floats on every path (the AVX-512 kernels widen 16 at once their own way).
+    /// </summary>
+    [Theory]
+    [InlineData(GgmlType.Q4_0)]
+    [InlineData(GgmlType.Q8_0)]
+    public void ExtremeScalesGiveTheDefinitionBitForBit(GgmlType type)
+    {
+        ushort[] scales = [0x0000, 0x8000, 0x0001, 0x8001, 0x03FF, 0x83FF, 0x0400, 0x8400, 0x7BFF, 0xFBFF, 0x3C00, 0x1234];
+        var random = new Random(29 + (int)type);
+        using var pool = new WorkerPool(2);
+        const int Rows = 40, Cols = 128, Tokens = 11;
+        int blockBytes = type == GgmlType.Q8_0 ? 34 : 18;
+        using var file = MatMulTests.RandomWeights(type, Rows, Cols, random);
+        var plain = new WeightMatrix((byte*)file.Pointer, type, Rows, Cols);
+        for (int r = 0; r < Rows; r++)
+            for (int b = 0; b < Cols / 32; b++)
+                *(ushort*)(plain.Row(r) + b * blockBytes) = scales[(r * 3 + b) % scales.Length];
+        using var packedCopy = Repack(plain, out var w);
+        var x = MatMulTests.RandomActivations(Tokens * Cols, random);
+        AssertEveryPathGives(Reference(plain, x, Tokens), w, x, Tokens, pool, "extreme scales");
     }
 
     [Theory]
