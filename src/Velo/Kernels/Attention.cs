@@ -228,12 +228,26 @@ internal static unsafe class Attention
         int longest = 0;
         for (int r = 0; r < count; r++) longest = Math.Max(longest, rows.Lengths[r]);
 
+        // Two rows reading the same keys (neighbours of one sequence) score each group together: a key loaded once
+        // serves both, with each row's arithmetic that of the single-row kernel.
+        bool pairs = Avx2.IsSupported && headDim % 8 == 0;
         for (int t = 0; t < longest; t += KeyGroup)
             for (int r = 0; r < count; r++)
                 if (t < rows.Lengths[r])
                 {
                     byte* keys = rows.Keys[r] + (long)t * keyRowBytes;
-                    if (scaledKeys[r])
+                    if (pairs && r + 1 < count && t < rows.Lengths[r + 1] && rows.Keys[r + 1] == rows.Keys[r] && scaledKeys[r + 1] == scaledKeys[r])
+                    {
+                        // The pair scores the longer row's keys: the shorter one's extra lanes are past its length, never read.
+                        int remaining = Math.Max(rows.Lengths[r], rows.Lengths[r + 1]) - t;
+                        float* scores0 = scores + (long)r * scoreStride + t, scores1 = scores0 + scoreStride;
+                        if (scaledKeys[r])
+                            ScoreGroupPair<F16ScaledRow>(rows.Queries[r], rows.Queries[r + 1], keys, headDim, remaining, scale, scores0, scores1);
+                        else
+                            ScoreGroupPair<TKey>(rows.Queries[r], rows.Queries[r + 1], keys, headDim, remaining, scale, scores0, scores1);
+                        r++;
+                    }
+                    else if (scaledKeys[r])
                         ScoreGroup<F16ScaledRow>(rows.Queries[r], keys, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
                     else
                         ScoreGroup<TKey>(rows.Queries[r], keys, headDim, rows.Lengths[r] - t, scale, scores + (long)r * scoreStride + t);
@@ -302,16 +316,70 @@ internal static unsafe class Attention
             a6 = Vector256.FusedMultiplyAdd(qv, TKey.Load8(k0, s6 + d), a6);
             a7 = Vector256.FusedMultiplyAdd(qv, TKey.Load8(k0, s7 + d), a7);
         }
-        // Pairwise sums leave key j's four partial sums in lane j of each 128-bit half.
-        var lo = Avx.HorizontalAdd(Avx.HorizontalAdd(a0, a1), Avx.HorizontalAdd(a2, a3));
-        var hi = Avx.HorizontalAdd(Avx.HorizontalAdd(a4, a5), Avx.HorizontalAdd(a6, a7));
-        var dots = Avx.Permute2x128(lo, hi, 0x20) + Avx.Permute2x128(lo, hi, 0x31);
+        var dots = KeySums(Pairwise(a0, a1, a2, a3), Pairwise(a4, a5, a6, a7));
         if (vectorDims < headDim)
             dots += Vector256.Create(Dot<TKey>(q, k0, 0, vectorDims, headDim), Dot<TKey>(q, k0, s1, vectorDims, headDim),
                 Dot<TKey>(q, k0, s2, vectorDims, headDim), Dot<TKey>(q, k0, s3, vectorDims, headDim),
                 Dot<TKey>(q, k0, s4, vectorDims, headDim), Dot<TKey>(q, k0, s5, vectorDims, headDim),
                 Dot<TKey>(q, k0, s6, vectorDims, headDim), Dot<TKey>(q, k0, s7, vectorDims, headDim));
         (dots * Vector256.Create(scale)).Store(scores);
+    }
+
+    /// <summary>Pairwise sums of four keys' accumulators: key j's four partial sums in lane j of each 128-bit half.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Pairwise(Vector256<float> a0, Vector256<float> a1, Vector256<float> a2, Vector256<float> a3) =>
+        Avx.HorizontalAdd(Avx.HorizontalAdd(a0, a1), Avx.HorizontalAdd(a2, a3));
+
+    /// <summary>The dot products of eight keys from the <see cref="Pairwise"/> sums of keys 0–3 and 4–7.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> KeySums(Vector256<float> lo, Vector256<float> hi) => Avx.Permute2x128(lo, hi, 0x20) + Avx.Permute2x128(lo, hi, 0x31);
+
+    /// <summary>
+    /// <see cref="ScoreGroup{TKey}"/> for two queries against the same keys (heads a multiple of 8 long, AVX2): each
+    /// loaded key feeds both queries' FMAs, and each query's scores come out bit for bit as the single kernel's. Keys
+    /// go four at a time, so that two queries' accumulators fit in the 16 AVX2 registers.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void ScoreGroupPair<TKey>(float* q0, float* q1, byte* k0, int headDim, int remaining, float scale, float* scores0, float* scores1)
+        where TKey : IFloatRow
+    {
+        int last = remaining - 1;
+        int s1 = Math.Min(1, last) * headDim, s2 = Math.Min(2, last) * headDim, s3 = Math.Min(3, last) * headDim;
+        int s4 = Math.Min(4, last) * headDim, s5 = Math.Min(5, last) * headDim, s6 = Math.Min(6, last) * headDim, s7 = Math.Min(7, last) * headDim;
+        FourKeys<TKey>(q0, q1, k0, 0, s1, s2, s3, headDim, out var lo0, out var lo1);
+        FourKeys<TKey>(q0, q1, k0, s4, s5, s6, s7, headDim, out var hi0, out var hi1);
+        var scaling = Vector256.Create(scale);
+        (KeySums(lo0, hi0) * scaling).Store(scores0);
+        (KeySums(lo1, hi1) * scaling).Store(scores1);
+    }
+
+    /// <summary>Two queries against the keys at element offsets <paramref name="s0"/>–<paramref name="s3"/>: each query's <see cref="Pairwise"/> sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FourKeys<TKey>(float* q0, float* q1, byte* k0, int s0, int s1, int s2, int s3, int headDim,
+        out Vector256<float> sums0, out Vector256<float> sums1)
+        where TKey : IFloatRow
+    {
+        var prescale = Vector256.Create(TKey.Prescale);
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int d = 0; d < headDim; d += 8)
+        {
+            var x = typeof(TKey) == typeof(F16ScaledRow) ? Vector256.Load(q0 + d) * prescale : Vector256.Load(q0 + d);
+            var y = typeof(TKey) == typeof(F16ScaledRow) ? Vector256.Load(q1 + d) * prescale : Vector256.Load(q1 + d);
+            var k = TKey.Load8(k0, s0 + d);
+            a0 = Vector256.FusedMultiplyAdd(x, k, a0);
+            b0 = Vector256.FusedMultiplyAdd(y, k, b0);
+            k = TKey.Load8(k0, s1 + d);
+            a1 = Vector256.FusedMultiplyAdd(x, k, a1);
+            b1 = Vector256.FusedMultiplyAdd(y, k, b1);
+            k = TKey.Load8(k0, s2 + d);
+            a2 = Vector256.FusedMultiplyAdd(x, k, a2);
+            b2 = Vector256.FusedMultiplyAdd(y, k, b2);
+            k = TKey.Load8(k0, s3 + d);
+            a3 = Vector256.FusedMultiplyAdd(x, k, a3);
+            b3 = Vector256.FusedMultiplyAdd(y, k, b3);
+        }
+        sums0 = Pairwise(a0, a1, a2, a3);
+        sums1 = Pairwise(b0, b1, b2, b3);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -289,20 +289,29 @@ public unsafe class AttentionTests
         return cache;
     }
 
-    /// <summary>Prefill processes rows in blocks; a row's output must be bit-identical to computing it alone.</summary>
-    [Fact]
-    public void RowsComputedInBlocksMatchRowsComputedAlone()
+    /// <summary>
+    /// Prefill processes rows in blocks, neighbours sharing keys and values in pairs; a row's output must be
+    /// bit-identical to computing it alone, whatever the cache types.
+    /// </summary>
+    [Theory]
+    [InlineData(68, GgmlType.F32, GgmlType.F32, 1)]   // blocks of 16 rows and a short last block; heads not a multiple of 8 do not pair
+    [InlineData(64, GgmlType.F32, GgmlType.F32, 1)]   // pairs score and weigh together
+    [InlineData(64, GgmlType.F16, GgmlType.F16, 1)]
+    [InlineData(96, GgmlType.Q8_0, GgmlType.Q8_0, 1)] // values in 32-float halves and a tail of 32
+    [InlineData(64, GgmlType.F32, GgmlType.F16, 3)]   // neighbours of different sequences do not pair
+    public void RowsComputedInBlocksMatchRowsComputedAlone(int headDim, GgmlType keyType, GgmlType valueType, int sequences)
     {
-        const int rows = 260, heads = 4, kvHeads = 2, headDim = 68, context = 270; // blocks of 16 rows and a short last block
+        const int rows = 260, heads = 4, kvHeads = 2, context = 270;
         var rng = new Random(5);
         float[] Random(long n) => Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
         int kvDim = kvHeads * headDim;
-        float[] q = Random((long)rows * heads * headDim), keys = Random((long)context * kvDim), values = Random((long)context * kvDim);
-        int[] positions = Enumerable.Range(3, rows).ToArray(), seqs = new int[rows];
+        float[] q = Random((long)rows * heads * headDim), keys = Random((long)sequences * context * kvDim), values = Random((long)sequences * context * kvDim);
+        // One sequence: positions 3.. in order; several: rows take turns, each sequence's positions rising in steps of one.
+        int[] positions = Enumerable.Range(0, rows).Select(i => 3 + i / sequences).ToArray(), seqs = Enumerable.Range(0, rows).Select(i => i % sequences).ToArray();
         var together = new float[q.Length];
         var alone = new float[q.Length];
         using var pool = new WorkerPool(2);
-        using var cache = Filled(keys, values, 1, context, kvHeads, headDim, GgmlType.F32, GgmlType.F32);
+        using var cache = Filled(keys, values, sequences, context, kvHeads, headDim, keyType, valueType);
         fixed (float* pq = q, pt = together, pa = alone)
         fixed (int* pp = positions, ps = seqs)
         {
