@@ -267,15 +267,25 @@ internal static unsafe class Attention
         }
         // A single row has no one to share a tile with: its outputs then stay in registers throughout.
         int tile = count == 1 ? longest : ValueTile;
+        // Pairs of rows weigh the values they share together, each loaded value feeding both rows' FMAs; the longer
+        // row's last keys of a tile follow alone, in the same order of t.
+        bool valuePairs = Avx2.IsSupported && headDim % PairedValueDims == 0;
         for (int t = 0; t < longest; t += tile)
             for (int r = 0; r < count; r++)
                 if (t < rows.Lengths[r])
                 {
-                    // F16 values likewise: the weights, at most 1, scale by 2^112 without overflow.
-                    if (typeof(TValue) == typeof(F16Row))
-                        AddWeightedValues<F16ScaledRow>(scores + (long)r * scoreStride, t, Math.Min(t + tile, rows.Lengths[r]), rows.Values[r], rows.Outputs[r], headDim);
+                    float* weights = scores + (long)r * scoreStride;
+                    int end = Math.Min(t + tile, rows.Lengths[r]);
+                    if (valuePairs && r + 1 < count && t < rows.Lengths[r + 1] && rows.Values[r + 1] == rows.Values[r])
+                    {
+                        int nextEnd = Math.Min(t + tile, rows.Lengths[r + 1]), shared = Math.Min(end, nextEnd);
+                        AddWeightedValuesPair<TValue>(weights, weights + scoreStride, t, shared, rows.Values[r], rows.Outputs[r], rows.Outputs[r + 1], headDim);
+                        AddWeighted<TValue>(weights, shared, end, rows.Values[r], rows.Outputs[r], headDim);
+                        AddWeighted<TValue>(weights + scoreStride, shared, nextEnd, rows.Values[r], rows.Outputs[r + 1], headDim);
+                        r++;
+                    }
                     else
-                        AddWeightedValues<TValue>(scores + (long)r * scoreStride, t, Math.Min(t + tile, rows.Lengths[r]), rows.Values[r], rows.Outputs[r], headDim);
+                        AddWeighted<TValue>(weights, t, end, rows.Values[r], rows.Outputs[r], headDim);
                 }
         for (int r = 0; r < count; r++)
         {
@@ -439,6 +449,68 @@ internal static unsafe class Attention
             sums += e;
         }
         return Vector256.Sum(sums);
+    }
+
+    /// <summary><see cref="AddWeightedValues{TValue}"/> for the cache's value type (nothing when the range is empty).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddWeighted<TValue>(float* weights, int from, int to, byte* values, float* output, int n) where TValue : IFloatRow
+    {
+        if (from >= to) return;
+        // F16 values likewise: the weights, at most 1, scale by 2^112 without overflow.
+        if (typeof(TValue) == typeof(F16Row)) AddWeightedValues<F16ScaledRow>(weights, from, to, values, output, n);
+        else AddWeightedValues<TValue>(weights, from, to, values, output, n);
+    }
+
+    /// <summary>Output floats per pass of <see cref="AddWeightedValuesPair{TValue}"/>: two rows' 32 fill 8 registers.</summary>
+    private const int PairedValueDims = 32;
+
+    /// <summary>
+    /// <see cref="AddWeighted{TValue}"/> for two rows weighing the same values (AVX2, rows a multiple of 32 long):
+    /// each loaded value feeds both rows' FMAs, and every output float sums the same products in the same order of t
+    /// as the single-row kernel.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void AddWeightedValuesPair<TValue>(float* weights0, float* weights1, int from, int to, byte* values, float* output0, float* output1, int n)
+        where TValue : IFloatRow
+    {
+        if (from >= to) return;
+        if (typeof(TValue) == typeof(F16Row)) AddWeightedValuesPair<F16ScaledRow>(weights0, weights1, from, to, values, output0, output1, n);
+        else
+        {
+            float prescale = TValue.Prescale;
+            for (int d = 0; d < n; d += PairedValueDims)
+            {
+                float* o = output0 + d, p = output1 + d;
+                Vector256<float> a0 = Vector256.Load(o), a1 = Vector256.Load(o + 8), a2 = Vector256.Load(o + 16), a3 = Vector256.Load(o + 24);
+                Vector256<float> b0 = Vector256.Load(p), b1 = Vector256.Load(p + 8), b2 = Vector256.Load(p + 16), b3 = Vector256.Load(p + 24);
+                int v = from * n + d;
+                for (int t = from; t < to; t++, v += n)
+                {
+                    var x = Vector256.Create(typeof(TValue) == typeof(F16ScaledRow) ? weights0[t] * prescale : weights0[t]);
+                    var y = Vector256.Create(typeof(TValue) == typeof(F16ScaledRow) ? weights1[t] * prescale : weights1[t]);
+                    var value = TValue.Load8(values, v);
+                    a0 = Vector256.FusedMultiplyAdd(x, value, a0);
+                    b0 = Vector256.FusedMultiplyAdd(y, value, b0);
+                    value = TValue.Load8(values, v + 8);
+                    a1 = Vector256.FusedMultiplyAdd(x, value, a1);
+                    b1 = Vector256.FusedMultiplyAdd(y, value, b1);
+                    value = TValue.Load8(values, v + 16);
+                    a2 = Vector256.FusedMultiplyAdd(x, value, a2);
+                    b2 = Vector256.FusedMultiplyAdd(y, value, b2);
+                    value = TValue.Load8(values, v + 24);
+                    a3 = Vector256.FusedMultiplyAdd(x, value, a3);
+                    b3 = Vector256.FusedMultiplyAdd(y, value, b3);
+                }
+                a0.Store(o);
+                a1.Store(o + 8);
+                a2.Store(o + 16);
+                a3.Store(o + 24);
+                b0.Store(p);
+                b1.Store(p + 8);
+                b2.Store(p + 16);
+                b3.Store(p + 24);
+            }
+        }
     }
 
     /// <summary>
