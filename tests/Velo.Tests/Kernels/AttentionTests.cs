@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using Velo.Runtime;
 using Velo.Inference;
 using Velo.Kernels;
@@ -287,6 +288,27 @@ public unsafe class AttentionTests
         cache.Append(batch);
         fixed (float* k = keys, v = values) cache.Store(0, batch, k, v);
         return cache;
+    }
+
+    /// <summary>Attention exponentiates 16 scores at a time with AVX-512: each lane must round as 8 at a time does.</summary>
+    [Fact]
+    public void SixteenWideExponentialsEqualEightWideOnes()
+    {
+        if (!Vector512.IsHardwareAccelerated) return;
+        // Every 251st float from -110 (past where exp underflows) to +2 (scores minus their maximum are at most 0), and the edges.
+        var inputs = new List<float> { 0f, -0f, float.NegativeInfinity, -87.33655f, -103.97208f, -1e-30f, float.Epsilon };
+        for (uint bits = BitConverter.SingleToUInt32Bits(2f); bits > 0; bits = bits >= 251 ? bits - 251 : 0) inputs.Add(BitConverter.UInt32BitsToSingle(bits));
+        for (uint bits = 0x80000000u; BitConverter.UInt32BitsToSingle(bits) > -110f; bits += 251) inputs.Add(BitConverter.UInt32BitsToSingle(bits));
+        while (inputs.Count % 16 != 0) inputs.Add(0f);
+        var x = inputs.ToArray();
+        for (int i = 0; i < x.Length; i += 16)
+        {
+            var wide = Vector512.Exp(Vector512.Create(x, i));
+            var lo = Vector256.Exp(Vector256.Create(x, i));
+            var hi = Vector256.Exp(Vector256.Create(x, i + 8));
+            if (!wide.GetLower().AsUInt32().Equals(lo.AsUInt32()) || !wide.GetUpper().AsUInt32().Equals(hi.AsUInt32()))
+                Assert.Fail($"exp differs at inputs {i}..{i + 15} ({x[i]})");
+        }
     }
 
     /// <summary>
