@@ -469,8 +469,6 @@ internal static unsafe class KQuantKernels
     /// <summary>Shuffle masks: 8 copies of byte 2p then 8 of byte 2p+1, for p = 0..7.</summary>
     private static readonly byte* SplitPairMasks = CreateMasks(16, p => i => (byte)(2 * p + (i >= 8 ? 1 : 0)));
 
-    /// <summary>Shuffle masks: int16 element 2p of each 128-bit lane repeated in the low lane, 2p+1 in the high lane, for p = 0..3.</summary>
-    private static readonly byte* SplitWordMasks = CreateMasks(32, p => i => (byte)(2 * (2 * (p % 4) + i / 16) + (i & 1)));
 
     private const int TokenTile = 4;
 
@@ -743,10 +741,14 @@ internal static unsafe class KQuantKernels
     /// <summary>
     /// Int16 elements 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of 8, which <paramref name="words"/>
     /// holds in both 128-bit lanes, each in 8 int16 lanes: what <see cref="ChunkScales"/> makes of the same scales as bytes.
+    /// The mask is a constant once inlined (pair is), so it is a memory operand of the vpshufb rather than a load
+    /// from a table whose address takes an instruction of its own.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<short> ChunkScalesOfWords(Vector256<byte> words, int pair) =>
-        Avx2.Shuffle(words, Avx.LoadVector256(SplitWordMasks + 32 * pair)).AsInt16();
+        Avx2.Shuffle(words, Vector256.Create(
+            Vector128.Create((ushort)((4 * pair + 1) << 8 | 4 * pair)),
+            Vector128.Create((ushort)((4 * pair + 3) << 8 | (4 * pair + 2)))).AsByte()).AsInt16();
 
     /// <summary>Scales 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of 16 8-bit ones, each in 8 int16 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
