@@ -36,18 +36,19 @@ internal unsafe struct F32Row : IWideFloatRow
 }
 
 /// <summary>
-/// .NET exposes no F16C instructions, so halves are widened with integer operations: exponent and mantissa move to
-/// their float positions, which makes a float of the half's magnitude times 2^-112 (subnormal halves land on
-/// subnormal floats of the same scaled value), and one multiply by 2^112 rescales it exactly; then the sign is
-/// copied. Five instructions where rebiasing normals and subnormals apart and blending took ten, with the same
-/// results (Fabian Giesen's method). Decode avoids even this with <see cref="F16ScaledRow"/>. Infinities and NaNs
-/// come out finite (exponent 31 becomes 2^16); no model stores them as weights or scales.
+/// .NET exposes no F16C instructions, so halves are widened with integer operations (Fabian Giesen's method):
+/// exponent and mantissa move to their float positions and the exponent is rebiased by an integer add, exact for
+/// normals; subnormal halves take the exponent of 2^-14 and then subtract 2^-14, still exactly. Decode avoids even
+/// this with <see cref="F16ScaledRow"/>. Infinities and NaNs come out finite; no model stores them as weights or scales.
 /// </summary>
 internal unsafe struct F16Row : IWideFloatRow
 {
     private const int SignBit = unchecked((int)0x80000000);
     private const int MagnitudeBits = 0x0FFFE000;
-    private const float TwoPow112 = 5.192296858534828e33f;
+    private const int ExponentBits = 0x0F800000;
+    private const int NormalRebias = 112 << 23;
+    private const int SubnormalRebias = 113 << 23;
+    private const float TwoPowMinus14 = 6.103515625e-05f;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Load8(byte* row, int index) =>
@@ -90,15 +91,21 @@ internal unsafe struct F16Row : IWideFloatRow
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> HighHalvesToSingle(Vector256<int> packed)
     {
-        var magnitude = (Avx2.ShiftRightLogical(packed, 3) & Vector256.Create(MagnitudeBits)).AsSingle() * Vector256.Create(TwoPow112);
-        return magnitude | (packed & Vector256.Create(SignBit)).AsSingle();
+        var magnitude = Avx2.ShiftRightLogical(packed, 3) & Vector256.Create(MagnitudeBits);
+        var normal = (magnitude + Vector256.Create(NormalRebias)).AsSingle();
+        var subnormal = (magnitude + Vector256.Create(SubnormalRebias)).AsSingle() - Vector256.Create(TwoPowMinus14);
+        var isSubnormal = Vector256.Equals(magnitude & Vector256.Create(ExponentBits), Vector256<int>.Zero).AsSingle();
+        return Avx.BlendVariable(normal, subnormal, isSubnormal) | (packed & Vector256.Create(SignBit)).AsSingle();
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector128<float> HighHalvesToSingle(Vector128<int> packed)
     {
-        var magnitude = (Sse2.ShiftRightLogical(packed, 3) & Vector128.Create(MagnitudeBits)).AsSingle() * Vector128.Create(TwoPow112);
-        return magnitude | (packed & Vector128.Create(SignBit)).AsSingle();
+        var magnitude = Sse2.ShiftRightLogical(packed, 3) & Vector128.Create(MagnitudeBits);
+        var normal = (magnitude + Vector128.Create(NormalRebias)).AsSingle();
+        var subnormal = (magnitude + Vector128.Create(SubnormalRebias)).AsSingle() - Vector128.Create(TwoPowMinus14);
+        var isSubnormal = Vector128.Equals(magnitude & Vector128.Create(ExponentBits), Vector128<int>.Zero).AsSingle();
+        return Sse41.BlendVariable(normal, subnormal, isSubnormal) | (packed & Vector128.Create(SignBit)).AsSingle();
     }
 }
 
