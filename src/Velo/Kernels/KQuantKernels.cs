@@ -90,14 +90,14 @@ internal unsafe struct Q4_KBlock : ISubBlockMinBlock
         Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(minsPerGroup, Avx.LoadVector256(groupSums)));
 
     /// <summary>
-    /// The 8 sub-block mins of <see cref="KQuantKernels.UnpackScalesAndMins"/>' result, each repeated for the two
-    /// groups of 16 it covers: the mins copied to both 128-bit lanes and one vpshufb (an extract, two unpacks and an
-    /// insert took twice the instructions).
+    /// The 8 sub-block mins of <see cref="KQuantKernels.ScalesAndMins"/>' result as int16, each repeated for the two
+    /// groups of 16 it covers: one vpshufb, whose zeroing indices (0x80) supply the high bytes.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<short> MinsPerGroup(Vector256<short> scalesAndMins) =>
-        Avx2.Shuffle(Avx2.Permute4x64(scalesAndMins.AsInt64(), 0b11_10_11_10).AsByte(), Vector256.Create(
-            (byte)0, 1, 0, 1, 2, 3, 2, 3, 4, 5, 4, 5, 6, 7, 6, 7, 8, 9, 8, 9, 10, 11, 10, 11, 12, 13, 12, 13, 14, 15, 14, 15)).AsInt16();
+    internal static Vector256<short> MinsPerGroup(Vector256<byte> scalesAndMins) =>
+        Avx2.Shuffle(scalesAndMins, Vector256.Create(
+            (ushort)0x8008, 0x8008, 0x8009, 0x8009, 0x800A, 0x800A, 0x800B, 0x800B,
+            0x800C, 0x800C, 0x800D, 0x800D, 0x800E, 0x800E, 0x800F, 0x800F).AsByte()).AsInt16();
 
     public static bool HasPackedDot4 => true;
 
@@ -118,16 +118,16 @@ internal unsafe struct Q4_KBlock : ISubBlockMinBlock
 
     /// <summary>
     /// The scale part of unpacking Q4_K and Q5_K: d, dmin and the mins (each covering two groups of 16) into
-    /// <paramref name="unpacked"/>; the 8 sub-block scales, in both 128-bit lanes, into <paramref name="scales"/>.
+    /// <paramref name="unpacked"/>; the scales and mins as <see cref="KQuantKernels.ScalesAndMins"/> gives them into
+    /// <paramref name="scalesAndMins"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void UnpackScalesOf(byte* block, UnpackedSuperBlock* unpacked, out Vector256<byte> scales)
+    internal static void UnpackScalesOf(byte* block, UnpackedSuperBlock* unpacked, out Vector256<byte> scalesAndMins)
     {
         var dAndMin = F16Row.PairToSingle(*(uint*)block);
         unpacked->D = dAndMin.ToScalar();
         unpacked->DMin = dAndMin.GetElement(1);
-        var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
-        scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
+        scalesAndMins = KQuantKernels.ScalesAndMins(block + 4);
         Avx.Store(unpacked->Mins, MinsPerGroup(scalesAndMins));
     }
 }
@@ -155,29 +155,34 @@ internal unsafe struct Q6_KBlock : IKBlock
 
         // The int16 scales of each half's 8 groups in both 128-bit lanes, so that a chunk's two takes one vpshufb
         // (ChunkScales takes a vpshufb and a vpmovsxbw per chunk).
-        var firstScales = Avx2.Permute4x64(wideScales.AsInt64(), 0b01_00_01_00).AsByte();
-        var lastScales = Avx2.Permute4x64(wideScales.AsInt64(), 0b11_10_11_10).AsByte();
-        var nibbleMask = Vector256.Create((byte)0x0F);
-        var pairMask = Vector256.Create((byte)0x30);
-        for (int half = 0; half < 2; half++)
-        {
-            var halfScales = half == 0 ? firstScales : lastScales;
-            byte* ql = block + 64 * half;
-            byte* qh = block + 128 + 32 * half;
-            sbyte* x = xq + 128 * half;
-            var low0 = Avx.LoadVector256(ql);
-            var low1 = Avx.LoadVector256(ql + 32);
-            var high = Avx.LoadVector256(qh).AsUInt16();
-            var q0 = (low0 & nibbleMask) | KQuantKernels.PairToBits4And5(high.AsByte(), 0);
-            var q1 = (low1 & nibbleMask) | KQuantKernels.PairToBits4And5(high.AsByte(), 2);
-            var q2 = KQuantKernels.HighNibbles(low0) | (high.AsByte() & pairMask);
-            var q3 = KQuantKernels.HighNibbles(low1) | KQuantKernels.PairToBits4And5(high.AsByte(), 6);
-            sum = TDot.WeightedDotAdd(sum, q0, Avx.LoadVector256(x), KQuantKernels.ChunkScalesOfWords(halfScales, 0));
-            sum = TDot.WeightedDotAdd(sum, q1, Avx.LoadVector256(x + 32), KQuantKernels.ChunkScalesOfWords(halfScales, 1));
-            sum = TDot.WeightedDotAdd(sum, q2, Avx.LoadVector256(x + 64), KQuantKernels.ChunkScalesOfWords(halfScales, 2));
-            sum = TDot.WeightedDotAdd(sum, q3, Avx.LoadVector256(x + 96), KQuantKernels.ChunkScalesOfWords(halfScales, 3));
-        }
+        // Each half a call of its own: as a loop the JIT kept it rolled, selecting the half's scales with branches.
+        sum = HalfDot<TDot>(sum, block, xq, Avx2.Permute4x64(wideScales.AsInt64(), 0b01_00_01_00).AsByte(), 0);
+        sum = HalfDot<TDot>(sum, block, xq, Avx2.Permute4x64(wideScales.AsInt64(), 0b11_10_11_10).AsByte(), 1);
         return Fma.MultiplyAdd(Avx.ConvertToVector256Single(sum), Vector256.Create(d), acc);
+    }
+
+    /// <summary>
+    /// <paramref name="sum"/> plus half <paramref name="half"/> (128 values) of a super-block against the token,
+    /// weighted by <paramref name="halfScales"/>, the int16 scales of the half's 8 groups in both 128-bit lanes.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> HalfDot<TDot>(Vector256<int> sum, byte* block, sbyte* xq, Vector256<byte> halfScales, int half)
+        where TDot : IIntegerDot
+    {
+        var nibbleMask = Vector256.Create((byte)0x0F);
+        byte* ql = block + 64 * half;
+        sbyte* x = xq + 128 * half;
+        var low0 = Avx.LoadVector256(ql);
+        var low1 = Avx.LoadVector256(ql + 32);
+        var high = Avx.LoadVector256(block + 128 + 32 * half);
+        var q0 = (low0 & nibbleMask) | KQuantKernels.PairToBits4And5(high, 0);
+        var q1 = (low1 & nibbleMask) | KQuantKernels.PairToBits4And5(high, 2);
+        var q2 = KQuantKernels.HighNibbles(low0) | (high & Vector256.Create((byte)0x30));
+        var q3 = KQuantKernels.HighNibbles(low1) | KQuantKernels.PairToBits4And5(high, 6);
+        sum = TDot.WeightedDotAdd(sum, q0, Avx.LoadVector256(x), KQuantKernels.ChunkScalesOfWords(halfScales, 0));
+        sum = TDot.WeightedDotAdd(sum, q1, Avx.LoadVector256(x + 32), KQuantKernels.ChunkScalesOfWords(halfScales, 1));
+        sum = TDot.WeightedDotAdd(sum, q2, Avx.LoadVector256(x + 64), KQuantKernels.ChunkScalesOfWords(halfScales, 2));
+        return TDot.WeightedDotAdd(sum, q3, Avx.LoadVector256(x + 96), KQuantKernels.ChunkScalesOfWords(halfScales, 3));
     }
 
     public static bool MinsScaledByD => true;
@@ -461,14 +466,9 @@ internal unsafe struct Q3_KBlock : IKBlock
 /// </summary>
 internal static unsafe class KQuantKernels
 {
-    /// <summary>Shuffle masks: 32 bytes repeating bytes 2k and 2k+1 (int16 element k of each lane), for k = 0..7.</summary>
-    private static readonly byte* BroadcastInt16Masks = CreateMasks(32, k => i => (byte)(2 * k + (i & 1)));
-
     /// <summary>Shuffle masks: 8 copies of byte 2p then 8 of byte 2p+1, for p = 0..7.</summary>
     private static readonly byte* SplitPairMasks = CreateMasks(16, p => i => (byte)(2 * p + (i >= 8 ? 1 : 0)));
 
-    /// <summary>Shuffle masks: int16 element 2p of each 128-bit lane repeated in the low lane, 2p+1 in the high lane, for p = 0..3.</summary>
-    private static readonly byte* SplitWordMasks = CreateMasks(32, p => i => (byte)(2 * (2 * (p % 4) + i / 16) + (i & 1)));
 
     private const int TokenTile = 4;
 
@@ -603,36 +603,35 @@ internal static unsafe class KQuantKernels
         where TBlock : ISubBlockMinBlock where TDot : IIntegerDot
     {
         var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd); // d·dx, dmin·dx
-        var scalesAndMins = UnpackScalesAndMins(block + 4); // int16: 8 scales, then 8 mins
+        var scalesAndMins = ScalesAndMins(block + 4);
         var minTerm = Q4_KBlock.MinTerm(Q4_KBlock.MinsPerGroup(scalesAndMins), groupSums);
-        var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
-        var sum = SubBlockPairDot<TBlock, TDot>(default, block, xq, scales, 0);
-        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scales, 1);
-        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scales, 2);
-        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scales, 3);
+        var sum = SubBlockPairDot<TBlock, TDot>(default, block, xq, scalesAndMins, 0);
+        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 1);
+        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 2);
+        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 3);
         return AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
     }
 
     /// <summary>Sub-blocks 2j and 2j+1 against the token's activations, weighted by their scales.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> SubBlockPairDot<TBlock, TDot>(Vector256<int> sum, byte* block, sbyte* xq, Vector256<byte> scales, int j)
+    private static Vector256<int> SubBlockPairDot<TBlock, TDot>(Vector256<int> sum, byte* block, sbyte* xq, Vector256<byte> scalesAndMins, int j)
         where TBlock : ISubBlockMinBlock where TDot : IIntegerDot
     {
         TBlock.SubBlockPairQuants(block, j, out var low, out var high);
-        sum = TDot.WeightedDotAdd(sum, low, Avx.LoadVector256(xq + 64 * j), Avx2.Shuffle(scales, BroadcastInt16(2 * j)).AsInt16());
-        return TDot.WeightedDotAdd(sum, high, Avx.LoadVector256(xq + 64 * j + 32), Avx2.Shuffle(scales, BroadcastInt16(2 * j + 1)).AsInt16());
+        sum = TDot.WeightedDotAdd(sum, low, Avx.LoadVector256(xq + 64 * j), SubBlockScale(scalesAndMins, 2 * j));
+        return TDot.WeightedDotAdd(sum, high, Avx.LoadVector256(xq + 64 * j + 32), SubBlockScale(scalesAndMins, 2 * j + 1));
     }
 
     /// <summary>Rewrites a Q4_K or Q5_K super-block in the common unpacked form.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void UnpackSubBlockMin<TBlock>(byte* block, UnpackedSuperBlock* unpacked) where TBlock : ISubBlockMinBlock
     {
-        Q4_KBlock.UnpackScalesOf(block, unpacked, out var scales);
+        Q4_KBlock.UnpackScalesOf(block, unpacked, out var scalesAndMins);
         for (int j = 0; j < 4; j++)
         {
             TBlock.SubBlockPairQuants(block, j, out var low, out var high);
-            unpacked->SetChunk(2 * j, low, Avx2.Shuffle(scales, BroadcastInt16(2 * j)).AsInt16());
-            unpacked->SetChunk(2 * j + 1, high, Avx2.Shuffle(scales, BroadcastInt16(2 * j + 1)).AsInt16());
+            unpacked->SetChunk(2 * j, low, SubBlockScale(scalesAndMins, 2 * j));
+            unpacked->SetChunk(2 * j + 1, high, SubBlockScale(scalesAndMins, 2 * j + 1));
         }
     }
 
@@ -653,14 +652,13 @@ internal static unsafe class KQuantKernels
         for (int b = 0; b < blocks; b++)
         {
             byte* block = row + (long)b * TBlock.BlockBytes;
-            var scalesAndMins = UnpackScalesAndMins(block + 4);
-            var scales = Vector256.Create(scalesAndMins.GetLower(), scalesAndMins.GetLower()).AsByte();
+            var scalesAndMins = ScalesAndMins(block + 4);
             Vector256<int> sum0 = default, sum1 = default, sum2 = default, sum3 = default;
             for (int j = 0; j < 4; j++)
             {
                 TBlock.SubBlockPairQuants(block, j, out var low, out var high);
-                var lowScales = Avx2.Shuffle(scales, BroadcastInt16(2 * j)).AsInt16();
-                var highScales = Avx2.Shuffle(scales, BroadcastInt16(2 * j + 1)).AsInt16();
+                var lowScales = SubBlockScale(scalesAndMins, 2 * j);
+                var highScales = SubBlockScale(scalesAndMins, 2 * j + 1);
                 int offset = b * 256 + 64 * j;
                 sum0 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum0, low, Avx.LoadVector256(x0 + offset), lowScales), high, Avx.LoadVector256(x0 + offset + 32), highScales);
                 sum1 = TDot.WeightedDotAdd(TDot.WeightedDotAdd(sum1, low, Avx.LoadVector256(x1 + offset), lowScales), high, Avx.LoadVector256(x1 + offset + 32), highScales);
@@ -694,8 +692,13 @@ internal static unsafe class KQuantKernels
         return Fma.MultiplyAddNegated(minTerm, Vector256.Create(minScale), acc);
     }
 
+    /// <summary>
+    /// Sub-block <paramref name="k"/>'s scale of <see cref="ScalesAndMins"/>' result in all 16 int16 lanes: one
+    /// vpshufb whose zeroing indices (0x80) supply the high bytes, with a constant mask (k is a constant once inlined).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<byte> BroadcastInt16(int k) => Avx.LoadVector256(BroadcastInt16Masks + 32 * k);
+    internal static Vector256<short> SubBlockScale(Vector256<byte> scalesAndMins, int k) =>
+        Avx2.Shuffle(scalesAndMins, Vector256.Create((ushort)(0x8000 | k)).AsByte()).AsInt16();
 
     /// <summary>
     /// <paramref name="sum"/> plus Σ q·x over 32 values in two groups of 16 with their own 8-bit scales, entries
@@ -738,10 +741,14 @@ internal static unsafe class KQuantKernels
     /// <summary>
     /// Int16 elements 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of 8, which <paramref name="words"/>
     /// holds in both 128-bit lanes, each in 8 int16 lanes: what <see cref="ChunkScales"/> makes of the same scales as bytes.
+    /// The mask is a constant once inlined (pair is), so it is a memory operand of the vpshufb rather than a load
+    /// from a table whose address takes an instruction of its own.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<short> ChunkScalesOfWords(Vector256<byte> words, int pair) =>
-        Avx2.Shuffle(words, Avx.LoadVector256(SplitWordMasks + 32 * pair)).AsInt16();
+        Avx2.Shuffle(words, Vector256.Create(
+            Vector128.Create((ushort)((4 * pair + 1) << 8 | 4 * pair)),
+            Vector128.Create((ushort)((4 * pair + 3) << 8 | (4 * pair + 2)))).AsByte()).AsInt16();
 
     /// <summary>Scales 2·<paramref name="pair"/> and 2·<paramref name="pair"/>+1 of 16 8-bit ones, each in 8 int16 lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -752,21 +759,21 @@ internal static unsafe class KQuantKernels
     }
 
     /// <summary>
-    /// Unpacks the 12-byte 6-bit scales and mins of Q4_K and Q5_K (llama.cpp's <c>get_scale_min_k4</c>, done on
-    /// 32-bit words) into 16 int16: scales 0..7, then mins 0..7.
+    /// Unpacks the 12-byte 6-bit scales and mins of Q4_K and Q5_K (llama.cpp's <c>get_scale_min_k4</c> on 32-bit
+    /// words) into 16 bytes, scales 0..7 then mins 0..7, in both 128-bit lanes. The four words are computed side by
+    /// side in vector lanes: scales 0..3 = w0 &amp; 0x3f.., scales 4..7 = (w2 &amp; 0x0f..) | (w0 bits 6-7 at 4-5),
+    /// mins 0..3 = w1 &amp; 0x3f.., mins 4..7 = (w2 &gt;&gt; 4 &amp; 0x0f..) | (w1 bits 6-7 at 4-5): eight vector
+    /// instructions where the scalar form took some thirty (loads, shifts, masks and inserts into a vector).
+    /// Reads 16 bytes from <paramref name="packed"/>; the last 4 belong to the quants and are ignored.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<short> UnpackScalesAndMins(byte* packed)
+    internal static Vector256<byte> ScalesAndMins(byte* packed)
     {
-        const uint low6 = 0x3f3f3f3f, low4 = 0x0f0f0f0f, low2 = 0x03030303;
-        uint w0 = *(uint*)packed, w1 = *(uint*)(packed + 4), w2 = *(uint*)(packed + 8);
-        uint scales0to3 = w0 & low6;
-        uint scales4to7 = (w2 & low4) | (((w0 >> 6) & low2) << 4);
-        uint mins0to3 = w1 & low6;
-        uint mins4to7 = ((w2 >> 4) & low4) | (((w1 >> 6) & low2) << 4);
-        // Two 64-bit words (vmovq + vpinsrq) instead of four 32-bit ones (a vpinsrd each).
-        ulong scales = scales0to3 | (ulong)scales4to7 << 32, mins = mins0to3 | (ulong)mins4to7 << 32;
-        return Avx2.ConvertToVector256Int16(Vector128.Create(scales, mins).AsByte()).AsInt16();
+        var words = Avx2.BroadcastVector128ToVector256((uint*)packed); // w0 w1 w2 (w3) in each lane
+        var lowBits = Avx2.ShiftRightLogicalVariable(Avx2.Shuffle(words, 0b10_01_10_00), Vector256.Create(0u, 0, 0, 4, 0, 0, 0, 4)); // w0, w2, w1, w2 >> 4
+        var highPairs = Avx2.ShiftRightLogical(Avx2.Shuffle(words, 0b01_01_00_00), 2); // w0, w0, w1, w1: bits 6-7 of each byte at 4-5
+        return ((lowBits & Vector256.Create(0x3f3f3f3fu, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f))
+            | (highPairs & Vector256.Create(0u, 0x30303030, 0, 0x30303030, 0, 0x30303030, 0, 0x30303030))).AsByte();
     }
 
     private static byte* CreateMasks(int width, Func<int, Func<int, byte>> maskByte)
