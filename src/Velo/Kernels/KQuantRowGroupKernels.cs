@@ -6,9 +6,12 @@ using Velo.Tensors;
 namespace Velo.Kernels;
 
 /// <summary>
-/// One super-block of 16 Q4_K rows unpacked with the rows in the lanes, for <see cref="KQuantRowGroupKernels"/>:
-/// a 512-bit load of <see cref="Quants"/> holds the same four columns of all 16 rows, so one broadcast of four
-/// activation quants multiplies all of them, and every int32 lane sums one row's products.
+/// One super-block of 16 Q4_K rows unpacked for <see cref="KQuantRowGroupKernels"/>, in quads of 4 rows, each
+/// 128-bit quarter of a 512-bit register one row's. Sub-blocks 2p and 2p + 1 (the low and high nibbles of the same
+/// bytes) go together: int32 lane e of a quarter, for half h, holds two quants of each, so that one <c>madd</c>
+/// weights both sub-blocks by their own scales. Register A takes columns 4j and 4j + 1 of both (j = 4h + e, columns
+/// counted within the sub-block), register B columns 4j + 2 and 4j + 3; their <c>maddubs</c> products added as int16
+/// are each sub-block's exact sum of lane j's four products (at most 4·15·127, far from overflow).
 /// </summary>
 internal unsafe struct RowGroupSuperBlock
 {
@@ -16,40 +19,43 @@ internal unsafe struct RowGroupSuperBlock
     public const int Rows = 16;
 
     /// <summary>
-    /// For sub-block c and lane j (columns 32c + 4j to 32c + 4j + 3), at 64·(8c + j): row r's four quants at 4r.
-    /// Lane j is the int32 lane of the 256-bit kernels that sums those columns.
+    /// For sub-block pair p, half h, register A or B (ab = 0, 1) and quad, at 64·(16p + 8h + 4ab + quad): row
+    /// 4·quad + qr's 16 quants at 16·qr, lane e's as (low 4j + 2ab, 4j + 2ab + 1, high 4j + 2ab, 4j + 2ab + 1).
     /// </summary>
-    public fixed byte Quants[8 * 8 * 64];
+    public fixed byte Quants[4 * 2 * 2 * 4 * 64];
 
-    /// <summary>Sub-block c's 6-bit scale of row r in int16 lanes 32c + 2r and 32c + 2r + 1, the pair <c>madd</c> weights.</summary>
-    public fixed short Scales[8 * 32];
+    /// <summary>For sub-block pair p and quad, at 32·(4p + quad): row 4·quad + qr's scales of sub-blocks 2p and 2p + 1, alternating, in int16 lanes 8·qr to 8·qr + 7.</summary>
+    public fixed short Scales[4 * 4 * 32];
 
-    /// <summary>Sub-block j's 6-bit min of row r at 16j + r, as a float (exact).</summary>
-    public fixed float Mins[8 * 16];
+    /// <summary>For half h and quad, at 16·(4h + quad): the min of row 4·quad + qr's sub-block 4h + e at 4·qr + e, as a float (exact).</summary>
+    public fixed float Mins[2 * 4 * 16];
 
-    public fixed float D[16];
+    /// <summary>For each quad, at 16·quad: row 4·quad + qr's d in lanes 4·qr to 4·qr + 3 (likewise <see cref="DMin"/>).</summary>
+    public fixed float D[4 * 16];
 
-    public fixed float DMin[16];
+    public fixed float DMin[4 * 16];
 }
 
 /// <summary>
-/// AVX-512 (BW) prefill for Q4_K with the rows in the lanes. Each work item's rows (16 at most in prefill) are
-/// unpacked once, super-block by super-block, into <see cref="RowGroupSuperBlock"/>s, and multiplied in tiles of
-/// 16 rows × 8 tokens: per super-block and token the 8 lanes' scale products share one multiply of d and of dmin
-/// by the activation scale for all 16 rows, and the min terms are one float multiply (min · group sum, both exact
-/// small integers, so the product is the exact integer the 256-bit kernels convert), where the two-rows-per-register
-/// tiles of <see cref="KQuantWideKernels"/> spend a madd, a conversion and two multiplies per two rows.
+/// AVX-512 (BW) prefill for Q4_K in groups of 16 rows. Each work item's rows (16 at most in prefill) are unpacked
+/// once, super-block by super-block, into <see cref="RowGroupSuperBlock"/>s, and multiplied in tiles of 16 rows ×
+/// 4 tokens against activations whose quants <see cref="PairChunks"/> put in the same order. Per 128 products
+/// (a row's lane of two sub-blocks, 16 rows) this takes two <c>maddubs</c>, an int16 add and one <c>madd</c>,
+/// where <see cref="KQuantWideKernels"/> takes two of each; each 128-bit broadcast of activations serves four
+/// registers of four rows, and per super-block and token d·dx and dmin·dx are one multiply per four rows and the
+/// min terms one float multiply (min · Σx, both exact small integers, so the product is the exact integer the
+/// 256-bit kernels convert).
 /// <para>
 /// Bit for bit what <see cref="KQuantKernels.Rows{TBlock, TDot}"/> computes: a row's 8 accumulators (lanes j of the
 /// 256-bit kernels) get the same exact int32 sums per super-block and the same float operations in the same order
 /// (<c>KQuantKernels.AddSuperBlock</c>), and their final sum is <see cref="Vector256.Sum{T}(Vector256{T})"/>'s
-/// order, ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)), done on 16 rows at once. <see cref="Reference"/> is
-/// the same arithmetic in plain scalar code.
+/// order, ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)). <see cref="Reference"/> is the same arithmetic in
+/// plain scalar code.
 /// </para>
 /// </summary>
 internal static unsafe class KQuantRowGroupKernels
 {
-    private const int TokenTile = 8;
+    private const int TokenTile = 4;
 
     /// <summary>Whether this machine runs these kernels.</summary>
     public static bool IsSupported => Avx512BW.IsSupported;
@@ -59,6 +65,22 @@ internal static unsafe class KQuantRowGroupKernels
 
     /// <summary>Bytes of <see cref="MatMulTask.RowScratch"/> per thread: one group's unpacked row.</summary>
     public static long ScratchBytes(int cols) => (long)(cols / 256) * sizeof(RowGroupSuperBlock);
+
+    /// <summary>
+    /// Reorders one token's 256-block quants (<paramref name="cols"/> of them) for the kernels: each 64 (sub-blocks
+    /// 2p and 2p + 1) become, per half h, register A's 16 then register B's 16 (<see cref="RowGroupSuperBlock.Quants"/>),
+    /// 16-bit pairs taken alternately from the two sub-blocks. Output word 16h + 8ab + 2e + s is input word
+    /// 16s + 8h + 2e + ab.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void PairChunks(sbyte* quants, int cols)
+    {
+        var order = Vector512.Create(
+            (ushort)0, 16, 2, 18, 4, 20, 6, 22, 1, 17, 3, 19, 5, 21, 7, 23,
+            8, 24, 10, 26, 12, 28, 14, 30, 9, 25, 11, 27, 13, 29, 15, 31);
+        for (int i = 0; i < cols; i += 64)
+            Vector512.Store(Avx512BW.PermuteVar32x16(Vector512.Load((ushort*)(quants + i)), order), (ushort*)(quants + i));
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Q4_KRows<TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TDot : IIntegerDot
@@ -87,39 +109,43 @@ internal static unsafe class KQuantRowGroupKernels
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Unpack(in WeightMatrix w, int first, int count, int k, RowGroupSuperBlock* u)
     {
-        // The nibble bytes of 32 lanes (4 pairs of sub-blocks × 8 lanes) by row, then split into low and high nibbles.
-        uint* packed = stackalloc uint[4 * 8 * RowGroupSuperBlock.Rows];
-        short* scalesAndMins = stackalloc short[16];
+        var nibbleMask = Vector128.Create((byte)0x0F);
         for (int r = 0; r < RowGroupSuperBlock.Rows; r++)
         {
+            int quad = r / 4, qr = r % 4;
             byte* block = w.Row(first + Math.Min(r, count - 1)) + (long)k * Q4_KBlock.BlockBytes;
             var dAndMin = F16Row.PairToSingle(*(uint*)block);
-            u->D[r] = dAndMin.ToScalar();
-            u->DMin[r] = dAndMin.GetElement(1);
-            Vector256.Store(KQuantKernels.UnpackScalesAndMins(block + 4), scalesAndMins);
-            for (int c = 0; c < 8; c++)
+            Vector128.Store(Vector128.Create(dAndMin.ToScalar()), u->D + 16 * quad + 4 * qr);
+            Vector128.Store(Vector128.Create(dAndMin.GetElement(1)), u->DMin + 16 * quad + 4 * qr);
+            var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
+            var mins = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(scalesAndMins.GetUpper()));
+            Vector128.Store(mins.GetLower(), u->Mins + 16 * quad + 4 * qr);
+            Vector128.Store(mins.GetUpper(), u->Mins + 16 * (4 + quad) + 4 * qr);
+            for (int pair = 0; pair < 4; pair++)
             {
-                u->Scales[32 * c + 2 * r] = scalesAndMins[c];
-                u->Scales[32 * c + 2 * r + 1] = scalesAndMins[c];
-                u->Mins[16 * c + r] = scalesAndMins[8 + c];
+                // Scales 2p and 2p + 1 alternating: the int32 of both, repeated.
+                uint scalePair = (ushort)scalesAndMins.GetElement(2 * pair) | (uint)(ushort)scalesAndMins.GetElement(2 * pair + 1) << 16;
+                Vector128.Store(Vector128.Create(scalePair), (uint*)(u->Scales + 32 * (4 * pair + quad) + 8 * qr));
+                for (int h = 0; h < 2; h++)
+                {
+                    var bits = Vector128.Load(block + 16 + 32 * pair + 16 * h);
+                    var low = (bits & nibbleMask).AsUInt16();
+                    var high = (Sse2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask).AsUInt16();
+                    // Lane e of A: low and high word 2e; of B: word 2e + 1.
+                    var first4 = Sse2.UnpackLow(low, high).AsSingle();
+                    var last4 = Sse2.UnpackHigh(low, high).AsSingle();
+                    byte* at = u->Quants + 64 * (16 * pair + 8 * h + quad) + 16 * qr;
+                    Vector128.Store(Sse.Shuffle(first4, last4, 0b10_00_10_00).AsByte(), at);
+                    Vector128.Store(Sse.Shuffle(first4, last4, 0b11_01_11_01).AsByte(), at + 4 * 64);
+                }
             }
-            uint* nibbles = (uint*)(block + 16);
-            for (int lane = 0; lane < 32; lane++)
-                packed[lane * RowGroupSuperBlock.Rows + r] = nibbles[lane];
         }
-        var nibbleMask = Vector512.Create((byte)0x0F);
-        for (int pair = 0; pair < 4; pair++)
-            for (int j = 0; j < 8; j++)
-            {
-                var bits = Vector512.Load((byte*)(packed + (8 * pair + j) * RowGroupSuperBlock.Rows));
-                Vector512.Store(bits & nibbleMask, u->Quants + 64 * (8 * (2 * pair) + j));
-                Vector512.Store(Avx512BW.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask, u->Quants + 64 * (8 * (2 * pair + 1) + j));
-            }
     }
 
     /// <summary>
-    /// One group's rows against tokens <paramref name="firstToken"/> to +7 (the last token repeated past the end),
-    /// all super-blocks, results to <c>Y[token · Rows + row]</c>.
+    /// One group's rows against tokens <paramref name="firstToken"/> to +3 (the last token repeated past the end),
+    /// all super-blocks, results to <c>Y[token · Rows + row]</c>. <paramref name="acc"/>[4·(4h + quad) + i] is
+    /// token i's float accumulator of half h of quad's lanes.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Tile(MatMulTask* task, RowGroupSuperBlock* unpacked, int group, int groupRows, int firstToken, Vector512<float>* acc)
@@ -130,88 +156,137 @@ internal static unsafe class KQuantRowGroupKernels
         for (int i = 0; i < TokenTile; i++) tokenOf[i] = Math.Min(firstToken + i, tokens - 1);
         sbyte* x0 = quants + (long)tokenOf[0] * cols, x1 = quants + (long)tokenOf[1] * cols;
         sbyte* x2 = quants + (long)tokenOf[2] * cols, x3 = quants + (long)tokenOf[3] * cols;
-        sbyte* x4 = quants + (long)tokenOf[4] * cols, x5 = quants + (long)tokenOf[5] * cols;
-        sbyte* x6 = quants + (long)tokenOf[6] * cols, x7 = quants + (long)tokenOf[7] * cols;
-        var dScale = stackalloc Vector512<float>[TokenTile];
-        var dMinScale = stackalloc Vector512<float>[TokenTile];
+        // Per token i and quad: d·dx at [4i + quad], dmin·dx likewise; Σx of sub-block j at [8i + j].
+        var dScale = stackalloc Vector512<float>[4 * TokenTile];
+        var dMinScale = stackalloc Vector512<float>[4 * TokenTile];
         float* subBlockSums = stackalloc float[8 * TokenTile];
         for (int i = 0; i < 8 * TokenTile; i++) acc[i] = default;
+        // The tile's output lines, fetched now so that its stores at the end hit the cache: a store that misses holds
+        // back the accumulators' stores behind it, which in rows of many tokens cost about a tenth of the time.
+        for (int i = 0; i < TokenTile; i++) Sse.Prefetch0(task->Y + (long)tokenOf[i] * rows + group);
 
         for (int k = 0; k < blocks; k++)
         {
             RowGroupSuperBlock* u = unpacked + k;
-            var d = Vector512.Load(u->D);
-            var dMin = Vector512.Load(u->DMin);
             for (int i = 0; i < TokenTile; i++)
             {
                 var xd = Vector512.Create(scales[(long)tokenOf[i] * blocks + k]);
-                dScale[i] = d * xd;
-                dMinScale[i] = dMin * xd;
-                // Σx of sub-block j: its two group sums, added as integers as the 256-bit kernels' madd adds them.
-                short* gs = groupSums + (long)tokenOf[i] * (cols / 16) + 16 * k;
-                for (int j = 0; j < 8; j++)
-                    subBlockSums[8 * i + j] = gs[2 * j] + gs[2 * j + 1];
-            }
-            int offset = 256 * k;
-            for (int j = 0; j < 8; j++)
-            {
-                Vector512<int> s0 = default, s1 = default, s2 = default, s3 = default;
-                Vector512<int> s4 = default, s5 = default, s6 = default, s7 = default;
-                for (int c = 0; c < 8; c++)
+                for (int quad = 0; quad < 4; quad++)
                 {
-                    var q = Vector512.Load(u->Quants + 64 * (8 * c + j));
-                    var scale = Vector512.Load(u->Scales + 32 * c);
-                    int at = offset + 32 * c + 4 * j;
-                    s0 += WeightedDot(q, x0 + at, scale);
-                    s1 += WeightedDot(q, x1 + at, scale);
-                    s2 += WeightedDot(q, x2 + at, scale);
-                    s3 += WeightedDot(q, x3 + at, scale);
-                    s4 += WeightedDot(q, x4 + at, scale);
-                    s5 += WeightedDot(q, x5 + at, scale);
-                    s6 += WeightedDot(q, x6 + at, scale);
-                    s7 += WeightedDot(q, x7 + at, scale);
+                    dScale[4 * i + quad] = Vector512.Load(u->D + 16 * quad) * xd;
+                    dMinScale[4 * i + quad] = Vector512.Load(u->DMin + 16 * quad) * xd;
                 }
-                var mins = Vector512.Load(u->Mins + 16 * j);
-                Vector512<float>* a = acc + TokenTile * j;
-                a[0] = AddSuperBlock(a[0], s0, mins, subBlockSums[j], dScale[0], dMinScale[0]);
-                a[1] = AddSuperBlock(a[1], s1, mins, subBlockSums[8 + j], dScale[1], dMinScale[1]);
-                a[2] = AddSuperBlock(a[2], s2, mins, subBlockSums[16 + j], dScale[2], dMinScale[2]);
-                a[3] = AddSuperBlock(a[3], s3, mins, subBlockSums[24 + j], dScale[3], dMinScale[3]);
-                a[4] = AddSuperBlock(a[4], s4, mins, subBlockSums[32 + j], dScale[4], dMinScale[4]);
-                a[5] = AddSuperBlock(a[5], s5, mins, subBlockSums[40 + j], dScale[5], dMinScale[5]);
-                a[6] = AddSuperBlock(a[6], s6, mins, subBlockSums[48 + j], dScale[6], dMinScale[6]);
-                a[7] = AddSuperBlock(a[7], s7, mins, subBlockSums[56 + j], dScale[7], dMinScale[7]);
+                // Σx of sub-block j: its two group sums added as integers, as the 256-bit kernels' madd adds them.
+                var pairSums = Avx2.MultiplyAddAdjacent(Vector256.Load(groupSums + (long)tokenOf[i] * (cols / 16) + 16 * k), Vector256.Create((short)1));
+                Vector256.Store(Avx.ConvertToVector256Single(pairSums), subBlockSums + 8 * i);
+            }
+            for (int h = 0; h < 2; h++)
+            {
+                Vector512<int> s00 = default, s01 = default, s02 = default, s03 = default;
+                Vector512<int> s10 = default, s11 = default, s12 = default, s13 = default;
+                Vector512<int> s20 = default, s21 = default, s22 = default, s23 = default;
+                Vector512<int> s30 = default, s31 = default, s32 = default, s33 = default;
+                for (int pair = 0; pair < 4; pair++)
+                {
+                    int at = 256 * k + 64 * pair + 32 * h;
+                    var a0 = Broadcast(x0 + at);
+                    var a1 = Broadcast(x1 + at);
+                    var a2 = Broadcast(x2 + at);
+                    var a3 = Broadcast(x3 + at);
+                    var b0 = Broadcast(x0 + at + 16);
+                    var b1 = Broadcast(x1 + at + 16);
+                    var b2 = Broadcast(x2 + at + 16);
+                    var b3 = Broadcast(x3 + at + 16);
+                    byte* q = u->Quants + 64 * (16 * pair + 8 * h);
+                    short* sc = u->Scales + 32 * 4 * pair;
+                    var qa = Vector512.Load(q);
+                    var qb = Vector512.Load(q + 256);
+                    var w = Vector512.Load(sc);
+                    s00 += PairDot(qa, a0, qb, b0, w); s01 += PairDot(qa, a1, qb, b1, w); s02 += PairDot(qa, a2, qb, b2, w); s03 += PairDot(qa, a3, qb, b3, w);
+                    qa = Vector512.Load(q + 64);
+                    qb = Vector512.Load(q + 320);
+                    w = Vector512.Load(sc + 32);
+                    s10 += PairDot(qa, a0, qb, b0, w); s11 += PairDot(qa, a1, qb, b1, w); s12 += PairDot(qa, a2, qb, b2, w); s13 += PairDot(qa, a3, qb, b3, w);
+                    qa = Vector512.Load(q + 128);
+                    qb = Vector512.Load(q + 384);
+                    w = Vector512.Load(sc + 64);
+                    s20 += PairDot(qa, a0, qb, b0, w); s21 += PairDot(qa, a1, qb, b1, w); s22 += PairDot(qa, a2, qb, b2, w); s23 += PairDot(qa, a3, qb, b3, w);
+                    qa = Vector512.Load(q + 192);
+                    qb = Vector512.Load(q + 448);
+                    w = Vector512.Load(sc + 96);
+                    s30 += PairDot(qa, a0, qb, b0, w); s31 += PairDot(qa, a1, qb, b1, w); s32 += PairDot(qa, a2, qb, b2, w); s33 += PairDot(qa, a3, qb, b3, w);
+                }
+                Vector512<float>* a = acc + 16 * h;
+                float* xs = subBlockSums + 4 * h;
+                AddSuperBlock(a, u->Mins + 16 * (4 * h), xs, dScale, dMinScale, 0, s00, s01, s02, s03);
+                AddSuperBlock(a, u->Mins + 16 * (4 * h + 1), xs, dScale, dMinScale, 1, s10, s11, s12, s13);
+                AddSuperBlock(a, u->Mins + 16 * (4 * h + 2), xs, dScale, dMinScale, 2, s20, s21, s22, s23);
+                AddSuperBlock(a, u->Mins + 16 * (4 * h + 3), xs, dScale, dMinScale, 3, s30, s31, s32, s33);
             }
         }
 
+        // Lanes 0, 4, 8 and 12 of the four quads' sums, in row order.
+        var firstOfFour = Vector512.Create(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
         for (int i = 0; i < TokenTile; i++)
         {
-            // Vector256.Sum's order, lane by lane.
-            var sum = ((acc[i] + acc[TokenTile + i]) + (acc[2 * TokenTile + i] + acc[3 * TokenTile + i]))
-                + ((acc[4 * TokenTile + i] + acc[5 * TokenTile + i]) + (acc[6 * TokenTile + i] + acc[7 * TokenTile + i]));
+            // Vector256.Sum's order: each half's four lanes pairwise, then the halves.
+            var quad0 = SumOfFour(acc[i]) + SumOfFour(acc[16 + i]);
+            var quad1 = SumOfFour(acc[4 + i]) + SumOfFour(acc[20 + i]);
+            var quad2 = SumOfFour(acc[8 + i]) + SumOfFour(acc[24 + i]);
+            var quad3 = SumOfFour(acc[12 + i]) + SumOfFour(acc[28 + i]);
+            var rows01 = Avx512F.PermuteVar16x32x2(quad0, firstOfFour, quad1);
+            var rows23 = Avx512F.PermuteVar16x32x2(quad2, firstOfFour, quad3);
+            var sums = Avx512F.Shuffle4x128(rows01, rows23, 0b01_00_01_00);
             float* y = task->Y + (long)tokenOf[i] * rows + group;
             if (groupRows == RowGroupSuperBlock.Rows)
-                Vector512.Store(sum, y);
+                Vector512.Store(sums, y);
             else
-                for (int r = 0; r < groupRows; r++) y[r] = sum.GetElement(r);
+                for (int r = 0; r < groupRows; r++) y[r] = sums.GetElement(r);
         }
     }
 
-    /// <summary>Per int32 lane (one row), 4 products weighted by the row's sub-block scale: what <see cref="IIntegerDot.WeightedDotAdd"/> adds.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> WeightedDot(Vector512<byte> q, sbyte* x, Vector512<short> scales) =>
-        Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q, Vector512.Create(*(int*)x).AsSByte()), scales);
-
     /// <summary>
-    /// <c>KQuantKernels.AddSuperBlock</c> for 16 rows' lane j: the min term min · Σx is an exact integer below
-    /// 2^18, which the float product gives exactly, as the 256-bit kernels' conversion of their integer madd does.
+    /// Per int32 lane, one row's lane of two sub-blocks: each sub-block's four products summed exactly in int16
+    /// (A's two and B's two), then both weighted by their scales in one <c>madd</c>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> AddSuperBlock(Vector512<float> acc, Vector512<int> sum, Vector512<float> mins, float subBlockSum,
-        Vector512<float> dScale, Vector512<float> dMinScale)
+    private static Vector512<int> PairDot(Vector512<byte> qa, Vector512<sbyte> xa, Vector512<byte> qb, Vector512<sbyte> xb, Vector512<short> scales) =>
+        Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(qa, xa) + Avx512BW.MultiplyAddAdjacent(qb, xb), scales);
+
+    /// <summary>Lane 4m of the result: (v[4m] + v[4m+1]) + (v[4m+2] + v[4m+3]).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> SumOfFour(Vector512<float> v)
+    {
+        var pairs = v + Avx512F.Permute4x32(v, 0b10_11_00_01);
+        return pairs + Avx512F.Permute4x32(pairs, 0b01_00_11_10);
+    }
+
+    /// <summary>16 activation quants in all four 128-bit quarters.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<sbyte> Broadcast(sbyte* x) => Avx512F.BroadcastVector128ToVector512((int*)x).AsSByte();
+
+    /// <summary>
+    /// <c>KQuantKernels.AddSuperBlock</c> for one quad's lanes of one half and the tile's four tokens: the min term
+    /// min · Σx is an exact integer below 2^18, which the float product gives exactly, as the 256-bit kernels'
+    /// conversion of their integer madd does.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void AddSuperBlock(Vector512<float>* a, float* mins, float* subBlockSums, Vector512<float>* dScale, Vector512<float>* dMinScale, int quad,
+        Vector512<int> sum0, Vector512<int> sum1, Vector512<int> sum2, Vector512<int> sum3)
+    {
+        var m = Vector512.Load(mins);
+        Vector512<float>* at = a + 4 * quad;
+        at[0] = AddSuperBlock(at[0], sum0, m * Avx512F.BroadcastVector128ToVector512(subBlockSums), dScale[quad], dMinScale[quad]);
+        at[1] = AddSuperBlock(at[1], sum1, m * Avx512F.BroadcastVector128ToVector512(subBlockSums + 8), dScale[4 + quad], dMinScale[4 + quad]);
+        at[2] = AddSuperBlock(at[2], sum2, m * Avx512F.BroadcastVector128ToVector512(subBlockSums + 16), dScale[8 + quad], dMinScale[8 + quad]);
+        at[3] = AddSuperBlock(at[3], sum3, m * Avx512F.BroadcastVector128ToVector512(subBlockSums + 24), dScale[12 + quad], dMinScale[12 + quad]);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> AddSuperBlock(Vector512<float> acc, Vector512<int> sum, Vector512<float> minTerm, Vector512<float> dScale, Vector512<float> dMinScale)
     {
         acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sum), dScale, acc);
-        return Avx512F.FusedMultiplyAddNegated(mins * Vector512.Create(subBlockSum), dMinScale, acc);
+        return Avx512F.FusedMultiplyAddNegated(minTerm, dMinScale, acc);
     }
 
     /// <summary>
