@@ -293,7 +293,7 @@ internal static unsafe class MatMul
             GgmlType.F16 when !FloatKernels.WidensRows(type, tokens) => ActivationFormat.ScaledFloat,
             GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => ActivationFormat.Float,
             GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 => ActivationFormat.PairedBlocks32,
-            GgmlType.Q4_K when wide && KQuantRowGroupKernels.Handles(tokens) => ActivationFormat.ChunkPairs256,
+            GgmlType.Q4_K or GgmlType.Q6_K when wide && KQuantRowGroupKernels.Handles(type, tokens) => ActivationFormat.ChunkPairs256,
             _ => ActivationFormat.Blocks256,
         };
         bool floatWide = wide && FloatKernels.WideIsSupported;
@@ -305,8 +305,8 @@ internal static unsafe class MatMul
             GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block, TDot>,
             GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block, TDot>,
             GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block, TDot>,
-            GgmlType.Q4_K => wide ? &KQuantRowGroupKernels.Q4_KRows<TDot> : &KQuantKernels.Rows<Q4_KBlock, TDot>,
-            GgmlType.Q6_K => wide ? &KQuantWideKernels.Rows<Q6_KBlock, TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
+            GgmlType.Q4_K => wide ? &KQuantRowGroupKernels.Rows<Q4_KRowGroup, Q4_KBlock, TDot> : &KQuantKernels.Rows<Q4_KBlock, TDot>,
+            GgmlType.Q6_K => wide ? &KQuantRowGroupKernels.Rows<Q6_KRowGroup, Q6_KBlock, TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
             GgmlType.Q5_K => wide ? &KQuantWideKernels.Rows<Q5_KBlock, TDot> : &KQuantKernels.Rows<Q5_KBlock, TDot>,
             GgmlType.Q2_K => wide ? &KQuantWideKernels.Rows<Q2_KBlock, TDot> : &KQuantKernels.Rows<Q2_KBlock, TDot>,
             GgmlType.Q3_K => wide ? &KQuantWideKernels.Rows<Q3_KBlock, TDot> : &KQuantKernels.Rows<Q3_KBlock, TDot>,

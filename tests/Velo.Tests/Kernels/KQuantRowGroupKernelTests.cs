@@ -7,7 +7,7 @@ using Velo.Threading;
 namespace Velo.Tests.Kernels;
 
 /// <summary>
-/// Q4_K prefill with the rows in the lanes (<see cref="KQuantRowGroupKernels"/>) against its scalar reference, the
+/// Q4_K and Q6_K prefill in row groups (<see cref="KQuantRowGroupKernels"/>) against its scalar reference, the
 /// 256-bit kernels and a token alone, bit for bit: row counts that leave a partial group, token counts that leave a
 /// partial tile, and rows of 1, 3 and 9 super-blocks.
 /// </summary>
@@ -18,31 +18,37 @@ public unsafe class KQuantRowGroupKernelTests
     private static readonly int[] TokenCounts = [16, 17, 23, 24, 40];
 
     /// <summary>The scalar reference sums as the AVX2 kernels do, so it holds on every machine with AVX2.</summary>
-    [Fact]
-    public void ReferenceEqualsAvx2KernelsBitForBit()
+    [Theory]
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    public void ReferenceEqualsAvx2KernelsBitForBit(GgmlType type)
     {
         if (!Avx2.IsSupported || !Fma.IsSupported) return;
-        Compare(MatMulPath.Avx2, seed: 3);
+        Compare(type, MatMulPath.Avx2, seed: 3);
     }
 
     /// <summary>The AVX-512 row-group tiles, and the 256-bit kernels (AVX-VNNI's where the CPU has it) on the same machine.</summary>
     [Avx512Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public void RowGroupTilesEqualReferenceBitForBit(bool avx256) => Compare(avx256 ? MatMulPath.Avx256 : MatMulPath.Fastest, seed: avx256 ? 7 : 5);
+    [InlineData(GgmlType.Q4_K, false)]
+    [InlineData(GgmlType.Q4_K, true)]
+    [InlineData(GgmlType.Q6_K, false)]
+    [InlineData(GgmlType.Q6_K, true)]
+    public void RowGroupTilesEqualReferenceBitForBit(GgmlType type, bool avx256) =>
+        Compare(type, avx256 ? MatMulPath.Avx256 : MatMulPath.Fastest, seed: avx256 ? 7 : 5);
 
     [Avx512Theory]
-    [InlineData(17)]
-    public void RowGroupTilesEqualATokenAloneBitForBit(int seed)
+    [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q6_K)]
+    public void RowGroupTilesEqualATokenAloneBitForBit(GgmlType type)
     {
-        Assert.True(KQuantRowGroupKernels.IsSupported && KQuantRowGroupKernels.Handles(16));
-        var random = new Random(seed);
+        Assert.True(KQuantRowGroupKernels.IsSupported && KQuantRowGroupKernels.Handles(type, 16));
+        var random = new Random(17);
         using var pool = new WorkerPool(3);
         foreach (int cols in ColumnCounts)
         foreach (int rows in RowCounts)
         {
-            using var weights = MatMulTests.RandomWeights(GgmlType.Q4_K, rows, cols, random);
-            var w = new WeightMatrix((byte*)weights.Pointer, GgmlType.Q4_K, rows, cols);
+            using var weights = MatMulTests.RandomWeights(type, rows, cols, random);
+            var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
             foreach (int tokens in TokenCounts)
             {
                 float[] x = MatMulTests.RandomActivations(tokens * cols, random);
@@ -53,21 +59,21 @@ public unsafe class KQuantRowGroupKernelTests
                     int t = random.Next(tokens);
                     MatMul.Multiply(w, px + t * cols, 1, p1, pool, MatMulPath.Fastest);
                     Assert.True(MemoryMarshal.Cast<float, int>(alone).SequenceEqual(MemoryMarshal.Cast<float, int>(batch.AsSpan(t * rows, rows))),
-                        $"rows={rows} cols={cols} tokens={tokens}: token {t} alone differs from it in the batch");
+                        $"{type} rows={rows} cols={cols} tokens={tokens}: token {t} alone differs from it in the batch");
                 }
             }
         }
     }
 
-    private static void Compare(MatMulPath path, int seed)
+    private static void Compare(GgmlType type, MatMulPath path, int seed)
     {
         var random = new Random(seed);
         using var pool = new WorkerPool(3);
         foreach (int cols in ColumnCounts)
         foreach (int rows in RowCounts)
         {
-            using var weights = MatMulTests.RandomWeights(GgmlType.Q4_K, rows, cols, random);
-            var w = new WeightMatrix((byte*)weights.Pointer, GgmlType.Q4_K, rows, cols);
+            using var weights = MatMulTests.RandomWeights(type, rows, cols, random);
+            var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
             foreach (int tokens in TokenCounts)
             {
                 float[] x = MatMulTests.RandomActivations(tokens * cols, random);
@@ -83,7 +89,7 @@ public unsafe class KQuantRowGroupKernelTests
                     KQuantRowGroupKernels.Reference(w, quants, scales, groupSums, tokens, pr);
                 }
                 Assert.True(MemoryMarshal.Cast<float, int>(kernel).SequenceEqual(MemoryMarshal.Cast<float, int>(reference)),
-                    $"{path} rows={rows} cols={cols} tokens={tokens}: kernel and scalar reference differ");
+                    $"{type} {path} rows={rows} cols={cols} tokens={tokens}: kernel and scalar reference differ");
             }
         }
     }
