@@ -484,6 +484,7 @@ internal static unsafe class KQuantKernels
     /// </summary>
     public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows, bool wide) =>
         tokens < (type is GgmlType.Q6_K or GgmlType.Q4_K or GgmlType.Q5_K ? UnpackTokens : TokenTile) || GgmlTypeInfo.BlockSize(type) != GgmlTypeInfo.QK_K ? 0
+            : wide && type is GgmlType.Q4_K or GgmlType.Q6_K ? Math.Max(KQuantWideKernels.ScratchBytes(cols, chunkRows), KQuantRowGroupKernels.ScratchBytes(cols))
             : wide ? KQuantWideKernels.ScratchBytes(cols, chunkRows)
             : (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock);
 

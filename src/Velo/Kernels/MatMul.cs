@@ -164,7 +164,7 @@ internal static unsafe class MatMul
             ActivationFormat.Float => 0,
             ActivationFormat.ScaledFloat => (long)tokens * first.Cols * sizeof(float),
             ActivationFormat.PairedFloat => FloatGemm.PairedBytes(tokens, first.Cols),
-            ActivationFormat.Blocks256 => ActivationQuantizer.Bytes256(first.Cols, tokens),
+            ActivationFormat.Blocks256 or ActivationFormat.ChunkPairs256 => ActivationQuantizer.Bytes256(first.Cols, tokens),
             _ => ActivationQuantizer.Bytes32(first.Cols, tokens),
         };
         long rowScratchBytes = rowGroups ? 0
@@ -254,6 +254,9 @@ internal static unsafe class MatMul
         PairedBlocks32,
         Blocks256,
 
+        /// <summary><see cref="Blocks256"/> with each 64 quants in <see cref="KQuantRowGroupKernels"/>' order.</summary>
+        ChunkPairs256,
+
         /// <summary>Floats in token pairs, for <see cref="FloatGemm.Rows{TRow}"/>.</summary>
         PairedFloat,
 
@@ -290,6 +293,7 @@ internal static unsafe class MatMul
             GgmlType.F16 when !FloatKernels.WidensRows(type, tokens) => ActivationFormat.ScaledFloat,
             GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => ActivationFormat.Float,
             GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 => ActivationFormat.PairedBlocks32,
+            GgmlType.Q4_K or GgmlType.Q6_K when wide && KQuantRowGroupKernels.Handles(type, tokens) => ActivationFormat.ChunkPairs256,
             _ => ActivationFormat.Blocks256,
         };
         bool floatWide = wide && FloatKernels.WideIsSupported;
@@ -301,8 +305,8 @@ internal static unsafe class MatMul
             GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block, TDot>,
             GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block, TDot>,
             GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block, TDot>,
-            GgmlType.Q4_K => wide ? &KQuantWideKernels.Rows<Q4_KBlock, TDot> : &KQuantKernels.Rows<Q4_KBlock, TDot>,
-            GgmlType.Q6_K => wide ? &KQuantWideKernels.Rows<Q6_KBlock, TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
+            GgmlType.Q4_K => wide ? &KQuantRowGroupKernels.Rows<Q4_KRowGroup, Q4_KBlock, TDot> : &KQuantKernels.Rows<Q4_KBlock, TDot>,
+            GgmlType.Q6_K => wide ? &KQuantRowGroupKernels.Rows<Q6_KRowGroup, Q6_KBlock, TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
             GgmlType.Q5_K => wide ? &KQuantWideKernels.Rows<Q5_KBlock, TDot> : &KQuantKernels.Rows<Q5_KBlock, TDot>,
             GgmlType.Q2_K => wide ? &KQuantWideKernels.Rows<Q2_KBlock, TDot> : &KQuantKernels.Rows<Q2_KBlock, TDot>,
             GgmlType.Q3_K => wide ? &KQuantWideKernels.Rows<Q3_KBlock, TDot> : &KQuantKernels.Rows<Q3_KBlock, TDot>,
@@ -388,7 +392,7 @@ internal static unsafe class MatMul
             ActivationQuantizer.QuantizeExact32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks,
                 biased: format == ActivationFormat.BiasedExactBlocks32);
         }
-        else if (format != ActivationFormat.Blocks256)
+        else if (format is not (ActivationFormat.Blocks256 or ActivationFormat.ChunkPairs256))
         {
             ActivationQuantizer.Layout32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
             int blocks = cols / ActivationQuantizer.Block32;
@@ -399,6 +403,8 @@ internal static unsafe class MatMul
             ActivationQuantizer.Layout256(task->Activations, cols, tokens, out var quants, out var scales, out var groupSums);
             ActivationQuantizer.Quantize256(x, cols, quants + (long)t * cols,
                 scales + (long)t * (cols / ActivationQuantizer.Block256), groupSums + (long)t * (cols / 16));
+            if (format == ActivationFormat.ChunkPairs256)
+                KQuantRowGroupKernels.PairChunks(quants + (long)t * cols, cols);
         }
     }
 
