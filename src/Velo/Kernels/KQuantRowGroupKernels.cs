@@ -62,15 +62,15 @@ internal unsafe struct Q4_KRowGroup : IRowGroupBlock
         var dAndMin = F16Row.PairToSingle(*(uint*)block);
         Vector128.Store(Vector128.Create(dAndMin.ToScalar()), u->D + 16 * quad + 4 * qr);
         Vector128.Store(Vector128.Create(dAndMin.GetElement(1)), u->DMin + 16 * quad + 4 * qr);
-        var scalesAndMins = KQuantKernels.UnpackScalesAndMins(block + 4);
-        var mins = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(scalesAndMins.GetUpper()));
+        var scalesAndMins = KQuantKernels.ScalesAndMins(block + 4).GetLower(); // 8 scales, then 8 mins
+        var mins = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(scalesAndMins, 8)));
         Vector128.Store(mins.GetLower(), u->Mins + 16 * quad + 4 * qr);
         Vector128.Store(mins.GetUpper(), u->Mins + 16 * (4 + quad) + 4 * qr);
         var nibbleMask = Vector128.Create((byte)0x0F);
         for (int pair = 0; pair < 4; pair++)
         {
             // Scales 2p and 2p + 1 alternating, the same for both halves.
-            uint scalePair = (ushort)scalesAndMins.GetElement(2 * pair) | (uint)(ushort)scalesAndMins.GetElement(2 * pair + 1) << 16;
+            uint scalePair = scalesAndMins.GetElement(2 * pair) | (uint)scalesAndMins.GetElement(2 * pair + 1) << 16;
             for (int h = 0; h < 2; h++)
             {
                 Vector128.Store(Vector128.Create(scalePair), (uint*)(u->Scales + 32 * (8 * pair + 4 * h + quad) + 8 * qr));
