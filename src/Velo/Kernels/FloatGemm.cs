@@ -147,6 +147,14 @@ internal static unsafe class FloatGemm
             Avx.Store(destination + i, TRow.Load8(row, i));
     }
 
+    /// <summary>8 weights in both 256-bit halves.</summary>
+    /// <remarks>
+    /// .NET 10.0.12's JIT encodes a constant offset folded into this instruction's address (the 64-bit-element
+    /// <c>Avx512F.BroadcastVector256ToVector512</c>, <c>vbroadcasti64x4</c>/<c>vbroadcastf64x4</c>) at twice its size:
+    /// <c>(long*)(x + 32)</c> reads x + 64. Callers here pass run-time offsets, which it does not fold, and the kernel
+    /// tests compare every result with the scalar reference; a call with a constant offset must not be added.
+    /// (<c>Avx512DQ</c>'s 32-bit-element form reads the right address.)
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Broadcast8(float* weights) => Avx512F.BroadcastVector256ToVector512((double*)weights).AsSingle();
 

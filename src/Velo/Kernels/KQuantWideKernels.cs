@@ -207,6 +207,13 @@ internal static unsafe class KQuantWideKernels
     }
 
     /// <summary>32 activation quants in both 256-bit halves.</summary>
+    /// <remarks>
+    /// .NET 10.0.12's JIT encodes a constant offset folded into this instruction's address (the 64-bit-element
+    /// <c>Avx512F.BroadcastVector256ToVector512</c>, <c>vbroadcasti64x4</c>/<c>vbroadcastf64x4</c>) at twice its size:
+    /// <c>(long*)(x + 32)</c> reads x + 64. Callers here pass run-time offsets, which it does not fold, and the kernel
+    /// tests compare every result with the scalar reference; a call with a constant offset must not be added.
+    /// (<c>Avx512DQ</c>'s 32-bit-element form reads the right address.)
+    /// </remarks>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<sbyte> Broadcast(sbyte* x) => Avx512F.BroadcastVector256ToVector512((long*)x).AsSByte();
 
