@@ -414,7 +414,7 @@ internal static unsafe class KQuantRowGroupKernels
                     sums.Clear();
                     for (int c = 0; c < 8; c++)
                     {
-                        ScaleAndMin(block + 4, c, out int scale, out _);
+                        KQuantScales.GetScaleMin(c, block + 4, out byte scale, out _);
                         for (int e = 0; e < 32; e++)
                         {
                             int nibbles = block[16 + 32 * (c / 2) + e];
@@ -424,7 +424,7 @@ internal static unsafe class KQuantRowGroupKernels
                     }
                     for (int j = 0; j < 8; j++)
                     {
-                        ScaleAndMin(block + 4, j, out _, out int min);
+                        KQuantScales.GetScaleMin(j, block + 4, out _, out byte min);
                         float minTerm = min * (gs[2 * j] + gs[2 * j + 1]);
                         acc[j] = MathF.FusedMultiplyAdd(sums[j], d * xd, acc[j]);
                         acc[j] = MathF.FusedMultiplyAdd(-minTerm, dMin * xd, acc[j]);
@@ -471,20 +471,5 @@ internal static unsafe class KQuantRowGroupKernels
                 }
                 y[(long)t * w.Rows + r] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
             }
-    }
-
-    /// <summary>Sub-block <paramref name="j"/>'s 6-bit scale and min (llama.cpp's <c>get_scale_min_k4</c>).</summary>
-    private static void ScaleAndMin(byte* packed, int j, out int scale, out int min)
-    {
-        if (j < 4)
-        {
-            scale = packed[j] & 63;
-            min = packed[j + 4] & 63;
-        }
-        else
-        {
-            scale = (packed[j + 4] & 0x0F) | ((packed[j - 4] >> 6) << 4);
-            min = (packed[j + 4] >> 4) | ((packed[j] >> 6) << 4);
-        }
     }
 }
