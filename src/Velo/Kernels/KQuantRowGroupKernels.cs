@@ -457,11 +457,7 @@ internal static unsafe class KQuantRowGroupKernels
                     sums.Clear();
                     for (int n = 0; n < 256; n++)
                     {
-                        int half = n / 128, chunk = n % 128 / 32, e = n % 32;
-                        int low = block[64 * half + 32 * (chunk % 2) + e];
-                        int nibble = chunk < 2 ? low & 0x0F : low >> 4;
-                        int q = nibble | (block[128 + 32 * half + e] >> (2 * chunk) & 3) << 4;
-                        sums[n % 32 / 4] += groupScales[n / 16] * q * x[n];
+                        sums[n % 32 / 4] += groupScales[n / 16] * ((BlockQ6_K*)block)->Quant(n) * x[n];
                     }
                     for (int j = 0; j < 8; j++)
                     {

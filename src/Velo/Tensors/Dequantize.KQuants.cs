@@ -89,14 +89,7 @@ internal static partial class Dequantize
             float d = (float)block.D;
             Span<float> y = dst.Slice(b * BlockQ6_K.Elements, BlockQ6_K.Elements);
             for (int i = 0; i < BlockQ6_K.Elements; i++)
-            {
-                int half = i / 128, within = i % 128;
-                int quarter = within / 32, l = within % 32;
-                int lowByte = block.Ql[64 * half + 32 * (quarter & 1) + l];
-                int low = quarter < 2 ? lowByte & 0xF : lowByte >> 4;
-                int high = (block.Qh[32 * half + l] >> (2 * quarter)) & 3;
-                y[i] = d * block.Scales[i / 16] * ((low | (high << 4)) - 32);
-            }
+                y[i] = d * block.Scales[i / 16] * (block.Quant(i) - 32);
         }
     }
 }

@@ -160,6 +160,15 @@ internal unsafe struct BlockQ6_K
     public fixed byte Qh[64];
     public fixed sbyte Scales[16];
     public Half D;
+
+    /// <summary>Element <paramref name="i"/>'s 6-bit quant (0..63): its low nibble from <see cref="Ql"/>, its top two bits from <see cref="Qh"/>.</summary>
+    public int Quant(int i)
+    {
+        int half = i / 128, quarter = i % 128 / 32, l = i % 32;
+        int lowByte = Ql[64 * half + 32 * (quarter & 1) + l];
+        int low = quarter < 2 ? lowByte & 0xF : lowByte >> 4;
+        return low | ((Qh[32 * half + l] >> (2 * quarter)) & 3) << 4;
+    }
 }
 
 /// <summary>The 12-byte packing of eight 6-bit scales and eight 6-bit mins shared by Q4_K and Q5_K.</summary>
