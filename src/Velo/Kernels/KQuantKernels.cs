@@ -469,7 +469,6 @@ internal static unsafe class KQuantKernels
     /// <summary>Shuffle masks: 8 copies of byte 2p then 8 of byte 2p+1, for p = 0..7.</summary>
     private static readonly byte* SplitPairMasks = CreateMasks(16, p => i => (byte)(2 * p + (i >= 8 ? 1 : 0)));
 
-
     private const int TokenTile = 4;
 
     /// <summary>
