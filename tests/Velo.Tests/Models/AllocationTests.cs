@@ -40,19 +40,8 @@ public class AllocationTests
 
             for (int pos = 0; pos < 4; pos++) Step(pos); // warm-up: JIT, scratch buffers sized
 
-            // Steps allocating anything would allocate in every window. The runtime may still build something once,
-            // late (CI saw 5 KB in one window of the whole suite on a loaded machine, never reproduced alone), so
-            // one clean window of 15 steps out of four is the proof, and the figures say what the others saw.
-            var allocatedPerWindow = new long[4];
             int position = 4;
-            for (int window = 0; window < allocatedPerWindow.Length; window++)
-            {
-                long before = GC.GetAllocatedBytesForCurrentThread();
-                for (int step = 0; step < 15; step++) Step(position++);
-                allocatedPerWindow[window] = GC.GetAllocatedBytesForCurrentThread() - before;
-                if (allocatedPerWindow[window] == 0) return;
-            }
-            Assert.Fail($"every window of 15 decode steps allocated: {string.Join(", ", allocatedPerWindow)} bytes");
+            AllocationCheck.SomeWindowAllocatesNothing(() => Step(position++), stepsPerWindow: 15);
         }
         finally
         {
