@@ -1,0 +1,233 @@
+using System.Diagnostics;
+using System.Runtime.InteropServices;
+using System.Text;
+using System.Text.Json;
+using System.Text.Unicode;
+using Json.Schema;
+using LLama;
+using LLama.Common;
+using LLama.Native;
+using Velo.Diagnostics;
+using Velo.Generation;
+using Velo.Inference;
+using Velo.Sampling.Grammars;
+using Velo.Threading;
+
+/// <summary>One schema's figures: medians of the timed rounds, the tokens of the last round's runs and what their documents were.</summary>
+internal sealed record GrammarPeerRow(string Model, string Schema, double LlamaPlain, double LlamaGrammar, double VeloPlain, double VeloGrammar,
+    int LlamaTokens, int VeloTokens, string LlamaDocuments, string VeloDocuments);
+
+/// <summary>One generation: the tokens it produced, the seconds after its first (whose time is the prompt's), its text, and
+/// whether its bytes were UTF-8 (a grammar constrains characters; bytes that form none escape it).</summary>
+internal readonly record struct Generation(int Tokens, double TimedSeconds, string Text, bool ValidUtf8);
+
+/// <summary>
+/// Decode speed with a JSON Schema's grammar and without, in llama.cpp (its grammar sampler, the one behind
+/// <c>json_schema</c>) and in Velo (the code of <c>velo bench-grammar</c>), on the same file. Both engines get the same
+/// GBNF text, Velo's compilation of the schema, and the same sampling: llama.cpp's defaults (top-k 40, top-p 0.95,
+/// min-p 0.05, temperature 0.8) with a seed, or greedy. A document that ends before -n tokens is followed by another
+/// (the next seed) until -n tokens are generated, so short documents still time enough steps.
+/// </summary>
+internal static class GrammarPeer
+{
+    private const ulong FirstSeed = 42;
+
+    public static List<GrammarPeerRow> Run(string path, Options options)
+    {
+        string modelName = Path.GetFileName(path);
+        var schemas = options.Schemas!;
+        var grammars = schemas.Select(s => GrammarBenchmark.Compile(s.Schema)).ToList();
+        var validators = schemas.Select(s => JsonSchema.FromText(s.Schema)).ToList();
+        // The prompt and each decoded token stay in the context: room for both.
+        int contextLength = options.GenTokens + 64;
+
+        using var veloModel = LanguageModel.Load(path);
+        using var pool = new WorkerPool(options.Threads);
+        using var generator = new TextGenerator(veloModel, contextLength, pool: pool);
+        int[] veloPrompt = veloModel.Tokenizer.Encode(GrammarBenchmark.PromptText, addSpecial: true);
+
+        using var llamaWeights = LLamaWeights.LoadFromFile(new ModelParams(path) { GpuLayerCount = 0 });
+        using var llamaContext = llamaWeights.CreateContext(new ModelParams("")
+        {
+            ContextSize = (uint)contextLength, BatchSize = 64, UBatchSize = 64, SeqMax = 1, Threads = options.Threads, BatchThreads = options.Threads,
+        });
+        LLamaToken[] llamaPrompt = llamaWeights.Tokenize(GrammarBenchmark.PromptText, add_bos: true, special: false, Encoding.UTF8);
+
+        // Test 0 decodes without a grammar, test 1 + s under schema s; each engine's figures per test, one per round.
+        int testCount = 1 + schemas.Count;
+        var llama = Enumerable.Range(0, testCount).Select(_ => new List<double>()).ToArray();
+        var velo = Enumerable.Range(0, testCount).Select(_ => new List<double>()).ToArray();
+        var llamaDocuments = Enumerable.Range(0, testCount).Select(_ => new List<string>()).ToArray();
+        var veloDocuments = Enumerable.Range(0, testCount).Select(_ => new List<string>()).ToArray();
+        var llamaTokens = new int[testCount];
+        var veloTokens = new int[testCount];
+        for (int round = -1; round < options.Rounds; round++)
+        {
+            // Round -1 warms both engines up on every test, a few tokens each; then each test runs in both engines in
+            // turn, which one goes first alternating by round, so plain and constrained decoding share the same minutes.
+            int tokens = round < 0 ? Math.Min(16, options.GenTokens) : options.GenTokens;
+            for (int test = 0; test < testCount; test++)
+            {
+                Grammar? grammar = test == 0 ? null : grammars[test - 1];
+                Generation RunLlama(int maxTokens, ulong seed) =>
+                    LlamaGrammar.Generate(llamaWeights, llamaContext, llamaPrompt, maxTokens, grammar?.Source, options.Greedy ? null : seed);
+                Generation RunVelo(int maxTokens, ulong seed)
+                {
+                    var sampling = options.Greedy ? SamplerOptions.Greedy : new SamplerOptions { Seed = seed };
+                    var (stats, ids) = GrammarBenchmark.Decode(generator, veloPrompt, maxTokens, sampling, grammar);
+                    var bytes = new List<byte>();
+                    foreach (int id in ids) bytes.AddRange(veloModel.Tokenizer.TokenBytes(id, skipSpecial: true));
+                    return new Generation(ids.Count, stats.GenerationTime.TotalSeconds, veloModel.Tokenizer.Decode(ids.ToArray(), skipSpecial: true),
+                        Utf8.IsValid(CollectionsMarshal.AsSpan(bytes)));
+                }
+                (double Speed, List<Generation> Runs) l, v;
+                if (round % 2 == 0) { l = Measure(RunLlama, tokens); v = Measure(RunVelo, tokens); }
+                else { v = Measure(RunVelo, tokens); l = Measure(RunLlama, tokens); }
+                if (round < 0) continue;
+                llama[test].Add(l.Speed);
+                velo[test].Add(v.Speed);
+                llamaTokens[test] = l.Runs.Sum(r => r.Tokens);
+                veloTokens[test] = v.Runs.Sum(r => r.Tokens);
+                string name = test == 0 ? "plain" : schemas[test - 1].Name;
+                Console.Error.WriteLine($"{modelName} {name} round {round + 1}/{options.Rounds}: llama.cpp {l.Speed:F1} t/s ({llamaTokens[test]} tokens, " +
+                    $"{l.Runs.Count} document(s)), Velo {v.Speed:F1} t/s ({veloTokens[test]} tokens, {v.Runs.Count} document(s))");
+                if (test == 0) continue;
+                foreach (var (engine, runs, documents) in (ReadOnlySpan<(string, List<Generation>, List<string>)>)
+                    [("llama.cpp", l.Runs, llamaDocuments[test]), ("Velo", v.Runs, veloDocuments[test])])
+                    for (int r = 0; r < runs.Count; r++)
+                    {
+                        // Only the last generation can have been cut short by the token limit.
+                        var (verdict, errors) = Verdict(validators[test - 1], runs[r], reachedLimit: r == runs.Count - 1 && runs.Sum(g => g.Tokens) >= tokens);
+                        documents.Add(verdict);
+                        if (round == options.Rounds - 1)
+                            Console.Error.WriteLine($"{modelName} {name} {engine} ({verdict}{errors}, {runs[r].Tokens} tokens): {runs[r].Text}");
+                    }
+            }
+        }
+
+        return schemas.Select((s, i) => new GrammarPeerRow(modelName, s.Name, Stats.Median(llama[0]), Stats.Median(llama[1 + i]),
+            Stats.Median(velo[0]), Stats.Median(velo[1 + i]), llamaTokens[1 + i], veloTokens[1 + i],
+            Summary(llamaDocuments[1 + i]), Summary(veloDocuments[1 + i]))).ToList();
+    }
+
+    /// <summary>Generations after one another (seeds 42, 43, ...) until <paramref name="tokens"/> are generated (a plain one
+    /// makes them all at once); the timed tokens per second over all of them, and the generations.</summary>
+    private static (double Speed, List<Generation> Runs) Measure(Func<int, ulong, Generation> generate, int tokens)
+    {
+        var runs = new List<Generation>();
+        int generated = 0, timedTokens = 0;
+        double seconds = 0;
+        while (generated < tokens)
+        {
+            var run = generate(tokens - generated, FirstSeed + (ulong)runs.Count);
+            runs.Add(run);
+            if (run.Tokens == 0) break;
+            generated += run.Tokens;
+            timedTokens += run.Tokens - 1;
+            seconds += run.TimedSeconds;
+        }
+        return (timedTokens / Math.Max(seconds, 1e-9), runs);
+    }
+
+    public static void Print(IEnumerable<GrammarPeerRow> rows, Options options)
+    {
+        string sampling = options.Greedy ? "greedy" : $"sampled (top-k 40, top-p 0.95, min-p 0.05, temperature 0.8; seeds {FirstSeed}, {FirstSeed + 1}, ...)";
+        Console.WriteLine($"{options.GenTokens} tokens after \"{GrammarBenchmark.PromptText}\", {sampling}: plain in one generation past end-of-generation, "
+            + "under a grammar in documents one after another; t/s after each document's first token; grammar share: the part of a constrained step the grammar adds (1 - constrained / plain)");
+        Console.WriteLine();
+        Console.WriteLine("| model | schema | tokens llama.cpp / Velo | llama.cpp t/s plain / grammar (grammar share) | Velo t/s plain / grammar (grammar share) | Velo / llama.cpp with grammar | documents llama.cpp / Velo |");
+        Console.WriteLine("|---|---|---:|---:|---:|---:|---|");
+        foreach (var r in rows)
+            Console.WriteLine($"| {r.Model} | {r.Schema} | {r.LlamaTokens} / {r.VeloTokens} | {r.LlamaPlain:F1} / {r.LlamaGrammar:F1} ({Share(r.LlamaPlain, r.LlamaGrammar)}) | " +
+                $"{r.VeloPlain:F1} / {r.VeloGrammar:F1} ({Share(r.VeloPlain, r.VeloGrammar)}) | {r.VeloGrammar / r.LlamaGrammar:F2} | {r.LlamaDocuments} / {r.VeloDocuments} |");
+    }
+
+    private static string Share(double plain, double constrained) => $"{100 * (1 - constrained / plain):F0} %";
+
+    /// <summary>What a run produced: a document valid for the schema, one cut short at the token limit, or an invalid one
+    /// (with the schema's complaints); and whether its bytes were not UTF-8.</summary>
+    private static (string Verdict, string Errors) Verdict(JsonSchema validator, Generation run, bool reachedLimit)
+    {
+        string utf8 = run.ValidUtf8 ? "" : " not UTF-8";
+        JsonDocument document;
+        try { document = JsonDocument.Parse(run.Text); }
+        catch (JsonException) { return ((reachedLimit ? "cut" : "not JSON") + utf8, ""); }
+        using (document)
+        {
+            var result = validator.Evaluate(document.RootElement, new EvaluationOptions { RequireFormatValidation = true, OutputFormat = OutputFormat.List });
+            if (result.IsValid) return ("valid" + utf8, "");
+            var errors = (result.Details ?? []).Where(d => d.Errors != null)
+                .SelectMany(d => d.Errors!.Values.Select(e => $"{d.InstanceLocation}: {e}"));
+            return ("INVALID" + utf8, ": " + string.Join("; ", errors));
+        }
+    }
+
+    /// <summary>The rounds' verdicts counted: "3 valid", "2 cut, 1 valid".</summary>
+    private static string Summary(List<string> verdicts) =>
+        string.Join(", ", verdicts.GroupBy(v => v).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Count()} {g.Key}"));
+}
+
+/// <summary>Generation under a GBNF grammar through llama.cpp's sampler chain (the grammar stage first), as its json_schema runs.</summary>
+internal static class LlamaGrammar
+{
+    /// <summary>Errors llama.cpp logged so far (its grammar parser reports a rejected grammar only there).</summary>
+    public static int ErrorsLogged;
+
+    /// <summary>
+    /// Generation after <paramref name="prompt"/> from an empty cache: without a grammar exactly <paramref name="maxTokens"/>
+    /// tokens (past end-of-generation), with one until it samples end-of-generation or <paramref name="maxTokens"/>, as
+    /// Velo's runs. Sampling is greedy without a seed, else the chain of llama.cpp's defaults that Velo's defaults copy.
+    /// </summary>
+    public static Generation Generate(LLamaWeights weights, LLamaContext context, LLamaToken[] prompt, int maxTokens, string? gbnf, ulong? seed)
+    {
+        var vocab = weights.Vocab;
+        using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+        if (gbnf != null)
+        {
+            int errors = Volatile.Read(ref ErrorsLogged);
+            chain.AddGrammar(vocab, gbnf, "root");
+            // A grammar llama.cpp rejects leaves a null stage in the chain, which would crash the first sample.
+            if (Volatile.Read(ref ErrorsLogged) != errors) throw new InvalidOperationException("llama.cpp rejected the grammar (its error is above):\n" + gbnf);
+        }
+        if (seed is ulong value)
+        {
+            var defaults = new SamplerOptions();
+            chain.AddTopK(defaults.TopK);
+            chain.AddTopP(defaults.TopP, 1);
+            chain.AddMinP(defaults.MinP, 1);
+            chain.AddTemperature(defaults.Temperature);
+            chain.AddDistributionSampler((uint)value);
+        }
+        else chain.AddGreedySampler();
+
+        context.NativeHandle.MemoryClear(true);
+        var batch = new LLamaBatch();
+        batch.AddRange(prompt, 0, LLamaSeqId.Zero, true);
+        Decode(context, batch);
+        LLamaToken token = chain.Sample(context.NativeHandle, -1);
+        var text = new List<byte>();
+        Span<byte> piece = stackalloc byte[256];
+        int generated = 0;
+        long start = Stopwatch.GetTimestamp();
+        while (gbnf == null || !token.IsEndOfGeneration(vocab))
+        {
+            if (++generated == 1) start = Stopwatch.GetTimestamp();
+            int length = NativeApi.llama_token_to_piece(vocab, token, piece, 0, false);
+            if (length > 0) text.AddRange(piece[..length]);
+            if (generated >= maxTokens) break;
+            batch.Clear();
+            batch.Add(token, prompt.Length + generated - 1, LLamaSeqId.Zero, true);
+            Decode(context, batch);
+            token = chain.Sample(context.NativeHandle, -1);
+        }
+        double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        byte[] bytes = text.ToArray();
+        return new Generation(generated, generated > 0 ? seconds : 0, Encoding.UTF8.GetString(bytes), Utf8.IsValid(bytes));
+    }
+
+    private static void Decode(LLamaContext context, LLamaBatch batch)
+    {
+        var result = context.NativeHandle.Decode(batch);
+        if (result != DecodeResult.Ok) throw new InvalidOperationException($"llama_decode failed: {result}");
+    }
+}
