@@ -13,9 +13,9 @@ using Velo.Inference;
 using Velo.Sampling.Grammars;
 using Velo.Threading;
 
-/// <summary>One schema's figures: medians of the timed rounds, the tokens of the last round's runs and what their documents were.</summary>
+/// <summary>One schema's figures: medians of the timed rounds, the mean tokens per document and what the documents were.</summary>
 internal sealed record GrammarPeerRow(string Model, string Schema, double LlamaPlain, double LlamaGrammar, double VeloPlain, double VeloGrammar,
-    int LlamaTokens, int VeloTokens, string LlamaDocuments, string VeloDocuments);
+    double LlamaTokensPerDocument, double VeloTokensPerDocument, string LlamaDocuments, string VeloDocuments);
 
 /// <summary>One generation: the tokens it produced, the seconds after its first (whose time is the prompt's), its text, and
 /// whether its bytes were UTF-8 (a grammar constrains characters; bytes that form none escape it).</summary>
@@ -59,8 +59,9 @@ internal static class GrammarPeer
         var velo = Enumerable.Range(0, testCount).Select(_ => new List<double>()).ToArray();
         var llamaDocuments = Enumerable.Range(0, testCount).Select(_ => new List<string>()).ToArray();
         var veloDocuments = Enumerable.Range(0, testCount).Select(_ => new List<string>()).ToArray();
-        var llamaTokens = new int[testCount];
-        var veloTokens = new int[testCount];
+        // Tokens and documents over the timed rounds, for the mean length of a document.
+        var llamaCounts = new (int Tokens, int Documents)[testCount];
+        var veloCounts = new (int Tokens, int Documents)[testCount];
         for (int round = -1; round < options.Rounds; round++)
         {
             // Round -1 warms both engines up on every test, a few tokens each; then each test runs in both engines in
@@ -86,11 +87,11 @@ internal static class GrammarPeer
                 if (round < 0) continue;
                 llama[test].Add(l.Speed);
                 velo[test].Add(v.Speed);
-                llamaTokens[test] = l.Runs.Sum(r => r.Tokens);
-                veloTokens[test] = v.Runs.Sum(r => r.Tokens);
+                llamaCounts[test] = (llamaCounts[test].Tokens + l.Runs.Sum(r => r.Tokens), llamaCounts[test].Documents + l.Runs.Count);
+                veloCounts[test] = (veloCounts[test].Tokens + v.Runs.Sum(r => r.Tokens), veloCounts[test].Documents + v.Runs.Count);
                 string name = test == 0 ? "plain" : schemas[test - 1].Name;
-                Console.Error.WriteLine($"{modelName} {name} round {round + 1}/{options.Rounds}: llama.cpp {l.Speed:F1} t/s ({llamaTokens[test]} tokens, " +
-                    $"{l.Runs.Count} document(s)), Velo {v.Speed:F1} t/s ({veloTokens[test]} tokens, {v.Runs.Count} document(s))");
+                Console.Error.WriteLine($"{modelName} {name} round {round + 1}/{options.Rounds}: llama.cpp {l.Speed:F1} t/s ({l.Runs.Count} document(s)), " +
+                    $"Velo {v.Speed:F1} t/s ({v.Runs.Count} document(s))");
                 if (test == 0) continue;
                 foreach (var (engine, runs, documents) in (ReadOnlySpan<(string, List<Generation>, List<string>)>)
                     [("llama.cpp", l.Runs, llamaDocuments[test]), ("Velo", v.Runs, veloDocuments[test])])
@@ -99,14 +100,16 @@ internal static class GrammarPeer
                         // Only the last generation can have been cut short by the token limit.
                         var (verdict, errors) = Verdict(validators[test - 1], runs[r], reachedLimit: r == runs.Count - 1 && runs.Sum(g => g.Tokens) >= tokens);
                         documents.Add(verdict);
-                        if (round == options.Rounds - 1)
+                        // The last round's documents on stderr, each once (greedy decoding repeats a short one).
+                        if (round == options.Rounds - 1 && (r == 0 || runs[r].Text != runs[r - 1].Text))
                             Console.Error.WriteLine($"{modelName} {name} {engine} ({verdict}{errors}, {runs[r].Tokens} tokens): {runs[r].Text}");
                     }
             }
         }
 
         return schemas.Select((s, i) => new GrammarPeerRow(modelName, s.Name, Stats.Median(llama[0]), Stats.Median(llama[1 + i]),
-            Stats.Median(velo[0]), Stats.Median(velo[1 + i]), llamaTokens[1 + i], veloTokens[1 + i],
+            Stats.Median(velo[0]), Stats.Median(velo[1 + i]), (double)llamaCounts[1 + i].Tokens / llamaCounts[1 + i].Documents,
+            (double)veloCounts[1 + i].Tokens / veloCounts[1 + i].Documents,
             Summary(llamaDocuments[1 + i]), Summary(veloDocuments[1 + i]))).ToList();
     }
 
@@ -135,10 +138,10 @@ internal static class GrammarPeer
         Console.WriteLine($"{options.GenTokens} tokens after \"{GrammarBenchmark.PromptText}\", {sampling}: plain in one generation past end-of-generation, "
             + "under a grammar in documents one after another; t/s after each document's first token; grammar share: the part of a constrained step the grammar adds (1 - constrained / plain)");
         Console.WriteLine();
-        Console.WriteLine("| model | schema | tokens llama.cpp / Velo | llama.cpp t/s plain / grammar (grammar share) | Velo t/s plain / grammar (grammar share) | Velo / llama.cpp with grammar | documents llama.cpp / Velo |");
+        Console.WriteLine("| model | schema | tokens per document llama.cpp / Velo | llama.cpp t/s plain / grammar (grammar share) | Velo t/s plain / grammar (grammar share) | Velo / llama.cpp with grammar | documents llama.cpp / Velo |");
         Console.WriteLine("|---|---|---:|---:|---:|---:|---|");
         foreach (var r in rows)
-            Console.WriteLine($"| {r.Model} | {r.Schema} | {r.LlamaTokens} / {r.VeloTokens} | {r.LlamaPlain:F1} / {r.LlamaGrammar:F1} ({Share(r.LlamaPlain, r.LlamaGrammar)}) | " +
+            Console.WriteLine($"| {r.Model} | {r.Schema} | {r.LlamaTokensPerDocument:F0} / {r.VeloTokensPerDocument:F0} | {r.LlamaPlain:F1} / {r.LlamaGrammar:F1} ({Share(r.LlamaPlain, r.LlamaGrammar)}) | " +
                 $"{r.VeloPlain:F1} / {r.VeloGrammar:F1} ({Share(r.VeloPlain, r.VeloGrammar)}) | {r.VeloGrammar / r.LlamaGrammar:F2} | {r.LlamaDocuments} / {r.VeloDocuments} |");
     }
 
