@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -19,7 +20,13 @@ internal sealed record GrammarPeerRow(string Model, string Schema, double LlamaP
 
 /// <summary>One generation: the tokens it produced, the seconds after its first (whose time is the prompt's), its text, and
 /// whether its bytes were UTF-8 (a grammar constrains characters; bytes that form none escape it).</summary>
-internal readonly record struct Generation(int Tokens, double TimedSeconds, string Text, bool ValidUtf8);
+internal readonly record struct Generation(int Tokens, double TimedSeconds, string Text, bool ValidUtf8)
+{
+    /// <summary>UTF-8 throughout, but for a character the token limit may have cut at the end.</summary>
+    public static bool IsUtf8(ReadOnlySpan<byte> bytes) =>
+        Utf8.ToUtf16(bytes, new char[bytes.Length], out _, out _, replaceInvalidSequences: false, isFinalBlock: false)
+            is OperationStatus.Done or OperationStatus.NeedMoreData;
+}
 
 /// <summary>
 /// Decode speed with a JSON Schema's grammar and without, in llama.cpp (its grammar sampler, the one behind
@@ -79,7 +86,7 @@ internal static class GrammarPeer
                     var bytes = new List<byte>();
                     foreach (int id in ids) bytes.AddRange(veloModel.Tokenizer.TokenBytes(id, skipSpecial: true));
                     return new Generation(ids.Count, stats.GenerationTime.TotalSeconds, veloModel.Tokenizer.Decode(ids.ToArray(), skipSpecial: true),
-                        Utf8.IsValid(CollectionsMarshal.AsSpan(bytes)));
+                        Generation.IsUtf8(CollectionsMarshal.AsSpan(bytes)));
                 }
                 (double Speed, List<Generation> Runs) l, v;
                 if (round % 2 == 0) { l = Measure(RunLlama, tokens); v = Measure(RunVelo, tokens); }
@@ -225,7 +232,7 @@ internal static class LlamaGrammar
         }
         double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
         byte[] bytes = text.ToArray();
-        return new Generation(generated, generated > 0 ? seconds : 0, Encoding.UTF8.GetString(bytes), Utf8.IsValid(bytes));
+        return new Generation(generated, generated > 0 ? seconds : 0, Encoding.UTF8.GetString(bytes), Generation.IsUtf8(bytes));
     }
 
     private static void Decode(LLamaContext context, LLamaBatch batch)
