@@ -19,13 +19,31 @@ internal sealed record GrammarPeerRow(string Model, string Schema, double LlamaP
     double LlamaTokensPerDocument, double VeloTokensPerDocument, string LlamaDocuments, string VeloDocuments);
 
 /// <summary>One generation: the tokens it produced, the seconds after its first (whose time is the prompt's), its text, and
-/// whether its bytes were UTF-8 (a grammar constrains characters; bytes that form none escape it).</summary>
-internal readonly record struct Generation(int Tokens, double TimedSeconds, string Text, bool ValidUtf8)
+/// where its bytes stopped being UTF-8, if they did (a grammar constrains characters; bytes that form none escape it).</summary>
+internal readonly record struct Generation(int Tokens, double TimedSeconds, string Text, string? NotUtf8)
 {
-    /// <summary>UTF-8 throughout, but for a character the token limit may have cut at the end.</summary>
-    public static bool IsUtf8(ReadOnlySpan<byte> bytes) =>
-        Utf8.ToUtf16(bytes, new char[bytes.Length], out _, out _, replaceInvalidSequences: false, isFinalBlock: false)
-            is OperationStatus.Done or OperationStatus.NeedMoreData;
+    /// <summary>A generation from its tokens' bytes in order.</summary>
+    public static Generation FromPieces(List<(int Id, byte[] Bytes)> pieces, double timedSeconds)
+    {
+        byte[] bytes = pieces.SelectMany(p => p.Bytes).ToArray();
+        return new Generation(pieces.Count, pieces.Count > 0 ? timedSeconds : 0, Encoding.UTF8.GetString(bytes), FirstNonUtf8Token(pieces));
+    }
+
+    /// <summary>The first token after which the text is not UTF-8 (but for a character the token limit may cut at the end),
+    /// with its bytes; null when there is none.</summary>
+    private static string? FirstNonUtf8Token(List<(int Id, byte[] Bytes)> pieces)
+    {
+        var bytes = new List<byte>();
+        foreach (var (id, piece) in pieces)
+        {
+            bytes.AddRange(piece);
+            var span = CollectionsMarshal.AsSpan(bytes);
+            if (Utf8.ToUtf16(span, new char[span.Length], out _, out _, replaceInvalidSequences: false, isFinalBlock: false)
+                is not (OperationStatus.Done or OperationStatus.NeedMoreData))
+                return $"token {id} ({Convert.ToHexString(piece)})";
+        }
+        return null;
+    }
 }
 
 /// <summary>
@@ -83,10 +101,8 @@ internal static class GrammarPeer
                 {
                     var sampling = options.Greedy ? SamplerOptions.Greedy : new SamplerOptions { Seed = seed };
                     var (stats, ids) = GrammarBenchmark.Decode(generator, veloPrompt, maxTokens, sampling, grammar);
-                    var bytes = new List<byte>();
-                    foreach (int id in ids) bytes.AddRange(veloModel.Tokenizer.TokenBytes(id, skipSpecial: true));
-                    return new Generation(ids.Count, stats.GenerationTime.TotalSeconds, veloModel.Tokenizer.Decode(ids.ToArray(), skipSpecial: true),
-                        Generation.IsUtf8(CollectionsMarshal.AsSpan(bytes)));
+                    return Generation.FromPieces(ids.Select(id => (id, veloModel.Tokenizer.TokenBytes(id, skipSpecial: true).ToArray())).ToList(),
+                        stats.GenerationTime.TotalSeconds);
                 }
                 (double Speed, List<Generation> Runs) l, v;
                 if (round % 2 == 0) { l = Measure(RunLlama, tokens); v = Measure(RunVelo, tokens); }
@@ -109,7 +125,8 @@ internal static class GrammarPeer
                         documents.Add(verdict);
                         // The last round's documents on stderr, each once (greedy decoding repeats a short one).
                         if (round == options.Rounds - 1 && (r == 0 || runs[r].Text != runs[r - 1].Text))
-                            Console.Error.WriteLine($"{modelName} {name} {engine} ({verdict}{errors}, {runs[r].Tokens} tokens): {runs[r].Text}");
+                            Console.Error.WriteLine($"{modelName} {name} {engine} ({verdict}{errors}{(runs[r].NotUtf8 is string at ? $", not UTF-8 from {at}" : "")}, " +
+                                $"{runs[r].Tokens} tokens): {runs[r].Text}");
                     }
             }
         }
@@ -158,7 +175,7 @@ internal static class GrammarPeer
     /// (with the schema's complaints); and whether its bytes were not UTF-8.</summary>
     private static (string Verdict, string Errors) Verdict(JsonSchema validator, Generation run, bool reachedLimit)
     {
-        string utf8 = run.ValidUtf8 ? "" : " not UTF-8";
+        string utf8 = run.NotUtf8 == null ? "" : " not UTF-8";
         JsonDocument document;
         try { document = JsonDocument.Parse(run.Text); }
         catch (JsonException) { return ((reachedLimit ? "cut" : "not JSON") + utf8, ""); }
@@ -215,7 +232,7 @@ internal static class LlamaGrammar
         batch.AddRange(prompt, 0, LLamaSeqId.Zero, true);
         Decode(context, batch);
         LLamaToken token = chain.Sample(context.NativeHandle, -1);
-        var text = new List<byte>();
+        var pieces = new List<(int Id, byte[] Bytes)>();
         Span<byte> piece = stackalloc byte[256];
         int generated = 0;
         long start = Stopwatch.GetTimestamp();
@@ -223,7 +240,7 @@ internal static class LlamaGrammar
         {
             if (++generated == 1) start = Stopwatch.GetTimestamp();
             int length = NativeApi.llama_token_to_piece(vocab, token, piece, 0, false);
-            if (length > 0) text.AddRange(piece[..length]);
+            pieces.Add(((int)token, piece[..Math.Max(length, 0)].ToArray()));
             if (generated >= maxTokens) break;
             batch.Clear();
             batch.Add(token, prompt.Length + generated - 1, LLamaSeqId.Zero, true);
@@ -231,8 +248,7 @@ internal static class LlamaGrammar
             token = chain.Sample(context.NativeHandle, -1);
         }
         double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
-        byte[] bytes = text.ToArray();
-        return new Generation(generated, generated > 0 ? seconds : 0, Encoding.UTF8.GetString(bytes), Generation.IsUtf8(bytes));
+        return Generation.FromPieces(pieces, seconds);
     }
 
     private static void Decode(LLamaContext context, LLamaBatch batch)

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using LLama;
 using LLama.Common;
 using LLama.Native;
@@ -273,6 +274,11 @@ internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, i
         foreach (string m in models)
             if (!File.Exists(m)) throw new ArgumentException($"model file '{m}' not found");
         if (schemas != null && gen == 0) throw new ArgumentException("grammar mode needs -n above 0");
+        foreach (var (name, schema) in schemas ?? [])
+        {
+            try { GrammarBenchmark.Compile(schema); }
+            catch (Exception e) when (e is JsonException or ArgumentException) { throw new ArgumentException($"schema '{name}': {e.Message}"); }
+        }
         if (prompt == 0 && gen == 0) throw new ArgumentException("nothing to run: -p and -n are both 0");
         return new Options(models, prompt, gen, threads, rounds, parallel, schemas, greedy, help);
     }
