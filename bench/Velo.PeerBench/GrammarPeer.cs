@@ -48,7 +48,7 @@ internal readonly record struct Generation(int Tokens, double TimedSeconds, stri
 
 /// <summary>
 /// Decode speed with a JSON Schema's grammar and without, in llama.cpp (its grammar sampler, the one behind
-/// <c>json_schema</c>) and in Velo (the code of <c>velo bench-grammar</c>), on the same file. Both engines get the same
+/// <c>json_schema</c>, by default as its common sampler applies it) and in Velo (the code of <c>velo bench-grammar</c>), on the same file. Both engines get the same
 /// GBNF text, Velo's compilation of the schema, and the same sampling: llama.cpp's defaults (top-k 40, top-p 0.95,
 /// min-p 0.05, temperature 0.8) with a seed, or greedy. A document that ends before -n tokens is followed by another
 /// (the next seed) until -n tokens are generated, so short documents still time enough steps.
@@ -96,7 +96,8 @@ internal static class GrammarPeer
             {
                 Grammar? grammar = test == 0 ? null : grammars[test - 1];
                 Generation RunLlama(int maxTokens, ulong seed) =>
-                    LlamaGrammar.Generate(llamaWeights, llamaContext, llamaPrompt, maxTokens, grammar?.Source, options.Greedy ? null : seed);
+                    LlamaGrammar.Generate(llamaWeights, llamaContext, llamaPrompt, maxTokens, grammar?.Source, options.Greedy ? null : seed,
+                        options.LlamaGrammar);
                 Generation RunVelo(int maxTokens, ulong seed)
                 {
                     var sampling = options.Greedy ? SamplerOptions.Greedy : new SamplerOptions { Seed = seed };
@@ -159,6 +160,9 @@ internal static class GrammarPeer
     public static void Print(IEnumerable<GrammarPeerRow> rows, Options options)
     {
         string sampling = options.Greedy ? "greedy" : $"sampled (top-k 40, top-p 0.95, min-p 0.05, temperature 0.8; seeds {FirstSeed}, {FirstSeed + 1}, ...)";
+        Console.WriteLine(options.LlamaGrammar == LlamaGrammarMode.Reject
+            ? "llama.cpp's grammar: checks the token sampled without it, applied to the whole vocabulary only when that token fails (its common sampler, llama-server's json_schema)"
+            : "llama.cpp's grammar: the first stage of its sampler chain, applied to the whole vocabulary every step (grammar_first)");
         Console.WriteLine($"{options.GenTokens} tokens after \"{GrammarBenchmark.PromptText}\", {sampling}: plain in one generation past end-of-generation, "
             + "under a grammar in documents one after another; t/s after each document's first token; grammar share: the part of a constrained step the grammar adds (1 - constrained / plain)");
         Console.WriteLine();
@@ -194,7 +198,20 @@ internal static class GrammarPeer
         string.Join(", ", verdicts.GroupBy(v => v).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => $"{g.Count()} {g.Key}"));
 }
 
-/// <summary>Generation under a GBNF grammar through llama.cpp's sampler chain (the grammar stage first), as its json_schema runs.</summary>
+/// <summary>How llama.cpp applies the grammar.</summary>
+internal enum LlamaGrammarMode
+{
+    /// <summary>llama.cpp's common sampler (llama-server's <c>json_schema</c>, llama-cli's <c>--json-schema</c>): sample
+    /// without the grammar, check that one token against it, and only when it fails apply the grammar to the whole
+    /// vocabulary and sample again.</summary>
+    Reject,
+
+    /// <summary>The grammar as the first stage of the sampler chain, applied to the whole vocabulary every step (the
+    /// common sampler's <c>grammar_first</c>).</summary>
+    Chain,
+}
+
+/// <summary>Generation under a GBNF grammar through llama.cpp's sampler API, the way its common sampler does it.</summary>
 internal static class LlamaGrammar
 {
     /// <summary>Errors llama.cpp logged so far (its grammar parser reports a rejected grammar only there).</summary>
@@ -205,33 +222,16 @@ internal static class LlamaGrammar
     /// tokens (past end-of-generation), with one until it samples end-of-generation or <paramref name="maxTokens"/>, as
     /// Velo's runs. Sampling is greedy without a seed, else the chain of llama.cpp's defaults that Velo's defaults copy.
     /// </summary>
-    public static Generation Generate(LLamaWeights weights, LLamaContext context, LLamaToken[] prompt, int maxTokens, string? gbnf, ulong? seed)
+    public static Generation Generate(LLamaWeights weights, LLamaContext context, LLamaToken[] prompt, int maxTokens, string? gbnf, ulong? seed,
+        LlamaGrammarMode mode)
     {
         var vocab = weights.Vocab;
-        using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
-        if (gbnf != null)
-        {
-            int errors = Volatile.Read(ref ErrorsLogged);
-            chain.AddGrammar(vocab, gbnf, "root");
-            // A grammar llama.cpp rejects leaves a null stage in the chain, which would crash the first sample.
-            if (Volatile.Read(ref ErrorsLogged) != errors) throw new InvalidOperationException("llama.cpp rejected the grammar (its error is above):\n" + gbnf);
-        }
-        if (seed is ulong value)
-        {
-            var defaults = new SamplerOptions();
-            chain.AddTopK(defaults.TopK);
-            chain.AddTopP(defaults.TopP, 1);
-            chain.AddMinP(defaults.MinP, 1);
-            chain.AddTemperature(defaults.Temperature);
-            chain.AddDistributionSampler((uint)value);
-        }
-        else chain.AddGreedySampler();
-
+        using var sampler = new GrammarSampler(weights, gbnf, seed, mode);
         context.NativeHandle.MemoryClear(true);
         var batch = new LLamaBatch();
         batch.AddRange(prompt, 0, LLamaSeqId.Zero, true);
         Decode(context, batch);
-        LLamaToken token = chain.Sample(context.NativeHandle, -1);
+        LLamaToken token = sampler.Sample(context, prompt.Length - 1);
         var pieces = new List<(int Id, byte[] Bytes)>();
         Span<byte> piece = stackalloc byte[256];
         int generated = 0;
@@ -245,7 +245,7 @@ internal static class LlamaGrammar
             batch.Clear();
             batch.Add(token, prompt.Length + generated - 1, LLamaSeqId.Zero, true);
             Decode(context, batch);
-            token = chain.Sample(context.NativeHandle, -1);
+            token = sampler.Sample(context, 0);
         }
         double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
         return Generation.FromPieces(pieces, seconds);
@@ -255,5 +255,69 @@ internal static class LlamaGrammar
     {
         var result = context.NativeHandle.Decode(batch);
         if (result != DecodeResult.Ok) throw new InvalidOperationException($"llama_decode failed: {result}");
+    }
+
+    /// <summary>llama.cpp's common_sampler_sample and common_sampler_accept, over LLamaSharp's chain handles: a sampling
+    /// chain and, apart from it (<see cref="LlamaGrammarMode.Reject"/>) or at its head (<see cref="LlamaGrammarMode.Chain"/>), the grammar.</summary>
+    private sealed class GrammarSampler : IDisposable
+    {
+        private readonly SafeLLamaSamplerChainHandle _chain;
+        private readonly SafeLLamaSamplerChainHandle? _grammar;
+        private readonly LLamaTokenData[] _candidates;
+        private readonly LLamaTokenData[] _single = new LLamaTokenData[1];
+
+        public GrammarSampler(LLamaWeights weights, string? gbnf, ulong? seed, LlamaGrammarMode mode)
+        {
+            _candidates = new LLamaTokenData[weights.Vocab.Count];
+            _chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+            if (gbnf != null)
+            {
+                var grammarChain = mode == LlamaGrammarMode.Chain ? _chain : _grammar = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+                int errors = Volatile.Read(ref ErrorsLogged);
+                grammarChain.AddGrammar(weights.Vocab, gbnf, "root");
+                // A grammar llama.cpp rejects leaves a null stage in the chain, which would crash the first sample.
+                if (Volatile.Read(ref ErrorsLogged) != errors) throw new InvalidOperationException("llama.cpp rejected the grammar (its error is above):\n" + gbnf);
+            }
+            if (seed is ulong value)
+            {
+                var defaults = new SamplerOptions();
+                _chain.AddTopK(defaults.TopK);
+                _chain.AddTopP(defaults.TopP, 1);
+                _chain.AddMinP(defaults.MinP, 1);
+                _chain.AddTemperature(defaults.Temperature);
+                _chain.AddDistributionSampler((uint)value);
+            }
+            else _chain.AddGreedySampler();
+        }
+
+        /// <summary>Samples from the logits of the batch's token <paramref name="index"/> and accepts the token.</summary>
+        public LLamaToken Sample(LLamaContext context, int index)
+        {
+            if (_grammar == null) return _chain.Sample(context.NativeHandle, index); // samples and accepts
+            var logits = context.NativeHandle.GetLogitsIth(index);
+            LLamaToken token = Apply(logits, withGrammar: false);
+            _single[0] = new LLamaTokenData(token, 1, 0);
+            using (LLamaTokenDataArrayNative.Create(new LLamaTokenDataArray(_single), out var single))
+                _grammar.Apply(ref single);
+            if (float.IsNegativeInfinity(_single[0].Logit)) token = Apply(logits, withGrammar: true);
+            _grammar.Accept(token);
+            _chain.Accept(token);
+            return token;
+        }
+
+        private LLamaToken Apply(ReadOnlySpan<float> logits, bool withGrammar)
+        {
+            var array = LLamaTokenDataArray.Create(logits, _candidates);
+            using var pin = LLamaTokenDataArrayNative.Create(array, out var native);
+            if (withGrammar) _grammar!.Apply(ref native);
+            _chain.Apply(ref native);
+            return native.Data[checked((int)native.Selected)].ID;
+        }
+
+        public void Dispose()
+        {
+            _grammar?.Dispose();
+            _chain.Dispose();
+        }
     }
 }

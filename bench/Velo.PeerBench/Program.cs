@@ -207,8 +207,9 @@ internal static class LlamaCpp
 
 /// <param name="Schemas">JSON Schemas whose grammars the grammar mode decodes under (then no pp or tg test runs); null without it.</param>
 /// <param name="Greedy">Grammar mode samples greedily instead of with llama.cpp's default chain and a seed.</param>
+/// <param name="LlamaGrammar">How grammar mode has llama.cpp apply the grammar.</param>
 internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, int GenTokens, int Threads, int Rounds, int[] Parallel,
-    IReadOnlyList<(string Name, string Schema)>? Schemas, bool Greedy, bool Help)
+    IReadOnlyList<(string Name, string Schema)>? Schemas, bool Greedy, LlamaGrammarMode LlamaGrammar, bool Help)
 {
     public const string Usage =
         "usage: Velo.PeerBench -m MODEL.gguf [-m MODEL2.gguf ...] [-p 512] [-n 128] [-t 2] [-r 3] [-np 1[,2,4,8]]\n" +
@@ -217,11 +218,15 @@ internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, i
         "  and for tg the share of the read bandwidth (measured in the same run, same threads, best of before each tg test\n" +
         "  and after the last) each engine's weight reads take.\n" +
         "usage: Velo.PeerBench -m MODEL.gguf [...] (--json-schema typical | -jf SCHEMA.json [SCHEMA2.json ...]) [-n 128] [-t 2] [-r 3] [--greedy]\n" +
+        "       [--llama-grammar reject|chain]\n" +
         "  grammar mode: -n tokens decoded under each JSON Schema's grammar (Velo's GBNF of it, given to both engines; documents\n" +
         "  one after another, seeds 42, 43, ..., until -n tokens) and without it, sampled with llama.cpp's defaults (top-k 40,\n" +
         "  top-p 0.95, min-p 0.05, temperature 0.8) or --greedy, the engines alternating test by test; prints medians, the share\n" +
         "  of a step the grammar adds, the ratio Velo / llama.cpp with the grammar, and whether each document is valid for its\n" +
-        "  schema (the documents on stderr). 'typical' is velo bench-grammar's three schemas (person, reasoning, catalog).";
+        "  schema (the documents on stderr). 'typical' is velo bench-grammar's three schemas (person, reasoning, catalog).\n" +
+        "  llama.cpp applies the grammar as its common sampler does (llama-server's json_schema): 'reject' (the default)\n" +
+        "  checks the token sampled without it and applies it to the whole vocabulary only when that token fails; 'chain'\n" +
+        "  applies it to the whole vocabulary every step (grammar_first). Velo masks the whole vocabulary every step.";
 
     public static Options Parse(string[] args)
     {
@@ -230,6 +235,7 @@ internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, i
         int[] parallel = [1];
         List<(string Name, string Schema)>? schemas = null;
         bool greedy = false, help = false;
+        var llamaGrammar = LlamaGrammarMode.Reject;
         for (int i = 0; i < args.Length; i++)
         {
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -266,6 +272,15 @@ internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, i
                     }
                     break;
                 case "--greedy": greedy = true; break;
+                case "--llama-grammar":
+                    string mode = Value();
+                    llamaGrammar = mode switch
+                    {
+                        "reject" => LlamaGrammarMode.Reject,
+                        "chain" => LlamaGrammarMode.Chain,
+                        _ => throw new ArgumentException($"--llama-grammar: '{mode}' is neither 'reject' nor 'chain'"),
+                    };
+                    break;
                 case "-h" or "--help": help = true; break;
                 default: throw new ArgumentException($"unknown argument '{args[i]}'");
             }
@@ -280,6 +295,6 @@ internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, i
             catch (Exception e) when (e is JsonException or ArgumentException) { throw new ArgumentException($"schema '{name}': {e.Message}"); }
         }
         if (prompt == 0 && gen == 0) throw new ArgumentException("nothing to run: -p and -n are both 0");
-        return new Options(models, prompt, gen, threads, rounds, parallel, schemas, greedy, help);
+        return new Options(models, prompt, gen, threads, rounds, parallel, schemas, greedy, llamaGrammar, help);
     }
 }
