@@ -48,8 +48,8 @@ internal readonly record struct Generation(int Tokens, double TimedSeconds, stri
 
 /// <summary>
 /// Decode speed with a JSON Schema's grammar and without, in llama.cpp (its grammar sampler, the one behind
-/// <c>json_schema</c>, by default as its common sampler applies it) and in Velo (the code of <c>velo bench-grammar</c>), on the same file. Both engines get the same
-/// GBNF text, Velo's compilation of the schema, and the same sampling: llama.cpp's defaults (top-k 40, top-p 0.95,
+/// <c>json_schema</c>, by default as its common sampler applies it) and in Velo (the code of <c>velo bench-grammar</c>),
+/// on the same file. Both engines get the same GBNF text, Velo's compilation of the schema, and the same sampling: llama.cpp's defaults (top-k 40, top-p 0.95,
 /// min-p 0.05, temperature 0.8) with a seed, or greedy. A document that ends before -n tokens is followed by another
 /// (the next seed) until -n tokens are generated, so short documents still time enough steps.
 /// </summary>
@@ -159,7 +159,9 @@ internal static class GrammarPeer
 
     public static void Print(IEnumerable<GrammarPeerRow> rows, Options options)
     {
-        string sampling = options.Greedy ? "greedy" : $"sampled (top-k 40, top-p 0.95, min-p 0.05, temperature 0.8; seeds {FirstSeed}, {FirstSeed + 1}, ...)";
+        var d = new SamplerOptions();
+        string sampling = options.Greedy ? "greedy"
+            : $"sampled (top-k {d.TopK}, top-p {d.TopP}, min-p {d.MinP}, temperature {d.Temperature}; seeds {FirstSeed}, {FirstSeed + 1}, ...)";
         Console.WriteLine(options.LlamaGrammar == LlamaGrammarMode.Reject
             ? "llama.cpp's grammar: checks the token sampled without it, applied to the whole vocabulary only when that token fails (its common sampler, llama-server's json_schema)"
             : "llama.cpp's grammar: the first stage of its sampler chain, applied to the whole vocabulary every step (grammar_first)");
