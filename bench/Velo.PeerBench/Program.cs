@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json;
 using LLama;
 using LLama.Common;
 using LLama.Native;
@@ -22,13 +23,23 @@ catch (ArgumentException e)
 }
 if (options.Help) { Console.WriteLine(Options.Usage); return 0; }
 
-// llama.cpp's load chatter is kept back; its errors still reach stderr.
+// llama.cpp's load chatter is kept back; its errors still reach stderr (and are counted: a grammar it rejects shows only there).
 NativeLibraryConfig.All.WithLogCallback((level, message) =>
 {
-    if (level == LLamaLogLevel.Error) Console.Error.Write($"llama.cpp: {message}");
+    if (level != LLamaLogLevel.Error) return;
+    Interlocked.Increment(ref LlamaGrammar.ErrorsLogged);
+    Console.Error.Write($"llama.cpp: {message}");
 });
 
 string loadBefore = File.ReadAllText("/proc/loadavg").Trim();
+if (options.Schemas != null)
+{
+    var grammarRows = new List<GrammarPeerRow>();
+    foreach (string path in options.Models) grammarRows.AddRange(GrammarPeer.Run(path, options));
+    PrintHeader(LoadedNativeLibrary());
+    GrammarPeer.Print(grammarRows, options);
+    return 0;
+}
 var rows = new List<(string Model, string Test, double Llama, double Velo, double? LlamaShare, double? VeloShare)>();
 var bandwidths = new List<(string Model, double BytesPerSecond, long BytesPerToken)>();
 string? nativeLibrary = null;
@@ -71,7 +82,7 @@ foreach (string path in options.Models)
             else { velo.Add(test.RunVelo()); llama.Add(test.RunLlama()); }
             Console.Error.WriteLine($"{modelName} {test.Name} round {round + 1}/{options.Rounds}: llama.cpp {llama[^1]:F1} t/s, Velo {velo[^1]:F1} t/s");
         }
-        results.Add((test.Name, test.Sequences, Median(llama), Median(velo)));
+        results.Add((test.Name, test.Sequences, Stats.Median(llama), Stats.Median(velo)));
     }
     if (bandwidth > 0) bandwidth = Math.Max(bandwidth, MachineProbe.ReadBandwidth(pool));
     // The share of the bandwidth a decode step's weight reads take: bytes per step × steps per second ÷ bandwidth.
@@ -83,14 +94,7 @@ foreach (string path in options.Models)
     }
     if (bandwidth > 0) bandwidths.Add((modelName, bandwidth, bytesPerToken));
 }
-string loadAfter = File.ReadAllText("/proc/loadavg").Trim();
-
-Console.WriteLine($"{options.Threads} thread(s), median of {options.Rounds} alternating round(s); llama.cpp: LLamaSharp 0.30.0, {nativeLibrary ?? "native library not found in /proc/self/maps"}");
-// LLamaSharp's llama.cpp is built with OpenMP, whose threads spin between operations unless told otherwise: on a busy
-// machine that decides llama.cpp's figures, so the table says which policy it ran under.
-Console.WriteLine($"OMP_WAIT_POLICY={Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") ?? "(unset: OpenMP's default, spinning)"}");
-Console.WriteLine($"load average before: {loadBefore}");
-Console.WriteLine($"load average after:  {loadAfter}");
+PrintHeader(nativeLibrary);
 foreach (var b in bandwidths)
     Console.WriteLine($"{b.Model}: read bandwidth {b.BytesPerSecond / 1e9:F1} GB/s with {options.Threads} thread(s); a decode step reads {b.BytesPerToken / (1024.0 * 1024):F1} MiB of weights");
 Console.WriteLine();
@@ -100,13 +104,18 @@ foreach (var r in rows)
     Console.WriteLine($"| {r.Model} | {r.Test} | {r.Llama:F1} | {r.Velo:F1} | {r.Velo / r.Llama:F2} | {Percent(r.LlamaShare)} | {Percent(r.VeloShare)} |");
 return 0;
 
-static string Percent(double? share) => share is double s ? $"{100 * s:F0} %" : "";
-
-static double Median(List<double> values)
+void PrintHeader(string? nativeLibrary)
 {
-    var sorted = values.Order().ToArray();
-    return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    string loadAfter = File.ReadAllText("/proc/loadavg").Trim();
+    Console.WriteLine($"{options.Threads} thread(s), median of {options.Rounds} alternating round(s); llama.cpp: LLamaSharp 0.30.0, {nativeLibrary ?? "native library not found in /proc/self/maps"}");
+    // LLamaSharp's llama.cpp is built with OpenMP, whose threads spin between operations unless told otherwise: on a busy
+    // machine that decides llama.cpp's figures, so the table says which policy it ran under.
+    Console.WriteLine($"OMP_WAIT_POLICY={Environment.GetEnvironmentVariable("OMP_WAIT_POLICY") ?? "(unset: OpenMP's default, spinning)"}");
+    Console.WriteLine($"load average before: {loadBefore}");
+    Console.WriteLine($"load average after:  {loadAfter}");
 }
+
+static string Percent(double? share) => share is double s ? $"{100 * s:F0} %" : "";
 
 // Which build of llama.cpp's CPU backend LLamaSharp chose (avx512, avx2, avx, noavx): the folder it was mapped from.
 static string? LoadedNativeLibrary()
@@ -121,6 +130,15 @@ static string? LoadedNativeLibrary()
         }
     }
     return null;
+}
+
+internal static class Stats
+{
+    public static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
+    }
 }
 
 internal sealed record PeerTest(string Name, int Tokens, int Sequences, Func<double> RunLlama, Func<double> RunVelo);
@@ -187,21 +205,37 @@ internal static class LlamaCpp
     private static LLamaToken TokenAt(int position, int vocab) => (int)((position * 2654435761L + 17) % vocab);
 }
 
-internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, int GenTokens, int Threads, int Rounds, int[] Parallel, bool Help)
+/// <param name="Schemas">JSON Schemas whose grammars the grammar mode decodes under (then no pp or tg test runs); null without it.</param>
+/// <param name="Greedy">Grammar mode samples greedily instead of with llama.cpp's default chain and a seed.</param>
+/// <param name="LlamaGrammar">How grammar mode has llama.cpp apply the grammar.</param>
+internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, int GenTokens, int Threads, int Rounds, int[] Parallel,
+    IReadOnlyList<(string Name, string Schema)>? Schemas, bool Greedy, LlamaGrammarMode LlamaGrammar, bool Help)
 {
     public const string Usage =
         "usage: Velo.PeerBench -m MODEL.gguf [-m MODEL2.gguf ...] [-p 512] [-n 128] [-t 2] [-r 3] [-np 1[,2,4,8]]\n" +
         "  llama-bench's pp (-p prompt tokens in one batch) and tg (-n tokens one at a time; -np sequences decoded together)\n" +
         "  in llama.cpp (LLamaSharp) and Velo, alternating round by round; prints medians and the ratio Velo / llama.cpp,\n" +
         "  and for tg the share of the read bandwidth (measured in the same run, same threads, best of before each tg test\n" +
-        "  and after the last) each engine's weight reads take.";
+        "  and after the last) each engine's weight reads take.\n" +
+        "usage: Velo.PeerBench -m MODEL.gguf [...] (--json-schema typical | -jf SCHEMA.json [SCHEMA2.json ...]) [-n 128] [-t 2] [-r 3] [--greedy]\n" +
+        "       [--llama-grammar reject|chain]\n" +
+        "  grammar mode: -n tokens decoded under each JSON Schema's grammar (Velo's GBNF of it, given to both engines; documents\n" +
+        "  one after another, seeds 42, 43, ..., until -n tokens) and without it, sampled with llama.cpp's defaults (top-k 40,\n" +
+        "  top-p 0.95, min-p 0.05, temperature 0.8) or --greedy, the engines alternating test by test; prints medians, the share\n" +
+        "  of a step the grammar adds, the ratio Velo / llama.cpp with the grammar, and whether each document is valid for its\n" +
+        "  schema (the documents on stderr). 'typical' is velo bench-grammar's three schemas (person, reasoning, catalog).\n" +
+        "  llama.cpp applies the grammar as its common sampler does (llama-server's json_schema): 'reject' (the default)\n" +
+        "  checks the token sampled without it and applies it to the whole vocabulary only when that token fails; 'chain'\n" +
+        "  applies it to the whole vocabulary every step (grammar_first). Velo masks the whole vocabulary every step.";
 
     public static Options Parse(string[] args)
     {
         var models = new List<string>();
         int prompt = 512, gen = 128, threads = 2, rounds = 3;
         int[] parallel = [1];
-        bool help = false;
+        List<(string Name, string Schema)>? schemas = null;
+        bool greedy = false, help = false;
+        var llamaGrammar = LlamaGrammarMode.Reject;
         for (int i = 0; i < args.Length; i++)
         {
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -222,6 +256,31 @@ internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, i
                         .ToArray();
                     if (parallel.Length == 0) throw new ArgumentException("--parallel: give at least one count");
                     break;
+                case "--json-schema" or "-js":
+                    string which = Value();
+                    if (which != "typical") throw new ArgumentException($"--json-schema: '{which}' is not a set of schemas (only 'typical' is)");
+                    (schemas ??= []).AddRange(GrammarBenchmark.TypicalSchemas);
+                    break;
+                case "--json-schema-file" or "-jf":
+                    string first = Value();
+                    var files = new List<string> { first };
+                    while (i + 1 < args.Length && !args[i + 1].StartsWith('-')) files.Add(args[++i]);
+                    foreach (string file in files)
+                    {
+                        if (!File.Exists(file)) throw new ArgumentException($"schema file '{file}' not found");
+                        (schemas ??= []).Add((Path.GetFileNameWithoutExtension(file), File.ReadAllText(file)));
+                    }
+                    break;
+                case "--greedy": greedy = true; break;
+                case "--llama-grammar":
+                    string mode = Value();
+                    llamaGrammar = mode switch
+                    {
+                        "reject" => LlamaGrammarMode.Reject,
+                        "chain" => LlamaGrammarMode.Chain,
+                        _ => throw new ArgumentException($"--llama-grammar: '{mode}' is neither 'reject' nor 'chain'"),
+                    };
+                    break;
                 case "-h" or "--help": help = true; break;
                 default: throw new ArgumentException($"unknown argument '{args[i]}'");
             }
@@ -229,7 +288,13 @@ internal sealed record Options(IReadOnlyList<string> Models, int PromptTokens, i
         if (!help && models.Count == 0) throw new ArgumentException("give a model with -m");
         foreach (string m in models)
             if (!File.Exists(m)) throw new ArgumentException($"model file '{m}' not found");
+        if (schemas != null && gen == 0) throw new ArgumentException("grammar mode needs -n above 0");
+        foreach (var (name, schema) in schemas ?? [])
+        {
+            try { GrammarBenchmark.Compile(schema); }
+            catch (Exception e) when (e is JsonException or ArgumentException) { throw new ArgumentException($"schema '{name}': {e.Message}"); }
+        }
         if (prompt == 0 && gen == 0) throw new ArgumentException("nothing to run: -p and -n are both 0");
-        return new Options(models, prompt, gen, threads, rounds, parallel, help);
+        return new Options(models, prompt, gen, threads, rounds, parallel, schemas, greedy, llamaGrammar, help);
     }
 }

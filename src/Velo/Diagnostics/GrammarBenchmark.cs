@@ -29,31 +29,34 @@ public static class GrammarBenchmark
         ("catalog", """{"type":"array","maxItems":4,"items":{"type":"object","properties":{"id":{"type":"integer"},"name":{"type":"string","maxLength":20},"price":{"type":"number"},"category":{"enum":["book","tool","toy","food","game"]},"in_stock":{"type":"boolean"},"size":{"type":"object","properties":{"w":{"type":"number"},"h":{"type":"number"}},"required":["w","h"],"additionalProperties":false}},"required":["id","name","price","category","in_stock","size"],"additionalProperties":false}}"""),
     ];
 
+    /// <summary>What every run continues, in the model's own tokens (with its start token).</summary>
+    public const string PromptText = "Here is the data as JSON:";
+
+    /// <summary>The grammar of a JSON Schema given as text.</summary>
+    public static Grammar Compile(string schema)
+    {
+        using var document = JsonDocument.Parse(schema);
+        return Grammar.FromJsonSchema(document.RootElement);
+    }
+
     public static (double PlainTokensPerSecond, List<GrammarBenchmarkResult> Results) Run(LanguageModel model, TextGenerator generator, int tokens, int rounds,
         IReadOnlyList<(string Name, string Schema)> schemas, Action<string>? log = null)
     {
-        int[] prompt = model.Tokenizer.Encode("Here is the data as JSON:", addSpecial: true);
+        int[] prompt = model.Tokenizer.Encode(PromptText, addSpecial: true);
         var sampling = new SamplerOptions { Temperature = 0.8f, Seed = 42 };
-        var grammars = schemas.Select(s =>
-        {
-            using var document = JsonDocument.Parse(s.Schema);
-            return Grammar.FromJsonSchema(document.RootElement);
-        }).ToList();
+        var grammars = schemas.Select(s => Compile(s.Schema)).ToList();
 
         var plain = new List<double>();
         var constrained = grammars.Select(_ => new List<double>()).ToList();
         var outputs = new List<int>[grammars.Count];
         for (int round = -1; round < rounds; round++) // round -1 warms up
         {
-            var options = new GenerationOptions { MaxTokens = tokens, Sampling = sampling, IgnoreEos = true };
-            foreach (var _ in generator.Generate(prompt, options)) { }
-            if (round >= 0) plain.Add(generator.LastStats.GenerationTokensPerSecond);
+            var plainStats = Decode(generator, prompt, tokens, sampling, grammar: null).Stats;
+            if (round >= 0) plain.Add(plainStats.GenerationTokensPerSecond);
             for (int g = 0; g < grammars.Count; g++)
             {
-                var ids = new List<int>();
-                foreach (var piece in generator.Generate(prompt, options with { IgnoreEos = false, Grammar = grammars[g] })) ids.Add(piece.TokenId);
-                outputs[g] = ids;
-                if (round >= 0) constrained[g].Add(generator.LastStats.GenerationTokensPerSecond);
+                (var stats, outputs[g]) = Decode(generator, prompt, tokens, sampling, grammars[g]);
+                if (round >= 0) constrained[g].Add(stats.GenerationTokensPerSecond);
             }
             log?.Invoke($"round {round + 1}/{rounds}: plain {(round >= 0 ? plain[^1] : 0):F2} tokens/s");
         }
@@ -89,6 +92,19 @@ public static class GrammarBenchmark
                 Median(constrained[g]), model.Tokenizer.Decode(outputs[g].ToArray(), skipSpecial: true)));
         }
         return (Median(plain), results);
+    }
+
+    /// <summary>
+    /// One generation after <paramref name="prompt"/>: without a grammar exactly <paramref name="maxTokens"/> tokens (past
+    /// end-of-generation), with one until its document is complete or <paramref name="maxTokens"/>. Returns the
+    /// generation's counts and timings and the tokens generated.
+    /// </summary>
+    public static (GenerationStats Stats, List<int> Tokens) Decode(TextGenerator generator, int[] prompt, int maxTokens, SamplerOptions sampling, Grammar? grammar)
+    {
+        var options = new GenerationOptions { MaxTokens = maxTokens, Sampling = sampling, IgnoreEos = grammar == null, Grammar = grammar };
+        var tokens = new List<int>();
+        foreach (var piece in generator.Generate(prompt, options)) tokens.Add(piece.TokenId);
+        return (generator.LastStats, tokens);
     }
 
     private static double Median(List<double> values) => values.Count == 0 ? 0 : values.Order().ElementAt(values.Count / 2);
