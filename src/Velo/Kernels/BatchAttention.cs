@@ -306,10 +306,10 @@ internal static unsafe class BatchAttention
 
     /// <summary>
     /// One head of one sequence with AVX-512, eight queries at a time: their scores against all keys (eight queries
-    /// × 32 keys in 16 registers per step over the dimensions) into eight rows of scratch that stay in L1, then each
-    /// row's softmax in two passes over it (max; exponentials and their sum), then the unnormalized weights times
-    /// the values (eight queries × 32 dimensions in 16 registers per key), each output scaled by its row's 1/sum
-    /// as it is stored.
+    /// × 32 keys in 16 registers per step over the dimensions) into eight rows of scratch that stay in L1, each
+    /// row's running max taken from the registers on the way; then the eight rows' exponentials and their sums in
+    /// one pass over them, then the unnormalized weights times the values (eight queries × 32 dimensions in 16
+    /// registers per key), each output scaled by its row's 1/sum as it is stored.
     /// </summary>
     private static void Head512(in Arguments a, int* rows, int length, int head, int stride, float* transposed, float* scores)
     {
@@ -319,6 +319,7 @@ internal static unsafe class BatchAttention
         float** q = stackalloc float*[WideQueryTile];
         float** o = stackalloc float*[WideQueryTile];
         float* inverseSums = stackalloc float[WideQueryTile];
+        var maxes = stackalloc Vector512<float>[WideQueryTile];
         for (int q0 = 0; q0 < length; q0 += WideQueryTile)
         {
             // A short tile repeats its last query: its row is computed again and written alike.
@@ -329,8 +330,8 @@ internal static unsafe class BatchAttention
                 o[t] = a.Output + row;
             }
             PrefetchRows(a, rows + q0 + WideQueryTile, Math.Min(WideQueryTile, length - q0 - WideQueryTile), offset);
-            Scores512(transposed, stride, hd, q, scores);
-            for (int t = 0; t < WideQueryTile; t++) inverseSums[t] = 1 / Softmax512(scores + (long)t * stride, length, a.Scale);
+            Scores512(transposed, stride, length, hd, q, scores, maxes);
+            Softmax512(scores, stride, length, a.Scale, maxes, inverseSums);
             WeightedValues512(a.Values + offset, rows, length, width, hd, scores, stride, o, inverseSums);
         }
     }
@@ -358,11 +359,17 @@ internal static unsafe class BatchAttention
         for (int d = 0; d < length; d += 16) Sse.Prefetch0(row + d);
     }
 
-    /// <summary>Eight queries' q·k for all keys (and the zero padding), into eight rows of <paramref name="scores"/>;
-    /// <paramref name="stride"/> is a multiple of 32.</summary>
-    private static void Scores512(float* transposed, int stride, int hd, float** q, float* scores)
+    /// <summary>
+    /// Eight queries' q·k for all keys (and the zero padding), into eight rows of <paramref name="scores"/>;
+    /// <paramref name="stride"/> is a multiple of 32. <paramref name="maxes"/>[t] gets 16 lanes whose max is query t's
+    /// largest score over its <paramref name="length"/> keys (padding left out), taken from the registers before the
+    /// store instead of in a pass over the row: a max is exact, so it is the same float in any order.
+    /// </summary>
+    private static void Scores512(float* transposed, int stride, int length, int hd, float** q, float* scores, Vector512<float>* maxes)
     {
         float* q0 = q[0], q1 = q[1], q2 = q[2], q3 = q[3], q4 = q[4], q5 = q[5], q6 = q[6], q7 = q[7];
+        var none = Vector512.Create(float.NegativeInfinity);
+        for (int t = 0; t < WideQueryTile; t++) maxes[t] = none;
         for (int j = 0; j < stride; j += 32)
         {
             Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
@@ -397,6 +404,20 @@ internal static unsafe class BatchAttention
                 a7 = Avx512F.FusedMultiplyAdd(w, k, a7);
                 b7 = Avx512F.FusedMultiplyAdd(w, l, b7);
             }
+            if (j < length)
+            {
+                // Lanes past the sequence's last key hold padding's zero scores: -inf for the max.
+                var inA = Vector512.GreaterThan(Vector512.Create(length - j), Vector512<int>.Indices).AsSingle();
+                var inB = Vector512.GreaterThan(Vector512.Create(length - j - 16), Vector512<int>.Indices).AsSingle();
+                maxes[0] = MaxOf(maxes[0], a0, b0, inA, inB, none);
+                maxes[1] = MaxOf(maxes[1], a1, b1, inA, inB, none);
+                maxes[2] = MaxOf(maxes[2], a2, b2, inA, inB, none);
+                maxes[3] = MaxOf(maxes[3], a3, b3, inA, inB, none);
+                maxes[4] = MaxOf(maxes[4], a4, b4, inA, inB, none);
+                maxes[5] = MaxOf(maxes[5], a5, b5, inA, inB, none);
+                maxes[6] = MaxOf(maxes[6], a6, b6, inA, inB, none);
+                maxes[7] = MaxOf(maxes[7], a7, b7, inA, inB, none);
+            }
             float* s = scores + j;
             Avx512F.Store(s, a0);
             Avx512F.Store(s + 16, b0);
@@ -415,36 +436,53 @@ internal static unsafe class BatchAttention
             Avx512F.Store(s += stride, a7);
             Avx512F.Store(s + 16, b7);
         }
+
+        static Vector512<float> MaxOf(Vector512<float> max, Vector512<float> a, Vector512<float> b, Vector512<float> inA, Vector512<float> inB,
+            Vector512<float> none) =>
+            Vector512.Max(max, Vector512.Max(Vector512.ConditionalSelect(inA, a, none), Vector512.ConditionalSelect(inB, b, none)));
     }
 
     /// <summary>
-    /// One row of <paramref name="length"/> scores, 16 at a time, into <c>exp(scale · (s − max))</c> (padding up to
-    /// the next 16 set to 0); returns their sum, by which the caller divides the weighted values.
+    /// Eight rows of <paramref name="length"/> scores, 16 at a time, into <c>exp(scale · (s − max))</c> (padding up to
+    /// the next 16 set to 0), each row's max the max across its <paramref name="maxes"/> lanes; each row's sum of them
+    /// to <paramref name="inverseSums"/> as 1/sum, by which the caller scales the weighted values. The rows go
+    /// through together, so eight chains of exponentials and sums overlap; each row's sum adds its groups of 16 in
+    /// order, as a row alone would.
     /// </summary>
-    private static float Softmax512(float* s, int length, float scale)
+    private static void Softmax512(float* scores, int stride, int length, float scale, Vector512<float>* maxes, float* inverseSums)
     {
         int whole = length & ~15;
         var padding = Vector512.GreaterThanOrEqual(Vector512<int>.Indices, Vector512.Create(length - whole)).AsSingle();
-        var max = Vector512.Create(float.NegativeInfinity);
-        for (int j = 0; j < whole; j += 16) max = Vector512.Max(max, Avx512F.LoadVector512(s + j));
-        if (whole < length) max = Vector512.Max(max, Vector512.ConditionalSelect(padding, max, Avx512F.LoadVector512(s + whole)));
         var scaleV = Vector512.Create(scale);
-        var shift = Vector512.Create(-scale * MaxAcross(max));
-        var sum = Vector512<float>.Zero;
+        var shifts = stackalloc Vector512<float>[WideQueryTile];
+        var sums = stackalloc Vector512<float>[WideQueryTile];
+        for (int t = 0; t < WideQueryTile; t++)
+        {
+            shifts[t] = Vector512.Create(-scale * MaxAcross(maxes[t]));
+            sums[t] = Vector512<float>.Zero;
+        }
         for (int j = 0; j < whole; j += 16)
         {
-            var e = Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(s + j), scaleV, shift));
-            Avx512F.Store(s + j, e);
-            sum += e;
+            float* s = scores + j;
+            for (int t = 0; t < WideQueryTile; t++, s += stride)
+            {
+                var e = Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(s), scaleV, shifts[t]));
+                Avx512F.Store(s, e);
+                sums[t] += e;
+            }
         }
         if (whole < length)
         {
-            var e = Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(s + whole), scaleV, shift));
-            e = Vector512.ConditionalSelect(padding, Vector512<float>.Zero, e);
-            Avx512F.Store(s + whole, e);
-            sum += e;
+            float* s = scores + whole;
+            for (int t = 0; t < WideQueryTile; t++, s += stride)
+            {
+                var e = Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(s), scaleV, shifts[t]));
+                e = Vector512.ConditionalSelect(padding, Vector512<float>.Zero, e);
+                Avx512F.Store(s, e);
+                sums[t] += e;
+            }
         }
-        return Vector512.Sum(sum);
+        for (int t = 0; t < WideQueryTile; t++) inverseSums[t] = 1 / Vector512.Sum(sums[t]);
     }
 
     /// <summary>
