@@ -453,12 +453,14 @@ internal static unsafe class BatchAttention
     {
         int whole = length & ~15;
         var padding = Vector512.GreaterThanOrEqual(Vector512<int>.Indices, Vector512.Create(length - whole)).AsSingle();
-        var scaleV = Vector512.Create(scale);
+        // In base 2: 2^(c·s − c·max) with c = scale·log2 e.
+        float c = scale * Log2E;
+        var scaleV = Vector512.Create(c);
         var shifts = stackalloc Vector512<float>[WideQueryTile];
         var sums = stackalloc Vector512<float>[WideQueryTile];
         for (int t = 0; t < WideQueryTile; t++)
         {
-            shifts[t] = Vector512.Create(-scale * MaxAcross(maxes[t]));
+            shifts[t] = Vector512.Create(-c * MaxAcross(maxes[t]));
             sums[t] = Vector512<float>.Zero;
         }
         for (int j = 0; j < whole; j += 16)
@@ -466,7 +468,7 @@ internal static unsafe class BatchAttention
             float* s = scores + j;
             for (int t = 0; t < WideQueryTile; t++, s += stride)
             {
-                var e = Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(s), scaleV, shifts[t]));
+                var e = Exp2(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(s), scaleV, shifts[t]));
                 Avx512F.Store(s, e);
                 sums[t] += e;
             }
@@ -476,7 +478,7 @@ internal static unsafe class BatchAttention
             float* s = scores + whole;
             for (int t = 0; t < WideQueryTile; t++, s += stride)
             {
-                var e = Exp(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(s), scaleV, shifts[t]));
+                var e = Exp2(Avx512F.FusedMultiplyAdd(Avx512F.LoadVector512(s), scaleV, shifts[t]));
                 e = Vector512.ConditionalSelect(padding, Vector512<float>.Zero, e);
                 Avx512F.Store(s, e);
                 sums[t] += e;
@@ -485,12 +487,28 @@ internal static unsafe class BatchAttention
         for (int t = 0; t < WideQueryTile; t++) inverseSums[t] = 1 / Vector512.Sum(sums[t]);
     }
 
+    private const float Log2E = 1.44269504088896341f;
+
     /// <summary>
-    /// e^x for the softmax's x ≤ 0 by <see cref="FloatExp"/> (the scores' own rounding is far larger than its 2 ulp),
-    /// times 2^n by <c>vscalefps</c>, which goes to 0 below the float range rather than wrapping.
+    /// 2^x for the softmax's x ≤ 0: x = n + f with n whole and |f| ≤ ½, 2^f by Cephes' exp2f polynomial (relative
+    /// error 1.7e-7, below the scores' own rounding), times 2^n by <c>vscalefps</c>, which goes to 0 below the float
+    /// range rather than wrapping. In base 2 the argument needs no Cody–Waite reduction by ln 2: six multiplies fewer
+    /// per 16 weights than e^x, where the softmax's exponentials cost a fifth of a head's time beside its 64 FMAs per
+    /// key and query.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Exp(Vector512<float> x) => Avx512F.Scale(FloatExp.Reduced(x, out var n), n);
+    private static Vector512<float> Exp2(Vector512<float> x)
+    {
+        var n = Vector512.Round(x);
+        var f = x - n;
+        var p = Vector512.Create(1.535336188319500e-4f);
+        p = Avx512F.FusedMultiplyAdd(p, f, Vector512.Create(1.339887440266574e-3f));
+        p = Avx512F.FusedMultiplyAdd(p, f, Vector512.Create(9.618437357674640e-3f));
+        p = Avx512F.FusedMultiplyAdd(p, f, Vector512.Create(5.550332471162809e-2f));
+        p = Avx512F.FusedMultiplyAdd(p, f, Vector512.Create(2.402264791363012e-1f));
+        p = Avx512F.FusedMultiplyAdd(p, f, Vector512.Create(6.931472028550421e-1f));
+        return Avx512F.Scale(Avx512F.FusedMultiplyAdd(p, f, Vector512<float>.One), n);
+    }
 
     private static float MaxAcross(Vector512<float> v) => MaxAcross(Vector256.Max(v.GetLower(), v.GetUpper()));
 
