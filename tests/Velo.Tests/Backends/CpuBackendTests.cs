@@ -57,6 +57,25 @@ public unsafe class CpuBackendTests
         });
     }
 
+    [Theory]
+    [InlineData(5)]   // below the threshold: one thread
+    [InlineData(100)] // chunks of rows over the pool, a short last chunk
+    public void EmbeddingLookupSharedOutGivesEachTokensRow(int tokens)
+    {
+        const int vocab = 50, width = 40;
+        var rng = new Random(tokens);
+        var table = Enumerable.Range(0, vocab * width).Select(_ => (Half)(rng.NextDouble() * 4 - 2)).ToArray();
+        var ids = Enumerable.Range(0, tokens).Select(_ => rng.Next(vocab)).ToArray();
+        var rows = new float[tokens * width];
+        using var pool = new WorkerPool(2);
+        fixed (Half* pt = table)
+        fixed (float* pr = rows)
+            new CpuBackend(pool).EmbeddingLookup(new Velo.Tensors.WeightMatrix((byte*)pt, Velo.Tensors.GgmlType.F16, vocab, width), ids, pr);
+        for (int t = 0; t < tokens; t++)
+            for (int c = 0; c < width; c++)
+                Assert.Equal((float)table[ids[t] * width + c], rows[t * width + c]);
+    }
+
     [Fact]
     public void SharedOutOpsMatchTheirReferences()
     {

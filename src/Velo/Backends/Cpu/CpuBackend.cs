@@ -8,10 +8,26 @@ namespace Velo.Backends.Cpu;
 /// <summary>The op set on the CPU: the SIMD kernels, with matrix products and attention shared out over a worker pool.</summary>
 internal sealed unsafe class CpuBackend(WorkerPool pool) : IBackend
 {
+    /// <summary>Each token's row of <paramref name="table"/> widened to floats; a prefill's or an encoder's rows are
+    /// shared out over the pool like the norms (each row alone, so the same floats), as the table's rows are scattered
+    /// far from the core and otherwise left the second thread idle while one thread waited on them.</summary>
     public void EmbeddingLookup(in WeightMatrix table, ReadOnlySpan<int> tokens, float* output)
     {
-        for (int t = 0; t < tokens.Length; t++)
-            Dequantize.Row(table.Type, table.RowSpan(tokens[t]), Row(output, t, table.Cols));
+        fixed (int* ids = tokens)
+            Share(new EmbeddingRows { Table = table, Tokens = ids, Output = output }, tokens.Length, ChunkRows, ParallelRows);
+    }
+
+    private struct EmbeddingRows : IRangeOp
+    {
+        public WeightMatrix Table;
+        public int* Tokens;
+        public float* Output;
+
+        public readonly void Run(int first, int end)
+        {
+            for (int t = first; t < end; t++)
+                Dequantize.Row(Table.Type, Table.RowSpan(Tokens[t]), Row(Output, t, Table.Cols));
+        }
     }
 
     public void MatMul(in WeightMatrix weights, float* x, int rows, float* y) => Kernels.MatMul.Multiply(weights, x, rows, y, pool);
