@@ -27,6 +27,15 @@ internal unsafe interface IKBlock
     /// </summary>
     static virtual bool MinsScaledByD => false;
 
+    /// <summary>
+    /// Whether a super-block adds to one float accumulator per row and token from two exact integer totals,
+    /// T1 = Σ_j scale_j·Σ_{i∈j} q_i·x_i and T2 = Σ_j min_j·Σ_{i∈j} x_i (<see cref="KQuantKernels.AddExactTotals"/>),
+    /// instead of 8 lanes of partial sums each with an accumulator of its own. Exact totals do not depend on the
+    /// order the products are summed in, which frees each kernel to sum them in whatever order suits its registers.
+    /// The accumulator is lane 0 of the 256-bit one, the other lanes stay zero.
+    /// </summary>
+    static virtual bool SumsExactTotals => false;
+
     /// <summary>Whether the type has <see cref="PackedDot4"/>, a kernel for a few tokens that unpacks in registers.</summary>
     static virtual bool HasPackedDot4 => false;
 
@@ -75,6 +84,12 @@ internal unsafe struct UnpackedSuperBlock
 internal unsafe struct Q4_KBlock : ISubBlockMinBlock
 {
     public static int BlockBytes => 144;
+
+    /// <summary>
+    /// |T1| ≤ 8·63·32·15·128 &lt; 2^29 and |T2| ≤ 8·63·32·128 &lt; 2^21 (6-bit scales and mins, 4-bit quants,
+    /// activation quants in [−128, 127]), so both are exact in int32.
+    /// </summary>
+    public static bool SumsExactTotals => true;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
@@ -483,7 +498,8 @@ internal static unsafe class KQuantKernels
     /// </summary>
     public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows, bool wide) =>
         tokens < (type is GgmlType.Q6_K or GgmlType.Q4_K or GgmlType.Q5_K ? UnpackTokens : TokenTile) || GgmlTypeInfo.BlockSize(type) != GgmlTypeInfo.QK_K ? 0
-            : wide && type is GgmlType.Q4_K or GgmlType.Q6_K ? Math.Max(KQuantWideKernels.ScratchBytes(cols, chunkRows), KQuantRowGroupKernels.ScratchBytes(cols))
+            : wide && type is GgmlType.Q4_K ? Q4_KRowGroupKernels.ScratchBytes(cols)
+            : wide && type is GgmlType.Q6_K ? Math.Max(KQuantWideKernels.ScratchBytes(cols, chunkRows), KQuantRowGroupKernels.ScratchBytes(cols))
             : wide ? KQuantWideKernels.ScratchBytes(cols, chunkRows)
             : (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock);
 
@@ -591,6 +607,8 @@ internal static unsafe class KQuantKernels
         // whether its batch was large enough to unpack.
         if (TBlock.MinsScaledByD)
             return Fma.MultiplyAdd(Avx.ConvertToVector256Single(scaledSum - minSum), Vector256.Create(u->D * xd), acc);
+        if (TBlock.SumsExactTotals)
+            return AddExactTotals(acc, scaledSum, minSum, u->D * xd, u->DMin * xd);
         return AddSuperBlock(acc, scaledSum, Avx.ConvertToVector256Single(minSum), u->D * xd, u->DMin * xd);
     }
 
@@ -604,12 +622,11 @@ internal static unsafe class KQuantKernels
     {
         var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd); // d·dx, dmin·dx
         var scalesAndMins = ScalesAndMins(block + 4);
-        var minTerm = Q4_KBlock.MinTerm(Q4_KBlock.MinsPerGroup(scalesAndMins), groupSums);
         var sum = SubBlockPairDot<TBlock, TDot>(default, block, xq, scalesAndMins, 0);
         sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 1);
         sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 2);
         sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 3);
-        return AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
+        return AddSubBlockMinSuperBlock<TBlock>(acc, sum, Q4_KBlock.MinsPerGroup(scalesAndMins), groupSums, dAndMin.ToScalar(), dAndMin.GetElement(1));
     }
 
     /// <summary>Sub-blocks 2j and 2j+1 against the token's activations, weighted by their scales.</summary>
@@ -670,15 +687,44 @@ internal static unsafe class KQuantKernels
             var mins = Q4_KBlock.MinsPerGroup(scalesAndMins);
             float xd0 = xScales[tokens[0] * blocks + b], xd1 = xScales[tokens[1] * blocks + b];
             float xd2 = xScales[tokens[2] * blocks + b], xd3 = xScales[tokens[3] * blocks + b];
-            acc0 = AddSuperBlock(acc0, sum0, Q4_KBlock.MinTerm(mins, g0 + 16 * b), d * xd0, dMin * xd0);
-            acc1 = AddSuperBlock(acc1, sum1, Q4_KBlock.MinTerm(mins, g1 + 16 * b), d * xd1, dMin * xd1);
-            acc2 = AddSuperBlock(acc2, sum2, Q4_KBlock.MinTerm(mins, g2 + 16 * b), d * xd2, dMin * xd2);
-            acc3 = AddSuperBlock(acc3, sum3, Q4_KBlock.MinTerm(mins, g3 + 16 * b), d * xd3, dMin * xd3);
+            acc0 = AddSubBlockMinSuperBlock<TBlock>(acc0, sum0, mins, g0 + 16 * b, d * xd0, dMin * xd0);
+            acc1 = AddSubBlockMinSuperBlock<TBlock>(acc1, sum1, mins, g1 + 16 * b, d * xd1, dMin * xd1);
+            acc2 = AddSubBlockMinSuperBlock<TBlock>(acc2, sum2, mins, g2 + 16 * b, d * xd2, dMin * xd2);
+            acc3 = AddSubBlockMinSuperBlock<TBlock>(acc3, sum3, mins, g3 + 16 * b, d * xd3, dMin * xd3);
         }
         y[(long)tokens[0] * yStride] = Vector256.Sum(acc0);
         y[(long)tokens[1] * yStride] = Vector256.Sum(acc1);
         y[(long)tokens[2] * yStride] = Vector256.Sum(acc2);
         y[(long)tokens[3] * yStride] = Vector256.Sum(acc3);
+    }
+
+    /// <summary>
+    /// One super-block of a type with sub-block mins (Q4_K, Q5_K) added to <paramref name="acc"/>: its scaled sums
+    /// <paramref name="sum"/> and Σ min·x from <paramref name="minsPerGroup"/> and the activation group sums, as exact
+    /// totals where the type sums them (<see cref="IKBlock.SumsExactTotals"/>), else lane by lane.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> AddSubBlockMinSuperBlock<TBlock>(Vector256<float> acc, Vector256<int> sum, Vector256<short> minsPerGroup, short* groupSums,
+        float scale, float minScale) where TBlock : IKBlock =>
+        TBlock.SumsExactTotals
+            ? AddExactTotals(acc, sum, Avx2.MultiplyAddAdjacent(minsPerGroup, Avx.LoadVector256(groupSums)), scale, minScale)
+            : AddSuperBlock(acc, sum, Q4_KBlock.MinTerm(minsPerGroup, groupSums), scale, minScale);
+
+    /// <summary>
+    /// The definition of <see cref="IKBlock.SumsExactTotals"/>: T1, the sum of <paramref name="scaledSums"/>' 8
+    /// lanes, and T2, the sum of <paramref name="minSums"/>' (exact integers, so any order gives them), converted to
+    /// float, then acc = fma(T1, scale, acc) and acc = fma(−T2, minScale, acc) on lane 0, the row and token's one
+    /// accumulator, super-block by super-block. Every kernel of such a type adds a super-block this way, so a
+    /// token's result is the same float whichever kernel and batch computed it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> AddExactTotals(Vector256<float> acc, Vector256<int> scaledSums, Vector256<int> minSums, float scale, float minScale)
+    {
+        var pairs = Avx2.HorizontalAdd(scaledSums, minSums); // s01 s23 m01 m23 | s45 s67 m45 m67
+        var quads = Avx2.HorizontalAdd(pairs, pairs); // s0123 m0123 (twice) | s4567 m4567 (twice)
+        var totals = Sse2.ConvertToVector128Single(quads.GetLower() + quads.GetUpper()); // T1, T2, T1, T2
+        float a = MathF.FusedMultiplyAdd(totals.ToScalar(), scale, acc.ToScalar());
+        return Vector256.CreateScalar(MathF.FusedMultiplyAdd(-totals.GetElement(1), minScale, a));
     }
 
     /// <summary>

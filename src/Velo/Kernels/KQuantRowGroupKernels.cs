@@ -52,35 +52,6 @@ internal unsafe interface IRowGroupBlock
     static abstract void UnpackRow(byte* block, RowGroupSuperBlock* u, int quad, int qr);
 }
 
-internal unsafe struct Q4_KRowGroup : IRowGroupBlock
-{
-    public static bool MinsScaledByD => false;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void UnpackRow(byte* block, RowGroupSuperBlock* u, int quad, int qr)
-    {
-        var dAndMin = F16Row.PairToSingle(*(uint*)block);
-        Vector128.Store(Vector128.Create(dAndMin.ToScalar()), u->D + 16 * quad + 4 * qr);
-        Vector128.Store(Vector128.Create(dAndMin.GetElement(1)), u->DMin + 16 * quad + 4 * qr);
-        var scalesAndMins = KQuantKernels.ScalesAndMins(block + 4).GetLower(); // 8 scales, then 8 mins
-        var mins = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(scalesAndMins, 8)));
-        Vector128.Store(mins.GetLower(), u->Mins + 16 * quad + 4 * qr);
-        Vector128.Store(mins.GetUpper(), u->Mins + 16 * (4 + quad) + 4 * qr);
-        var nibbleMask = Vector128.Create((byte)0x0F);
-        for (int pair = 0; pair < 4; pair++)
-        {
-            // Scales 2p and 2p + 1 alternating, the same for both halves.
-            uint scalePair = scalesAndMins.GetElement(2 * pair) | (uint)scalesAndMins.GetElement(2 * pair + 1) << 16;
-            for (int h = 0; h < 2; h++)
-            {
-                Vector128.Store(Vector128.Create(scalePair), (uint*)(u->Scales + 32 * (8 * pair + 4 * h + quad) + 8 * qr));
-                var bits = Vector128.Load(block + 16 + 32 * pair + 16 * h);
-                KQuantRowGroupKernels.StorePair(bits & nibbleMask, Sse2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask, u, pair, h, quad, qr);
-            }
-        }
-    }
-}
-
 internal unsafe struct Q6_KRowGroup : IRowGroupBlock
 {
     public static bool MinsScaledByD => true;
@@ -132,7 +103,6 @@ internal static unsafe class KQuantRowGroupKernels
     /// <summary>Whether <see cref="Rows{TGroup, TBlock, TDot}"/> takes <paramref name="tokens"/> tokens itself (fewer go to the other kernels).</summary>
     public static bool Handles(GgmlType type, int tokens) => type switch
     {
-        GgmlType.Q4_K => KQuantKernels.UnpacksFor<Q4_KBlock>(tokens),
         GgmlType.Q6_K => KQuantKernels.UnpacksFor<Q6_KBlock>(tokens),
         _ => false,
     };
@@ -391,47 +361,12 @@ internal static unsafe class KQuantRowGroupKernels
     /// </summary>
     internal static void Reference(in WeightMatrix w, sbyte* quants, float* scales, short* groupSums, int tokens, float* y)
     {
-        if (w.Type == GgmlType.Q6_K)
+        if (w.Type == GgmlType.Q4_K)
         {
-            Q6_KReference(w, quants, scales, groupSums, tokens, y);
+            Q4_KRowGroupKernels.Reference(w, quants, scales, groupSums, tokens, y);
             return;
         }
-        int cols = w.Cols, blocks = cols / 256;
-        Span<float> acc = stackalloc float[8];
-        Span<int> sums = stackalloc int[8];
-        for (int t = 0; t < tokens; t++)
-            for (int r = 0; r < w.Rows; r++)
-            {
-                acc.Clear();
-                for (int k = 0; k < blocks; k++)
-                {
-                    byte* block = w.Row(r) + (long)k * Q4_KBlock.BlockBytes;
-                    sbyte* x = quants + (long)t * cols + 256 * k;
-                    short* gs = groupSums + (long)t * (cols / 16) + 16 * k;
-                    float xd = scales[(long)t * blocks + k];
-                    float d = (float)BitConverter.UInt16BitsToHalf(*(ushort*)block);
-                    float dMin = (float)BitConverter.UInt16BitsToHalf(*(ushort*)(block + 2));
-                    sums.Clear();
-                    for (int c = 0; c < 8; c++)
-                    {
-                        KQuantScales.GetScaleMin(c, block + 4, out byte scale, out _);
-                        for (int e = 0; e < 32; e++)
-                        {
-                            int nibbles = block[16 + 32 * (c / 2) + e];
-                            int q = c % 2 == 0 ? nibbles & 0x0F : nibbles >> 4;
-                            sums[e / 4] += scale * q * x[32 * c + e];
-                        }
-                    }
-                    for (int j = 0; j < 8; j++)
-                    {
-                        KQuantScales.GetScaleMin(j, block + 4, out _, out byte min);
-                        float minTerm = min * (gs[2 * j] + gs[2 * j + 1]);
-                        acc[j] = MathF.FusedMultiplyAdd(sums[j], d * xd, acc[j]);
-                        acc[j] = MathF.FusedMultiplyAdd(-minTerm, dMin * xd, acc[j]);
-                    }
-                }
-                y[(long)t * w.Rows + r] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-            }
+        Q6_KReference(w, quants, scales, groupSums, tokens, y);
     }
 
     /// <summary>

@@ -232,6 +232,12 @@ internal static unsafe class KQuantWideKernels
         var scale = Vector512.Load(u->D) * xdd;
         if (TBlock.MinsScaledByD)
             return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(scaledSum - minSum), scale, acc);
+        if (TBlock.SumsExactTotals)
+        {
+            var rowA = KQuantKernels.AddExactTotals(acc.GetLower(), scaledSum.GetLower(), minSum.GetLower(), scale.ToScalar(), u->DMin[0] * xd);
+            var rowB = KQuantKernels.AddExactTotals(acc.GetUpper(), scaledSum.GetUpper(), minSum.GetUpper(), scale.GetElement(8), u->DMin[8] * xd);
+            return Vector512.Create(rowA, rowB);
+        }
         acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(scaledSum), scale, acc);
         return Avx512F.FusedMultiplyAddNegated(Avx512F.ConvertToVector512Single(minSum), Vector512.Load(u->DMin) * xdd, acc);
     }
