@@ -58,7 +58,8 @@ internal unsafe struct UnpackedSuperBlockPair
 /// Bit for bit what <see cref="KQuantKernels.Rows{TBlock, TDot}"/> computes: each 256-bit half sums the same exact
 /// int32 lanes per super-block (a lane is 4 products weighted by their group's scale; the sums are exact, so
 /// their order is free) and then runs the same float operations in the same order, lane for lane, as
-/// <c>KQuantKernels.AddSuperBlock</c> and <see cref="Vector256.Sum{T}(Vector256{T})"/>.
+/// <c>KQuantKernels.AddSuperBlock</c> and <see cref="Vector256.Sum{T}(Vector256{T})"/>, or for a type that sums exact
+/// totals (<see cref="IKBlock.SumsExactTotals"/>) <see cref="KQuantKernels.AddExactTotals"/> on each half.
 /// </para>
 /// </summary>
 internal static unsafe class KQuantWideKernels

@@ -310,7 +310,7 @@ internal static unsafe class MatMul
             GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block, TDot>,
             GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block, TDot>,
             GgmlType.Q4_K => wide ? &Q4_KRowGroupKernels.Rows<TDot> : &KQuantKernels.Rows<Q4_KBlock, TDot>,
-            GgmlType.Q6_K => wide ? &KQuantRowGroupKernels.Rows<Q6_KRowGroup, Q6_KBlock, TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
+            GgmlType.Q6_K => wide ? &KQuantRowGroupKernels.Rows<TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
             GgmlType.Q5_K => wide ? &KQuantWideKernels.Rows<Q5_KBlock, TDot> : &KQuantKernels.Rows<Q5_KBlock, TDot>,
             GgmlType.Q2_K => wide ? &KQuantWideKernels.Rows<Q2_KBlock, TDot> : &KQuantKernels.Rows<Q2_KBlock, TDot>,
             GgmlType.Q3_K => wide ? &KQuantWideKernels.Rows<Q3_KBlock, TDot> : &KQuantKernels.Rows<Q3_KBlock, TDot>,
