@@ -32,7 +32,7 @@ internal unsafe interface IKBlock
     /// T1 = Σ_j scale_j·Σ_{i∈j} q_i·x_i and T2 = Σ_j min_j·Σ_{i∈j} x_i (<see cref="KQuantKernels.AddExactTotals"/>),
     /// instead of 8 lanes of partial sums each with an accumulator of its own. Exact totals do not depend on the
     /// order the products are summed in, which frees each kernel to sum them in whatever order suits its registers.
-    /// The accumulator is lane 0 of the 256-bit one, the other lanes stay zero.
+    /// The accumulator is lane 0 of the 256-bit one, the other lanes are unused (<see cref="KQuantKernels.Result{TBlock}"/>).
     /// </summary>
     static virtual bool SumsExactTotals => false;
 
@@ -559,7 +559,7 @@ internal static unsafe class KQuantKernels
                 Vector256<float> acc = default;
                 for (int b = 0; b < blocks; b++)
                     acc = TBlock.Accumulate<TDot>(row + (long)b * TBlock.BlockBytes, xq + b * 256, xd[b], xs + b * 16, acc);
-                task->Y[(long)t * rows + r] = Vector256.Sum(acc);
+                task->Y[(long)t * rows + r] = Result<TBlock>(acc);
             }
         }
     }
@@ -593,10 +593,10 @@ internal static unsafe class KQuantKernels
             acc2 = AddSuperBlock<TBlock>(acc2, sum2, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + 2 * sumsStride)), u, xd[2 * blocks + b]);
             acc3 = AddSuperBlock<TBlock>(acc3, sum3, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + 3 * sumsStride)), u, xd[3 * blocks + b]);
         }
-        y[0] = Vector256.Sum(acc0);
-        y[yStride] = Vector256.Sum(acc1);
-        y[2L * yStride] = Vector256.Sum(acc2);
-        y[3L * yStride] = Vector256.Sum(acc3);
+        y[0] = Result<TBlock>(acc0);
+        y[yStride] = Result<TBlock>(acc1);
+        y[2L * yStride] = Result<TBlock>(acc2);
+        y[3L * yStride] = Result<TBlock>(acc3);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -692,10 +692,10 @@ internal static unsafe class KQuantKernels
             acc2 = AddSubBlockMinSuperBlock<TBlock>(acc2, sum2, mins, g2 + 16 * b, d * xd2, dMin * xd2);
             acc3 = AddSubBlockMinSuperBlock<TBlock>(acc3, sum3, mins, g3 + 16 * b, d * xd3, dMin * xd3);
         }
-        y[(long)tokens[0] * yStride] = Vector256.Sum(acc0);
-        y[(long)tokens[1] * yStride] = Vector256.Sum(acc1);
-        y[(long)tokens[2] * yStride] = Vector256.Sum(acc2);
-        y[(long)tokens[3] * yStride] = Vector256.Sum(acc3);
+        y[(long)tokens[0] * yStride] = Result<TBlock>(acc0);
+        y[(long)tokens[1] * yStride] = Result<TBlock>(acc1);
+        y[(long)tokens[2] * yStride] = Result<TBlock>(acc2);
+        y[(long)tokens[3] * yStride] = Result<TBlock>(acc3);
     }
 
     /// <summary>
@@ -724,8 +724,16 @@ internal static unsafe class KQuantKernels
         var quads = Avx2.HorizontalAdd(pairs, pairs); // s0123 m0123 (twice) | s4567 m4567 (twice)
         var totals = Sse2.ConvertToVector128Single(quads.GetLower() + quads.GetUpper()); // T1, T2, T1, T2
         float a = MathF.FusedMultiplyAdd(totals.ToScalar(), scale, acc.ToScalar());
-        return Vector256.CreateScalar(MathF.FusedMultiplyAdd(-totals.GetElement(1), minScale, a));
+        return Vector256.CreateScalarUnsafe(MathF.FusedMultiplyAdd(-totals.GetElement(1), minScale, a));
     }
+
+    /// <summary>
+    /// A row and token's result from its accumulator: lane 0 where the type sums exact totals
+    /// (<see cref="IKBlock.SumsExactTotals"/>), else the sum of the 8 lanes in <see cref="Vector256.Sum{T}(Vector256{T})"/>'s order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Result<TBlock>(Vector256<float> acc) where TBlock : IKBlock =>
+        TBlock.SumsExactTotals ? acc.ToScalar() : Vector256.Sum(acc);
 
     /// <summary>
     /// acc + scale·sum − minScale·minTerm, for the types whose mins have their own scale: every kernel adds a

@@ -197,14 +197,14 @@ internal static unsafe class KQuantWideKernels
             sums[4] = acc10; sums[5] = acc11; sums[6] = acc12; sums[7] = acc13;
             return;
         }
-        Store(acc00, y, row0a, row0b);
-        Store(acc10, y, row1a, row1b);
-        Store(acc01, y + yStride, row0a, row0b);
-        Store(acc11, y + yStride, row1a, row1b);
-        Store(acc02, y + 2L * yStride, row0a, row0b);
-        Store(acc12, y + 2L * yStride, row1a, row1b);
-        Store(acc03, y + 3L * yStride, row0a, row0b);
-        Store(acc13, y + 3L * yStride, row1a, row1b);
+        Store<TBlock>(acc00, y, row0a, row0b);
+        Store<TBlock>(acc10, y, row1a, row1b);
+        Store<TBlock>(acc01, y + yStride, row0a, row0b);
+        Store<TBlock>(acc11, y + yStride, row1a, row1b);
+        Store<TBlock>(acc02, y + 2L * yStride, row0a, row0b);
+        Store<TBlock>(acc12, y + 2L * yStride, row1a, row1b);
+        Store<TBlock>(acc03, y + 3L * yStride, row0a, row0b);
+        Store<TBlock>(acc13, y + 3L * yStride, row1a, row1b);
     }
 
     /// <summary>32 activation quants in both 256-bit halves.</summary>
@@ -244,9 +244,9 @@ internal static unsafe class KQuantWideKernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(Vector512<float> acc, float* y, int rowA, int rowB)
+    private static void Store<TBlock>(Vector512<float> acc, float* y, int rowA, int rowB) where TBlock : IKBlock
     {
-        y[rowA] = Vector256.Sum(acc.GetLower());
-        y[rowB] = Vector256.Sum(acc.GetUpper());
+        y[rowA] = KQuantKernels.Result<TBlock>(acc.GetLower());
+        y[rowB] = KQuantKernels.Result<TBlock>(acc.GetUpper());
     }
 }
