@@ -666,6 +666,7 @@ internal static unsafe class KQuantKernels
         short* g0 = groupSums + tokens[0] * cols / 16, g1 = groupSums + tokens[1] * cols / 16;
         short* g2 = groupSums + tokens[2] * cols / 16, g3 = groupSums + tokens[3] * cols / 16;
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        Vector256<float> exactAccs = default; // token t's accumulator in lane 2t, for exact totals
         for (int b = 0; b < blocks; b++)
         {
             byte* block = row + (long)b * TBlock.BlockBytes;
@@ -687,15 +688,31 @@ internal static unsafe class KQuantKernels
             var mins = Q4_KBlock.MinsPerGroup(scalesAndMins);
             float xd0 = xScales[tokens[0] * blocks + b], xd1 = xScales[tokens[1] * blocks + b];
             float xd2 = xScales[tokens[2] * blocks + b], xd3 = xScales[tokens[3] * blocks + b];
+            if (TBlock.SumsExactTotals)
+            {
+                exactAccs = AddExactTotals4(exactAccs, sum0, sum1, sum2, sum3,
+                    Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g0 + 16 * b)), Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g1 + 16 * b)),
+                    Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g2 + 16 * b)), Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g3 + 16 * b)),
+                    dAndMin, Vector256.Create(xd0, xd0, xd1, xd1, xd2, xd2, xd3, xd3));
+                continue;
+            }
             acc0 = AddSubBlockMinSuperBlock<TBlock>(acc0, sum0, mins, g0 + 16 * b, d * xd0, dMin * xd0);
             acc1 = AddSubBlockMinSuperBlock<TBlock>(acc1, sum1, mins, g1 + 16 * b, d * xd1, dMin * xd1);
             acc2 = AddSubBlockMinSuperBlock<TBlock>(acc2, sum2, mins, g2 + 16 * b, d * xd2, dMin * xd2);
             acc3 = AddSubBlockMinSuperBlock<TBlock>(acc3, sum3, mins, g3 + 16 * b, d * xd3, dMin * xd3);
         }
-        y[(long)tokens[0] * yStride] = Result<TBlock>(acc0);
-        y[(long)tokens[1] * yStride] = Result<TBlock>(acc1);
-        y[(long)tokens[2] * yStride] = Result<TBlock>(acc2);
-        y[(long)tokens[3] * yStride] = Result<TBlock>(acc3);
+        if (TBlock.SumsExactTotals)
+        {
+            y[(long)tokens[0] * yStride] = exactAccs.GetElement(0);
+            y[(long)tokens[1] * yStride] = exactAccs.GetElement(2);
+            y[(long)tokens[2] * yStride] = exactAccs.GetElement(4);
+            y[(long)tokens[3] * yStride] = exactAccs.GetElement(6);
+            return;
+        }
+        y[(long)tokens[0] * yStride] = Vector256.Sum(acc0);
+        y[(long)tokens[1] * yStride] = Vector256.Sum(acc1);
+        y[(long)tokens[2] * yStride] = Vector256.Sum(acc2);
+        y[(long)tokens[3] * yStride] = Vector256.Sum(acc3);
     }
 
     /// <summary>
@@ -725,6 +742,23 @@ internal static unsafe class KQuantKernels
         var totals = Sse2.ConvertToVector128Single(quads.GetLower() + quads.GetUpper()); // T1, T2, T1, T2
         float a = MathF.FusedMultiplyAdd(totals.ToScalar(), scale, acc.ToScalar());
         return Vector256.CreateScalarUnsafe(MathF.FusedMultiplyAdd(-totals.GetElement(1), minScale, a));
+    }
+
+    /// <summary>
+    /// <see cref="AddExactTotals"/> for four tokens at once, token t's accumulator in lane 2t of <paramref name="accs"/>
+    /// (the odd lanes are unused): the eight totals reduced together and the float updates in one vector, the same
+    /// operations on each token's values. <paramref name="xdPairs"/> holds each token's activation scale twice.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> AddExactTotals4(Vector256<float> accs, Vector256<int> sum0, Vector256<int> sum1, Vector256<int> sum2, Vector256<int> sum3,
+        Vector256<int> minSum0, Vector256<int> minSum1, Vector256<int> minSum2, Vector256<int> minSum3, Vector128<float> dAndMin, Vector256<float> xdPairs)
+    {
+        var tokens01 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sum0, minSum0), Avx2.HorizontalAdd(sum1, minSum1)); // T1, T2 of tokens 0, 1: lanes 0-3 | 4-7
+        var tokens23 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sum2, minSum2), Avx2.HorizontalAdd(sum3, minSum3));
+        var totals = Avx.ConvertToVector256Single(Avx2.Permute2x128(tokens01, tokens23, 0x20) + Avx2.Permute2x128(tokens01, tokens23, 0x31));
+        var scales = Avx2.BroadcastScalarToVector256(dAndMin.AsDouble()).AsSingle() * xdPairs; // d·dx, dmin·dx per token
+        accs = Fma.MultiplyAdd(totals, scales, accs);
+        return Fma.MultiplyAddNegated(Avx.DuplicateOddIndexed(totals), Avx.DuplicateOddIndexed(scales), accs);
     }
 
     /// <summary>
