@@ -23,11 +23,10 @@ internal unsafe interface IKBlock
 
     /// <summary>
     /// For types that sum exact totals (<see cref="SumsExactTotals"/>): <see cref="Accumulate"/> for the same
-    /// super-block of four rows (<paramref name="block"/> plus multiples of <paramref name="rowBytes"/>) against one
-    /// token, row i's accumulator in lane 2i of <paramref name="accs"/>, the same operations on each row's values, so
-    /// that the four rows' totals are reduced together.
+    /// super-block of two rows against one token, row a's accumulator in lane 0 of <paramref name="accs"/>, row b's
+    /// in lane 2, the same operations on each row's values, so that the two rows' totals are reduced together.
     /// </summary>
-    static virtual Vector256<float> AccumulateQuad<TDot>(byte* block, long rowBytes, sbyte* xq, float xd, short* groupSums, Vector256<float> accs)
+    static virtual Vector128<float> AccumulatePair<TDot>(byte* blockA, byte* blockB, sbyte* xq, float xd, short* groupSums, Vector128<float> accs)
         where TDot : IIntegerDot => throw new NotSupportedException();
 
     /// <summary>
@@ -101,8 +100,8 @@ internal unsafe struct Q4_KBlock : ISubBlockMinBlock
     public static bool SumsExactTotals => true;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> AccumulateQuad<TDot>(byte* block, long rowBytes, sbyte* xq, float xd, short* groupSums, Vector256<float> accs)
-        where TDot : IIntegerDot => KQuantKernels.AccumulateSubBlockMinQuad<Q4_KBlock, TDot>(block, rowBytes, xq, xd, groupSums, accs);
+    public static Vector128<float> AccumulatePair<TDot>(byte* blockA, byte* blockB, sbyte* xq, float xd, short* groupSums, Vector128<float> accs)
+        where TDot : IIntegerDot => KQuantKernels.AccumulateSubBlockMinPair<Q4_KBlock, TDot>(blockA, blockB, xq, xd, groupSums, accs);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
@@ -569,17 +568,14 @@ internal static unsafe class KQuantKernels
             int r = rowStart;
             if (TBlock.SumsExactTotals)
             {
-                for (; r + 3 < rowEnd; r += 4)
+                for (; r + 1 < rowEnd; r += 2)
                 {
-                    byte* row = task->W.Row(r);
-                    Vector256<float> accs = default;
+                    byte* rowA = task->W.Row(r), rowB = task->W.Row(r + 1);
+                    Vector128<float> accs = default;
                     for (int b = 0; b < blocks; b++)
-                        accs = TBlock.AccumulateQuad<TDot>(row + (long)b * TBlock.BlockBytes, task->W.RowBytes, xq + b * 256, xd[b], xs + b * 16, accs);
-                    float* y = task->Y + (long)t * rows + r;
-                    y[0] = accs.GetElement(0);
-                    y[1] = accs.GetElement(2);
-                    y[2] = accs.GetElement(4);
-                    y[3] = accs.GetElement(6);
+                        accs = TBlock.AccumulatePair<TDot>(rowA + (long)b * TBlock.BlockBytes, rowB + (long)b * TBlock.BlockBytes, xq + b * 256, xd[b], xs + b * 16, accs);
+                    task->Y[(long)t * rows + r] = accs.ToScalar();
+                    task->Y[(long)t * rows + r + 1] = accs.GetElement(2);
                 }
             }
             for (; r < rowEnd; r++)
@@ -658,34 +654,32 @@ internal static unsafe class KQuantKernels
         return AddSubBlockMinSuperBlock<TBlock>(acc, sum, Q4_KBlock.MinsPerGroup(scalesAndMins), groupSums, dAndMin.ToScalar(), dAndMin.GetElement(1));
     }
 
-    /// <summary><see cref="IKBlock.AccumulateQuad"/> for Q4_K (or Q5_K, were it to sum exact totals).</summary>
+    /// <summary><see cref="IKBlock.AccumulatePair"/> for Q4_K (or Q5_K, were it to sum exact totals).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector256<float> AccumulateSubBlockMinQuad<TBlock, TDot>(byte* block, long rowBytes, sbyte* xq, float xd, short* groupSums, Vector256<float> accs)
+    internal static Vector128<float> AccumulateSubBlockMinPair<TBlock, TDot>(byte* blockA, byte* blockB, sbyte* xq, float xd, short* groupSums, Vector128<float> accs)
         where TBlock : ISubBlockMinBlock where TDot : IIntegerDot
     {
+        var dAndMinA = F16Row.PairToSingle(*(uint*)blockA);
+        var dAndMinB = F16Row.PairToSingle(*(uint*)blockB);
+        var scalesAndMinsA = ScalesAndMins(blockA + 4);
+        var scalesAndMinsB = ScalesAndMins(blockB + 4);
         var groups = Avx.LoadVector256(groupSums);
-        var sum0 = SubBlockMinSums<TBlock, TDot>(block, xq, groups, out var minSum0);
-        var sum1 = SubBlockMinSums<TBlock, TDot>(block + rowBytes, xq, groups, out var minSum1);
-        var sum2 = SubBlockMinSums<TBlock, TDot>(block + 2 * rowBytes, xq, groups, out var minSum2);
-        var sum3 = SubBlockMinSums<TBlock, TDot>(block + 3 * rowBytes, xq, groups, out var minSum3);
-        var dAndMin01 = Sse2.UnpackLow(F16Row.PairToSingle(*(uint*)block).AsDouble(), F16Row.PairToSingle(*(uint*)(block + rowBytes)).AsDouble());
-        var dAndMin23 = Sse2.UnpackLow(F16Row.PairToSingle(*(uint*)(block + 2 * rowBytes)).AsDouble(), F16Row.PairToSingle(*(uint*)(block + 3 * rowBytes)).AsDouble());
-        var scales = Vector256.Create(dAndMin01, dAndMin23).AsSingle() * Vector256.Create(xd); // d·dx, dmin·dx per row
-        return AddExactTotals4(accs, sum0, sum1, sum2, sum3, minSum0, minSum1, minSum2, minSum3, scales);
-    }
-
-    /// <summary>One row's super-block against the token: its 8 lanes of scaled sums, and of Σ min·x in <paramref name="minSums"/>.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> SubBlockMinSums<TBlock, TDot>(byte* block, sbyte* xq, Vector256<short> groupSums, out Vector256<int> minSums)
-        where TBlock : ISubBlockMinBlock where TDot : IIntegerDot
-    {
-        var scalesAndMins = ScalesAndMins(block + 4);
-        minSums = Avx2.MultiplyAddAdjacent(Q4_KBlock.MinsPerGroup(scalesAndMins), groupSums);
+        var minSumA = Avx2.MultiplyAddAdjacent(Q4_KBlock.MinsPerGroup(scalesAndMinsA), groups);
+        var minSumB = Avx2.MultiplyAddAdjacent(Q4_KBlock.MinsPerGroup(scalesAndMinsB), groups);
         // Unrolled, as in AccumulateSubBlockMin, so that each sub-block's scale mask is a constant.
-        var sum = SubBlockPairDot<TBlock, TDot>(default, block, xq, scalesAndMins, 0);
-        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 1);
-        sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 2);
-        return SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 3);
+        var sumA = SubBlockPairDot<TBlock, TDot>(default, blockA, xq, scalesAndMinsA, 0);
+        var sumB = SubBlockPairDot<TBlock, TDot>(default, blockB, xq, scalesAndMinsB, 0);
+        sumA = SubBlockPairDot<TBlock, TDot>(sumA, blockA, xq, scalesAndMinsA, 1);
+        sumB = SubBlockPairDot<TBlock, TDot>(sumB, blockB, xq, scalesAndMinsB, 1);
+        sumA = SubBlockPairDot<TBlock, TDot>(sumA, blockA, xq, scalesAndMinsA, 2);
+        sumB = SubBlockPairDot<TBlock, TDot>(sumB, blockB, xq, scalesAndMinsB, 2);
+        sumA = SubBlockPairDot<TBlock, TDot>(sumA, blockA, xq, scalesAndMinsA, 3);
+        sumB = SubBlockPairDot<TBlock, TDot>(sumB, blockB, xq, scalesAndMinsB, 3);
+        var halves = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sumA, minSumA), Avx2.HorizontalAdd(sumB, minSumB)); // T1, T2 of a, b: lanes 0-3 | 4-7
+        var totals = Sse2.ConvertToVector128Single(halves.GetLower() + halves.GetUpper());
+        var scales = Sse2.UnpackLow(dAndMinA.AsDouble(), dAndMinB.AsDouble()).AsSingle() * Vector128.Create(xd); // d·dx, dmin·dx of a, b
+        accs = Fma.MultiplyAdd(totals, scales, accs);
+        return Fma.MultiplyAddNegated(Sse3.MoveHighAndDuplicate(totals), Sse3.MoveHighAndDuplicate(scales), accs);
     }
 
     /// <summary>Sub-blocks 2j and 2j+1 against the token's activations, weighted by their scales.</summary>
@@ -752,7 +746,7 @@ internal static unsafe class KQuantKernels
                 exactAccs = AddExactTotals4(exactAccs, sum0, sum1, sum2, sum3,
                     Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g0 + 16 * b)), Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g1 + 16 * b)),
                     Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g2 + 16 * b)), Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g3 + 16 * b)),
-                    Avx2.BroadcastScalarToVector256(dAndMin.AsDouble()).AsSingle() * Vector256.Create(xd0, xd0, xd1, xd1, xd2, xd2, xd3, xd3));
+                    dAndMin, Vector256.Create(xd0, xd0, xd1, xd1, xd2, xd2, xd3, xd3));
                 continue;
             }
             acc0 = AddSubBlockMinSuperBlock<TBlock>(acc0, sum0, mins, g0 + 16 * b, d * xd0, dMin * xd0);
@@ -804,17 +798,18 @@ internal static unsafe class KQuantKernels
     }
 
     /// <summary>
-    /// <see cref="AddExactTotals"/> for four rows or tokens at once, accumulator i in lane 2i of <paramref name="accs"/>
+    /// <see cref="AddExactTotals"/> for four tokens at once, token t's accumulator in lane 2t of <paramref name="accs"/>
     /// (the odd lanes are unused): the eight totals reduced together and the float updates in one vector, the same
-    /// operations on each one's values. <paramref name="scales"/> holds (d·dx, dmin·dx) of each.
+    /// operations on each token's values. <paramref name="xdPairs"/> holds each token's activation scale twice.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> AddExactTotals4(Vector256<float> accs, Vector256<int> sum0, Vector256<int> sum1, Vector256<int> sum2, Vector256<int> sum3,
-        Vector256<int> minSum0, Vector256<int> minSum1, Vector256<int> minSum2, Vector256<int> minSum3, Vector256<float> scales)
+        Vector256<int> minSum0, Vector256<int> minSum1, Vector256<int> minSum2, Vector256<int> minSum3, Vector128<float> dAndMin, Vector256<float> xdPairs)
     {
-        var totals01 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sum0, minSum0), Avx2.HorizontalAdd(sum1, minSum1)); // T1, T2 of 0 and 1: lanes 0-3 | 4-7
-        var totals23 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sum2, minSum2), Avx2.HorizontalAdd(sum3, minSum3));
-        var totals = Avx.ConvertToVector256Single(Avx2.Permute2x128(totals01, totals23, 0x20) + Avx2.Permute2x128(totals01, totals23, 0x31));
+        var tokens01 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sum0, minSum0), Avx2.HorizontalAdd(sum1, minSum1)); // T1, T2 of tokens 0, 1: lanes 0-3 | 4-7
+        var tokens23 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sum2, minSum2), Avx2.HorizontalAdd(sum3, minSum3));
+        var totals = Avx.ConvertToVector256Single(Avx2.Permute2x128(tokens01, tokens23, 0x20) + Avx2.Permute2x128(tokens01, tokens23, 0x31));
+        var scales = Avx2.BroadcastScalarToVector256(dAndMin.AsDouble()).AsSingle() * xdPairs; // d·dx, dmin·dx per token
         accs = Fma.MultiplyAdd(totals, scales, accs);
         return Fma.MultiplyAddNegated(Avx.DuplicateOddIndexed(totals), Avx.DuplicateOddIndexed(scales), accs);
     }
