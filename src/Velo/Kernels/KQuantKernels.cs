@@ -666,15 +666,12 @@ internal static unsafe class KQuantKernels
         var groups = Avx.LoadVector256(groupSums);
         var minSumA = Avx2.MultiplyAddAdjacent(Q4_KBlock.MinsPerGroup(scalesAndMinsA), groups);
         var minSumB = Avx2.MultiplyAddAdjacent(Q4_KBlock.MinsPerGroup(scalesAndMinsB), groups);
-        // Unrolled, as in AccumulateSubBlockMin, so that each sub-block's scale mask is a constant.
-        var sumA = SubBlockPairDot<TBlock, TDot>(default, blockA, xq, scalesAndMinsA, 0);
-        var sumB = SubBlockPairDot<TBlock, TDot>(default, blockB, xq, scalesAndMinsB, 0);
-        sumA = SubBlockPairDot<TBlock, TDot>(sumA, blockA, xq, scalesAndMinsA, 1);
-        sumB = SubBlockPairDot<TBlock, TDot>(sumB, blockB, xq, scalesAndMinsB, 1);
-        sumA = SubBlockPairDot<TBlock, TDot>(sumA, blockA, xq, scalesAndMinsA, 2);
-        sumB = SubBlockPairDot<TBlock, TDot>(sumB, blockB, xq, scalesAndMinsB, 2);
-        sumA = SubBlockPairDot<TBlock, TDot>(sumA, blockA, xq, scalesAndMinsA, 3);
-        sumB = SubBlockPairDot<TBlock, TDot>(sumB, blockB, xq, scalesAndMinsB, 3);
+        Vector256<int> sumA = default, sumB = default;
+        for (int j = 0; j < 4; j++)
+        {
+            sumA = SubBlockPairDot<TBlock, TDot>(sumA, blockA, xq, scalesAndMinsA, j);
+            sumB = SubBlockPairDot<TBlock, TDot>(sumB, blockB, xq, scalesAndMinsB, j);
+        }
         var halves = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sumA, minSumA), Avx2.HorizontalAdd(sumB, minSumB)); // T1, T2 of a, b: lanes 0-3 | 4-7
         var totals = Sse2.ConvertToVector128Single(halves.GetLower() + halves.GetUpper());
         var scales = Sse2.UnpackLow(dAndMinA.AsDouble(), dAndMinB.AsDouble()).AsSingle() * Vector128.Create(xd); // d·dx, dmin·dx of a, b
