@@ -22,14 +22,6 @@ internal unsafe interface IKBlock
     static abstract void Unpack(byte* block, UnpackedSuperBlock* unpacked);
 
     /// <summary>
-    /// For types that sum exact totals (<see cref="SumsExactTotals"/>): <see cref="Accumulate"/> for the same
-    /// super-block of two rows against one token, row a's accumulator in lane 0 of <paramref name="accs"/>, row b's
-    /// in lane 2, the same operations on each row's values, so that the two rows' totals are reduced together.
-    /// </summary>
-    static virtual Vector128<float> AccumulatePair<TDot>(byte* blockA, byte* blockB, sbyte* xq, float xd, short* groupSums, Vector128<float> accs)
-        where TDot : IIntegerDot => throw new NotSupportedException();
-
-    /// <summary>
     /// Whether the mins are an offset of the quants scaled by d itself (<c>D == DMin</c>), so that a super-block's
     /// scaled sum and min sum subtract exactly as integers and take one conversion and one FMA.
     /// </summary>
@@ -98,10 +90,6 @@ internal unsafe struct Q4_KBlock : ISubBlockMinBlock
     /// activation quants in [−128, 127]), so both are exact in int32.
     /// </summary>
     public static bool SumsExactTotals => true;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector128<float> AccumulatePair<TDot>(byte* blockA, byte* blockB, sbyte* xq, float xd, short* groupSums, Vector128<float> accs)
-        where TDot : IIntegerDot => KQuantKernels.AccumulateSubBlockMinPair<Q4_KBlock, TDot>(blockA, blockB, xq, xd, groupSums, accs);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
@@ -565,20 +553,7 @@ internal static unsafe class KQuantKernels
             sbyte* xq = quants + (long)t * cols;
             float* xd = scales + (long)t * blocks;
             short* xs = groupSums + (long)t * (cols / 16);
-            int r = rowStart;
-            if (TBlock.SumsExactTotals)
-            {
-                for (; r + 1 < rowEnd; r += 2)
-                {
-                    byte* rowA = task->W.Row(r), rowB = task->W.Row(r + 1);
-                    Vector128<float> accs = default;
-                    for (int b = 0; b < blocks; b++)
-                        accs = TBlock.AccumulatePair<TDot>(rowA + (long)b * TBlock.BlockBytes, rowB + (long)b * TBlock.BlockBytes, xq + b * 256, xd[b], xs + b * 16, accs);
-                    task->Y[(long)t * rows + r] = accs.ToScalar();
-                    task->Y[(long)t * rows + r + 1] = accs.GetElement(2);
-                }
-            }
-            for (; r < rowEnd; r++)
+            for (int r = rowStart; r < rowEnd; r++)
             {
                 byte* row = task->W.Row(r);
                 Vector256<float> acc = default;
@@ -652,31 +627,6 @@ internal static unsafe class KQuantKernels
         sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 2);
         sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 3);
         return AddSubBlockMinSuperBlock<TBlock>(acc, sum, Q4_KBlock.MinsPerGroup(scalesAndMins), groupSums, dAndMin.ToScalar(), dAndMin.GetElement(1));
-    }
-
-    /// <summary><see cref="IKBlock.AccumulatePair"/> for Q4_K (or Q5_K, were it to sum exact totals).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static Vector128<float> AccumulateSubBlockMinPair<TBlock, TDot>(byte* blockA, byte* blockB, sbyte* xq, float xd, short* groupSums, Vector128<float> accs)
-        where TBlock : ISubBlockMinBlock where TDot : IIntegerDot
-    {
-        var dAndMinA = F16Row.PairToSingle(*(uint*)blockA);
-        var dAndMinB = F16Row.PairToSingle(*(uint*)blockB);
-        var scalesAndMinsA = ScalesAndMins(blockA + 4);
-        var scalesAndMinsB = ScalesAndMins(blockB + 4);
-        var groups = Avx.LoadVector256(groupSums);
-        var minSumA = Avx2.MultiplyAddAdjacent(Q4_KBlock.MinsPerGroup(scalesAndMinsA), groups);
-        var minSumB = Avx2.MultiplyAddAdjacent(Q4_KBlock.MinsPerGroup(scalesAndMinsB), groups);
-        Vector256<int> sumA = default, sumB = default;
-        for (int j = 0; j < 4; j++)
-        {
-            sumA = SubBlockPairDot<TBlock, TDot>(sumA, blockA, xq, scalesAndMinsA, j);
-            sumB = SubBlockPairDot<TBlock, TDot>(sumB, blockB, xq, scalesAndMinsB, j);
-        }
-        var halves = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sumA, minSumA), Avx2.HorizontalAdd(sumB, minSumB)); // T1, T2 of a, b: lanes 0-3 | 4-7
-        var totals = Sse2.ConvertToVector128Single(halves.GetLower() + halves.GetUpper());
-        var scales = Sse2.UnpackLow(dAndMinA.AsDouble(), dAndMinB.AsDouble()).AsSingle() * Vector128.Create(xd); // d·dx, dmin·dx of a, b
-        accs = Fma.MultiplyAdd(totals, scales, accs);
-        return Fma.MultiplyAddNegated(Sse3.MoveHighAndDuplicate(totals), Sse3.MoveHighAndDuplicate(scales), accs);
     }
 
     /// <summary>Sub-blocks 2j and 2j+1 against the token's activations, weighted by their scales.</summary>
