@@ -27,6 +27,15 @@ internal unsafe interface IKBlock
     /// </summary>
     static virtual bool MinsScaledByD => false;
 
+    /// <summary>
+    /// Whether a super-block adds to one float accumulator per row and token from two exact integer totals,
+    /// T1 = Σ_j scale_j·Σ_{i∈j} q_i·x_i and T2 = Σ_j min_j·Σ_{i∈j} x_i (<see cref="KQuantKernels.AddExactTotals"/>),
+    /// instead of 8 lanes of partial sums each with an accumulator of its own. Exact totals do not depend on the
+    /// order the products are summed in, which frees each kernel to sum them in whatever order suits its registers.
+    /// The accumulator is lane 0 of the 256-bit one, the other lanes are unused (<see cref="KQuantKernels.Result{TBlock}"/>).
+    /// </summary>
+    static virtual bool SumsExactTotals => false;
+
     /// <summary>Whether the type has <see cref="PackedDot4"/>, a kernel for a few tokens that unpacks in registers.</summary>
     static virtual bool HasPackedDot4 => false;
 
@@ -75,6 +84,12 @@ internal unsafe struct UnpackedSuperBlock
 internal unsafe struct Q4_KBlock : ISubBlockMinBlock
 {
     public static int BlockBytes => 144;
+
+    /// <summary>
+    /// |T1| ≤ 8·63·32·15·128 &lt; 2^29 and |T2| ≤ 8·63·32·128 &lt; 2^21 (6-bit scales and mins, 4-bit quants,
+    /// activation quants in [−128, 127]), so both are exact in int32.
+    /// </summary>
+    public static bool SumsExactTotals => true;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Accumulate<TDot>(byte* block, sbyte* xq, float xd, short* groupSums, Vector256<float> acc)
@@ -483,7 +498,8 @@ internal static unsafe class KQuantKernels
     /// </summary>
     public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows, bool wide) =>
         tokens < (type is GgmlType.Q6_K or GgmlType.Q4_K or GgmlType.Q5_K ? UnpackTokens : TokenTile) || GgmlTypeInfo.BlockSize(type) != GgmlTypeInfo.QK_K ? 0
-            : wide && type is GgmlType.Q4_K or GgmlType.Q6_K ? Math.Max(KQuantWideKernels.ScratchBytes(cols, chunkRows), KQuantRowGroupKernels.ScratchBytes(cols))
+            : wide && type is GgmlType.Q4_K ? Q4_KRowGroupKernels.ScratchBytes(cols)
+            : wide && type is GgmlType.Q6_K ? Math.Max(KQuantWideKernels.ScratchBytes(cols, chunkRows), KQuantRowGroupKernels.ScratchBytes(cols))
             : wide ? KQuantWideKernels.ScratchBytes(cols, chunkRows)
             : (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock);
 
@@ -543,7 +559,7 @@ internal static unsafe class KQuantKernels
                 Vector256<float> acc = default;
                 for (int b = 0; b < blocks; b++)
                     acc = TBlock.Accumulate<TDot>(row + (long)b * TBlock.BlockBytes, xq + b * 256, xd[b], xs + b * 16, acc);
-                task->Y[(long)t * rows + r] = Vector256.Sum(acc);
+                task->Y[(long)t * rows + r] = Result<TBlock>(acc);
             }
         }
     }
@@ -577,10 +593,10 @@ internal static unsafe class KQuantKernels
             acc2 = AddSuperBlock<TBlock>(acc2, sum2, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + 2 * sumsStride)), u, xd[2 * blocks + b]);
             acc3 = AddSuperBlock<TBlock>(acc3, sum3, Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(gs + 3 * sumsStride)), u, xd[3 * blocks + b]);
         }
-        y[0] = Vector256.Sum(acc0);
-        y[yStride] = Vector256.Sum(acc1);
-        y[2L * yStride] = Vector256.Sum(acc2);
-        y[3L * yStride] = Vector256.Sum(acc3);
+        y[0] = Result<TBlock>(acc0);
+        y[yStride] = Result<TBlock>(acc1);
+        y[2L * yStride] = Result<TBlock>(acc2);
+        y[3L * yStride] = Result<TBlock>(acc3);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -591,6 +607,8 @@ internal static unsafe class KQuantKernels
         // whether its batch was large enough to unpack.
         if (TBlock.MinsScaledByD)
             return Fma.MultiplyAdd(Avx.ConvertToVector256Single(scaledSum - minSum), Vector256.Create(u->D * xd), acc);
+        if (TBlock.SumsExactTotals)
+            return AddExactTotals(acc, scaledSum, minSum, u->D * xd, u->DMin * xd);
         return AddSuperBlock(acc, scaledSum, Avx.ConvertToVector256Single(minSum), u->D * xd, u->DMin * xd);
     }
 
@@ -604,12 +622,11 @@ internal static unsafe class KQuantKernels
     {
         var dAndMin = F16Row.PairToSingle(*(uint*)block) * Vector128.Create(xd); // d·dx, dmin·dx
         var scalesAndMins = ScalesAndMins(block + 4);
-        var minTerm = Q4_KBlock.MinTerm(Q4_KBlock.MinsPerGroup(scalesAndMins), groupSums);
         var sum = SubBlockPairDot<TBlock, TDot>(default, block, xq, scalesAndMins, 0);
         sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 1);
         sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 2);
         sum = SubBlockPairDot<TBlock, TDot>(sum, block, xq, scalesAndMins, 3);
-        return AddSuperBlock(acc, sum, minTerm, dAndMin.ToScalar(), dAndMin.GetElement(1));
+        return AddSubBlockMinSuperBlock<TBlock>(acc, sum, Q4_KBlock.MinsPerGroup(scalesAndMins), groupSums, dAndMin.ToScalar(), dAndMin.GetElement(1));
     }
 
     /// <summary>Sub-blocks 2j and 2j+1 against the token's activations, weighted by their scales.</summary>
@@ -649,6 +666,7 @@ internal static unsafe class KQuantKernels
         short* g0 = groupSums + tokens[0] * cols / 16, g1 = groupSums + tokens[1] * cols / 16;
         short* g2 = groupSums + tokens[2] * cols / 16, g3 = groupSums + tokens[3] * cols / 16;
         Vector256<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+        Vector256<float> exactAccs = default; // token t's accumulator in lane 2t, for exact totals
         for (int b = 0; b < blocks; b++)
         {
             byte* block = row + (long)b * TBlock.BlockBytes;
@@ -670,16 +688,86 @@ internal static unsafe class KQuantKernels
             var mins = Q4_KBlock.MinsPerGroup(scalesAndMins);
             float xd0 = xScales[tokens[0] * blocks + b], xd1 = xScales[tokens[1] * blocks + b];
             float xd2 = xScales[tokens[2] * blocks + b], xd3 = xScales[tokens[3] * blocks + b];
-            acc0 = AddSuperBlock(acc0, sum0, Q4_KBlock.MinTerm(mins, g0 + 16 * b), d * xd0, dMin * xd0);
-            acc1 = AddSuperBlock(acc1, sum1, Q4_KBlock.MinTerm(mins, g1 + 16 * b), d * xd1, dMin * xd1);
-            acc2 = AddSuperBlock(acc2, sum2, Q4_KBlock.MinTerm(mins, g2 + 16 * b), d * xd2, dMin * xd2);
-            acc3 = AddSuperBlock(acc3, sum3, Q4_KBlock.MinTerm(mins, g3 + 16 * b), d * xd3, dMin * xd3);
+            if (TBlock.SumsExactTotals)
+            {
+                exactAccs = AddExactTotals4(exactAccs, sum0, sum1, sum2, sum3,
+                    Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g0 + 16 * b)), Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g1 + 16 * b)),
+                    Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g2 + 16 * b)), Avx2.MultiplyAddAdjacent(mins, Avx.LoadVector256(g3 + 16 * b)),
+                    dAndMin, Vector256.Create(xd0, xd0, xd1, xd1, xd2, xd2, xd3, xd3));
+                continue;
+            }
+            acc0 = AddSubBlockMinSuperBlock<TBlock>(acc0, sum0, mins, g0 + 16 * b, d * xd0, dMin * xd0);
+            acc1 = AddSubBlockMinSuperBlock<TBlock>(acc1, sum1, mins, g1 + 16 * b, d * xd1, dMin * xd1);
+            acc2 = AddSubBlockMinSuperBlock<TBlock>(acc2, sum2, mins, g2 + 16 * b, d * xd2, dMin * xd2);
+            acc3 = AddSubBlockMinSuperBlock<TBlock>(acc3, sum3, mins, g3 + 16 * b, d * xd3, dMin * xd3);
+        }
+        if (TBlock.SumsExactTotals)
+        {
+            y[(long)tokens[0] * yStride] = exactAccs.GetElement(0);
+            y[(long)tokens[1] * yStride] = exactAccs.GetElement(2);
+            y[(long)tokens[2] * yStride] = exactAccs.GetElement(4);
+            y[(long)tokens[3] * yStride] = exactAccs.GetElement(6);
+            return;
         }
         y[(long)tokens[0] * yStride] = Vector256.Sum(acc0);
         y[(long)tokens[1] * yStride] = Vector256.Sum(acc1);
         y[(long)tokens[2] * yStride] = Vector256.Sum(acc2);
         y[(long)tokens[3] * yStride] = Vector256.Sum(acc3);
     }
+
+    /// <summary>
+    /// One super-block of a type with sub-block mins (Q4_K, Q5_K) added to <paramref name="acc"/>: its scaled sums
+    /// <paramref name="sum"/> and Σ min·x from <paramref name="minsPerGroup"/> and the activation group sums, as exact
+    /// totals where the type sums them (<see cref="IKBlock.SumsExactTotals"/>), else lane by lane.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> AddSubBlockMinSuperBlock<TBlock>(Vector256<float> acc, Vector256<int> sum, Vector256<short> minsPerGroup, short* groupSums,
+        float scale, float minScale) where TBlock : IKBlock =>
+        TBlock.SumsExactTotals
+            ? AddExactTotals(acc, sum, Avx2.MultiplyAddAdjacent(minsPerGroup, Avx.LoadVector256(groupSums)), scale, minScale)
+            : AddSuperBlock(acc, sum, Q4_KBlock.MinTerm(minsPerGroup, groupSums), scale, minScale);
+
+    /// <summary>
+    /// The definition of <see cref="IKBlock.SumsExactTotals"/>: T1, the sum of <paramref name="scaledSums"/>' 8
+    /// lanes, and T2, the sum of <paramref name="minSums"/>' (exact integers, so any order gives them), converted to
+    /// float, then acc = fma(T1, scale, acc) and acc = fma(−T2, minScale, acc) on lane 0, the row and token's one
+    /// accumulator, super-block by super-block. Every kernel of such a type adds a super-block this way, so a
+    /// token's result is the same float whichever kernel and batch computed it.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<float> AddExactTotals(Vector256<float> acc, Vector256<int> scaledSums, Vector256<int> minSums, float scale, float minScale)
+    {
+        var pairs = Avx2.HorizontalAdd(scaledSums, minSums); // s01 s23 m01 m23 | s45 s67 m45 m67
+        var quads = Avx2.HorizontalAdd(pairs, pairs); // s0123 m0123 (twice) | s4567 m4567 (twice)
+        var totals = Sse2.ConvertToVector128Single(quads.GetLower() + quads.GetUpper()); // T1, T2, T1, T2
+        float a = MathF.FusedMultiplyAdd(totals.ToScalar(), scale, acc.ToScalar());
+        return Vector256.CreateScalarUnsafe(MathF.FusedMultiplyAdd(-totals.GetElement(1), minScale, a));
+    }
+
+    /// <summary>
+    /// <see cref="AddExactTotals"/> for four tokens at once, token t's accumulator in lane 2t of <paramref name="accs"/>
+    /// (the odd lanes are unused): the eight totals reduced together and the float updates in one vector, the same
+    /// operations on each token's values. <paramref name="xdPairs"/> holds each token's activation scale twice.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> AddExactTotals4(Vector256<float> accs, Vector256<int> sum0, Vector256<int> sum1, Vector256<int> sum2, Vector256<int> sum3,
+        Vector256<int> minSum0, Vector256<int> minSum1, Vector256<int> minSum2, Vector256<int> minSum3, Vector128<float> dAndMin, Vector256<float> xdPairs)
+    {
+        var tokens01 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sum0, minSum0), Avx2.HorizontalAdd(sum1, minSum1)); // T1, T2 of tokens 0, 1: lanes 0-3 | 4-7
+        var tokens23 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(sum2, minSum2), Avx2.HorizontalAdd(sum3, minSum3));
+        var totals = Avx.ConvertToVector256Single(Avx2.Permute2x128(tokens01, tokens23, 0x20) + Avx2.Permute2x128(tokens01, tokens23, 0x31));
+        var scales = Avx2.BroadcastScalarToVector256(dAndMin.AsDouble()).AsSingle() * xdPairs; // d·dx, dmin·dx per token
+        accs = Fma.MultiplyAdd(totals, scales, accs);
+        return Fma.MultiplyAddNegated(Avx.DuplicateOddIndexed(totals), Avx.DuplicateOddIndexed(scales), accs);
+    }
+
+    /// <summary>
+    /// A row and token's result from its accumulator: lane 0 where the type sums exact totals
+    /// (<see cref="IKBlock.SumsExactTotals"/>), else the sum of the 8 lanes in <see cref="Vector256.Sum{T}(Vector256{T})"/>'s order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static float Result<TBlock>(Vector256<float> acc) where TBlock : IKBlock =>
+        TBlock.SumsExactTotals ? acc.ToScalar() : Vector256.Sum(acc);
 
     /// <summary>
     /// acc + scale·sum − minScale·minTerm, for the types whose mins have their own scale: every kernel adds a

@@ -6,9 +6,8 @@ using Velo.Tensors;
 namespace Velo.Kernels;
 
 /// <summary>
-/// One super-block of 16 Q4_K or Q6_K rows unpacked for <see cref="KQuantRowGroupKernels"/>, in quads of 4 rows, each
-/// 128-bit quarter of a 512-bit register one row's. Sub-blocks 2p and 2p + 1 (the low and high nibbles of the same
-/// bytes in Q4_K) go together: int32 lane e of a quarter, for half h, holds two quants of each, so that one <c>madd</c>
+/// One super-block of 16 Q6_K rows unpacked for <see cref="KQuantRowGroupKernels"/>, in quads of 4 rows, each
+/// 128-bit quarter of a 512-bit register one row's. Sub-blocks 2p and 2p + 1 go together: int32 lane e of a quarter, for half h, holds two quants of each, so that one <c>madd</c>
 /// weights both sub-blocks by their own scales. Register A takes columns 4j and 4j + 1 of both (j = 4h + e, columns
 /// counted within the sub-block), register B columns 4j + 2 and 4j + 3; their <c>maddubs</c> products added as int16
 /// are each sub-block's exact sum of lane j's four products (at most 4·63·128 in magnitude, within int16).
@@ -31,62 +30,38 @@ internal unsafe struct RowGroupSuperBlock
     public fixed short Scales[4 * 2 * 4 * 32];
 
     /// <summary>
-    /// For half h and quad, at 16·(4h + quad), lane 4·qr + e of row 4·quad + qr, j = 4h + e: Q4_K's min of sub-block j
-    /// as a float (exact); Q6_K's 32·scale of groups 2j and 2j + 1 as an int16 pair.
+    /// For half h and quad, at 32·(4h + quad), int32 lane 4·qr + e of row 4·quad + qr, j = 4h + e: 32·scale of groups
+    /// 2j and 2j + 1 as an int16 pair (the −32 offset).
     /// </summary>
-    public fixed float Mins[2 * 4 * 16];
+    public fixed short Mins[2 * 4 * 32];
 
-    /// <summary>For each quad, at 16·quad: row 4·quad + qr's d in lanes 4·qr to 4·qr + 3 (likewise <see cref="DMin"/>, Q4_K only).</summary>
+    /// <summary>For each quad, at 16·quad: row 4·quad + qr's d in lanes 4·qr to 4·qr + 3.</summary>
     public fixed float D[4 * 16];
-
-    public fixed float DMin[4 * 16];
 }
 
-/// <summary>A K-quant that <see cref="KQuantRowGroupKernels"/> multiplies: how one row's super-block goes into a <see cref="RowGroupSuperBlock"/>.</summary>
-internal unsafe interface IRowGroupBlock
+/// <summary>
+/// AVX-512 (BW) prefill for Q6_K in groups of 16 rows. Each work item's rows (16 at most in prefill) are unpacked
+/// once, super-block by super-block, into <see cref="RowGroupSuperBlock"/>s, and multiplied in tiles of 16 rows ×
+/// 4 tokens against activations whose quants <see cref="PairChunks"/> put in the same order. Per 128 products
+/// (a row's lane of two sub-blocks, 16 rows) this takes two <c>maddubs</c>, an int16 add and one <c>madd</c>,
+/// where <see cref="KQuantWideKernels"/> takes two of each; each 128-bit broadcast of activations serves four
+/// registers of four rows, and per super-block and token d·dx is one multiply per four rows and the offset one madd
+/// subtracted before the conversion, as the 256-bit kernels do. (Q4_K has kernels of its own,
+/// <see cref="Q4_KRowGroupKernels"/>, since its exact totals free the order of its sums.)
+/// <para>
+/// Bit for bit what <see cref="KQuantKernels.Rows{TBlock, TDot}"/> computes: a row's 8 accumulators (lanes j of the
+/// 256-bit kernels) get the same exact int32 sums per super-block and the same float operations in the same order,
+/// and their final sum is <see cref="Vector256.Sum{T}(Vector256{T})"/>'s order, ((a0 + a1) + (a2 + a3)) +
+/// ((a4 + a5) + (a6 + a7)). <see cref="Reference"/> is the same arithmetic in plain scalar code.
+/// </para>
+/// </summary>
+internal static unsafe class KQuantRowGroupKernels
 {
-    /// <summary>Whether the min terms are Q6_K's offset, subtracted as integers before the one conversion (<see cref="IKBlock.MinsScaledByD"/>).</summary>
-    static abstract bool MinsScaledByD { get; }
+    private const int TokenTile = 4;
 
-    /// <summary>Writes <paramref name="block"/> as row 4·<paramref name="quad"/> + <paramref name="qr"/> of <paramref name="u"/>.</summary>
-    static abstract void UnpackRow(byte* block, RowGroupSuperBlock* u, int quad, int qr);
-}
-
-internal unsafe struct Q4_KRowGroup : IRowGroupBlock
-{
-    public static bool MinsScaledByD => false;
-
+    /// <summary>Writes Q6_K super-block <paramref name="block"/> as row 4·<paramref name="quad"/> + <paramref name="qr"/> of <paramref name="u"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void UnpackRow(byte* block, RowGroupSuperBlock* u, int quad, int qr)
-    {
-        var dAndMin = F16Row.PairToSingle(*(uint*)block);
-        Vector128.Store(Vector128.Create(dAndMin.ToScalar()), u->D + 16 * quad + 4 * qr);
-        Vector128.Store(Vector128.Create(dAndMin.GetElement(1)), u->DMin + 16 * quad + 4 * qr);
-        var scalesAndMins = KQuantKernels.ScalesAndMins(block + 4).GetLower(); // 8 scales, then 8 mins
-        var mins = Avx.ConvertToVector256Single(Avx2.ConvertToVector256Int32(Sse2.ShiftRightLogical128BitLane(scalesAndMins, 8)));
-        Vector128.Store(mins.GetLower(), u->Mins + 16 * quad + 4 * qr);
-        Vector128.Store(mins.GetUpper(), u->Mins + 16 * (4 + quad) + 4 * qr);
-        var nibbleMask = Vector128.Create((byte)0x0F);
-        for (int pair = 0; pair < 4; pair++)
-        {
-            // Scales 2p and 2p + 1 alternating, the same for both halves.
-            uint scalePair = scalesAndMins.GetElement(2 * pair) | (uint)scalesAndMins.GetElement(2 * pair + 1) << 16;
-            for (int h = 0; h < 2; h++)
-            {
-                Vector128.Store(Vector128.Create(scalePair), (uint*)(u->Scales + 32 * (8 * pair + 4 * h + quad) + 8 * qr));
-                var bits = Vector128.Load(block + 16 + 32 * pair + 16 * h);
-                KQuantRowGroupKernels.StorePair(bits & nibbleMask, Sse2.ShiftRightLogical(bits.AsUInt16(), 4).AsByte() & nibbleMask, u, pair, h, quad, qr);
-            }
-        }
-    }
-}
-
-internal unsafe struct Q6_KRowGroup : IRowGroupBlock
-{
-    public static bool MinsScaledByD => true;
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void UnpackRow(byte* block, RowGroupSuperBlock* u, int quad, int qr)
+    private static void UnpackRow(byte* block, RowGroupSuperBlock* u, int quad, int qr)
     {
         // Q6_K's own unpacking gives the quants 0..63 in element order and 32·scale per group of 16.
         UnpackedSuperBlock plain;
@@ -94,45 +69,22 @@ internal unsafe struct Q6_KRowGroup : IRowGroupBlock
         Vector128.Store(Vector128.Create(plain.D), u->D + 16 * quad + 4 * qr);
         sbyte* scales = (sbyte*)(block + 192);
         for (int h = 0; h < 2; h++)
-            Vector128.Store(Vector128.Load(plain.Mins + 8 * h), (short*)u->Mins + 32 * (4 * h + quad) + 8 * qr);
+            Vector128.Store(Vector128.Load(plain.Mins + 8 * h), u->Mins + 32 * (4 * h + quad) + 8 * qr);
         for (int pair = 0; pair < 4; pair++)
             for (int h = 0; h < 2; h++)
             {
                 uint scalePair = (ushort)(short)scales[4 * pair + h] + ((uint)(ushort)(short)scales[4 * pair + 2 + h] << 16);
                 Vector128.Store(Vector128.Create(scalePair), (uint*)(u->Scales + 32 * (8 * pair + 4 * h + quad) + 8 * qr));
-                KQuantRowGroupKernels.StorePair(Vector128.Load(plain.Quants + 64 * pair + 16 * h), Vector128.Load(plain.Quants + 64 * pair + 32 + 16 * h), u, pair, h, quad, qr);
+                StorePair(Vector128.Load(plain.Quants + 64 * pair + 16 * h), Vector128.Load(plain.Quants + 64 * pair + 32 + 16 * h), u, pair, h, quad, qr);
             }
     }
-}
-
-/// <summary>
-/// AVX-512 (BW) prefill for Q4_K and Q6_K in groups of 16 rows. Each work item's rows (16 at most in prefill) are unpacked
-/// once, super-block by super-block, into <see cref="RowGroupSuperBlock"/>s, and multiplied in tiles of 16 rows ×
-/// 4 tokens against activations whose quants <see cref="PairChunks"/> put in the same order. Per 128 products
-/// (a row's lane of two sub-blocks, 16 rows) this takes two <c>maddubs</c>, an int16 add and one <c>madd</c>,
-/// where <see cref="KQuantWideKernels"/> takes two of each; each 128-bit broadcast of activations serves four
-/// registers of four rows, and per super-block and token d·dx and dmin·dx are one multiply per four rows and the
-/// Q4_K's min terms one float multiply (min · Σx, both exact small integers, so the product is the exact integer the
-/// 256-bit kernels convert), Q6_K's offset one madd subtracted before the conversion, as those kernels do.
-/// <para>
-/// Bit for bit what <see cref="KQuantKernels.Rows{TBlock, TDot}"/> computes: a row's 8 accumulators (lanes j of the
-/// 256-bit kernels) get the same exact int32 sums per super-block and the same float operations in the same order
-/// (<c>KQuantKernels.AddSuperBlock</c>), and their final sum is <see cref="Vector256.Sum{T}(Vector256{T})"/>'s
-/// order, ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)). <see cref="Reference"/> is the same arithmetic in
-/// plain scalar code.
-/// </para>
-/// </summary>
-internal static unsafe class KQuantRowGroupKernels
-{
-    private const int TokenTile = 4;
 
     /// <summary>Whether this machine runs these kernels.</summary>
     public static bool IsSupported => Avx512BW.IsSupported;
 
-    /// <summary>Whether <see cref="Rows{TGroup, TBlock, TDot}"/> takes <paramref name="tokens"/> tokens itself (fewer go to the other kernels).</summary>
+    /// <summary>Whether <see cref="Rows{TDot}"/> takes <paramref name="tokens"/> tokens itself (fewer go to the other kernels).</summary>
     public static bool Handles(GgmlType type, int tokens) => type switch
     {
-        GgmlType.Q4_K => KQuantKernels.UnpacksFor<Q4_KBlock>(tokens),
         GgmlType.Q6_K => KQuantKernels.UnpacksFor<Q6_KBlock>(tokens),
         _ => false,
     };
@@ -157,13 +109,12 @@ internal static unsafe class KQuantRowGroupKernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Rows<TGroup, TBlock, TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex)
-        where TGroup : IRowGroupBlock where TBlock : IKBlock where TDot : IIntegerDot
+    public static void Rows<TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TDot : IIntegerDot
     {
         int tokens = task->Tokens;
-        if (!KQuantKernels.UnpacksFor<TBlock>(tokens))
+        if (!KQuantKernels.UnpacksFor<Q6_KBlock>(tokens))
         {
-            KQuantWideKernels.Rows<TBlock, TDot>(task, rowStart, rowEnd, threadIndex);
+            KQuantWideKernels.Rows<Q6_KBlock, TDot>(task, rowStart, rowEnd, threadIndex);
             return;
         }
         int cols = task->W.Cols, blocks = cols / 256;
@@ -173,20 +124,19 @@ internal static unsafe class KQuantRowGroupKernels
         {
             int groupRows = Math.Min(RowGroupSuperBlock.Rows, rowEnd - group);
             for (int k = 0; k < blocks; k++)
-                Unpack<TGroup, TBlock>(task->W, group, groupRows, k, unpacked + k);
+                Unpack(task->W, group, groupRows, k, unpacked + k);
             // A last tile of fewer tokens repeats its last token, which stores the same values again.
             for (int t = 0; t < tokens; t += TokenTile)
-                Tile<TGroup>(task, unpacked, group, groupRows, t, accumulators);
+                Tile(task, unpacked, group, groupRows, t, accumulators);
         }
     }
 
     /// <summary>Super-block <paramref name="k"/> of rows <paramref name="first"/> onwards (the last repeated to fill 16).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Unpack<TGroup, TBlock>(in WeightMatrix w, int first, int count, int k, RowGroupSuperBlock* u)
-        where TGroup : IRowGroupBlock where TBlock : IKBlock
+    private static void Unpack(in WeightMatrix w, int first, int count, int k, RowGroupSuperBlock* u)
     {
         for (int r = 0; r < RowGroupSuperBlock.Rows; r++)
-            TGroup.UnpackRow(w.Row(first + Math.Min(r, count - 1)) + (long)k * TBlock.BlockBytes, u, r / 4, r % 4);
+            UnpackRow(w.Row(first + Math.Min(r, count - 1)) + (long)k * Q6_KBlock.BlockBytes, u, r / 4, r % 4);
     }
 
     /// <summary>
@@ -195,7 +145,7 @@ internal static unsafe class KQuantRowGroupKernels
     /// words 2e + 1, of both.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    internal static void StorePair(Vector128<byte> low, Vector128<byte> high, RowGroupSuperBlock* u, int pair, int h, int quad, int qr)
+    private static void StorePair(Vector128<byte> low, Vector128<byte> high, RowGroupSuperBlock* u, int pair, int h, int quad, int qr)
     {
         var first4 = Sse2.UnpackLow(low.AsUInt16(), high.AsUInt16()).AsSingle();
         var last4 = Sse2.UnpackHigh(low.AsUInt16(), high.AsUInt16()).AsSingle();
@@ -210,8 +160,7 @@ internal static unsafe class KQuantRowGroupKernels
     /// token i's float accumulator of half h of quad's lanes.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile<TGroup>(MatMulTask* task, RowGroupSuperBlock* unpacked, int group, int groupRows, int firstToken, Vector512<float>* acc)
-        where TGroup : IRowGroupBlock
+    private static void Tile(MatMulTask* task, RowGroupSuperBlock* unpacked, int group, int groupRows, int firstToken, Vector512<float>* acc)
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 256;
         ActivationQuantizer.Layout256(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out short* groupSums);
@@ -219,10 +168,8 @@ internal static unsafe class KQuantRowGroupKernels
         for (int i = 0; i < TokenTile; i++) tokenOf[i] = Math.Min(firstToken + i, tokens - 1);
         sbyte* x0 = quants + (long)tokenOf[0] * cols, x1 = quants + (long)tokenOf[1] * cols;
         sbyte* x2 = quants + (long)tokenOf[2] * cols, x3 = quants + (long)tokenOf[3] * cols;
-        // Per token i and quad: d·dx at [4i + quad], dmin·dx likewise; Σx of sub-block j at [8i + j].
+        // Per token i and quad: d·dx at [4i + quad].
         var dScale = stackalloc Vector512<float>[4 * TokenTile];
-        var dMinScale = stackalloc Vector512<float>[4 * TokenTile];
-        float* subBlockSums = stackalloc float[8 * TokenTile];
         for (int i = 0; i < 8 * TokenTile; i++) acc[i] = default;
         // The tile's output lines, fetched now so that its stores at the end hit the cache: a store that misses holds
         // back the accumulators' stores behind it, which in rows of many tokens cost about a tenth of the time.
@@ -235,15 +182,7 @@ internal static unsafe class KQuantRowGroupKernels
             {
                 var xd = Vector512.Create(scales[(long)tokenOf[i] * blocks + k]);
                 for (int quad = 0; quad < 4; quad++)
-                {
                     dScale[4 * i + quad] = Vector512.Load(u->D + 16 * quad) * xd;
-                    if (!TGroup.MinsScaledByD)
-                        dMinScale[4 * i + quad] = Vector512.Load(u->DMin + 16 * quad) * xd;
-                }
-                if (TGroup.MinsScaledByD) continue;
-                // Σx of sub-block j: its two group sums added as integers, as the 256-bit kernels' madd adds them.
-                var pairSums = Avx2.MultiplyAddAdjacent(Vector256.Load(groupSums + (long)tokenOf[i] * (cols / 16) + 16 * k), Vector256.Create((short)1));
-                Vector256.Store(Avx.ConvertToVector256Single(pairSums), subBlockSums + 8 * i);
             }
             for (int h = 0; h < 2; h++)
             {
@@ -282,27 +221,18 @@ internal static unsafe class KQuantRowGroupKernels
                     s30 += PairDot(qa, a0, qb, b0, w); s31 += PairDot(qa, a1, qb, b1, w); s32 += PairDot(qa, a2, qb, b2, w); s33 += PairDot(qa, a3, qb, b3, w);
                 }
                 Vector512<float>* a = acc + 16 * h;
-                if (TGroup.MinsScaledByD)
-                {
-                    // Q6_K: lane j's offset term, 32·(scale·Σx) of groups 2j and 2j + 1, in one madd against the group sums.
-                    short* gs = groupSums + 16 * k + 8 * h;
-                    long stride = cols / 16;
-                    var g0 = Avx512F.BroadcastVector128ToVector512((int*)(gs + tokenOf[0] * stride)).AsInt16();
-                    var g1 = Avx512F.BroadcastVector128ToVector512((int*)(gs + tokenOf[1] * stride)).AsInt16();
-                    var g2 = Avx512F.BroadcastVector128ToVector512((int*)(gs + tokenOf[2] * stride)).AsInt16();
-                    var g3 = Avx512F.BroadcastVector128ToVector512((int*)(gs + tokenOf[3] * stride)).AsInt16();
-                    short* offsets = (short*)u->Mins + 32 * (4 * h);
-                    AddOffsetSuperBlock(a, offsets, g0, g1, g2, g3, dScale, 0, s00, s01, s02, s03);
-                    AddOffsetSuperBlock(a, offsets + 32, g0, g1, g2, g3, dScale, 1, s10, s11, s12, s13);
-                    AddOffsetSuperBlock(a, offsets + 64, g0, g1, g2, g3, dScale, 2, s20, s21, s22, s23);
-                    AddOffsetSuperBlock(a, offsets + 96, g0, g1, g2, g3, dScale, 3, s30, s31, s32, s33);
-                    continue;
-                }
-                float* xs = subBlockSums + 4 * h;
-                AddSuperBlock(a, u->Mins + 16 * (4 * h), xs, dScale, dMinScale, 0, s00, s01, s02, s03);
-                AddSuperBlock(a, u->Mins + 16 * (4 * h + 1), xs, dScale, dMinScale, 1, s10, s11, s12, s13);
-                AddSuperBlock(a, u->Mins + 16 * (4 * h + 2), xs, dScale, dMinScale, 2, s20, s21, s22, s23);
-                AddSuperBlock(a, u->Mins + 16 * (4 * h + 3), xs, dScale, dMinScale, 3, s30, s31, s32, s33);
+                // Lane j's offset term, 32·(scale·Σx) of groups 2j and 2j + 1, in one madd against the group sums.
+                short* gs = groupSums + 16 * k + 8 * h;
+                long stride = cols / 16;
+                var g0 = Avx512F.BroadcastVector128ToVector512((int*)(gs + tokenOf[0] * stride)).AsInt16();
+                var g1 = Avx512F.BroadcastVector128ToVector512((int*)(gs + tokenOf[1] * stride)).AsInt16();
+                var g2 = Avx512F.BroadcastVector128ToVector512((int*)(gs + tokenOf[2] * stride)).AsInt16();
+                var g3 = Avx512F.BroadcastVector128ToVector512((int*)(gs + tokenOf[3] * stride)).AsInt16();
+                short* offsets = u->Mins + 32 * (4 * h);
+                AddOffsetSuperBlock(a, offsets, g0, g1, g2, g3, dScale, 0, s00, s01, s02, s03);
+                AddOffsetSuperBlock(a, offsets + 32, g0, g1, g2, g3, dScale, 1, s10, s11, s12, s13);
+                AddOffsetSuperBlock(a, offsets + 64, g0, g1, g2, g3, dScale, 2, s20, s21, s22, s23);
+                AddOffsetSuperBlock(a, offsets + 96, g0, g1, g2, g3, dScale, 3, s30, s31, s32, s33);
             }
         }
 
@@ -346,23 +276,6 @@ internal static unsafe class KQuantRowGroupKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<sbyte> Broadcast(sbyte* x) => Avx512F.BroadcastVector128ToVector512((int*)x).AsSByte();
 
-    /// <summary>
-    /// <c>KQuantKernels.AddSuperBlock</c> for one quad's lanes of one half and the tile's four tokens: the min term
-    /// min · Σx is an exact integer below 2^18, which the float product gives exactly, as the 256-bit kernels'
-    /// conversion of their integer madd does.
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void AddSuperBlock(Vector512<float>* a, float* mins, float* subBlockSums, Vector512<float>* dScale, Vector512<float>* dMinScale, int quad,
-        Vector512<int> sum0, Vector512<int> sum1, Vector512<int> sum2, Vector512<int> sum3)
-    {
-        var m = Vector512.Load(mins);
-        Vector512<float>* at = a + 4 * quad;
-        at[0] = AddSuperBlock(at[0], sum0, m * Avx512F.BroadcastVector128ToVector512(subBlockSums), dScale[quad], dMinScale[quad]);
-        at[1] = AddSuperBlock(at[1], sum1, m * Avx512F.BroadcastVector128ToVector512(subBlockSums + 8), dScale[4 + quad], dMinScale[4 + quad]);
-        at[2] = AddSuperBlock(at[2], sum2, m * Avx512F.BroadcastVector128ToVector512(subBlockSums + 16), dScale[8 + quad], dMinScale[8 + quad]);
-        at[3] = AddSuperBlock(at[3], sum3, m * Avx512F.BroadcastVector128ToVector512(subBlockSums + 24), dScale[12 + quad], dMinScale[12 + quad]);
-    }
-
     /// <summary>Q6_K's <c>AddSuperBlock</c> (mins scaled by d): the offset term subtracted as an integer, then one conversion and FMA.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void AddOffsetSuperBlock(Vector512<float>* a, short* offsets, Vector512<short> g0, Vector512<short> g1, Vector512<short> g2, Vector512<short> g3,
@@ -376,62 +289,19 @@ internal static unsafe class KQuantRowGroupKernels
         at[3] = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sum3 - Avx512BW.MultiplyAddAdjacent(m, g3)), dScale[12 + quad], at[3]);
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> AddSuperBlock(Vector512<float> acc, Vector512<int> sum, Vector512<float> minTerm, Vector512<float> dScale, Vector512<float> dMinScale)
-    {
-        acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sum), dScale, acc);
-        return Avx512F.FusedMultiplyAddNegated(minTerm, dMinScale, acc);
-    }
-
     /// <summary>
-    /// The definition in plain scalar code (Q4_K here, Q6_K in <see cref="Q6_KReference"/>): weights against activations quantized to 256-blocks, each row and
-    /// token summed as the kernels sum it — 8 lanes of exact integer sums per super-block, each lane's float
-    /// accumulator updated by an FMA of its sum and one of its min term, and the lanes added in
-    /// <see cref="Vector256.Sum{T}(Vector256{T})"/>'s order.
+    /// The definition of the K-quant row-group kernels' products in plain scalar code (Q4_K's exact totals in
+    /// <see cref="Q4_KRowGroupKernels.Reference"/>, Q6_K in <see cref="Q6_KReference"/>), against activations
+    /// quantized to 256-blocks.
     /// </summary>
     internal static void Reference(in WeightMatrix w, sbyte* quants, float* scales, short* groupSums, int tokens, float* y)
     {
-        if (w.Type == GgmlType.Q6_K)
+        if (w.Type == GgmlType.Q4_K)
         {
-            Q6_KReference(w, quants, scales, groupSums, tokens, y);
+            Q4_KRowGroupKernels.Reference(w, quants, scales, groupSums, tokens, y);
             return;
         }
-        int cols = w.Cols, blocks = cols / 256;
-        Span<float> acc = stackalloc float[8];
-        Span<int> sums = stackalloc int[8];
-        for (int t = 0; t < tokens; t++)
-            for (int r = 0; r < w.Rows; r++)
-            {
-                acc.Clear();
-                for (int k = 0; k < blocks; k++)
-                {
-                    byte* block = w.Row(r) + (long)k * Q4_KBlock.BlockBytes;
-                    sbyte* x = quants + (long)t * cols + 256 * k;
-                    short* gs = groupSums + (long)t * (cols / 16) + 16 * k;
-                    float xd = scales[(long)t * blocks + k];
-                    float d = (float)BitConverter.UInt16BitsToHalf(*(ushort*)block);
-                    float dMin = (float)BitConverter.UInt16BitsToHalf(*(ushort*)(block + 2));
-                    sums.Clear();
-                    for (int c = 0; c < 8; c++)
-                    {
-                        KQuantScales.GetScaleMin(c, block + 4, out byte scale, out _);
-                        for (int e = 0; e < 32; e++)
-                        {
-                            int nibbles = block[16 + 32 * (c / 2) + e];
-                            int q = c % 2 == 0 ? nibbles & 0x0F : nibbles >> 4;
-                            sums[e / 4] += scale * q * x[32 * c + e];
-                        }
-                    }
-                    for (int j = 0; j < 8; j++)
-                    {
-                        KQuantScales.GetScaleMin(j, block + 4, out _, out byte min);
-                        float minTerm = min * (gs[2 * j] + gs[2 * j + 1]);
-                        acc[j] = MathF.FusedMultiplyAdd(sums[j], d * xd, acc[j]);
-                        acc[j] = MathF.FusedMultiplyAdd(-minTerm, dMin * xd, acc[j]);
-                    }
-                }
-                y[(long)t * w.Rows + r] = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-            }
+        Q6_KReference(w, quants, scales, groupSums, tokens, y);
     }
 
     /// <summary>

@@ -58,7 +58,8 @@ internal unsafe struct UnpackedSuperBlockPair
 /// Bit for bit what <see cref="KQuantKernels.Rows{TBlock, TDot}"/> computes: each 256-bit half sums the same exact
 /// int32 lanes per super-block (a lane is 4 products weighted by their group's scale; the sums are exact, so
 /// their order is free) and then runs the same float operations in the same order, lane for lane, as
-/// <c>KQuantKernels.AddSuperBlock</c> and <see cref="Vector256.Sum{T}(Vector256{T})"/>.
+/// <c>KQuantKernels.AddSuperBlock</c> and <see cref="Vector256.Sum{T}(Vector256{T})"/>, or for a type that sums exact
+/// totals (<see cref="IKBlock.SumsExactTotals"/>) <see cref="KQuantKernels.AddExactTotals"/> on each half.
 /// </para>
 /// </summary>
 internal static unsafe class KQuantWideKernels
@@ -196,14 +197,14 @@ internal static unsafe class KQuantWideKernels
             sums[4] = acc10; sums[5] = acc11; sums[6] = acc12; sums[7] = acc13;
             return;
         }
-        Store(acc00, y, row0a, row0b);
-        Store(acc10, y, row1a, row1b);
-        Store(acc01, y + yStride, row0a, row0b);
-        Store(acc11, y + yStride, row1a, row1b);
-        Store(acc02, y + 2L * yStride, row0a, row0b);
-        Store(acc12, y + 2L * yStride, row1a, row1b);
-        Store(acc03, y + 3L * yStride, row0a, row0b);
-        Store(acc13, y + 3L * yStride, row1a, row1b);
+        Store<TBlock>(acc00, y, row0a, row0b);
+        Store<TBlock>(acc10, y, row1a, row1b);
+        Store<TBlock>(acc01, y + yStride, row0a, row0b);
+        Store<TBlock>(acc11, y + yStride, row1a, row1b);
+        Store<TBlock>(acc02, y + 2L * yStride, row0a, row0b);
+        Store<TBlock>(acc12, y + 2L * yStride, row1a, row1b);
+        Store<TBlock>(acc03, y + 3L * yStride, row0a, row0b);
+        Store<TBlock>(acc13, y + 3L * yStride, row1a, row1b);
     }
 
     /// <summary>32 activation quants in both 256-bit halves.</summary>
@@ -232,14 +233,20 @@ internal static unsafe class KQuantWideKernels
         var scale = Vector512.Load(u->D) * xdd;
         if (TBlock.MinsScaledByD)
             return Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(scaledSum - minSum), scale, acc);
+        if (TBlock.SumsExactTotals)
+        {
+            var rowA = KQuantKernels.AddExactTotals(acc.GetLower(), scaledSum.GetLower(), minSum.GetLower(), scale.ToScalar(), u->DMin[0] * xd);
+            var rowB = KQuantKernels.AddExactTotals(acc.GetUpper(), scaledSum.GetUpper(), minSum.GetUpper(), scale.GetElement(8), u->DMin[8] * xd);
+            return Vector512.Create(rowA, rowB);
+        }
         acc = Avx512F.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(scaledSum), scale, acc);
         return Avx512F.FusedMultiplyAddNegated(Avx512F.ConvertToVector512Single(minSum), Vector512.Load(u->DMin) * xdd, acc);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Store(Vector512<float> acc, float* y, int rowA, int rowB)
+    private static void Store<TBlock>(Vector512<float> acc, float* y, int rowA, int rowB) where TBlock : IKBlock
     {
-        y[rowA] = Vector256.Sum(acc.GetLower());
-        y[rowB] = Vector256.Sum(acc.GetUpper());
+        y[rowA] = KQuantKernels.Result<TBlock>(acc.GetLower());
+        y[rowB] = KQuantKernels.Result<TBlock>(acc.GetUpper());
     }
 }

@@ -164,7 +164,7 @@ internal static unsafe class MatMul
             ActivationFormat.Float => 0,
             ActivationFormat.ScaledFloat => (long)tokens * first.Cols * sizeof(float),
             ActivationFormat.PairedFloat => FloatGemm.PairedBytes(tokens, first.Cols),
-            ActivationFormat.Blocks256 or ActivationFormat.ChunkPairs256 => ActivationQuantizer.Bytes256(first.Cols, tokens),
+            ActivationFormat.Blocks256 or ActivationFormat.ChunkPairs256 or ActivationFormat.InterleavedPairs256 => ActivationQuantizer.Bytes256(first.Cols, tokens),
             _ => ActivationQuantizer.Bytes32(first.Cols, tokens),
         };
         long rowScratchBytes = rowGroups ? 0
@@ -257,6 +257,9 @@ internal static unsafe class MatMul
         /// <summary><see cref="Blocks256"/> with each 64 quants in <see cref="KQuantRowGroupKernels"/>' order.</summary>
         ChunkPairs256,
 
+        /// <summary><see cref="Blocks256"/> with each 64 quants in <see cref="Q4_KRowGroupKernels"/>' order.</summary>
+        InterleavedPairs256,
+
         /// <summary>Floats in token pairs, for <see cref="FloatGemm.Rows{TRow}"/>.</summary>
         PairedFloat,
 
@@ -293,7 +296,8 @@ internal static unsafe class MatMul
             GgmlType.F16 when !FloatKernels.WidensRows(type, tokens) => ActivationFormat.ScaledFloat,
             GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => ActivationFormat.Float,
             GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 => ActivationFormat.PairedBlocks32,
-            GgmlType.Q4_K or GgmlType.Q6_K when wide && KQuantRowGroupKernels.Handles(type, tokens) => ActivationFormat.ChunkPairs256,
+            GgmlType.Q4_K when wide && Q4_KRowGroupKernels.Handles(tokens) => ActivationFormat.InterleavedPairs256,
+            GgmlType.Q6_K when wide && KQuantRowGroupKernels.Handles(type, tokens) => ActivationFormat.ChunkPairs256,
             _ => ActivationFormat.Blocks256,
         };
         bool floatWide = wide && FloatKernels.WideIsSupported;
@@ -305,8 +309,8 @@ internal static unsafe class MatMul
             GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block, TDot>,
             GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block, TDot>,
             GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block, TDot>,
-            GgmlType.Q4_K => wide ? &KQuantRowGroupKernels.Rows<Q4_KRowGroup, Q4_KBlock, TDot> : &KQuantKernels.Rows<Q4_KBlock, TDot>,
-            GgmlType.Q6_K => wide ? &KQuantRowGroupKernels.Rows<Q6_KRowGroup, Q6_KBlock, TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
+            GgmlType.Q4_K => wide ? &Q4_KRowGroupKernels.Rows<TDot> : &KQuantKernels.Rows<Q4_KBlock, TDot>,
+            GgmlType.Q6_K => wide ? &KQuantRowGroupKernels.Rows<TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
             GgmlType.Q5_K => wide ? &KQuantWideKernels.Rows<Q5_KBlock, TDot> : &KQuantKernels.Rows<Q5_KBlock, TDot>,
             GgmlType.Q2_K => wide ? &KQuantWideKernels.Rows<Q2_KBlock, TDot> : &KQuantKernels.Rows<Q2_KBlock, TDot>,
             GgmlType.Q3_K => wide ? &KQuantWideKernels.Rows<Q3_KBlock, TDot> : &KQuantKernels.Rows<Q3_KBlock, TDot>,
@@ -392,7 +396,7 @@ internal static unsafe class MatMul
             ActivationQuantizer.QuantizeExact32(x, cols, quants + (long)t * cols, scales + (long)t * blocks, sums + (long)t * blocks,
                 biased: format == ActivationFormat.BiasedExactBlocks32);
         }
-        else if (format is not (ActivationFormat.Blocks256 or ActivationFormat.ChunkPairs256))
+        else if (format is not (ActivationFormat.Blocks256 or ActivationFormat.ChunkPairs256 or ActivationFormat.InterleavedPairs256))
         {
             ActivationQuantizer.Layout32(task->Activations, cols, tokens, out var quants, out var scales, out var sums);
             int blocks = cols / ActivationQuantizer.Block32;
@@ -405,6 +409,8 @@ internal static unsafe class MatMul
                 scales + (long)t * (cols / ActivationQuantizer.Block256), groupSums + (long)t * (cols / 16));
             if (format == ActivationFormat.ChunkPairs256)
                 KQuantRowGroupKernels.PairChunks(quants + (long)t * cols, cols);
+            else if (format == ActivationFormat.InterleavedPairs256)
+                Q4_KRowGroupKernels.InterleavePairs(quants + (long)t * cols, cols);
         }
     }
 

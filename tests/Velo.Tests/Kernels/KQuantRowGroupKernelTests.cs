@@ -7,15 +7,17 @@ using Velo.Threading;
 namespace Velo.Tests.Kernels;
 
 /// <summary>
-/// Q4_K and Q6_K prefill in row groups (<see cref="KQuantRowGroupKernels"/>) against its scalar reference, the
-/// 256-bit kernels and a token alone, bit for bit: row counts that leave a partial group, token counts that leave a
-/// partial tile, and rows of 1, 3 and 9 super-blocks.
+/// Q4_K and Q6_K prefill in row groups (<see cref="Q4_KRowGroupKernels"/>, <see cref="KQuantRowGroupKernels"/>) against
+/// their scalar reference, the 256-bit kernels and a token alone, bit for bit: row counts that leave a partial group,
+/// token counts that leave a partial tile, and rows of 1, 3 and 9 super-blocks. Q4_K's decode kernels (a token alone,
+/// tiles of four tokens) against the same reference.
 /// </summary>
 public unsafe class KQuantRowGroupKernelTests
 {
     private static readonly int[] ColumnCounts = [256, 768, 2304];
     private static readonly int[] RowCounts = [1, 7, 16, 33, 70];
     private static readonly int[] TokenCounts = [16, 17, 23, 24, 40];
+    private static readonly int[] DecodeTokenCounts = [1, 2, 3, 4, 5, 7, 8, 13];
 
     /// <summary>The scalar reference sums as the AVX2 kernels do, so it holds on every machine with AVX2.</summary>
     [Theory]
@@ -36,12 +38,26 @@ public unsafe class KQuantRowGroupKernelTests
     public void RowGroupTilesEqualReferenceBitForBit(GgmlType type, bool avx256) =>
         Compare(type, avx256 ? MatMulPath.Avx256 : MatMulPath.Fastest, seed: avx256 ? 7 : 5);
 
+    /// <summary>
+    /// Q4_K's exact totals make every kernel's result the reference's: decode-sized batches (a token alone, tiles of
+    /// four with <see cref="IKBlock.PackedDot4"/>) on the AVX2 path and the fastest one (AVX-512 where the CPU has it).
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Q4_KDecodeEqualsReferenceBitForBit(bool avx2)
+    {
+        if (!Avx2.IsSupported || !Fma.IsSupported) return;
+        Compare(GgmlType.Q4_K, avx2 ? MatMulPath.Avx2 : MatMulPath.Fastest, seed: avx2 ? 11 : 13, DecodeTokenCounts);
+    }
+
     [Avx512Theory]
     [InlineData(GgmlType.Q4_K)]
     [InlineData(GgmlType.Q6_K)]
     public void RowGroupTilesEqualATokenAloneBitForBit(GgmlType type)
     {
-        Assert.True(KQuantRowGroupKernels.IsSupported && KQuantRowGroupKernels.Handles(type, 16));
+        Assert.True(type == GgmlType.Q4_K ? Q4_KRowGroupKernels.IsSupported && Q4_KRowGroupKernels.Handles(16)
+            : KQuantRowGroupKernels.IsSupported && KQuantRowGroupKernels.Handles(type, 16));
         var random = new Random(17);
         using var pool = new WorkerPool(3);
         foreach (int cols in ColumnCounts)
@@ -65,7 +81,7 @@ public unsafe class KQuantRowGroupKernelTests
         }
     }
 
-    private static void Compare(GgmlType type, MatMulPath path, int seed)
+    private static void Compare(GgmlType type, MatMulPath path, int seed, int[]? tokenCounts = null)
     {
         var random = new Random(seed);
         using var pool = new WorkerPool(3);
@@ -74,7 +90,7 @@ public unsafe class KQuantRowGroupKernelTests
         {
             using var weights = MatMulTests.RandomWeights(type, rows, cols, random);
             var w = new WeightMatrix((byte*)weights.Pointer, type, rows, cols);
-            foreach (int tokens in TokenCounts)
+            foreach (int tokens in tokenCounts ?? TokenCounts)
             {
                 float[] x = MatMulTests.RandomActivations(tokens * cols, random);
                 float[] kernel = new float[tokens * rows], reference = new float[tokens * rows];
