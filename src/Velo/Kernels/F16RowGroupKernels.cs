@@ -31,8 +31,8 @@ internal static unsafe class F16RowGroupKernels
 
     /// <summary>
     /// Rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> for fewer than <see cref="FloatKernels.SmallBatchTokens"/>
-    /// tokens, from the repacked groups: each group is read from memory for the first token and from cache for the
-    /// others. A matrix without a repacked copy goes to <see cref="FloatKernels.WideRows{TRow}"/>.
+    /// tokens, from the repacked groups: each group is read from memory for its first tile of up to three tokens and
+    /// from cache for the others. A matrix without a repacked copy goes to <see cref="FloatKernels.WideRows{TRow}"/>.
     /// <see cref="MatMulTask.Activations"/> holds the activations scaled for <see cref="F16ScaledRow"/>, or is null when
     /// they could not be scaled (then the halves are widened exactly).
     /// </summary>
@@ -44,36 +44,55 @@ internal static unsafe class F16RowGroupKernels
             FloatKernels.WideRows<F16Row>(task, rowStart, rowEnd, threadIndex);
             return;
         }
+        if (task->Activations != null) Rows<F16ScaledRow>(task, (float*)task->Activations, rowStart, rowEnd);
+        else Rows<F16Row>(task, task->X, rowStart, rowEnd);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Rows<TRow>(MatMulTask* task, float* x, int rowStart, int rowEnd) where TRow : IFloatRow
+    {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens;
-        bool scaled = task->Activations != null;
-        float* x = scaled ? (float*)task->Activations : task->X;
         long groupBytes = RowGroups.GroupBytes(GgmlType.F16, cols);
         int first = task->W.PackedFirstLane, laneStart = first + rowStart, laneEnd = first + rowEnd;
-        float* sums = stackalloc float[RowGroups.Rows];
+        float* sums = stackalloc float[TileTokens * RowGroups.Rows];
         for (int g = laneStart / RowGroups.Rows; g * RowGroups.Rows < laneEnd; g++)
         {
             int groupLane = g * RowGroups.Rows;
             int firstLane = Math.Max(laneStart, groupLane) - groupLane, endLane = Math.Min(laneEnd, groupLane + RowGroups.Rows) - groupLane;
             byte* group = task->W.Packed + g * groupBytes;
-            for (int t = 0; t < tokens; t++)
+            for (int t = 0; t < tokens; t += TileTokens)
             {
-                if (scaled) Group<F16ScaledRow>(group, x + (long)t * cols, cols, sums);
-                else Group<F16Row>(group, x + (long)t * cols, cols, sums);
-                float* y = task->Y + (long)t * rows + (groupLane - first);
-                for (int lane = firstLane; lane < endLane; lane++)
-                    y[lane] = sums[lane];
+                int count = Math.Min(TileTokens, tokens - t);
+                float* xt = x + (long)t * cols;
+                if (count == 3) Group<TRow, ThreeTokens>(group, xt, cols, sums);
+                else if (count == 2) Group<TRow, TwoTokens>(group, xt, cols, sums);
+                else Group<TRow, OneToken>(group, xt, cols, sums);
+                for (int k = 0; k < count; k++)
+                {
+                    float* y = task->Y + (long)(t + k) * rows + (groupLane - first);
+                    for (int lane = firstLane; lane < endLane; lane++)
+                        y[lane] = sums[k * RowGroups.Rows + lane];
+                }
             }
         }
     }
 
+    /// <summary>Tokens a group is read for at once: three tokens' eight accumulators each, and their activations, fill 28 of the 32 registers.</summary>
+    private const int TileTokens = 3;
+
     /// <summary>
-    /// One group's 16 sums against one token. Each block's four lines are matched by prefetches
-    /// <see cref="PrefetchBytes"/> ahead in the same stream.
+    /// One group's 16 sums for each of <typeparamref name="TTokens"/> tokens (token k's at <paramref name="sums"/> +
+    /// 16k): each widened pair of rows is multiplied by every token's activations. Each block's four lines are
+    /// matched by prefetches <see cref="PrefetchBytes"/> ahead in the same stream.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Group<TRow>(byte* group, float* x, int cols, float* sums) where TRow : IFloatRow
+    private static void Group<TRow, TTokens>(byte* group, float* x, int cols, float* sums) where TRow : IFloatRow where TTokens : ITokenCount
     {
+        int n = TTokens.Count;
         Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        Vector512<float> b0 = default, b1 = default, b2 = default, b3 = default, b4 = default, b5 = default, b6 = default, b7 = default;
+        Vector512<float> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default;
+        Vector512<float> xa = default, xb = default, xc = default, w;
         byte* block = group;
         for (int c = 0; c < cols; c += RowGroups.F16BlockColumns, block += BlockBytes)
         {
@@ -81,24 +100,45 @@ internal static unsafe class F16RowGroupKernels
             Sse.Prefetch0(block + PrefetchBytes + 64);
             Sse.Prefetch0(block + PrefetchBytes + 128);
             Sse.Prefetch0(block + PrefetchBytes + 192);
-            var xv = Avx512DQ.BroadcastVector256ToVector512(x + c);
-            a0 = Avx512F.FusedMultiplyAdd(Load2Rows<TRow>(block), xv, a0);
-            a1 = Avx512F.FusedMultiplyAdd(Load2Rows<TRow>(block + 32), xv, a1);
-            a2 = Avx512F.FusedMultiplyAdd(Load2Rows<TRow>(block + 64), xv, a2);
-            a3 = Avx512F.FusedMultiplyAdd(Load2Rows<TRow>(block + 96), xv, a3);
-            a4 = Avx512F.FusedMultiplyAdd(Load2Rows<TRow>(block + 128), xv, a4);
-            a5 = Avx512F.FusedMultiplyAdd(Load2Rows<TRow>(block + 160), xv, a5);
-            a6 = Avx512F.FusedMultiplyAdd(Load2Rows<TRow>(block + 192), xv, a6);
-            a7 = Avx512F.FusedMultiplyAdd(Load2Rows<TRow>(block + 224), xv, a7);
+            xa = Avx512DQ.BroadcastVector256ToVector512(x + c);
+            if (n > 1) xb = Avx512DQ.BroadcastVector256ToVector512(x + cols + c);
+            if (n > 2) xc = Avx512DQ.BroadcastVector256ToVector512(x + 2L * cols + c);
+            w = Load2Rows<TRow>(block);
+            a0 = Avx512F.FusedMultiplyAdd(w, xa, a0);
+            if (n > 1) b0 = Avx512F.FusedMultiplyAdd(w, xb, b0);
+            if (n > 2) c0 = Avx512F.FusedMultiplyAdd(w, xc, c0);
+            w = Load2Rows<TRow>(block + 32);
+            a1 = Avx512F.FusedMultiplyAdd(w, xa, a1);
+            if (n > 1) b1 = Avx512F.FusedMultiplyAdd(w, xb, b1);
+            if (n > 2) c1 = Avx512F.FusedMultiplyAdd(w, xc, c1);
+            w = Load2Rows<TRow>(block + 64);
+            a2 = Avx512F.FusedMultiplyAdd(w, xa, a2);
+            if (n > 1) b2 = Avx512F.FusedMultiplyAdd(w, xb, b2);
+            if (n > 2) c2 = Avx512F.FusedMultiplyAdd(w, xc, c2);
+            w = Load2Rows<TRow>(block + 96);
+            a3 = Avx512F.FusedMultiplyAdd(w, xa, a3);
+            if (n > 1) b3 = Avx512F.FusedMultiplyAdd(w, xb, b3);
+            if (n > 2) c3 = Avx512F.FusedMultiplyAdd(w, xc, c3);
+            w = Load2Rows<TRow>(block + 128);
+            a4 = Avx512F.FusedMultiplyAdd(w, xa, a4);
+            if (n > 1) b4 = Avx512F.FusedMultiplyAdd(w, xb, b4);
+            if (n > 2) c4 = Avx512F.FusedMultiplyAdd(w, xc, c4);
+            w = Load2Rows<TRow>(block + 160);
+            a5 = Avx512F.FusedMultiplyAdd(w, xa, a5);
+            if (n > 1) b5 = Avx512F.FusedMultiplyAdd(w, xb, b5);
+            if (n > 2) c5 = Avx512F.FusedMultiplyAdd(w, xc, c5);
+            w = Load2Rows<TRow>(block + 192);
+            a6 = Avx512F.FusedMultiplyAdd(w, xa, a6);
+            if (n > 1) b6 = Avx512F.FusedMultiplyAdd(w, xb, b6);
+            if (n > 2) c6 = Avx512F.FusedMultiplyAdd(w, xc, c6);
+            w = Load2Rows<TRow>(block + 224);
+            a7 = Avx512F.FusedMultiplyAdd(w, xa, a7);
+            if (n > 1) b7 = Avx512F.FusedMultiplyAdd(w, xb, b7);
+            if (n > 2) c7 = Avx512F.FusedMultiplyAdd(w, xc, c7);
         }
-        Store2(a0, sums);
-        Store2(a1, sums + 2);
-        Store2(a2, sums + 4);
-        Store2(a3, sums + 6);
-        Store2(a4, sums + 8);
-        Store2(a5, sums + 10);
-        Store2(a6, sums + 12);
-        Store2(a7, sums + 14);
+        Store16(a0, a1, a2, a3, a4, a5, a6, a7, sums);
+        if (n > 1) Store16(b0, b1, b2, b3, b4, b5, b6, b7, sums + RowGroups.Rows);
+        if (n > 2) Store16(c0, c1, c2, c3, c4, c5, c6, c7, sums + 2 * RowGroups.Rows);
     }
 
     /// <summary>How far ahead of the block being read its stream is prefetched.</summary>
@@ -114,6 +154,21 @@ internal static unsafe class F16RowGroupKernels
         return Vector512.Create(F16Row.Load8(halves, 0), F16Row.Load8(halves, RowGroups.F16BlockColumns));
     }
 
+    /// <summary>A group's 16 sums from its eight accumulators: each register's two rows' 8 lanes added as the definition adds them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Store16(Vector512<float> r01, Vector512<float> r23, Vector512<float> r45, Vector512<float> r67,
+        Vector512<float> r89, Vector512<float> r1011, Vector512<float> r1213, Vector512<float> r1415, float* sums)
+    {
+        Store2(r01, sums);
+        Store2(r23, sums + 2);
+        Store2(r45, sums + 4);
+        Store2(r67, sums + 6);
+        Store2(r89, sums + 8);
+        Store2(r1011, sums + 10);
+        Store2(r1213, sums + 12);
+        Store2(r1415, sums + 14);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Store2(Vector512<float> rows, float* sums)
     {
@@ -122,16 +177,25 @@ internal static unsafe class F16RowGroupKernels
     }
 
     /// <summary>
-    /// Widens row <paramref name="r"/> of <paramref name="w"/>'s repacked groups back into the file's column order,
-    /// exactly (<see cref="F16Row"/>), for prefill to read instead of the mapped file.
+    /// Widens rows <paramref name="rowStart"/>..<paramref name="rowEnd"/> of <paramref name="w"/>'s repacked groups
+    /// back into the file's column order, exactly (<see cref="F16Row"/>), row after row from
+    /// <paramref name="destination"/> on: prefill reads them there instead of the mapped file. Each group is read
+    /// once, in order; widened row by row, rows of 8192 columns reread each group's lines from L2 four times.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void WidenRow(in WeightMatrix w, int r, float* destination)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void WidenRows(in WeightMatrix w, int rowStart, int rowEnd, float* destination)
     {
-        int lane = w.PackedFirstLane + r, cols = w.Cols;
-        byte* block = w.Packed + lane / RowGroups.Rows * RowGroups.GroupBytes(GgmlType.F16, cols)
-            + lane % RowGroups.Rows * RowGroups.F16BlockColumns * sizeof(ushort);
-        for (int c = 0; c < cols; c += RowGroups.F16BlockColumns, block += BlockBytes)
-            Avx.Store(destination + c, F16Row.Load8(block, 0));
+        int cols = w.Cols, laneStart = w.PackedFirstLane + rowStart, laneEnd = w.PackedFirstLane + rowEnd;
+        long groupBytes = RowGroups.GroupBytes(GgmlType.F16, cols);
+        for (int g = laneStart / RowGroups.Rows; g * RowGroups.Rows < laneEnd; g++)
+        {
+            int groupLane = g * RowGroups.Rows;
+            int firstLane = Math.Max(laneStart, groupLane) - groupLane, endLane = Math.Min(laneEnd, groupLane + RowGroups.Rows) - groupLane;
+            float* rows = destination + (long)(groupLane + firstLane - laneStart) * cols;
+            byte* block = w.Packed + g * groupBytes + firstLane * RowGroups.F16BlockColumns * sizeof(ushort);
+            for (int c = 0; c < cols; c += RowGroups.F16BlockColumns, block += BlockBytes)
+                for (int lane = 0; lane < endLane - firstLane; lane++)
+                    Avx.Store(rows + (long)lane * cols + c, F16Row.Load8(block, lane * RowGroups.F16BlockColumns));
+        }
     }
 }
