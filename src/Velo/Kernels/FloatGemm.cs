@@ -95,8 +95,12 @@ internal static unsafe class FloatGemm
         {
             weights = (float*)(task->RowScratch + threadIndex * task->RowScratchBytes);
             rowFloats = cols;
-            for (int r = rowStart; r < rowEnd; r++)
-                Widen<TRow>(task->W.Row(r), weights + (long)(r - rowStart) * cols, cols);
+            // F16 weights repacked for decode are read there: the mapped file's pages then stay out of memory.
+            if (typeof(TRow) == typeof(F16Row) && task->W.Packed != null)
+                F16RowGroupKernels.WidenRows(task->W, rowStart, rowEnd, weights);
+            else
+                for (int r = rowStart; r < rowEnd; r++)
+                    Widen<TRow>(task->W.Row(r), weights + (long)(r - rowStart) * cols, cols);
         }
 
         int tokens = task->Tokens, pairs = (tokens + 1) / 2, blockColumns = BlockColumns(cols);

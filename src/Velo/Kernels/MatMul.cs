@@ -154,8 +154,10 @@ internal static unsafe class MatMul
             : paired ? (FloatGemm.WidensRows(first.Type) ? first.Cols * sizeof(float) : 0)
             : FloatKernels.WidensRows(first.Type, tokens) ? first.Cols * sizeof(float)
             : KQuantKernels.ScratchBytes(first.Type, first.Cols, tokens, 1, wide);
+        // Decode of repacked F16 weights (F16RowGroupKernels) takes whole groups too.
+        bool f16Groups = wide && !paired && first.Type == GgmlType.F16 && first.Packed != null && F16RowGroupKernels.IsSupported;
         int chunkRows = paired ? PairedChunkRows(totalRows, pool.ThreadCount)
-            : rowGroups ? RowGroupKernels.ChunkRows(totalRows, tokens, pool.ThreadCount)
+            : rowGroups || f16Groups ? RowGroupKernels.ChunkRows(totalRows, tokens, pool.ThreadCount)
             : ChunkRows(totalRows, tokens, pool.ThreadCount, scratchPerRow);
 
         // One buffer for the activations in the kernel's format and each thread's room for a chunk of rows.
@@ -304,7 +306,7 @@ internal static unsafe class MatMul
         return type switch
         {
             GgmlType.F32 => floatWide ? &FloatKernels.WideRows<F32Row> : &FloatKernels.Rows<F32Row>,
-            GgmlType.F16 => floatWide ? &FloatKernels.WideRows<F16Row> : &FloatKernels.Rows<F16Row>,
+            GgmlType.F16 => floatWide ? &F16RowGroupKernels.Rows : &FloatKernels.Rows<F16Row>,
             GgmlType.BF16 => floatWide ? &FloatKernels.WideRows<BF16Row> : &FloatKernels.Rows<BF16Row>,
             GgmlType.Q4_1 => &PairedBlock32Kernels.Rows<Q4_1Block, TDot>,
             GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block, TDot>,

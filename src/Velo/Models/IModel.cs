@@ -138,7 +138,7 @@ public sealed record ModelInfo
 }
 
 /// <summary>
-/// Weights copied at load: into the layouts the kernels read (Q4_0 and Q8_0 matrices), the copies' bytes and the time
+/// Weights copied at load: into the layouts the kernels read (Q4_0, Q8_0 and, with AVX-512, F16 matrices), the copies' bytes and the time
 /// it took; and as the file has them, into memory of 2 MiB pages (<see cref="WeightLoading"/>), likewise.
 /// </summary>
 public readonly record struct WeightRepack(long Bytes, TimeSpan Time, long CopiedBytes = 0, TimeSpan CopyTime = default)
@@ -147,7 +147,7 @@ public readonly record struct WeightRepack(long Bytes, TimeSpan Time, long Copie
     public string Describe()
     {
         var parts = new List<string>(2);
-        if (Bytes > 0) parts.Add($"repacking {Bytes / (1024.0 * 1024):F1} MiB of Q4_0/Q8_0 weights: {Time.TotalSeconds:F2} s");
+        if (Bytes > 0) parts.Add($"repacking {Bytes / (1024.0 * 1024):F1} MiB of weights into row groups: {Time.TotalSeconds:F2} s");
         if (CopiedBytes > 0) parts.Add($"copying {CopiedBytes / (1024.0 * 1024):F1} MiB of weights into huge pages: {CopyTime.TotalSeconds:F2} s");
         return string.Join("; ", parts);
     }

@@ -1,8 +1,9 @@
 namespace Velo.Models;
 
 /// <summary>
-/// Where the decoders' multiplied matrices are read from. By default those that are not repacked (F32, F16, BF16 and
-/// the K-quants; Q4_0 and Q8_0 are repacked anyway) are copied at load into memory backed by 2 MiB pages, where a
+/// Where the decoders' multiplied matrices are read from. By default those that are not repacked (F32, BF16, the
+/// K-quants, and F16 without AVX-512; Q4_0 and Q8_0 are repacked anyway, F16 with AVX-512 into 16-row groups in
+/// the same memory, see <see cref="Velo.Kernels.F16RowGroupKernels"/>) are copied at load into memory backed by 2 MiB pages, where a
 /// decode step streams them faster than from the memory-mapped file's 4 KiB pages; the load then takes the time of
 /// reading them once, and the process holds them as its own memory rather than as the file's cached pages (about the
 /// same resident size). Token-embedding tables that are only looked up stay in the file either way.

@@ -12,6 +12,12 @@ namespace Velo.Tensors;
 /// nibbles are elements 4j..4j+3 and its high nibbles elements 16+4j..16+4j+3. The scales stay fp16 so a decode
 /// step reads no more bytes than the file's blocks (18 or 34 per block and row).
 /// </para>
+/// <para>
+/// F16 weights are repacked for decode (<see cref="Velo.Kernels.F16RowGroupKernels"/>) when their rows are whole
+/// blocks of <see cref="F16BlockColumns"/> columns: a group is a run of such blocks, each the 16 rows' 8 halves in
+/// row order (256 bytes, four lines), so rows 2j and 2j+1 of a block are one 32-byte load that widens to one 512-bit
+/// register, and a decode step reads the group as one stream of the file's bytes.
+/// </para>
 /// </summary>
 internal static unsafe class RowGroups
 {
@@ -20,6 +26,12 @@ internal static unsafe class RowGroups
 
     /// <summary>Whether weights of <paramref name="type"/> are repacked at load.</summary>
     public static bool Repacks(GgmlType type) => type is GgmlType.Q4_0 or GgmlType.Q8_0;
+
+    /// <summary>Columns of one block of an F16 group: each row's 8 halves are one 8-lane chain of the F16 sums.</summary>
+    public const int F16BlockColumns = 8;
+
+    /// <summary>Whether a matrix of <paramref name="type"/> with <paramref name="cols"/> columns can be repacked.</summary>
+    public static bool CanRepack(GgmlType type, int cols) => Repacks(type) || type == GgmlType.F16 && cols % F16BlockColumns == 0;
 
     /// <summary>Bytes of one block's quants of a group: 16 rows of 16 (Q4_0) or 32 (Q8_0) bytes.</summary>
     public static int QuantBytesPerBlock(GgmlType type) => Rows * QuantBytes(type);
@@ -30,14 +42,15 @@ internal static unsafe class RowGroups
     public static int PairBytes(GgmlType type) => 2 * Rows * sizeof(ushort) + 2 * QuantBytesPerBlock(type);
 
     /// <summary>Bytes of one group of <paramref name="cols"/> columns: its pairs of blocks.</summary>
-    public static long GroupBytes(GgmlType type, int cols) => (cols / 32 + 1) / 2 * (long)PairBytes(type);
+    public static long GroupBytes(GgmlType type, int cols) =>
+        type == GgmlType.F16 ? (long)Rows * cols * sizeof(ushort) : (cols / 32 + 1) / 2 * (long)PairBytes(type);
 
     public static int GroupCount(int rows) => (rows + Rows - 1) / Rows;
 
     /// <summary>Bytes of a whole matrix's groups.</summary>
     public static long Bytes(GgmlType type, int rows, int cols)
     {
-        if (!Repacks(type)) throw new ArgumentException($"{type} weights are not repacked.", nameof(type));
+        if (!CanRepack(type, cols)) throw new ArgumentException($"{type} weights of {cols} columns are not repacked.", nameof(type));
         return SizeMath.Product("bytes of a repacked matrix", GroupCount(rows), GroupBytes(type, cols));
     }
 
@@ -48,7 +61,12 @@ internal static unsafe class RowGroups
     /// </summary>
     public static void Repack(in WeightMatrix w, byte* packed, int firstGroup, int endGroup)
     {
-        if (!Repacks(w.Type)) throw new ArgumentException($"{w.Type} weights are not repacked.", nameof(w));
+        if (!CanRepack(w.Type, w.Cols)) throw new ArgumentException($"{w.Type} weights of {w.Cols} columns are not repacked.", nameof(w));
+        if (w.Type == GgmlType.F16)
+        {
+            RepackF16(w, packed, firstGroup, endGroup);
+            return;
+        }
         int blocks = w.Cols / 32, quantBytes = QuantBytes(w.Type), blockBytes = 2 + quantBytes, registers = quantBytes / 4;
         long groupBytes = GroupBytes(w.Type, w.Cols);
         int pairBytes = PairBytes(w.Type), quantBytesPerBlock = QuantBytesPerBlock(w.Type);
@@ -70,6 +88,30 @@ internal static unsafe class RowGroups
                     for (int j = 0; j < registers; j++)
                         *(uint*)(quants + j * 64 + lane * 4) = bytes[j];
                 }
+            }
+        }
+    }
+
+    private static void RepackF16(in WeightMatrix w, byte* packed, int firstGroup, int endGroup)
+    {
+        long groupBytes = GroupBytes(GgmlType.F16, w.Cols);
+        const int BlockBytes = F16BlockColumns * sizeof(ushort);
+        for (int g = firstGroup; g < endGroup; g++)
+        {
+            byte* group = packed + g * groupBytes;
+            for (int lane = 0; lane < Rows; lane++)
+            {
+                int r = g * Rows + lane;
+                byte* target = group + lane * BlockBytes;
+                if (r >= w.Rows)
+                {
+                    for (int c = 0; c < w.Cols; c += F16BlockColumns, target += Rows * BlockBytes)
+                        new Span<byte>(target, BlockBytes).Clear();
+                    continue;
+                }
+                byte* row = w.Row(r);
+                for (int c = 0; c < w.Cols; c += F16BlockColumns, target += Rows * BlockBytes)
+                    Buffer.MemoryCopy(row + c * sizeof(ushort), target, BlockBytes, BlockBytes);
             }
         }
     }

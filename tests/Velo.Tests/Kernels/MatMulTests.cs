@@ -430,6 +430,7 @@ public unsafe class MatMulTests
     [Theory]
     [InlineData(GgmlType.F32, "Fastest", false)]
     [InlineData(GgmlType.F16, "Fastest", false)]
+    [InlineData(GgmlType.F16, "Fastest", true)]
     [InlineData(GgmlType.BF16, "Fastest", false)]
     [InlineData(GgmlType.Q8_0, "Fastest", false)]
     [InlineData(GgmlType.Q8_0, "Fastest", true)]
@@ -548,7 +549,7 @@ public unsafe class MatMulTests
     internal static NativeBuffer? Repacked(WeightMatrix plain, out WeightMatrix w)
     {
         w = plain;
-        if (!RowGroups.Repacks(plain.Type)) return null;
+        if (!RowGroups.Repacks(plain.Type) && !F16RowGroupKernels.Reads(plain.Type, plain.Cols)) return null;
         var buffer = new NativeBuffer(RowGroups.Bytes(plain.Type, plain.Rows, plain.Cols), zero: false);
         RowGroups.Repack(plain, (byte*)buffer.Pointer, 0, RowGroups.GroupCount(plain.Rows));
         w = plain.WithPacked((byte*)buffer.Pointer);

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Runtime.Intrinsics.X86;
 using Velo.Formats;
+using Velo.Kernels;
 using Velo.Tensors;
 
 namespace Velo.Models.Blocks;
@@ -62,6 +63,8 @@ internal sealed unsafe class WeightBinder : IDisposable
             return matrix;
         }
         if (RowGroups.Repacks(t.Type) && Avx2.IsSupported) return matrix.WithPacked(Repacked(name, matrix));
+        // F16 decode reads 16-row groups instead of a plain copy; everything else on its path reads them too.
+        if (_copyMultiplied && F16RowGroupKernels.Reads(t.Type, cols)) return matrix.WithPacked(Repacked(name, matrix));
         return _copyMultiplied ? new WeightMatrix(Copied(t), t.Type, rows, cols) : matrix;
     }
 
