@@ -499,7 +499,7 @@ internal static unsafe class KQuantKernels
     public static long ScratchBytes(GgmlType type, int cols, int tokens, int chunkRows, bool wide) =>
         tokens < (type is GgmlType.Q6_K or GgmlType.Q4_K or GgmlType.Q5_K ? UnpackTokens : TokenTile) || GgmlTypeInfo.BlockSize(type) != GgmlTypeInfo.QK_K ? 0
             : wide && type is GgmlType.Q4_K ? Q4_KRowGroupKernels.ScratchBytes(cols)
-            : wide && type is GgmlType.Q6_K ? Math.Max(KQuantWideKernels.ScratchBytes(cols, chunkRows), KQuantRowGroupKernels.ScratchBytes(cols))
+            : wide && type is GgmlType.Q6_K ? Math.Max(KQuantWideKernels.ScratchBytes(cols, chunkRows), Q6_KRowGroupKernels.ScratchBytes(cols))
             : wide ? KQuantWideKernels.ScratchBytes(cols, chunkRows)
             : (long)chunkRows * (cols / GgmlTypeInfo.QK_K) * sizeof(UnpackedSuperBlock);
 
@@ -713,6 +713,17 @@ internal static unsafe class KQuantKernels
         y[(long)tokens[1] * yStride] = Vector256.Sum(acc1);
         y[(long)tokens[2] * yStride] = Vector256.Sum(acc2);
         y[(long)tokens[3] * yStride] = Vector256.Sum(acc3);
+    }
+
+    /// <summary>
+    /// Reorders each 64 bytes of a token's quants (<paramref name="cols"/> of them) as 32 words, output word i being
+    /// input word <paramref name="order"/>[i]: the activation layouts of the AVX-512 row-group kernels.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void PermuteWords(sbyte* quants, int cols, Vector512<ushort> order)
+    {
+        for (int i = 0; i < cols; i += 64)
+            Vector512.Store(Avx512BW.PermuteVar32x16(Vector512.Load((ushort*)(quants + i)), order), (ushort*)(quants + i));
     }
 
     /// <summary>

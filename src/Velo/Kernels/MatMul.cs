@@ -256,7 +256,7 @@ internal static unsafe class MatMul
         PairedBlocks32,
         Blocks256,
 
-        /// <summary><see cref="Blocks256"/> with each 64 quants in <see cref="KQuantRowGroupKernels"/>' order.</summary>
+        /// <summary><see cref="Blocks256"/> with each 64 quants in <see cref="Q6_KRowGroupKernels"/>' order.</summary>
         ChunkPairs256,
 
         /// <summary><see cref="Blocks256"/> with each 64 quants in <see cref="Q4_KRowGroupKernels"/>' order.</summary>
@@ -299,7 +299,7 @@ internal static unsafe class MatMul
             GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 => ActivationFormat.Float,
             GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 => ActivationFormat.PairedBlocks32,
             GgmlType.Q4_K when wide && Q4_KRowGroupKernels.Handles(tokens) => ActivationFormat.InterleavedPairs256,
-            GgmlType.Q6_K when wide && KQuantRowGroupKernels.Handles(type, tokens) => ActivationFormat.ChunkPairs256,
+            GgmlType.Q6_K when wide && Q6_KRowGroupKernels.Handles(tokens) => ActivationFormat.ChunkPairs256,
             _ => ActivationFormat.Blocks256,
         };
         bool floatWide = wide && FloatKernels.WideIsSupported;
@@ -312,7 +312,7 @@ internal static unsafe class MatMul
             GgmlType.Q5_0 => &PairedBlock32Kernels.Rows<Q5_0Block, TDot>,
             GgmlType.Q5_1 => &PairedBlock32Kernels.Rows<Q5_1Block, TDot>,
             GgmlType.Q4_K => wide ? &Q4_KRowGroupKernels.Rows<TDot> : &KQuantKernels.Rows<Q4_KBlock, TDot>,
-            GgmlType.Q6_K => wide ? &KQuantRowGroupKernels.Rows<TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
+            GgmlType.Q6_K => wide ? &Q6_KRowGroupKernels.Rows<TDot> : &KQuantKernels.Rows<Q6_KBlock, TDot>,
             GgmlType.Q5_K => wide ? &KQuantWideKernels.Rows<Q5_KBlock, TDot> : &KQuantKernels.Rows<Q5_KBlock, TDot>,
             GgmlType.Q2_K => wide ? &KQuantWideKernels.Rows<Q2_KBlock, TDot> : &KQuantKernels.Rows<Q2_KBlock, TDot>,
             GgmlType.Q3_K => wide ? &KQuantWideKernels.Rows<Q3_KBlock, TDot> : &KQuantKernels.Rows<Q3_KBlock, TDot>,
@@ -410,7 +410,7 @@ internal static unsafe class MatMul
             ActivationQuantizer.Quantize256(x, cols, quants + (long)t * cols,
                 scales + (long)t * (cols / ActivationQuantizer.Block256), groupSums + (long)t * (cols / 16));
             if (format == ActivationFormat.ChunkPairs256)
-                KQuantRowGroupKernels.PairChunks(quants + (long)t * cols, cols);
+                Q6_KRowGroupKernels.PairChunks(quants + (long)t * cols, cols);
             else if (format == ActivationFormat.InterleavedPairs256)
                 Q4_KRowGroupKernels.InterleavePairs(quants + (long)t * cols, cols);
         }

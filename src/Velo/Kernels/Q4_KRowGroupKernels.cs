@@ -68,14 +68,12 @@ internal static unsafe class Q4_KRowGroupKernels
     /// 2p and 2p + 1) become their 16-bit words taken alternately from the two, output word 2w + s being input word
     /// 16s + w: each 8 bytes are then one step's broadcast (<see cref="Q4_KRowGroupSuperBlock.Quants"/>).
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void InterleavePairs(sbyte* quants, int cols)
     {
         var order = Vector512.Create(
             (ushort)0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
             8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-        for (int i = 0; i < cols; i += 64)
-            Vector512.Store(Avx512BW.PermuteVar32x16(Vector512.Load((ushort*)(quants + i)), order), (ushort*)(quants + i));
+        KQuantKernels.PermuteWords(quants, cols, order);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]

@@ -7,7 +7,7 @@ using Velo.Threading;
 namespace Velo.Tests.Kernels;
 
 /// <summary>
-/// Q4_K and Q6_K prefill in row groups (<see cref="Q4_KRowGroupKernels"/>, <see cref="KQuantRowGroupKernels"/>) against
+/// Q4_K and Q6_K prefill in row groups (<see cref="Q4_KRowGroupKernels"/>, <see cref="Q6_KRowGroupKernels"/>) against
 /// their scalar reference, the 256-bit kernels and a token alone, bit for bit: row counts that leave a partial group,
 /// token counts that leave a partial tile, and rows of 1, 3 and 9 super-blocks. Q4_K's decode kernels (a token alone,
 /// tiles of four tokens) against the same reference.
@@ -57,7 +57,7 @@ public unsafe class KQuantRowGroupKernelTests
     public void RowGroupTilesEqualATokenAloneBitForBit(GgmlType type)
     {
         Assert.True(type == GgmlType.Q4_K ? Q4_KRowGroupKernels.IsSupported && Q4_KRowGroupKernels.Handles(16)
-            : KQuantRowGroupKernels.IsSupported && KQuantRowGroupKernels.Handles(type, 16));
+            : Q6_KRowGroupKernels.IsSupported && Q6_KRowGroupKernels.Handles(16));
         var random = new Random(17);
         using var pool = new WorkerPool(3);
         foreach (int cols in ColumnCounts)
@@ -102,7 +102,7 @@ public unsafe class KQuantRowGroupKernelTests
                     ActivationQuantizer.Layout256(pa, cols, tokens, out var quants, out var scales, out var groupSums);
                     for (int t = 0; t < tokens; t++)
                         ActivationQuantizer.Quantize256(px + t * cols, cols, quants + t * cols, scales + t * (cols / 256), groupSums + t * (cols / 16));
-                    KQuantRowGroupKernels.Reference(w, quants, scales, groupSums, tokens, pr);
+                    Q6_KRowGroupKernels.Reference(w, quants, scales, groupSums, tokens, pr);
                 }
                 Assert.True(MemoryMarshal.Cast<float, int>(kernel).SequenceEqual(MemoryMarshal.Cast<float, int>(reference)),
                     $"{type} {path} rows={rows} cols={cols} tokens={tokens}: kernel and scalar reference differ");

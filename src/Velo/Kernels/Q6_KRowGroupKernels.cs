@@ -6,13 +6,13 @@ using Velo.Tensors;
 namespace Velo.Kernels;
 
 /// <summary>
-/// One super-block of 16 Q6_K rows unpacked for <see cref="KQuantRowGroupKernels"/>, in quads of 4 rows, each
+/// One super-block of 16 Q6_K rows unpacked for <see cref="Q6_KRowGroupKernels"/>, in quads of 4 rows, each
 /// 128-bit quarter of a 512-bit register one row's. Sub-blocks 2p and 2p + 1 go together: int32 lane e of a quarter, for half h, holds two quants of each, so that one <c>madd</c>
 /// weights both sub-blocks by their own scales. Register A takes columns 4j and 4j + 1 of both (j = 4h + e, columns
 /// counted within the sub-block), register B columns 4j + 2 and 4j + 3; their <c>maddubs</c> products added as int16
 /// are each sub-block's exact sum of lane j's four products (at most 4·63·128 in magnitude, within int16).
 /// </summary>
-internal unsafe struct RowGroupSuperBlock
+internal unsafe struct Q6_KRowGroupSuperBlock
 {
     /// <summary>Rows per group.</summary>
     public const int Rows = 16;
@@ -41,7 +41,7 @@ internal unsafe struct RowGroupSuperBlock
 
 /// <summary>
 /// AVX-512 (BW) prefill for Q6_K in groups of 16 rows. Each work item's rows (16 at most in prefill) are unpacked
-/// once, super-block by super-block, into <see cref="RowGroupSuperBlock"/>s, and multiplied in tiles of 16 rows ×
+/// once, super-block by super-block, into <see cref="Q6_KRowGroupSuperBlock"/>s, and multiplied in tiles of 16 rows ×
 /// 4 tokens against activations whose quants <see cref="PairChunks"/> put in the same order. Per 128 products
 /// (a row's lane of two sub-blocks, 16 rows) this takes two <c>maddubs</c>, an int16 add and one <c>madd</c>,
 /// where <see cref="KQuantWideKernels"/> takes two of each; each 128-bit broadcast of activations serves four
@@ -55,13 +55,13 @@ internal unsafe struct RowGroupSuperBlock
 /// ((a4 + a5) + (a6 + a7)). <see cref="Reference"/> is the same arithmetic in plain scalar code.
 /// </para>
 /// </summary>
-internal static unsafe class KQuantRowGroupKernels
+internal static unsafe class Q6_KRowGroupKernels
 {
     private const int TokenTile = 4;
 
     /// <summary>Writes Q6_K super-block <paramref name="block"/> as row 4·<paramref name="quad"/> + <paramref name="qr"/> of <paramref name="u"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void UnpackRow(byte* block, RowGroupSuperBlock* u, int quad, int qr)
+    private static void UnpackRow(byte* block, Q6_KRowGroupSuperBlock* u, int quad, int qr)
     {
         // Q6_K's own unpacking gives the quants 0..63 in element order and 32·scale per group of 16.
         UnpackedSuperBlock plain;
@@ -83,46 +83,40 @@ internal static unsafe class KQuantRowGroupKernels
     public static bool IsSupported => Avx512BW.IsSupported;
 
     /// <summary>Whether <see cref="Rows{TDot}"/> takes <paramref name="tokens"/> tokens itself (fewer go to the other kernels).</summary>
-    public static bool Handles(GgmlType type, int tokens) => type switch
-    {
-        GgmlType.Q6_K => KQuantKernels.UnpacksFor<Q6_KBlock>(tokens),
-        _ => false,
-    };
+    public static bool Handles(int tokens) => KQuantKernels.UnpacksFor<Q6_KBlock>(tokens);
 
     /// <summary>Bytes of <see cref="MatMulTask.RowScratch"/> per thread: one group's unpacked row.</summary>
-    public static long ScratchBytes(int cols) => (long)(cols / 256) * sizeof(RowGroupSuperBlock);
+    public static long ScratchBytes(int cols) => (long)(cols / 256) * sizeof(Q6_KRowGroupSuperBlock);
 
     /// <summary>
     /// Reorders one token's 256-block quants (<paramref name="cols"/> of them) for the kernels: each 64 (sub-blocks
-    /// 2p and 2p + 1) become, per half h, register A's 16 then register B's 16 (<see cref="RowGroupSuperBlock.Quants"/>),
+    /// 2p and 2p + 1) become, per half h, register A's 16 then register B's 16 (<see cref="Q6_KRowGroupSuperBlock.Quants"/>),
     /// 16-bit pairs taken alternately from the two sub-blocks. Output word 16h + 8ab + 2e + s is input word
     /// 16s + 8h + 2e + ab.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void PairChunks(sbyte* quants, int cols)
     {
         var order = Vector512.Create(
             (ushort)0, 16, 2, 18, 4, 20, 6, 22, 1, 17, 3, 19, 5, 21, 7, 23,
             8, 24, 10, 26, 12, 28, 14, 30, 9, 25, 11, 27, 13, 29, 15, 31);
-        for (int i = 0; i < cols; i += 64)
-            Vector512.Store(Avx512BW.PermuteVar32x16(Vector512.Load((ushort*)(quants + i)), order), (ushort*)(quants + i));
+        KQuantKernels.PermuteWords(quants, cols, order);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Rows<TDot>(MatMulTask* task, int rowStart, int rowEnd, int threadIndex) where TDot : IIntegerDot
     {
         int tokens = task->Tokens;
-        if (!KQuantKernels.UnpacksFor<Q6_KBlock>(tokens))
+        if (!Handles(tokens))
         {
             KQuantWideKernels.Rows<Q6_KBlock, TDot>(task, rowStart, rowEnd, threadIndex);
             return;
         }
         int cols = task->W.Cols, blocks = cols / 256;
-        var unpacked = (RowGroupSuperBlock*)(task->RowScratch + threadIndex * task->RowScratchBytes);
+        var unpacked = (Q6_KRowGroupSuperBlock*)(task->RowScratch + threadIndex * task->RowScratchBytes);
         var accumulators = stackalloc Vector512<float>[8 * TokenTile];
-        for (int group = rowStart; group < rowEnd; group += RowGroupSuperBlock.Rows)
+        for (int group = rowStart; group < rowEnd; group += Q6_KRowGroupSuperBlock.Rows)
         {
-            int groupRows = Math.Min(RowGroupSuperBlock.Rows, rowEnd - group);
+            int groupRows = Math.Min(Q6_KRowGroupSuperBlock.Rows, rowEnd - group);
             for (int k = 0; k < blocks; k++)
                 Unpack(task->W, group, groupRows, k, unpacked + k);
             // A last tile of fewer tokens repeats its last token, which stores the same values again.
@@ -133,19 +127,19 @@ internal static unsafe class KQuantRowGroupKernels
 
     /// <summary>Super-block <paramref name="k"/> of rows <paramref name="first"/> onwards (the last repeated to fill 16).</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Unpack(in WeightMatrix w, int first, int count, int k, RowGroupSuperBlock* u)
+    private static void Unpack(in WeightMatrix w, int first, int count, int k, Q6_KRowGroupSuperBlock* u)
     {
-        for (int r = 0; r < RowGroupSuperBlock.Rows; r++)
+        for (int r = 0; r < Q6_KRowGroupSuperBlock.Rows; r++)
             UnpackRow(w.Row(first + Math.Min(r, count - 1)) + (long)k * Q6_KBlock.BlockBytes, u, r / 4, r % 4);
     }
 
     /// <summary>
     /// Row 4·quad + qr's quants of sub-blocks 2p (<paramref name="low"/>) and 2p + 1 (<paramref name="high"/>), columns
-    /// 16h onwards, as registers A and B (<see cref="RowGroupSuperBlock.Quants"/>): lane e of A takes words 2e, of B
+    /// 16h onwards, as registers A and B (<see cref="Q6_KRowGroupSuperBlock.Quants"/>): lane e of A takes words 2e, of B
     /// words 2e + 1, of both.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StorePair(Vector128<byte> low, Vector128<byte> high, RowGroupSuperBlock* u, int pair, int h, int quad, int qr)
+    private static void StorePair(Vector128<byte> low, Vector128<byte> high, Q6_KRowGroupSuperBlock* u, int pair, int h, int quad, int qr)
     {
         var first4 = Sse2.UnpackLow(low.AsUInt16(), high.AsUInt16()).AsSingle();
         var last4 = Sse2.UnpackHigh(low.AsUInt16(), high.AsUInt16()).AsSingle();
@@ -160,7 +154,7 @@ internal static unsafe class KQuantRowGroupKernels
     /// token i's float accumulator of half h of quad's lanes.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile(MatMulTask* task, RowGroupSuperBlock* unpacked, int group, int groupRows, int firstToken, Vector512<float>* acc)
+    private static void Tile(MatMulTask* task, Q6_KRowGroupSuperBlock* unpacked, int group, int groupRows, int firstToken, Vector512<float>* acc)
     {
         int cols = task->W.Cols, rows = task->W.Rows, tokens = task->Tokens, blocks = cols / 256;
         ActivationQuantizer.Layout256(task->Activations, cols, tokens, out sbyte* quants, out float* scales, out short* groupSums);
@@ -177,7 +171,7 @@ internal static unsafe class KQuantRowGroupKernels
 
         for (int k = 0; k < blocks; k++)
         {
-            RowGroupSuperBlock* u = unpacked + k;
+            Q6_KRowGroupSuperBlock* u = unpacked + k;
             for (int i = 0; i < TokenTile; i++)
             {
                 var xd = Vector512.Create(scales[(long)tokenOf[i] * blocks + k]);
@@ -249,7 +243,7 @@ internal static unsafe class KQuantRowGroupKernels
             var rows23 = Avx512F.PermuteVar16x32x2(quad2, firstOfFour, quad3);
             var sums = Avx512F.Shuffle4x128(rows01, rows23, 0b01_00_01_00);
             float* y = task->Y + (long)tokenOf[i] * rows + group;
-            if (groupRows == RowGroupSuperBlock.Rows)
+            if (groupRows == Q6_KRowGroupSuperBlock.Rows)
                 Vector512.Store(sums, y);
             else
                 for (int r = 0; r < groupRows; r++) y[r] = sums.GetElement(r);
