@@ -38,14 +38,6 @@ public unsafe class F16RowGroupKernelTests
         return y;
     }
 
-    private static NativeBuffer Repack(WeightMatrix w, out WeightMatrix packed)
-    {
-        var buffer = new NativeBuffer(RowGroups.Bytes(w.Type, w.Rows, w.Cols), zero: false);
-        RowGroups.Repack(w, (byte*)buffer.Pointer, 0, RowGroups.GroupCount(w.Rows));
-        packed = w.WithPacked((byte*)buffer.Pointer);
-        return buffer;
-    }
-
     private static void AssertEveryPathGives(float[] expected, in WeightMatrix w, float[] x, int tokens, WorkerPool pool, string what)
     {
         // Without AVX2 and FMA every path is the portable one, which sums each row in TensorPrimitives.Dot's order.
@@ -72,7 +64,7 @@ public unsafe class F16RowGroupKernelTests
         {
             using var file = MatMulTests.RandomWeights(GgmlType.F16, rows, cols, random);
             var plain = new WeightMatrix((byte*)file.Pointer, GgmlType.F16, rows, cols);
-            using var packedCopy = Repack(plain, out var w);
+            using var packedCopy = RowGroupKernelTests.Repack(plain, out var w);
             int mostTokens = rows == 37 ? 20 : 9;
             var x = MatMulTests.RandomActivations(mostTokens * cols, random);
             // A token's row of results is the definition's, whichever batch it comes in: every prefix of the batch.
@@ -94,7 +86,7 @@ public unsafe class F16RowGroupKernelTests
         const int Rows = 520, Cols = 2048;
         using var file = MatMulTests.RandomWeights(GgmlType.F16, Rows, Cols, random);
         var plain = new WeightMatrix((byte*)file.Pointer, GgmlType.F16, Rows, Cols);
-        using var packedCopy = Repack(plain, out var w);
+        using var packedCopy = RowGroupKernelTests.Repack(plain, out var w);
         foreach (int tokens in new[] { 1, 3, 19 })
         {
             var x = MatMulTests.RandomActivations(tokens * Cols, random);
@@ -119,7 +111,7 @@ public unsafe class F16RowGroupKernelTests
         for (int r = 0; r < Rows; r++)
             for (int c = r % 3; c < Cols; c += 3)
                 ((ushort*)plain.Row(r))[c] = halves[(r * 7 + c) % halves.Length];
-        using var packedCopy = Repack(plain, out var w);
+        using var packedCopy = RowGroupKernelTests.Repack(plain, out var w);
         foreach (int tokens in new[] { 1, 2, 5, 11 })
         {
             var x = MatMulTests.RandomActivations(tokens * Cols, random);
@@ -137,7 +129,7 @@ public unsafe class F16RowGroupKernelTests
         const int Rows = 75, Cols = 96;
         using var file = MatMulTests.RandomWeights(GgmlType.F16, Rows, Cols, random);
         var plain = new WeightMatrix((byte*)file.Pointer, GgmlType.F16, Rows, Cols);
-        using var packedCopy = Repack(plain, out var w);
+        using var packedCopy = RowGroupKernelTests.Repack(plain, out var w);
         foreach (var (first, count) in new[] { (0, 16), (5, 30), (16, 21), (35, 40), (74, 1), (3, 7) })
         {
             // A slice of a slice, too: its lanes count from the first slice's.

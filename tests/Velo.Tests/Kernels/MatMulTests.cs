@@ -550,10 +550,7 @@ public unsafe class MatMulTests
     {
         w = plain;
         if (!RowGroups.Repacks(plain.Type) && !F16RowGroupKernels.Reads(plain.Type, plain.Cols)) return null;
-        var buffer = new NativeBuffer(RowGroups.Bytes(plain.Type, plain.Rows, plain.Cols), zero: false);
-        RowGroups.Repack(plain, (byte*)buffer.Pointer, 0, RowGroups.GroupCount(plain.Rows));
-        w = plain.WithPacked((byte*)buffer.Pointer);
-        return buffer;
+        return RowGroupKernelTests.Repack(plain, out w);
     }
 
     internal static NativeBuffer RandomWeights(GgmlType type, int rows, int cols, Random random)

@@ -61,7 +61,8 @@ public unsafe class RowGroupKernelTests
         return y;
     }
 
-    private static NativeBuffer Repack(WeightMatrix w, out WeightMatrix packed)
+    /// <summary>A copy of <paramref name="w"/> repacked into row groups, as the loader makes it, and the matrix reading it.</summary>
+    internal static NativeBuffer Repack(WeightMatrix w, out WeightMatrix packed)
     {
         var buffer = new NativeBuffer(RowGroups.Bytes(w.Type, w.Rows, w.Cols), zero: false);
         RowGroups.Repack(w, (byte*)buffer.Pointer, 0, RowGroups.GroupCount(w.Rows));
